@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine with Python >= 3.10 and pip:
+#   make demo   - creates .venv-demo, records examples/train.py with `runtel run` and shows it
+#   make test   - creates .venv, installs runtel with its test extras and runs the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+DEMO_VENV ?= .venv-demo
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/pip install -q -e .
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	RUNTEL_DIR=runs/demo $(DEMO_VENV)/bin/runtel run --name demo-train --tag example=train -- $(DEMO_VENV)/bin/python examples/train.py --epochs 3
+	RUNTEL_DIR=runs/demo $(DEMO_VENV)/bin/runtel show latest
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -n 2 -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_VENV) runs build *.egg-info

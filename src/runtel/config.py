@@ -1,0 +1,370 @@
+"""Process-wide settings: one table of parameters, resolved argument > environment > default.
+
+This is the only module that reads runtel's settings from the environment. ``docs/configuration.md``
+is generated from :data:`PARAMS` (``python -m runtel.config``) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from runtel.errors import ConfigError
+
+__all__ = ("PARAMS", "UNSET", "Param", "Settings", "resolve_settings")
+
+
+class _Unset:
+    """Marks an argument the caller did not give (``None`` may be a real value)."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset()
+
+TELEMETRY_LEVELS: Final = ("full", "minimal", "off")
+KNOWN_EXPORTERS: Final = ("json", "otlp", "none")
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_exporters(raw: str) -> tuple[str, ...]:
+    names = tuple(n.lower() for n in _parse_list(raw))
+    unknown = [n for n in names if n not in KNOWN_EXPORTERS]
+    if unknown:
+        raise ValueError(f"unknown exporter(s) {', '.join(unknown)}; known: {', '.join(KNOWN_EXPORTERS)}")
+    return names
+
+
+def _parse_telemetry(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in TELEMETRY_LEVELS:
+        raise ValueError(f"expected one of {', '.join(TELEMETRY_LEVELS)}, got {raw!r}")
+    return value
+
+
+def _positive_float(minimum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not value >= minimum:  # also rejects NaN
+            raise ValueError(f"must be >= {minimum}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {raw!r}")
+    return value
+
+
+def _optional_positive_int(raw: str) -> int | None:
+    return None if raw.strip() == "" else _positive_int(raw)
+
+
+def _optional_positive_float(raw: str) -> float | None:
+    return None if raw.strip() == "" else _positive_float(0.0)(raw)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One setting: where it can come from, its default, how to parse it, and what it means."""
+
+    env: tuple[str, ...]
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+    default_doc: str = ""
+
+
+PARAMS: Final[dict[str, Param]] = {
+    "dir": Param(("RUNTEL_DIR",), Path("runs"), Path, "Folder that holds one sub-folder per run.", "`./runs`"),
+    "exporters": Param(
+        ("RUNTEL_EXPORTERS",),
+        ("json",),
+        _parse_exporters,
+        "Comma-separated sinks: `json` (the local run folder), `otlp` (opt-in network export), `none`. "
+        "`OTEL_TRACES_EXPORTER=otlp` or `OTEL_METRICS_EXPORTER=otlp` also opts in to OTLP; "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` alone does not.",
+        "`json`",
+    ),
+    "service_name": Param(
+        ("OTEL_SERVICE_NAME",),
+        None,
+        str,
+        "`service.name` of the Resource. Without it runtel uses the first run's name.",
+        "name of the first run",
+    ),
+    "disabled": Param(
+        ("OTEL_SDK_DISABLED",),
+        False,
+        _parse_bool,
+        "`true` turns runtel into a no-op: no spans, no metrics, no files.",
+        "`false`",
+    ),
+    "telemetry": Param(
+        ("RUNTEL_TELEMETRY",),
+        "full",
+        _parse_telemetry,
+        "How much environment a run records: `full`, `minimal` or `off` (see docs/privacy.md).",
+        "`full`",
+    ),
+    "attribute_max_length": Param(
+        ("RUNTEL_ATTRIBUTE_MAX_LENGTH",),
+        4096,
+        _positive_int,
+        "Longest string value put on a span attribute; longer values are cut and marked `…[truncated]`.",
+        "`4096`",
+    ),
+    "record_max_bytes": Param(
+        ("RUNTEL_RECORD_MAX_BYTES",),
+        1_048_576,
+        _positive_int,
+        "Longest single string kept in run.json (config, metadata); longer ones are cut and marked.",
+        "`1048576`",
+    ),
+    "sample_interval": Param(
+        ("RUNTEL_SAMPLE_INTERVAL",),
+        1.0,
+        _positive_float(0.05),
+        "Seconds between resource samples (CPU, RAM, GPU, energy); minimum 0.05.",
+        "`1.0`",
+    ),
+    "memory_detail_interval": Param(
+        ("RUNTEL_MEMORY_DETAIL_INTERVAL",),
+        10.0,
+        _positive_float(0.05),
+        "Seconds between the more expensive USS/PSS reads of the process tree.",
+        "`10.0`",
+    ),
+    "metric_interval": Param(
+        ("RUNTEL_METRIC_INTERVAL",),
+        5.0,
+        _positive_float(0.05),
+        "Seconds between metric exports to metrics.jsonl (and OTLP); a final export happens at run end.",
+        "`5.0`",
+    ),
+    "sampling": Param(
+        ("RUNTEL_SAMPLING",),
+        True,
+        _parse_bool,
+        "`false` turns the background resource sampler off (spans and records still work).",
+        "`true`",
+    ),
+    "n_expected_cores": Param(
+        ("RUNTEL_EXPECTED_CORES",),
+        None,
+        _optional_positive_int,
+        "Cores the job is expected to use; denominator of the `hardware` CPU utilisation share.",
+        "CPUs available to the process",
+    ),
+    "gpu_backend": Param(
+        ("RUNTEL_GPU",),
+        "auto",
+        lambda raw: raw.strip().lower(),
+        "GPU backend: `auto`, `nvml`, `amd` or `none`.",
+        "`auto`",
+    ),
+    "gpu_uuids": Param(
+        ("RUNTEL_GPU_UUIDS",),
+        None,
+        _parse_list,
+        "Comma-separated GPU UUIDs to track (also restricted by `CUDA_VISIBLE_DEVICES`).",
+        "all visible GPUs",
+    ),
+    "carbon_intensity": Param(
+        ("RUNTEL_CARBON_INTENSITY",),
+        475.0,
+        _positive_float(0.0),
+        "Grid carbon intensity in gCO2eq/kWh used to turn energy into emissions (no network look-up). "
+        "The default is the IEA 2019 world average.",
+        "`475.0`",
+    ),
+    "cpu_tdp": Param(
+        ("RUNTEL_CPU_TDP",),
+        None,
+        _optional_positive_float,
+        "CPU package TDP in watts for the utilisation-based energy estimate when RAPL is not readable.",
+        "from the bundled table, else 85 W",
+    ),
+    "redact_patterns": Param(
+        ("RUNTEL_REDACT_PATTERNS",),
+        (),
+        _parse_list,
+        "Extra comma-separated regular expressions; keys or values matching one are redacted.",
+        "none",
+    ),
+    "git_diff_max_bytes": Param(
+        ("RUNTEL_GIT_DIFF_MAX_BYTES",),
+        1_048_576,
+        _positive_int,
+        "Largest `git diff HEAD` saved as git.diff; a larger diff is cut and marked.",
+        "`1048576`",
+    ),
+    "export_timeout": Param(
+        ("RUNTEL_EXPORT_TIMEOUT",),
+        5.0,
+        _positive_float(0.0),
+        "Upper bound in seconds on waiting for OTLP export at run end or exit.",
+        "`5.0`",
+    ),
+    "strict": Param(
+        ("RUNTEL_STRICT",),
+        False,
+        _parse_bool,
+        "Re-raise runtel's internal errors instead of logging them (for runtel's own tests).",
+        "`false`",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved, immutable settings for this process (see :data:`PARAMS` for meanings)."""
+
+    dir: Path = Path("runs")
+    exporters: tuple[str, ...] = ("json",)
+    service_name: str | None = None
+    disabled: bool = False
+    telemetry: str = "full"
+    attribute_max_length: int = 4096
+    record_max_bytes: int = 1_048_576
+    sample_interval: float = 1.0
+    memory_detail_interval: float = 10.0
+    metric_interval: float = 5.0
+    sampling: bool = True
+    n_expected_cores: int | None = None
+    gpu_backend: str = "auto"
+    gpu_uuids: tuple[str, ...] | None = None
+    carbon_intensity: float = 475.0
+    cpu_tdp: float | None = None
+    redact_patterns: tuple[str, ...] = ()
+    git_diff_max_bytes: int = 1_048_576
+    export_timeout: float = 5.0
+    strict: bool = False
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def json_enabled(self) -> bool:
+        """Whether the local run folder is written."""
+        return "json" in self.exporters
+
+    @property
+    def otlp_enabled(self) -> bool:
+        """Whether the user opted in to network export."""
+        return "otlp" in self.exporters
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+
+def _from_env(name: str, env: Mapping[str, str]) -> Any:
+    param = PARAMS[name]
+    for var in param.env:
+        raw = env.get(var)
+        if raw is not None and raw.strip() != "":
+            try:
+                return param.parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{var}={raw!r}: {exc}") from exc
+    return UNSET
+
+
+def _check_arg(name: str, value: Any) -> Any:
+    """Validate an explicitly passed argument with the same rules as its environment variable."""
+    if isinstance(value, str) and name not in ("service_name", "gpu_backend"):
+        try:
+            return PARAMS[name].parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}={value!r}: {exc}") from exc
+    if name == "dir":
+        return Path(value)
+    if name == "exporters":
+        return _parse_exporters(",".join(value))
+    if name in ("gpu_uuids", "redact_patterns") and value is not None:
+        return tuple(value)
+    if name == "sample_interval" and float(value) < 0.05:
+        raise ConfigError(f"sample_interval must be >= 0.05 seconds, got {value!r}")
+    return value
+
+
+def resolve_settings(env: Mapping[str, str] | None = None, **args: Any) -> Settings:
+    """Resolve every setting: explicit argument > environment variable > default.
+
+    Args:
+        env: The environment to read (``os.environ`` when omitted); tests pass a dict.
+        **args: Explicit values by setting name; ``UNSET`` values are ignored.
+
+    Raises:
+        ConfigError: An argument or environment variable has an unusable value, or an unknown
+            setting name was given.
+    """
+    env = dict(os.environ if env is None else env)
+    unknown = set(args) - set(PARAMS)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, param in PARAMS.items():
+        arg = args.get(name, UNSET)
+        if arg is not UNSET:
+            values[name] = _check_arg(name, arg)
+            continue
+        from_env = _from_env(name, env)
+        values[name] = param.default if from_env is UNSET else from_env
+    # The standard OTel exporter selectors are honoured too (the SDK only reads them in auto-instrumentation).
+    if "exporters" not in args or args["exporters"] is UNSET:
+        standard = {env.get("OTEL_TRACES_EXPORTER", ""), env.get("OTEL_METRICS_EXPORTER", "")}
+        if any("otlp" in _parse_list(v.lower()) for v in standard) and "otlp" not in values["exporters"]:
+            values["exporters"] = (*values["exporters"], "otlp")
+    if values["gpu_backend"] not in ("auto", "nvml", "amd", "none"):
+        raise ConfigError(f"RUNTEL_GPU/gpu_backend must be auto, nvml, amd or none, got {values['gpu_backend']!r}")
+    return Settings(**values, env=env)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, for docs/configuration.md."""
+    lines = [
+        "| argument of `configure()` | environment variable | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, param in PARAMS.items():
+        env = ", ".join(f"`{v}`" for v in param.env)
+        default = param.default_doc or f"`{param.default!r}`"
+        lines.append(f"| `{name}` | {env} | {default} | {param.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+assert {f.name for f in fields(Settings)} - {"env"} == set(PARAMS), "Settings and PARAMS must agree"
+
+if __name__ == "__main__":  # pragma: no cover - used to regenerate the docs table
+    import sys
+
+    sys.stdout.write(settings_table())

@@ -1,0 +1,127 @@
+"""Every attribute and metric name runtel emits, and its unit.
+
+OpenTelemetry semantic-convention strings are pinned here (copied from semantic-conventions v1.44.0,
+not imported from the incubating package, which moves). Names that have no convention live under
+the ``runtel.`` prefix. No other module spells an attribute or metric name as a literal.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
+INSTRUMENTATION_SCOPE: Final = "runtel"
+
+# --- resource / process (semconv) ---------------------------------------------------------------
+SERVICE_NAME: Final = "service.name"
+SERVICE_VERSION: Final = "service.version"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"
+HOST_NAME: Final = "host.name"
+HOST_ID: Final = "host.id"
+HOST_ARCH: Final = "host.arch"
+HOST_CPU_MODEL_NAME: Final = "host.cpu.model.name"
+HOST_CPU_VENDOR_ID: Final = "host.cpu.vendor.id"
+OS_TYPE: Final = "os.type"
+OS_NAME: Final = "os.name"
+OS_VERSION: Final = "os.version"
+OS_DESCRIPTION: Final = "os.description"
+PROCESS_PID: Final = "process.pid"
+PROCESS_PARENT_PID: Final = "process.parent_pid"
+PROCESS_CREATION_TIME: Final = "process.creation.time"
+PROCESS_EXECUTABLE_NAME: Final = "process.executable.name"
+PROCESS_EXECUTABLE_PATH: Final = "process.executable.path"
+PROCESS_COMMAND: Final = "process.command"
+PROCESS_COMMAND_ARGS: Final = "process.command_args"
+PROCESS_OWNER: Final = "process.owner"
+PROCESS_WORKING_DIRECTORY: Final = "process.working_directory"
+PROCESS_RUNTIME_NAME: Final = "process.runtime.name"
+PROCESS_RUNTIME_VERSION: Final = "process.runtime.version"
+PROCESS_RUNTIME_DESCRIPTION: Final = "process.runtime.description"
+CONTAINER_ID: Final = "container.id"
+K8S_POD_NAME: Final = "k8s.pod.name"
+K8S_NAMESPACE_NAME: Final = "k8s.namespace.name"
+K8S_NODE_NAME: Final = "k8s.node.name"
+VCS_REPOSITORY_URL_FULL: Final = "vcs.repository.url.full"
+VCS_REF_HEAD_REVISION: Final = "vcs.ref.head.revision"
+VCS_REF_HEAD_NAME: Final = "vcs.ref.head.name"
+VCS_REF_HEAD_TYPE: Final = "vcs.ref.head.type"
+
+# --- code / errors (semconv) --------------------------------------------------------------------
+CODE_FUNCTION_NAME: Final = "code.function.name"
+CODE_FILE_PATH: Final = "code.file.path"
+CODE_LINE_NUMBER: Final = "code.line.number"
+ERROR_TYPE: Final = "error.type"
+
+# --- runtel's own span attributes ---------------------------------------------------------------
+RUN_ID: Final = "runtel.run.id"
+RUN_NAME: Final = "runtel.run.name"
+RUN_PARENT_ID: Final = "runtel.run.parent_id"
+SPAN_KIND: Final = "runtel.kind"  # "run" | "block" | "function"
+KIND_RUN: Final = "run"
+KIND_BLOCK: Final = "block"
+KIND_FUNCTION: Final = "function"
+STAGE: Final = "runtel.stage"
+TAG_PREFIX: Final = "runtel.tag."
+CONFIG_PREFIX: Final = "config."
+ATTRIBUTE_TRUNCATED: Final = "runtel.truncated"
+TELEMETRY_LEVEL: Final = "runtel.telemetry"
+SEED: Final = "runtel.seed"
+GIT_DIRTY: Final = "runtel.git.dirty"
+PACKAGES_COUNT: Final = "runtel.packages.count"
+PACKAGES_HASH: Final = "runtel.packages.hash"
+PARAM_PREFIX: Final = "runtel.param."
+RETURN_VALUE: Final = "runtel.return"
+USAGE_PREFIX: Final = "runtel.usage."
+
+# --- process / system metrics (semconv) ---------------------------------------------------------
+PROCESS_CPU_TIME: Final = "process.cpu.time"
+PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"
+PROCESS_MEMORY_USAGE: Final = "process.memory.usage"
+PROCESS_MEMORY_VIRTUAL: Final = "process.memory.virtual"
+PROCESS_THREAD_COUNT: Final = "process.thread.count"
+SYSTEM_CPU_UTILIZATION: Final = "system.cpu.utilization"
+SYSTEM_MEMORY_USAGE: Final = "system.memory.usage"
+SYSTEM_MEMORY_UTILIZATION: Final = "system.memory.utilization"
+SYSTEM_MEMORY_LIMIT: Final = "system.memory.limit"
+SYSTEM_PAGING_USAGE: Final = "system.paging.usage"
+CPU_MODE: Final = "cpu.mode"
+SYSTEM_MEMORY_STATE: Final = "system.memory.state"
+SYSTEM_PAGING_STATE: Final = "system.paging.state"
+
+# --- hardware / GPU / energy metrics (semconv hw.*) ---------------------------------------------
+HW_GPU_UTILIZATION: Final = "hw.gpu.utilization"
+HW_GPU_MEMORY_USAGE: Final = "hw.gpu.memory.usage"
+HW_GPU_MEMORY_LIMIT: Final = "hw.gpu.memory.limit"
+HW_GPU_MEMORY_UTILIZATION: Final = "hw.gpu.memory.utilization"
+HW_ENERGY: Final = "hw.energy"
+HW_POWER: Final = "hw.power"
+HW_TEMPERATURE: Final = "hw.temperature"
+HW_ID: Final = "hw.id"
+HW_NAME: Final = "hw.name"
+HW_TYPE: Final = "hw.type"
+HW_VENDOR: Final = "hw.vendor"
+HW_MODEL: Final = "hw.model"
+HW_DRIVER_VERSION: Final = "hw.driver_version"
+HW_PARENT: Final = "hw.parent"
+HW_GPU_TASK: Final = "hw.gpu.task"
+HW_SENSOR_LOCATION: Final = "hw.sensor_location"
+
+# --- runtel's own metric attributes (no convention exists) --------------------------------------
+SCOPE_ATTR: Final = "runtel.process.scope"  # "main" | "descendants" | "combined"
+MEMORY_KIND: Final = "runtel.memory.kind"  # "rss" | "uss" | "pss"
+ENERGY_ESTIMATED: Final = "runtel.energy.estimated"
+ENERGY_SOURCE: Final = "runtel.energy.source"
+RUNTEL_PROCESS_GPU_MEMORY: Final = "runtel.process.gpu.memory.usage"
+RUNTEL_EMISSIONS: Final = "runtel.emissions"
+RUNTEL_PROCESS_COUNT: Final = "runtel.process.count"
+
+# --- units (UCUM) -------------------------------------------------------------------------------
+UNIT_BYTES: Final = "By"
+UNIT_SECONDS: Final = "s"
+UNIT_RATIO: Final = "1"
+UNIT_JOULES: Final = "J"
+UNIT_WATTS: Final = "W"
+UNIT_CELSIUS: Final = "Cel"
+UNIT_THREADS: Final = "{thread}"
+UNIT_PROCESSES: Final = "{process}"
+UNIT_GRAMS_CO2: Final = "g"
