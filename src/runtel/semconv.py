@@ -125,3 +125,19 @@ UNIT_CELSIUS: Final = "Cel"
 UNIT_THREADS: Final = "{thread}"
 UNIT_PROCESSES: Final = "{process}"
 UNIT_GRAMS_CO2: Final = "g"
+
+# --- environment (added by env capture) ---------------------------------------------------------
+# No convention exists for batch-scheduler and distributed-rank facts, so they live under runtel.*.
+SLURM_JOB_ID: Final = "runtel.slurm.job.id"
+SLURM_JOB_NAME: Final = "runtel.slurm.job.name"
+SLURM_ARRAY_JOB_ID: Final = "runtel.slurm.array.job.id"
+SLURM_ARRAY_TASK_ID: Final = "runtel.slurm.array.task.id"
+SLURM_NODE_LIST: Final = "runtel.slurm.node_list"
+SLURM_PARTITION: Final = "runtel.slurm.partition"
+SLURM_NTASKS: Final = "runtel.slurm.ntasks"
+SLURM_PROC_ID: Final = "runtel.slurm.proc_id"
+RANK_GLOBAL: Final = "runtel.rank.global"
+RANK_LOCAL: Final = "runtel.rank.local"
+RANK_WORLD_SIZE: Final = "runtel.rank.world_size"
+RANK_SOURCE: Final = "runtel.rank.source"  # "torch" | "ompi" | "pmi"
+PYTHON_ENV: Final = "runtel.python.env"  # venv / conda environment name

@@ -1,0 +1,284 @@
+"""Keep credentials out of everything runtel records: keys, free text, URLs, argv and nested values.
+
+Run records travel (shared folders, OTLP backends, bug reports), so anything that looks like a secret is
+replaced by :data:`REDACTED` before it is stored. Redaction is deliberately eager: a false positive costs a
+value in a record, a false negative leaks a credential. All patterns are compiled once; results of the key
+check are cached because the same keys (env names, config keys) come back on every run and block.
+
+The rules are documented in ``docs/privacy.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+__all__ = ("REDACTED", "Redactor")
+
+REDACTED: Final = "[REDACTED]"
+
+_MAX_DEPTH: Final = 64  # deeper (or cyclic) structures are replaced wholesale rather than walked
+_KEY_CACHE_LIMIT: Final = 4096
+
+# A key is secret when its normalised form (camelCase split, lower case, separators -> "_") ...
+# ... contains one of these anywhere (they are unambiguous even inside longer words, e.g. "dbpassword"):
+_STRONG_WORDS: Final = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "credential",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "secretkey",
+    "signingkey",
+    "encryptionkey",
+    "authorization",
+    "accesstoken",
+    "authtoken",
+    "refreshtoken",
+    "bearertoken",
+    "sessionid",
+    "cookie",
+)
+# ... or has one of these as a whole "_"-separated word (too common inside other words: "max_tokens",
+# "author", "sessions_per_day" must stay readable):
+_WEAK_TOKENS: Final = frozenset(
+    {"token", "pwd", "auth", "oauth", "session", "signature", "pat", "dsn", "jwt", "otp", "sas"}
+)
+# ... or has one of these adjacent word pairs ("api_key" is covered by "apikey" once separators are dropped).
+_KEY_QUALIFIERS: Final = frozenset({"ssh", "client", "master", "license", "app", "service", "account", "storage"})
+
+_CAMEL_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+# Credential-shaped substrings of free text, each behind the literal prefixes that gate it (a substring test
+# is ~100x cheaper than running the pattern, and most text has none of them). Each match becomes REDACTED.
+_AWS_PREFIXES: Final = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA")
+_TOKEN_RULES: Final = tuple(
+    (prefixes, re.compile(pattern))
+    for prefixes, pattern in (
+        (
+            ("-----BEGIN",),
+            r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        ),
+        (_AWS_PREFIXES, r"\b(?:" + "|".join(_AWS_PREFIXES) + r")[A-Z0-9]{16}\b"),  # AWS access key ids
+        (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\bgh[pousr]_[A-Za-z0-9]{20,255}"),  # GitHub tokens
+        (("github_pat_",), r"\bgithub_pat_[A-Za-z0-9_]{20,255}"),
+        (("glpat-",), r"\bglpat-[A-Za-z0-9_\-]{20,}"),  # GitLab personal access token
+        (("xox",), r"\bxox[abposre]-[A-Za-z0-9\-]{10,}"),  # Slack
+        (("sk-",), r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}"),  # OpenAI / Anthropic style
+        (("k_live_", "k_test_"), r"\b[rps]k_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe
+        (("AIza",), r"\bAIza[0-9A-Za-z_\-]{35}"),  # Google API key
+        (("hf_",), r"\bhf_[A-Za-z0-9]{30,}"),  # Hugging Face
+        (("npm_",), r"\bnpm_[A-Za-z0-9]{36}"),
+        (("pypi-",), r"\bpypi-[A-Za-z0-9_\-]{50,}"),
+        (("eyJ",), r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),  # JWT (signature may be empty)
+    )
+)
+_TOKEN_GATE = re.compile("|".join(re.escape(prefix) for prefixes, _ in _TOKEN_RULES for prefix in prefixes))
+_BEARER_RE = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/\-]{8,}=*")
+_AUTH_HEADER_RE = re.compile(
+    r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*)(?:(basic|digest|negotiate|bearer|token)\s+)?[^\s,;\"']+"
+)
+# scheme://userinfo@ — userinfo runs to the last "@" before the host part ends.
+_URL_USERINFO_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#@]+(?:@[^\s/?#@]+)*)@")
+_SSH_SCHEMES: Final = frozenset({"ssh", "git+ssh", "ssh+git", "sftp", "scp"})
+# key=value / key: value inside text (query strings, DSNs, command lines, JSON); the key is then checked properly.
+_ASSIGN_RE = re.compile(r"\b([A-Za-z_][\w.\-]*)([\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)")
+# A key=value pair is only looked at when the text holds one of these (lower case) and a separator.
+_ASSIGN_HINTS: Final = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "cred",
+    "auth",
+    "cookie",
+    "session",
+    "sig",
+    "dsn",
+    "jwt",
+)
+_AUTH_SCHEMES: Final = frozenset({"basic", "digest", "negotiate", "bearer", "token"})
+_ENV_PAIR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)", re.DOTALL)
+
+
+def _normalise_key(key: str) -> str:
+    """``"dbPassword"``/``"X-Api-Key"``/``"AWS_SECRET"`` -> ``"db_password"``/``"x_api_key"``/``"aws_secret"``."""
+    spaced = _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", key))
+    return _SEPARATORS.sub("_", spaced.lower()).strip("_")
+
+
+class Redactor:
+    """Replaces secrets by :data:`REDACTED`; one instance per configuration, safe to share between threads.
+
+    Args:
+        extra_patterns: Additional regular expressions (``RUNTEL_REDACT_PATTERNS`` /
+            ``configure(redact_patterns=...)``). A key matching one is a secret key; any match inside a
+            value is replaced.
+
+    Raises:
+        re.error: An extra pattern is not a valid regular expression.
+    """
+
+    def __init__(self, extra_patterns: Sequence[str] = ()) -> None:
+        self._extra = tuple(re.compile(p) for p in extra_patterns if p)
+        self._key_cache: dict[str, bool] = {}
+
+    # --- keys ------------------------------------------------------------------------------------------
+    def is_secret_key(self, key: str) -> bool:
+        """Whether values stored under ``key`` are credentials (any case, any separator, camelCase)."""
+        cached = self._key_cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._compute_is_secret_key(key)
+        if len(self._key_cache) >= _KEY_CACHE_LIMIT:
+            self._key_cache.clear()
+        self._key_cache[key] = result
+        return result
+
+    def _compute_is_secret_key(self, key: str) -> bool:
+        if any(p.search(key) for p in self._extra):
+            return True
+        norm = _normalise_key(key)
+        if not norm:
+            return False
+        joined = norm.replace("_", "")
+        if any(word in joined for word in _STRONG_WORDS):
+            return True
+        words = norm.split("_")
+        for i, word in enumerate(words):
+            if word in _WEAK_TOKENS or word.endswith("token"):
+                return True
+            if word == "key" and i > 0 and words[i - 1] in _KEY_QUALIFIERS:
+                return True
+        return False
+
+    # --- text ------------------------------------------------------------------------------------------
+    def redact_text(self, text: str) -> str:
+        """Replace credential-looking substrings (tokens, keys, JWTs, PEM blocks, URL userinfo, ``k=v``)."""
+        if not text:
+            return text
+        out = text
+        if _TOKEN_GATE.search(out) is not None:
+            for prefixes, pattern in _TOKEN_RULES:
+                if any(prefix in out for prefix in prefixes):
+                    out = pattern.sub(REDACTED, out)
+        lower = out.lower()
+        if "authorization" in lower:
+            out = _AUTH_HEADER_RE.sub(self._auth_header_sub, out)
+        if "bearer" in lower:
+            out = _BEARER_RE.sub(self._bearer_sub, out)
+        if "://" in out and "@" in out:
+            out = _URL_USERINFO_RE.sub(self._userinfo_sub, out)
+        if ("=" in out or ":" in out) and any(hint in lower for hint in _ASSIGN_HINTS):
+            out = _ASSIGN_RE.sub(self._assign_sub, out)
+        for pattern in self._extra:
+            out = pattern.sub(REDACTED, out)
+        return out
+
+    @staticmethod
+    def _auth_header_sub(match: re.Match[str]) -> str:
+        scheme = match.group(2)
+        return f"{match.group(1)}{scheme + ' ' if scheme else ''}{REDACTED}"
+
+    @staticmethod
+    def _bearer_sub(match: re.Match[str]) -> str:
+        return f"{match.group(1)}{match.group(2)}{REDACTED}"
+
+    @staticmethod
+    def _userinfo_sub(match: re.Match[str]) -> str:
+        scheme, userinfo = match.group(1), match.group(2)
+        if userinfo == REDACTED:
+            return match.group(0)
+        # ssh://git@host/x names a login, not a credential; a password in it is still removed.
+        if scheme[:-3].lower() in _SSH_SCHEMES and ":" not in userinfo:
+            return match.group(0)
+        return f"{scheme}{REDACTED}@"
+
+    def _assign_sub(self, match: re.Match[str]) -> str:
+        key, sep, value = match.group(1), match.group(2), match.group(3)
+        if value.strip("'\"") == REDACTED or value.lower() in _AUTH_SCHEMES:
+            return match.group(0)
+        if not self.is_secret_key(key):
+            # The value may itself hold pairs ("url=https://h/?token=x"): look inside it too.
+            inner = _ASSIGN_RE.sub(self._assign_sub, value) if ("=" in value or ":" in value) else value
+            return f"{key}{sep}{inner}"
+        quote = value[0] if value[:1] in ("'", '"') else ""
+        return f"{key}{sep}{quote}{REDACTED}{quote}"
+
+    def redact_url(self, url: str) -> str:
+        """Strip credentials from a URL (``https://user:tok@host`` -> ``https://[REDACTED]@host``).
+
+        scp-style git remotes (``git@host:org/repo``) and ``ssh://git@host`` carry no secret and are kept.
+        """
+        return self.redact_text(url)
+
+    # --- structures ------------------------------------------------------------------------------------
+    def redact_value(self, key: str | None, value: object) -> object:
+        """Redact one value: whole value under a secret key, text inside strings, recursively in containers.
+
+        Tuples come back as lists (records are JSON); other scalars are returned unchanged.
+        """
+        return self._value(key, value, 0)
+
+    def _value(self, key: str | None, value: object, depth: int) -> object:
+        if key is not None and value is not None and self.is_secret_key(key):
+            return REDACTED
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if depth >= _MAX_DEPTH:
+            return REDACTED if isinstance(value, (Mapping, list, tuple)) else value
+        if isinstance(value, Mapping):
+            return self._mapping(value, depth + 1)
+        if isinstance(value, (list, tuple)):
+            return [self._value(None, item, depth + 1) for item in value]
+        return value
+
+    def redact_mapping(self, mapping: Mapping[str, object]) -> dict[str, object]:
+        """A redacted copy of ``mapping``; keys are checked at every nesting level."""
+        return self._mapping(mapping, 0)
+
+    def _mapping(self, mapping: Mapping[Any, object], depth: int) -> dict[str, object]:
+        result: dict[str, object] = {}
+        for raw_key, value in mapping.items():
+            key = raw_key if isinstance(raw_key, str) else str(raw_key)
+            result[key] = self._value(key, value, depth)
+        return result
+
+    def redact_argv(self, argv: Sequence[str]) -> list[str]:
+        """Redact a command line: values of ``--secret-option`` (both forms), ``SECRET=x`` pairs, inline tokens.
+
+        Only long option names (or single-dash words of 3+ letters, ``-password``) are checked as keys: ``-p``
+        is too ambiguous to guess.
+        """
+        out: list[str] = []
+        hide_next = False
+        for raw in argv:
+            arg = str(raw)
+            if hide_next:
+                hide_next = False
+                if not arg.startswith("--"):
+                    out.append(REDACTED)
+                    continue
+            if arg.startswith("-") and len(arg) > 1:
+                name, eq, value = arg.lstrip("-").partition("=")
+                if len(name) >= 3 and self.is_secret_key(name):
+                    if eq:
+                        out.append(f"{arg[: len(arg) - len(value) - 1]}={REDACTED}")
+                    else:
+                        out.append(self.redact_text(arg))
+                        hide_next = True
+                    continue
+            else:
+                pair = _ENV_PAIR_RE.fullmatch(arg)
+                if pair is not None and self.is_secret_key(pair.group(1)):
+                    out.append(f"{pair.group(1)}={REDACTED}")
+                    continue
+            out.append(self.redact_text(arg))
+        return out
