@@ -1,0 +1,326 @@
+"""Reads CPU, memory and thread use of a process tree (roots + all descendants) cheaply and without blocking.
+
+Costs on a 2-vCPU VM with psutil 7.2: ``Process.children(recursive=True)`` reads ``/proc/*/stat`` for every
+process on the machine each call (~1.7 ms with 70 processes). On Linux we instead list ``/proc`` (~30 us) and
+read ``/proc/<pid>/stat`` only for pids not seen before, caching each pid's parent: a parent never changes
+except by re-parenting to a reaper, and processes once found in the tree stay tracked until they exit
+(so a grandchild whose parent died is not lost). Elsewhere ``psutil`` discovery is used.
+
+CPU utilisation is computed from ``cpu_times`` deltas between two reads of the same cached
+:class:`psutil.Process` (keyed by pid and creation time), so no ``cpu_percent(interval)`` sleep is needed. The
+first read of a process reports its lifetime average (CPU seconds / seconds since it started), which is the
+best estimate available without waiting. Processes that start and end between two reads are not seen.
+
+USS/PSS (``memory_full_info``, ~1 ms per process) are read only when ``want_detail`` is true and on a process's
+first sighting; other reads reuse each process's last detail values. ``memory_maps`` and network connections
+are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from runtel.sampling.samples import ProcessStats
+
+if TYPE_CHECKING:
+    import psutil
+
+__all__ = ("ProcessTree", "TreeRead")
+
+_log = logging.getLogger("runtel.sampling")
+_PROC = "/proc"
+
+
+class TreeRead(NamedTuple):
+    """One read of the tree: the three groups and the pids currently in it (for GPU per-process filters)."""
+
+    main: ProcessStats
+    descendants: ProcessStats
+    combined: ProcessStats
+    pids: set[int]
+
+
+@dataclass(slots=True)
+class _Tracked:
+    proc: psutil.Process
+    create_time: float
+    user: float = 0.0
+    system: float = 0.0
+    last_t: float | None = None
+    uss: int | None = None
+    pss: int | None = None
+    detail_read: bool = False
+
+
+@dataclass(slots=True)
+class _Acc:
+    user: float = 0.0
+    system: float = 0.0
+    util: float = 0.0
+    rss: int = 0
+    vms: int = 0
+    uss: int | None = None
+    pss: int | None = None
+    threads: int = 0
+    processes: int = 0
+
+    def stats(self, dead_user: float, dead_system: float) -> ProcessStats:
+        user = self.user + dead_user
+        system = self.system + dead_system
+        return ProcessStats(
+            cpu_time_s=user + system,
+            cpu_user_s=user,
+            cpu_system_s=system,
+            cpu_utilization=self.util,
+            rss_bytes=self.rss,
+            vms_bytes=self.vms,
+            uss_bytes=self.uss,
+            pss_bytes=self.pss,
+            threads=self.threads,
+            processes=self.processes,
+        )
+
+
+def _add_opt(total: int | None, value: int | None) -> int | None:
+    if value is None:
+        return total
+    return value if total is None else total + value
+
+
+def _read_ppid(pid: int) -> int | None:
+    """Parent pid from ``/proc/<pid>/stat`` (the command name may contain spaces and parentheses)."""
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    try:
+        return int(data[data.rindex(b")") + 2 :].split(None, 2)[1])
+    except (ValueError, IndexError):
+        return None
+
+
+class ProcessTree:
+    """The processes a run is responsible for: root pid(s) and all their descendants.
+
+    Args:
+        root_pids: The processes whose trees are tracked (usually ``[os.getpid()]``).
+        include_roots: Count the roots themselves (as ``main``); ``False`` tracks only their descendants.
+        exclude_pids: Processes never counted (their descendants still are), e.g. a CLI wrapper itself.
+
+    Not thread-safe: the sampler serialises calls to :meth:`read`.
+    """
+
+    def __init__(
+        self, root_pids: Sequence[int], *, include_roots: bool = True, exclude_pids: Sequence[int] = ()
+    ) -> None:
+        self._use_proc = sys.platform.startswith("linux") and os.path.isdir(f"{_PROC}/self")
+        self._ppid: dict[int, int] = {}
+        self._procs: dict[int, _Tracked] = {}
+        self._tracked_desc: set[int] = set()
+        self._dead = {"main": [0.0, 0.0], "descendants": [0.0, 0.0]}
+        self._warned: set[str] = set()
+        self.set_roots(root_pids, include_roots=include_roots, exclude_pids=exclude_pids)
+
+    def set_roots(
+        self, root_pids: Sequence[int], *, include_roots: bool = True, exclude_pids: Sequence[int] = ()
+    ) -> None:
+        """Retarget the tree (cumulative CPU of processes already seen is kept)."""
+        self.root_pids = tuple(dict.fromkeys(int(p) for p in root_pids))
+        self.include_roots = include_roots
+        self.exclude_pids = frozenset(int(p) for p in exclude_pids)
+        self._tracked_desc.clear()
+
+    # --- discovery --------------------------------------------------------------------------------------
+    def _descendants(self) -> set[int]:
+        if self._use_proc:
+            try:
+                return self._descendants_proc()
+            except OSError as exc:  # /proc vanished or unreadable: fall back once and for all
+                self._warn_once("proc", "listing /proc failed (%s); using psutil discovery", exc)
+                self._use_proc = False
+        return self._descendants_psutil()
+
+    def _descendants_proc(self) -> set[int]:
+        alive = {int(name) for name in os.listdir(_PROC) if name.isdigit()}
+        ppid = self._ppid
+        for gone in ppid.keys() - alive:
+            del ppid[gone]
+        for pid in alive - ppid.keys():
+            parent = _read_ppid(pid)
+            if parent is not None:
+                ppid[pid] = parent
+        children: dict[int, list[int]] = {}
+        for pid, parent in ppid.items():
+            children.setdefault(parent, []).append(pid)
+        found: set[int] = set()
+        stack = [p for r in self.root_pids for p in children.get(r, ())]
+        while stack:
+            pid = stack.pop()
+            if pid in found:
+                continue
+            found.add(pid)
+            stack.extend(children.get(pid, ()))
+        # Keep descendants already tracked that were re-parented to a reaper after their parent exited.
+        found |= self._tracked_desc & alive
+        found.difference_update(self.root_pids)
+        return found
+
+    def _descendants_psutil(self) -> set[int]:
+        import psutil
+
+        found: set[int] = set()
+        for root in self.root_pids:
+            try:
+                found.update(c.pid for c in psutil.Process(root).children(recursive=True))
+            except psutil.Error:
+                continue
+        alive = {p for p in self._tracked_desc if psutil.pid_exists(p)}
+        found |= alive
+        found.difference_update(self.root_pids)
+        return found
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def _tracked(self, pid: int) -> _Tracked | None:
+        import psutil
+
+        entry = self._procs.get(pid)
+        if entry is not None:
+            return entry
+        try:
+            proc = psutil.Process(pid)
+            entry = _Tracked(proc=proc, create_time=proc.create_time())
+        except psutil.Error:
+            return None
+        self._procs[pid] = entry
+        return entry
+
+    def read(self, now_monotonic: float, want_detail: bool) -> TreeRead:
+        """Read every process of the tree once.
+
+        Args:
+            now_monotonic: ``time.monotonic()`` of this read; utilisation = CPU-seconds delta / time delta.
+            want_detail: Also read USS/PSS (slower; the sampler asks every ``memory_detail_interval``).
+
+        Returns:
+            ``(main, descendants, combined, pids)``; never raises for vanished, zombie or inaccessible processes.
+        """
+        import psutil
+
+        descendants = self._descendants()
+        roots = [p for p in self.root_pids if p not in self.exclude_pids] if self.include_roots else []
+        desc = [p for p in descendants if p not in self.exclude_pids]
+        groups = {"main": _Acc(), "descendants": _Acc()}
+        seen: set[int] = set()
+        counted: set[int] = set()
+        wall = time.time()
+        for group_name, pids in (("main", roots), ("descendants", desc)):
+            acc = groups[group_name]
+            for pid in pids:
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                entry = self._tracked(pid)
+                if entry is None:
+                    continue
+                try:
+                    if self._read_one(entry, acc, now_monotonic, wall, want_detail):
+                        counted.add(pid)
+                except psutil.NoSuchProcess:
+                    self._forget(pid, group_name)
+                except psutil.AccessDenied as exc:
+                    self._warn_once(f"denied:{pid}", "cannot read process %s: %s", pid, exc)
+                except OSError as exc:
+                    self._warn_once(f"os:{pid}", "cannot read process %s: %s", pid, exc)
+        # Processes that left the tree (exited, or retargeted away): keep their CPU seconds in the totals.
+        for pid in [p for p in self._procs if p not in seen]:
+            self._forget(pid, "main" if pid in self.root_pids else "descendants")
+        self._tracked_desc = set(desc) & seen
+        main = groups["main"].stats(*self._dead["main"])
+        des = groups["descendants"].stats(*self._dead["descendants"])
+        return TreeRead(main, des, _combine(main, des), counted)
+
+    def _read_one(self, entry: _Tracked, acc: _Acc, now: float, wall: float, want_detail: bool) -> bool:
+        """Add one process to ``acc``; ``False`` if it is a zombie (CPU counted, nothing else)."""
+        import psutil as ps
+
+        proc = entry.proc
+        mem = None
+        threads = 0
+        with proc.oneshot():
+            times = proc.cpu_times()
+            zombie = proc.status() == ps.STATUS_ZOMBIE
+            if not zombie:
+                mem = proc.memory_info()
+                threads = proc.num_threads()
+        user, system = float(times.user), float(times.system)
+        if entry.last_t is None:
+            age = wall - entry.create_time
+            util = (user + system) / age if age > 0.05 else 0.0
+        else:
+            dt = now - entry.last_t
+            util = ((user - entry.user) + (system - entry.system)) / dt if dt > 0 else 0.0
+        entry.user, entry.system, entry.last_t = user, system, now
+        acc.user += user
+        acc.system += system
+        acc.util += max(0.0, util)
+        if mem is None:  # zombie: exited but not reaped; its CPU seconds count, it holds no memory or threads
+            return False
+        if want_detail or not entry.detail_read:
+            entry.detail_read = True
+            try:
+                full = proc.memory_full_info()
+                entry.uss = int(full.uss)
+                pss = getattr(full, "pss", None)
+                entry.pss = None if pss is None else int(pss)
+            except ps.AccessDenied:
+                entry.uss = entry.pss = None
+            except ps.ZombieProcess:
+                return False
+        acc.rss += int(mem.rss)
+        acc.vms += int(mem.vms)
+        acc.uss = _add_opt(acc.uss, entry.uss)
+        acc.pss = _add_opt(acc.pss, entry.pss)
+        acc.threads += int(threads)
+        acc.processes += 1
+        return True
+
+    def _forget(self, pid: int, group: str) -> None:
+        entry = self._procs.pop(pid, None)
+        if entry is not None:
+            dead = self._dead[group]
+            dead[0] += entry.user
+            dead[1] += entry.system
+
+    def _warn_once(self, key: str, msg: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _log.info(msg, *args)
+
+    def known_pids(self) -> Iterable[int]:
+        """Pids currently cached (for diagnostics)."""
+        return tuple(self._procs)
+
+
+def _combine(a: ProcessStats, b: ProcessStats) -> ProcessStats:
+    def opt(x: int | None, y: int | None) -> int | None:
+        return _add_opt(x, y)
+
+    return ProcessStats(
+        cpu_time_s=a.cpu_time_s + b.cpu_time_s,
+        cpu_user_s=a.cpu_user_s + b.cpu_user_s,
+        cpu_system_s=a.cpu_system_s + b.cpu_system_s,
+        cpu_utilization=a.cpu_utilization + b.cpu_utilization,
+        rss_bytes=a.rss_bytes + b.rss_bytes,
+        vms_bytes=a.vms_bytes + b.vms_bytes,
+        uss_bytes=opt(a.uss_bytes, b.uss_bytes),
+        pss_bytes=opt(a.pss_bytes, b.pss_bytes),
+        threads=a.threads + b.threads,
+        processes=a.processes + b.processes,
+    )
