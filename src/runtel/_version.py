@@ -1,10 +1,8 @@
-"""The installed version of runtel (from package metadata, so it never drifts from pyproject)."""
+"""The version of runtel (a literal, so importing runtel never scans package metadata).
+
+A test checks it against the installed distribution's metadata, so it cannot drift from pyproject.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__: str = version("runtel")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"

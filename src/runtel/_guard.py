@@ -1,0 +1,54 @@
+"""Keep telemetry failures out of the user's program: catch, log once per kind, go on.
+
+Every public entry point wraps its internal work in :func:`guard`. A failure to sample, write or
+export is logged once (per ``key``) with a clear message, and the user's code continues. With the
+``strict`` setting (runtel's own tests) the error is re-raised instead, so bugs cannot hide.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ("guard", "log_once", "reset_log_once", "set_strict")
+
+_logger = logging.getLogger("runtel")
+_seen: set[str] = set()
+_lock = threading.Lock()
+_strict = False
+
+
+def set_strict(value: bool) -> None:
+    """Re-raise internal errors (tests) instead of logging them."""
+    global _strict
+    _strict = value
+
+
+def log_once(key: str, message: str, *args: object, level: int = logging.WARNING, exc_info: bool = False) -> bool:
+    """Log ``message`` the first time ``key`` is seen in this process; return whether it was logged."""
+    with _lock:
+        if key in _seen:
+            return False
+        _seen.add(key)
+    _logger.log(level, message, *args, exc_info=exc_info)
+    return True
+
+
+def reset_log_once() -> None:
+    """Forget which messages were logged (tests, and after fork)."""
+    with _lock:
+        _seen.clear()
+
+
+@contextmanager
+def guard(key: str, what: str) -> Iterator[None]:
+    """Run internal work; on ``Exception`` log ``runtel could not <what>`` once and continue."""
+    try:
+        yield
+    except Exception as exc:
+        if _strict:
+            raise
+        log_once(key, "runtel could not %s: %s: %s (telemetry continues without it)", what, type(exc).__name__, exc,
+                 exc_info=True)

@@ -1,0 +1,44 @@
+"""The span processor runtel attaches once to a TracerProvider (its own or the application's)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from runtel import semconv
+from runtel._sdk import CURRENT_RUN
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+__all__ = ("RunProcessor",)
+
+
+class RunProcessor(SpanProcessor):
+    """Stamps spans with the active run id on start; forwards ended spans to the current delegates."""
+
+    def __init__(self) -> None:
+        self.delegates: tuple[SpanProcessor, ...] = ()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Attribute the span to the run open in this context (cheap: one contextvar read)."""
+        run = CURRENT_RUN.get()
+        if run is not None and run.id and span.is_recording():
+            attributes = span.attributes
+            if attributes is None or semconv.RUN_ID not in attributes:
+                span.set_attribute(semconv.RUN_ID, run.id)
+        for delegate in self.delegates:
+            delegate.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Forward to the exporters' processors."""
+        for delegate in self.delegates:
+            delegate.on_end(span)
+
+    def shutdown(self) -> None:
+        """Delegates are shut down by the runtime, with a bound."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush every delegate."""
+        return all(d.force_flush(timeout_millis) for d in self.delegates)

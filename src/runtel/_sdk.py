@@ -1,0 +1,356 @@
+"""Composition root: the only module that builds OpenTelemetry SDK providers, processors and readers.
+
+Nothing here runs at import. The runtime is built on the first run (or an explicit ``configure()``):
+
+* a ``TracerProvider`` — the application's own SDK provider if it already installed one (runtel
+  attaches to it), else a new one that becomes the global provider so other instrumentations' spans
+  join the run;
+* one :class:`RunProcessor` per provider, attached once for the life of the process. It stamps each
+  starting span with the active run's id and forwards ended spans to the current exporters (the run
+  folder's JSON Lines, and OTLP only when opted in). Reconfiguring swaps what it forwards to;
+* a private ``MeterProvider`` whose observable instruments read the resource sampler's latest
+  snapshot, exported periodically to metrics.jsonl;
+* the sampler (``runtel.sampling.Monitor``), running while at least one run is open.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from runtel import semconv
+from runtel._guard import guard, log_once, set_strict
+from runtel._version import __version__
+from runtel.config import Settings, resolve_settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    from runtel._processor import RunProcessor
+    from runtel.exporters.jsonl import RunSinks
+    from runtel.runs import Run
+
+__all__ = ("CURRENT_RUN", "Runtime", "configure", "get_runtime", "reset", "settings")
+
+_logger = logging.getLogger("runtel.sdk")
+
+#: The innermost open run of the current context (task, thread, or copied context).
+CURRENT_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("runtel_current_run", default=None)
+
+_attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+# Batch processor tuning for the local files: short delay so a killed process loses at most ~0.2 s of
+# finished spans, a large bounded queue so bursts do not drop spans while memory stays flat.
+_SCHEDULE_DELAY_MS = 200
+_MAX_QUEUE = 16_384
+_MAX_BATCH = 1_024
+
+
+class Runtime:
+    """Everything runtel built for this process, and the open runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        from runtel.exporters.jsonl import RunSinks
+
+        self.settings = settings
+        self.sinks: RunSinks = RunSinks()
+        self.provider: TracerProvider | None = None
+        self.owns_provider = False
+        self.tracer: trace.Tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
+        self.router: RunProcessor | None = None
+        self.span_processors: list[SpanProcessor] = []
+        self.meter_provider: MeterProvider | None = None
+        self.metric_readers: list[MetricReader] = []
+        self.monitor: Any = None
+        self._instruments_registered = False
+        self._redactor: Any = None
+        self.open_runs: dict[str, Run] = {}
+        self.environment: Any = None
+        self._lock = threading.RLock()
+        self._built = False
+        self._pid = os.getpid()
+
+    @property
+    def redactor(self) -> Any:
+        """The process-wide redactor (built once from the settings)."""
+        r = self._redactor
+        if r is None:
+            from runtel.redaction import Redactor
+
+            r = self._redactor = Redactor(self.settings.redact_patterns)
+        return r
+
+    # --- building ------------------------------------------------------------------------------
+    def ensure_built(self, run_name: str) -> None:
+        """Build providers and exporters on first use (idempotent, thread-safe)."""
+        if self._built:
+            return
+        with self._lock:
+            if self._built:
+                return
+            self._build_tracing(run_name)
+            self._built = True
+
+    def _resource_attributes(self, run_name: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            semconv.SERVICE_NAME: self.settings.service_name or run_name,
+            semconv.SERVICE_VERSION: os.environ.get("OTEL_SERVICE_VERSION", "") or None,
+        }
+        env = self.environment
+        if env is not None:
+            attrs.update(env.resource)
+        return {k: v for k, v in attrs.items() if v is not None}
+
+    def _build_tracing(self, run_name: str) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from runtel._processor import RunProcessor
+        from runtel.exporters.jsonl import JsonlSpanExporter
+
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            provider = current  # the application's own SDK: add to it, never replace it
+        else:
+            resource = Resource.create(self._resource_attributes(run_name))
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            self.owns_provider = True
+            if isinstance(current, trace.ProxyTracerProvider):
+                trace.set_tracer_provider(provider)
+        self.provider = provider
+        router = _attached.get(provider)
+        if router is None:
+            router = RunProcessor()
+            provider.add_span_processor(router)
+            _attached[provider] = router
+        self.router = router
+        processors: list[SpanProcessor] = []
+        if self.settings.json_enabled:
+            processors.append(
+                BatchSpanProcessor(
+                    JsonlSpanExporter(self.sinks),
+                    max_queue_size=_MAX_QUEUE,
+                    schedule_delay_millis=_SCHEDULE_DELAY_MS,
+                    max_export_batch_size=_MAX_BATCH,
+                )
+            )
+        if self.settings.otlp_enabled:
+            with guard("otlp-build", "set up OTLP span export"):
+                from runtel.exporters.otlp import build_span_processor
+
+                processors.append(build_span_processor(self.settings))
+        self.span_processors = processors
+        router.delegates = tuple(processors)
+        self.tracer = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
+
+    def _build_metrics(self) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        from runtel.exporters.jsonl import JsonlMetricExporter
+
+        readers: list[MetricReader] = []
+        interval_ms = self.settings.metric_interval * 1000
+        if self.settings.json_enabled:
+            readers.append(
+                PeriodicExportingMetricReader(JsonlMetricExporter(self.sinks), export_interval_millis=interval_ms)
+            )
+        if self.settings.otlp_enabled:
+            with guard("otlp-metrics-build", "set up OTLP metric export"):
+                from runtel.exporters.otlp import build_metric_reader
+
+                readers.append(build_metric_reader(self.settings))
+        resource = self.provider.resource if self.provider is not None else Resource.create({})
+        self.metric_readers = readers
+        self.meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+
+    def prepare_monitor(self) -> None:
+        """Open (not start) the resource sampler, so the GPU inventory is known before the first run."""
+        if not self.settings.sampling or self.monitor is not None:
+            return
+        with guard("monitor-open", "open the resource sampler"):
+            from runtel.sampling import Monitor
+
+            self.monitor = Monitor.open(self.settings)
+            self._instruments_registered = False
+
+    def _start_monitor(self) -> None:
+        """Start the resource sampler and its instruments (first open run)."""
+        if not self.settings.sampling:
+            return
+        self.prepare_monitor()
+        if self.monitor is None:
+            return
+        with guard("monitor-start", "start the resource sampler"):
+            if not self._instruments_registered:
+                self._instruments_registered = True
+                if self.meter_provider is None:
+                    self._build_metrics()
+                assert self.meter_provider is not None
+                meter = self.meter_provider.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__,
+                                                      schema_url=semconv.SCHEMA_URL)
+                self.monitor.register_instruments(meter, self.sinks.open_ids)
+            self.monitor.start()
+
+    # --- run bookkeeping -----------------------------------------------------------------------
+    def open_run(self, run: Run) -> None:
+        """Route the run's telemetry to its folder; start sampling with the first run."""
+        with self._lock:
+            first = not self.open_runs
+            self.open_runs[run.id] = run
+            if run.dir is not None:
+                self.sinks.open(run.id, run.dir)
+            if first:
+                self._start_monitor()
+
+    def flush_run(self, run: Run) -> None:
+        """Export everything the run produced so far (spans, then a final metric collection)."""
+        for processor in self.span_processors:
+            with guard("span-flush", "flush spans"):
+                processor.force_flush(int(self.settings.export_timeout * 1000))
+        for reader in self.metric_readers:
+            with guard("metric-flush", "flush metrics"):
+                reader.force_flush(int(self.settings.export_timeout * 1000))
+
+    def close_run(self, run: Run) -> None:
+        """Stop routing to the run; stop sampling with the last run."""
+        with self._lock:
+            self.open_runs.pop(run.id, None)
+            self.sinks.close(run.id)
+            if not self.open_runs and self.monitor is not None:
+                with guard("monitor-stop", "stop the resource sampler"):
+                    self.monitor.stop()
+
+    # --- shutdown ------------------------------------------------------------------------------
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush and stop everything runtel built, waiting at most ``timeout`` seconds."""
+        timeout = self.settings.export_timeout if timeout is None else timeout
+        jobs: list[Callable[[], object]] = []
+        if self.monitor is not None:
+            jobs.append(self.monitor.stop)
+        jobs.extend(p.shutdown for p in self.span_processors)
+        if self.meter_provider is not None:
+            mp = self.meter_provider
+            jobs.append(lambda: mp.shutdown(timeout_millis=timeout * 1000))
+        if self.owns_provider and self.provider is not None and self.router is not None:
+            self.router.delegates = ()
+        _run_bounded(jobs, timeout)
+        self.span_processors = []
+        self.metric_readers = []
+        self.meter_provider = None
+        self.monitor = None
+
+
+def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
+    """Run shutdown jobs in a daemon thread and wait at most ``timeout`` seconds for them."""
+
+    def work() -> None:
+        for job in jobs:
+            with guard("shutdown", "shut down cleanly"):
+                job()
+
+    worker = threading.Thread(target=work, name="runtel-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        log_once("shutdown-timeout", "runtel gave up waiting for export after %.1f s at exit (local files are complete"
+                 " up to the last flush)", timeout)
+
+
+_runtime: Runtime | None = None
+_settings: Settings | None = None
+_lock = threading.Lock()
+_atexit_registered = False
+
+
+def settings() -> Settings:
+    """The resolved settings (resolved from the environment on first use)."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = resolve_settings()
+                set_strict(_settings.strict)
+    return _settings
+
+
+def configure(**kwargs: Any) -> Settings:
+    """Resolve settings with explicit arguments; see ``runtel.configure``."""
+    global _settings, _runtime
+    new = resolve_settings(**kwargs)
+    with _lock:
+        old_runtime = _runtime
+        if old_runtime is not None and old_runtime.open_runs:
+            raise RuntimeError("runtel.configure() cannot change settings while a run is open")
+        _settings = new
+        set_strict(new.strict)
+        _runtime = None
+    if old_runtime is not None:
+        old_runtime.shutdown()
+    return new
+
+
+def get_runtime() -> Runtime | None:
+    """The process runtime, or None when the SDK is disabled (``OTEL_SDK_DISABLED=true``)."""
+    global _runtime, _atexit_registered
+    rt = _runtime
+    if rt is not None:
+        return rt
+    s = settings()
+    if s.disabled:
+        return None
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(s)
+            if not _atexit_registered:
+                atexit.register(_at_exit)
+                os.register_at_fork(after_in_child=_after_fork_in_child)
+                _atexit_registered = True
+        return _runtime
+
+
+def reset() -> None:
+    """Shut down and forget the runtime and settings (tests; a later run builds afresh)."""
+    global _runtime, _settings
+    with _lock:
+        rt, _runtime, _settings = _runtime, None, None
+    if rt is not None:
+        rt.shutdown()
+
+
+def _at_exit() -> None:
+    rt = _runtime
+    if rt is None:
+        return
+    for run in list(rt.open_runs.values()):
+        with guard("atexit-run", "finalise an open run at exit"):
+            run._finish_at_exit()
+    rt.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child the sampler thread is gone and inherited locks may be held: reset them."""
+    rt = _runtime
+    if rt is None:
+        return
+    rt._lock = threading.RLock()
+    rt._pid = os.getpid()
+    rt.monitor = None
+    rt.open_runs = {}  # the parent's runs are finalised by the parent, never by a forked child
+    rt.sinks._lock = threading.Lock()
+    for run_id in rt.sinks.open_ids():
+        for f in (rt.sinks.spans(run_id), rt.sinks.metrics(run_id)):
+            if f is not None:
+                f._lock = threading.Lock()

@@ -1,0 +1,536 @@
+"""Code blocks and traced functions as child spans: ``block()`` and ``@trace``.
+
+The hot path is kept short: a span is started on the current tracer, made current with one context
+attach, and ended; static attributes are computed once at decoration time. When a resource sampler
+is running, the span also gets the usage of its own time window (``runtel.usage.*``); a block that
+no sample fell into is marked ``runtel.usage.samples = 0`` rather than given invented numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import os
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from runtel import _sdk, semconv
+from runtel._guard import guard
+
+__all__ = ("Block", "block", "trace")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_USAGE_SAMPLES = semconv.USAGE_PREFIX + "samples"
+_PRIMITIVES = (str, bool, int, float)
+_fallback_tracer = otel_trace.get_tracer(semconv.INSTRUMENTATION_SCOPE)
+
+
+def _tracer() -> otel_trace.Tracer:
+    rt = _sdk._runtime
+    return rt.tracer if rt is not None else _fallback_tracer
+
+
+def _record_error(span: Span, exc: BaseException) -> None:
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return
+    if isinstance(exc, (GeneratorExit, StopIteration, StopAsyncIteration)):
+        return
+    span.record_exception(exc, escaped=True)
+    span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1024]))
+
+
+def _end(span: Span, start_ns: int) -> None:
+    """Attach the window's resource usage (when sampling) and end the span."""
+    rt = _sdk._runtime
+    monitor = rt.monitor if rt is not None else None
+    if monitor is not None and span.is_recording():
+        with guard("block-usage", "summarise block resource usage"):
+            latest = monitor.sampler.latest
+            if latest is None or latest.time_ns < start_ns:
+                span.set_attribute(_USAGE_SAMPLES, 0)
+            else:
+                from runtel.sampling.summary import usage_attributes
+
+                span.set_attributes(usage_attributes(monitor.usage(start_ns, time.time_ns())))
+    span.end()
+
+
+def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """User attributes made OTel-legal, with secret-looking keys and values redacted."""
+    if not attributes:
+        return {}
+    rt = _sdk._runtime
+    max_length = rt.settings.attribute_max_length if rt is not None else 4096
+    out: dict[str, Any] = {}
+    with guard("block-attributes", "record block attributes"):
+        redactor = rt.redactor if rt is not None else None
+        simple = all(type(v) in _PRIMITIVES for v in attributes.values())
+        if simple and redactor is not None:
+            for key, value in attributes.items():
+                if redactor.is_secret_key(key):
+                    out[key] = "[REDACTED]"
+                elif type(value) is str:
+                    value = redactor.redact_text(value)
+                    out[key] = value if len(value) <= max_length else value[:max_length] + "…[truncated]"
+                else:
+                    out[key] = value
+            return out
+        from runtel._safe import to_attributes
+
+        values: Mapping[str, Any] = redactor.redact_mapping(dict(attributes)) if redactor is not None else attributes
+        out = to_attributes(values, prefix="", max_length=max_length)
+    return out
+
+
+class Block:
+    """A code block recorded as a child span of whatever span is current (``with`` / ``async with``)."""
+
+    __slots__ = ("_attributes", "_name", "_span", "_start_ns", "_token")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
+        self._name = name
+        self._attributes = attributes
+        self._span: Span = otel_trace.INVALID_SPAN
+        self._token: object = None
+        self._start_ns = 0
+
+    @property
+    def span(self) -> Span:
+        """The block's span (valid inside the block)."""
+        return self._span
+
+    def set_attributes(self, **attributes: Any) -> None:
+        """Add attributes to the block's span while it is open."""
+        self._span.set_attributes(_user_attributes(attributes))
+
+    def __enter__(self) -> Block:
+        attributes = _user_attributes(self._attributes)
+        attributes[semconv.SPAN_KIND] = semconv.KIND_BLOCK
+        self._start_ns = time.time_ns()
+        self._span = _tracer().start_span(self._name, attributes=attributes)
+        self._token = otel_context.attach(otel_trace.set_span_in_context(self._span))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        span = self._span
+        if exc is not None:
+            _record_error(span, exc)
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+        _end(span, self._start_ns)
+
+    async def __aenter__(self) -> Block:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def block(name: str, **attributes: Any) -> Block:
+    """Record a code block as a span, a child of the current span (sync or async).
+
+    Example:
+        >>> import runtel
+        >>> with runtel.run_span("train"):
+        ...     for epoch in range(2):
+        ...         with runtel.block("epoch", index=epoch):
+        ...             pass
+
+    Works across ``await``, ``asyncio.gather``, task groups, and threads started with a copied
+    ``contextvars`` context. Exceptions are recorded on the span (status ERROR) and re-raised.
+    """
+    return Block(name, attributes)
+
+
+# --- @trace ----------------------------------------------------------------------------------------
+
+
+class _Options:
+    """What a decorated function records, computed once at decoration time."""
+
+    __slots__ = (
+        "capture",
+        "capture_limit",
+        "capture_return",
+        "calls",
+        "name",
+        "record_dir_parameter",
+        "seed_parameter",
+        "signature",
+        "static",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None,
+        attributes: Mapping[str, Any] | None,
+        capture: bool | Sequence[str],
+        capture_return: bool,
+        capture_limit: int | None,
+        stage: str | None,
+        seed_parameter: str | None,
+        record_dir_parameter: str | None,
+    ) -> None:
+        self.name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function")
+        static: dict[str, Any] = {
+            semconv.SPAN_KIND: semconv.KIND_FUNCTION,
+            semconv.CODE_FUNCTION_NAME: f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', self.name)}",
+        }
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            static[semconv.CODE_FILE_PATH] = code.co_filename
+            static[semconv.CODE_LINE_NUMBER] = code.co_firstlineno
+        if stage:
+            static[semconv.STAGE] = stage
+        if attributes:
+            from runtel._safe import to_attributes
+
+            static.update(to_attributes(dict(attributes), prefix=""))
+        self.static = static
+        self.capture = capture
+        self.capture_return = capture_return
+        self.capture_limit = capture_limit
+        self.calls = itertools.count()
+        self.seed_parameter = seed_parameter
+        self.record_dir_parameter = record_dir_parameter
+        needs_signature = bool(capture) or bool(seed_parameter) or bool(record_dir_parameter)
+        self.signature = inspect.signature(fn) if needs_signature else None
+        if seed_parameter:
+            from runtel.seeding import check_seed_parameter
+
+            assert self.signature is not None
+            check_seed_parameter(self.signature, seed_parameter)
+        if record_dir_parameter and self.signature is not None and record_dir_parameter not in self.signature.parameters:
+            raise ValueError(f"{self.name}() has no parameter {record_dir_parameter!r} (record_dir_parameter)")
+
+    @property
+    def simple(self) -> bool:
+        return not (self.capture or self.capture_return or self.seed_parameter or self.record_dir_parameter)
+
+
+class _Call:
+    """Per-call work of the optional features (capture, seeds, record dirs)."""
+
+    __slots__ = ("args", "capture_this", "kwargs", "run_span", "seed")
+
+    def __init__(self, opts: _Options, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.args, self.kwargs = args, kwargs
+        self.seed: int | None = None
+        self.run_span: Any = None
+        limit = opts.capture_limit
+        self.capture_this = (opts.capture or opts.capture_return) and (limit is None or next(opts.calls) < limit)
+        if opts.seed_parameter and opts.signature is not None:
+            with guard("seed-inject", "inject a seed"):
+                from runtel.seeding import inject_seed, seed_everything
+
+                self.args, self.kwargs, self.seed = inject_seed(opts.signature, args, kwargs, opts.seed_parameter)
+                seed_everything(self.seed)
+        if opts.record_dir_parameter and opts.signature is not None:
+            with guard("record-dir", "find the record directory"):
+                bound = opts.signature.bind_partial(*self.args, **self.kwargs)
+                bound.apply_defaults()
+                target = bound.arguments.get(opts.record_dir_parameter)
+                if target is not None:
+                    from runtel.runs import current_run, run_span
+
+                    run = current_run()
+                    if run is None:  # pycrumbs-style: a decorated entry point records its own run
+                        config = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+                        self.run_span = run_span(opts.name, config=config, output_dir=os.fspath(target))
+                    elif run.enabled:
+                        run._output_dirs.append(Path(os.fspath(target)))
+
+    def on_start(self, opts: _Options, span: Span) -> None:
+        if self.seed is not None:
+            span.set_attribute(semconv.SEED, self.seed)
+            from runtel.runs import current_run
+
+            run = current_run()
+            if run is not None and run.enabled and run.record.get("seed") is None:
+                run.seed = self.seed
+                run.record["seed"] = self.seed
+        if self.capture_this and opts.capture and opts.signature is not None:
+            with guard("capture-args", "capture call arguments"):
+                from runtel.capture import capture_call
+
+                span.set_attributes(capture_call(opts.signature, self.args, self.kwargs, opts.capture))
+
+    def on_return(self, opts: _Options, span: Span, value: Any) -> None:
+        if self.capture_this and opts.capture_return:
+            with guard("capture-return", "capture a return value"):
+                from runtel.capture import capture_return
+
+                span.set_attributes(capture_return(value))
+
+
+def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]:
+    name, static = opts.name, opts.static
+
+    if opts.simple:
+
+        @functools.wraps(fn)
+        def simple_wrapper(*args: Any, **kwargs: Any) -> Any:
+            start_ns = time.time_ns()
+            span = _tracer().start_span(name, attributes=static)
+            token = otel_context.attach(otel_trace.set_span_in_context(span))
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as exc:
+                _record_error(span, exc)
+                raise
+            finally:
+                otel_context.detach(token)
+                _end(span, start_ns)
+
+        return simple_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = _Call(opts, args, kwargs)
+        if call.run_span is not None:
+            with call.run_span:
+                return _call_sync(fn, opts, call)
+        return _call_sync(fn, opts, call)
+
+    return wrapper
+
+
+def _call_sync(fn: Callable[..., Any], opts: _Options, call: _Call) -> Any:
+    start_ns = time.time_ns()
+    span = _tracer().start_span(opts.name, attributes=opts.static)
+    token = otel_context.attach(otel_trace.set_span_in_context(span))
+    try:
+        call.on_start(opts, span)
+        value = fn(*call.args, **call.kwargs)
+        call.on_return(opts, span, value)
+        return value
+    except BaseException as exc:
+        _record_error(span, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        _end(span, start_ns)
+
+
+def _wrap_coroutine(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = _Call(opts, args, kwargs)
+        if call.run_span is not None:
+            async with call.run_span:
+                return await _call_async(fn, opts, call)
+        return await _call_async(fn, opts, call)
+
+    return wrapper
+
+
+async def _call_async(fn: Callable[..., Any], opts: _Options, call: _Call) -> Any:
+    start_ns = time.time_ns()
+    span = _tracer().start_span(opts.name, attributes=opts.static)
+    token = otel_context.attach(otel_trace.set_span_in_context(span))
+    try:
+        call.on_start(opts, span)
+        value = await fn(*call.args, **call.kwargs)
+        call.on_return(opts, span, value)
+        return value
+    except BaseException as exc:
+        _record_error(span, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        _end(span, start_ns)
+
+
+def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], opts: _Options) -> Callable[..., Any]:
+    """The span covers the whole iteration; the generator body runs with its span current, the caller not."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        call = _Call(opts, args, kwargs)
+        start_ns = time.time_ns()
+        span = _tracer().start_span(opts.name, attributes=opts.static)
+        ctx = otel_trace.set_span_in_context(span)
+        items = 0
+
+        def step(method: Callable[..., Any], *arg: Any) -> Any:
+            token = otel_context.attach(ctx)
+            try:
+                return method(*arg)
+            finally:
+                otel_context.detach(token)
+
+        try:
+            call.on_start(opts, span)
+            gen = fn(*call.args, **call.kwargs)  # creating a generator runs none of its body
+            item = step(next, gen)
+            while True:
+                items += 1
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    step(gen.close)
+                    raise
+                except BaseException as thrown:
+                    item = step(gen.throw, thrown)
+                else:
+                    item = step(gen.send, sent)
+        except StopIteration as stop:
+            call.on_return(opts, span, stop.value)
+            return stop.value
+        except BaseException as exc:
+            _record_error(span, exc)
+            raise
+        finally:
+            span.set_attribute("runtel.generator.items", items)
+            _end(span, start_ns)
+
+    return wrapper
+
+
+def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], opts: _Options) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        call = _Call(opts, args, kwargs)
+        start_ns = time.time_ns()
+        span = _tracer().start_span(opts.name, attributes=opts.static)
+        ctx = otel_trace.set_span_in_context(span)
+        items = 0
+
+        async def step(awaitable_factory: Callable[[], Any]) -> Any:
+            token = otel_context.attach(ctx)
+            try:
+                return await awaitable_factory()
+            finally:
+                otel_context.detach(token)
+
+        try:
+            call.on_start(opts, span)
+            token = otel_context.attach(ctx)
+            try:
+                agen = fn(*call.args, **call.kwargs)
+            finally:
+                otel_context.detach(token)
+            item = await step(agen.__anext__)
+            while True:
+                items += 1
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await step(agen.aclose)
+                    raise
+                except BaseException as thrown:
+                    item = await step(lambda thrown=thrown: agen.athrow(thrown))
+                else:
+                    item = await step(lambda sent=sent: agen.asend(sent))
+        except StopAsyncIteration:
+            return
+        except BaseException as exc:
+            _record_error(span, exc)
+            raise
+        finally:
+            span.set_attribute("runtel.generator.items", items)
+            _end(span, start_ns)
+
+    return wrapper
+
+
+def _decorate(fn: Any, opts_kwargs: dict[str, Any]) -> Any:
+    if isinstance(fn, (classmethod, staticmethod)):
+        return type(fn)(_decorate(fn.__func__, opts_kwargs))
+    if not callable(fn):
+        raise TypeError(f"@runtel.trace needs a function, got {type(fn).__name__}")
+    opts = _Options(fn, **opts_kwargs)
+    if inspect.isasyncgenfunction(fn):
+        return _wrap_async_generator(fn, opts)
+    if inspect.isgeneratorfunction(fn):
+        return _wrap_generator(fn, opts)
+    if inspect.iscoroutinefunction(fn):
+        return _wrap_coroutine(fn, opts)
+    return _wrap_function(fn, opts)
+
+
+@overload
+def trace(fn: F, /) -> F: ...
+
+
+@overload
+def trace(
+    *,
+    name: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    capture: bool | Sequence[str] = False,
+    capture_return: bool = False,
+    capture_limit: int | None = None,
+    stage: str | None = None,
+    seed_parameter: str | None = None,
+    record_dir_parameter: str | None = None,
+) -> Callable[[F], F]: ...
+
+
+def trace(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    capture: bool | Sequence[str] = False,
+    capture_return: bool = False,
+    capture_limit: int | None = None,
+    stage: str | None = None,
+    seed_parameter: str | None = None,
+    record_dir_parameter: str | None = None,
+) -> Any:
+    """Record each call of a function as a span (sync, async, generators, methods).
+
+    Usable bare (``@runtel.trace``) or with options. Name, docstring and ``inspect.signature`` are
+    kept, so it composes with click/typer and FastAPI. A generator's span covers its whole iteration.
+
+    Args:
+        name: Span name (default: the function's qualified name).
+        attributes: Static attributes for every call's span.
+        capture: Record argument values (``True`` for all, or a list of parameter names) as
+            ``runtel.param.*`` summaries (arrays as shape/dtype/stats, never their data).
+        capture_return: Record a summary of the return value as ``runtel.return``.
+        capture_limit: Capture only the first N calls (later calls still get timing).
+        stage: A pipeline stage name (``runtel.stage``), e.g. ``"evaluation"``.
+        seed_parameter: Name of a parameter that receives a generated seed when left ``None``;
+            the seed is recorded and the RNGs are seeded with it (as pycrumbs does).
+        record_dir_parameter: Name of a parameter holding an output folder; the run record is also
+            written there. If no run is open, the call records a run of its own.
+
+    Example:
+        >>> import runtel
+        >>> @runtel.trace
+        ... async def handle(request_id: int) -> str:
+        ...     return "ok"
+    """
+    opts_kwargs = dict(
+        name=name,
+        attributes=attributes,
+        capture=capture,
+        capture_return=capture_return,
+        capture_limit=capture_limit,
+        stage=stage,
+        seed_parameter=seed_parameter,
+        record_dir_parameter=record_dir_parameter,
+    )
+    if fn is not None:
+        return _decorate(fn, opts_kwargs)
+    return lambda f: _decorate(f, opts_kwargs)

@@ -1,0 +1,203 @@
+"""The offline default: spans.jsonl and metrics.jsonl in each run folder.
+
+Each line is one OTLP/JSON ``ExportTraceServiceRequest`` (or ``ExportMetricsServiceRequest``) as in
+the OpenTelemetry File Exporter specification. Spans are routed to the run they belong to by their
+``runtel.run.id`` attribute (stamped when the span starts), so spans from other instrumentations made
+inside a run land in the same file. Lines are appended with a single ``write()`` on an ``O_APPEND``
+descriptor: a batch is on disk as soon as it is exported, and forked workers writing to the same file
+cannot interleave within a line. Export never raises; a write failure is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from runtel import semconv
+from runtel._guard import log_once
+from runtel.exporters.otlp_json import dumps_line, encode_metrics, encode_spans
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricsData
+    from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = ("JsonlMetricExporter", "JsonlSpanExporter", "LineFile", "RunSinks")
+
+_logger = logging.getLogger("runtel.exporters")
+
+
+class LineFile:
+    """An append-only JSON Lines file written with one ``write()`` per line batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self.lines = 0
+
+    def write(self, data: bytes) -> bool:
+        """Append ``data`` (whole lines); return False (and log once) if the file cannot be written."""
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                self.lines += data.count(b"\n")
+                return True
+            except OSError as exc:
+                log_once(f"write:{self.path}", "runtel could not write %s: %s (the run goes on without it)",
+                         self.path, exc)
+                return False
+
+    def close(self) -> None:
+        """Close the descriptor; a later write reopens it."""
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    os.close(self._fd)
+                finally:
+                    self._fd = None
+
+
+class RunSinks:
+    """The open runs' files, looked up by run id from the exporter threads."""
+
+    def __init__(self) -> None:
+        self._spans: dict[str, LineFile] = {}
+        self._metrics: dict[str, LineFile] = {}
+        self._lock = threading.Lock()
+
+    def open(self, run_id: str, run_dir: Path) -> None:
+        """Start routing the run's spans and metrics to files in ``run_dir``."""
+        with self._lock:
+            self._spans[run_id] = LineFile(run_dir / "spans.jsonl")
+            self._metrics[run_id] = LineFile(run_dir / "metrics.jsonl")
+
+    def close(self, run_id: str) -> None:
+        """Stop routing to the run (after its final flush) and close its files."""
+        with self._lock:
+            files = [self._spans.pop(run_id, None), self._metrics.pop(run_id, None)]
+        for f in files:
+            if f is not None:
+                f.close()
+
+    def spans(self, run_id: str) -> LineFile | None:
+        """The spans file of an open run."""
+        return self._spans.get(run_id)
+
+    def metrics(self, run_id: str) -> LineFile | None:
+        """The metrics file of an open run."""
+        return self._metrics.get(run_id)
+
+    def open_ids(self) -> list[str]:
+        """Ids of the runs currently routed."""
+        with self._lock:
+            return list(self._metrics)
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Writes each batch of spans, grouped by run, as one OTLP/JSON line per run."""
+
+    def __init__(self, sinks: RunSinks) -> None:
+        self._sinks = sinks
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Route and append; never raises."""
+        try:
+            groups: dict[str, list[ReadableSpan]] = {}
+            for span in spans:
+                attributes = span.attributes
+                run_id = attributes.get(semconv.RUN_ID) if attributes else None
+                if isinstance(run_id, str):
+                    groups.setdefault(run_id, []).append(span)
+            ok = True
+            for run_id, group in groups.items():
+                target = self._sinks.spans(run_id)
+                if target is None:
+                    log_once(f"late-span:{run_id}", "runtel dropped %d span(s) that ended after run %s closed",
+                             len(group), run_id, level=logging.DEBUG)
+                    continue
+                ok = target.write(dumps_line(encode_spans(group))) and ok
+            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+        except Exception as exc:  # never let an encoding bug reach the SDK worker or the user
+            log_once("span-export", "runtel could not export spans to the run folder: %r", exc, exc_info=True)
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        """Nothing to release: files belong to the runs."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Writes are synchronous, so there is nothing buffered here."""
+        return True
+
+
+def _split_by_run(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Split an encoded metrics request into one request per run id found on its data points."""
+    per_run: dict[str, dict[str, Any]] = {}
+    for rm in message["resourceMetrics"]:
+        for sm in rm["scopeMetrics"]:
+            for metric in sm["metrics"]:
+                kind = next(k for k in ("sum", "gauge", "histogram") if k in metric)
+                points_by_run: dict[str, list[dict[str, Any]]] = {}
+                for point in metric[kind]["dataPoints"]:
+                    run_id = next(
+                        (kv["value"].get("stringValue") for kv in point["attributes"] if kv["key"] == semconv.RUN_ID),
+                        None,
+                    )
+                    if run_id:
+                        points_by_run.setdefault(run_id, []).append(point)
+                for run_id, points in points_by_run.items():
+                    req = per_run.setdefault(run_id, {"resourceMetrics": []})
+                    rms = req["resourceMetrics"]
+                    if not rms or rms[-1]["_src"] is not rm:
+                        rms.append({"_src": rm, "resource": rm["resource"], "scopeMetrics": []})
+                    sms = rms[-1]["scopeMetrics"]
+                    if not sms or sms[-1]["_src"] is not sm:
+                        sms.append({"_src": sm, "scope": sm["scope"], "metrics": []})
+                    sms[-1]["metrics"].append({**{k: v for k, v in metric.items() if k != kind},
+                                               kind: {**metric[kind], "dataPoints": points}})
+    for req in per_run.values():
+        for rm_out in req["resourceMetrics"]:
+            rm_out.pop("_src")
+            for sm_out in rm_out["scopeMetrics"]:
+                sm_out.pop("_src")
+    return per_run
+
+
+class JsonlMetricExporter(MetricExporter):
+    """Appends each collection, split by the ``runtel.run.id`` data-point attribute, to the runs' files."""
+
+    def __init__(self, sinks: RunSinks, on_export: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._sinks = sinks
+        self._on_export = on_export
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        """Route and append; never raises."""
+        try:
+            ok = True
+            for run_id, request in _split_by_run(encode_metrics(metrics_data)).items():
+                target = self._sinks.metrics(run_id)
+                if target is not None:
+                    ok = target.write(dumps_line(request)) and ok
+            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+        except Exception as exc:
+            log_once("metric-export", "runtel could not export metrics to the run folder: %r", exc, exc_info=True)
+            return MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Writes are synchronous."""
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Nothing to release."""

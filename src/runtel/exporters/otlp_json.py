@@ -1,0 +1,298 @@
+"""Encode SDK spans and metrics as OTLP/JSON, and decode attribute lists back.
+
+Follows the OTLP JSON mapping (opentelemetry-proto ``docs/specification.md``): lowerCamelCase keys,
+hex trace/span ids, enums as integers, 64-bit integers as decimal strings, bytes as base64, and
+non-finite doubles as the proto3 JSON strings ``"NaN"``/``"Infinity"``/``"-Infinity"``. One line of
+a run folder file is one ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest``, as the
+File Exporter specification asks. The encoder builds plain dicts (no protobuf), which keeps it fast
+and lets the same code serve the local files and the replay path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricsData
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+__all__ = (
+    "attributes_from_otlp",
+    "encode_any_value",
+    "encode_attributes",
+    "encode_metrics",
+    "encode_resource",
+    "encode_scope",
+    "encode_span",
+    "encode_spans",
+    "value_from_otlp",
+)
+
+_SPAN_FLAGS_HAS_IS_REMOTE = 0x100
+_SPAN_FLAGS_IS_REMOTE = 0x200
+
+
+def _double(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def encode_any_value(value: object) -> dict[str, Any]:
+    """One attribute value as an OTLP ``AnyValue``."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": _double(value)}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": encode_attributes(value)}}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [encode_any_value(v) for v in value]}}
+    if value is None:
+        return {}
+    return {"stringValue": str(value)}
+
+
+def encode_attributes(attributes: Mapping[str, object] | None) -> list[dict[str, Any]]:
+    """Attributes as a list of OTLP ``KeyValue``."""
+    if not attributes:
+        return []
+    return [{"key": key, "value": encode_any_value(value)} for key, value in attributes.items()]
+
+
+def encode_resource(resource: Resource) -> dict[str, Any]:
+    """The OTLP ``Resource`` message."""
+    return {"attributes": encode_attributes(resource.attributes)}
+
+
+def encode_scope(scope: InstrumentationScope | None) -> dict[str, Any]:
+    """The OTLP ``InstrumentationScope`` message."""
+    if scope is None:
+        return {}
+    out: dict[str, Any] = {"name": scope.name}
+    if scope.version:
+        out["version"] = scope.version
+    attributes = getattr(scope, "attributes", None)
+    if attributes:
+        out["attributes"] = encode_attributes(attributes)
+    return out
+
+
+def _hex_trace(trace_id: int) -> str:
+    return format(trace_id, "032x")
+
+
+def _hex_span(span_id: int) -> str:
+    return format(span_id, "016x")
+
+
+def encode_span(span: ReadableSpan) -> dict[str, Any]:
+    """One finished span as an OTLP ``Span`` message."""
+    ctx = span.context
+    assert ctx is not None
+    flags = int(ctx.trace_flags) | _SPAN_FLAGS_HAS_IS_REMOTE
+    out: dict[str, Any] = {
+        "traceId": _hex_trace(ctx.trace_id),
+        "spanId": _hex_span(ctx.span_id),
+        "name": span.name,
+        "kind": span.kind.value + 1,  # SDK enum starts at INTERNAL=0; OTLP reserves 0 for UNSPECIFIED
+        "startTimeUnixNano": str(span.start_time or 0),
+        "endTimeUnixNano": str(span.end_time or 0),
+    }
+    trace_state = ctx.trace_state.to_header() if ctx.trace_state else ""
+    if trace_state:
+        out["traceState"] = trace_state
+    parent = span.parent
+    if parent is not None:
+        out["parentSpanId"] = _hex_span(parent.span_id)
+        if parent.is_remote:
+            flags |= _SPAN_FLAGS_IS_REMOTE
+    out["flags"] = flags
+    if span.attributes:
+        out["attributes"] = encode_attributes(span.attributes)
+    if span.dropped_attributes:
+        out["droppedAttributesCount"] = span.dropped_attributes
+    if span.events:
+        out["events"] = [
+            {
+                "timeUnixNano": str(event.timestamp),
+                "name": event.name,
+                "attributes": encode_attributes(event.attributes),
+            }
+            for event in span.events
+        ]
+    if span.dropped_events:
+        out["droppedEventsCount"] = span.dropped_events
+    if span.links:
+        links = []
+        for link in span.links:
+            entry: dict[str, Any] = {
+                "traceId": _hex_trace(link.context.trace_id),
+                "spanId": _hex_span(link.context.span_id),
+                "attributes": encode_attributes(link.attributes),
+                "flags": int(link.context.trace_flags)
+                | _SPAN_FLAGS_HAS_IS_REMOTE
+                | (_SPAN_FLAGS_IS_REMOTE if link.context.is_remote else 0),
+            }
+            links.append(entry)
+        out["links"] = links
+    if span.dropped_links:
+        out["droppedLinksCount"] = span.dropped_links
+    status = span.status
+    if status is not None and status.status_code.value:
+        st: dict[str, Any] = {"code": status.status_code.value}
+        if status.description:
+            st["message"] = status.description
+        out["status"] = st
+    return out
+
+
+def encode_spans(spans: Iterable[ReadableSpan]) -> dict[str, Any]:
+    """A whole ``ExportTraceServiceRequest``: spans grouped by resource and scope."""
+    by_resource: dict[int, tuple[Resource, dict[tuple[str, str | None], tuple[Any, list[dict[str, Any]]]]]] = {}
+    for span in spans:
+        resource = span.resource
+        entry = by_resource.setdefault(id(resource), (resource, {}))
+        scope = span.instrumentation_scope
+        key = (scope.name, scope.version) if scope is not None else ("", None)
+        entry[1].setdefault(key, (scope, []))[1].append(encode_span(span))
+    return {
+        "resourceSpans": [
+            {
+                "resource": encode_resource(resource),
+                "scopeSpans": [
+                    {"scope": encode_scope(scope), "spans": encoded, **_schema(scope)}
+                    for scope, encoded in scopes.values()
+                ],
+                **_schema_resource(resource),
+            }
+            for resource, scopes in by_resource.values()
+        ]
+    }
+
+
+def _schema(scope: Any) -> dict[str, str]:
+    url = getattr(scope, "schema_url", "") if scope is not None else ""
+    return {"schemaUrl": url} if url else {}
+
+
+def _schema_resource(resource: Resource) -> dict[str, str]:
+    url = getattr(resource, "schema_url", "")
+    return {"schemaUrl": url} if url else {}
+
+
+def _number_point(point: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "attributes": encode_attributes(point.attributes),
+        "startTimeUnixNano": str(point.start_time_unix_nano or 0),
+        "timeUnixNano": str(point.time_unix_nano),
+    }
+    if isinstance(point.value, int) and not isinstance(point.value, bool):
+        out["asInt"] = str(point.value)
+    else:
+        out["asDouble"] = _double(float(point.value))
+    return out
+
+
+def _histogram_point(point: Any) -> dict[str, Any]:
+    return {
+        "attributes": encode_attributes(point.attributes),
+        "startTimeUnixNano": str(point.start_time_unix_nano or 0),
+        "timeUnixNano": str(point.time_unix_nano),
+        "count": str(point.count),
+        "sum": _double(float(point.sum)),
+        "bucketCounts": [str(c) for c in point.bucket_counts],
+        "explicitBounds": [_double(float(b)) for b in point.explicit_bounds],
+        "min": _double(float(point.min)),
+        "max": _double(float(point.max)),
+    }
+
+
+def _encode_metric(metric: Any) -> dict[str, Any] | None:
+    from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
+
+    out: dict[str, Any] = {"name": metric.name}
+    if metric.description:
+        out["description"] = metric.description
+    if metric.unit:
+        out["unit"] = metric.unit
+    data = metric.data
+    if isinstance(data, Sum):
+        out["sum"] = {
+            "dataPoints": [_number_point(p) for p in data.data_points],
+            "aggregationTemporality": int(data.aggregation_temporality),
+            "isMonotonic": bool(data.is_monotonic),
+        }
+    elif isinstance(data, Gauge):
+        out["gauge"] = {"dataPoints": [_number_point(p) for p in data.data_points]}
+    elif isinstance(data, Histogram):
+        out["histogram"] = {
+            "dataPoints": [_histogram_point(p) for p in data.data_points],
+            "aggregationTemporality": int(data.aggregation_temporality),
+        }
+    else:  # exponential histograms are not produced by runtel's instruments
+        return None
+    return out
+
+
+def encode_metrics(data: MetricsData) -> dict[str, Any]:
+    """A whole ``ExportMetricsServiceRequest`` from the SDK's ``MetricsData``."""
+    resource_metrics = []
+    for rm in data.resource_metrics:
+        scope_metrics = []
+        for sm in rm.scope_metrics:
+            metrics = [m for m in (_encode_metric(metric) for metric in sm.metrics) if m is not None]
+            if metrics:
+                entry: dict[str, Any] = {"scope": encode_scope(sm.scope), "metrics": metrics}
+                if sm.schema_url:
+                    entry["schemaUrl"] = sm.schema_url
+                scope_metrics.append(entry)
+        if scope_metrics:
+            out: dict[str, Any] = {"resource": encode_resource(rm.resource), "scopeMetrics": scope_metrics}
+            if rm.schema_url:
+                out["schemaUrl"] = rm.schema_url
+            resource_metrics.append(out)
+    return {"resourceMetrics": resource_metrics}
+
+
+def value_from_otlp(value: Mapping[str, Any]) -> Any:
+    """Decode an OTLP JSON ``AnyValue`` back to a Python value."""
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "arrayValue" in value:
+        return [value_from_otlp(v) for v in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return attributes_from_otlp(value["kvlistValue"].get("values", []))
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"])
+    return None
+
+
+def attributes_from_otlp(attributes: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """Decode an OTLP JSON ``KeyValue`` list into a dict."""
+    return {kv["key"]: value_from_otlp(kv.get("value", {})) for kv in attributes or ()}
+
+
+def dumps_line(message: Mapping[str, Any]) -> bytes:
+    """One compact JSON line (UTF-8, newline-terminated) for a JSON Lines file."""
+    return (json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
