@@ -48,6 +48,8 @@ _logger = logging.getLogger("runtel.sdk")
 CURRENT_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("runtel_current_run", default=None)
 
 _attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: providers runtel itself created (a later runtime in the same process still owns them)
+_created: weakref.WeakSet[Any] = weakref.WeakSet()
 
 # Batch processor tuning for the local files: short delay so a killed process loses at most ~0.2 s of
 # finished spans, a large bounded queue so bursts do not drop spans while memory stays flat.
@@ -122,9 +124,11 @@ class Runtime:
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
             provider = current  # the application's own SDK: add to it, never replace it
+            self.owns_provider = current in _created
         else:
             resource = Resource.create(self._resource_attributes(run_name))
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            _created.add(provider)
             self.owns_provider = True
             if isinstance(current, trace.ProxyTracerProvider):
                 trace.set_tracer_provider(provider)

@@ -92,6 +92,7 @@ class Run:
         self._redactor: Redactor | None = None
         self._output_dirs: list[Path] = []
         self._finished = False
+        self._outcome: tuple[str, str, str] | None = None
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r}, dir={str(self.dir) if self.dir else None!r})"
@@ -124,6 +125,15 @@ class Run:
             self.record.setdefault("attributes", {}).update(
                 to_jsonable(redacted, max_str=self._settings.record_max_bytes)
             )
+
+    def set_outcome(self, status: str, *, error_type: str = "", message: str = "") -> None:
+        """Decide the run's final status without raising (e.g. a wrapped command's exit code).
+
+        ``status`` is ``ok``, ``error`` or ``interrupted``; an exception leaving the run still wins.
+        """
+        if status not in (_OK, _ERROR, _INTERRUPTED):
+            raise ValueError(f"status must be ok, error or interrupted, got {status!r}")
+        self._outcome = (status, error_type, message)
 
     def add_disk_info(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Record mount point, file-system type and free space of the disk holding ``path``."""
@@ -258,7 +268,6 @@ class RunSpan:
 def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, argv: list[str]) -> Run:
     """Everything run start does; internal failures degrade to a run without a record."""
     from runtel._safe import normalize_config, to_attributes, to_jsonable
-    from runtel.environment import collect_environment
     from runtel.propagation import extract_parent_context
     from runtel.redaction import Redactor
 
@@ -283,6 +292,8 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
 
     env_info = None
     with guard("environment", "capture the environment"):
+        from runtel.environment import collect_environment
+
         gpus: list[dict[str, Any]] = []
         runtime.prepare_monitor()
         if runtime.monitor is not None:
@@ -450,11 +461,16 @@ def _end_span(
     run: Run, exc: BaseException | None, *, status: str | None, context_token: object, run_token: Any
 ) -> None:
     """Set status and usage, end the span, and leave the context (must run in the entering context)."""
-    run.status = status or _status_for(exc)
+    outcome = run._outcome if exc is None else None
+    run.status = status or (outcome[0] if outcome else _status_for(exc))
     run.end_time_ns = time.time_ns()
     span = run._span
     with guard("run-status", "record the run status"):
-        if exc is not None and run.status != _OK:
+        if outcome is not None and outcome[0] != _OK:
+            span.set_attribute(semconv.ERROR_TYPE, outcome[1] or outcome[0])
+            span.set_status(Status(StatusCode.ERROR, outcome[2] or outcome[0]))
+            run.record["error"] = {"type": outcome[1] or outcome[0], "message": outcome[2]}
+        elif exc is not None and run.status != _OK:
             span.record_exception(exc, escaped=True)
             span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1024]))

@@ -1,0 +1,7 @@
+"""``python -m runtel`` runs the command line."""
+
+import sys
+
+from runtel.cli import main
+
+sys.exit(main())

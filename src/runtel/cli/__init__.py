@@ -1,0 +1,64 @@
+"""The ``runtel`` command line: ``run``, ``ls``, ``show``, ``info``, ``compare``, ``export``, ``lineage``.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; the parser's
+``handler`` default receives the parsed arguments and returns the exit code. Expected failures
+(``RuntelError``) become one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from runtel._version import __version__
+from runtel.errors import RuntelError
+
+__all__ = ("main",)
+
+#: sub-command modules, in help order (a module missing from an install is skipped)
+COMMANDS = ("run", "ls", "show", "compare", "info", "export", "lineage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to generate docs/cli.md)."""
+    parser = argparse.ArgumentParser(
+        prog="runtel",
+        description="Record how a result was produced and what it cost (OpenTelemetry-native, offline first).",
+    )
+    parser.add_argument("--version", action="version", version=f"runtel {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show runtel's own log messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module_name = {"ls": "show", "compare": "compare", "lineage": "lineage"}.get(name, name)
+        try:
+            module = importlib.import_module(f"runtel.cli.{module_name}")
+        except ImportError:
+            continue
+        register = getattr(module, f"register_{name}", None) or getattr(module, "register", None)
+        if register is not None and name not in sub.choices:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="runtel: %(message)s")
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(handler(args))
+    except RuntelError as exc:
+        sys.stderr.write(f"runtel: error: {exc}\n")
+        return 1
+    except BrokenPipeError:  # `runtel ls | head`
+        return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("runtel: interrupted\n")
+        return 130

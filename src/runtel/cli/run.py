@@ -1,0 +1,145 @@
+"""``runtel run [--name N] [--dir D] [--tag k=v ...] -- CMD [ARGS...]``: record any command as a run.
+
+The wrapper opens a run span, starts CMD as a child with ``TRACEPARENT`` (so a child that uses
+runtel nests its own run inside), samples the child's whole process tree (the wrapper excluded),
+forwards SIGINT/SIGTERM/SIGHUP, and exits with the child's exit code (128+signal if it was killed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+__all__ = ("register",)
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``run`` sub-command."""
+    p = sub.add_parser(
+        "run",
+        help="run a command as a recorded run",
+        description="Run CMD as a child process under a run span; exits with CMD's exit code.",
+        usage="runtel run [--name N] [--dir D] [--tag k=v ...] -- CMD [ARGS...]",
+    )
+    p.add_argument("--name", help="run name (default: the command's name)")
+    p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run (repeatable)")
+    p.add_argument("--telemetry", choices=("full", "minimal", "off"), help="how much environment to record")
+    p.add_argument("--quiet", "-q", action="store_true", help="do not print the run folder at the end")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _check_writable(root: Path) -> str | None:
+    """None if run folders can be created under ``root``, else a one-line reason."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".runtel-probe-"):
+            pass
+    except OSError as exc:
+        return f"cannot write run folders in {root}: {exc.strerror or exc}"
+    return None
+
+
+def _signals_from_terminal() -> bool:
+    """Whether Ctrl-C reaches the child directly (same foreground process group on a terminal)."""
+    try:
+        return sys.stdin.isatty() and os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    command: list[str] = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        sys.stderr.write("runtel: error: no command given (usage: runtel run [options] -- CMD [ARGS...])\n")
+        return 2
+
+    import runtel
+    from runtel import _sdk
+    from runtel.config import resolve_settings
+
+    overrides: dict[str, Any] = {}
+    if args.dir:
+        overrides["dir"] = args.dir
+    settings = resolve_settings(**overrides)
+    if settings.json_enabled and not settings.disabled:
+        problem = _check_writable(settings.dir)
+        if problem:
+            sys.stderr.write(f"runtel: error: {problem}\n")
+            return 2
+    if overrides:
+        runtel.configure(**overrides)
+
+    name = args.name or Path(command[0]).name
+    for item in args.tag:
+        if "=" not in item:
+            sys.stderr.write(f"runtel: error: --tag expects K=V, got {item!r}\n")
+            return 2
+    child: subprocess.Popen[bytes] | None = None
+    exit_code = 0
+    from_terminal = _signals_from_terminal()
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if child is not None and child.poll() is None:
+            if signum == signal.SIGINT and from_terminal:
+                return  # the terminal already delivered it to the child's process group
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **{"runtel.command": shlex.join(command)})
+    started = time.monotonic()
+    with run_span as run:
+        for signum in _FORWARDED:
+            previous[signum] = signal.signal(signum, forward)
+        try:
+            try:
+                child = subprocess.Popen(command, env=runtel.inject_env())
+            except OSError as exc:
+                message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
+                sys.stderr.write(f"runtel: error: {message}\n")
+                exit_code = 127
+                _mark_failed(run, exit_code, message, "error")
+            else:
+                runtime = _sdk.get_runtime()
+                monitor = runtime.monitor if runtime is not None else None
+                if monitor is not None:
+                    monitor.set_roots([child.pid], include_self=False)
+                returncode = child.wait()
+                exit_code = 128 - returncode if returncode < 0 else returncode
+                if returncode < 0:
+                    sig = signal.Signals(-returncode)
+                    run.record["signal"] = sig.name
+                    status = "interrupted" if sig in _INTERRUPTING else "error"
+                    _mark_failed(run, exit_code, f"command killed by {sig.name}", status)
+                elif returncode != 0:
+                    _mark_failed(run, exit_code, f"command exited with code {returncode}", "error")
+            run.record["exit_code"] = exit_code
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if not args.quiet and run.dir is not None:
+        sys.stderr.write(f"runtel: run {run.id} {run.status} in {time.monotonic() - started:.2f} s — {run.dir}\n")
+    return exit_code
+
+
+def _mark_failed(run: Any, exit_code: int, message: str, status: str) -> None:
+    """Record the child's failure as the run outcome (status and span), without a Python traceback."""
+    run.set_outcome(status, error_type="ChildFailed", message=message)

@@ -1,0 +1,276 @@
+"""``runtel ls`` and ``runtel show``: list recorded runs, and show one run's record and span tree."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runtel import semconv
+from runtel.cli import render
+from runtel.store import SpanRecord, effective_status, list_runs, read_record, read_spans, resolve_run
+
+__all__ = ("build_span_tree", "register_ls", "register_show")
+
+#: siblings with the same name are folded into one line when there are more than this many
+FOLD_THRESHOLD = 5
+_USAGE = semconv.USAGE_PREFIX
+
+
+def _root(args: argparse.Namespace) -> Path:
+    if getattr(args, "dir", None):
+        return Path(args.dir)
+    return Path(os.environ.get("RUNTEL_DIR") or "runs")
+
+
+def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``ls`` sub-command."""
+    p = sub.add_parser("ls", help="list recorded runs, newest first", description="List recorded runs, newest first.")
+    p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-n", "--limit", type=int, default=None, help="show at most N runs")
+    p.set_defaults(handler=_cmd_ls)
+
+
+def register_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``show`` sub-command."""
+    p = sub.add_parser(
+        "show",
+        help="show a run's summary and span tree",
+        description="Show a run's summary, resource usage and span tree. RUN is a run id, a unique prefix, "
+        "a path to a run folder, or 'latest'.",
+    )
+    p.add_argument("run", help="run id, unique prefix, path, or 'latest'")
+    p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all-spans", action="store_true", help="do not fold repeated sibling spans")
+    p.set_defaults(handler=_cmd_show)
+
+
+def _summary_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": record.get("id"),
+        "name": record.get("name"),
+        "status": effective_status(record),
+        "start_time": record.get("start_time"),
+        "duration_s": record.get("duration_s"),
+        "parent_run_id": (record.get("parent") or {}).get("run_id"),
+        "dir": record.get("dir"),
+    }
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    runs = list_runs(_root(args))
+    if args.limit is not None:
+        runs = runs[: args.limit]
+    rows = [_summary_row(r) for r in runs]
+    if args.json:
+        render.print_json(rows)
+        return 0
+    console = render.console()
+    if not rows:
+        console.print(f"no runs in {_root(args)}")
+        return 0
+    console.print(
+        render.table(
+            None,
+            ["id", "name", "status", "start", "duration"],
+            [
+                [r["id"], r["name"], r["status"], (r["start_time"] or "")[:19].replace("T", " "),
+                 render.format_duration(r["duration_s"])]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+# --- span tree ---------------------------------------------------------------------------------------
+
+
+def _node(span: SpanRecord) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "trace_id": span.trace_id,
+        "start_time_unix_nano": span.start_ns,
+        "duration_s": round(span.duration_s, 9),
+        "status": {0: "unset", 1: "ok", 2: "error"}.get(span.status_code, "unset"),
+        "status_message": span.status_message,
+        "kind": span.attributes.get(semconv.SPAN_KIND),
+        "run_id": span.attributes.get(semconv.RUN_ID),
+        "attributes": span.attributes,
+        "events": span.events,
+        "links": span.links,
+        "children": [],
+    }
+
+
+def build_span_tree(spans: Sequence[SpanRecord], extra_roots: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Nest spans under their parents; spans whose parent is not in the file become roots.
+
+    ``extra_roots`` are already-built trees (child runs' spans) grafted under the span they name as parent.
+    """
+    nodes = {s.span_id: _node(s) for s in spans}
+    roots: list[dict[str, Any]] = []
+    for node in nodes.values():
+        parent = nodes.get(node["parent_span_id"] or "")
+        (parent["children"] if parent is not None else roots).append(node)
+    for tree in extra_roots:
+        parent = nodes.get(tree.get("parent_span_id") or "")
+        (parent["children"] if parent is not None else roots).append(tree)
+    for node in nodes.values():
+        node["children"].sort(key=lambda n: n["start_time_unix_nano"])
+    roots.sort(key=lambda n: n["start_time_unix_nano"])
+    return roots
+
+
+def _child_run_trees(run_id: str, root: Path, seen: set[str]) -> list[dict[str, Any]]:
+    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes)."""
+    trees: list[dict[str, Any]] = []
+    for record in list_runs(root):
+        if (record.get("parent") or {}).get("run_id") != run_id or record.get("id") in seen:
+            continue
+        seen.add(str(record.get("id")))
+        child_dir = Path(record["dir"])
+        trees.extend(build_span_tree(read_spans(child_dir), _child_run_trees(str(record.get("id")), root, seen)))
+    return trees
+
+
+def _usage_text(attributes: Mapping[str, Any]) -> str:
+    parts = []
+    samples = attributes.get(_USAGE + "samples")
+    if samples == 0:
+        return "[dim](unsampled)[/dim]"
+    cpu = attributes.get(_USAGE + "cpu.utilization.mean")
+    if isinstance(cpu, (int, float)):
+        parts.append(f"cpu {cpu * 100:.0f}%")
+    rss = attributes.get(_USAGE + "memory.rss.max.combined") or attributes.get(_USAGE + "memory.rss.max")
+    if isinstance(rss, (int, float)):
+        parts.append(f"rss {render.format_bytes(rss)}")
+    gpu = attributes.get(_USAGE + "gpu.memory.max")
+    if isinstance(gpu, (int, float)) and gpu:
+        parts.append(f"gpu mem {render.format_bytes(gpu)}")
+    energy = attributes.get(_USAGE + "energy.total")
+    if isinstance(energy, (int, float)) and energy:
+        parts.append(f"{energy:.1f} J")
+    return "[dim]" + ", ".join(parts) + "[/dim]" if parts else ""
+
+
+def _label(node: Mapping[str, Any]) -> str:
+    from rich.markup import escape
+
+    status = node["status"]
+    mark = {"error": " [red]✗ error[/red]", "ok": ""}.get(status, "")
+    kind = node.get("kind")
+    name = f"[bold]{escape(node['name'])}[/bold]" if kind == semconv.KIND_RUN else escape(node["name"])
+    usage = _usage_text(node["attributes"])
+    message = f" [red]{escape(node['status_message'])}[/red]" if status == "error" and node["status_message"] else ""
+    return f"{name}  {render.format_duration(node['duration_s'])}{mark}{message}  {usage}".rstrip()
+
+
+def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) -> None:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for child in children:
+        groups.setdefault(child["name"], []).append(child)
+    for child in children:
+        group = groups.get(child["name"])
+        if group is None:
+            continue
+        if fold and len(group) > FOLD_THRESHOLD:
+            del groups[child["name"]]
+            durations = [g["duration_s"] for g in group]
+            errors = sum(1 for g in group if g["status"] == "error")
+            from rich.markup import escape
+
+            label = (
+                f"{escape(child['name'])} ×{len(group)}  total {render.format_duration(sum(durations))}, "
+                f"mean {render.format_duration(sum(durations) / len(group))}, max {render.format_duration(max(durations))}"
+                + (f" [red]{errors} error(s)[/red]" if errors else "")
+            )
+            branch = tree.add(label)
+            merged: list[Mapping[str, Any]] = [gc for g in group for gc in g["children"]]
+            _add_children(branch, merged, fold)
+        else:
+            branch = tree.add(_label(child))
+            _add_children(branch, child["children"], fold)
+
+
+def _record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    env = record.get("environment") or {}
+    git = (env.get("git") or {}).get("script") or (env.get("git") or {}).get("cwd") or {}
+    commit = git.get("commit")
+    git_text = None
+    if commit:
+        git_text = f"{commit[:12]} ({git.get('branch') or 'detached'}{', dirty' if git.get('dirty') else ''})"
+    usage = record.get("resource_usage") or {}
+    summary = {
+        "run": record.get("id"),
+        "name": record.get("name"),
+        "status": effective_status(record),
+        "started": record.get("start_time"),
+        "duration": render.format_duration(record.get("duration_s")),
+        "exit code": record.get("exit_code"),
+        "error": (record.get("error") or {}).get("message"),
+        "trace id": record.get("trace_id"),
+        "parent run": (record.get("parent") or {}).get("run_id"),
+        "command": (record.get("attributes") or {}).get("runtel.command") or " ".join(record.get("argv") or []),
+        "git": git_text,
+        "seed": record.get("seed"),
+        "tags": ", ".join(f"{k}={v}" for k, v in (record.get("tags") or {}).items()),
+        "folder": record.get("dir"),
+    }
+    if usage:
+        summary.update(
+            {
+                "peak RAM": render.format_bytes(usage.get("max_rss_combined_bytes") or usage.get("max_rss_bytes")),
+                "peak GPU RAM": render.format_bytes(usage.get("max_gpu_memory_bytes")) if usage.get("max_gpu_memory_bytes") else None,
+                "CPU (mean/max)": _pair_pct(usage.get("cpu_utilization_mean"), usage.get("cpu_utilization_max")),
+                "GPU util (mean/max)": _pair_pct(usage.get("gpu_utilization_mean"), usage.get("gpu_utilization_max")),
+                "energy": f"{usage['energy_joules']:.1f} J" + (" (estimated)" if usage.get("energy_estimated") else "")
+                if isinstance(usage.get("energy_joules"), (int, float)) else None,
+                "emissions": f"{usage['emissions_grams']:.3f} gCO2eq"
+                if isinstance(usage.get("emissions_grams"), (int, float)) else None,
+            }
+        )
+    return summary
+
+
+def _pair_pct(mean: Any, peak: Any) -> str | None:
+    if not isinstance(mean, (int, float)) or not isinstance(peak, (int, float)):
+        return None
+    return f"{mean * 100:.0f}% / {peak * 100:.0f}%"
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    root = _root(args)
+    run_dir = resolve_run(args.run, root)
+    record = read_record(run_dir)
+    spans = read_spans(run_dir)
+    trees = build_span_tree(spans, _child_run_trees(str(record.get("id")), run_dir.parent, {str(record.get("id"))}))
+    if args.json:
+        render.print_json({"run": {**record, "status": effective_status(record)}, "spans": trees})
+        return 0
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.tree import Tree
+
+    console = render.console()
+    summary = _record_summary(record)
+    console.print(Panel(escape(render.kv_lines(summary)), title=f"run {escape(str(record.get('id')))}", expand=False))
+    config = record.get("config")
+    if isinstance(config, Mapping) and config:
+        from runtel._safe import to_attributes
+
+        flat = to_attributes(config, prefix="", max_length=200)
+        console.print(Panel(escape(render.kv_lines({k: v for k, v in list(flat.items())[:40]})), title="config",
+                            expand=False))
+    tree = Tree("[bold]spans[/bold]")
+    _add_children(tree, trees, fold=not args.all_spans)
+    if not trees:
+        tree.add("[dim](no spans recorded yet)[/dim]")
+    console.print(tree)
+    return 0
