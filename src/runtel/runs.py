@@ -25,6 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from runtel import _sdk, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
+from runtel.lineage import LineageMixin
 from runtel.store import RECORD_SCHEMA, atomic_write_json, new_run_id
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def _script_path(argv: list[str]) -> str | None:
     return os.path.abspath(path) if isinstance(path, str) else None
 
 
-class Run:
+class Run(LineageMixin):
     """A recorded run: its ids, its folder, and ways to add to its record while it is open."""
 
     def __init__(self, name: str, *, run_id: str = "", run_dir: Path | None = None) -> None:
