@@ -136,9 +136,9 @@ def _int_text(value: int) -> str:
         return f"<int with {value.bit_length()} bits>"
 
 
-def _otel_int(value: int) -> int | str:
-    """Ints in int64 stay ints (OTLP's type); others become decimal strings."""
-    return value if _INT64_MIN <= value <= _INT64_MAX else _int_text(value)
+def _otel_int(value: int, limit: int = 4096) -> int | str:
+    """Ints in int64 stay ints (OTLP's type); others become decimal strings (cut at ``limit``)."""
+    return value if _INT64_MIN <= value <= _INT64_MAX else _cut(_int_text(value), limit)
 
 
 def _module_root(value: object) -> str:
@@ -706,7 +706,7 @@ def _attribute_value(value: object, max_length: int, max_items: int) -> tuple[At
     if cls is bool or cls is float:
         return value, False  # type: ignore[return-value]
     if cls is int:
-        return _otel_int(value), False  # type: ignore[arg-type]
+        return _otel_int(value, max_length), False  # type: ignore[arg-type]
     if value is None:
         return "None", False
     try:
@@ -718,7 +718,7 @@ def _attribute_value(value: object, max_length: int, max_items: int) -> tuple[At
         if isinstance(value, str):
             return _cut(str.__str__(value), max_length), False
         if isinstance(value, int):
-            return _otel_int(int.__int__(value)), False
+            return _otel_int(int.__int__(value), max_length), False
         if isinstance(value, float):
             return float.__float__(value), False
         np = sys.modules.get("numpy")

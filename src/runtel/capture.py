@@ -66,7 +66,7 @@ def summarize(
     if cls is bool or cls is float:
         return val  # type: ignore[no-any-return]
     if cls is int:
-        return _otel_int(val)
+        return _otel_int(val, max_length)
     if cls is str:
         return _cut(val, max_length)
     if value is None:
