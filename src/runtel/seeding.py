@@ -1,0 +1,129 @@
+"""Make a run repeatable: seed every random generator the program uses, and record the seed.
+
+Only libraries the program already imported are seeded: importing numpy, torch or TensorFlow just to
+seed them would cost hundreds of milliseconds and change the program's behaviour. The
+generate-inject-record pattern (after pycrumbs) lets a function take ``seed=None``: runtel picks a
+seed, passes it in, records it, and a re-run with that seed reproduces the run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import operator
+import os
+import random
+import sys
+from typing import Any, Final
+
+__all__ = ("check_seed_parameter", "inject_seed", "make_seed", "seed_everything")
+
+_logger = logging.getLogger("runtel.seeding")
+
+_SEED_MASK: Final = 0xFFFF_FFFF  # numpy's legacy seeding accepts 0 <= seed < 2**32
+
+
+def make_seed() -> int:
+    """A fresh 32-bit unsigned seed from ``os.urandom`` (valid for random, numpy, torch and TensorFlow)."""
+    return int.from_bytes(os.urandom(4), "little")
+
+
+def seed_everything(seed: int | None = None) -> int:
+    """Seed ``random`` and, when already imported, numpy, torch (CPU and all CUDA devices) and TensorFlow.
+
+    Args:
+        seed: The seed; ``None`` draws one with :func:`make_seed`.
+
+    Returns:
+        The seed used, to be recorded.
+
+    Example:
+        >>> s = seed_everything(1234)
+        >>> s
+        1234
+    """
+    if seed is None:
+        seed = make_seed()
+    seed = operator.index(seed)
+    random.seed(seed)
+    masked = seed & _SEED_MASK
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        try:
+            numpy.random.seed(masked)
+        except Exception:
+            _logger.warning("could not seed numpy", exc_info=True)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.manual_seed(seed)
+            cuda = getattr(torch, "cuda", None)
+            if cuda is not None and cuda.is_available():
+                cuda.manual_seed_all(seed)
+        except Exception:
+            _logger.warning("could not seed torch", exc_info=True)
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None:
+        try:
+            tensorflow.random.set_seed(masked)
+        except Exception:
+            _logger.warning("could not seed tensorflow", exc_info=True)
+    return seed
+
+
+def check_seed_parameter(signature: inspect.Signature, parameter: str) -> None:
+    """Fail at decoration time when the function cannot receive the seed.
+
+    Raises:
+        ValueError: ``parameter`` is not a named parameter of the function (``*args``/``**kwargs`` do not count).
+    """
+    param = signature.parameters.get(parameter)
+    if param is None or param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        names = ", ".join(
+            p.name
+            for p in signature.parameters.values()
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        )
+        raise ValueError(f"seed parameter {parameter!r} is not a parameter of the function (parameters: {names})")
+
+
+def inject_seed(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any], parameter: str
+) -> tuple[tuple[Any, ...], dict[str, Any], int]:
+    """Give a call a seed when it has none, and tell which seed the call uses.
+
+    When ``parameter`` is missing from the call (and its default is ``None`` or absent) or passed as
+    ``None``, a fresh seed is put into the call, positionally or by keyword as the signature requires.
+    A seed the caller (or a non-``None`` default) supplies is left alone and returned.
+
+    Returns:
+        ``(args, kwargs, seed)`` to call the function with, and the seed to record.
+
+    Raises:
+        ValueError: The function has no such parameter.
+        TypeError: The arguments do not fit the signature, or the given seed is not an integer.
+    """
+    check_seed_parameter(signature, parameter)
+    bound = signature.bind_partial(*args, **kwargs)
+    value = bound.arguments.get(parameter)
+    if value is None and parameter not in bound.arguments:
+        default = signature.parameters[parameter].default
+        if default is not inspect.Parameter.empty and default is not None:
+            return args, kwargs, _as_int(default, parameter)
+    if value is not None:
+        return args, kwargs, _as_int(value, parameter)
+    seed = make_seed()
+    bound.arguments[parameter] = seed
+    # BoundArguments puts the seed positionally only when every earlier positional argument is bound too.
+    return tuple(bound.args), dict(bound.kwargs), seed
+
+
+def _as_int(value: object, parameter: str) -> int:
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"seed parameter {parameter!r} must be an integer, got {value!r}") from exc
