@@ -17,12 +17,14 @@ class EnergyReading:
         joules: Cumulative joules since the source was opened (monotonic; counter wrap already handled).
         estimated: ``True`` when derived from a model (TDP x utilisation, power integration), not a counter.
         source: ``"rapl"``, ``"nvml"``, ``"amdsmi"`` or ``"estimate"``.
+        power_w: Mean power since the previous reading of this source (``None`` on the first reading).
     """
 
     domain: str
     joules: float
     estimated: bool
     source: str
+    power_w: float | None = None
 
 
 @runtime_checkable

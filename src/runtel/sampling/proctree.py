@@ -35,6 +35,7 @@ __all__ = ("ProcessTree", "TreeRead")
 
 _log = logging.getLogger("runtel.sampling")
 _PROC = "/proc"
+_MIN_UTIL_WINDOW_S = 0.05
 
 
 class TreeRead(NamedTuple):
@@ -52,7 +53,11 @@ class _Tracked:
     create_time: float
     user: float = 0.0
     system: float = 0.0
-    last_t: float | None = None
+    base_user: float = 0.0
+    base_system: float = 0.0
+    base_t: float | None = None
+    util: float = 0.0
+    util_user: float = 0.0
     uss: int | None = None
     pss: int | None = None
     detail_read: bool = False
@@ -63,6 +68,7 @@ class _Acc:
     user: float = 0.0
     system: float = 0.0
     util: float = 0.0
+    util_user: float = 0.0
     rss: int = 0
     vms: int = 0
     uss: int | None = None
@@ -78,6 +84,7 @@ class _Acc:
             cpu_user_s=user,
             cpu_system_s=system,
             cpu_utilization=self.util,
+            cpu_user_utilization=self.util_user,
             rss_bytes=self.rss,
             vms_bytes=self.vms,
             uss_bytes=self.uss,
@@ -126,6 +133,7 @@ class ProcessTree:
         self._tracked_desc: set[int] = set()
         self._dead = {"main": [0.0, 0.0], "descendants": [0.0, 0.0]}
         self._warned: set[str] = set()
+        self._logical_cores = os.cpu_count() or 1
         self.set_roots(root_pids, include_roots=include_roots, exclude_pids=exclude_pids)
 
     def set_roots(
@@ -260,16 +268,25 @@ class ProcessTree:
                 mem = proc.memory_info()
                 threads = proc.num_threads()
         user, system = float(times.user), float(times.system)
-        if entry.last_t is None:
+        if entry.base_t is None:
             age = wall - entry.create_time
-            util = (user + system) / age if age > 0.05 else 0.0
-        else:
-            dt = now - entry.last_t
-            util = ((user - entry.user) + (system - entry.system)) / dt if dt > 0 else 0.0
-        entry.user, entry.system, entry.last_t = user, system, now
+            entry.util_user = user / age if age > _MIN_UTIL_WINDOW_S else 0.0
+            entry.util = (user + system) / age if age > _MIN_UTIL_WINDOW_S else 0.0
+            entry.base_user, entry.base_system, entry.base_t = user, system, now
+        elif now - entry.base_t >= _MIN_UTIL_WINDOW_S:
+            # CPU times tick in 10 ms steps: over shorter windows the rate is mostly quantisation noise, so
+            # a read soon after the previous one (sample_now next to a tick) reuses the last rate.
+            dt = now - entry.base_t
+            entry.util_user = (user - entry.base_user) / dt
+            entry.util = entry.util_user + (system - entry.base_system) / dt
+            entry.base_user, entry.base_system, entry.base_t = user, system, now
+        entry.user, entry.system = user, system
+        ceiling = float(min(max(1, threads), self._logical_cores)) if mem is not None else float(self._logical_cores)
+        util = min(max(0.0, entry.util), ceiling)
+        acc.util += util
+        acc.util_user += min(max(0.0, entry.util_user), util)
         acc.user += user
         acc.system += system
-        acc.util += max(0.0, util)
         if mem is None:  # zombie: exited but not reaped; its CPU seconds count, it holds no memory or threads
             return False
         if want_detail or not entry.detail_read:
@@ -317,6 +334,7 @@ def _combine(a: ProcessStats, b: ProcessStats) -> ProcessStats:
         cpu_user_s=a.cpu_user_s + b.cpu_user_s,
         cpu_system_s=a.cpu_system_s + b.cpu_system_s,
         cpu_utilization=a.cpu_utilization + b.cpu_utilization,
+        cpu_user_utilization=a.cpu_user_utilization + b.cpu_user_utilization,
         rss_bytes=a.rss_bytes + b.rss_bytes,
         vms_bytes=a.vms_bytes + b.vms_bytes,
         uss_bytes=opt(a.uss_bytes, b.uss_bytes),

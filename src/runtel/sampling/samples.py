@@ -27,6 +27,7 @@ class ProcessStats:
         cpu_system_s: The system part of ``cpu_time_s``.
         cpu_utilization: CPU use since the previous sample as a fraction of ONE core, summed over the group
             (2.0 = two busy cores).
+        cpu_user_utilization: The user-mode part of ``cpu_utilization`` (system part = the difference).
         rss_bytes: Sum of resident set sizes (shared pages counted once per process).
         vms_bytes: Sum of virtual sizes.
         uss_bytes: Sum of unique set sizes (memory freed if the processes exited); ``None`` until the first
@@ -40,6 +41,7 @@ class ProcessStats:
     cpu_user_s: float = 0.0
     cpu_system_s: float = 0.0
     cpu_utilization: float = 0.0
+    cpu_user_utilization: float = 0.0
     rss_bytes: int = 0
     vms_bytes: int = 0
     uss_bytes: int | None = None

@@ -1,0 +1,342 @@
+"""Pure statistics over a window of snapshots: peaks, means, energy and emissions of a run or block.
+
+Inputs are the snapshots whose ``time_ns`` lies in ``[start_ns, end_ns]`` (the run code adds one explicit
+sample at each edge). Energy per domain is the difference of the cumulative readings at the first and last
+snapshot of the window; utilisation means are plain means over samples (each sample already averages the
+interval before it). Output keys and units are documented in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from runtel import semconv
+from runtel.energy.estimate import emissions_g
+from runtel.sampling.samples import ProcessStats, Snapshot
+
+__all__ = ("UsageSummary", "resource_usage_record", "summarize", "usage_attributes")
+
+AttributeValue = str | bool | int | float | Sequence[str]
+_SCOPES = (semconv.SCOPE_MAIN, semconv.SCOPE_DESCENDANTS, semconv.SCOPE_COMBINED)
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyDomain:
+    """Energy of one domain over the window."""
+
+    joules: float
+    estimated: bool
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """Resource use over one window (run or block). SI units; ``None`` = not measured.
+
+    Attributes:
+        samples: Snapshots in the window (0 = unsampled: every other field is empty).
+        duration_s: ``(end_ns - start_ns) / 1e9``.
+        cpu_time_s: CPU seconds (user + system) the tree used in the window.
+        cpu_utilization_max / cpu_utilization_mean: Per scope (main/descendants/combined), fraction of one core
+            summed over processes (2.0 = two busy cores).
+        cpu_hardware_utilization_max / _mean: Combined utilisation / ``n_expected_cores`` (0-1 when the job
+            stays within its allocation).
+        system_cpu_utilization_max / _mean: Whole machine, 0-1.
+        rss_max / uss_max / pss_max: Peak bytes per scope (USS/PSS only where read).
+        threads_max: Peak thread count per scope.
+        processes_max: Peak number of live processes in the tree.
+        system_memory_used_max / system_memory_total: Machine memory (bytes).
+        gpu_count: GPUs that reported in the window.
+        gpu_memory_used_max / gpu_memory_total: Device memory in use summed over GPUs (all users), and size.
+        tree_gpu_memory_max: Peak GPU memory held by the tree's processes (all devices).
+        gpu_utilization_max / _mean: Mean over GPUs of each device's utilisation (0-1), then max / mean over time.
+        gpu_power_mean_w: Mean total GPU power draw.
+        energy: Joules per domain over the window.
+        energy_total_j / energy_estimated / emissions_g / carbon_intensity: Totals; ``emissions_g`` in gCO2eq.
+    """
+
+    samples: int
+    duration_s: float
+    start_ns: int
+    end_ns: int
+    n_expected_cores: int
+    logical_cores: int = 1
+    cpu_time_s: float | None = None
+    cpu_utilization_max: Mapping[str, float] = field(default_factory=dict)
+    cpu_utilization_mean: Mapping[str, float] = field(default_factory=dict)
+    cpu_hardware_utilization_max: float | None = None
+    cpu_hardware_utilization_mean: float | None = None
+    system_cpu_utilization_max: float | None = None
+    system_cpu_utilization_mean: float | None = None
+    rss_max: Mapping[str, int] = field(default_factory=dict)
+    uss_max: Mapping[str, int] = field(default_factory=dict)
+    pss_max: Mapping[str, int] = field(default_factory=dict)
+    threads_max: Mapping[str, int] = field(default_factory=dict)
+    processes_max: int | None = None
+    system_memory_used_max: int | None = None
+    system_memory_total: int | None = None
+    gpu_count: int = 0
+    gpu_memory_used_max: int | None = None
+    gpu_memory_total: int | None = None
+    tree_gpu_memory_max: int | None = None
+    gpu_utilization_max: float | None = None
+    gpu_utilization_mean: float | None = None
+    gpu_power_mean_w: float | None = None
+    energy: Mapping[str, EnergyDomain] = field(default_factory=dict)
+    energy_total_j: float | None = None
+    energy_estimated: bool = False
+    emissions_g: float | None = None
+    carbon_intensity: float = 0.0
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _imax(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _scopes(snap: Snapshot) -> dict[str, ProcessStats]:
+    return {
+        semconv.SCOPE_MAIN: snap.main,
+        semconv.SCOPE_DESCENDANTS: snap.descendants,
+        semconv.SCOPE_COMBINED: snap.combined,
+    }
+
+
+def summarize(
+    snapshots: Sequence[Snapshot], *, start_ns: int, end_ns: int, n_expected_cores: int, carbon_intensity: float
+) -> UsageSummary:
+    """Summarise the snapshots of ``[start_ns, end_ns]`` (others are ignored; order does not matter).
+
+    Args:
+        snapshots: Candidate snapshots (e.g. the sampler's window plus edge samples).
+        start_ns / end_ns: The window, wall-clock ns.
+        n_expected_cores: Denominator of the hardware CPU share.
+        carbon_intensity: gCO2eq per kWh for emissions.
+
+    Example:
+        >>> summarize([], start_ns=0, end_ns=10**9, n_expected_cores=1, carbon_intensity=475.0).samples
+        0
+    """
+    snaps = sorted((s for s in snapshots if start_ns <= s.time_ns <= end_ns), key=lambda s: s.time_ns)
+    base = {
+        "start_ns": start_ns,
+        "end_ns": end_ns,
+        "duration_s": max(0, end_ns - start_ns) / 1e9,
+        "n_expected_cores": max(1, n_expected_cores),
+        "carbon_intensity": carbon_intensity,
+    }
+    if not snaps:
+        return UsageSummary(samples=0, **base)  # type: ignore[arg-type]
+    first, last = snaps[0], snaps[-1]
+    expected = max(1, n_expected_cores)
+
+    util_max: dict[str, float] = {}
+    util_mean: dict[str, float] = {}
+    rss: dict[str, int] = {}
+    uss: dict[str, int] = {}
+    pss: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    for scope in _SCOPES:
+        stats = [_scopes(s)[scope] for s in snaps]
+        util_max[scope] = max(p.cpu_utilization for p in stats)
+        util_mean[scope] = sum(p.cpu_utilization for p in stats) / len(stats)
+        rss[scope] = max(p.rss_bytes for p in stats)
+        threads[scope] = max(p.threads for p in stats)
+        for target, attr in ((uss, "uss_bytes"), (pss, "pss_bytes")):
+            peak = _imax(getattr(p, attr) for p in stats)
+            if peak is not None:
+                target[scope] = peak
+
+    systems = [s.system for s in snaps if s.system is not None]
+    gpu_snaps = [s for s in snaps if s.gpus]
+    gpu_util_per_sample = [_mean(g.utilization for g in s.gpus) for s in gpu_snaps]
+    gpu_mem_per_sample = [
+        sum(g.memory_used_bytes for g in s.gpus if g.memory_used_bytes is not None)
+        if any(g.memory_used_bytes is not None for g in s.gpus)
+        else None
+        for s in gpu_snaps
+    ]
+    gpu_power_per_sample = [
+        sum(g.power_w for g in s.gpus if g.power_w is not None) if any(g.power_w is not None for g in s.gpus) else None
+        for s in gpu_snaps
+    ]
+    gpu_totals: dict[str, int] = {}
+    for s in gpu_snaps:
+        for g in s.gpus:
+            if g.memory_total_bytes is not None:
+                gpu_totals[g.uuid] = g.memory_total_bytes
+
+    energy = _energy_over(snaps)
+    total_j = sum(d.joules for d in energy.values()) if energy else None
+    return UsageSummary(
+        samples=len(snaps),
+        logical_cores=last.logical_cores,
+        cpu_time_s=max(0.0, last.combined.cpu_time_s - first.combined.cpu_time_s),
+        cpu_utilization_max=util_max,
+        cpu_utilization_mean=util_mean,
+        cpu_hardware_utilization_max=util_max[semconv.SCOPE_COMBINED] / expected,
+        cpu_hardware_utilization_mean=util_mean[semconv.SCOPE_COMBINED] / expected,
+        system_cpu_utilization_max=_max(s.cpu_utilization for s in systems),
+        system_cpu_utilization_mean=_mean(s.cpu_utilization for s in systems),
+        rss_max=rss,
+        uss_max=uss,
+        pss_max=pss,
+        threads_max=threads,
+        processes_max=max(s.combined.processes for s in snaps),
+        system_memory_used_max=_imax(s.memory_used_bytes for s in systems),
+        system_memory_total=systems[-1].memory_total_bytes if systems else None,
+        gpu_count=len({g.uuid for s in gpu_snaps for g in s.gpus}),
+        gpu_memory_used_max=_imax(gpu_mem_per_sample),
+        gpu_memory_total=sum(gpu_totals.values()) if gpu_totals else None,
+        tree_gpu_memory_max=_imax(s.tree_gpu_memory_bytes for s in snaps),
+        gpu_utilization_max=_max(gpu_util_per_sample),
+        gpu_utilization_mean=_mean(gpu_util_per_sample),
+        gpu_power_mean_w=_mean(gpu_power_per_sample),
+        energy=energy,
+        energy_total_j=total_j,
+        energy_estimated=any(d.estimated for d in energy.values()),
+        emissions_g=None if total_j is None else emissions_g(total_j, carbon_intensity),
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _energy_over(snaps: Sequence[Snapshot]) -> dict[str, EnergyDomain]:
+    """Per domain: last cumulative reading minus the first one inside the window."""
+    firsts: dict[str, float] = {}
+    lasts: dict[str, tuple[float, bool, str]] = {}
+    for snap in snaps:
+        for reading in snap.energy:
+            firsts.setdefault(reading.domain, reading.joules)
+            prev = lasts.get(reading.domain)
+            lasts[reading.domain] = (reading.joules, (prev[1] if prev else False) or reading.estimated, reading.source)
+    return {
+        domain: EnergyDomain(joules=max(0.0, joules - firsts[domain]), estimated=estimated, source=source)
+        for domain, (joules, estimated, source) in lasts.items()
+    }
+
+
+def usage_attributes(summary: UsageSummary) -> dict[str, AttributeValue]:
+    """``runtel.usage.*`` span attributes (absent values are left out; 0 samples -> only ``samples: 0``).
+
+    Example:
+        >>> usage_attributes(summarize([], start_ns=0, end_ns=1, n_expected_cores=1, carbon_intensity=1.0))
+        {'runtel.usage.samples': 0}
+    """
+    if summary.samples == 0:
+        return {semconv.USAGE_SAMPLES: 0}
+    attrs: dict[str, AttributeValue | None] = {
+        semconv.USAGE_SAMPLES: summary.samples,
+        semconv.USAGE_DURATION: summary.duration_s,
+        semconv.USAGE_CPU_TIME: summary.cpu_time_s,
+        semconv.USAGE_CPU_UTILIZATION_MAX: summary.cpu_utilization_max.get(semconv.SCOPE_COMBINED),
+        semconv.USAGE_CPU_UTILIZATION_MEAN: summary.cpu_utilization_mean.get(semconv.SCOPE_COMBINED),
+        semconv.USAGE_CPU_HARDWARE_UTILIZATION_MAX: summary.cpu_hardware_utilization_max,
+        semconv.USAGE_CPU_HARDWARE_UTILIZATION_MEAN: summary.cpu_hardware_utilization_mean,
+        semconv.USAGE_SYSTEM_CPU_UTILIZATION_MAX: summary.system_cpu_utilization_max,
+        semconv.USAGE_SYSTEM_CPU_UTILIZATION_MEAN: summary.system_cpu_utilization_mean,
+        semconv.USAGE_PROCESSES_MAX: summary.processes_max,
+        semconv.USAGE_SYSTEM_MEMORY_USED_MAX: summary.system_memory_used_max,
+    }
+    for kind, values in (
+        (semconv.MEMORY_KIND_RSS, summary.rss_max),
+        (semconv.MEMORY_KIND_USS, summary.uss_max),
+        (semconv.MEMORY_KIND_PSS, summary.pss_max),
+    ):
+        for scope, value in values.items():
+            attrs[f"{semconv.USAGE_MEMORY_PREFIX}{kind}.max.{scope}"] = value
+    for scope, value in summary.threads_max.items():
+        attrs[f"{semconv.USAGE_THREADS_PREFIX}{scope}"] = value
+    if summary.gpu_count:
+        attrs[semconv.USAGE_GPU_COUNT] = summary.gpu_count
+        attrs[semconv.USAGE_GPU_MEMORY_USED_MAX] = summary.gpu_memory_used_max
+        attrs[semconv.USAGE_GPU_MEMORY_TREE_MAX] = summary.tree_gpu_memory_max
+        attrs[semconv.USAGE_GPU_UTILIZATION_MAX] = summary.gpu_utilization_max
+        attrs[semconv.USAGE_GPU_UTILIZATION_MEAN] = summary.gpu_utilization_mean
+        attrs[semconv.USAGE_GPU_POWER_MEAN] = summary.gpu_power_mean_w
+    if summary.energy:
+        cpu = [d.joules for k, d in summary.energy.items() if k.startswith("cpu:")]
+        gpu = [d.joules for k, d in summary.energy.items() if k.startswith("gpu:")]
+        attrs[semconv.USAGE_ENERGY_CPU] = sum(cpu) if cpu else None
+        attrs[semconv.USAGE_ENERGY_GPU] = sum(gpu) if gpu else None
+        attrs[semconv.USAGE_ENERGY_TOTAL] = summary.energy_total_j
+        attrs[semconv.USAGE_ENERGY_ESTIMATED] = summary.energy_estimated
+        attrs[semconv.USAGE_ENERGY_SOURCES] = sorted({d.source for d in summary.energy.values()})
+        attrs[semconv.USAGE_EMISSIONS] = summary.emissions_g
+        attrs[semconv.USAGE_CARBON_INTENSITY] = summary.carbon_intensity
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def resource_usage_record(summary: UsageSummary) -> dict[str, object]:
+    """run.json ``resource_usage``: gpu_tracker's ``ResourceUsage`` content with units in every key name."""
+
+    def scope_mem(scope: str) -> dict[str, int | None]:
+        return {
+            "max_rss_bytes": summary.rss_max.get(scope),
+            "max_uss_bytes": summary.uss_max.get(scope),
+            "max_pss_bytes": summary.pss_max.get(scope),
+        }
+
+    def scope_cpu(scope: str) -> dict[str, float | None]:
+        return {
+            "max_sum_fraction": summary.cpu_utilization_max.get(scope),
+            "mean_sum_fraction": summary.cpu_utilization_mean.get(scope),
+        }
+
+    return {
+        "samples": summary.samples,
+        "start_time_unix_nano": summary.start_ns,
+        "end_time_unix_nano": summary.end_ns,
+        "max_ram": {
+            "system_used_bytes": summary.system_memory_used_max,
+            "system_capacity_bytes": summary.system_memory_total,
+            **{scope: scope_mem(scope) for scope in _SCOPES},
+        },
+        "max_gpu_ram": {
+            "system_used_bytes": summary.gpu_memory_used_max,
+            "system_capacity_bytes": summary.gpu_memory_total,
+            "tree_bytes": summary.tree_gpu_memory_max,
+        },
+        "cpu_utilization": {
+            "system_core_count": summary.logical_cores,
+            "n_expected_cores": summary.n_expected_cores,
+            "system": {
+                "max_fraction": summary.system_cpu_utilization_max,
+                "mean_fraction": summary.system_cpu_utilization_mean,
+            },
+            **{scope: scope_cpu(scope) for scope in _SCOPES},
+            "max_hardware_fraction": summary.cpu_hardware_utilization_max,
+            "mean_hardware_fraction": summary.cpu_hardware_utilization_mean,
+            "max_threads": dict(summary.threads_max),
+            "max_processes": summary.processes_max,
+        },
+        "gpu_utilization": {
+            "gpu_count": summary.gpu_count,
+            "max_fraction": summary.gpu_utilization_max,
+            "mean_fraction": summary.gpu_utilization_mean,
+            "mean_power_watts": summary.gpu_power_mean_w,
+        },
+        "compute_time": {"wall_seconds": summary.duration_s, "cpu_seconds": summary.cpu_time_s},
+        "energy": {
+            "total_joules": summary.energy_total_j,
+            "estimated": summary.energy_estimated,
+            "domains": {
+                domain: {"joules": d.joules, "estimated": d.estimated, "source": d.source}
+                for domain, d in summary.energy.items()
+            },
+        },
+        "emissions": {
+            "grams_co2eq": summary.emissions_g,
+            "carbon_intensity_g_per_kwh": summary.carbon_intensity,
+        },
+    }
