@@ -270,7 +270,7 @@ class Redactor:
                 name, eq, value = arg.lstrip("-").partition("=")
                 if len(name) >= 3 and self.is_secret_key(name):
                     if eq:
-                        out.append(f"{arg[: len(arg) - len(value) - 1]}={REDACTED}")
+                        out.append(f"{self.redact_text(arg[: len(arg) - len(value) - 1])}={REDACTED}")
                     else:
                         out.append(self.redact_text(arg))
                         hide_next = True

@@ -1,0 +1,268 @@
+"""Redactor: secret keys, credential-shaped text, URLs, argv, nested values; property tests."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtel.redaction import REDACTED, Redactor
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
+GITLAB_TOKEN = "glpat-" + "x1Y2z3W4v5U6t7S8r9Q0"
+SLACK_TOKEN = "xoxb-123456789012-abcdefghijkl"
+OPENAI_KEY = "sk-proj-" + "Ab3dEf6hIj9lMn2pQr5tUv8x"
+GOOGLE_KEY = "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq1\nabcDEF==\n-----END RSA PRIVATE KEY-----"
+TOKENS = [AWS_KEY, GITHUB_TOKEN, GITLAB_TOKEN, SLACK_TOKEN, OPENAI_KEY, GOOGLE_KEY, JWT, PEM]
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    """A Redactor with the built-in rules only."""
+    return Redactor()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "PASSWORD",
+        "dbPassword",
+        "db_passwd",
+        "pwd",
+        "secret",
+        "client_secret",
+        "AWS_SECRET_ACCESS_KEY",
+        "token",
+        "HF_TOKEN",
+        "githubToken",
+        "access_token",
+        "api_key",
+        "apiKey",
+        "X-Api-Key",
+        "api key",
+        "access.key",
+        "private_key",
+        "credentials",
+        "auth",
+        "Authorization",
+        "cookie",
+        "Set-Cookie",
+        "session",
+        "signature",
+        "SSH_KEY",
+    ],
+)
+def test_secret_keys_are_recognised(redactor: Redactor, key: str) -> None:
+    """Every common spelling of a credential key is a secret key."""
+    assert redactor.is_secret_key(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["max_tokens", "tokenizer", "num_tokens", "author", "learning_rate", "pin_memory", "sort_key", "monkey", "path"],
+)
+def test_ordinary_ml_keys_are_not_secret(redactor: Redactor, key: str) -> None:
+    """Keys that merely contain a secret-ish word (max_tokens, author) stay readable."""
+    assert not redactor.is_secret_key(key)
+
+
+def test_key_results_are_cached(redactor: Redactor) -> None:
+    """The second lookup of a key is served from the cache."""
+    assert redactor.is_secret_key("dbPassword")
+    assert redactor._key_cache["dbPassword"] is True
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_tokens_in_text_are_removed(redactor: Redactor, token: str) -> None:
+    """Credential-shaped substrings disappear from free text; the surrounding text stays."""
+    out = redactor.redact_text(f"before {token} after")
+    assert token not in out
+    assert out.startswith("before ") and out.endswith(" after")
+    assert REDACTED in out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Bearer abc.def.ghi123", "Authorization: Bearer [REDACTED]"),
+        ("curl -H 'Authorization: Basic dXNlcjpwYXNz'", "curl -H 'Authorization: Basic [REDACTED]'"),
+        ("bearer 0123456789abcdef", "bearer [REDACTED]"),
+        ("https://user:pw@host/x.git", "https://[REDACTED]@host/x.git"),
+        ("postgres://u:p@db:5432/x", "postgres://[REDACTED]@db:5432/x"),
+        ("https://example.com/a?api_key=abc&x=1", "https://example.com/a?api_key=[REDACTED]&x=1"),
+        ("password=hunter2 max_tokens=512", "password=[REDACTED] max_tokens=512"),
+        ('{"api_key": "abcd", "lr": 0.1}', '{"api_key": "[REDACTED]", "lr": 0.1}'),
+        ("the token embeddings are fine", "the token embeddings are fine"),
+        ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ("ssh://git@github.com/org/repo", "ssh://git@github.com/org/repo"),
+    ],
+)
+def test_redact_text_examples(redactor: Redactor, text: str, expected: str) -> None:
+    """Header, URL and key=value forms are redacted; innocent look-alikes are kept."""
+    assert redactor.redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:SECRET@host/repo.git", "https://[REDACTED]@host/repo.git"),
+        (f"https://{GITHUB_TOKEN}@github.com/o/r", "https://[REDACTED]@github.com/o/r"),
+        ("https://oauth2:tok@gitlab.com/o/r", "https://[REDACTED]@gitlab.com/o/r"),
+        ("ssh://u:pw@host/r", "ssh://[REDACTED]@host/r"),
+        ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ("https://github.com/org/repo", "https://github.com/org/repo"),
+    ],
+)
+def test_redact_url(redactor: Redactor, url: str, expected: str) -> None:
+    """URL credentials (user:password or a bare token) go; scp-style and plain URLs are kept."""
+    assert redactor.redact_url(url) == expected
+
+
+def test_redact_value_recurses_and_checks_keys(redactor: Redactor) -> None:
+    """Secret keys at any depth lose their value; text is scanned; tuples become lists; numbers pass."""
+    value = {
+        "db": {"host": "x", "password": "hunter2", "opts": ({"token": "t"}, f"key {AWS_KEY}")},
+        "lr": 0.1,
+        "credentials": {"user": "a", "pass": "b"},
+        "missing_secret": None,
+    }
+    out = redactor.redact_value("config", value)
+    assert out == {
+        "db": {"host": "x", "password": REDACTED, "opts": [{"token": REDACTED}, f"key {REDACTED}"]},
+        "lr": 0.1,
+        "credentials": REDACTED,
+        "missing_secret": None,
+    }
+    assert redactor.redact_value("api_key", 123) == REDACTED
+    assert redactor.redact_value(None, 5) == 5
+
+
+def test_redact_mapping_handles_cycles(redactor: Redactor) -> None:
+    """A self-referencing structure is cut off instead of recursing forever."""
+    cyclic: dict[str, object] = {"a": 1}
+    cyclic["self"] = cyclic
+    out = redactor.redact_mapping(cyclic)
+    assert out["a"] == 1
+    depth = 0
+    node: object = out
+    while isinstance(node, dict):
+        node = node["self"]
+        depth += 1
+    assert node == REDACTED and depth > 10
+
+
+def test_redact_argv(redactor: Redactor) -> None:
+    """Option values, env-style pairs and inline tokens are removed from a command line."""
+    argv = [
+        "train.py",
+        "--password",
+        "hunter2",
+        "--api-key=abc",
+        "HF_TOKEN=xyz",
+        "-p",
+        "8080",
+        "--lr",
+        "0.1",
+        "--token",
+        "--next",
+        "--url=https://u:pw@h/x",
+        GITHUB_TOKEN,
+        "-dbPassword",
+        "s3cr3t",
+    ]
+    assert redactor.redact_argv(argv) == [
+        "train.py",
+        "--password",
+        REDACTED,
+        f"--api-key={REDACTED}",
+        f"HF_TOKEN={REDACTED}",
+        "-p",
+        "8080",
+        "--lr",
+        "0.1",
+        "--token",
+        "--next",
+        f"--url=https://{REDACTED}@h/x",
+        REDACTED,
+        "-dbPassword",
+        REDACTED,
+    ]
+
+
+def test_extra_patterns_match_keys_and_values() -> None:
+    """User patterns redact matching keys and matching substrings of values."""
+    redactor = Redactor([r"internal-[0-9]+", r"^corp_id$"])
+    assert redactor.is_secret_key("corp_id")
+    assert redactor.redact_value("corp_id", "42") == REDACTED
+    assert redactor.redact_text("host internal-1234 ok") == f"host {REDACTED} ok"
+    assert not Redactor().is_secret_key("corp_id")
+
+
+def test_invalid_extra_pattern_raises() -> None:
+    """A broken user pattern fails loudly at construction, not silently later."""
+    with pytest.raises(Exception, match="unterminated|missing"):
+        Redactor(["(unclosed"])
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
+_json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.tuples(children, children) | st.dictionaries(_text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_text)
+def test_redact_text_never_raises(text: str) -> None:
+    """Arbitrary text is accepted and comes back as a string."""
+    assert isinstance(Redactor().redact_text(text), str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_like, st.one_of(st.none(), _text))
+def test_redact_value_never_raises(value: object, key: str | None) -> None:
+    """Arbitrary nested values are accepted; the result contains no tuples."""
+    out = Redactor().redact_value(key, value)
+
+    def no_tuples(node: object) -> bool:
+        if isinstance(node, tuple):
+            return False
+        if isinstance(node, dict):
+            return all(no_tuples(v) for v in node.values())
+        if isinstance(node, list):
+            return all(no_tuples(v) for v in node)
+        return True
+
+    assert no_tuples(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_text, _text, st.sampled_from(TOKENS))
+def test_planted_token_never_survives_text(prefix: str, suffix: str, token: str) -> None:
+    """A credential planted anywhere in arbitrary text (as its own word) is always removed."""
+    out = Redactor().redact_text(f"{prefix} {token} {suffix}")
+    assert token not in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_like, st.sampled_from(TOKENS), _text)
+def test_planted_token_never_survives_nested_values(value: object, token: str, key: str) -> None:
+    """A credential placed in a nested structure, as a value or under a secret key, never comes back."""
+    out = Redactor().redact_value(None, {"data": [value, {key: f"x {token} y"}], "nested": {"password": value}})
+    assert token not in repr(out)
+    assert out["nested"]["password"] == REDACTED or value is None  # type: ignore[index]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_text, max_size=6), st.sampled_from(TOKENS))
+def test_planted_token_never_survives_argv(argv: list[str], token: str) -> None:
+    """Tokens in argv elements, as --secret values or env pairs, never survive redact_argv."""
+    out = Redactor().redact_argv([*argv, token, "--password", token, f"API_KEY={token}", f"--secret={token}"])
+    assert all(token not in arg for arg in out)
