@@ -300,6 +300,15 @@ def _from_env(name: str, env: Mapping[str, str]) -> Any:
 
 def _check_arg(name: str, value: Any) -> Any:
     """Validate an explicitly passed argument with the same rules as its environment variable."""
+    try:
+        return _coerce_arg(name, value)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}={value!r}: {exc}") from exc
+
+
+def _coerce_arg(name: str, value: Any) -> Any:
     if isinstance(value, str) and name not in ("service_name", "gpu_backend"):
         try:
             return PARAMS[name].parse(value)

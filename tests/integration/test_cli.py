@@ -1,0 +1,224 @@
+"""The runtel CLI as users run it: real subprocesses, real run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+PY = sys.executable
+
+
+def runtel_cli(args: list[str], env: dict[str, str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "runtel", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60, **kw)  # type: ignore[call-overload]
+
+
+def _records(runs: Path) -> list[dict[str, object]]:
+    return [json.loads((p / "run.json").read_text()) for p in sorted(runs.iterdir()) if (p / "run.json").exists()]
+
+
+def test_run_exit_code_and_record(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run` exits with the child's code and records status error with that exit code."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = runtel_cli(["run", "--name", "fails", "--tag", "k=v", "--", PY, "-c", "import sys; sys.exit(3)"], env, tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    (record,) = _records(tmp_path / "runs")
+    assert record["status"] == "error" and record["exit_code"] == 3
+    assert record["name"] == "fails" and record["tags"] == {"k": "v"}
+    assert "runs" in proc.stderr and record["id"] in proc.stderr
+
+
+def test_run_success_and_child_joins_trace(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A child that uses runtel nests its run inside the wrapper's trace and names the wrapper as parent."""
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent("""
+        import runtel
+        with runtel.run_span("child-work", config={"k": 1}):
+            with runtel.block("step"):
+                pass
+    """))
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = runtel_cli(["run", "--name", "wrapper", "--", PY, str(script)], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    records = {r["name"]: r for r in _records(tmp_path / "runs")}
+    wrapper, child = records["wrapper"], records["child-work"]
+    assert wrapper["status"] == "ok" and wrapper["exit_code"] == 0
+    assert child["trace_id"] == wrapper["trace_id"]
+    assert child["parent"]["run_id"] == wrapper["id"]
+    assert child["parent"]["span_id"] == wrapper["span_id"]
+    shown = runtel_cli(["show", str(wrapper["id"]), "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    tree = json.loads(shown.stdout)["spans"]
+    assert tree[0]["name"] == "wrapper"
+    assert tree[0]["children"][0]["name"] == "child-work"
+    assert tree[0]["children"][0]["children"][0]["name"] == "step"
+
+
+def test_run_forwards_sigterm(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """SIGTERM to the wrapper reaches the child; the wrapper exits 128+15 and records 'interrupted'."""
+    ready = tmp_path / "ready"
+    code = f"import pathlib, time; pathlib.Path({str(ready)!r}).write_text('x'); time.sleep(30)"
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([PY, "-m", "runtel", "run", "--", PY, "-c", code], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    (record,) = _records(tmp_path / "runs")
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+
+
+def test_run_child_killed_by_signal(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A child killed by SIGKILL gives exit code 137."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = runtel_cli(["run", "--", PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], env, tmp_path)
+    assert proc.returncode == 137
+
+
+def test_run_missing_command(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A command that cannot be started gives 127 and one error line, and is recorded as an error."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = runtel_cli(["run", "--", "definitely-not-a-command-xyz"], env, tmp_path)
+    assert proc.returncode == 127
+    assert "cannot start" in proc.stderr and "Traceback" not in proc.stderr
+    (record,) = _records(tmp_path / "runs")
+    assert record["status"] == "error"
+
+
+def test_run_unwritable_dir_fails_fast(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """An unwritable --dir exits 2 with one line naming the path, before starting the child."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("file, not a folder")
+    marker = tmp_path / "started"
+    proc = runtel_cli(["run", "--dir", str(blocker / "runs"), "--", PY, "-c",
+                       f"open({str(marker)!r}, 'w').close()"], clean_env, tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(blocker) in lines[0]
+    assert not marker.exists()
+
+
+def test_ls_and_show(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """ls lists runs newest first; show accepts an id prefix, a path or 'latest'; --json is machine readable."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    for name in ("first", "second"):
+        assert runtel_cli(["run", "--name", name, "-q", "--", PY, "-c", "pass"], env, tmp_path).returncode == 0
+        time.sleep(0.01)
+    listed = json.loads(runtel_cli(["ls", "--json"], env, tmp_path).stdout)
+    assert [r["name"] for r in listed] == ["second", "first"]
+    assert all(r["status"] == "ok" for r in listed)
+    text = runtel_cli(["ls"], env, tmp_path).stdout
+    assert "first" in text and "second" in text
+    first_id = str(listed[1]["id"])
+    by_prefix = json.loads(runtel_cli(["show", first_id[:-2], "--json"], env, tmp_path).stdout)
+    assert by_prefix["run"]["id"] == first_id
+    by_path = json.loads(runtel_cli(["show", str(listed[1]["dir"]), "--json"], env, tmp_path).stdout)
+    assert by_path["run"]["id"] == first_id
+    latest = runtel_cli(["show", "latest"], env, tmp_path)
+    assert latest.returncode == 0 and "second" in latest.stdout
+
+
+def test_show_errors_are_one_line(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """Unknown runs and unreadable folders give one stderr line and a non-zero exit, never a traceback."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    (tmp_path / "runs" / "broken").mkdir(parents=True)
+    (tmp_path / "runs" / "broken" / "run.json").write_text("{not json")
+    for args in (["show", "nope"], ["show", str(tmp_path / "runs" / "broken")], ["show", "latest"]):
+        proc = runtel_cli(args, env, tmp_path)
+        assert proc.returncode == 1, args
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("runtel: error:"), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_python_dash_m_and_version(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`python -m runtel --version` works and prints the package version."""
+    import runtel
+
+    proc = runtel_cli(["--version"], clean_env, tmp_path)
+    assert proc.returncode == 0 and runtel.__version__ in proc.stdout
+
+
+def test_killed_process_leaves_finished_spans(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """SIGKILL after some spans ended leaves those spans on disk; the run reads as interrupted."""
+    ready = tmp_path / "ready"
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import pathlib, time, runtel
+        with runtel.run_span("doomed"):
+            for i in range(5):
+                with runtel.block("step", i=i):
+                    pass
+            time.sleep(1.0)  # batch delay is 0.2 s: every finished span is exported by now
+            pathlib.Path({str(ready)!r}).write_text("x")
+            time.sleep(60)
+    """))
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([PY, str(script)], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    (record,) = _records(tmp_path / "runs")
+    assert record["status"] == "running"
+    spans_file = Path(str(record.get("dir") or tmp_path / "runs" / str(record["id"]))) / "spans.jsonl"
+    names = [s["name"] for line in spans_file.read_text().splitlines()
+             for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert names.count("step") == 5
+    listed = json.loads(runtel_cli(["ls", "--json"], env, tmp_path).stdout)
+    assert listed[0]["status"] == "interrupted"
+
+
+def test_applications_own_tracer_provider_is_kept(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """With the application's SDK provider installed, runtel adds to it: both see the same spans, one trace."""
+    out = tmp_path / "seen.json"
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(f"""
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        import runtel
+        with runtel.run_span("app-run") as run:
+            with trace.get_tracer("http-client").start_as_current_span("GET /data"):
+                pass
+        assert trace.get_tracer_provider() is provider
+        names = sorted((s.name, format(s.context.trace_id, "032x")) for s in exporter.get_finished_spans())
+        json.dump({{"names": names, "trace": run.trace_id, "dir": str(run.dir)}}, open({str(out)!r}, "w"))
+    """))
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = subprocess.run([PY, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(out.read_text())
+    assert [n for n, _ in seen["names"]] == ["GET /data", "app-run"]
+    assert {t for _, t in seen["names"]} == {seen["trace"]}
+    spans_text = (Path(seen["dir"]) / "spans.jsonl").read_text()
+    assert "GET /data" in spans_text and "app-run" in spans_text
+
+
+def test_traceparent_from_environment(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A process started with TRACEPARENT records its run as a child of that remote span."""
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs"), "TRACEPARENT": f"00-{trace_id}-{span_id}-01"}
+    code = "import runtel\nwith runtel.run_span('joined'):\n    pass\n"
+    proc = subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = _records(tmp_path / "runs")
+    assert record["trace_id"] == trace_id
+    assert record["parent"]["span_id"] == span_id
