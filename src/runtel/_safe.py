@@ -34,7 +34,7 @@ import math
 import reprlib
 import sys
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from itertools import islice
@@ -299,25 +299,58 @@ def _num(value: Any, kind: str) -> bool | int | float | str:
     return float(value)
 
 
-def _xp_stats(value: Any, xp: Any, kind: str, size: int, out: dict[str, AttributeValue]) -> None:
-    """min/max/mean/nan/inf with a numpy-compatible namespace (numpy, cupy, jax.numpy), NaN-aware."""
-    if kind in "fc":
-        nan = int(xp.isnan(value).sum())
+def _float_stats(
+    mn: float,
+    mx: float,
+    count_nan: Callable[[], int],
+    count_inf: Callable[[], int],
+    nan_aware: Callable[[], tuple[float, float, float]],
+    plain_mean: Callable[[], float],
+    size: int,
+    out: dict[str, AttributeValue],
+) -> None:
+    """Float stats from a plain min/max first: min/max propagate NaN, so clean data (the usual case)
+    needs three passes and no temporaries; the NaN/inf counting passes run only when they can be non-zero."""
+    if mn != mn or mx != mx:  # at least one NaN
+        nan = count_nan()
         out["nan_count"] = nan
-        out["inf_count"] = int(xp.isinf(value).sum())
-        if kind == "c" or nan == size:  # complex has no order; all-NaN has no min (and numpy would warn)
+        if nan == size:  # all NaN: no min/max/mean (and numpy's nanmin would warn)
+            out["inf_count"] = 0
             return
-        if nan:
-            out["min"] = float(xp.nanmin(value))
-            out["max"] = float(xp.nanmax(value))
-            out["mean"] = float(xp.nanmean(value))
-            return
+        mn, mx, mean = nan_aware()
     else:
         out["nan_count"] = 0
-        out["inf_count"] = 0
+        mean = plain_mean()
+    out["inf_count"] = count_inf() if math.isinf(mn) or math.isinf(mx) else 0
+    out["min"] = mn
+    out["max"] = mx
+    out["mean"] = mean
+
+
+def _xp_stats(value: Any, xp: Any, kind: str, size: int, out: dict[str, AttributeValue]) -> None:
+    """min/max/mean/nan/inf with a numpy-compatible namespace (numpy, cupy, jax.numpy), NaN-aware."""
+    if kind == "c":  # complex has no order: counts only
+        out["nan_count"] = int(xp.isnan(value).sum())
+        out["inf_count"] = int(xp.isinf(value).sum())
+        return
+    is_numpy = xp is sys.modules.get("numpy")
+    if kind == "f":
+        _float_stats(
+            float(value.min()),
+            float(value.max()),
+            lambda: int(xp.isnan(value).sum()),
+            lambda: int(xp.isinf(value).sum()),
+            lambda: (float(xp.nanmin(value)), float(xp.nanmax(value)), float(xp.nanmean(value))),
+            lambda: float(value.mean(dtype="float64")) if is_numpy else float(value.mean()),
+            size,
+            out,
+        )
+        return
+    out["nan_count"] = 0
+    out["inf_count"] = 0
     out["min"] = _num(value.min(), kind)
     out["max"] = _num(value.max(), kind)
-    out["mean"] = float(value.mean(dtype="float64")) if xp is sys.modules.get("numpy") else float(value.mean())
+    out["mean"] = float(value.mean(dtype="float64")) if is_numpy else float(value.mean())
 
 
 def _torch_stats(value: Any, size: int, out: dict[str, AttributeValue]) -> None:
@@ -327,24 +360,28 @@ def _torch_stats(value: Any, size: int, out: dict[str, AttributeValue]) -> None:
         out["nan_count"] = int(t.isnan().sum().item())
         out["inf_count"] = int(t.isinf().sum().item())
         return
-    dtype = _dtype_name(value)
-    kind = "f" if t.is_floating_point() else ("b" if dtype == "bool" else "i")
-    if kind == "f":
-        nan = int(t.isnan().sum().item())
-        out["nan_count"] = nan
-        out["inf_count"] = int(t.isinf().sum().item())
-        if nan == size:
-            return
-        if nan:
-            inf = math.inf
-            out["min"] = float(t.nan_to_num(nan=inf, posinf=inf, neginf=-inf).min().item())
-            out["max"] = float(t.nan_to_num(nan=-inf, posinf=inf, neginf=-inf).max().item())
-            out["mean"] = float(t.nanmean().item())
-            return
-        out["min"] = float(t.min().item())
-        out["max"] = float(t.max().item())
-        out["mean"] = float(t.mean().item())
+    if t.is_floating_point():
+        inf = math.inf
+
+        def nan_aware() -> tuple[float, float, float]:
+            return (
+                float(t.nan_to_num(nan=inf, posinf=inf, neginf=-inf).min().item()),
+                float(t.nan_to_num(nan=-inf, posinf=inf, neginf=-inf).max().item()),
+                float(t.nanmean().item()),
+            )
+
+        _float_stats(
+            float(t.min().item()),
+            float(t.max().item()),
+            lambda: int(t.isnan().sum().item()),
+            lambda: int(t.isinf().sum().item()),
+            nan_aware,
+            lambda: float(t.mean().item()),
+            size,
+            out,
+        )
         return
+    kind = "b" if _dtype_name(value) == "bool" else "i"
     out["nan_count"] = 0
     out["inf_count"] = 0
     out["min"] = _num(t.min().item(), kind)

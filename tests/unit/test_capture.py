@@ -95,7 +95,8 @@ class FakeTensor:
     def mean(self) -> FakeTensor:
         if self._a.dtype.kind != "f":
             raise RuntimeError("mean(): could not infer output dtype")  # as torch does for ints
-        return self._wrap(self._a.mean())
+        with np.errstate(all="ignore"):  # torch does not warn on inf - inf
+            return self._wrap(self._a.mean())
 
     def nanmean(self) -> FakeTensor:
         return self._wrap(np.nanmean(self._a))
@@ -239,6 +240,14 @@ def test_summarize_torch_like_tensor_on_device() -> None:
     }
 
 
+def test_summarize_torch_like_inf_without_nan() -> None:
+    """Infinities without NaN are counted and kept in min/max."""
+    out = summarize_array(FakeTensor([1.0, math.inf, -math.inf, 2.0]))
+    assert out is not None
+    assert (out["nan_count"], out["inf_count"], out["min"], out["max"]) == (0, 2, -math.inf, math.inf)
+    assert math.isnan(out["mean"])  # type: ignore[arg-type]
+
+
 def test_summarize_torch_like_int_and_bool() -> None:
     """Integer and bool tensors are averaged via .float() since torch cannot average them directly."""
     ints = summarize_array(FakeTensor(np.array([1, 2, 3], dtype=np.int64)))
@@ -251,7 +260,7 @@ def test_summarize_torch_like_failure_keeps_shape() -> None:
     """If a tensor method fails (e.g. a meta tensor), the summary keeps shape and dtype."""
 
     class MetaTensor(FakeTensor):
-        def isnan(self) -> FakeTensor:
+        def min(self) -> FakeTensor:
             raise RuntimeError("meta tensors have no data")
 
     MetaTensor.__module__ = "torch"
@@ -355,3 +364,11 @@ def test_capture_attributes_accepted_by_real_otel_span(caplog: pytest.LogCapture
 def test_summarize_huge_int_string_is_cut() -> None:
     """An int beyond int64 becomes a decimal string that still respects max_length."""
     assert summarize(10**300, max_length=8) == "1" + "0" * 7 + TRUNCATION_MARK
+
+
+def test_summarize_numpy_inf_without_nan() -> None:
+    """A numpy array with infinities but no NaN counts them and keeps them as min/max."""
+    out = summarize_array(np.array([-np.inf, 0.0, 1.0]))
+    assert out is not None
+    assert (out["nan_count"], out["inf_count"], out["min"], out["max"]) == (0, 1, -math.inf, 1.0)
+    assert out["mean"] == -math.inf
