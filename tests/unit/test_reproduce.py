@@ -1,0 +1,151 @@
+"""reproduce.sh: executed with bash, the re-run must receive the identical argv, cwd and variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtel.redaction import REDACTED
+from runtel.reproduce import render_reproduce_script
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+
+NASTY_ARGS = [
+    "plain",
+    "with space",
+    "it's quoted",
+    'double "quotes"',
+    "$HOME and $(echo injected) and `echo tick`",
+    "line1\nline2",
+    "",
+    "back\\slash",
+    "*.glob?",
+    "--flag=a b",
+    "ünïcødé",
+    "-",
+    ";exit 3",
+]
+
+RECORDER = """\
+import json, os, sys
+with open(os.environ["OUT_FILE"], "w") as fh:
+    json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "extra": os.environ.get("EXTRA")}, fh)
+"""
+
+
+def _run(script_text: str, where: Path) -> subprocess.CompletedProcess[str]:
+    script = where / "reproduce.sh"
+    script.write_text(script_text)
+    script.chmod(0o755)
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+
+
+def test_rerun_receives_identical_argv(tmp_path: Path) -> None:
+    """Spaces, quotes, $, backticks, newlines and empty strings reach the re-run unchanged."""
+    workdir = tmp_path / "dir with 'odd' name $x"
+    workdir.mkdir()
+    (workdir / "record.py").write_text(RECORDER)
+    out_file = tmp_path / "out.json"
+    text = render_reproduce_script(
+        argv=["record.py", *NASTY_ARGS],
+        cwd=str(workdir),
+        python_executable=sys.executable,
+        git=None,
+        env={"OUT_FILE": str(out_file), "EXTRA": "a 'b' $c\nd"},
+        run_id="run-1",
+    )
+    result = _run(text, tmp_path)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(out_file.read_text())
+    assert seen["argv"] == NASTY_ARGS
+    assert os.path.realpath(seen["cwd"]) == os.path.realpath(workdir)
+    assert seen["extra"] == "a 'b' $c\nd"
+
+
+def test_non_python_command_runs_as_is(tmp_path: Path) -> None:
+    """A command that is not a .py script is executed directly, without the interpreter prefix."""
+    out_file = tmp_path / "args.txt"
+    text = render_reproduce_script(
+        argv=["bash", "-c", 'printf "%s|" "$@" > "$0"', str(out_file), "a b", "c"],
+        cwd=str(tmp_path),
+        python_executable="/nonexistent/python",
+        git=None,
+        env={},
+        run_id="run-2",
+    )
+    assert _run(text, tmp_path).returncode == 0
+    assert out_file.read_text() == "a b|c|"
+
+
+def test_redacted_variables_are_not_exported() -> None:
+    """Variables whose value was redacted are listed as skipped, never exported."""
+    text = render_reproduce_script(
+        argv=["x.py"],
+        cwd="/w",
+        python_executable="/usr/bin/python3",
+        git=None,
+        env={"HF_TOKEN": REDACTED, "URL": f"https://{REDACTED}@h/x", "OMP_NUM_THREADS": "4", "bad name": "x"},
+        run_id="r",
+    )
+    assert "export OMP_NUM_THREADS=4" in text
+    assert "export HF_TOKEN" not in text and "export URL" not in text and "bad name" not in text
+    assert "# not exported (redacted): HF_TOKEN, URL" in text
+
+
+def test_header_and_git_hints() -> None:
+    """The script names the run, is strict bash, and hints at checkout and the saved diff."""
+    text = render_reproduce_script(
+        argv=["train.py", "--lr", "0.1"],
+        cwd="/work/proj",
+        python_executable="/opt/py/bin/python",
+        git={"commit": "abc123", "branch": "main", "dirty": True},
+        env={},
+        run_id="run-42\nrm -rf /",
+    )
+    lines = text.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in lines
+    assert any(line.startswith("#") and "run-42" in line for line in lines)
+    assert "rm -rf /" not in [line.strip() for line in lines if not line.startswith("#")]
+    assert any(line.startswith("#") and "git checkout abc123" in line for line in lines)
+    assert '#   git apply "$(dirname "$0")/git.diff"    # uncommitted changes, saved next to this script' in lines
+    assert "cd -- /work/proj" in lines
+    assert lines[-1] == "exec /opt/py/bin/python train.py --lr 0.1"
+
+
+def test_clean_repo_has_no_apply_hint() -> None:
+    """Without uncommitted changes there is no git apply line."""
+    text = render_reproduce_script(
+        argv=["t.py"], cwd="/w", python_executable=None, git={"commit": "abc", "dirty": False}, env={}, run_id="r"
+    )
+    assert "git apply" not in text and "git checkout abc" in text
+    assert text.splitlines()[-1] == "exec python3 t.py"
+
+
+def test_empty_argv_fails_clearly(tmp_path: Path) -> None:
+    """A run without a recorded command line gives a script that exits 1 with a message."""
+    text = render_reproduce_script(argv=[], cwd=str(tmp_path), python_executable=None, git=None, env={}, run_id="r")
+    result = _run(text, tmp_path)
+    assert result.returncode == 1 and "no command line" in result.stderr
+
+
+def test_script_is_valid_bash(tmp_path: Path) -> None:
+    """bash -n accepts the generated script."""
+    text = render_reproduce_script(
+        argv=["-m", "pkg.train", "--x", "$y"],
+        cwd=str(tmp_path),
+        python_executable=sys.executable,
+        git={"commit": "c\nd", "dirty": True},
+        env={"A": "1"},
+        run_id="r",
+    )
+    script = tmp_path / "r.sh"
+    script.write_text(text)
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert text.splitlines()[-1].startswith(f"exec {sys.executable} -m pkg.train")
