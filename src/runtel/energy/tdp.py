@@ -1,7 +1,7 @@
 """Thermal design power (W per CPU package) by CPU model substring, for the utilisation-based energy estimate.
 
 Values are the vendors' published TDP/default TDP of common server and workstation parts (Intel ARK, AMD
-product pages). Matching is case-insensitive on a substring of ``/proc/cpuinfo``'s ``model name``; the longest
+product pages). ``(R)``/``(TM)`` marks are dropped, then matching is case-insensitive on a substring of ``/proc/cpuinfo``'s ``model name``; the longest
 matching key wins, so ``"EPYC 7763"`` beats a generic family entry. Unknown models use :data:`DEFAULT_TDP_W`
 (85 W, the generic fallback codecarbon also uses). Override with the ``cpu_tdp`` setting (``RUNTEL_CPU_TDP``).
 TDP is a thermal budget, not a measured draw: treat estimates as +-30%.
@@ -9,6 +9,7 @@ TDP is a thermal budget, not a measured draw: treat estimates as +-30%.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Final
 
@@ -61,7 +62,9 @@ def lookup_tdp(model_name: str | None) -> float | None:
     """TDP of the longest table key contained in ``model_name``, or ``None``."""
     if not model_name:
         return None
-    lowered = model_name.lower()
+    # "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz" -> "intel xeon gold 6248 cpu @ 2.50ghz"
+    cleaned = re.sub(r"\((?:R|TM|tm|r)\)", "", model_name)
+    lowered = " ".join(cleaned.lower().split())
     best: tuple[int, float] | None = None
     for key, watts in TDP_TABLE.items():
         if key.lower() in lowered and (best is None or len(key) > best[0]):
