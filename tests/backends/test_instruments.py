@@ -95,7 +95,7 @@ def collected() -> Any:
     provider.shutdown()
 
 
-def pick(points: list[tuple[dict[str, Any], float]], run: str = "run-a", **attrs: Any) -> list[float]:
+def pick(points: list[tuple[dict[str, Any], float]], run: str = "run-a", /, **attrs: Any) -> list[float]:
     return [v for a, v in points if a.get(semconv.RUN_ID) == run and all(a.get(k) == x for k, x in attrs.items())]
 
 
