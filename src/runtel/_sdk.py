@@ -8,8 +8,8 @@ Nothing here runs at import. The runtime is built on the first run (or an explic
 * one :class:`RunProcessor` per provider, attached once for the life of the process. It stamps each
   starting span with the active run's id and forwards ended spans to the current exporters (the run
   folder's JSON Lines, and OTLP only when opted in). Reconfiguring swaps what it forwards to;
-* a private ``MeterProvider`` whose observable instruments read the resource sampler's latest
-  snapshot, exported periodically to metrics.jsonl;
+* per open run, a private ``MeterProvider`` whose observable instruments read the resource sampler's
+  latest snapshot, exported periodically to the run's metrics.jsonl (and OTLP when opted in);
 * the sampler (``runtel.sampling.Monitor``), running while at least one run is open.
 """
 
@@ -32,7 +32,6 @@ from runtel._version import __version__
 from runtel.config import Settings, resolve_settings
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
@@ -71,10 +70,9 @@ class Runtime:
         self.tracer: trace.Tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
         self.router: RunProcessor | None = None
         self.span_processors: list[SpanProcessor] = []
-        self.meter_provider: MeterProvider | None = None
-        self.metric_readers: list[MetricReader] = []
+        self.run_metrics: dict[str, Any] = {}
+        self._ticker: Any = None
         self.monitor: Any = None
-        self._instruments_registered = False
         self._redactor: Any = None
         self.open_runs: dict[str, Run] = {}
         self.environment: Any = None
@@ -158,27 +156,44 @@ class Runtime:
         router.delegates = tuple(processors)
         self.tracer = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
 
-    def _build_metrics(self) -> None:
+    def _open_run_metrics(self, run: Run) -> Any:
+        """A MeterProvider of the run's own, whose instruments read the sampler and carry the run id.
+
+        One provider per run (not per process) so a finished run's series are dropped with its provider:
+        a sweep of thousands of nested runs keeps collection cost and memory flat.
+        """
         from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
         from runtel.exporters.jsonl import JsonlMetricExporter
+        from runtel.exporters.metrics import MetricTicker, PulledMetricReader
 
+        exporters: list[Any] = []
         readers: list[MetricReader] = []
-        interval_ms = self.settings.metric_interval * 1000
         if self.settings.json_enabled:
-            readers.append(
-                PeriodicExportingMetricReader(JsonlMetricExporter(self.sinks), export_interval_millis=interval_ms)
-            )
+            exporters.append(JsonlMetricExporter(self.sinks))
         if self.settings.otlp_enabled:
             with guard("otlp-metrics-build", "set up OTLP metric export"):
-                from runtel.exporters.otlp import build_metric_reader
+                from runtel.exporters import otlp
 
-                readers.append(build_metric_reader(self.settings))
+                if hasattr(otlp, "build_metric_exporter"):
+                    exporters.append(otlp.build_metric_exporter(self.settings))
+                else:  # a periodic reader with its own thread
+                    readers.append(otlp.build_metric_reader(self.settings))
+        if exporters:
+            readers.insert(0, PulledMetricReader(exporters))
+        if not readers:
+            return None
+        if self._ticker is None:
+            self._ticker = MetricTicker(self.settings.metric_interval, self._pulled_readers)
+        self._ticker.start()
         resource = self.provider.resource if self.provider is not None else Resource.create({})
-        self.metric_readers = readers
-        self.meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+        provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+        provider.runtel_readers = tuple(readers)  # type: ignore[attr-defined]
+        meter = provider.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
+        run_ids = (run.id,)
+        self.monitor.register_instruments(meter, lambda: run_ids)
+        return provider
 
     def prepare_monitor(self) -> None:
         """Open (not start) the resource sampler, so the GPU inventory is known before the first run."""
@@ -188,25 +203,15 @@ class Runtime:
             from runtel.sampling import Monitor
 
             self.monitor = Monitor.open(self.settings)
-            self._instruments_registered = False
 
     def _start_monitor(self) -> None:
-        """Start the resource sampler and its instruments (first open run)."""
+        """Start the resource sampler (first open run)."""
         if not self.settings.sampling:
             return
         self.prepare_monitor()
-        if self.monitor is None:
-            return
-        with guard("monitor-start", "start the resource sampler"):
-            if not self._instruments_registered:
-                self._instruments_registered = True
-                if self.meter_provider is None:
-                    self._build_metrics()
-                assert self.meter_provider is not None
-                meter = self.meter_provider.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__,
-                                                      schema_url=semconv.SCHEMA_URL)
-                self.monitor.register_instruments(meter, self.sinks.open_ids)
-            self.monitor.start()
+        if self.monitor is not None:
+            with guard("monitor-start", "start the resource sampler"):
+                self.monitor.start()
 
     # --- run bookkeeping -----------------------------------------------------------------------
     def open_run(self, run: Run) -> None:
@@ -218,24 +223,44 @@ class Runtime:
                 self.sinks.open(run.id, run.dir)
             if first:
                 self._start_monitor()
+        if self.monitor is not None and self.monitor.enabled:
+            with guard("run-metrics", "set up the run's metrics"):
+                self.run_metrics[run.id] = self._open_run_metrics(run)
 
     def flush_run(self, run: Run) -> None:
-        """Export everything the run produced so far (spans, then a final metric collection)."""
+        """Export everything the run produced: its spans, then a final metric collection."""
         for processor in self.span_processors:
             with guard("span-flush", "flush spans"):
                 processor.force_flush(int(self.settings.export_timeout * 1000))
-        for reader in self.metric_readers:
+        provider = self.run_metrics.pop(run.id, None)
+        if provider is not None:
             with guard("metric-flush", "flush metrics"):
-                reader.force_flush(int(self.settings.export_timeout * 1000))
+                for reader in provider.runtel_readers:
+                    reader.collect()  # the final collection, written before the run folder closes
+                provider.shutdown(timeout_millis=self.settings.export_timeout * 1000)
+
+    def _pulled_readers(self) -> list[Any]:
+        from runtel.exporters.metrics import PulledMetricReader
+
+        return [
+            reader
+            for provider in list(self.run_metrics.values())
+            if provider is not None
+            for reader in provider.runtel_readers
+            if isinstance(reader, PulledMetricReader)
+        ]
 
     def close_run(self, run: Run) -> None:
         """Stop routing to the run; stop sampling with the last run."""
         with self._lock:
             self.open_runs.pop(run.id, None)
             self.sinks.close(run.id)
-            if not self.open_runs and self.monitor is not None:
-                with guard("monitor-stop", "stop the resource sampler"):
-                    self.monitor.stop()
+            if not self.open_runs:
+                if self.monitor is not None:
+                    with guard("monitor-stop", "stop the resource sampler"):
+                        self.monitor.stop()
+                if self._ticker is not None:
+                    self._ticker.stop()
 
     # --- shutdown ------------------------------------------------------------------------------
     def shutdown(self, timeout: float | None = None) -> None:
@@ -244,16 +269,17 @@ class Runtime:
         jobs: list[Callable[[], object]] = []
         if self.monitor is not None:
             jobs.append(self.monitor.stop)
+        if self._ticker is not None:
+            jobs.append(self._ticker.stop)
         jobs.extend(p.shutdown for p in self.span_processors)
-        if self.meter_provider is not None:
-            mp = self.meter_provider
-            jobs.append(lambda: mp.shutdown(timeout_millis=timeout * 1000))
+        for provider in list(self.run_metrics.values()):
+            if provider is not None:
+                jobs.append(lambda p=provider: p.shutdown(timeout_millis=timeout * 1000))
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
         _run_bounded(jobs, timeout)
         self.span_processors = []
-        self.metric_readers = []
-        self.meter_provider = None
+        self.run_metrics = {}
         self.monitor = None
 
 

@@ -48,11 +48,35 @@ def new_run_id(name: str, now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{slug}-{os.urandom(3).hex()}"
 
 
+_PLACEHOLDER = "\x00runtel-cached-section\x00"
+_section_cache: list[Any] = [None, ""]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False, default=str)
+
+
+def record_text(data: Mapping[str, Any]) -> str:
+    """Indented JSON of a run record, re-using the encoding of an unchanged ``environment`` section.
+
+    The environment (package inventory, machine, env vars) is the bulk of a record and the same for
+    every run of a process; the pure-Python indenting encoder would spend most of a warm run's
+    start and end re-encoding it.
+    """
+    env = data.get("environment")
+    if not isinstance(env, dict) or not env:
+        return _dumps(data)
+    if _section_cache[0] != env:
+        _section_cache[0], _section_cache[1] = env, _dumps(env).replace("\n", "\n  ")
+    text = _dumps({k: (_PLACEHOLDER if k == "environment" else v) for k, v in data.items()})
+    return text.replace(json.dumps(_PLACEHOLDER), _section_cache[1], 1)
+
+
 def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
     import tempfile
 
-    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, default=str)
+    text = record_text(data)
     fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
