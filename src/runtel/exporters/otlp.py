@@ -1,0 +1,676 @@
+"""Opt-in OTLP export (gRPC, HTTP/protobuf or HTTP/JSON) that can never hold the user's program hostage.
+
+Nothing here runs unless the user opted in (``RUNTEL_EXPORTERS=json,otlp`` or ``OTEL_TRACES_EXPORTER=otlp``):
+``_sdk`` imports this module and calls :func:`build_span_processor` / :func:`build_metric_reader` only then,
+and the SDK exporter modules (gRPC costs ~130 ms to import) are imported inside those functions.
+
+Configuration comes from the standard variables, read from ``settings.env`` and passed to the SDK
+exporters explicitly: ``OTEL_EXPORTER_OTLP_{TRACES_,METRICS_,}{PROTOCOL,ENDPOINT,HEADERS,TIMEOUT,
+COMPRESSION,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE,INSECURE}``. The protocol defaults to
+``http/protobuf`` as the specification says. Like the Python SDK, ``OTEL_EXPORTER_OTLP_TIMEOUT`` is
+parsed in **seconds** (the specification says milliseconds; opentelemetry-python#4044), and runtel caps
+it at ``RUNTEL_EXPORT_TIMEOUT`` so one export attempt never outlasts the exit bound.
+
+Failure policy: the OTLP path is a separate processor/reader next to the run folder's, so a collector
+that is down, slow or refusing never touches the local files. The first failure logs ONE warning
+(without header values); the SDK's own per-attempt log lines are filtered while runtel's exporter is
+running (a :class:`logging.Filter` on the SDK loggers, active only on the exporting thread, so the user's
+own exporters still log). After a failure the exporter backs off: batches are dropped for OTLP (the
+run folder keeps them; ``runtel export`` can replay them later) and one probe is sent per cool-down,
+so flushes and shutdown stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from runtel._guard import log_once
+from runtel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader, MetricsData
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+    from runtel.config import Settings
+
+__all__ = (
+    "PROTOCOLS",
+    "ExportConfig",
+    "build_metric_exporter",
+    "build_metric_reader",
+    "build_span_processor",
+    "post",
+    "redact_url",
+    "resolve_config",
+)
+
+_logger = logging.getLogger("runtel.otlp")
+
+PROTOCOLS: Final = ("grpc", "http/protobuf", "http/json")
+DEFAULT_PROTOCOL: Final = "http/protobuf"
+DEFAULT_HTTP_ENDPOINT: Final = "http://localhost:4318"
+DEFAULT_GRPC_ENDPOINT: Final = "http://localhost:4317"
+#: the Python SDK's default OTLP timeout, in seconds
+DEFAULT_TIMEOUT_S: Final = 10.0
+_SIGNAL_PATH: Final = {"traces": "v1/traces", "metrics": "v1/metrics"}
+#: first and longest pause after a failed export before the next attempt (batches in between are dropped)
+_COOLDOWN_MIN_S: Final = 5.0
+_COOLDOWN_MAX_S: Final = 60.0
+#: loggers whose per-attempt failure lines are dropped while runtel's OTLP exporter runs on the same thread
+_NOISY_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+    "opentelemetry.exporter.http.transport._requests",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+    "urllib3.connectionpool",
+)
+
+
+# --- configuration (pure functions of an environment mapping) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Where and how one signal is sent, resolved from the OTEL_EXPORTER_OTLP_* variables."""
+
+    signal: str
+    protocol: str
+    endpoint: str  # full URL: http(s)://host:port/v1/<signal> for HTTP, http(s)://host:port for gRPC
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    timeout: float = DEFAULT_TIMEOUT_S
+    compression: str | None = None
+    certificate: str | None = None
+    client_key: str | None = None
+    client_certificate: str | None = None
+    insecure: bool | None = None
+
+    @property
+    def display_endpoint(self) -> str:
+        """The endpoint without credentials, query or signal path: safe for log messages."""
+        return redact_url(self.endpoint, keep_path=False)
+
+
+def _get(env: Mapping[str, str], signal: str, name: str) -> str | None:
+    """A per-signal variable, else the general one (empty values count as unset)."""
+    for var in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = env.get(var, "").strip()
+        if value:
+            return value
+    return None
+
+
+def parse_headers(raw: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` (values URL-decoded, keys lower-cased) as the W3C baggage-like OTLP format says."""
+    from urllib.parse import unquote
+
+    headers: dict[str, str] = {}
+    for part in (raw or "").split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            headers[unquote(key.strip()).lower()] = unquote(value.strip())
+    return headers
+
+
+def _parse_bool(raw: str | None) -> bool | None:
+    return None if raw is None else raw.strip().lower() == "true"
+
+
+def resolve_config(env: Mapping[str, str], signal: str, *, cap_timeout: float | None = None,
+                   protocol: str | None = None) -> ExportConfig:
+    """Resolve one signal's export settings from ``env`` the way the OTel specification describes.
+
+    Raises:
+        ConfigError: the protocol or the timeout is not usable.
+    """
+    proto = (protocol or _get(env, signal, "PROTOCOL") or DEFAULT_PROTOCOL).lower()
+    if proto not in PROTOCOLS:
+        raise ConfigError(f"OTLP protocol {proto!r} is not supported; use one of {', '.join(PROTOCOLS)}")
+    signal_endpoint = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if proto == "grpc":
+        endpoint = signal_endpoint or base or DEFAULT_GRPC_ENDPOINT
+        if "://" not in endpoint:
+            endpoint = "http://" + endpoint
+    elif signal_endpoint:
+        endpoint = signal_endpoint  # used verbatim, as the specification says
+    else:
+        endpoint = f"{(base or DEFAULT_HTTP_ENDPOINT).rstrip('/')}/{_SIGNAL_PATH[signal]}"
+    raw_timeout = _get(env, signal, "TIMEOUT")
+    try:
+        timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT_S  # seconds, like the Python SDK
+    except ValueError as exc:
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_TIMEOUT={raw_timeout!r} is not a number of seconds") from exc
+    if timeout <= 0:
+        timeout = DEFAULT_TIMEOUT_S
+    if cap_timeout is not None:
+        timeout = min(timeout, cap_timeout)
+    compression = _get(env, signal, "COMPRESSION")
+    return ExportConfig(
+        signal=signal,
+        protocol=proto,
+        endpoint=endpoint,
+        headers=parse_headers(_get(env, signal, "HEADERS")),
+        timeout=timeout,
+        compression=compression.lower() if compression else None,
+        certificate=_get(env, signal, "CERTIFICATE"),
+        client_key=_get(env, signal, "CLIENT_KEY"),
+        client_certificate=_get(env, signal, "CLIENT_CERTIFICATE"),
+        insecure=_parse_bool(_get(env, signal, "INSECURE")),
+    )
+
+
+def redact_url(url: str, *, keep_path: bool = True) -> str:
+    """``url`` without user-info, query and fragment (and without the path unless ``keep_path``)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path if keep_path else "", "", ""))
+    except ValueError:
+        return "<unparseable endpoint>"
+
+
+# --- plain HTTP POST (HTTP/JSON export and replay) -------------------------------------------------------------
+
+
+class PostError(Exception):
+    """A POST to an OTLP/HTTP endpoint failed; ``reason`` is short and never holds header values."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def post(url: str, body: bytes, content_type: str, headers: Mapping[str, str], timeout: float) -> int:
+    """POST one OTLP/HTTP request; return the HTTP status (2xx).
+
+    Raises:
+        PostError: connection failure, timeout, or a non-2xx answer.
+    """
+    request = urllib.request.Request(url, data=body, method="POST")
+    for key, value in headers.items():
+        request.add_header(key, value)
+    request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        raise PostError(f"HTTP {exc.code}", exc.code) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        inner = getattr(exc, "reason", exc)
+        raise PostError(classify(f"{type(inner).__name__}: {inner}")) from None
+
+
+# --- failure bookkeeping and log filtering ---------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def classify(text: str, secrets: Sequence[str] = ()) -> str:
+    """A short reason for a failed export (``ConnectionRefused``, ``Timeout``, ``HTTP 503``, ...)."""
+    low = text.lower()
+    if "refused" in low:
+        return "ConnectionRefused"
+    if "deadline_exceeded" in low or "timed out" in low or "timeout" in low:
+        return "Timeout"
+    if "name or service not known" in low or "nodename nor servname" in low or "getaddrinfo" in low:
+        return "UnknownHost"
+    match = re.search(r"code: (\d{3})", text) or re.search(r"HTTP (\d{3})", text)
+    if match:
+        return f"HTTP {match.group(1)}"
+    match = re.search(r"StatusCode\.([A-Z_]+)", text)
+    if match:
+        return match.group(1)
+    if "unavailable" in low:
+        return "Unavailable"
+    short = " ".join(text.split())[:120]
+    for secret in secrets:
+        if secret:
+            short = short.replace(secret, "[REDACTED]")
+    return short or "unknown error"
+
+
+class _SdkNoiseFilter(logging.Filter):
+    """Drops SDK log records emitted while runtel's OTLP exporter runs on this thread; keeps the last message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_local, "depth", 0):
+            try:
+                message = record.getMessage()
+            except Exception:  # a broken record must not break export
+                message = str(record.msg)
+            messages = getattr(_local, "messages", None)
+            if messages is not None and len(messages) < 20:
+                messages.append(message)
+            return False
+        return True
+
+
+_FILTER: Final = _SdkNoiseFilter()
+
+
+def _install_log_filter() -> None:
+    """Attach the filter to the SDK loggers that log every failed attempt (idempotent)."""
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+class _Quiet:
+    """Marks the current thread as 'inside runtel's OTLP exporter' so the filter drops SDK noise."""
+
+    def __enter__(self) -> None:
+        _local.depth = getattr(_local, "depth", 0) + 1
+        _local.messages = []
+
+    def __exit__(self, *exc: object) -> None:
+        _local.depth -= 1
+
+
+class Health:
+    """Success/failure state of one OTLP exporter: one warning ever, back-off after failures, flush deadlines."""
+
+    def __init__(self, config: ExportConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.down_until = 0.0
+        self.cooldown = _COOLDOWN_MIN_S
+        self.deadline: float | None = None
+        self.failures = 0
+        self.dropped_batches = 0
+
+    def allow(self) -> bool:
+        """Whether to attempt a send now (not in back-off, not past a flush/shutdown deadline)."""
+        now = self._clock()
+        with self._lock:
+            if self.deadline is not None and now >= self.deadline:
+                return False
+            return now >= self.down_until
+
+    def succeeded(self) -> None:
+        """The endpoint answered: leave back-off."""
+        with self._lock:
+            self.down_until = 0.0
+            self.cooldown = _COOLDOWN_MIN_S
+
+    def failed(self, reason: str | None) -> None:
+        """An export failed: warn once (per process), then back off."""
+        with self._lock:
+            self.failures += 1
+            self.down_until = self._clock() + self.cooldown
+            self.cooldown = min(self.cooldown * 2, _COOLDOWN_MAX_S)
+        text = classify(reason or "unknown error", tuple(self.config.headers.values()))
+        if text == "Timeout" and "max retries" in (reason or ""):
+            # the HTTP exporter's last log line hides the cause; a 0.25 s connect (once per back-off) finds it
+            text = _probe(self.config.endpoint) or text
+        log_once(
+            "otlp-export-failed",
+            "runtel: OTLP export to %s failed (%s); telemetry continues locally in the run folder "
+            "(replay it later with `runtel export`); further failures are not logged",
+            self.config.display_endpoint,
+            text,
+        )
+
+    def skipped(self) -> None:
+        """A batch was dropped for OTLP without an attempt (back-off or deadline)."""
+        with self._lock:
+            self.dropped_batches += 1
+
+
+def _probe(endpoint: str) -> str | None:
+    """Why a TCP connection to ``endpoint`` fails (only called once, to explain the single warning)."""
+    import socket
+
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((host, port), timeout=0.25):
+            return None
+    except ConnectionRefusedError:
+        return "ConnectionRefused"
+    except socket.gaierror:
+        return "UnknownHost"
+    except TimeoutError:
+        return "Timeout"
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__
+
+
+def _attempt(health: Health, send: Callable[[], bool]) -> bool:
+    """Run one export attempt quietly and record its outcome."""
+    if not health.allow():
+        health.skipped()
+        return False
+    reason: str | None
+    with _Quiet():
+        try:
+            ok = send()
+            reason = None if ok else " | ".join(getattr(_local, "messages", ()))
+        except PostError as exc:
+            ok, reason = False, exc.reason
+        except Exception as exc:  # an SDK exporter bug must not reach the batch worker or the user
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+    if ok:
+        health.succeeded()
+    else:
+        health.failed(reason)
+    return ok
+
+
+# --- exporters ---------------------------------------------------------------------------------------------------
+
+
+class QuietSpanExporter(SpanExporter):
+    """Wraps an SDK span exporter: never raises, logs one warning, backs off after failures."""
+
+    def __init__(self, inner: SpanExporter, health: Health) -> None:
+        self.inner = inner
+        self.health = health
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Send unless backing off; a failure is recorded, never raised."""
+        ok = _attempt(self.health, lambda: self.inner.export(spans) == SpanExportResult.SUCCESS)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        """Close the inner exporter quietly."""
+        with _Quiet():
+            try:
+                self.inner.shutdown()
+            except Exception as exc:
+                _logger.debug("OTLP span exporter shutdown failed: %r", exc)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """The inner exporters buffer nothing."""
+        return True
+
+
+class QuietMetricExporter(MetricExporter):
+    """Wraps an SDK metric exporter like :class:`QuietSpanExporter`, keeping its temporality preferences."""
+
+    def __init__(self, inner: MetricExporter, health: Health, *, owns_inner: bool = True) -> None:
+        super().__init__(
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+        )
+        self.inner = inner
+        self.health = health
+        self.owns_inner = owns_inner
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        """Send unless backing off; a failure is recorded, never raised."""
+        ok = _attempt(
+            self.health,
+            lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis) == MetricExportResult.SUCCESS,
+        )
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """The inner exporters buffer nothing."""
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Close the inner exporter quietly (unless it is shared by every run of the process)."""
+        if not self.owns_inner:
+            return
+        with _Quiet():
+            try:
+                self.inner.shutdown(timeout_millis=timeout_millis)
+            except Exception as exc:
+                _logger.debug("OTLP metric exporter shutdown failed: %r", exc)
+
+
+class JsonHttpSpanExporter(SpanExporter):
+    """OTLP/HTTP with JSON bodies (the Python SDK has no such exporter); one attempt per batch."""
+
+    def __init__(self, config: ExportConfig) -> None:
+        self.config = config
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Encode with runtel's OTLP/JSON encoder and POST; raises PostError on failure (caught by the wrapper)."""
+        from runtel.exporters.otlp_json import dumps_line, encode_spans
+
+        post(self.config.endpoint, dumps_line(encode_spans(spans)), "application/json", self.config.headers,
+             self.config.timeout)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to close."""
+
+
+class JsonHttpMetricExporter(MetricExporter):
+    """OTLP/HTTP metrics with JSON bodies; cumulative temporality like the SDK's default."""
+
+    def __init__(self, config: ExportConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        """Encode and POST; raises PostError on failure (caught by the wrapper)."""
+        from runtel.exporters.otlp_json import dumps_line, encode_metrics
+
+        post(self.config.endpoint, dumps_line(encode_metrics(metrics_data)), "application/json", self.config.headers,
+             min(self.config.timeout, timeout_millis / 1000))
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Nothing buffered."""
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Nothing to close."""
+
+
+def _grpc_kwargs(config: ExportConfig) -> dict[str, Any]:
+    """Keyword arguments shared by the SDK's gRPC span and metric exporters."""
+    import grpc  # type: ignore[import-untyped]
+
+    insecure = config.insecure
+    if insecure is None:
+        insecure = config.endpoint.startswith("http://")
+    kwargs: dict[str, Any] = {
+        "endpoint": config.endpoint,
+        "insecure": insecure,
+        "headers": dict(config.headers),
+        "timeout": config.timeout,
+    }
+    if config.compression == "gzip":
+        kwargs["compression"] = grpc.Compression.Gzip
+    elif config.compression == "deflate":
+        kwargs["compression"] = grpc.Compression.Deflate
+    elif config.compression == "none":
+        kwargs["compression"] = grpc.Compression.NoCompression
+    if not insecure and config.certificate:
+        def read(path: str | None) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        kwargs["credentials"] = grpc.ssl_channel_credentials(
+            root_certificates=read(config.certificate),
+            private_key=read(config.client_key),
+            certificate_chain=read(config.client_certificate),
+        )
+    return kwargs
+
+
+def _http_kwargs(config: ExportConfig) -> dict[str, Any]:
+    """Keyword arguments shared by the SDK's HTTP/protobuf span and metric exporters."""
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    kwargs: dict[str, Any] = {
+        "endpoint": config.endpoint,
+        "headers": dict(config.headers),
+        "timeout": config.timeout,
+        "certificate_file": config.certificate,
+        "client_key_file": config.client_key,
+        "client_certificate_file": config.client_certificate,
+    }
+    if config.compression:
+        try:
+            kwargs["compression"] = Compression(config.compression)
+        except ValueError as exc:
+            raise ConfigError(f"OTLP compression {config.compression!r} is not supported (gzip, deflate, none)") from exc
+    return kwargs
+
+
+def make_span_exporter(config: ExportConfig) -> SpanExporter:
+    """The SDK (or runtel's JSON) span exporter for ``config``; imports only what that protocol needs."""
+    if config.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+        return GrpcSpanExporter(**_grpc_kwargs(config))
+    if config.protocol == "http/json":
+        return JsonHttpSpanExporter(config)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+    return HttpSpanExporter(**_http_kwargs(config))
+
+
+def make_metric_exporter(config: ExportConfig) -> MetricExporter:
+    """The SDK (or runtel's JSON) metric exporter for ``config``."""
+    if config.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+
+        return GrpcMetricExporter(**_grpc_kwargs(config))
+    if config.protocol == "http/json":
+        return JsonHttpMetricExporter(config)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+
+    return HttpMetricExporter(**_http_kwargs(config))
+
+
+# --- processor and reader ----------------------------------------------------------------------------------------
+
+
+class OtlpSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor whose flush and shutdown are bounded and whose queue-full warnings are runtel's own."""
+
+    def __init__(self, exporter: QuietSpanExporter, bound_s: float) -> None:
+        super().__init__(exporter)
+        self.quiet_exporter = exporter
+        self.bound_s = bound_s
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue the span; the SDK's 'Queue full' line is replaced by one runtel warning."""
+        with _Quiet():
+            super().on_end(span)
+            dropped = any("Queue full" in m for m in getattr(_local, "messages", ()))
+        if dropped:
+            log_once("otlp-queue-full", "runtel: the OTLP export queue is full; spans are dropped for OTLP only "
+                     "(the run folder keeps them)")
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export what is queued, giving up after ``timeout_millis`` (the SDK ignores it, issue #4568)."""
+        limit = self.bound_s if timeout_millis is None else min(self.bound_s, timeout_millis / 1000)
+        health = self.quiet_exporter.health
+        health.deadline = time.monotonic() + limit
+        try:
+            return bool(super().force_flush(timeout_millis))
+        finally:
+            health.deadline = None
+
+    def shutdown(self) -> None:
+        """Stop the worker, sending what is queued within the bound, then close the exporter."""
+        self.quiet_exporter.health.deadline = time.monotonic() + self.bound_s
+        self._batch_processor.shutdown(timeout_millis=int(self.bound_s * 1000))
+
+
+class OtlpMetricReader(PeriodicExportingMetricReader):
+    """A periodic reader whose flush and shutdown respect the export bound even when the collector hangs."""
+
+    def __init__(self, exporter: QuietMetricExporter, interval_s: float, bound_s: float) -> None:
+        super().__init__(exporter, export_interval_millis=interval_s * 1000, export_timeout_millis=bound_s * 1000)
+        self.quiet_exporter = exporter
+        self.bound_s = bound_s
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Collect and export once, giving up after the bound."""
+        health = self.quiet_exporter.health
+        health.deadline = time.monotonic() + min(self.bound_s, timeout_millis / 1000)
+        try:
+            return bool(super().force_flush(timeout_millis=min(timeout_millis, self.bound_s * 1000)))
+        finally:
+            health.deadline = None
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Final collection and exporter close, within the bound."""
+        bound_ms = min(timeout_millis, self.bound_s * 1000)
+        self.quiet_exporter.health.deadline = time.monotonic() + bound_ms / 1000
+        super().shutdown(timeout_millis=bound_ms, **kwargs)
+
+
+def build_span_processor(settings: Settings) -> SpanProcessor:
+    """The OTLP span processor for an opted-in runtime (a separate processor from the run folder's).
+
+    Raises:
+        ConfigError: the OTLP variables are not usable (``_sdk`` logs it once and goes on without OTLP).
+    """
+    config = resolve_config(settings.env, "traces", cap_timeout=settings.export_timeout)
+    exporter = QuietSpanExporter(make_span_exporter(config), Health(config))
+    _install_log_filter()
+    _logger.debug("OTLP span export to %s over %s", config.display_endpoint, config.protocol)
+    return OtlpSpanProcessor(exporter, settings.export_timeout)
+
+
+_shared_lock = threading.Lock()
+_shared_metric_exporters: dict[tuple[str, str, float], tuple[MetricExporter, Health]] = {}
+
+
+def build_metric_exporter(settings: Settings) -> MetricExporter:
+    """An OTLP metric exporter for one run's reader; every run of the process shares the connection and health.
+
+    Sharing means a collector found dead by one run is not retried (at the cost of a timeout) by every
+    following run of a sweep, and one gRPC channel / HTTP session serves them all.
+
+    Raises:
+        ConfigError: the OTLP variables are not usable.
+    """
+    config = resolve_config(settings.env, "metrics", cap_timeout=settings.export_timeout)
+    key = (config.protocol, config.endpoint, config.timeout)
+    with _shared_lock:
+        shared = _shared_metric_exporters.get(key)
+        if shared is None:
+            shared = _shared_metric_exporters[key] = (make_metric_exporter(config), Health(config))
+            _install_log_filter()
+            _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
+    return QuietMetricExporter(shared[0], shared[1], owns_inner=False)
+
+
+def build_metric_reader(settings: Settings) -> MetricReader:
+    """The OTLP periodic metric reader (export interval = ``settings.metric_interval``).
+
+    Raises:
+        ConfigError: the OTLP variables are not usable.
+    """
+    config = resolve_config(settings.env, "metrics", cap_timeout=settings.export_timeout)
+    exporter = QuietMetricExporter(make_metric_exporter(config), Health(config))
+    _install_log_filter()
+    _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
+    return OtlpMetricReader(exporter, settings.metric_interval, settings.export_timeout)
