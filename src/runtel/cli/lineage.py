@@ -1,0 +1,128 @@
+"""``runtel lineage RUN|PATH``: which run produced a file, from which inputs, at which commit — upstream, recursively."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from runtel.cli import render
+from runtel.errors import RunNotFound
+
+__all__ = ("register",)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``lineage`` sub-command."""
+    p = sub.add_parser(
+        "lineage",
+        help="show where a file or run came from (and who used it)",
+        description="Show the lineage of a run or of a file: the run that produced the file (found by content "
+        "hash), the inputs and upstream runs it was made from, recursively, with their git commits, and the "
+        "runs that used its outputs. TARGET is a run id, unique prefix, run folder, 'latest', or a file path.",
+    )
+    p.add_argument("target", metavar="RUN|PATH", help="run id, unique prefix, run folder, 'latest', or a file")
+    p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_lineage)
+
+
+def _root(args: argparse.Namespace) -> Path:
+    if getattr(args, "dir", None):
+        return Path(args.dir)
+    return Path(os.environ.get("RUNTEL_DIR") or "runs")
+
+
+def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
+    """(run id, file info or None) for a run reference or a file path."""
+    path = Path(target)
+    if path.exists() and not (path / "run.json").is_file():
+        from runtel.lineage import hash_path
+
+        info = hash_path(path)
+        producer = tracker.backend.find_artifacts(info["hash"])
+        if not producer:
+            raise RunNotFound(f"no recorded run in {tracker.root} produced {target} (sha256 {info['hash'][:12]}…)")
+        art = producer[-1]
+        return str(art.run_id), {"path": str(path.resolve()), "hash": info["hash"], "hash_kind": info["hash_kind"],
+                                 "artifact_name": art.name, "produced_path": art.path, "run_id": art.run_id}
+    record = tracker.record(target)
+    return str(record.get("id") or target), None
+
+
+def _node_label(node: Any, nodes: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    if node.kind != "run":
+        what = "input file" if node.kind == "file" else "external source"
+        extra = f"  [dim]sha256 {node.hash[:12]}…[/dim]" if node.hash else ""
+        return f"{what} [bold]{escape(node.path or node.id)}[/bold]{extra}"
+    status = node.status or "?"
+    color = {"ok": "green", "error": "red", "running": "yellow", "interrupted": "yellow"}.get(status, "white")
+    parts = [f"run [bold]{escape(node.name or '?')}[/bold] {escape(node.id)} [{color}]{escape(status)}[/{color}]"]
+    parts.append(f"commit {node.commit[:12]}" if node.commit else "[dim]no git commit[/dim]")
+    parent = nodes.get(node.parent_run_id) if node.parent_run_id else None
+    if node.parent_run_id:
+        inside = parent.name if parent is not None and parent.name else node.parent_run_id
+        parts.append(f"[dim]inside run {escape(str(inside))}[/dim]")
+    return "  ".join(parts)
+
+
+def _add_upstream(tree: Any, graph: Any, node_id: str, seen: set[str]) -> None:
+    from rich.markup import escape
+
+    for edge in graph.parents(node_id):
+        parent = graph.nodes.get(edge.parent)
+        if parent is None:
+            continue
+        via = f"← [cyan]{escape(edge.artifact_name)}[/cyan] " if edge.artifact_name else "← "
+        branch = tree.add(via + _node_label(parent, graph.nodes))
+        if edge.parent in seen:
+            branch.add("[dim](shown above)[/dim]")
+            continue
+        seen.add(edge.parent)
+        _add_upstream(branch, graph, edge.parent, seen)
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from runtel.tracker import Tracker
+
+    tracker = Tracker(_root(args))
+    run_id, file_info = _resolve(args.target, tracker)
+    graph = tracker.lineage(run_id)
+    # Names of enclosing runs (e.g. the `runtel run` wrapper) for the labels.
+    for node in list(graph.nodes.values()):
+        if node.parent_run_id and node.parent_run_id not in graph.nodes:
+            try:
+                graph.nodes.setdefault(node.parent_run_id, tracker.backend._node(node.parent_run_id))
+            except RunNotFound:
+                pass
+    if args.json:
+        render.print_json({"target": args.target, "file": file_info, "run": graph.root, "lineage": graph.to_dict()})
+        return 0
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    root_node = graph.nodes[graph.root]
+    if file_info is not None:
+        top = Tree(f"file [bold]{escape(file_info['path'])}[/bold]  [dim]sha256 {file_info['hash'][:12]}…[/dim]")
+        label = f"produced as [cyan]{escape(str(file_info['artifact_name']))}[/cyan] by " + _node_label(root_node,
+                                                                                                      graph.nodes)
+        start = top.add(label)
+    else:
+        top = Tree(_node_label(root_node, graph.nodes))
+        start = top
+    _add_upstream(start, graph, graph.root, {graph.root})
+    if not graph.parents(graph.root):
+        start.add("[dim](no recorded inputs)[/dim]")
+    downstream = graph.descendants()
+    if downstream:
+        used = top.add("[bold]used by[/bold]")
+        for node_id in downstream:
+            consumer = graph.nodes.get(node_id)
+            if consumer is not None:
+                via = ", ".join(sorted({str(e.artifact_name) for e in graph.parents(node_id) if e.artifact_name}))
+                used.add(_node_label(consumer, graph.nodes) + (f"  [dim]via {escape(via)}[/dim]" if via else ""))
+    render.console().print(top)
+    return 0
