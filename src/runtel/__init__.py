@@ -15,22 +15,31 @@ from runtel._version import __version__
 if TYPE_CHECKING:
     from runtel.blocks import Block, block, trace
     from runtel.config import Settings
-    from runtel.propagation import inject_env
+    from runtel.lineage import use_artifact
+    from runtel.propagation import flush, init_worker, inject_env, worker_context
+    from runtel.record import load
     from runtel.runs import Run, RunSpan, current_run, run_span
+    from runtel.tracker import Tracker
 
 __all__ = (
     "Block",
     "Run",
     "RunSpan",
     "Settings",
+    "Tracker",
     "__version__",
     "block",
     "configure",
     "current_run",
+    "flush",
+    "init_worker",
     "inject_env",
+    "load",
     "run_span",
     "seed_everything",
     "trace",
+    "use_artifact",
+    "worker_context",
 )
 
 # public name -> module that defines it
@@ -44,6 +53,12 @@ _LAZY = {
     "RunSpan": "runtel.runs",
     "current_run": "runtel.runs",
     "run_span": "runtel.runs",
+    "Tracker": "runtel.tracker",
+    "use_artifact": "runtel.lineage",
+    "load": "runtel.record",
+    "flush": "runtel.propagation",
+    "init_worker": "runtel.propagation",
+    "worker_context": "runtel.propagation",
 }
 
 

@@ -17,7 +17,16 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 
-__all__ = ("PARENT_RUN_ENV", "extract_parent_context", "inject_env")
+__all__ = (
+    "PARENT_RUN_ENV",
+    "WORKER_NAME_ENV",
+    "extract_parent_context",
+    "flush",
+    "init_worker",
+    "inject_env",
+    "settings_env",
+    "worker_context",
+)
 
 PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
 _INVALID = re.compile(r"[^A-Z0-9_]")
@@ -80,3 +89,167 @@ def inject_env(env: Mapping[str, str] | None = None, *, context: Context | None 
             else:
                 out.setdefault("RUNTEL_DIR", str(run.dir.parent.resolve()))
     return out
+
+
+# --- worker processes (multiprocessing, spawn and fork) -------------------------------------------
+
+#: a spawned worker's run is named after this (set by :func:`worker_context`)
+WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
+_CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
+_worker_state: dict[str, Any] = {}
+
+
+def settings_env(settings: Any = None) -> dict[str, str]:
+    """Environment variables that reproduce the resolved settings (default: this process's) in a child.
+
+    Only settings that differ from their defaults are included. Used by :func:`worker_context` so a
+    spawned worker writes where, and how, its parent does even when the parent used ``configure()``.
+
+    Example:
+        >>> from runtel.propagation import settings_env
+        >>> runtel.configure(sampling=False)  # doctest: +SKIP
+        >>> settings_env()["RUNTEL_SAMPLING"]  # doctest: +SKIP
+        'false'
+    """
+    from pathlib import PurePath
+
+    from runtel import _sdk
+    from runtel.config import PARAMS, Settings
+
+    current = _sdk.settings() if settings is None else settings
+    defaults = Settings()
+    out: dict[str, str] = {}
+    for name, param in PARAMS.items():
+        value = getattr(current, name, None)
+        if value is None or value == getattr(defaults, name, None) or not param.env:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (tuple, list)):
+            text = ",".join(str(v) for v in value) or ("none" if name == "exporters" else "")
+        elif isinstance(value, PurePath):
+            text = str(value)
+        else:
+            text = str(value)
+        if text:
+            out[param.env[0]] = text
+    return out
+
+
+def worker_context(name: str | None = None) -> dict[str, str]:
+    """A small, picklable snapshot of the trace context and settings for worker processes.
+
+    Pass it to :func:`init_worker` (a ``multiprocessing`` pool initializer). It holds
+    ``TRACEPARENT``/``TRACESTATE``, ``RUNTEL_PARENT_RUN_ID``, ``RUNTEL_DIR``, the name for spawned
+    workers' runs (``name`` or ``<run name>.worker``) and the non-default settings.
+
+    Example:
+        >>> import multiprocessing, runtel
+        >>> with runtel.run_span("prep") as run:  # doctest: +SKIP
+        ...     ctx = multiprocessing.get_context("spawn")
+        ...     with ctx.Pool(4, initializer=runtel.init_worker, initargs=(runtel.worker_context(),)) as pool:
+        ...         pool.map(work, items)
+    """
+    from runtel.runs import current_run
+
+    out = settings_env()
+    env = inject_env({})
+    out.update({k: v for k, v in env.items() if k in _CONTEXT_KEYS or k == "RUNTEL_DIR"})
+    run = current_run()
+    worker_name = name or (f"{run.name}.worker" if run is not None and run.name else "worker")
+    out[WORKER_NAME_ENV] = worker_name
+    return out
+
+
+def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = None) -> None:
+    """Make a worker process record into its parent's trace; use as a ``multiprocessing`` initializer.
+
+    * **fork**: the worker inherited the open run (its blocks are already children of the parent's
+      spans and go to the parent's run folder); this only makes sure its batched spans are written
+      before the worker exits (``multiprocessing`` workers leave through ``os._exit``, skipping atexit).
+    * **spawn / forkserver**: the worker starts afresh; the ``context`` from :func:`worker_context`
+      (taken in the parent) is applied and a *worker run* is opened — its own run folder, a child of
+      the parent's run, in the same trace — and closed when the worker exits.
+
+    In both cases a SIGTERM (``Pool.terminate()``, which ``with Pool(...)`` calls) still flushes and
+    closes, if the worker had no SIGTERM handler of its own. Calling it twice is harmless. Never
+    raises. For a plain ``multiprocessing.Process`` call it first thing in the target function.
+
+    Example:
+        >>> pool = multiprocessing.get_context("spawn").Pool(  # doctest: +SKIP
+        ...     2, initializer=runtel.init_worker, initargs=(runtel.worker_context(),))
+    """
+    if _worker_state.get("pid") == os.getpid():
+        return
+    from runtel._guard import guard
+
+    with guard("init-worker", "set up a worker process"):
+        from runtel import _sdk
+        from runtel.runs import current_run
+
+        _worker_state.clear()
+        _worker_state["pid"] = os.getpid()
+        if current_run() is None and context:
+            for key, value in context.items():
+                os.environ[key] = value
+            runtime = _sdk._runtime
+            if runtime is None or not runtime.open_runs:
+                _sdk.configure()  # settings from the (now updated) environment
+            from runtel.runs import run_span
+
+            spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
+            spec.__enter__()
+            _worker_state["run"] = spec
+        _register_exit()
+
+
+def _register_exit() -> None:
+    """Flush (and close the worker run) when the worker exits normally or on SIGTERM."""
+    import multiprocessing.util
+    import signal
+    import threading
+
+    multiprocessing.util.Finalize(None, _worker_exit, exitpriority=100)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+
+        def on_term(signum: int, frame: object) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
+def _worker_exit() -> None:
+    spec = _worker_state.pop("run", None)
+    if spec is not None and _worker_state.get("pid") == os.getpid():
+        from runtel._guard import guard
+
+        with guard("worker-run-close", "close the worker run"):
+            spec.__exit__(None, None, None)
+    flush()
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Write out every finished span now (batched spans would otherwise wait up to 0.2 s).
+
+    Needed where a process ends without running ``atexit`` (``os._exit``, multiprocessing workers
+    without :func:`init_worker`). Returns False if an exporter reported a failure. Never raises.
+
+    Example:
+        >>> def work(item):  # doctest: +SKIP
+        ...     with runtel.block("work", item=item):
+        ...         ...
+        ...     runtel.flush()
+    """
+    from runtel import _sdk
+
+    runtime = _sdk._runtime
+    if runtime is None:
+        return True
+    ok = True
+    for processor in list(runtime.span_processors):
+        try:
+            ok = bool(processor.force_flush(int(timeout * 1000))) and ok
+        except Exception:
+            ok = False
+    return ok
