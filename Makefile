@@ -20,7 +20,7 @@ $(DEMO_VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(DEMO_VENV)/.installed
-	RUNTEL_DIR=runs/demo $(DEMO_VENV)/bin/runtel run --name demo-train --tag example=train -- $(DEMO_VENV)/bin/python examples/train.py --epochs 3
+	RUNTEL_DIR=runs/demo RUNTEL_SAMPLE_INTERVAL=0.1 $(DEMO_VENV)/bin/runtel run --name demo-train --tag example=train -- $(DEMO_VENV)/bin/python examples/train.py --epochs 3
 	RUNTEL_DIR=runs/demo $(DEMO_VENV)/bin/runtel show latest
 
 test: $(VENV)/.installed

@@ -192,7 +192,11 @@ def resolve_run(ref: str, root: Path) -> Path:
         runs = list_runs(root)
         if not runs:
             raise RunNotFound(f"no runs in {root}")
-        return Path(runs[0]["dir"])
+        # Child runs (nested, or started by `runtel run`) are shown inside their parent: the latest
+        # run is the newest one whose parent is not recorded in the same folder.
+        ids = {r.get("id") for r in runs}
+        top = [r for r in runs if (r.get("parent") or {}).get("run_id") not in ids]
+        return Path((top or runs)[0]["dir"])
     if (root / ref / RECORD_FILE).is_file():
         return root / ref
     try:

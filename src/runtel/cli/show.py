@@ -224,19 +224,37 @@ def _record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
         "folder": record.get("dir"),
     }
     if usage:
+        ram = usage.get("max_ram") or {}
+        gpu_ram = usage.get("max_gpu_ram") or {}
+        cpu = usage.get("cpu_utilization") or {}
+        gpu = usage.get("gpu_utilization") or {}
+        energy = usage.get("energy") or {}
+        emissions = usage.get("emissions") or {}
+        combined = ram.get("combined") or {}
         summary.update(
             {
-                "peak RAM": render.format_bytes(usage.get("max_rss_combined_bytes") or usage.get("max_rss_bytes")),
-                "peak GPU RAM": render.format_bytes(usage.get("max_gpu_memory_bytes")) if usage.get("max_gpu_memory_bytes") else None,
-                "CPU (mean/max)": _pair_pct(usage.get("cpu_utilization_mean"), usage.get("cpu_utilization_max")),
-                "GPU util (mean/max)": _pair_pct(usage.get("gpu_utilization_mean"), usage.get("gpu_utilization_max")),
-                "energy": f"{usage['energy_joules']:.1f} J" + (" (estimated)" if usage.get("energy_estimated") else "")
-                if isinstance(usage.get("energy_joules"), (int, float)) else None,
-                "emissions": f"{usage['emissions_grams']:.3f} gCO2eq"
-                if isinstance(usage.get("emissions_grams"), (int, float)) else None,
+                "peak RAM (RSS)": render.format_bytes(combined.get("max_rss_bytes")),
+                "peak RAM (PSS)": render.format_bytes(combined.get("max_pss_bytes"))
+                if combined.get("max_pss_bytes") else None,
+                "peak GPU RAM": render.format_bytes(gpu_ram.get("tree_bytes") or gpu_ram.get("system_used_bytes"))
+                if (gpu_ram.get("tree_bytes") or gpu_ram.get("system_used_bytes")) else None,
+                "CPU cores (mean/max)": _pair_cores((cpu.get("combined") or {}).get("mean_sum_fraction"),
+                                                    (cpu.get("combined") or {}).get("max_sum_fraction")),
+                "GPU util (mean/max)": _pair_pct(gpu.get("mean_fraction"), gpu.get("max_fraction")),
+                "energy": f"{energy['total_joules']:.1f} J" + (" (estimated)" if energy.get("estimated") else "")
+                if isinstance(energy.get("total_joules"), (int, float)) else None,
+                "emissions": f"{emissions['grams_co2eq']:.4f} gCO2eq"
+                if isinstance(emissions.get("grams_co2eq"), (int, float)) else None,
+                "samples": usage.get("samples"),
             }
         )
     return summary
+
+
+def _pair_cores(mean: Any, peak: Any) -> str | None:
+    if not isinstance(mean, (int, float)) or not isinstance(peak, (int, float)):
+        return None
+    return f"{mean:.2f} / {peak:.2f}"
 
 
 def _pair_pct(mean: Any, peak: Any) -> str | None:
