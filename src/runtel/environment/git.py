@@ -41,6 +41,8 @@ _which_cache: dict[str, str | None] = {}
 _toplevel_cache: dict[str, str | None] = {}
 _info_cache: dict[tuple[str, str], _RawGit] = {}
 _diff_cache: dict[tuple[str, str], tuple[bytes, int] | None] = {}
+# (git, toplevel, max_bytes, redactor patterns) -> final text: redacting a large diff again on every run costs ms
+_capped_cache: dict[tuple[str, str, int, tuple[str, ...]], str] = {}
 
 
 @dataclass(frozen=True)
@@ -347,8 +349,14 @@ def git_diff(
                 _diff_cache[key] = cached
         if cached is None:
             return None
-        data, total = cached
-        return _cap(data, total, max_bytes, redactor)
+        capped_key = (git, info.toplevel, max_bytes, redactor.patterns)
+        with _lock:
+            text = _capped_cache.get(capped_key)
+        if text is None:
+            text = _cap(cached[0], cached[1], max_bytes, redactor)
+            with _lock:
+                _capped_cache[capped_key] = text
+        return text
     except Exception:
         _logger.debug("git diff failed", exc_info=True)
         return None
@@ -379,3 +387,4 @@ def clear_cache() -> None:
         _toplevel_cache.clear()
         _info_cache.clear()
         _diff_cache.clear()
+        _capped_cache.clear()
