@@ -1,0 +1,150 @@
+"""``runtel export``: send recorded runs to an OTLP endpoint (Collector, Jaeger, ...) with their original ids."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runtel.errors import ConfigError, RunNotFound
+from runtel.store import list_runs, resolve_run
+
+__all__ = ("parse_since", "register")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``export`` sub-command."""
+    p = sub.add_parser(
+        "export",
+        help="send recorded runs to an OTLP endpoint (replay offline runs)",
+        description="Send the spans and metrics of recorded runs to an OTLP endpoint, keeping their trace ids, "
+        "span ids, timestamps and attributes, so runs recorded offline show up in Jaeger/Grafana. Sending a run "
+        "twice is harmless. Defaults come from OTEL_EXPORTER_OTLP_* (protocol http/protobuf, endpoint "
+        "http://localhost:4318, or :4317 for grpc). Exit code 1 if any run was not sent.",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run id, unique prefix, path, or 'latest'")
+    p.add_argument("--all", action="store_true", help="every run in the run folder root")
+    p.add_argument("--since", type=parse_since, metavar="DATE",
+                   help="only runs started at or after DATE (ISO date or date-time; UTC unless it has an offset)")
+    p.add_argument("--endpoint", help="OTLP endpoint base URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT)")
+    p.add_argument("--protocol", choices=("grpc", "http/protobuf", "http/json"),
+                   help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf)")
+    p.add_argument("--headers", metavar="K=V,...",
+                   help="extra request headers, e.g. authorization=Bearer%%20xyz (values are never printed)")
+    p.add_argument("--timeout", type=float, metavar="S", help="seconds per request (default: 10)")
+    p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_export)
+
+
+def parse_since(raw: str) -> datetime:
+    """An ISO date (``2026-11-23``) or date-time (``2026-11-23T19:30``, ``...+01:00``, ``...Z``) as aware UTC.
+
+    Raises:
+        argparse.ArgumentTypeError: not an ISO date or date-time.
+    """
+    text = raw.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {raw!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _root(args: argparse.Namespace) -> Path:
+    if args.dir:
+        return Path(args.dir)
+    return Path(os.environ.get("RUNTEL_DIR") or "runs")
+
+
+def _start_ns(record: dict[str, Any]) -> int:
+    try:
+        return int(record.get("start_time_unix_nano") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _select(args: argparse.Namespace) -> list[Path]:
+    root = _root(args)
+    if args.all or (args.since is not None and not args.runs):
+        records = list_runs(root)
+    else:
+        if not args.runs:
+            raise ConfigError("name the runs to export (RUN ...), or use --all / --since")
+        records = []
+        for ref in args.runs:
+            run_dir = resolve_run(ref, root)
+            from runtel.store import read_record
+
+            try:
+                records.append(read_record(run_dir))
+            except Exception:
+                records.append({"dir": str(run_dir)})
+    if args.since is not None:
+        cutoff = int(args.since.timestamp() * 1e9)
+        records = [r for r in records if _start_ns(r) >= cutoff]
+    dirs: list[Path] = []
+    seen: set[str] = set()
+    for record in sorted(records, key=_start_ns):  # oldest first
+        path = str(record["dir"])
+        if path not in seen:
+            seen.add(path)
+            dirs.append(Path(path))
+    return dirs
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from runtel.cli import render
+    from runtel.exporters.otlp import parse_headers, redact_url, resolve_config
+    from runtel.replay import export_runs, total_bytes
+
+    run_dirs = _select(args)
+    if not run_dirs:
+        raise RunNotFound(f"no runs to export in {_root(args)}")
+    headers = parse_headers(args.headers) if args.headers else None
+    env = dict(os.environ)
+    if args.endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.endpoint
+        env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    target = redact_url(resolve_config(env, "traces", protocol=args.protocol).endpoint, keep_path=False)
+
+    total = total_bytes(run_dirs)
+    show_bar = not args.json and sys.stderr.isatty() and total > 0
+    if show_bar:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("exporting"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                      console=Console(file=sys.stderr), transient=True) as bar:
+            task = bar.add_task("export", total=total)
+            results = export_runs(run_dirs, endpoint=args.endpoint, protocol=args.protocol, headers=headers,
+                                  timeout=args.timeout, env=os.environ,
+                                  progress=lambda n: bar.advance(task, n))
+    else:
+        results = export_runs(run_dirs, endpoint=args.endpoint, protocol=args.protocol, headers=headers,
+                              timeout=args.timeout, env=os.environ)
+
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        render.print_json({"endpoint": target, "results": [r.to_dict() for r in results], "ok": not failed})
+    else:
+        out = sys.stdout
+        for r in results:
+            if r.ok:
+                out.write(f"sent      {r.run_id}: {r.spans} spans, {r.metric_points} metric points\n")
+            else:
+                out.write(f"NOT SENT  {r.run_id}: {r.error}\n")
+        sent = [r for r in results if r.ok]
+        summary = (f"runtel: exported {len(sent)} of {len(results)} run(s) to {target} "
+                   f"({sum(r.spans for r in results)} spans, {sum(r.metric_points for r in results)} metric points)")
+        if failed:
+            summary += f"; not sent: {', '.join(r.run_id for r in failed)}"
+        sys.stderr.write(summary + "\n")
+    return 1 if failed else 0
