@@ -6,8 +6,11 @@ read ``/proc/<pid>/stat`` only for pids not seen before, caching each pid's pare
 except by re-parenting to a reaper, and processes once found in the tree stay tracked until they exit
 (so a grandchild whose parent died is not lost). Elsewhere ``psutil`` discovery is used.
 
-CPU utilisation is computed from ``cpu_times`` deltas between two reads of the same cached
-:class:`psutil.Process` (keyed by pid and creation time), so no ``cpu_percent(interval)`` sleep is needed. The
+Per-process counters come from one read of ``/proc/<pid>/stat`` on Linux (utime, stime, threads, state, vsize,
+rss: ~0.02 ms per process against ~0.09 ms for psutil's ``oneshot()`` trio of stat/statm/status); elsewhere
+from ``psutil.Process.oneshot()``. Processes are cached by pid and start time (pid reuse is detected).
+CPU utilisation is computed from CPU-time deltas between two reads of the same cached process (over at least
+50 ms, because the counters tick in 10 ms steps), so no ``cpu_percent(interval)`` sleep is needed. The
 first read of a process reports its lifetime average (CPU seconds / seconds since it started), which is the
 best estimate available without waiting. Processes that start and end between two reads are not seen.
 
@@ -36,6 +39,18 @@ __all__ = ("ProcessTree", "TreeRead")
 _log = logging.getLogger("runtel.sampling")
 _PROC = "/proc"
 _MIN_UTIL_WINDOW_S = 0.05
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_BOOT_TIME: list[float] = []
+
+
+def _boot_time() -> float:
+    """Seconds since the epoch at boot (psutil reads ``btime`` from ``/proc/stat``); cached."""
+    if not _BOOT_TIME:
+        import psutil
+
+        _BOOT_TIME.append(psutil.boot_time())
+    return _BOOT_TIME[0]
 
 
 class TreeRead(NamedTuple):
@@ -49,8 +64,10 @@ class TreeRead(NamedTuple):
 
 @dataclass(slots=True)
 class _Tracked:
-    proc: psutil.Process
+    pid: int
+    proc: psutil.Process | None  # created lazily on the /proc fast path (needed for USS/PSS only)
     create_time: float
+    start_ticks: int | None = None  # /proc/<pid>/stat starttime: detects pid reuse on the fast path
     user: float = 0.0
     system: float = 0.0
     base_user: float = 0.0
@@ -201,13 +218,58 @@ class ProcessTree:
         entry = self._procs.get(pid)
         if entry is not None:
             return entry
-        try:
-            proc = psutil.Process(pid)
-            entry = _Tracked(proc=proc, create_time=proc.create_time())
-        except psutil.Error:
-            return None
+        if self._use_proc:
+            entry = _Tracked(pid=pid, proc=None, create_time=0.0)
+        else:
+            try:
+                proc = psutil.Process(pid)
+                entry = _Tracked(pid=pid, proc=proc, create_time=proc.create_time())
+            except psutil.Error:
+                return None
         self._procs[pid] = entry
         return entry
+
+    def _raw_proc(self, entry: _Tracked) -> tuple[float, float, bool, int, int, int]:
+        """``(user_s, system_s, zombie, threads, vms, rss)`` from one read of ``/proc/<pid>/stat``.
+
+        psutil needs three files per process for the same numbers (stat, statm, status: ~0.09 ms); this reads one
+        (~0.02 ms). ``rss`` (field 24, pages) is the counter ``statm`` reports too.
+        """
+        import psutil
+
+        try:
+            with open(f"{_PROC}/{entry.pid}/stat", "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise psutil.NoSuchProcess(entry.pid) from exc
+        fields = data[data.rindex(b")") + 2 :].split()
+        start = int(fields[19])
+        if entry.start_ticks is None:
+            entry.start_ticks = start
+            entry.create_time = _boot_time() + start / _CLK_TCK
+        elif start != entry.start_ticks:  # the pid was reused by another process
+            raise psutil.NoSuchProcess(entry.pid)
+        state = fields[0]
+        return (
+            int(fields[11]) / _CLK_TCK,
+            int(fields[12]) / _CLK_TCK,
+            state in (b"Z", b"X", b"x"),
+            int(fields[17]),
+            int(fields[20]),
+            int(fields[21]) * _PAGE_SIZE,
+        )
+
+    def _raw_psutil(self, entry: _Tracked) -> tuple[float, float, bool, int, int, int]:
+        import psutil
+
+        proc = entry.proc
+        assert proc is not None
+        with proc.oneshot():
+            times = proc.cpu_times()
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return float(times.user), float(times.system), True, 0, 0, 0
+            mem = proc.memory_info()
+            return float(times.user), float(times.system), False, int(proc.num_threads()), int(mem.vms), int(mem.rss)
 
     def read(self, now_monotonic: float, want_detail: bool) -> TreeRead:
         """Read every process of the tree once.
@@ -258,16 +320,10 @@ class ProcessTree:
         """Add one process to ``acc``; ``False`` if it is a zombie (CPU counted, nothing else)."""
         import psutil as ps
 
-        proc = entry.proc
-        mem = None
-        threads = 0
-        with proc.oneshot():
-            times = proc.cpu_times()
-            zombie = proc.status() == ps.STATUS_ZOMBIE
-            if not zombie:
-                mem = proc.memory_info()
-                threads = proc.num_threads()
-        user, system = float(times.user), float(times.system)
+        if self._use_proc:
+            user, system, zombie, threads, vms, rss = self._raw_proc(entry)
+        else:
+            user, system, zombie, threads, vms, rss = self._raw_psutil(entry)
         if entry.base_t is None:
             age = wall - entry.create_time
             entry.util_user = user / age if age > _MIN_UTIL_WINDOW_S else 0.0
@@ -281,18 +337,20 @@ class ProcessTree:
             entry.util = entry.util_user + (system - entry.base_system) / dt
             entry.base_user, entry.base_system, entry.base_t = user, system, now
         entry.user, entry.system = user, system
-        ceiling = float(min(max(1, threads), self._logical_cores)) if mem is not None else float(self._logical_cores)
+        ceiling = float(self._logical_cores) if zombie else float(min(max(1, threads), self._logical_cores))
         util = min(max(0.0, entry.util), ceiling)
         acc.util += util
         acc.util_user += min(max(0.0, entry.util_user), util)
         acc.user += user
         acc.system += system
-        if mem is None:  # zombie: exited but not reaped; its CPU seconds count, it holds no memory or threads
+        if zombie:  # exited but not reaped: its CPU seconds count, it holds no memory or threads
             return False
         if want_detail or not entry.detail_read:
             entry.detail_read = True
             try:
-                full = proc.memory_full_info()
+                if entry.proc is None:
+                    entry.proc = ps.Process(entry.pid)
+                full = entry.proc.memory_full_info()
                 entry.uss = int(full.uss)
                 pss = getattr(full, "pss", None)
                 entry.pss = None if pss is None else int(pss)
@@ -300,8 +358,8 @@ class ProcessTree:
                 entry.uss = entry.pss = None
             except ps.ZombieProcess:
                 return False
-        acc.rss += int(mem.rss)
-        acc.vms += int(mem.vms)
+        acc.rss += rss
+        acc.vms += vms
         acc.uss = _add_opt(acc.uss, entry.uss)
         acc.pss = _add_opt(acc.pss, entry.pss)
         acc.threads += int(threads)
