@@ -1,0 +1,152 @@
+"""The run folder's spans.jsonl / metrics.jsonl follow the OTLP JSON mapping, so otlpjsonfile and OTLP/HTTP accept them.
+
+Rules checked (opentelemetry-proto ``docs/specification.md``, "JSON Protobuf Encoding"): every line parses as
+the protobuf ``Export*ServiceRequest`` with unknown fields rejected, keys are lowerCamelCase (checked
+separately: protobuf's ParseDict also accepts the original snake_case names, which OTLP/JSON forbids), enums are integers, 64-bit integers are decimal strings, ids are lowercase hex of the right
+length, and no line of a normal run exceeds the 1 MiB token limit of the Collector's fileconsumer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import ParseDict, ParseError
+from opentelemetry import trace as otel_trace
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+import runtel
+from runtel.config import Settings
+from runtel.replay import ids_to_base64
+
+MAX_TOKEN = 1024 * 1024
+CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+INT64_FIELDS = {"startTimeUnixNano", "endTimeUnixNano", "timeUnixNano", "intValue", "asInt", "count",
+                "observedTimeUnixNano"}
+ENUM_FIELDS = {"kind", "code", "aggregationTemporality"}
+HEX_LENGTH = {"traceId": 32, "spanId": 16, "parentSpanId": 16}
+
+
+@pytest.fixture
+def run_dir(rt_sampling: Settings) -> Path:
+    """A real run with sampling on: attributes of every type, an error, a link and a CLIENT span."""
+    tracer = otel_trace.get_tracer("test.format")
+    with runtel.run_span("format-check", config={"lr": 0.1, "layers": [64, 32], "name": "x"}) as run:
+        with runtel.block("typed", big=2**62, neg=-7, ratio=0.5, flag=False, tags=["a", "b"]):
+            time.sleep(0.3)
+        with pytest.raises(ValueError), runtel.block("fails"):
+            raise ValueError("boom")
+        first = otel_trace.get_current_span().get_span_context()
+        with tracer.start_as_current_span("client-call", kind=otel_trace.SpanKind.CLIENT,
+                                          links=[otel_trace.Link(first, {"why": "test"})]):
+            pass
+    assert run.dir is not None
+    return Path(run.dir)
+
+
+def lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """Raw and parsed lines of a JSON Lines file."""
+    with path.open("rb") as f:
+        for raw in f:
+            assert raw.endswith(b"\n"), "every line ends with a newline"
+            yield raw, json.loads(raw)
+
+
+def walk(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (key, value) pair in a JSON document, depth first."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k, v
+            yield from walk(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield key, v
+            yield from walk(v, key)
+
+
+def check_encoding(message: dict[str, Any]) -> None:
+    """Keys, enums, int64 and id rules of the OTLP JSON mapping."""
+    for key, value in walk(message):
+        if isinstance(key, str) and key:
+            assert CAMEL.match(key), f"key {key!r} is not lowerCamelCase"
+        if key in ENUM_FIELDS and not isinstance(value, (dict, list)):
+            assert isinstance(value, int) and not isinstance(value, bool), f"{key}={value!r} is not an integer enum"
+        if key in INT64_FIELDS and not isinstance(value, (dict, list)):
+            assert isinstance(value, str) and re.fullmatch(r"-?\d+", value), f"{key}={value!r} is not an int64 string"
+        if key == "bucketCounts" and isinstance(value, list):
+            assert all(isinstance(v, str) for v in value)
+        if key in HEX_LENGTH and isinstance(value, str) and value:
+            assert re.fullmatch(rf"[0-9a-f]{{{HEX_LENGTH[key]}}}", value), f"{key}={value!r} is not lowercase hex"
+
+
+def test_every_span_line_parses_strictly_as_export_trace_request(run_dir: Path) -> None:
+    """Each spans.jsonl line parses into ExportTraceServiceRequest with unknown fields rejected."""
+    count = 0
+    for raw, message in lines(run_dir / "spans.jsonl"):
+        assert len(raw) <= MAX_TOKEN
+        request = ParseDict(ids_to_base64(message), ExportTraceServiceRequest(), ignore_unknown_fields=False)
+        for rs_json, rs in zip(message["resourceSpans"], request.resource_spans, strict=True):
+            for ss_json, ss in zip(rs_json["scopeSpans"], rs.scope_spans, strict=True):
+                for span_json, span in zip(ss_json["spans"], ss.spans, strict=True):
+                    assert span.trace_id.hex() == span_json["traceId"]
+                    assert span.span_id.hex() == span_json["spanId"]
+                    count += 1
+    assert count == 4  # format-check, typed, fails, client-call
+
+
+def test_span_lines_follow_the_json_mapping(run_dir: Path) -> None:
+    """Integer enums (kind, status code), int64 as strings, lowercase hex ids of the right length, camelCase keys."""
+    spans: dict[str, dict[str, Any]] = {}
+    for _, message in lines(run_dir / "spans.jsonl"):
+        check_encoding(message)
+        for rs in message["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    spans[span["name"]] = span
+    assert spans["client-call"]["kind"] == 3  # SPAN_KIND_CLIENT
+    assert spans["typed"]["kind"] == 1  # SPAN_KIND_INTERNAL
+    assert spans["fails"]["status"]["code"] == 2  # STATUS_CODE_ERROR
+    attrs = {a["key"]: a["value"] for a in spans["typed"]["attributes"]}
+    assert any(v == {"intValue": str(2**62)} for v in attrs.values())
+    assert spans["client-call"]["links"][0]["spanId"] == spans["format-check"]["spanId"]
+
+
+def test_metric_lines_parse_as_export_metrics_request(run_dir: Path) -> None:
+    """metrics.jsonl lines parse strictly into ExportMetricsServiceRequest and follow the mapping rules."""
+    parsed = 0
+    names: set[str] = set()
+    for raw, message in lines(run_dir / "metrics.jsonl"):
+        assert len(raw) <= MAX_TOKEN
+        check_encoding(message)
+        request = ParseDict(ids_to_base64(message), ExportMetricsServiceRequest(), ignore_unknown_fields=False)
+        names |= {m.name for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        parsed += 1
+    assert parsed >= 1
+    assert "process.cpu.time" in names
+    sums = [m for _, msg in lines(run_dir / "metrics.jsonl") for rm in msg["resourceMetrics"]
+            for sm in rm["scopeMetrics"] for m in sm["metrics"] if "sum" in m]
+    assert all(isinstance(m["sum"]["aggregationTemporality"], int) for m in sums)
+
+
+def test_strict_parse_rejects_snake_case_and_wrong_signal(run_dir: Path) -> None:
+    """The checks have teeth: unknown keys and a span line read as metrics fail to parse; snake_case fails the key rule."""
+    _, message = next(lines(run_dir / "spans.jsonl"))
+    bad = json.loads(json.dumps(message))
+    span = bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["spanName"] = span["name"]
+    with pytest.raises(ParseError):
+        ParseDict(ids_to_base64(bad), ExportTraceServiceRequest(), ignore_unknown_fields=False)
+    del span["spanName"]
+    span["start_time_unix_nano"] = span.pop("startTimeUnixNano")
+    with pytest.raises(AssertionError, match="lowerCamelCase"):
+        check_encoding(bad)
+    with pytest.raises(ParseError):
+        ParseDict(ids_to_base64(message), ExportMetricsServiceRequest(), ignore_unknown_fields=False)
+    with pytest.raises(AssertionError):
+        check_encoding({"kind": "SPAN_KIND_INTERNAL"})
