@@ -69,7 +69,7 @@ def _node_label(node: Any, nodes: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _add_upstream(tree: Any, graph: Any, node_id: str, seen: set[str]) -> None:
+def _add_upstream(tree: Any, graph: Any, names: dict[str, Any], node_id: str, seen: set[str]) -> None:
     from rich.markup import escape
 
     for edge in graph.parents(node_id):
@@ -77,12 +77,12 @@ def _add_upstream(tree: Any, graph: Any, node_id: str, seen: set[str]) -> None:
         if parent is None:
             continue
         via = f"← [cyan]{escape(edge.artifact_name)}[/cyan] " if edge.artifact_name else "← "
-        branch = tree.add(via + _node_label(parent, graph.nodes))
+        branch = tree.add(via + _node_label(parent, names))
         if edge.parent in seen:
             branch.add("[dim](shown above)[/dim]")
             continue
         seen.add(edge.parent)
-        _add_upstream(branch, graph, edge.parent, seen)
+        _add_upstream(branch, graph, names, edge.parent, seen)
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
@@ -91,29 +91,30 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     tracker = Tracker(_root(args))
     run_id, file_info = _resolve(args.target, tracker)
     graph = tracker.lineage(run_id)
-    # Names of enclosing runs (e.g. the `runtel run` wrapper) for the labels.
-    for node in list(graph.nodes.values()):
-        if node.parent_run_id and node.parent_run_id not in graph.nodes:
-            try:
-                graph.nodes.setdefault(node.parent_run_id, tracker.backend._node(node.parent_run_id))
-            except RunNotFound:
-                pass
+    # Enclosing runs (e.g. the `runtel run` wrapper around a script's run), named in the labels.
+    enclosing: dict[str, Any] = {}
+    for node in graph.nodes.values():
+        if node.parent_run_id and node.parent_run_id not in graph.nodes and node.parent_run_id not in enclosing:
+            enclosing[node.parent_run_id] = tracker.backend._node(node.parent_run_id)
     if args.json:
-        render.print_json({"target": args.target, "file": file_info, "run": graph.root, "lineage": graph.to_dict()})
+        from dataclasses import asdict
+
+        render.print_json({"target": args.target, "file": file_info, "run": graph.root, "lineage": graph.to_dict(),
+                           "enclosing_runs": {k: asdict(v) for k, v in enclosing.items()}})
         return 0
+    names = {**enclosing, **graph.nodes}
     from rich.markup import escape
     from rich.tree import Tree
 
     root_node = graph.nodes[graph.root]
     if file_info is not None:
         top = Tree(f"file [bold]{escape(file_info['path'])}[/bold]  [dim]sha256 {file_info['hash'][:12]}…[/dim]")
-        label = f"produced as [cyan]{escape(str(file_info['artifact_name']))}[/cyan] by " + _node_label(root_node,
-                                                                                                      graph.nodes)
+        label = f"produced as [cyan]{escape(str(file_info['artifact_name']))}[/cyan] by " + _node_label(root_node, names)
         start = top.add(label)
     else:
-        top = Tree(_node_label(root_node, graph.nodes))
+        top = Tree(_node_label(root_node, names))
         start = top
-    _add_upstream(start, graph, graph.root, {graph.root})
+    _add_upstream(start, graph, names, graph.root, {graph.root})
     if not graph.parents(graph.root):
         start.add("[dim](no recorded inputs)[/dim]")
     downstream = graph.descendants()
@@ -123,6 +124,6 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
             consumer = graph.nodes.get(node_id)
             if consumer is not None:
                 via = ", ".join(sorted({str(e.artifact_name) for e in graph.parents(node_id) if e.artifact_name}))
-                used.add(_node_label(consumer, graph.nodes) + (f"  [dim]via {escape(via)}[/dim]" if via else ""))
+                used.add(_node_label(consumer, names) + (f"  [dim]via {escape(via)}[/dim]" if via else ""))
     render.console().print(top)
     return 0
