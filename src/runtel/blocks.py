@@ -193,10 +193,8 @@ class _Options:
             semconv.SPAN_KIND: semconv.KIND_FUNCTION,
             semconv.CODE_FUNCTION_NAME: f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', self.name)}",
         }
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            static[semconv.CODE_FILE_PATH] = code.co_filename
-            static[semconv.CODE_LINE_NUMBER] = code.co_firstlineno
+        # code.file.path / code.line.number are left out on purpose: each attribute costs ~1 us per call,
+        # and the qualified function name already locates the code.
         if stage:
             static[semconv.STAGE] = stage
         if attributes:

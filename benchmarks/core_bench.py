@@ -1,0 +1,272 @@
+"""Core benchmarks, measured side by side in one run: span overhead, run cost, exporter, import time.
+
+Usage: python benchmarks/core_bench.py [--quick]
+
+Each section prints a table; ratios compare runtel with the baseline measured in the same process
+(or the same kind of fresh process). Peers (pycrumbs, kwutil) are measured only if installed
+(`pip install -e '.[bench]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh(code: str, env: dict[str, str] | None = None, cwd: str | None = None) -> dict[str, float]:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object of numbers."""
+    proc = subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def bench_import(repeats: int) -> None:
+    code = """
+        import time, json
+        t = time.perf_counter(); import runtel; a = time.perf_counter()
+        runtel.trace; runtel.run_span; runtel.block; b = time.perf_counter()
+        import sys
+        heavy = sorted(m for m in ("grpc", "opentelemetry.sdk.trace", "psutil", "pynvml", "rich") if m in sys.modules)
+        print(json.dumps({"import": (a - t) * 1e3, "first_use": (b - a) * 1e3, "heavy": heavy}))
+    """
+    results = [fresh(code) for _ in range(repeats)]
+    imp = statistics.median(r["import"] for r in results)
+    use = statistics.median(r["first_use"] for r in results)
+    table(
+        f"import cost, fresh interpreter, median of {repeats}",
+        ["what", "ms", "target"],
+        [
+            ["import runtel", f"{imp:.1f}", "<= 100 ms"],
+            ["+ first use of runtel.trace/run_span/block (imports the OTel API)", f"{use:.1f}", "-"],
+            ["heavy modules loaded by `import runtel`", ", ".join(results[0]["heavy"]) or "none", "none"],  # type: ignore[arg-type]
+        ],
+    )
+
+
+SPAN_CODE = """
+    import json, statistics, time, os
+    import runtel
+    from opentelemetry import trace
+    runtel.configure(dir=os.environ["BENCH_DIR"], sample_interval=1.0)
+    N, R = {n}, {repeats}
+
+    @runtel.trace
+    def traced():
+        pass
+
+    def bare(tracer):
+        with tracer.start_as_current_span("bare"):
+            pass
+
+    def blk():
+        with runtel.block("blk"):
+            pass
+
+    results = {{"bare": [], "trace": [], "block": []}}
+    with runtel.run_span("overhead") as run:
+        tracer = trace.get_tracer_provider().get_tracer("bench")   # the same provider, processors and exporter
+        for _ in range(2000):
+            bare(tracer); traced(); blk()
+        for _ in range(R):
+            for name, fn in (("bare", lambda: bare(tracer)), ("trace", traced), ("block", blk)):
+                t = time.perf_counter_ns()
+                for _ in range(N):
+                    fn()
+                results[name].append((time.perf_counter_ns() - t) / N / 1e3)
+    print(json.dumps({{k: statistics.median(v) for k, v in results.items()}}))
+"""
+
+
+def bench_span_overhead(n: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        r = fresh(SPAN_CODE.format(n=n, repeats=repeats), env={**os.environ, "BENCH_DIR": tmp})
+    table(
+        f"span overhead inside a run (sampler on at 1 Hz, run-folder exporter), median of {repeats} x {n} calls",
+        ["what", "us/span", "ratio vs bare", "target"],
+        [
+            ["bare tracer.start_as_current_span (same provider)", f"{r['bare']:.2f}", "1.00", "-"],
+            ["@runtel.trace on a no-op function", f"{r['trace']:.2f}", f"{r['trace'] / r['bare']:.2f}", "<= 1.25"],
+            ["with runtel.block(...)", f"{r['block']:.2f}", f"{r['block'] / r['bare']:.2f}", "-"],
+        ],
+    )
+
+
+RUN_CODE = """
+    import json, os, statistics, time
+    t0 = time.perf_counter()
+    import runtel
+    runtel.configure(dir=os.environ["BENCH_DIR"], sampling=os.environ["BENCH_SAMPLING"] == "1")
+    t1 = time.perf_counter()
+    with runtel.run_span("cold"):
+        pass
+    cold = (time.perf_counter() - t1) * 1e3
+    warm = []
+    for _ in range({runs}):
+        t = time.perf_counter()
+        with runtel.run_span("warm", config={{"lr": 0.1, "layers": [64, 64]}}):
+            pass
+        warm.append((time.perf_counter() - t) * 1e3)
+    warm.sort()
+    print(json.dumps({{"cold": cold, "median": statistics.median(warm), "p95": warm[int(len(warm) * 0.95)],
+                      "import": (t1 - t0) * 1e3}}))
+"""
+
+PYCRUMBS_CODE = """
+    import json, os, statistics, time
+    from pathlib import Path
+    t0 = time.perf_counter()
+    from pycrumbs import tracked
+    out = Path(os.environ["BENCH_DIR"])
+    @tracked(literal_directory=out, seed_numpy=False, seed_tensorflow=False, seed_torch=False)
+    def job():
+        pass
+    t1 = time.perf_counter()
+    job()
+    cold = (time.perf_counter() - t0) * 1e3
+    warm = []
+    for _ in range({runs}):
+        t = time.perf_counter(); job(); warm.append((time.perf_counter() - t) * 1e3)
+    warm.sort()
+    print(json.dumps({{"cold": cold, "median": statistics.median(warm), "p95": warm[int(len(warm) * 0.95)]}}))
+"""
+
+KWUTIL_CODE = """
+    import json, statistics, time
+    t0 = time.perf_counter()
+    from kwutil.process_context import ProcessContext
+    ProcessContext(name="job", config={{"lr": 0.1}}).start().stop()
+    cold = (time.perf_counter() - t0) * 1e3
+    warm = []
+    for _ in range({runs}):
+        t = time.perf_counter()
+        ProcessContext(name="job", config={{"lr": 0.1}}).start().stop()
+        warm.append((time.perf_counter() - t) * 1e3)
+    warm.sort()
+    print(json.dumps({{"cold": cold, "median": statistics.median(warm), "p95": warm[int(len(warm) * 0.95)]}}))
+"""
+
+
+def bench_run_span(runs: int) -> None:
+    rows: list[list[object]] = []
+    base: dict[str, float] = {}
+    for label, sampling in (("runtel run_span, full capture, sampler off", "0"),
+                            ("runtel run_span, full capture, sampler on (default)", "1")):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = fresh(RUN_CODE.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp, "BENCH_SAMPLING": sampling},
+                      cwd=str(ROOT))
+        base = base or r
+        rows.append([label, f"{r['cold']:.1f}", f"{r['median']:.3f}", f"{r['p95']:.3f}", "-"])
+    for label, code in (("pycrumbs @tracked no-op (record file)", PYCRUMBS_CODE),
+                        ("kwutil ProcessContext().start().stop()", KWUTIL_CODE)):
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = fresh(code.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp}, cwd=str(ROOT))
+            rows.append([label, f"{r['cold']:.1f}", f"{r['median']:.3f}", f"{r['p95']:.3f}",
+                         f"{base['median'] / r['median']:.2f}"])
+        except RuntimeError as exc:
+            rows.append([label, "not installed" if "ModuleNotFoundError" in str(exc) else "failed", "", "", ""])
+    table(
+        f"run cost: cold = first run in a fresh process (git, packages, host facts); warm = median/p95 of {runs} "
+        "later runs in the same process (run folder, run.json x2, reproduce.sh, flush)",
+        ["what", "cold ms", "warm median ms", "warm p95 ms", "runtel(sampler off)/peer warm"],
+        rows,
+    )
+
+
+EXPORT_CODE = """
+    import json, os, time, resource
+    import runtel
+    from runtel import _sdk
+    from runtel.exporters.jsonl import JsonlSpanExporter
+    runtel.configure(dir=os.environ["BENCH_DIR"], sampling=False)
+    N = {n}
+    # 1) the exporter alone, on one core: encode + write batches of 1,024 finished spans
+    with runtel.run_span("collect") as run:
+        spans = []
+        rt = _sdk.get_runtime()
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        mem = InMemorySpanExporter()
+        rt.provider.add_span_processor(SimpleSpanProcessor(mem))
+        for i in range(20_000):
+            with runtel.block("s", i=i, phase="bench"):
+                pass
+        spans = list(mem.get_finished_spans())
+        mem.shutdown()
+        exporter = JsonlSpanExporter(rt.sinks)
+        t = time.process_time()
+        for k in range(0, len(spans), 1024):
+            exporter.export(spans[k:k + 1024])
+        cpu = time.process_time() - t
+    exporter_rate = len(spans) / cpu
+    # 2) end to end: N spans through block() in one run; RSS at every 10% of the way
+    rss = []
+    t = time.perf_counter()
+    with runtel.run_span("million") as run:
+        for i in range(N):
+            with runtel.block("s"):
+                pass
+            if i % (N // 10) == 0:
+                with open("/proc/self/status") as f:
+                    rss.append(int(next(l for l in f if l.startswith("VmRSS")).split()[1]) // 1024)
+    wall = time.perf_counter() - t
+    lines = sum(1 for _ in open(run.dir / "spans.jsonl"))
+    written = sum(len(ss["spans"]) for line in open(run.dir / "spans.jsonl")
+                  for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"])
+    print(json.dumps({{"exporter_rate": exporter_rate, "e2e_rate": N / wall, "rss": rss, "written": written,
+                      "lines": lines, "n": N}}))
+"""
+
+
+def bench_exporter(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        r = fresh(EXPORT_CODE.format(n=n), env={**os.environ, "BENCH_DIR": tmp})
+    table(
+        "run-folder JSON exporter",
+        ["what", "value", "target"],
+        [
+            ["exporter alone: spans/s on one core (CPU time, batches of 1,024)", f"{r['exporter_rate']:,.0f}",
+             ">= 20,000"],
+            [f"end to end: {r['n']:,} blocks in one run, spans/s wall", f"{r['e2e_rate']:,.0f}", "-"],
+            ["spans on disk / produced (drops when producing faster than writing)",
+             f"{r['written']:,} / {r['n'] + 1:,}", "-"],
+            ["RSS (MiB) at each 10% of the run", " ".join(str(x) for x in r["rss"]), "flat"],  # type: ignore[union-attr]
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    bench_import(3 if args.quick else 9)
+    bench_span_overhead(2_000 if args.quick else 20_000, 3 if args.quick else 7)
+    bench_run_span(20 if args.quick else 200)
+    bench_exporter(100_000 if args.quick else 1_000_000)
+
+
+if __name__ == "__main__":
+    main()
