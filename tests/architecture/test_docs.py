@@ -47,3 +47,10 @@ def test_docs_links_resolve() -> None:
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
             assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_cli_reference_is_current() -> None:
+    """docs/cli.md holds the help of every sub-command exactly as the parser prints it."""
+    from runtel.cli import cli_reference
+
+    assert cli_reference() in (ROOT / "docs" / "cli.md").read_text()

@@ -43,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cli_reference() -> str:
+    """docs/cli.md's generated part: every sub-command's help text (a test keeps the doc in sync)."""
+    import os
+
+    os.environ["COLUMNS"] = "100"  # stable wrapping for the generated text
+    parser = build_parser()
+    parts = ["## `runtel`\n", "```text", parser.format_help().rstrip(), "```\n"]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        parts += [f"## `runtel {name}`\n", "```text", command.format_help().rstrip(), "```\n"]
+    return "\n".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()

@@ -1,0 +1,85 @@
+"""The public surface and the dependency rules stay honest."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import runtel
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "runtel"
+
+#: base modules import only the standard library and other base modules
+BASE = {"errors", "semconv", "_version", "_safe", "redaction", "config", "_guard"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_all_names_resolve() -> None:
+    """Every name in runtel.__all__ exists, and the version matches the installed metadata."""
+    for name in runtel.__all__:
+        assert getattr(runtel, name) is not None, name
+    assert runtel.__version__ == version("runtel")
+    assert runtel.run_span.__module__ == "runtel"
+
+
+def test_import_has_no_side_effects(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`import runtel` starts no thread, writes no file, and loads no SDK, gRPC, psutil, NVML or rich."""
+    code = (
+        "import json, sys, threading, runtel\n"
+        "heavy = [m for m in ('grpc', 'opentelemetry.sdk', 'opentelemetry.sdk.trace', 'psutil', 'pynvml', 'rich',"
+        " 'anyio', 'numpy') if m in sys.modules]\n"
+        "print(json.dumps({'threads': threading.active_count(), 'heavy': heavy}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result == {"threads": 1, "heavy": []}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_base_modules_import_only_stdlib() -> None:
+    """errors, semconv, config, _safe, redaction and _guard depend on the standard library only."""
+    stdlib = set(sys.stdlib_module_names)
+    for name in BASE:
+        for module in _imports(SRC / f"{name}.py"):
+            top = module.split(".")[0]
+            if top == "runtel":
+                assert module.split(".")[1] in BASE, f"{name} imports {module}"
+            else:
+                assert top in stdlib or top == "__future__", f"{name} imports {module}"
+
+
+def test_library_never_imports_cli_or_testing() -> None:
+    """Only the CLI imports runtel.cli and nothing in src imports runtel.testing (deps point one way)."""
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC)
+        if rel.parts[0] in ("cli", "testing") or rel.name == "__main__.py":
+            continue
+        for module in _imports(path):
+            assert not module.startswith("runtel.testing"), f"{rel} imports {module}"
+            assert not module.startswith("runtel.cli"), f"{rel} imports {module}"
+
+
+def test_only_exporters_otlp_imports_grpc_and_otlp_exporters() -> None:
+    """The OTLP exporters (and gRPC) are imported only by the modules that send over the network."""
+    allowed = {Path("exporters/otlp.py"), Path("replay.py")}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC)
+        for module in _imports(path):
+            if module.startswith(("grpc", "opentelemetry.exporter.otlp")):
+                assert rel in allowed, f"{rel} imports {module}"
