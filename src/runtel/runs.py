@@ -94,6 +94,7 @@ class Run(LineageMixin):
         self._output_dirs: list[Path] = []
         self._finished = False
         self._outcome: tuple[str, str, str] | None = None
+        self._start_sample: Any = None
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r}, dir={str(self.dir) if self.dir else None!r})"
@@ -418,7 +419,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     runtime.open_run(run)
     if runtime.monitor is not None:
         with guard("sample-edge", "take the run-start sample"):
-            runtime.monitor.sample_now()
+            run._start_sample = runtime.monitor.sample_now()
 
     if spec._output_dir is not None:
         run._output_dirs.append(Path(spec._output_dir))
@@ -464,7 +465,13 @@ def _end_span(
     """Set status and usage, end the span, and leave the context (must run in the entering context)."""
     outcome = run._outcome if exc is None else None
     run.status = status or (outcome[0] if outcome else _status_for(exc))
-    run.end_time_ns = time.time_ns()
+    runtime = _sdk.get_runtime()
+    monitor = runtime.monitor if runtime is not None else None
+    last_sample = None
+    if monitor is not None:
+        with guard("sample-edge", "take the run-end sample"):
+            last_sample = monitor.sample_now()
+    run.end_time_ns = time.time_ns()  # after the edge sample, so the window includes it
     span = run._span
     with guard("run-status", "record the run status"):
         if outcome is not None and outcome[0] != _OK:
@@ -483,12 +490,9 @@ def _end_span(
             span.set_status(Status(StatusCode.ERROR, "interrupted"))
         else:
             span.set_status(Status(StatusCode.OK))
-    runtime = _sdk.get_runtime()
-    if runtime is not None and runtime.monitor is not None:
+    if monitor is not None:
         with guard("run-usage", "summarise resource usage"):
-            monitor = runtime.monitor
-            monitor.sample_now()
-            summary = monitor.usage(run.start_time_ns, run.end_time_ns)
+            summary = monitor.usage(run.start_time_ns, run.end_time_ns, edges=(run._start_sample, last_sample))
             from runtel.sampling.summary import resource_usage_record, usage_attributes
 
             span.set_attributes(usage_attributes(summary))
