@@ -166,6 +166,8 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
             out["partial_files"] = True
         out["mtime"] = _iso_from_ns(st.st_mtime_ns)
         return out
+    if not p.is_file():  # a FIFO or device would block or never end
+        raise OSError(f"{p} is not a regular file or directory")
     digest, kind = _hash_file(p, st.st_size, partial_limit)
     return {"hash": digest, "hash_kind": kind, "kind": "file", "size": st.st_size, "mtime": _iso_from_ns(st.st_mtime_ns)}
 

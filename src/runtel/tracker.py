@@ -39,6 +39,7 @@ __all__ = (
     "TrackerBackend",
     "TrackerSource",
     "load_backend",
+    "match_record",
 )
 
 _logger = logging.getLogger("runtel.tracker")
