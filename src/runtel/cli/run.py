@@ -104,7 +104,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             except ProcessLookupError:
                 pass
 
-    run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **{"runtel.command": shlex.join(command)})
+    from runtel.redaction import Redactor
+
+    shown = shlex.join(Redactor(settings.redact_patterns).redact_argv(command))
+    run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **{"runtel.command": shown})
     started = time.monotonic()
     with run_span as run:
         for signum in _FORWARDED:
