@@ -213,6 +213,8 @@ def _register_exit() -> None:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
 
         def on_term(signum: int, frame: object) -> None:
+            if _worker_state.get("exiting"):
+                return  # already flushing on the way out (Pool.terminate races a normal exit): finish that
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
             raise SystemExit(128 + signum)
 
@@ -220,6 +222,7 @@ def _register_exit() -> None:
 
 
 def _worker_exit() -> None:
+    _worker_state["exiting"] = True
     spec = _worker_state.pop("run", None)
     if spec is not None and _worker_state.get("pid") == os.getpid():
         from runtel._guard import guard

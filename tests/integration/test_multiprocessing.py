@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing
+import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -52,27 +55,52 @@ def _all_spans(runs_dir: Path) -> list[SpanRecord]:
     return [s for r in list_runs(runs_dir) for s in read_spans(Path(r["dir"]))]
 
 
-def test_spawn_pool_workers_join_the_parent_trace(rt: object, runs_dir: Path, worker_module: ModuleType) -> None:
-    """Spawned pool workers open worker runs in the parent's trace, under the span that was current."""
-    with runtel.run_span("parent") as run:
-        with runtel.block("fanout") as fanout:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(2, initializer=runtel.init_worker, initargs=(runtel.worker_context(),)) as pool:
-                pids = pool.map(worker_module.work, range(4))
-            fanout_id = format(fanout.span.get_span_context().span_id, "016x")
-    assert len(set(pids)) >= 1
+SPAWN_DRIVER = textwrap.dedent(
+    """
+    import json, multiprocessing, sys
+    import runtel
+    import rt_mp_worker
+
+    if __name__ == "__main__":
+        runtel.configure(dir=sys.argv[1], sampling=False, strict=True)
+        with runtel.run_span("parent") as run:
+            with runtel.block("fanout") as fanout:
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(2, initializer=runtel.init_worker, initargs=(runtel.worker_context(),)) as pool:
+                    pids = pool.map(rt_mp_worker.work, range(4))
+        print(json.dumps({"run": run.id, "trace": run.trace_id, "pids": pids,
+                          "fanout": format(fanout.span.get_span_context().span_id, "016x")}))
+    """
+)
+
+
+def test_spawn_pool_workers_join_the_parent_trace(
+    runs_dir: Path, worker_module: ModuleType, clean_env: dict[str, str]
+) -> None:
+    """Spawned pool workers open worker runs in the parent's trace, under the span that was current.
+
+    Runs in its own interpreter: spawn starts a resource-tracker process that would outlive the test.
+    """
+    module_dir = Path(worker_module.__file__).parent
+    (module_dir / "driver.py").write_text(SPAWN_DRIVER)
+    env = {**clean_env, "PYTHONPATH": f"{module_dir}{os.pathsep}{clean_env['PYTHONPATH']}"}
+    done = subprocess.run([sys.executable, str(module_dir / "driver.py"), str(runs_dir)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    parent = json.loads(done.stdout)
+    assert os.getpid() not in parent["pids"] and len(parent["pids"]) == 4
     spans = _all_spans(runs_dir)
     work = [s for s in spans if s.name == "work"]
     assert len(work) == 4, [s.name for s in spans]
-    assert {s.trace_id for s in spans} == {run.trace_id}
-    workers = [r for r in list_runs(runs_dir) if r["id"] != run.id]
-    assert workers and all(r["parent"]["run_id"] == run.id for r in workers)
+    assert {s.trace_id for s in spans} == {parent["trace"]}
+    workers = [r for r in list_runs(runs_dir) if r["id"] != parent["run"]]
+    assert workers and all(r["parent"]["run_id"] == parent["run"] for r in workers)
     assert all(r["status"] == "ok" for r in workers), [r["status"] for r in workers]
     worker_run_spans = [s for s in spans if s.attributes.get("runtel.kind") == "run" and s.name == "parent.worker"]
-    assert worker_run_spans and all(s.parent_span_id == fanout_id for s in worker_run_spans)
+    assert worker_run_spans and all(s.parent_span_id == parent["fanout"] for s in worker_run_spans)
     by_id = {s.span_id: s for s in spans}
     for s in work:  # each work span hangs (through its worker run) under the parent's fanout block
-        assert by_id[s.parent_span_id].parent_span_id == fanout_id
+        assert by_id[s.parent_span_id].parent_span_id == parent["fanout"]
 
 
 def test_fork_pool_workers_write_into_the_parent_run(rt: object, runs_dir: Path, worker_module: ModuleType) -> None:
