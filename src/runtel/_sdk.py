@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import functools
 import logging
 import os
 import threading
@@ -96,10 +97,9 @@ class Runtime:
         if self._built:
             return
         with self._lock:
-            if self._built:
-                return
-            self._build_tracing(run_name)
-            self._built = True
+            if not self._built:
+                self._build_tracing(run_name)
+                self._built = True
 
     def _resource_attributes(self, run_name: str) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -274,7 +274,7 @@ class Runtime:
         jobs.extend(p.shutdown for p in self.span_processors)
         for provider in list(self.run_metrics.values()):
             if provider is not None:
-                jobs.append(lambda p=provider: p.shutdown(timeout_millis=timeout * 1000))
+                jobs.append(functools.partial(provider.shutdown, timeout_millis=timeout * 1000))
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
         _run_bounded(jobs, timeout)

@@ -188,7 +188,7 @@ class _Options:
         seed_parameter: str | None,
         record_dir_parameter: str | None,
     ) -> None:
-        self.name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function")
+        self.name: str = str(name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function"))
         static: dict[str, Any] = {
             semconv.SPAN_KIND: semconv.KIND_FUNCTION,
             semconv.CODE_FUNCTION_NAME: f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', self.name)}",
@@ -434,9 +434,9 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], opts: _Op
                     await step(agen.aclose)
                     raise
                 except BaseException as thrown:
-                    item = await step(lambda thrown=thrown: agen.athrow(thrown))
+                    item = await step(functools.partial(agen.athrow, thrown))
                 else:
-                    item = await step(lambda sent=sent: agen.asend(sent))
+                    item = await step(functools.partial(agen.asend, sent))
         except StopAsyncIteration:
             return
         except BaseException as exc:

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import runtel
@@ -58,7 +59,7 @@ def test_anyio_task_group_parenting(rt: Settings) -> None:
 
     async def child(i: int) -> None:
         async with runtel.block("child", i=i):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async def main() -> runtel.Run:
         async with runtel.run_span("tg") as run:
@@ -293,7 +294,7 @@ def test_trace_error_in_async_function(rt: Settings) -> None:
     assert span.status_code == 2
 
 
-def test_trace_outside_a_run_is_harmless(rt: Settings, runs_dir: "object") -> None:
+def test_trace_outside_a_run_is_harmless(rt: Settings, runs_dir: object) -> None:
     """Traced functions and blocks outside any run just run (no folder is created)."""
     with runtel.block("lonely"):
         assert add(2, 3) == 5

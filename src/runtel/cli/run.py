@@ -107,11 +107,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from runtel.redaction import Redactor
 
     shown = shlex.join(Redactor(settings.redact_patterns).redact_argv(command))
-    run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **{"runtel.command": shown})
+    attributes: dict[str, Any] = {"runtel.command": shown}
+    run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **attributes)
     started = time.monotonic()
     with run_span as run:
-        for signum in _FORWARDED:
-            previous[signum] = signal.signal(signum, forward)
+        for sig in _FORWARDED:
+            previous[sig] = signal.signal(sig, forward)
         try:
             try:
                 child = subprocess.Popen(command, env=runtel.inject_env())
@@ -128,16 +129,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 returncode = child.wait()
                 exit_code = 128 - returncode if returncode < 0 else returncode
                 if returncode < 0:
-                    sig = signal.Signals(-returncode)
-                    run.record["signal"] = sig.name
-                    status = "interrupted" if sig in _INTERRUPTING else "error"
-                    _mark_failed(run, exit_code, f"command killed by {sig.name}", status)
+                    killer = signal.Signals(-returncode)
+                    run.record["signal"] = killer.name
+                    status = "interrupted" if killer in _INTERRUPTING else "error"
+                    _mark_failed(run, exit_code, f"command killed by {killer.name}", status)
                 elif returncode != 0:
                     _mark_failed(run, exit_code, f"command exited with code {returncode}", "error")
             run.record["exit_code"] = exit_code
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
     if not args.quiet and run.dir is not None:
         sys.stderr.write(f"runtel: run {run.id} {run.status} in {time.monotonic() - started:.2f} s — {run.dir}\n")
     return exit_code
