@@ -111,6 +111,16 @@ class Runtime:
             attrs.update(env.resource)
         return {k: v for k, v in attrs.items() if v is not None}
 
+    def _span_limits(self) -> Any:
+        """The SDK's default of 128 attributes per span is too few for a run span (config, environment,
+        usage); runtel's own provider allows 1,024 unless the standard variables say otherwise."""
+        from opentelemetry.sdk.trace import SpanLimits
+
+        env = self.settings.env
+        if env.get("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT") or env.get("OTEL_ATTRIBUTE_COUNT_LIMIT"):
+            return SpanLimits()
+        return SpanLimits(max_span_attributes=1024)
+
     def _build_tracing(self, run_name: str) -> None:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -125,7 +135,7 @@ class Runtime:
             self.owns_provider = current in _created
         else:
             resource = Resource.create(self._resource_attributes(run_name))
-            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False, span_limits=self._span_limits())
             _created.add(provider)
             self.owns_provider = True
             if isinstance(current, trace.ProxyTracerProvider):

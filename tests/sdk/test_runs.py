@@ -310,3 +310,12 @@ def test_seed_is_recorded(rt: Settings) -> None:
         pass
     assert isinstance(run2.seed, int)
     assert read_run(run2.dir)[0]["seed"] == run2.seed  # type: ignore[arg-type]
+
+
+def test_large_configs_keep_all_attributes(rt: Settings) -> None:
+    """A run span with hundreds of config keys keeps them all (runtel's provider raises the 128 default)."""
+    config = {f"k{i}": i for i in range(300)}
+    with runtel.run_span("wide", config=config) as run:
+        pass
+    _, spans = read_run(run.dir)  # type: ignore[arg-type]
+    assert sum(1 for k in spans[0].attributes if k.startswith("config.k")) == 300
