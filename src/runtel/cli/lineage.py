@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show where a file or run came from (and who used it)",
         description="Show the lineage of a run or of a file: the run that produced the file (found by content "
         "hash), the inputs and upstream runs it was made from, recursively, with their git commits, and the "
-        "runs that used its outputs. TARGET is a run id, unique prefix, run folder, 'latest', or a file path.",
+        "runs that used its outputs. RUN is a run id, unique prefix, run folder or 'latest'; PATH is any file or directory.",
     )
     p.add_argument("target", metavar="RUN|PATH", help="run id, unique prefix, run folder, 'latest', or a file")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
