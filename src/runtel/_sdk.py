@@ -71,6 +71,7 @@ class Runtime:
         self.tracer: trace.Tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
         self.router: RunProcessor | None = None
         self.span_processors: list[SpanProcessor] = []
+        self._json_processor: SpanProcessor | None = None
         self.run_metrics: dict[str, Any] = {}
         self._ticker: Any = None
         self.monitor: Any = None
@@ -149,14 +150,13 @@ class Runtime:
         self.router = router
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
-            processors.append(
-                BatchSpanProcessor(
-                    JsonlSpanExporter(self.sinks),
-                    max_queue_size=_MAX_QUEUE,
-                    schedule_delay_millis=_SCHEDULE_DELAY_MS,
-                    max_export_batch_size=_MAX_BATCH,
-                )
+            self._json_processor = BatchSpanProcessor(
+                JsonlSpanExporter(self.sinks),
+                max_queue_size=_MAX_QUEUE,
+                schedule_delay_millis=_SCHEDULE_DELAY_MS,
+                max_export_batch_size=_MAX_BATCH,
             )
+            processors.append(self._json_processor)
         if self.settings.otlp_enabled:
             with guard("otlp-build", "set up OTLP span export"):
                 from runtel.exporters.otlp import build_span_processor
@@ -390,6 +390,17 @@ def _after_fork_in_child() -> None:
     rt.monitor = None
     rt.open_runs = {}  # the parent's runs are finalised by the parent, never by a forked child
     rt.sinks._lock = threading.Lock()
+    if rt.router is not None and rt._json_processor is not None:
+        # Forked workers (DataLoader, multiprocessing) often leave through os._exit or are terminated:
+        # write their spans synchronously, so every span a worker ends is on disk at once.
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        from runtel.exporters.jsonl import JsonlSpanExporter
+
+        sync = SimpleSpanProcessor(JsonlSpanExporter(rt.sinks))
+        rt.span_processors = [sync if p is rt._json_processor else p for p in rt.span_processors]
+        rt._json_processor = sync
+        rt.router.delegates = tuple(rt.span_processors)
     for run_id in rt.sinks.open_ids():
         for f in (rt.sinks.spans(run_id), rt.sinks.metrics(run_id)):
             if f is not None:
