@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from runtel import semconv
 from runtel._guard import guard, log_once
 
 if TYPE_CHECKING:
@@ -68,11 +69,11 @@ INDEX_FILE: Final = ".runtel-artifacts.jsonl"
 """Append-only artifact index in the runs root: one line per artifact (hash, run id, name, path)."""
 
 # Names of what lineage adds to spans (semconv.py holds no lineage names yet).
-ARTIFACT_EVENT: Final = "runtel.artifact"
-SOURCE_EVENT: Final = "runtel.source"
-METADATA_PREFIX: Final = "runtel.metadata."
-_ARTIFACT_ATTR: Final = "runtel.artifact."
-_SOURCE_ATTR: Final = "runtel.source."
+ARTIFACT_EVENT: Final = semconv.ARTIFACT_EVENT
+SOURCE_EVENT: Final = semconv.SOURCE_EVENT
+METADATA_PREFIX: Final = semconv.METADATA_PREFIX
+_ARTIFACT_ATTR: Final = semconv.ARTIFACT_PREFIX
+_SOURCE_ATTR: Final = semconv.SOURCE_PREFIX
 
 _INDEX_VERSION: Final = 1
 _RUN_ID_IN_LINE: Final = re.compile(r'"run_id":\s*"([^"\\]+)"')

@@ -95,6 +95,8 @@ class Run(LineageMixin):
         self._finished = False
         self._outcome: tuple[str, str, str] | None = None
         self._start_sample: Any = None
+        self._last_write = 0.0
+        self._write_pending = False
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r}, dir={str(self.dir) if self.dir else None!r})"
@@ -167,9 +169,20 @@ class Run(LineageMixin):
             return dict(mapping)
         return self._redactor.redact_mapping({str(k): normalize_config(v) for k, v in mapping.items()})
 
-    def _write_record(self) -> None:
+    def _write_record(self, *, force: bool = False) -> None:
+        """Replace run.json (and its copies in output dirs).
+
+        Updates while the run is open (artifacts, sources, metadata) are written at most once a second,
+        so a run that records thousands of artifacts does not rewrite its record thousands of times;
+        the start and the end always write. Everything is also in spans.jsonl as events.
+        """
         if self.dir is None:
             return
+        now = time.monotonic()
+        if not force and not self._finished and now - self._last_write < 1.0:
+            self._write_pending = True
+            return
+        self._last_write, self._write_pending = now, False
         with guard(f"record:{self.dir}", f"write the run record in {self.dir}"):
             atomic_write_json(self.dir / "run.json", self.record)
         for out in self._output_dirs:
@@ -426,7 +439,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
         record["output_dir"] = str(spec._output_dir)
     if run_dir is not None and level != "off" and env_info is not None:
         _write_side_files(run, env_info, argv, settings)
-    run._write_record()
+    run._write_record(force=True)
     return run
 
 
@@ -522,7 +535,7 @@ def _flush_and_record(run: Run) -> None:
         duration_s=round((end - run.start_time_ns) / 1e9, 6),
     )
     run._finished = True
-    run._write_record()
+    run._write_record(force=True)
 
 
 def _finish(run: Run, exc: BaseException | None, *, status: str | None, context_token: object, run_token: Any) -> None:

@@ -72,6 +72,11 @@ PACKAGES_HASH: Final = "runtel.packages.hash"
 PARAM_PREFIX: Final = "runtel.param."
 RETURN_VALUE: Final = "runtel.return"
 USAGE_PREFIX: Final = "runtel.usage."
+ARTIFACT_EVENT: Final = "runtel.artifact"
+ARTIFACT_PREFIX: Final = "runtel.artifact."
+SOURCE_EVENT: Final = "runtel.source"
+SOURCE_PREFIX: Final = "runtel.source."
+METADATA_PREFIX: Final = "runtel.metadata."
 
 # --- process / system metrics (semconv) ---------------------------------------------------------
 PROCESS_CPU_TIME: Final = "process.cpu.time"

@@ -222,3 +222,20 @@ def test_traceparent_from_environment(tmp_path: Path, clean_env: dict[str, str])
     (record,) = _records(tmp_path / "runs")
     assert record["trace_id"] == trace_id
     assert record["parent"]["span_id"] == span_id
+
+
+def test_show_lists_artifacts_sources_metadata(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel show` prints the run's artifacts, sources and metadata."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    code = textwrap.dedent("""
+        import pathlib, runtel
+        pathlib.Path("model.bin").write_bytes(b"weights")
+        with runtel.run_span("producer") as run:
+            run.add_artifact("model", "model.bin")
+            run.add_metadata(dataset="cifar10")
+    """)
+    assert subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, timeout=60).returncode == 0
+    shown = runtel_cli(["show", "latest"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "artifact  model:" in shown.stdout and "model.bin" in shown.stdout
+    assert "metadata  dataset = cifar10" in shown.stdout

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import runtel
 from runtel.config import Settings
 from runtel.testing import read_run
 
 
+@pytest.mark.filterwarnings("ignore:This process.*is multi-threaded:DeprecationWarning")
 def test_forked_child_span_on_disk_despite_os_exit(rt: Settings) -> None:
     """A span ended in a forked child that leaves through os._exit is in the parent's spans.jsonl."""
     with runtel.run_span("parent") as run:

@@ -263,6 +263,26 @@ def _pair_pct(mean: Any, peak: Any) -> str | None:
     return f"{mean * 100:.0f}% / {peak * 100:.0f}%"
 
 
+def _lineage_lines(record: Mapping[str, Any]) -> list[str]:
+    """One line per artifact, source and metadata key (the details are in run.json / --json)."""
+    lines: list[str] = []
+    artifacts = record.get("artifacts") or {}
+    for name, art in (artifacts.items() if isinstance(artifacts, Mapping) else ()):
+        if isinstance(art, Mapping):
+            digest = str(art.get("hash") or "")[:12]
+            size = render.format_bytes(art.get("size")) if isinstance(art.get("size"), (int, float)) else "-"
+            lines.append(f"artifact  {name}: {art.get('path')} ({size}, {art.get('hash_kind', '')} {digest})")
+    for src in record.get("sources") or ():
+        if isinstance(src, Mapping):
+            origin = f"run {src['run_id']}" if src.get("run_id") else src.get("kind", "source")
+            what = src.get("artifact_name") or src.get("path") or src.get("source")
+            lines.append(f"source    {what} <- {origin}")
+    metadata = record.get("metadata") or {}
+    for key, value in (metadata.items() if isinstance(metadata, Mapping) else ()):
+        lines.append(f"metadata  {key} = {str(value)[:80]}")
+    return lines
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     root = _root(args)
     run_dir = resolve_run(args.run, root)
@@ -286,6 +306,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         flat = to_attributes(config, prefix="", max_length=200)
         console.print(Panel(escape(render.kv_lines({k: v for k, v in list(flat.items())[:40]})), title="config",
                             expand=False))
+    lineage_lines = _lineage_lines(record)
+    if lineage_lines:
+        console.print(Panel(escape("\n".join(lineage_lines)), title="artifacts, sources, metadata", expand=False))
     tree = Tree("[bold]spans[/bold]")
     _add_children(tree, trees, fold=not args.all_spans)
     if not trees:
