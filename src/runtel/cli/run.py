@@ -107,6 +107,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from runtel.redaction import Redactor
 
     shown = shlex.join(Redactor(settings.redact_patterns).redact_argv(command))
+    runtime = _sdk.get_runtime()
+    if runtime is not None:
+        runtime.prepare_monitor()
+        if runtime.monitor is not None:  # measure the command, never the wrapper (also at run start)
+            runtime.monitor.set_roots([], include_self=False)
     attributes: dict[str, Any] = {"runtel.command": shown}
     run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **attributes)
     started = time.monotonic()
@@ -122,7 +127,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 exit_code = 127
                 _mark_failed(run, exit_code, message, "error")
             else:
-                runtime = _sdk.get_runtime()
                 monitor = runtime.monitor if runtime is not None else None
                 if monitor is not None:
                     monitor.set_roots([child.pid], include_self=False)
