@@ -51,6 +51,7 @@ __all__ = (
     "build_metric_exporter",
     "build_metric_reader",
     "build_span_processor",
+    "health_for",
     "post",
     "redact_url",
     "resolve_config",
@@ -291,24 +292,26 @@ class _Quiet:
 
 
 class Health:
-    """Success/failure state of one OTLP exporter: one warning ever, back-off after failures, flush deadlines."""
+    """Success/failure state of one OTLP endpoint (shared by its traces and metrics exporters): one warning ever,
+    back-off after failures. Sharing means a collector found dead while flushing spans is not waited for again
+    by the metrics flush right after it."""
 
     def __init__(self, config: ExportConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.secrets: set[str] = {v for v in config.headers.values() if v}
         self._clock = clock
         self._lock = threading.Lock()
         self.down_until = 0.0
         self.cooldown = _COOLDOWN_MIN_S
-        self.deadline: float | None = None
         self.failures = 0
         self.dropped_batches = 0
 
-    def allow(self) -> bool:
-        """Whether to attempt a send now (not in back-off, not past a flush/shutdown deadline)."""
+    def allow(self, deadline: float | None = None) -> bool:
+        """Whether to attempt a send now (not in back-off, not past the caller's flush/shutdown deadline)."""
         now = self._clock()
+        if deadline is not None and now >= deadline:
+            return False
         with self._lock:
-            if self.deadline is not None and now >= self.deadline:
-                return False
             return now >= self.down_until
 
     def succeeded(self) -> None:
@@ -323,7 +326,7 @@ class Health:
             self.failures += 1
             self.down_until = self._clock() + self.cooldown
             self.cooldown = min(self.cooldown * 2, _COOLDOWN_MAX_S)
-        text = classify(reason or "unknown error", tuple(self.config.headers.values()))
+        text = classify(reason or "unknown error", tuple(self.secrets))
         if text == "Timeout" and "max retries" in (reason or ""):
             # the HTTP exporter's last log line hides the cause; a 0.25 s connect (once per back-off) finds it
             text = _probe(self.config.endpoint) or text
@@ -361,9 +364,25 @@ def _probe(endpoint: str) -> str | None:
         return type(exc).__name__
 
 
-def _attempt(health: Health, send: Callable[[], bool]) -> bool:
+_healths_lock = threading.Lock()
+_healths: dict[str, Health] = {}
+
+
+def health_for(config: ExportConfig) -> Health:
+    """The process-wide health record of ``config``'s endpoint (scheme, host and port)."""
+    key = config.display_endpoint
+    with _healths_lock:
+        health = _healths.get(key)
+        if health is None:
+            health = _healths[key] = Health(config)
+        else:
+            health.secrets.update(v for v in config.headers.values() if v)
+        return health
+
+
+def _attempt(health: Health, send: Callable[[], bool], deadline: float | None = None) -> bool:
     """Run one export attempt quietly and record its outcome."""
-    if not health.allow():
+    if not health.allow(deadline):
         health.skipped()
         return False
     reason: str | None
@@ -391,10 +410,12 @@ class QuietSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, health: Health) -> None:
         self.inner = inner
         self.health = health
+        #: set by the processor while it flushes or shuts down: later batches are dropped, not sent
+        self.deadline: float | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Send unless backing off; a failure is recorded, never raised."""
-        ok = _attempt(self.health, lambda: self.inner.export(spans) == SpanExportResult.SUCCESS)
+        ok = _attempt(self.health, lambda: self.inner.export(spans) == SpanExportResult.SUCCESS, self.deadline)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
@@ -421,12 +442,14 @@ class QuietMetricExporter(MetricExporter):
         self.inner = inner
         self.health = health
         self.owns_inner = owns_inner
+        self.deadline: float | None = None
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         """Send unless backing off; a failure is recorded, never raised."""
         ok = _attempt(
             self.health,
             lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis) == MetricExportResult.SUCCESS,
+            self.deadline,
         )
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
@@ -589,16 +612,15 @@ class OtlpSpanProcessor(BatchSpanProcessor):
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         """Export what is queued, giving up after ``timeout_millis`` (the SDK ignores it, issue #4568)."""
         limit = self.bound_s if timeout_millis is None else min(self.bound_s, timeout_millis / 1000)
-        health = self.quiet_exporter.health
-        health.deadline = time.monotonic() + limit
+        self.quiet_exporter.deadline = time.monotonic() + limit
         try:
             return bool(super().force_flush(timeout_millis))
         finally:
-            health.deadline = None
+            self.quiet_exporter.deadline = None
 
     def shutdown(self) -> None:
         """Stop the worker, sending what is queued within the bound, then close the exporter."""
-        self.quiet_exporter.health.deadline = time.monotonic() + self.bound_s
+        self.quiet_exporter.deadline = time.monotonic() + self.bound_s
         self._batch_processor.shutdown(timeout_millis=int(self.bound_s * 1000))
 
 
@@ -612,17 +634,16 @@ class OtlpMetricReader(PeriodicExportingMetricReader):
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Collect and export once, giving up after the bound."""
-        health = self.quiet_exporter.health
-        health.deadline = time.monotonic() + min(self.bound_s, timeout_millis / 1000)
+        self.quiet_exporter.deadline = time.monotonic() + min(self.bound_s, timeout_millis / 1000)
         try:
             return bool(super().force_flush(timeout_millis=min(timeout_millis, self.bound_s * 1000)))
         finally:
-            health.deadline = None
+            self.quiet_exporter.deadline = None
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         """Final collection and exporter close, within the bound."""
         bound_ms = min(timeout_millis, self.bound_s * 1000)
-        self.quiet_exporter.health.deadline = time.monotonic() + bound_ms / 1000
+        self.quiet_exporter.deadline = time.monotonic() + bound_ms / 1000
         super().shutdown(timeout_millis=bound_ms, **kwargs)
 
 
@@ -633,7 +654,7 @@ def build_span_processor(settings: Settings) -> SpanProcessor:
         ConfigError: the OTLP variables are not usable (``_sdk`` logs it once and goes on without OTLP).
     """
     config = resolve_config(settings.env, "traces", cap_timeout=settings.export_timeout)
-    exporter = QuietSpanExporter(make_span_exporter(config), Health(config))
+    exporter = QuietSpanExporter(make_span_exporter(config), health_for(config))
     _install_log_filter()
     _logger.debug("OTLP span export to %s over %s", config.display_endpoint, config.protocol)
     return OtlpSpanProcessor(exporter, settings.export_timeout)
@@ -657,7 +678,7 @@ def build_metric_exporter(settings: Settings) -> MetricExporter:
     with _shared_lock:
         shared = _shared_metric_exporters.get(key)
         if shared is None:
-            shared = _shared_metric_exporters[key] = (make_metric_exporter(config), Health(config))
+            shared = _shared_metric_exporters[key] = (make_metric_exporter(config), health_for(config))
             _install_log_filter()
             _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
     return QuietMetricExporter(shared[0], shared[1], owns_inner=False)
@@ -670,7 +691,7 @@ def build_metric_reader(settings: Settings) -> MetricReader:
         ConfigError: the OTLP variables are not usable.
     """
     config = resolve_config(settings.env, "metrics", cap_timeout=settings.export_timeout)
-    exporter = QuietMetricExporter(make_metric_exporter(config), Health(config))
+    exporter = QuietMetricExporter(make_metric_exporter(config), health_for(config))
     _install_log_filter()
     _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
     return OtlpMetricReader(exporter, settings.metric_interval, settings.export_timeout)
