@@ -239,3 +239,18 @@ def test_show_lists_artifacts_sources_metadata(tmp_path: Path, clean_env: dict[s
     assert shown.returncode == 0, shown.stderr
     assert "artifact  model:" in shown.stdout and "model.bin" in shown.stdout
     assert "metadata  dataset = cifar10" in shown.stdout
+
+
+def test_standard_resource_variables(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES end up on the Resource of every exported line."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs"), "OTEL_SERVICE_NAME": "trainer",
+           "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test,team=vision"}
+    code = "import runtel\nwith runtel.run_span('res'):\n    pass\n"
+    assert subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, timeout=60).returncode == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    for line in (folder / "spans.jsonl").read_text().splitlines():
+        for rs in json.loads(line)["resourceSpans"]:
+            attrs = {a["key"]: a["value"].get("stringValue") for a in rs["resource"]["attributes"]}
+            assert attrs["service.name"] == "trainer"
+            assert attrs["deployment.environment.name"] == "test" and attrs["team"] == "vision"
+            assert attrs["host.arch"] in ("amd64", "arm64", "x86", "ppc64", "s390x", "arm32", "ia64", "ppc32")
