@@ -48,6 +48,8 @@ _logger = logging.getLogger("runtel.sdk")
 CURRENT_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("runtel_current_run", default=None)
 
 _attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: ids independent of the (often seeded) global random state; see _ids.py
+_ID_GENERATOR: Any = None
 #: providers runtel itself created (a later runtime in the same process still owns them)
 _created: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -123,6 +125,11 @@ class Runtime:
         return SpanLimits(max_span_attributes=1024)
 
     def _build_tracing(self, run_name: str) -> None:
+        global _ID_GENERATOR
+        if _ID_GENERATOR is None:
+            from runtel._ids import IndependentIdGenerator
+
+            _ID_GENERATOR = IndependentIdGenerator()
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -136,7 +143,8 @@ class Runtime:
             self.owns_provider = current in _created
         else:
             resource = Resource.create(self._resource_attributes(run_name))
-            provider = TracerProvider(resource=resource, shutdown_on_exit=False, span_limits=self._span_limits())
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False, span_limits=self._span_limits(),
+                                      id_generator=_ID_GENERATOR)
             _created.add(provider)
             self.owns_provider = True
             if isinstance(current, trace.ProxyTracerProvider):
@@ -382,6 +390,8 @@ def _at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     """In a forked child the sampler thread is gone and inherited locks may be held: reset them."""
+    if _ID_GENERATOR is not None:
+        _ID_GENERATOR.reseed()
     rt = _runtime
     if rt is None:
         return

@@ -254,3 +254,27 @@ def test_standard_resource_variables(tmp_path: Path, clean_env: dict[str, str]) 
             assert attrs["service.name"] == "trainer"
             assert attrs["deployment.environment.name"] == "test" and attrs["team"] == "vision"
             assert attrs["host.arch"] in ("amd64", "arm64", "x86", "ppc64", "s390x", "arm32", "ia64", "ppc32")
+
+
+def test_reproduce_script_reruns_the_job(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """reproduce.sh from a run folder re-runs the same command line (quoting intact) from the original folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    script = work / "job.py"
+    script.write_text(textwrap.dedent("""
+        import json, sys, runtel
+        with runtel.run_span("job"):
+            with open("argv.jsonl", "a") as f:
+                f.write(json.dumps(sys.argv[1:]) + "\\n")
+    """))
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    args = ["--name", "two words", "--expr", "$HOME and 'quotes'", "--lr=0.1"]
+    assert subprocess.run([PY, str(script), *args], env=env, cwd=work, timeout=60).returncode == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    reproduce = folder / "reproduce.sh"
+    assert reproduce.exists()
+    proc = subprocess.run(["bash", str(reproduce)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    runs = [json.loads(line) for line in (work / "argv.jsonl").read_text().splitlines()]
+    assert runs == [args, args]
+    assert len(list((tmp_path / "runs").iterdir())) == 2

@@ -319,3 +319,14 @@ def test_large_configs_keep_all_attributes(rt: Settings) -> None:
         pass
     _, spans = read_run(run.dir)  # type: ignore[arg-type]
     assert sum(1 for k in spans[0].attributes if k.startswith("config.k")) == 300
+
+
+def test_seeding_does_not_repeat_trace_or_span_ids(rt: Settings) -> None:
+    """Two runs seeded alike still get distinct trace and span ids (ids do not come from `random`)."""
+    ids = []
+    for _ in range(2):
+        with runtel.run_span("same-seed", seed=7) as run:
+            with runtel.block("b") as blk:
+                pass
+        ids.append((run.trace_id, blk.span.get_span_context().span_id))
+    assert ids[0][0] != ids[1][0] and ids[0][1] != ids[1][1]
