@@ -107,7 +107,7 @@ class Runtime:
     def _resource_attributes(self, run_name: str) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             semconv.SERVICE_NAME: self.settings.service_name or run_name,
-            semconv.SERVICE_VERSION: os.environ.get("OTEL_SERVICE_VERSION", "") or None,
+            semconv.SERVICE_VERSION: self.settings.env.get("OTEL_SERVICE_VERSION", "") or None,
         }
         env = self.environment
         if env is not None:
@@ -289,10 +289,13 @@ class Runtime:
             jobs.append(self.monitor.stop)
         if self._ticker is not None:
             jobs.append(self._ticker.stop)
-        jobs.extend(p.shutdown for p in self.span_processors)
+        # Local files first: a stalled collector must not eat the bound before the run folder is complete.
+        local = [p for p in self.span_processors if p is self._json_processor]
+        jobs.extend(p.shutdown for p in local)
         for provider in list(self.run_metrics.values()):
             if provider is not None:
                 jobs.append(functools.partial(provider.shutdown, timeout_millis=timeout * 1000))
+        jobs.extend(p.shutdown for p in self.span_processors if p not in local)
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
         _run_bounded(jobs, timeout)

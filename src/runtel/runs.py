@@ -141,23 +141,21 @@ class Run(LineageMixin):
 
     def add_disk_info(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Record mount point, file-system type and free space of the disk holding ``path``."""
-        info: dict[str, Any] = {}
-        with guard("disk-info", "read disk information"):
-            from runtel.environment.host import disk_info
+        from runtel.environment.host import disk_info
 
-            info = dict(disk_info(path))
-            self.record.setdefault("disks", []).append(info)
-            self._write_record()
-        return info
+        return self._add_inventory("disks", lambda: disk_info(path))
 
     def add_device_info(self, device: object) -> dict[str, Any]:
         """Record a torch device's properties (only if the application already imported torch)."""
-        info: dict[str, Any] = {}
-        with guard("device-info", "read device information"):
-            from runtel.environment.host import device_info
+        from runtel.environment.host import device_info
 
-            info = dict(device_info(device))
-            self.record.setdefault("devices", []).append(info)
+        return self._add_inventory("devices", lambda: device_info(device))
+
+    def _add_inventory(self, section: str, read: Any) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        with guard(f"{section}-info", f"read {section} information"):
+            info = dict(read())
+            self.record.setdefault(section, []).append(info)
             self._write_record()
         return info
 
