@@ -25,9 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fresh(code: str, env: dict[str, str] | None = None, cwd: str | None = None) -> dict[str, float]:
-    """Run ``code`` in a fresh interpreter; it prints one JSON object of numbers."""
-    proc = subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600)
+    """Run ``code`` as a script file in a fresh interpreter; it prints one JSON object of numbers.
+
+    The script lives in a throwaway git repository (committed), so every tool can capture git state.
+    """
+    with tempfile.TemporaryDirectory() as repo:
+        script = Path(repo) / "bench_job.py"
+        script.write_text(textwrap.dedent(code))
+        git = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"}
+        for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "bench"]):
+            subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, env={**os.environ, **git})
+        proc = subprocess.run([PY, str(script)], capture_output=True, text=True, env=env, cwd=cwd or repo,
+                              timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -175,18 +184,20 @@ def bench_run_span(runs: int) -> None:
                             ("runtel run_span, full capture, sampler on (default)", "1")):
         with tempfile.TemporaryDirectory() as tmp:
             r = fresh(RUN_CODE.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp, "BENCH_SAMPLING": sampling},
-                      cwd=str(ROOT))
-        base = base or r
+                      )
         rows.append([label, f"{r['cold']:.1f}", f"{r['median']:.3f}", f"{r['p95']:.3f}", "-"])
+        if sampling == "0":
+            base = r
     for label, code in (("pycrumbs @tracked no-op (record file)", PYCRUMBS_CODE),
                         ("kwutil ProcessContext().start().stop()", KWUTIL_CODE)):
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                r = fresh(code.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp}, cwd=str(ROOT))
+                r = fresh(code.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp})
             rows.append([label, f"{r['cold']:.1f}", f"{r['median']:.3f}", f"{r['p95']:.3f}",
                          f"{base['median'] / r['median']:.2f}"])
         except RuntimeError as exc:
-            rows.append([label, "not installed" if "ModuleNotFoundError" in str(exc) else "failed", "", "", ""])
+            rows.append([label, "not installed" if "ModuleNotFoundError" in str(exc) else "failed: "
+                         + str(exc).strip().splitlines()[-1][:60], "", "", ""])
     table(
         f"run cost: cold = first run in a fresh process (git, packages, host facts); warm = median/p95 of {runs} "
         "later runs in the same process (run folder, run.json x2, reproduce.sh, flush)",

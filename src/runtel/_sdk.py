@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ _created: weakref.WeakSet[Any] = weakref.WeakSet()
 _SCHEDULE_DELAY_MS = 200
 _MAX_QUEUE = 16_384
 _MAX_BATCH = 1_024
+#: seconds the sampler keeps running after the last run closed (back-to-back runs reuse it)
+_LINGER = 2.0
 
 
 class Runtime:
@@ -76,6 +79,7 @@ class Runtime:
         self._json_processor: SpanProcessor | None = None
         self.run_metrics: dict[str, Any] = {}
         self._ticker: Any = None
+        self._idle_since: float | None = None
         self.monitor: Any = None
         self._redactor: Any = None
         self.open_runs: dict[str, Run] = {}
@@ -203,7 +207,7 @@ class Runtime:
         if not readers:
             return None
         if self._ticker is None:
-            self._ticker = MetricTicker(self.settings.metric_interval, self._pulled_readers)
+            self._ticker = MetricTicker(self.settings.metric_interval, self._pulled_readers, self._stop_if_idle)
         self._ticker.start()
         resource = self.provider.resource if self.provider is not None else Resource.create({})
         provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
@@ -237,6 +241,7 @@ class Runtime:
         with self._lock:
             first = not self.open_runs
             self.open_runs[run.id] = run
+            self._idle_since = None
             if run.dir is not None:
                 self.sinks.open(run.id, run.dir)
             if first:
@@ -274,11 +279,22 @@ class Runtime:
             self.open_runs.pop(run.id, None)
             self.sinks.close(run.id)
             if not self.open_runs:
-                if self.monitor is not None:
+                # Sampling lingers a couple of seconds (see _stop_if_idle): back-to-back runs reuse it.
+                self._idle_since = time.monotonic()
+                if self._ticker is None and self.monitor is not None:
                     with guard("monitor-stop", "stop the resource sampler"):
                         self.monitor.stop()
-                if self._ticker is not None:
-                    self._ticker.stop()
+
+    def _stop_if_idle(self) -> bool:
+        """Called by the metric ticker: stop the sampler once no run was open for ``_LINGER`` seconds."""
+        with self._lock:
+            if self.open_runs or self._idle_since is None or time.monotonic() - self._idle_since < _LINGER:
+                return False
+            if self.monitor is not None:
+                with guard("monitor-stop", "stop the resource sampler"):
+                    self.monitor.stop()
+            self._idle_since = None
+            return True  # the ticker thread ends; the next run starts it again
 
     # --- shutdown ------------------------------------------------------------------------------
     def shutdown(self, timeout: float | None = None) -> None:

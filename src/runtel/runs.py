@@ -65,6 +65,20 @@ def _normalize_tags(tags: Mapping[str, Any] | Iterable[str] | None) -> dict[str,
     return out
 
 
+_create_time: tuple[int, float] | None = None
+
+
+def _process_create_time() -> float:
+    """This process's start time (cached per pid; lets readers tell a dead run's pid from a reused one)."""
+    global _create_time
+    pid = os.getpid()
+    if _create_time is None or _create_time[0] != pid:
+        import psutil
+
+        _create_time = (pid, psutil.Process(pid).create_time())
+    return _create_time[1]
+
+
 def _script_path(argv: list[str]) -> str | None:
     if argv and argv[0] and os.path.isfile(argv[0]):
         return os.path.abspath(argv[0])
@@ -372,9 +386,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     }
     proc: dict[str, Any] = {"pid": os.getpid()}
     with guard("process-identity", "identify the process"):
-        import psutil
-
-        proc["create_time"] = psutil.Process().create_time()
+        proc["create_time"] = _process_create_time()
     if level == "full":
         proc["host"] = socket.gethostname()
     record["process"] = proc

@@ -10,6 +10,7 @@ final collection happens synchronously when it ends.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -51,11 +52,17 @@ class PulledMetricReader(MetricReader):
 
 
 class MetricTicker:
-    """A daemon thread that collects the given readers every ``interval`` seconds until stopped."""
+    """A daemon thread that collects the given readers every ``interval`` seconds until stopped.
 
-    def __init__(self, interval: float, readers: Callable[[], Iterable[MetricReader]]) -> None:
+    It also calls ``on_idle`` about once a second; the runtime uses that to stop the sampler a little
+    after the last run closed, so back-to-back runs (a sweep) do not restart threads for every run.
+    """
+
+    def __init__(self, interval: float, readers: Callable[[], Iterable[MetricReader]],
+                 on_idle: Callable[[], bool] | None = None) -> None:
         self._interval = interval
         self._readers = readers
+        self._on_idle = on_idle
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -68,10 +75,18 @@ class MetricTicker:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            for reader in list(self._readers()):
-                with guard("metric-collect", "collect metrics"):
-                    reader.collect()
+        wake = min(self._interval, 1.0)
+        next_collect = time.monotonic() + self._interval
+        while not self._stop.wait(wake):
+            if time.monotonic() >= next_collect:
+                next_collect += self._interval
+                for reader in list(self._readers()):
+                    with guard("metric-collect", "collect metrics"):
+                        reader.collect()
+            if self._on_idle is not None:
+                with guard("metric-idle", "stop idle sampling"):
+                    if self._on_idle():
+                        return
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop ticking; returns promptly (the thread wakes on the stop event)."""
