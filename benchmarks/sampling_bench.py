@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import bisect
 import csv
+import gc
 import json
 import os
 import resource
@@ -307,6 +308,18 @@ async def _probe(duration: float) -> list[tuple[int, int, float]]:
         out.append((w0, time.time_ns(), time.perf_counter() - t0 - 0.001))
 
 
+_GC_PAUSES: list[float] = []
+_gc_start = [0.0]
+
+
+def _gc_callback(phase: str, info: dict[str, int]) -> None:
+    """Collector pauses (any thread) while a probe runs: they show up as loop lateness too."""
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    else:
+        _GC_PAUSES.append(time.perf_counter() - _gc_start[0])
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -323,17 +336,22 @@ def bench_latency(tree: int, workdir: Path, gt: bool, window: float, rounds: int
         makers["gpu_tracker 10 Hz"] = lambda: GpuTrackerSampler(0.1, None, workdir)
     late: dict[str, list[float]] = {k: [] for k in makers}
     on_tick: dict[str, list[float]] = {k: [] for k in makers}
+    gc_max: dict[str, float] = {k: 0.0 for k in makers}
     for _ in range(rounds):
         for label, make in makers.items():
             sampler = make() if make is not None else None
             if sampler is not None:
                 sampler.start()
                 time.sleep(0.6)
+            _GC_PAUSES.clear()
+            gc.callbacks.append(_gc_callback)
             try:
                 probe = asyncio.run(_probe(window))
             finally:
+                gc.callbacks.remove(_gc_callback)
                 if sampler is not None:
                     sampler.stop()
+            gc_max[label] = max([gc_max[label], *_GC_PAUSES])
             late[label].extend(x[2] for x in probe)
             if isinstance(sampler, RuntelSampler):
                 # iterations during which a tick started (a snapshot's time is the start of its reads)
@@ -351,6 +369,7 @@ def bench_latency(tree: int, workdir: Path, gt: bool, window: float, rounds: int
             "tick_n": len(on_tick[label]),
             "tick_mean_ms": sum(on_tick[label]) / len(on_tick[label]) * 1000 if on_tick[label] else float("nan"),
             "tick_max_ms": max(on_tick[label]) * 1000 if on_tick[label] else float("nan"),
+            "gc_max_ms": gc_max[label] * 1000,
         }
     return out
 
@@ -363,10 +382,11 @@ def print_latency(latency: dict[str, dict[str, float]], window: float, rounds: i
         ok = "" if "runtel 10 Hz" not in label else (" ok" if added < 1.0 else " MISSED (target < 1 ms)")
         tick = "-" if r["tick_n"] == 0 else f"{r['tick_mean_ms']:.3f} / {r['tick_max_ms']:.3f} (n={int(r['tick_n'])})"
         rows.append([label, int(r["n"]), f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['p999_ms']:.3f}",
-                     f"{r['max_ms']:.3f}", f"{added:+.3f}{ok}", tick])
+                     f"{r['max_ms']:.3f}", f"{added:+.3f}{ok}", tick, f"{r['gc_max_ms']:.1f}"])
     table(f"3. Event-loop lateness of `await asyncio.sleep(0.001)` in the sampled process (ms; {rounds} interleaved "
           f"rounds x {window:.1f} s per condition)",
-          ["condition", "iterations", "p50", "p99", "p99.9", "max", "added p99", "iterations with a tick: mean / max"], rows)
+          ["condition", "iterations", "p50", "p99", "p99.9", "max", "added p99", "iterations with a tick: mean / max",
+           "longest GC pause"], rows)
     RESULTS["latency"] = latency
 
 
