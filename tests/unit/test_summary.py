@@ -100,3 +100,23 @@ def test_resource_usage_record_has_units_in_keys_and_is_json() -> None:
     assert record["cpu_utilization"]["max_hardware_fraction"] == 2.0  # type: ignore[index]
     assert record["energy"]["domains"]["cpu:estimate"]["joules"] == 5.0  # type: ignore[index]
     assert record["compute_time"] == {"wall_seconds": 3.0, "cpu_seconds": 1.0}
+
+
+def test_counters_use_the_baseline_before_the_window() -> None:
+    """CPU time and energy are measured from the last sample before the window; peaks use in-window samples only."""
+    before, inside = snap(1, 9.0, 10**9, 10.0), snap(2, 1.0, 100, 30.0)
+    s = summarize([inside], start_ns=int(1.5 * S), end_ns=int(2.5 * S), n_expected_cores=4, carbon_intensity=360.0,
+                  baseline=before)
+    assert s.samples == 1
+    assert s.energy["cpu:estimate"].joules == 20.0
+    assert s.cpu_time_s == 1.0
+    assert s.rss_max["main"] == 100  # the baseline's 1 GB is outside the window
+
+
+def test_single_sample_without_baseline_leaves_counters_unknown() -> None:
+    """One in-window sample and no baseline: CPU time and energy are unknown, not 0."""
+    s = summarize([snap(2, 1.0, 100, 30.0)], start_ns=int(1.5 * S), end_ns=int(2.5 * S), n_expected_cores=4,
+                  carbon_intensity=360.0)
+    assert s.samples == 1 and s.cpu_time_s is None and s.energy_total_j is None
+    attrs = usage_attributes(s)
+    assert semconv.USAGE_ENERGY_TOTAL not in attrs and semconv.USAGE_CPU_TIME not in attrs

@@ -151,7 +151,7 @@ def _usage_text(attributes: Mapping[str, Any]) -> str:
     rss = attributes.get(_USAGE + "memory.rss.max.combined") or attributes.get(_USAGE + "memory.rss.max")
     if isinstance(rss, (int, float)):
         parts.append(f"rss {render.format_bytes(rss)}")
-    gpu = attributes.get(_USAGE + "gpu.memory.max")
+    gpu = attributes.get(semconv.USAGE_GPU_MEMORY_TREE_MAX) or attributes.get(semconv.USAGE_GPU_MEMORY_USED_MAX)
     if isinstance(gpu, (int, float)) and gpu:
         parts.append(f"gpu mem {render.format_bytes(gpu)}")
     energy = attributes.get(_USAGE + "energy.total")

@@ -202,6 +202,7 @@ class Monitor:
                 end_ns=end_ns,
                 n_expected_cores=sampler.n_expected_cores,
                 carbon_intensity=self.carbon_intensity,
+                baseline=sampler.before(start_ns),
             )
 
         result = self._guard("usage", compute)

@@ -393,6 +393,13 @@ class Sampler:
             times, hist = self._trimmed()
             return hist[bisect.bisect_left(times, start_ns) : bisect.bisect_right(times, end_ns)]
 
+    def before(self, time_ns: int) -> Snapshot | None:
+        """The last snapshot taken before ``time_ns`` (the baseline of cumulative counters for a window)."""
+        with self._history_lock:
+            times, hist = self._trimmed()
+            index = bisect.bisect_left(times, time_ns)
+            return hist[index - 1] if index > 0 else None
+
     def history(self) -> list[Snapshot]:
         """Every snapshot kept, oldest first."""
         with self._history_lock:

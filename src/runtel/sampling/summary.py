@@ -114,7 +114,13 @@ def _scopes(snap: Snapshot) -> dict[str, ProcessStats]:
 
 
 def summarize(
-    snapshots: Sequence[Snapshot], *, start_ns: int, end_ns: int, n_expected_cores: int, carbon_intensity: float
+    snapshots: Sequence[Snapshot],
+    *,
+    start_ns: int,
+    end_ns: int,
+    n_expected_cores: int,
+    carbon_intensity: float,
+    baseline: Snapshot | None = None,
 ) -> UsageSummary:
     """Summarise the snapshots of ``[start_ns, end_ns]`` (others are ignored; order does not matter).
 
@@ -123,6 +129,9 @@ def summarize(
         start_ns / end_ns: The window, wall-clock ns.
         n_expected_cores: Denominator of the hardware CPU share.
         carbon_intensity: gCO2eq per kWh for emissions.
+        baseline: The last snapshot before the window. Cumulative counters (CPU time, energy) are
+            differences, so they are measured from it when given; with a single in-window sample and
+            no baseline they are unknown (left out) rather than reported as 0.
 
     Example:
         >>> summarize([], start_ns=0, end_ns=10**9, n_expected_cores=1, carbon_intensity=475.0).samples
@@ -177,12 +186,15 @@ def summarize(
             if g.memory_total_bytes is not None:
                 gpu_totals[g.uuid] = g.memory_total_bytes
 
-    energy = _energy_over(snaps)
+    counters_from = baseline if baseline is not None and baseline.time_ns < first.time_ns else first
+    counted = [counters_from, *snaps] if counters_from is not first else snaps
+    known = len(counted) >= 2
+    energy = _energy_over(counted) if known else {}
     total_j = sum(d.joules for d in energy.values()) if energy else None
     return UsageSummary(
         samples=len(snaps),
         logical_cores=last.logical_cores,
-        cpu_time_s=max(0.0, last.combined.cpu_time_s - first.combined.cpu_time_s),
+        cpu_time_s=max(0.0, last.combined.cpu_time_s - counters_from.combined.cpu_time_s) if known else None,
         cpu_utilization_max=util_max,
         cpu_utilization_mean=util_mean,
         cpu_hardware_utilization_max=util_max[semconv.SCOPE_COMBINED] / expected,
