@@ -163,7 +163,7 @@ class Runtime:
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
             self._json_processor = BatchSpanProcessor(
-                JsonlSpanExporter(self.sinks),
+                JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling),
                 max_queue_size=_MAX_QUEUE,
                 schedule_delay_millis=_SCHEDULE_DELAY_MS,
                 max_export_batch_size=_MAX_BATCH,
@@ -426,7 +426,7 @@ def _after_fork_in_child() -> None:
 
         from runtel.exporters.jsonl import JsonlSpanExporter
 
-        sync = SimpleSpanProcessor(JsonlSpanExporter(rt.sinks))
+        sync = SimpleSpanProcessor(JsonlSpanExporter(rt.sinks, mark_unsampled=rt.settings.sampling))
         rt.span_processors = [sync if p is rt._json_processor else p for p in rt.span_processors]
         rt._json_processor = sync
         rt.router.delegates = tuple(rt.span_processors)

@@ -3,7 +3,7 @@
 The hot path is kept short: a span is started on the current tracer, made current with one context
 attach, and ended; static attributes are computed once at decoration time. When a resource sampler
 is running, the span also gets the usage of its own time window (``runtel.usage.*``); a block that
-no sample fell into is marked ``runtel.usage.samples = 0`` rather than given invented numbers.
+no sample fell into gets no usage numbers (the run folder marks it ``runtel.usage.samples = 0``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ __all__ = ("Block", "block", "trace")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_USAGE_SAMPLES = semconv.USAGE_PREFIX + "samples"
 _PRIMITIVES = (str, bool, int, float)
 _fallback_tracer = otel_trace.get_tracer(semconv.INSTRUMENTATION_SCOPE)
 
@@ -57,9 +56,9 @@ def _end(span: Span, start_ns: int) -> None:
         with guard("block-usage", "summarise block resource usage"):
             start_ns = start_ns or getattr(span, "start_time", 0) or 0
             latest = monitor.sampler.latest
-            if latest is None or latest.time_ns < start_ns:
-                span.set_attribute(_USAGE_SAMPLES, 0)
-            else:
+            # No sample fell inside the window: the span stays without usage numbers rather than getting
+            # invented ones; the run-folder exporter marks it `runtel.usage.samples = 0` off the hot path.
+            if latest is not None and latest.time_ns >= start_ns:
                 from runtel.sampling.summary import usage_attributes
 
                 span.set_attributes(usage_attributes(monitor.usage(start_ns, time.time_ns())))
@@ -96,14 +95,13 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 class Block:
     """A code block recorded as a child span of whatever span is current (``with`` / ``async with``)."""
 
-    __slots__ = ("_attributes", "_name", "_span", "_start_ns", "_token")
+    __slots__ = ("_attributes", "_name", "_span", "_token")
 
     def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
         self._name = name
         self._attributes = attributes
         self._span: Span = otel_trace.INVALID_SPAN
         self._token: object = None
-        self._start_ns = 0
 
     @property
     def span(self) -> Span:
@@ -115,11 +113,12 @@ class Block:
         self._span.set_attributes(_user_attributes(attributes))
 
     def __enter__(self) -> Block:
-        attributes = _user_attributes(self._attributes)
-        attributes[semconv.SPAN_KIND] = semconv.KIND_BLOCK
-        self._start_ns = time.time_ns()
-        self._span = _tracer().start_span(self._name, attributes=attributes)
-        self._token = otel_context.attach(otel_trace.set_span_in_context(self._span))
+        rt = _sdk._runtime
+        span = self._span = (rt.tracer if rt is not None else _fallback_tracer).start_span(self._name)
+        span.set_attribute(semconv.SPAN_KIND, semconv.KIND_BLOCK)
+        if self._attributes:
+            span.set_attributes(_user_attributes(self._attributes))
+        self._token = otel_context.attach(otel_trace.set_span_in_context(span))
         return self
 
     def __exit__(
@@ -131,7 +130,7 @@ class Block:
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
-        _end(span, self._start_ns)
+        _end(span, 0)
 
     async def __aenter__(self) -> Block:
         return self.__enter__()

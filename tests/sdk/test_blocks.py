@@ -305,3 +305,20 @@ def test_trace_rejects_non_callables() -> None:
     """Decorating something that is not a function is a clear TypeError at decoration time."""
     with pytest.raises(TypeError):
         runtel.trace(42)  # type: ignore[call-overload]
+
+
+def test_short_blocks_are_marked_unsampled(rt_sampling: Settings) -> None:
+    """A block no sample fell into is written with runtel.usage.samples = 0; a long one gets real numbers."""
+    with runtel.run_span("usage") as run:
+        time.sleep(0.12)  # let the sampler tick at least once before the short block
+        with runtel.block("short"):
+            pass
+        with runtel.block("long"):
+            time.sleep(0.3)
+    _, spans = read_run(run.dir)  # type: ignore[arg-type]
+    names = _by_name(spans)
+    samples = semconv.USAGE_PREFIX + "samples"
+    assert names["short"][0].attributes[samples] == 0
+    assert names["short"][0].attributes.get(semconv.USAGE_PREFIX + "cpu.utilization.max") is None
+    assert names["long"][0].attributes[samples] >= 2
+    assert names["usage"][0].attributes[samples] >= 2  # runs always have their start and end samples

@@ -105,11 +105,21 @@ class RunSinks:
             return list(self._metrics)
 
 
-class JsonlSpanExporter(SpanExporter):
-    """Writes each batch of spans, grouped by run, as one OTLP/JSON line per run."""
+_MARKED_KINDS = (semconv.KIND_BLOCK, semconv.KIND_FUNCTION)
+_UNSAMPLED = {"key": semconv.USAGE_PREFIX + "samples", "value": {"intValue": "0"}}
 
-    def __init__(self, sinks: RunSinks) -> None:
+
+class JsonlSpanExporter(SpanExporter):
+    """Writes each batch of spans, grouped by run, as one OTLP/JSON line per run.
+
+    With ``mark_unsampled`` (the resource sampler is on), block and function spans that no sample
+    fell into are written with ``runtel.usage.samples = 0``: an explicit "not measured", added here
+    in the exporter thread instead of costing an attribute on every short span's hot path.
+    """
+
+    def __init__(self, sinks: RunSinks, *, mark_unsampled: bool = False) -> None:
         self._sinks = sinks
+        self.mark_unsampled = mark_unsampled
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Route and append; never raises."""
@@ -127,7 +137,10 @@ class JsonlSpanExporter(SpanExporter):
                     log_once(f"late-span:{run_id}", "runtel dropped %d span(s) that ended after run %s closed",
                              len(group), run_id, level=logging.DEBUG)
                     continue
-                ok = target.write(dumps_line(encode_spans(group))) and ok
+                request = encode_spans(group)
+                if self.mark_unsampled:
+                    _mark_unsampled(request)
+                ok = target.write(dumps_line(request)) and ok
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
         except Exception as exc:  # never let an encoding bug reach the SDK worker or the user
             log_once("span-export", "runtel could not export spans to the run folder: %r", exc, exc_info=True)
@@ -139,6 +152,18 @@ class JsonlSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Writes are synchronous, so there is nothing buffered here."""
         return True
+
+
+def _mark_unsampled(request: dict[str, Any]) -> None:
+    for rs in request["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                attributes = span.get("attributes")
+                if not attributes:
+                    continue
+                kind = next((a["value"].get("stringValue") for a in attributes if a["key"] == semconv.SPAN_KIND), None)
+                if kind in _MARKED_KINDS and not any(a["key"] == _UNSAMPLED["key"] for a in attributes):
+                    attributes.append(_UNSAMPLED)
 
 
 def _split_by_run(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
