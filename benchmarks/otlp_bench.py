@@ -131,7 +131,8 @@ METRIC_CODE = """
     from opentelemetry.metrics import Observation
     from runtel.config import resolve_settings
     from runtel.exporters.otlp import build_metric_exporter
-    from runtel.exporters.jsonl import JsonlMetricExporter, RunSinks
+    from runtel.exporters.jsonl import RunSinks
+    from runtel.exporters.metrics import JsonlMetricExporter
     import tempfile, pathlib
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("bench")

@@ -35,8 +35,6 @@ import reprlib
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from decimal import Decimal
-from fractions import Fraction
 from itertools import islice
 from pathlib import PurePath
 from typing import Any, Final, TypeAlias
@@ -134,6 +132,15 @@ def _int_text(value: int) -> str:
         return str(int.__repr__(value))
     except ValueError:
         return f"<int with {value.bit_length()} bits>"
+
+
+def _is_exact_number(value: object) -> bool:
+    """A Decimal or Fraction, checked without importing those modules (a value of theirs implies they are loaded)."""
+    for module, name in (("decimal", "Decimal"), ("fractions", "Fraction")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(value, getattr(loaded, name)):
+            return True
+    return False
 
 
 def _otel_int(value: int, limit: int = 4096) -> int | str:
@@ -601,7 +608,7 @@ class _Jsonify:
             return _cut(str(v), self.max_str)
         if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
             return v.isoformat()
-        if isinstance(v, (Decimal, Fraction, complex)):
+        if isinstance(v, complex) or _is_exact_number(v):
             return str(v)
         np = sys.modules.get("numpy")
         if np is not None and isinstance(v, np.generic):

@@ -187,8 +187,7 @@ class Runtime:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.resources import Resource
 
-        from runtel.exporters.jsonl import JsonlMetricExporter
-        from runtel.exporters.metrics import MetricTicker, PulledMetricReader
+        from runtel.exporters.metrics import JsonlMetricExporter, MetricTicker, PulledMetricReader
 
         exporters: list[Any] = []
         readers: list[MetricReader] = []

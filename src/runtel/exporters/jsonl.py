@@ -13,22 +13,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from runtel import semconv
 from runtel._guard import log_once
-from runtel.exporters.otlp_json import dumps_line, encode_metrics, encode_spans
+from runtel.exporters.otlp_json import dumps_line, encode_spans
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics.export import MetricsData
     from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ("JsonlMetricExporter", "JsonlSpanExporter", "LineFile", "RunSinks")
+__all__ = ("JsonlSpanExporter", "LineFile", "RunSinks")
 
 _logger = logging.getLogger("runtel.exporters")
 
@@ -164,65 +162,3 @@ def _mark_unsampled(request: dict[str, Any]) -> None:
                 kind = next((a["value"].get("stringValue") for a in attributes if a["key"] == semconv.SPAN_KIND), None)
                 if kind in _MARKED_KINDS and not any(a["key"] == _UNSAMPLED["key"] for a in attributes):
                     attributes.append(_UNSAMPLED)
-
-
-def _split_by_run(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Split an encoded metrics request into one request per run id found on its data points."""
-    per_run: dict[str, dict[str, Any]] = {}
-    for rm in message["resourceMetrics"]:
-        for sm in rm["scopeMetrics"]:
-            for metric in sm["metrics"]:
-                kind = next(k for k in ("sum", "gauge", "histogram") if k in metric)
-                points_by_run: dict[str, list[dict[str, Any]]] = {}
-                for point in metric[kind]["dataPoints"]:
-                    run_id = next(
-                        (kv["value"].get("stringValue") for kv in point["attributes"] if kv["key"] == semconv.RUN_ID),
-                        None,
-                    )
-                    if run_id:
-                        points_by_run.setdefault(run_id, []).append(point)
-                for run_id, points in points_by_run.items():
-                    req = per_run.setdefault(run_id, {"resourceMetrics": []})
-                    rms = req["resourceMetrics"]
-                    if not rms or rms[-1]["_src"] is not rm:
-                        rms.append({"_src": rm, "resource": rm["resource"], "scopeMetrics": []})
-                    sms = rms[-1]["scopeMetrics"]
-                    if not sms or sms[-1]["_src"] is not sm:
-                        sms.append({"_src": sm, "scope": sm["scope"], "metrics": []})
-                    sms[-1]["metrics"].append({**{k: v for k, v in metric.items() if k != kind},
-                                               kind: {**metric[kind], "dataPoints": points}})
-    for req in per_run.values():
-        for rm_out in req["resourceMetrics"]:
-            rm_out.pop("_src")
-            for sm_out in rm_out["scopeMetrics"]:
-                sm_out.pop("_src")
-    return per_run
-
-
-class JsonlMetricExporter(MetricExporter):
-    """Appends each collection, split by the ``runtel.run.id`` data-point attribute, to the runs' files."""
-
-    def __init__(self, sinks: RunSinks, on_export: Callable[[], None] | None = None) -> None:
-        super().__init__()
-        self._sinks = sinks
-        self._on_export = on_export
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        """Route and append; never raises."""
-        try:
-            ok = True
-            for run_id, request in _split_by_run(encode_metrics(metrics_data)).items():
-                target = self._sinks.metrics(run_id)
-                if target is not None:
-                    ok = target.write(dumps_line(request)) and ok
-            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-        except Exception as exc:
-            log_once("metric-export", "runtel could not export metrics to the run folder: %r", exc, exc_info=True)
-            return MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Writes are synchronous."""
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Nothing to release."""
