@@ -51,11 +51,22 @@ class _EnvSetter(Setter[MutableMapping[str, str]]):
         carrier[_normalize(key)] = value
 
 
+def _w3c() -> Any:
+    """W3C trace context + baggage, the formats TRACEPARENT/TRACESTATE/BAGGAGE carry.
+
+    Used directly rather than through ``opentelemetry.propagate`` (whose import scans entry points,
+    ~8 ms at a run's start); the environment carrier is defined for exactly these W3C fields.
+    """
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
 def extract_parent_context(env: Mapping[str, str]) -> Context:
     """The context found in ``TRACEPARENT``/``TRACESTATE``/``BAGGAGE`` of ``env`` (empty if none)."""
-    from opentelemetry import propagate
-
-    return propagate.extract(env, getter=_EnvGetter())
+    return _w3c().extract(env, getter=_EnvGetter())  # type: ignore[no-any-return]
 
 
 def inject_env(env: Mapping[str, str] | None = None, *, context: Context | None = None) -> dict[str, str]:
@@ -74,9 +85,7 @@ def inject_env(env: Mapping[str, str] | None = None, *, context: Context | None 
         out.pop(key, None)
     span_context = trace.get_current_span(context).get_span_context()
     if span_context.is_valid:
-        from opentelemetry import propagate
-
-        propagate.inject(out, context=context, setter=_EnvSetter())
+        _w3c().inject(out, context=context, setter=_EnvSetter())
     from runtel.runs import current_run
 
     run = current_run()
