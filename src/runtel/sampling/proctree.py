@@ -78,6 +78,11 @@ class _Tracked:
     uss: int | None = None
     pss: int | None = None
     detail_read: bool = False
+    detail_rss: int = -1  # RSS when USS/PSS were last read
+    detail_t: float = 0.0  # monotonic time of that read
+
+
+_DETAIL_RSS_DELTA = 1 << 20
 
 
 @dataclass(slots=True)
@@ -345,8 +350,12 @@ class ProcessTree:
         acc.system += system
         if zombie:  # exited but not reaped: its CPU seconds count, it holds no memory or threads
             return False
-        if want_detail or not entry.detail_read:
-            entry.detail_read = True
+        # USS/PSS cost ~0.5 ms per process; re-read them only when the process's RSS moved (> 1 MiB or 1%)
+        # since the last read, which keeps large idle trees (dataloader workers) cheap.
+        # (PSS also moves when sharers come and go, so an unchanged process is still re-read once a minute.)
+        moved = abs(rss - entry.detail_rss) > max(_DETAIL_RSS_DELTA, rss // 100) or now - entry.detail_t > 60.0
+        if not entry.detail_read or (want_detail and moved):
+            entry.detail_read, entry.detail_rss, entry.detail_t = True, rss, now
             try:
                 if entry.proc is None:
                     entry.proc = ps.Process(entry.pid)
