@@ -44,6 +44,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import table
+
 PY = sys.executable
 MiB = 2**20
 RESULTS: dict[str, Any] = {}
@@ -75,14 +78,6 @@ SPIKES = textwrap.dedent("""
 """)
 
 
-def table(title: str, header: list[str], rows: list[list[object]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
-    sys.stdout.flush()
 
 
 def self_cpu() -> float:

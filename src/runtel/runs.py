@@ -248,10 +248,9 @@ class RunSpan:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         run = self._run
-        if run is None or not run.enabled:
-            if run is not None and self._run_token is not None:
-                _sdk.CURRENT_RUN.reset(self._run_token)
+        if self._left_disabled(run):
             return
+        assert run is not None
         _finish(run, exc, status=None, context_token=self._context_token, run_token=self._run_token)
 
     # --- async ----------------------------------------------------------------------------------
@@ -262,10 +261,9 @@ class RunSpan:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         run = self._run
-        if run is None or not run.enabled:
-            if run is not None and self._run_token is not None:
-                _sdk.CURRENT_RUN.reset(self._run_token)
+        if self._left_disabled(run):
             return
+        assert run is not None
         # End the span and leave the context here (it belongs to this task); flush and write files off
         # the event loop so a slow disk or collector never stalls other tasks.
         _end_span(run, exc, status=None, context_token=self._context_token, run_token=self._run_token)
@@ -275,6 +273,14 @@ class RunSpan:
             await anyio.to_thread.run_sync(_flush_and_record, run)
         except Exception:
             _flush_and_record(run)
+
+    def _left_disabled(self, run: Run | None) -> bool:
+        """Leave a placeholder run (runtel disabled, or start failed); True if there is nothing more to do."""
+        if run is not None and run.enabled:
+            return False
+        if run is not None and self._run_token is not None:
+            _sdk.CURRENT_RUN.reset(self._run_token)
+        return True
 
     # --- start ----------------------------------------------------------------------------------
     def _start(self) -> Run:

@@ -12,11 +12,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from runtel._version import __version__
 from runtel.errors import RuntelError
 
-__all__ = ("main",)
+__all__ = ("main", "run_root")
 
 #: sub-command modules, in help order (a module missing from an install is skipped)
 COMMANDS = ("run", "ls", "show", "compare", "info", "export", "lineage")
@@ -41,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None and name not in sub.choices:
             register(sub)
     return parser
+
+
+def run_root(args: argparse.Namespace) -> Path:
+    """The run folder root of a command: ``--dir``, else the ``dir`` setting (``RUNTEL_DIR``, ``./runs``)."""
+    from runtel.config import resolve_settings
+
+    if getattr(args, "dir", None):
+        return Path(args.dir)
+    return resolve_settings().dir
 
 
 def cli_reference() -> str:

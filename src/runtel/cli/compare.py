@@ -14,7 +14,6 @@ when the first run's value is 0 or unknown). A run-level section compares run.js
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
-from runtel.cli import render
+from runtel.cli import render, run_root
 from runtel.cli.show import _child_run_trees, build_span_tree
 from runtel.store import effective_status, read_record, read_spans, resolve_run
 
@@ -69,10 +68,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_cmd_compare)
 
 
-def _root(args: argparse.Namespace) -> Path:
-    if getattr(args, "dir", None):
-        return Path(args.dir)
-    return Path(os.environ.get("RUNTEL_DIR") or "runs")
 
 
 # --- collection ------------------------------------------------------------------------------------------
@@ -388,7 +383,7 @@ def _print(result: Mapping[str, Any]) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    root = _root(args)
+    root = run_root(args)
     refs: list[str] = list(args.runs)
     if len(refs) < 2:
         sys.stderr.write("runtel: error: compare needs at least two runs\n")

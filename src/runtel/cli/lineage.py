@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from runtel.cli import render
+from runtel.cli import render, run_root
 from runtel.errors import RunNotFound
 
 __all__ = ("register",)
@@ -28,10 +27,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_cmd_lineage)
 
 
-def _root(args: argparse.Namespace) -> Path:
-    if getattr(args, "dir", None):
-        return Path(args.dir)
-    return Path(os.environ.get("RUNTEL_DIR") or "runs")
 
 
 def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
@@ -88,7 +83,7 @@ def _add_upstream(tree: Any, graph: Any, names: dict[str, Any], node_id: str, se
 def _cmd_lineage(args: argparse.Namespace) -> int:
     from runtel.tracker import Tracker
 
-    tracker = Tracker(_root(args))
+    tracker = Tracker(run_root(args))
     run_id, file_info = _resolve(args.target, tracker)
     graph = tracker.lineage(run_id)
     # Enclosing runs (e.g. the `runtel run` wrapper around a script's run), named in the labels.

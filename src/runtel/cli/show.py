@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from runtel import semconv
-from runtel.cli import render
+from runtel.cli import render, run_root
 from runtel.store import SpanRecord, effective_status, list_runs, read_record, read_spans, resolve_run
 
 __all__ = ("build_span_tree", "register_ls", "register_show")
@@ -19,10 +18,6 @@ FOLD_THRESHOLD = 5
 _USAGE = semconv.USAGE_PREFIX
 
 
-def _root(args: argparse.Namespace) -> Path:
-    if getattr(args, "dir", None):
-        return Path(args.dir)
-    return Path(os.environ.get("RUNTEL_DIR") or "runs")
 
 
 def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +57,7 @@ def _summary_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    runs = list_runs(_root(args))
+    runs = list_runs(run_root(args))
     if args.limit is not None:
         runs = runs[: args.limit]
     rows = [_summary_row(r) for r in runs]
@@ -71,7 +66,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         return 0
     console = render.console()
     if not rows:
-        console.print(f"no runs in {_root(args)}")
+        console.print(f"no runs in {run_root(args)}")
         return 0
     console.print(
         render.table(
@@ -284,7 +279,7 @@ def _lineage_lines(record: Mapping[str, Any]) -> list[str]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    root = _root(args)
+    root = run_root(args)
     run_dir = resolve_run(args.run, root)
     record = read_record(run_dir)
     spans = read_spans(run_dir)
