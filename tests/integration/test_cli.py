@@ -278,3 +278,17 @@ def test_reproduce_script_reruns_the_job(tmp_path: Path, clean_env: dict[str, st
     runs = [json.loads(line) for line in (work / "argv.jsonl").read_text().splitlines()]
     assert runs == [args, args]
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_info_json(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel info --json` prints the machine inventory a run would record, redacted like a run."""
+    env = {**clean_env, "MY_API_TOKEN": "tok-should-not-appear-123"}
+    proc = runtel_cli(["info", "--json"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["level"] == "full"
+    assert info["record"]["machine"]["cpu"]["logical_cores"] >= 1
+    assert info["resource"]["os.type"] == "linux"
+    assert "tok-should-not-appear-123" not in proc.stdout
+    text = runtel_cli(["info"], env, tmp_path)
+    assert text.returncode == 0 and "machine" in text.stdout.lower()
