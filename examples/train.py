@@ -27,14 +27,15 @@ async def load_batch(index: int, batch_size: int) -> list[float]:
 
 @runtel.trace(stage="train")
 def train_step(batch: list[float], weights: list[float], lr: float) -> float:
-    """One step of a toy model: burn some CPU and return a loss."""
+    """One step of a toy model (fit each weight to sin of the inputs): burn some CPU, return the loss."""
     loss = 0.0
-    for _ in range(200):
+    for _ in range(50):
         for i, x in enumerate(batch):
-            grad = math.sin(x * weights[i % len(weights)])
-            weights[i % len(weights)] -= lr * grad
-            loss += grad * grad
-    return loss / len(batch)
+            k = i % len(weights)
+            error = weights[k] - math.sin(x)
+            weights[k] -= lr * error
+            loss += error * error
+    return loss / (50 * len(batch))
 
 
 async def epoch(index: int, cfg: argparse.Namespace, weights: list[float]) -> float:
