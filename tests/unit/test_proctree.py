@@ -15,9 +15,24 @@ from runtel.sampling.proctree import ProcessTree
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(30)"]
 
 
+
+_preexisting: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _ignore_preexisting_children() -> None:
+    """Children that other fixtures started in this test process (e.g. a session's OTLP receiver) are not ours."""
+    _preexisting[:] = [p.pid for p in psutil.Process().children(recursive=True)]
+
+
+def _self_tree() -> ProcessTree:
+    """This process's tree, minus processes that existed before the test started."""
+    return ProcessTree([os.getpid()], exclude_pids=_preexisting)
+
+
 def test_reads_self_without_descendants() -> None:
     """The current process alone: one process, RSS > 0, USS/PSS read on first sight."""
-    tree = ProcessTree([os.getpid()])
+    tree = _self_tree()
     main, desc, combined, pids = tree.read(time.monotonic(), want_detail=False)
     assert main.processes == 1 and desc.processes == 0 and os.getpid() in pids
     assert main.rss_bytes > 0 and main.uss_bytes is not None and combined.rss_bytes == main.rss_bytes
@@ -28,7 +43,7 @@ def test_children_and_grandchildren_are_descendants() -> None:
     code = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
-        tree = ProcessTree([os.getpid()])
+        tree = _self_tree()
         deadline = time.monotonic() + 10
         desc_count = 0
         while time.monotonic() < deadline and desc_count < 2:
@@ -49,7 +64,7 @@ def test_zombie_child_is_skipped_without_error() -> None:
         deadline = time.monotonic() + 10
         while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
             time.sleep(0.02)
-        tree = ProcessTree([os.getpid()])
+        tree = _self_tree()
         _, desc, _, pids = tree.read(time.monotonic(), True)
         assert desc.processes == 0 and child.pid not in pids
     finally:
@@ -60,7 +75,7 @@ def test_process_exiting_between_discovery_and_read(monkeypatch: pytest.MonkeyPa
     """A descendant killed right after discovery is tolerated and its CPU seconds are kept."""
     child = subprocess.Popen(SLEEPER)
     try:
-        tree = ProcessTree([os.getpid()])
+        tree = _self_tree()
         tree.read(time.monotonic(), False)
         real = tree._descendants
 
@@ -98,7 +113,7 @@ def test_set_roots_excluding_self() -> None:
     """Retargeting to a child tracks it as main; excluded pids are never counted."""
     child = subprocess.Popen(SLEEPER)
     try:
-        tree = ProcessTree([os.getpid()])
+        tree = _self_tree()
         tree.set_roots([child.pid], exclude_pids=[os.getpid()])
         main, desc, _, pids = tree.read(time.monotonic(), False)
         assert pids == {child.pid} and main.processes == 1 and desc.processes == 0
@@ -117,7 +132,7 @@ def test_cpu_time_never_decreases_when_a_child_exits() -> None:
         ]
     )
     try:
-        tree = ProcessTree([os.getpid()])
+        tree = _self_tree()
         deadline = time.monotonic() + 10
         before = 0.0
         while time.monotonic() < deadline:
