@@ -328,7 +328,11 @@ def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
                 job()
 
     worker = threading.Thread(target=work, name="runtel-shutdown", daemon=True)
-    worker.start()
+    try:
+        worker.start()
+    except RuntimeError:  # Python >= 3.12 refuses new threads at interpreter shutdown (atexit): run inline
+        work()             # (each exporter's own shutdown is bounded; the local files need no network)
+        return
     worker.join(timeout)
     if worker.is_alive():
         log_once("shutdown-timeout", "runtel gave up waiting for export after %.1f s at exit (local files are complete"
