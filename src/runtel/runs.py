@@ -26,7 +26,7 @@ from runtel import _sdk, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.lineage import LineageMixin
-from runtel.store import RECORD_SCHEMA, atomic_write_json, new_run_id
+from runtel.store import RECORD_SCHEMA, atomic_write_json, new_run_id, write_new_file
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -464,7 +464,7 @@ def _write_side_files(run: Run, env_info: Any, argv: list[str], settings: Settin
     assert run.dir is not None
     if env_info.git_diff:
         with guard("git-diff", "save git.diff"):
-            (run.dir / "git.diff").write_text(env_info.git_diff, encoding="utf-8")
+            write_new_file(run.dir / "git.diff", env_info.git_diff)
             run.record["git_diff_file"] = "git.diff"
     if run.record.get("telemetry") != "full":
         return
@@ -482,9 +482,7 @@ def _write_side_files(run: Run, env_info: Any, argv: list[str], settings: Settin
             env=env_vars,
             run_id=run.id,
         )
-        path = run.dir / "reproduce.sh"
-        path.write_text(script, encoding="utf-8")
-        path.chmod(0o755)
+        write_new_file(run.dir / "reproduce.sh", script, mode=0o755)
         run.record["reproduce"] = "reproduce.sh"
 
 

@@ -24,6 +24,7 @@ __all__ = (
     "RECORD_SCHEMA",
     "SpanRecord",
     "atomic_write_json",
+    "write_new_file",
     "effective_status",
     "iter_jsonl",
     "list_runs",
@@ -72,16 +73,37 @@ def record_text(data: Mapping[str, Any]) -> str:
     return text.replace(json.dumps(_PLACEHOLDER), _section_cache[1], 1)
 
 
-def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    import tempfile
+def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
-    text = record_text(data)
-    fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".tmp", dir=path.parent)
+
+def write_new_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Create ``path`` (which must not exist) with ``text``: one open, one write, one close."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.write("\n")
+        _write_fd(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it over ``path``.
+
+    Readers never see a half-written record; the temporary name is unique per process and thread, so
+    concurrent writers (a run and its forked workers) cannot collide.
+    """
+    import threading
+
+    body = (record_text(data) + "\n").encode()
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_fd(fd, body)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
