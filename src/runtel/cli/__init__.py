@@ -57,13 +57,20 @@ def cli_reference() -> str:
     """docs/cli.md's generated part: every sub-command's help text (a test keeps the doc in sync)."""
     import os
 
-    os.environ["COLUMNS"] = "100"  # stable wrapping for the generated text
-    parser = build_parser()
-    parts = ["## `runtel`\n", "```text", parser.format_help().rstrip(), "```\n"]
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, command in sub.choices.items():
-        parts += [f"## `runtel {name}`\n", "```text", command.format_help().rstrip(), "```\n"]
-    return "\n".join(parts)
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # stable wrapping for the generated text (argparse reads it)
+    try:
+        parser = build_parser()
+        parts = ["## `runtel`\n", "```text", parser.format_help().rstrip(), "```\n"]
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, command in sub.choices.items():
+            parts += [f"## `runtel {name}`\n", "```text", command.format_help().rstrip(), "```\n"]
+        return "\n".join(parts)
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runtel.cli import run_root
 from runtel.errors import ConfigError, RunNotFound
 from runtel.store import list_runs, resolve_run
 
@@ -58,12 +59,6 @@ def parse_since(raw: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _root(args: argparse.Namespace) -> Path:
-    if args.dir:
-        return Path(args.dir)
-    return Path(os.environ.get("RUNTEL_DIR") or "runs")
-
-
 def _start_ns(record: dict[str, Any]) -> int:
     try:
         return int(record.get("start_time_unix_nano") or 0)
@@ -72,7 +67,7 @@ def _start_ns(record: dict[str, Any]) -> int:
 
 
 def _select(args: argparse.Namespace) -> list[Path]:
-    root = _root(args)
+    root = run_root(args)
     if args.all or (args.since is not None and not args.runs):
         records = list_runs(root)
     else:
@@ -107,7 +102,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     run_dirs = _select(args)
     if not run_dirs:
-        raise RunNotFound(f"no runs to export in {_root(args)}")
+        raise RunNotFound(f"no runs to export in {run_root(args)}")
     headers = parse_headers(args.headers) if args.headers else None
     env = dict(os.environ)
     if args.endpoint:
