@@ -26,7 +26,7 @@ from runtel import _sdk, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.lineage import LineageMixin
-from runtel.store import RECORD_SCHEMA, atomic_write_json, new_run_id, write_new_file
+from runtel.store import RECORD_FILE, RECORD_SCHEMA, RecordFile, atomic_write_json, new_run_id, write_new_file
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -105,6 +105,7 @@ class Run(LineageMixin):
         self._span: trace.Span = trace.INVALID_SPAN
         self._settings: Settings | None = None
         self._redactor: Redactor | None = None
+        self._record_file: RecordFile | None = None
         self._output_dirs: list[Path] = []
         self._finished = False
         self._outcome: tuple[str, str, str] | None = None
@@ -196,7 +197,9 @@ class Run(LineageMixin):
             return
         self._last_write, self._write_pending = now, False
         with guard(f"record:{self.dir}", f"write the run record in {self.dir}"):
-            atomic_write_json(self.dir / "run.json", self.record)
+            if self._record_file is None:
+                self._record_file = RecordFile(self.dir / RECORD_FILE)
+            self._record_file.write(self.record)
         for out in self._output_dirs:
             with guard(f"record:{out}", f"write the run record into {out}"):
                 out.mkdir(parents=True, exist_ok=True)
@@ -302,7 +305,6 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     """Everything run start does; internal failures degrade to a run without a record."""
     from runtel._safe import normalize_config, to_attributes, to_jsonable
     from runtel.propagation import extract_parent_context
-    from runtel.redaction import Redactor
 
     start_ns = time.time_ns()
     level = settings.telemetry if spec._telemetry is None else spec._telemetry
@@ -320,7 +322,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     run = Run(name, run_id=run_id, run_dir=run_dir)
     run.start_time_ns = start_ns
     run._settings = settings
-    redactor = Redactor(settings.redact_patterns)
+    redactor = runtime.redactor  # process-wide: its cache of key verdicts carries over between runs
     run._redactor = redactor
 
     env_info = None

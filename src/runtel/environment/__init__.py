@@ -31,6 +31,8 @@ _logger = logging.getLogger("runtel.environment")
 LEVELS: Final = ("full", "minimal", "off")
 
 _T = TypeVar("_T")
+#: (inputs, result) of the last collection: a process's runs nearly always share argv, cwd and settings
+_last: list[Any] = [None, None]
 _logged: set[str] = set()
 _logged_lock = threading.Lock()
 
@@ -78,6 +80,7 @@ def clear_caches() -> None:
     packages.clear_cache()
     git.clear_cache()
     cluster.clear_cache()
+    _last[:] = [None, None]
 
 
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
@@ -160,8 +163,15 @@ def collect_environment(
     """
     if level == "off":
         return Environment()
+    # Every probe is cached per process already; reusing the assembled result as well makes a warm run's
+    # capture a tuple comparison. ``env`` is the settings' snapshot, so an unchanged object means unchanged
+    # variables; the pid is part of the key because a forked child is a different process.
+    key = (level, os.getpid(), env, tuple(argv), cwd, script_path, redactor.patterns, git_diff_max_bytes,
+           tuple(tuple(sorted(g.items())) for g in gpus))
+    if _last[0] is not None and _last[0] == key:
+        return _last[1]  # type: ignore[no-any-return]
     try:
-        return _collect(
+        result = _collect(
             full=level == "full",
             env=env,
             argv=argv,
@@ -174,6 +184,8 @@ def collect_environment(
     except Exception:  # belt and braces: each probe is already guarded
         _log_once("environment", "runtel could not collect the run environment")
         return Environment()
+    _last[:] = [key, result]
+    return result
 
 
 def _collect(

@@ -74,9 +74,21 @@ def encode_attributes(attributes: Mapping[str, object] | None) -> list[dict[str,
     return [{"key": key, "value": encode_any_value(value)} for key, value in attributes.items()]
 
 
+_resource_cache: list[Any] = [None, None]
+
+
 def encode_resource(resource: Resource) -> dict[str, Any]:
-    """The OTLP ``Resource`` message."""
-    return {"attributes": encode_attributes(resource.attributes)}
+    """The OTLP ``Resource`` message (treat as read-only: the last one is reused while the resource is).
+
+    A process has one Resource and every export repeats it; with the run's environment on it, encoding
+    it anew was a large part of writing a short run's spans.
+    """
+    cached = _resource_cache
+    if cached[0] is resource:
+        return cached[1]  # type: ignore[no-any-return]
+    encoded = {"attributes": encode_attributes(resource.attributes)}
+    cached[:] = [resource, encoded]
+    return encoded
 
 
 def encode_scope(scope: InstrumentationScope | None) -> dict[str, Any]:
