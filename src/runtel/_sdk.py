@@ -34,11 +34,11 @@ from runtel._version import __version__
 from runtel.config import Settings, resolve_settings
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
     from runtel._processor import RunProcessor
     from runtel.exporters.jsonl import RunSinks
+    from runtel.exporters.metrics import RunMetrics
     from runtel.runs import Run
 
 __all__ = ("CURRENT_RUN", "Runtime", "configure", "get_runtime", "reset", "settings")
@@ -77,7 +77,7 @@ class Runtime:
         self.router: RunProcessor | None = None
         self.span_processors: list[SpanProcessor] = []
         self._json_processor: SpanProcessor | None = None
-        self.run_metrics: dict[str, Any] = {}
+        self.run_metrics: dict[str, RunMetrics | None] = {}
         self._ticker: Any = None
         self._idle_since: float | None = None
         self.monitor: Any = None
@@ -178,43 +178,39 @@ class Runtime:
         router.delegates = tuple(processors)
         self.tracer = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
 
-    def _open_run_metrics(self, run: Run) -> Any:
-        """A MeterProvider of the run's own, whose instruments read the sampler and carry the run id.
+    def _open_run_metrics(self, run: Run) -> RunMetrics | None:
+        """The run's own metrics: runtel's instruments read the sampler and carry the run id.
 
-        One provider per run (not per process) so a finished run's series are dropped with its provider:
-        a sweep of thousands of nested runs keeps collection cost and memory flat.
+        One collector per run (not per process) so a finished run's series end with it: a sweep of
+        thousands of nested runs keeps collection cost and memory flat.
         """
-        from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        from runtel.exporters.metrics import JsonlMetricExporter, MetricTicker, PulledMetricReader
+        from runtel.exporters.metrics import MetricTicker, RecordingMeter, RunMetrics
 
         exporters: list[Any] = []
-        readers: list[MetricReader] = []
-        if self.settings.json_enabled:
-            exporters.append(JsonlMetricExporter(self.sinks))
         if self.settings.otlp_enabled:
             with guard("otlp-metrics-build", "set up OTLP metric export"):
                 from runtel.exporters import otlp
 
-                if hasattr(otlp, "build_metric_exporter"):
-                    exporters.append(otlp.build_metric_exporter(self.settings))
-                else:  # a periodic reader with its own thread
-                    readers.append(otlp.build_metric_reader(self.settings))
-        if exporters:
-            readers.insert(0, PulledMetricReader(exporters))
-        if not readers:
+                exporters.append(otlp.build_metric_exporter(self.settings))
+        json_file = None
+        if self.settings.json_enabled:
+            sinks, run_id = self.sinks, run.id
+            json_file = lambda: sinks.metrics(run_id)  # noqa: E731
+        if json_file is None and not exporters:
             return None
         if self._ticker is None:
-            self._ticker = MetricTicker(self.settings.metric_interval, self._pulled_readers, self._stop_if_idle)
+            self._ticker = MetricTicker(self.settings.metric_interval, self._collected_runs, self._stop_if_idle)
         self._ticker.start()
-        resource = self.provider.resource if self.provider is not None else Resource.create({})
-        provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
-        provider.runtel_readers = tuple(readers)  # type: ignore[attr-defined]
-        meter = provider.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
+        meter = RecordingMeter()
         run_ids = (run.id,)
         self.monitor.register_instruments(meter, lambda: run_ids)
-        return provider
+        resource = self.provider.resource if self.provider is not None else Resource.create({})
+        scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
+        return RunMetrics(meter.instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
+                          start_ns=run.start_time_ns)
 
     def prepare_monitor(self) -> None:
         """Open (not start) the resource sampler, so the GPU inventory is known before the first run."""
@@ -254,23 +250,14 @@ class Runtime:
         for processor in self.span_processors:
             with guard("span-flush", "flush spans"):
                 processor.force_flush(int(self.settings.export_timeout * 1000))
-        provider = self.run_metrics.pop(run.id, None)
-        if provider is not None:
+        metrics = self.run_metrics.pop(run.id, None)
+        if metrics is not None:
             with guard("metric-flush", "flush metrics"):
-                for reader in provider.runtel_readers:
-                    reader.collect()  # the final collection, written before the run folder closes
-                provider.shutdown(timeout_millis=self.settings.export_timeout * 1000)
+                metrics.collect(self.settings.export_timeout * 1000)  # final, before the run folder closes
+                metrics.shutdown(timeout_millis=self.settings.export_timeout * 1000)
 
-    def _pulled_readers(self) -> list[Any]:
-        from runtel.exporters.metrics import PulledMetricReader
-
-        return [
-            reader
-            for provider in list(self.run_metrics.values())
-            if provider is not None
-            for reader in provider.runtel_readers
-            if isinstance(reader, PulledMetricReader)
-        ]
+    def _collected_runs(self) -> list[RunMetrics]:
+        return [m for m in list(self.run_metrics.values()) if m is not None]
 
     def close_run(self, run: Run) -> None:
         """Stop routing to the run; stop sampling with the last run."""
@@ -307,9 +294,8 @@ class Runtime:
         # Local files first: a stalled collector must not eat the bound before the run folder is complete.
         local = [p for p in self.span_processors if p is self._json_processor]
         jobs.extend(p.shutdown for p in local)
-        for provider in list(self.run_metrics.values()):
-            if provider is not None:
-                jobs.append(functools.partial(provider.shutdown, timeout_millis=timeout * 1000))
+        for metrics in self._collected_runs():
+            jobs.append(functools.partial(metrics.shutdown, timeout_millis=timeout * 1000))
         jobs.extend(p.shutdown for p in self.span_processors if p not in local)
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()

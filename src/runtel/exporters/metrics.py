@@ -1,10 +1,13 @@
-"""Metric collection driven by runtel: one ticker thread for the process, one reader per open run.
+"""Metric collection driven by runtel: one ticker thread for the process, one :class:`RunMetrics` per open run.
 
-The SDK's periodic reader starts a thread per reader and joins it on shutdown (milliseconds per run);
-with a reader per run that cost dominates a short run. Here each run's ``MeterProvider`` gets a
-:class:`PulledMetricReader` that exports whenever it is collected, and a single daemon
-:class:`MetricTicker` collects every open run's reader each ``metric_interval`` seconds. A run's
-final collection happens synchronously when it ends.
+runtel's instruments are all asynchronous (observable) and each observation already is the value to
+report: a cumulative counter read from ``/proc`` or a driver, or a current level. The SDK's
+``MeterProvider`` would add nothing but aggregation bookkeeping, and creating one per run and
+collecting it at the run's end cost ~5 ms — most of a short run. So :class:`RecordingMeter` stands in
+for the OTel ``Meter`` when the instruments are registered (the registration code stays plain OTel
+API), and :class:`RunMetrics` calls their callbacks and builds the SDK's ``MetricsData`` itself, for
+the same exporters (the run folder's and OTLP). A single daemon :class:`MetricTicker` collects every
+open run each ``metric_interval`` seconds; a run's final collection happens when it ends.
 """
 
 from __future__ import annotations
@@ -12,43 +15,183 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricReader, MetricsData
-
-from runtel import semconv
 from runtel._guard import guard, log_once
-from runtel.exporters.jsonl import RunSinks
-from runtel.exporters.otlp_json import dumps_line, encode_metrics
+from runtel.exporters.otlp_json import metrics_line
 
-__all__ = ("JsonlMetricExporter", "MetricTicker", "PulledMetricReader")
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from runtel.exporters.jsonl import LineFile
+
+__all__ = ("Instrument", "MetricTicker", "RecordingMeter", "RunMetrics")
+
+#: instrument kinds (the OTel API's observable instruments)
+COUNTER: Final = "counter"
+UP_DOWN_COUNTER: Final = "up_down_counter"
+GAUGE: Final = "gauge"
 
 
-class PulledMetricReader(MetricReader):
-    """Forwards each collection to its exporters (the local file, and OTLP when opted in)."""
+@dataclass(frozen=True)
+class Instrument:
+    """One observable instrument as registered: what to call and how to report it."""
 
-    def __init__(self, exporters: Sequence[MetricExporter]) -> None:
-        first = exporters[0] if exporters else None
-        super().__init__(
-            preferred_temporality=getattr(first, "_preferred_temporality", None),
-            preferred_aggregation=getattr(first, "_preferred_aggregation", None),
-        )
+    name: str
+    kind: str
+    unit: str
+    description: str
+    callbacks: tuple[Callable[[Any], Iterable[Any]], ...]
+
+
+class RecordingMeter:
+    """The part of the OTel ``Meter`` API that registers observable instruments; it keeps their definitions."""
+
+    def __init__(self) -> None:
+        self.instruments: list[Instrument] = []
+
+    def _add(self, kind: str, name: str, callbacks: Sequence[Any] | None, unit: str, description: str) -> None:
+        self.instruments.append(Instrument(name, kind, unit, description, tuple(callbacks or ())))
+
+    def create_observable_counter(self, name: str, callbacks: Sequence[Any] | None = None, unit: str = "",
+                                  description: str = "") -> None:
+        """Register a monotonic cumulative sum."""
+        self._add(COUNTER, name, callbacks, unit, description)
+
+    def create_observable_up_down_counter(self, name: str, callbacks: Sequence[Any] | None = None, unit: str = "",
+                                          description: str = "") -> None:
+        """Register a non-monotonic cumulative sum."""
+        self._add(UP_DOWN_COUNTER, name, callbacks, unit, description)
+
+    def create_observable_gauge(self, name: str, callbacks: Sequence[Any] | None = None, unit: str = "",
+                                description: str = "") -> None:
+        """Register a gauge."""
+        self._add(GAUGE, name, callbacks, unit, description)
+
+
+class _Options:
+    """What the API passes callbacks (``CallbackOptions``): a timeout they may ignore."""
+
+    timeout_millis: float = 10_000
+
+
+class RunMetrics:
+    """One run's metrics: each :meth:`collect` observes every instrument once and writes/exports one request.
+
+    The run folder's ``metrics.jsonl`` gets a line encoded directly as text (no SDK objects, so the
+    metrics SDK is not even imported without OTLP); OTLP exporters get the SDK's ``MetricsData``. Sums
+    are cumulative from the run's start, or deltas since the previous collection for an OTLP exporter
+    that prefers delta temporality (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``). Exporters are
+    never called concurrently (the metrics SDK specification requires that).
+    """
+
+    def __init__(self, instruments: Sequence[Instrument], *, json_file: Callable[[], LineFile | None] | None,
+                 exporters: Sequence[MetricExporter], resource: Resource, scope: InstrumentationScope,
+                 start_ns: int) -> None:
+        self._instruments = tuple(instruments)
+        self._json_file = json_file
         self._exporters = tuple(exporters)
+        self._resource = resource
+        self._scope = scope
+        self._start_ns = start_ns
         self._lock = threading.Lock()
+        # per exporter with delta preference: series -> (previous value, previous time)
+        self._previous: dict[int, dict[tuple[str, frozenset[Any]], tuple[float, int]]] = {}
 
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        with self._lock:  # exporters are never called concurrently, as the metrics SDK spec requires
+    def _observe(self) -> list[tuple[Instrument, list[Any]]]:
+        options = _Options()
+        observed = []
+        for instrument in self._instruments:
+            points: list[Any] = []
+            for callback in instrument.callbacks:
+                try:
+                    points.extend(callback(options))
+                except Exception as exc:
+                    log_once(f"metric-callback:{instrument.name}", "runtel could not observe %s: %r",
+                             instrument.name, exc)
+            if points:
+                observed.append((instrument, points))
+        return observed
+
+    def collect(self, timeout_millis: float = 10_000) -> None:
+        """Observe now, append to the run folder and export; failures are logged once, never raised."""
+        with self._lock:
+            observed = self._observe()
+            if not observed:
+                return
+            now = time.time_ns()
+            target = self._json_file() if self._json_file is not None else None
+            if target is not None:
+                with guard("metric-write", "write metrics to the run folder"):
+                    target.write(self._line(observed, now))
             for exporter in self._exporters:
                 with guard("metric-export", "export metrics"):
-                    exporter.export(metrics_data, timeout_millis=timeout_millis)
+                    exporter.export(self._metrics_data(exporter, observed, now), timeout_millis=timeout_millis)
 
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Collect now and flush the exporters."""
-        super().force_flush(timeout_millis=timeout_millis)
-        return all(e.force_flush(timeout_millis) for e in self._exporters)
+    def _line(self, observed: list[tuple[Instrument, list[Any]]], now: int) -> bytes:
+        start = self._start_ns
+        return metrics_line(self._resource, self._scope, (
+            (
+                instrument.name,
+                instrument.description,
+                instrument.unit,
+                "gauge" if instrument.kind == GAUGE else "sum",
+                instrument.kind == COUNTER,
+                [(p.attributes, 0 if instrument.kind == GAUGE else start, now, p.value) for p in points],
+            )
+            for instrument, points in observed
+        ))
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Shut the exporters down (the final collection is the caller's ``collect()``)."""
+    def _metrics_data(self, exporter: MetricExporter, observed: list[tuple[Instrument, list[Any]]],
+                      now: int) -> MetricsData:
+        from opentelemetry.sdk.metrics import ObservableCounter, ObservableUpDownCounter
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            Gauge,
+            Metric,
+            MetricsData,
+            NumberDataPoint,
+            ResourceMetrics,
+            ScopeMetrics,
+            Sum,
+        )
+
+        preferred = getattr(exporter, "_preferred_temporality", None) or {}
+        sdk_class = {COUNTER: ObservableCounter, UP_DOWN_COUNTER: ObservableUpDownCounter}
+        previous = self._previous.setdefault(id(exporter), {})
+        metrics = []
+        for instrument, points in observed:
+            if instrument.kind == GAUGE:
+                data: Any = Gauge(data_points=[
+                    NumberDataPoint(attributes=p.attributes, start_time_unix_nano=0, time_unix_nano=now, value=p.value)
+                    for p in points
+                ])
+            else:
+                temporality = preferred.get(sdk_class[instrument.kind], AggregationTemporality.CUMULATIVE)
+                data_points = []
+                for p in points:
+                    value, start = p.value, self._start_ns
+                    if temporality == AggregationTemporality.DELTA:
+                        key = (instrument.name, frozenset((p.attributes or {}).items()))
+                        last = previous.get(key)
+                        previous[key] = (p.value, now)
+                        if last is not None:
+                            value, start = p.value - last[0], last[1]
+                    data_points.append(NumberDataPoint(attributes=p.attributes, start_time_unix_nano=start,
+                                                       time_unix_nano=now, value=value))
+                data = Sum(data_points=data_points, aggregation_temporality=temporality,
+                           is_monotonic=instrument.kind == COUNTER)
+            metrics.append(Metric(name=instrument.name, description=instrument.description, unit=instrument.unit,
+                                  data=data))
+        scope_metrics = ScopeMetrics(scope=self._scope, metrics=metrics, schema_url=self._scope.schema_url or "")
+        return MetricsData(resource_metrics=[ResourceMetrics(resource=self._resource, scope_metrics=[scope_metrics],
+                                                             schema_url=self._resource.schema_url or "")])
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Release the exporters (the final collection is the caller's :meth:`collect`)."""
         for exporter in self._exporters:
             with guard("metric-exporter-shutdown", "shut down a metric exporter"):
                 exporter.shutdown(timeout_millis=timeout_millis)
@@ -61,7 +204,7 @@ class MetricTicker:
     after the last run closed, so back-to-back runs (a sweep) do not restart threads for every run.
     """
 
-    def __init__(self, interval: float, readers: Callable[[], Iterable[MetricReader]],
+    def __init__(self, interval: float, readers: Callable[[], Iterable[RunMetrics]],
                  on_idle: Callable[[], bool] | None = None) -> None:
         self._interval = interval
         self._readers = readers
@@ -97,65 +240,3 @@ class MetricTicker:
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-
-
-def _split_by_run(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Split an encoded metrics request into one request per run id found on its data points."""
-    per_run: dict[str, dict[str, Any]] = {}
-    for rm in message["resourceMetrics"]:
-        for sm in rm["scopeMetrics"]:
-            for metric in sm["metrics"]:
-                kind = next(k for k in ("sum", "gauge", "histogram") if k in metric)
-                points_by_run: dict[str, list[dict[str, Any]]] = {}
-                for point in metric[kind]["dataPoints"]:
-                    run_id = next(
-                        (kv["value"].get("stringValue") for kv in point["attributes"] if kv["key"] == semconv.RUN_ID),
-                        None,
-                    )
-                    if run_id:
-                        points_by_run.setdefault(run_id, []).append(point)
-                for run_id, points in points_by_run.items():
-                    req = per_run.setdefault(run_id, {"resourceMetrics": []})
-                    rms = req["resourceMetrics"]
-                    if not rms or rms[-1]["_src"] is not rm:
-                        rms.append({"_src": rm, "resource": rm["resource"], "scopeMetrics": []})
-                    sms = rms[-1]["scopeMetrics"]
-                    if not sms or sms[-1]["_src"] is not sm:
-                        sms.append({"_src": sm, "scope": sm["scope"], "metrics": []})
-                    sms[-1]["metrics"].append({**{k: v for k, v in metric.items() if k != kind},
-                                               kind: {**metric[kind], "dataPoints": points}})
-    for req in per_run.values():
-        for rm_out in req["resourceMetrics"]:
-            rm_out.pop("_src")
-            for sm_out in rm_out["scopeMetrics"]:
-                sm_out.pop("_src")
-    return per_run
-
-
-class JsonlMetricExporter(MetricExporter):
-    """Appends each collection, split by the ``runtel.run.id`` data-point attribute, to the runs' files."""
-
-    def __init__(self, sinks: RunSinks, on_export: Callable[[], None] | None = None) -> None:
-        super().__init__()
-        self._sinks = sinks
-        self._on_export = on_export
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        """Route and append; never raises."""
-        try:
-            ok = True
-            for run_id, request in _split_by_run(encode_metrics(metrics_data)).items():
-                target = self._sinks.metrics(run_id)
-                if target is not None:
-                    ok = target.write(dumps_line(request)) and ok
-            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-        except Exception as exc:
-            log_once("metric-export", "runtel could not export metrics to the run folder: %r", exc, exc_info=True)
-            return MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Writes are synchronous."""
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Nothing to release."""

@@ -1,7 +1,7 @@
 """Opt-in OTLP export (gRPC, HTTP/protobuf or HTTP/JSON) that can never hold the user's program hostage.
 
 Nothing here runs unless the user opted in (``RUNTEL_EXPORTERS=json,otlp`` or ``OTEL_TRACES_EXPORTER=otlp``):
-``_sdk`` imports this module and calls :func:`build_span_processor` / :func:`build_metric_reader` only then,
+``_sdk`` imports this module and calls :func:`build_span_processor` / :func:`build_metric_exporter` only then,
 and the SDK exporter modules (gRPC costs ~130 ms to import) are imported inside those functions.
 
 Configuration comes from the standard variables, read from ``settings.env`` and passed to the SDK
@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from runtel._guard import log_once
 from runtel.errors import ConfigError
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics.export import MetricReader, MetricsData
+    from opentelemetry.sdk.metrics.export import MetricsData
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
     from runtel.config import Settings
@@ -49,7 +49,6 @@ __all__ = (
     "PROTOCOLS",
     "ExportConfig",
     "build_metric_exporter",
-    "build_metric_reader",
     "build_span_processor",
     "health_for",
     "post",
@@ -624,29 +623,6 @@ class OtlpSpanProcessor(BatchSpanProcessor):
         self._batch_processor.shutdown(timeout_millis=int(self.bound_s * 1000))
 
 
-class OtlpMetricReader(PeriodicExportingMetricReader):
-    """A periodic reader whose flush and shutdown respect the export bound even when the collector hangs."""
-
-    def __init__(self, exporter: QuietMetricExporter, interval_s: float, bound_s: float) -> None:
-        super().__init__(exporter, export_interval_millis=interval_s * 1000, export_timeout_millis=bound_s * 1000)
-        self.quiet_exporter = exporter
-        self.bound_s = bound_s
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Collect and export once, giving up after the bound."""
-        self.quiet_exporter.deadline = time.monotonic() + min(self.bound_s, timeout_millis / 1000)
-        try:
-            return bool(super().force_flush(timeout_millis=min(timeout_millis, self.bound_s * 1000)))
-        finally:
-            self.quiet_exporter.deadline = None
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Final collection and exporter close, within the bound."""
-        bound_ms = min(timeout_millis, self.bound_s * 1000)
-        self.quiet_exporter.deadline = time.monotonic() + bound_ms / 1000
-        super().shutdown(timeout_millis=bound_ms, **kwargs)
-
-
 def build_span_processor(settings: Settings) -> SpanProcessor:
     """The OTLP span processor for an opted-in runtime (a separate processor from the run folder's).
 
@@ -682,16 +658,3 @@ def build_metric_exporter(settings: Settings) -> MetricExporter:
             _install_log_filter()
             _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
     return QuietMetricExporter(shared[0], shared[1], owns_inner=False)
-
-
-def build_metric_reader(settings: Settings) -> MetricReader:
-    """The OTLP periodic metric reader (export interval = ``settings.metric_interval``).
-
-    Raises:
-        ConfigError: the OTLP variables are not usable.
-    """
-    config = resolve_config(settings.env, "metrics", cap_timeout=settings.export_timeout)
-    exporter = QuietMetricExporter(make_metric_exporter(config), health_for(config))
-    _install_log_filter()
-    _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
-    return OtlpMetricReader(exporter, settings.metric_interval, settings.export_timeout)

@@ -27,6 +27,7 @@ __all__ = (
     "encode_any_value",
     "encode_attributes",
     "encode_metrics",
+    "metrics_line",
     "encode_resource",
     "encode_scope",
     "encode_span",
@@ -279,6 +280,98 @@ def encode_metrics(data: MetricsData) -> dict[str, Any]:
                 out["schemaUrl"] = rm.schema_url
             resource_metrics.append(out)
     return {"resourceMetrics": resource_metrics}
+
+
+# --- direct text encoding of runtel's own metric collections ------------------------------------------------
+_quote = json.encoder.encode_basestring  # C; the same output as json.dumps(..., ensure_ascii=False)
+_text_cache: dict[int, tuple[Any, str]] = {}
+
+
+def _cached_text(obj: Any, encode: Any) -> str:
+    """JSON text of an immutable SDK object (resource, scope), encoded once while the object lives."""
+    hit = _text_cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    text = json.dumps(encode(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if len(_text_cache) > 64:
+        _text_cache.clear()
+    _text_cache[id(obj)] = (obj, text)
+    return text
+
+
+def _any_value_text(value: object) -> str:
+    if isinstance(value, str):
+        return '{"stringValue":' + _quote(value) + "}"
+    if isinstance(value, bool):
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if isinstance(value, int):
+        return '{"intValue":"' + str(value) + '"}'
+    return json.dumps(encode_any_value(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+_kv_cache: dict[tuple[str, type, object], str] = {}
+
+
+def _kv_text(key: str, value: object) -> str:
+    """One ``KeyValue``; the few distinct pairs of runtel's metrics (scope, mode, run id...) are encoded once."""
+    if not isinstance(value, (str, bool, int)):
+        return '{"key":' + _quote(key) + ',"value":' + _any_value_text(value) + "}"
+    cache_key = (key, type(value), value)  # the type keeps True apart from 1
+    text = _kv_cache.get(cache_key)
+    if text is None:
+        if len(_kv_cache) >= 4096:
+            _kv_cache.clear()
+        text = _kv_cache[cache_key] = '{"key":' + _quote(key) + ',"value":' + _any_value_text(value) + "}"
+    return text
+
+
+def _number_text(value: float) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return '"asInt":"' + str(value) + '"'
+    number = _double(float(value))
+    return '"asDouble":' + (repr(number) if isinstance(number, float) else '"' + number + '"')
+
+
+def metrics_line(
+    resource: Resource,
+    scope: InstrumentationScope,
+    metrics: Iterable[tuple[str, str, str, str | None, bool, Iterable[tuple[Mapping[str, object], int, int, float]]]],
+) -> bytes:
+    """One ``ExportMetricsServiceRequest`` line, written as text without building the message as dicts.
+
+    ``metrics`` holds ``(name, description, unit, kind, is_monotonic, points)`` with kind ``"sum"`` (cumulative)
+    or ``"gauge"`` and points ``(attributes, start_ns, time_ns, value)``. The output is what
+    :func:`encode_metrics` + :func:`dumps_line` produce for the same data; a run's final collection is
+    written at its end, so this path is kept short.
+    """
+    out = []
+    for name, description, unit, kind, is_monotonic, points in metrics:
+        point_texts = []
+        for attributes, start_ns, time_ns, value in points:
+            attrs = ",".join([_kv_text(k, v) for k, v in (attributes or {}).items()])
+            point_texts.append('{"attributes":[' + attrs + '],"startTimeUnixNano":"' + str(start_ns or 0)
+                               + '","timeUnixNano":"' + str(time_ns) + '",' + _number_text(value) + "}")
+        head = '{"name":' + _quote(name)
+        if description:
+            head += ',"description":' + _quote(description)
+        if unit:
+            head += ',"unit":' + _quote(unit)
+        if kind == "sum":
+            body = ('"sum":{"dataPoints":[' + ",".join(point_texts) + '],"aggregationTemporality":2,"isMonotonic":'
+                    + ("true" if is_monotonic else "false") + "}")
+        else:
+            body = '"gauge":{"dataPoints":[' + ",".join(point_texts) + "]}"
+        out.append(head + "," + body + "}")
+    if not out:
+        return b""
+    scope_text = '{"scope":' + _cached_text(scope, encode_scope) + ',"metrics":[' + ",".join(out) + "]"
+    if scope.schema_url:
+        scope_text += ',"schemaUrl":' + _quote(scope.schema_url)
+    line = '{"resourceMetrics":[{"resource":' + _cached_text(resource, encode_resource) + ',"scopeMetrics":[' \
+        + scope_text + "}]"
+    if getattr(resource, "schema_url", ""):
+        line += ',"schemaUrl":' + _quote(resource.schema_url)
+    return (line + "}]}\n").encode()
 
 
 def value_from_otlp(value: Mapping[str, Any]) -> Any:

@@ -12,26 +12,42 @@ where ``combined = main + descendants``: filter on one value, never sum across t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from runtel import semconv
 from runtel.energy.estimate import emissions_g
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Meter, Observation
+    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.util.types import AttributeValue
 
     from runtel.sampling.sampler import Sampler
     from runtel.sampling.samples import GpuReading, ProcessStats, Snapshot
 
-__all__ = ("register_instruments",)
+__all__ = ("ObservableMeter", "register_instruments")
 
 Attrs = dict[str, "AttributeValue"]
 Callback = Callable[["CallbackOptions"], Iterable["Observation"]]
 
 
+class ObservableMeter(Protocol):
+    """What registration needs of a meter: an OTel ``Meter``, or runtel's ``RecordingMeter``."""
+
+    def create_observable_counter(
+        self, name: str, callbacks: Sequence[Callback] | None = None, unit: str = "", description: str = ""
+    ) -> object: ...
+
+    def create_observable_up_down_counter(
+        self, name: str, callbacks: Sequence[Callback] | None = None, unit: str = "", description: str = ""
+    ) -> object: ...
+
+    def create_observable_gauge(
+        self, name: str, callbacks: Sequence[Callback] | None = None, unit: str = "", description: str = ""
+    ) -> object: ...
+
+
 def register_instruments(
-    meter: Meter,
+    meter: ObservableMeter,
     sampler: Sampler,
     run_ids: Callable[[], Sequence[str]],
     *,
@@ -41,7 +57,7 @@ def register_instruments(
     """Create runtel's observable instruments on ``meter``.
 
     Args:
-        meter: From the SDK's MeterProvider (``runtel`` scope).
+        meter: An OTel ``Meter`` (``runtel`` scope), or the ``RecordingMeter`` of a run's metrics.
         sampler: Whose ``latest`` snapshot every callback reads.
         run_ids: Active run ids at collection time (one observation set per id).
         carbon_intensity: gCO2eq/kWh for ``runtel.emissions``.
