@@ -65,10 +65,15 @@ _compact = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).en
 
 
 def _value_text(value: Any) -> str:
-    """One top-level value of a record: compact when short (the C encoder), else indented by two more spaces."""
+    """One top-level value of a record: compact when short, else one line per key of a long mapping.
+
+    Everything goes through the C encoder; the pure-Python indenting one is kept for the environment
+    section, which is encoded once per process.
+    """
     text = _compact(value)
-    if len(text) > _ONE_LINE and isinstance(value, (dict, list, tuple)) and value:
-        text = _dumps(value).replace("\n", "\n  ")
+    if len(text) > _ONE_LINE and isinstance(value, dict) and value:
+        inner = ",\n".join(f"    {_compact(str(k))}: {_compact(v)}" for k, v in value.items())
+        text = "{\n" + inner + "\n  }"
     return text
 
 
