@@ -450,7 +450,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     runtime.open_run(run)
     if runtime.monitor is not None:
         with guard("sample-edge", "take the run-start sample"):
-            run._start_sample = runtime.monitor.sample_now()
+            run._start_sample = runtime.monitor.edge_sample()
 
     if spec._output_dir is not None:
         run._output_dirs.append(Path(spec._output_dir))
@@ -499,7 +499,7 @@ def _end_span(
     last_sample = None
     if monitor is not None:
         with guard("sample-edge", "take the run-end sample"):
-            last_sample = monitor.sample_now()
+            last_sample = monitor.edge_sample()
     run.end_time_ns = time.time_ns()  # after the edge sample, so the window includes it
     span = run._span
     with guard("run-status", "record the run status"):

@@ -121,6 +121,7 @@ def summarize(
     n_expected_cores: int,
     carbon_intensity: float,
     baseline: Snapshot | None = None,
+    edges: Sequence[Snapshot | None] = (),
 ) -> UsageSummary:
     """Summarise the snapshots of ``[start_ns, end_ns]`` (others are ignored; order does not matter).
 
@@ -132,12 +133,18 @@ def summarize(
         baseline: The last snapshot before the window. Cumulative counters (CPU time, energy) are
             differences, so they are measured from it when given; with a single in-window sample and
             no baseline they are unknown (left out) rather than reported as 0.
+        edges: The span's own start/end samples, counted even when outside the window: an edge may
+            be a sample reused from up to a few milliseconds before the start (see ``Monitor.edge_sample``).
 
     Example:
         >>> summarize([], start_ns=0, end_ns=10**9, n_expected_cores=1, carbon_intensity=475.0).samples
         0
     """
-    snaps = sorted((s for s in snapshots if start_ns <= s.time_ns <= end_ns), key=lambda s: s.time_ns)
+    chosen = {id(s): s for s in snapshots if start_ns <= s.time_ns <= end_ns}
+    for edge in edges:
+        if edge is not None:
+            chosen.setdefault(id(edge), edge)
+    snaps = sorted(chosen.values(), key=lambda s: s.time_ns)
     base = {
         "start_ns": start_ns,
         "end_ns": end_ns,
