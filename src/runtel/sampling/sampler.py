@@ -47,6 +47,9 @@ __all__ = ("Sampler",)
 
 _log = logging.getLogger("runtel.sampling")
 
+#: seconds between starting the sampler and its background loop beginning (see ``Sampler._thread_main``)
+START_DELAY_S = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class _ProcPart:
@@ -141,14 +144,17 @@ class Sampler:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the background loop (idempotent); returns once the loop is running."""
+        """Start the background loop (idempotent); returns at once.
+
+        The thread imports anyio and starts its event loop on its own (tens of milliseconds, once per
+        process); a run's start does not wait for that: its edge samples are taken by the caller.
+        """
         if self._thread is not None and self._thread.is_alive():
             return
         self._started.clear()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._thread_main, name="runtel-sampler", daemon=True)
         self._thread.start()
-        self._started.wait(5.0)
 
     @property
     def running(self) -> bool:
@@ -161,6 +167,8 @@ class Sampler:
         if thread is None:
             return
         self._stopping.set()
+        if thread.is_alive():
+            self._started.wait(timeout)  # the loop may still be starting: its cancel token comes with it
         token, scope = self._token, self._scope
         if token is not None and scope is not None and thread.is_alive():
             import anyio.from_thread
@@ -184,9 +192,15 @@ class Sampler:
             _log.debug("closing GPU backend: %s", exc)
 
     def _thread_main(self) -> None:
-        import anyio
-
         try:
+            # Importing anyio and starting a loop is ~20-40 ms of pure-Python work; begun at once it would
+            # contend for the GIL with the run that just started (its edge sample's /proc reads wait for the
+            # GIL after every read) and with the application's own start-up. The edges are sampled by the
+            # caller, so the loop can begin a little later; a run that ends sooner never pays for it.
+            if self._stopping.wait(START_DELAY_S):
+                return
+            import anyio
+
             anyio.run(self._main)
         except Exception as exc:  # never let the thread die noisily
             self._log_once(f"loop:{type(exc).__name__}", logging.WARNING, "sampler loop ended: %r", exc)
@@ -203,7 +217,7 @@ class Sampler:
             self._scope = scope
             self._token = anyio.lowlevel.current_token()
             self._started.set()
-            if self._stopping.is_set():
+            if self._stopping.is_set():  # stop() came first; it may not have seen the token
                 return
             deadline = anyio.current_time()
             while True:
