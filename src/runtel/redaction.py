@@ -114,19 +114,61 @@ _ENV_PAIR: Final = r"([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)"
 
 
 class _Compiled:
-    """The compiled patterns, built once per process on first use."""
+    """The patterns, each compiled on first use: most runs need only a few of them (compiling all costs ~10 ms)."""
 
-    def __init__(self) -> None:
-        self.camel_1 = re.compile(_CAMEL_1)
-        self.camel_2 = re.compile(_CAMEL_2)
-        self.separators = re.compile(_SEPARATORS)
-        self.token_rules = tuple((prefixes, re.compile(source)) for prefixes, source in _TOKEN_SOURCES)
-        self.token_gate = re.compile("|".join(re.escape(p) for prefixes, _ in _TOKEN_SOURCES for p in prefixes))
-        self.bearer = re.compile(_BEARER)
-        self.auth_header = re.compile(_AUTH_HEADER)
-        self.url_userinfo = re.compile(_URL_USERINFO)
-        self.assign = re.compile(_ASSIGN)
-        self.env_pair = re.compile(_ENV_PAIR, re.DOTALL)
+    @functools.cached_property
+    def camel_1(self) -> re.Pattern[str]:
+        return re.compile(_CAMEL_1)
+
+    @functools.cached_property
+    def camel_2(self) -> re.Pattern[str]:
+        return re.compile(_CAMEL_2)
+
+    @functools.cached_property
+    def separators(self) -> re.Pattern[str]:
+        return re.compile(_SEPARATORS)
+
+    @functools.cached_property
+    def token_rules(self) -> tuple[tuple[tuple[str, ...], _LazyPattern], ...]:
+        return tuple((prefixes, _LazyPattern(source)) for prefixes, source in _TOKEN_SOURCES)
+
+    @functools.cached_property
+    def token_gate(self) -> re.Pattern[str]:
+        return re.compile("|".join(re.escape(p) for prefixes, _ in _TOKEN_SOURCES for p in prefixes))
+
+    @functools.cached_property
+    def bearer(self) -> re.Pattern[str]:
+        return re.compile(_BEARER)
+
+    @functools.cached_property
+    def auth_header(self) -> re.Pattern[str]:
+        return re.compile(_AUTH_HEADER)
+
+    @functools.cached_property
+    def url_userinfo(self) -> re.Pattern[str]:
+        return re.compile(_URL_USERINFO)
+
+    @functools.cached_property
+    def assign(self) -> re.Pattern[str]:
+        return re.compile(_ASSIGN)
+
+    @functools.cached_property
+    def env_pair(self) -> re.Pattern[str]:
+        return re.compile(_ENV_PAIR, re.DOTALL)
+
+
+class _LazyPattern:
+    """A credential pattern compiled the first time some text passes its literal-prefix gate."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._pattern: re.Pattern[str] | None = None
+
+    def sub(self, repl: str, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            pattern = self._pattern = re.compile(self.source)
+        return pattern.sub(repl, text)
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,6 +178,11 @@ def _compiled() -> _Compiled:
 
 def _normalise_key(key: str) -> str:
     """``"dbPassword"``/``"X-Api-Key"``/``"AWS_SECRET"`` -> ``"db_password"``/``"x_api_key"``/``"aws_secret"``."""
+    if (key.isascii() and key.replace("_", "").isalnum()
+            and (key.islower() or not any(ch.isalpha() for ch in key)
+                 or (key.isupper() and not any(ch.isdigit() for ch in key)))):
+        # No camelCase boundary possible and no separator but "_" (env names, most config keys): no regex.
+        return "_".join(part for part in key.lower().split("_") if part)
     c = _compiled()
     spaced = c.camel_2.sub(r"\1_\2", c.camel_1.sub(r"\1_\2", key))
     return c.separators.sub("_", spaced.lower()).strip("_")
