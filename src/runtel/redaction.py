@@ -246,9 +246,9 @@ class Redactor:
         c = _compiled()
         out = text
         if c.token_gate.search(out) is not None:
-            for prefixes, pattern in c.token_rules:
+            for prefixes, rule in c.token_rules:
                 if any(prefix in out for prefix in prefixes):
-                    out = pattern.sub(REDACTED, out)
+                    out = rule.sub(REDACTED, out)
         # The remaining rules never span lines: run them line by line, so a large text (a diff) only pays
         # for the few lines that hold a hint instead of every pattern scanning all of it.
         if "\n" in out:
