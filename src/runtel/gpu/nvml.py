@@ -26,6 +26,7 @@ ends the list. Indices are NVML (PCI bus) order, which is CUDA's order when ``CU
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -185,7 +186,28 @@ class NvmlBackend:
         return state.integrated_j
 
 
+def _nvml_library_loadable() -> bool:
+    """Linux: whether ``libnvidia-ml.so.1`` loads, which is the first thing ``nvmlInit`` does.
+
+    Importing pynvml (~15 ms, a large module) only to learn that the machine has no NVIDIA driver was
+    the biggest part of starting the sampler on a machine without GPUs; ctypes is what pynvml uses
+    to load the library anyway. Elsewhere (Windows looks in several places) the answer is "try it".
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def _import_pynvml() -> Any:
+    # Already imported (by the application, torch, or a test's stand-in): free to use, nothing to save.
+    if "pynvml" not in sys.modules and not _nvml_library_loadable():
+        raise BackendUnavailable("NVML init failed: libnvidia-ml.so.1 not found (no NVIDIA driver)")
     try:
         import pynvml
     except ImportError as exc:
