@@ -358,6 +358,11 @@ def configure(**kwargs: Any) -> Settings:
     return new
 
 
+def current_runtime() -> Runtime | None:
+    """The runtime if one was built already (never builds one)."""
+    return _runtime
+
+
 def get_runtime() -> Runtime | None:
     """The process runtime, or None when the SDK is disabled (``OTEL_SDK_DISABLED=true``)."""
     global _runtime, _atexit_registered

@@ -290,6 +290,8 @@ class RunSpan:
         settings = _sdk.settings()
         argv = list(sys.argv if self._argv is None else self._argv)
         name = self._name or (Path(argv[0]).stem if argv and argv[0] not in ("", "-c") else "") or "run"
+        if _sdk.current_runtime() is None and not settings.disabled:
+            _prefetch_git(argv, settings, self._telemetry)
         runtime = _sdk.get_runtime()
         if runtime is None:  # OTEL_SDK_DISABLED=true: a placeholder run, nothing recorded
             run = Run(name)
@@ -299,6 +301,18 @@ class RunSpan:
         run = _open(runtime, settings, name, self, argv)
         self._run = run
         return run
+
+
+def _prefetch_git(argv: list[str], settings: Settings, telemetry: str | None) -> None:
+    """First run of the process: start the git queries before building the runtime (see ``git.prefetch``)."""
+    if (settings.telemetry if telemetry is None else telemetry) == "off":
+        return
+    with guard("git-prefetch", "start the git queries"):
+        from runtel.environment.git import prefetch
+
+        cwd = os.getcwd()
+        script = _script_path(argv)
+        prefetch([p for p in (script, cwd) if p], env=settings.env)
 
 
 def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, argv: list[str]) -> Run:

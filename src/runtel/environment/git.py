@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any, Final
 
 from runtel.redaction import Redactor
 
-__all__ = ("GitInfo", "clear_cache", "find_toplevel", "git_diff", "git_info", "public_url")
+__all__ = ("GitInfo", "clear_cache", "find_toplevel", "git_diff", "git_info", "prefetch", "public_url")
 
 _logger = logging.getLogger("runtel.environment")
 
@@ -40,6 +39,8 @@ _lock = threading.Lock()
 _which_cache: dict[str, str | None] = {}
 _toplevel_cache: dict[str, str | None] = {}
 _info_cache: dict[tuple[str, str], _RawGit] = {}
+# queries started by prefetch(), collected by git_info(): (processes, deadline)
+_pending: dict[tuple[str, str], tuple[list[subprocess.Popen[bytes] | str], float]] = {}
 _diff_cache: dict[tuple[str, str], tuple[bytes, int] | None] = {}
 # (git, toplevel, max_bytes, redactor patterns) -> final text: redacting a large diff again on every run costs ms
 _capped_cache: dict[tuple[str, str, int, tuple[str, ...]], str] = {}
@@ -119,10 +120,23 @@ def _which_git(env: Mapping[str, str]) -> str | None:
     with _lock:
         if path in _which_cache:
             return _which_cache[path]
-    found = shutil.which("git", path=path)
+    found = _find_executable("git", path)
     with _lock:
         _which_cache[path] = found
     return found
+
+
+def _find_executable(name: str, path: str) -> str | None:
+    """``shutil.which`` for one name on POSIX and Windows (importing shutil costs ~2 ms); empty entries are skipped."""
+    names = [name + ext for ext in os.environ.get("PATHEXT", ".EXE").split(os.pathsep)] if os.name == "nt" else [name]
+    for directory in path.split(os.pathsep):
+        if not directory:
+            continue
+        for candidate_name in names:
+            candidate = os.path.join(directory, candidate_name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+    return None
 
 
 def find_toplevel(start: str) -> str | None:
@@ -154,10 +168,8 @@ def _git_env(env: Mapping[str, str]) -> dict[str, str]:
     return clean
 
 
-def _run_parallel(
-    commands: Sequence[Sequence[str]], *, cwd: str, env: Mapping[str, str], timeout: float
-) -> list[tuple[int, bytes, bytes] | str]:
-    """Run commands concurrently; each result is ``(returncode, stdout, stderr)`` or an error text."""
+def _spawn(commands: Sequence[Sequence[str]], *, cwd: str, env: Mapping[str, str]) -> list[subprocess.Popen[bytes] | str]:
+    """Start commands without waiting; an entry is the process or the text of the error that prevented it."""
     started: list[subprocess.Popen[bytes] | str] = []
     for command in commands:
         try:
@@ -173,7 +185,13 @@ def _run_parallel(
             )
         except OSError as exc:
             started.append(f"{type(exc).__name__}: {exc}")
-    deadline = time.monotonic() + timeout
+    return started
+
+
+def _collect(
+    started: Sequence[subprocess.Popen[bytes] | str], deadline: float, timeout: float
+) -> list[tuple[int, bytes, bytes] | str]:
+    """Wait for started commands until ``deadline``; each result is ``(returncode, stdout, stderr)`` or an error."""
     results: list[tuple[int, bytes, bytes] | str] = []
     for proc in started:
         if isinstance(proc, str):
@@ -187,6 +205,13 @@ def _run_parallel(
             proc.communicate()
             results.append(f"git timed out after {timeout:g} s")
     return results
+
+
+def _run_parallel(
+    commands: Sequence[Sequence[str]], *, cwd: str, env: Mapping[str, str], timeout: float
+) -> list[tuple[int, bytes, bytes] | str]:
+    """Run commands concurrently; each result is ``(returncode, stdout, stderr)`` or an error text."""
+    return _collect(_spawn(commands, cwd=cwd, env=env), time.monotonic() + timeout, timeout)
 
 
 def _first_line(data: bytes) -> str:
@@ -235,16 +260,46 @@ def _parse_remotes(out: str) -> dict[str, str]:
     return remotes
 
 
-def _query(git: str, toplevel: str, env: Mapping[str, str], timeout: float) -> _RawGit:
-    status, config = _run_parallel(
+def _start_query(git: str, toplevel: str, env: Mapping[str, str]) -> list[subprocess.Popen[bytes] | str]:
+    return _spawn(
         [
             [git, "--no-optional-locks", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
             [git, "config", "--get-regexp", r"^remote\..*\.url$"],
         ],
         cwd=toplevel,
         env=_git_env(env),
-        timeout=timeout,
     )
+
+
+def _query(git: str, toplevel: str, env: Mapping[str, str], timeout: float) -> _RawGit:
+    return _parse_query(_collect(_start_query(git, toplevel, env), time.monotonic() + timeout, timeout))
+
+
+def prefetch(paths: Sequence[str], *, env: Mapping[str, str], timeout: float = TIMEOUT_S) -> None:
+    """Start the git queries for the repositories holding ``paths`` now, without waiting; never raises.
+
+    A process's first run imports the OTel SDK and runtel's modules (tens of milliseconds of Python);
+    started first, git runs on another core meanwhile and :func:`git_info` only collects its output.
+    """
+    try:
+        git = _which_git(env)
+        if git is None:
+            return
+        for path in paths:
+            toplevel = find_toplevel(path)
+            if toplevel is None:
+                continue
+            key = (git, toplevel)
+            with _lock:
+                if key in _info_cache or key in _pending:
+                    continue
+                _pending[key] = (_start_query(git, toplevel, env), time.monotonic() + timeout)
+    except Exception as exc:  # git_info() will simply query again
+        _logger.debug("git prefetch failed: %r", exc)
+
+
+def _parse_query(results: Sequence[tuple[int, bytes, bytes] | str]) -> _RawGit:
+    status, config = results
     if isinstance(status, str):
         return _RawGit(error=status)
     code, out, err = status
@@ -288,7 +343,12 @@ def git_info(path: str, *, env: Mapping[str, str], redactor: Redactor, timeout: 
         with _lock:
             raw = _info_cache.get(key)
         if raw is None:
-            raw = _query(git, toplevel, env, timeout)
+            with _lock:
+                pending = _pending.pop(key, None)
+            if pending is not None:
+                raw = _parse_query(_collect(pending[0], pending[1], timeout))
+            else:
+                raw = _query(git, toplevel, env, timeout)
             with _lock:
                 _info_cache[key] = raw
         remotes = {name: redactor.redact_url(url) for name, url in raw.remotes.items()}
@@ -388,3 +448,7 @@ def clear_cache() -> None:
         _info_cache.clear()
         _diff_cache.clear()
         _capped_cache.clear()
+        pending = list(_pending.values())
+        _pending.clear()
+    for started, deadline in pending:  # reap prefetched queries nobody collected
+        _collect(started, deadline, TIMEOUT_S)
