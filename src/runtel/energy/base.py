@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = ("EnergyReading", "EnergySource")
 
 
-@dataclass(frozen=True, slots=True)
-class EnergyReading:
+class EnergyReading(NamedTuple):
     """Energy used by one domain since its source was opened.
 
     Attributes:

@@ -7,14 +7,18 @@ could not tell us" (unsupported call, lost GPU, permission), never zero.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ("GpuBackend", "GpuDevice", "GpuReading", "parse_visible_devices")
 
+#: the shared, read-only default of mapping fields (a NamedTuple cannot have per-instance factories)
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
 
 @dataclass(frozen=True, slots=True)
-class GpuDevice:
+class GpuDevice:  # a dataclass: its `index` field would shadow tuple.index
     """Static facts about one GPU, recorded once per run (run.json ``gpus``)."""
 
     index: int
@@ -38,8 +42,7 @@ class GpuDevice:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class GpuReading:
+class GpuReading(NamedTuple):
     """One device at one instant.
 
     Attributes:
@@ -63,7 +66,7 @@ class GpuReading:
     power_w: float | None = None
     energy_j: float | None = None
     temperature_c: float | None = None
-    process_memory_bytes: Mapping[int, int | None] = field(default_factory=dict)
+    process_memory_bytes: Mapping[int, int | None] = _EMPTY
     energy_integrated: bool = False
 
 

@@ -28,8 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from runtel.energy.base import EnergyReading, EnergySource
 from runtel.energy.estimate import CpuEnergyEstimator
@@ -51,8 +50,7 @@ _log = logging.getLogger("runtel.sampling")
 START_DELAY_S = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class _ProcPart:
+class _ProcPart(NamedTuple):
     time_ns: int
     monotonic_s: float
     tree: TreeRead
@@ -60,8 +58,7 @@ class _ProcPart:
     energy: tuple[EnergyReading, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _GpuPart:
+class _GpuPart(NamedTuple):
     gpus: tuple[GpuReading, ...]
     energy: tuple[EnergyReading, ...]
 

@@ -8,7 +8,7 @@ defined next to their Protocol in :mod:`runtel.gpu.base` and ``EnergyReading`` i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from runtel.energy.base import EnergyReading
 from runtel.gpu.base import GpuDevice, GpuReading
@@ -16,8 +16,7 @@ from runtel.gpu.base import GpuDevice, GpuReading
 __all__ = ("EMPTY_PROCESS_STATS", "EnergyReading", "GpuDevice", "GpuReading", "ProcessStats", "Snapshot", "SystemStats")
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessStats:
+class ProcessStats(NamedTuple):
     """A group of processes (main, descendants or both) at one instant.
 
     Attributes:
@@ -53,8 +52,7 @@ class ProcessStats:
 EMPTY_PROCESS_STATS = ProcessStats()
 
 
-@dataclass(frozen=True, slots=True)
-class SystemStats:
+class SystemStats(NamedTuple):
     """Whole-machine CPU and memory at one instant.
 
     Attributes:
@@ -74,8 +72,7 @@ class SystemStats:
     swap_total_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """Everything the sampler read in one tick.
 
     Attributes:

@@ -9,7 +9,8 @@ interval before it). Output keys and units are documented in docs/metrics.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from runtel import semconv
 from runtel.energy.estimate import emissions_g
@@ -17,12 +18,14 @@ from runtel.sampling.samples import ProcessStats, Snapshot
 
 __all__ = ("UsageSummary", "resource_usage_record", "summarize", "usage_attributes")
 
+#: the shared, read-only default of mapping fields (a NamedTuple cannot have per-instance factories)
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
 AttributeValue = str | bool | int | float | Sequence[str]
 _SCOPES = (semconv.SCOPE_MAIN, semconv.SCOPE_DESCENDANTS, semconv.SCOPE_COMBINED)
 
 
-@dataclass(frozen=True, slots=True)
-class EnergyDomain:
+class EnergyDomain(NamedTuple):
     """Energy of one domain over the window."""
 
     joules: float
@@ -30,8 +33,7 @@ class EnergyDomain:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class UsageSummary:
+class UsageSummary(NamedTuple):
     """Resource use over one window (run or block). SI units; ``None`` = not measured.
 
     Attributes:
@@ -63,16 +65,16 @@ class UsageSummary:
     n_expected_cores: int
     logical_cores: int = 1
     cpu_time_s: float | None = None
-    cpu_utilization_max: Mapping[str, float] = field(default_factory=dict)
-    cpu_utilization_mean: Mapping[str, float] = field(default_factory=dict)
+    cpu_utilization_max: Mapping[str, float] = _EMPTY
+    cpu_utilization_mean: Mapping[str, float] = _EMPTY
     cpu_hardware_utilization_max: float | None = None
     cpu_hardware_utilization_mean: float | None = None
     system_cpu_utilization_max: float | None = None
     system_cpu_utilization_mean: float | None = None
-    rss_max: Mapping[str, int] = field(default_factory=dict)
-    uss_max: Mapping[str, int] = field(default_factory=dict)
-    pss_max: Mapping[str, int] = field(default_factory=dict)
-    threads_max: Mapping[str, int] = field(default_factory=dict)
+    rss_max: Mapping[str, int] = _EMPTY
+    uss_max: Mapping[str, int] = _EMPTY
+    pss_max: Mapping[str, int] = _EMPTY
+    threads_max: Mapping[str, int] = _EMPTY
     processes_max: int | None = None
     system_memory_used_max: int | None = None
     system_memory_total: int | None = None
@@ -83,7 +85,7 @@ class UsageSummary:
     gpu_utilization_max: float | None = None
     gpu_utilization_mean: float | None = None
     gpu_power_mean_w: float | None = None
-    energy: Mapping[str, EnergyDomain] = field(default_factory=dict)
+    energy: Mapping[str, EnergyDomain] = _EMPTY
     energy_total_j: float | None = None
     energy_estimated: bool = False
     emissions_g: float | None = None
