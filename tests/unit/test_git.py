@@ -285,3 +285,61 @@ def test_cwd_repo_recorded_when_different(tmp_path: Path, env: dict[str, str]) -
     assert git_record["script"]["branch"] == "main"
     assert git_record["cwd"]["branch"] == "data" and git_record["cwd"]["no_commits"] is True
     assert environment.span[semconv.VCS_REF_HEAD_NAME] == "main"
+
+
+def test_prefetched_query_is_collected(tmp_path: Path, env: dict[str, str]) -> None:
+    """prefetch() starts git at once; git_info() reads that result: a commit made after the prefetched git
+    finished is not seen (proving the answer came from the early query), and nothing stays pending."""
+    repo = _repo(tmp_path, env)
+    first_commit = _git(repo, env, "rev-parse", "HEAD")
+    gitmod.prefetch([str(repo / "train.py"), str(repo)], env=env)  # one repository: one pending query
+    assert len(gitmod._pending) == 1
+    for procs, _ in gitmod._pending.values():
+        for proc in procs:
+            if isinstance(proc, subprocess.Popen):
+                proc.wait(timeout=10)
+    (repo / "train.py").write_text("print('second')\n")
+    _git(repo, env, "commit", "-q", "-am", "second")
+    info = gitmod.git_info(str(repo), env=env, redactor=Redactor())
+    assert info is not None and info.error is None
+    assert info.commit == first_commit != _git(repo, env, "rev-parse", "HEAD")
+    assert gitmod._pending == {}
+
+
+def test_prefetch_of_no_repository_or_no_git_starts_nothing(tmp_path: Path, env: dict[str, str]) -> None:
+    """Paths outside repositories, or no git on PATH: nothing is started and nothing raises."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    gitmod.prefetch([str(plain)], env=env)
+    repo = _repo(tmp_path, env)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    gitmod.prefetch([str(repo)], env={**env, "PATH": str(empty)})
+    assert gitmod._pending == {}
+
+
+def test_clear_cache_reaps_uncollected_prefetches(tmp_path: Path, env: dict[str, str]) -> None:
+    """A prefetch nobody collected is waited for by clear_cache(): no zombie git processes are left."""
+    repo = _repo(tmp_path, env)
+    gitmod.prefetch([str(repo)], env=env)
+    started = [p for procs, _ in gitmod._pending.values() for p in procs if isinstance(p, subprocess.Popen)]
+    assert started
+    gitmod.clear_cache()
+    assert gitmod._pending == {}
+    assert all(p.returncode is not None for p in started)
+
+
+def test_find_executable_needs_an_executable_file(tmp_path: Path) -> None:
+    """The PATH lookup that replaced shutil.which: skips empty entries (no git from the cwd), directories
+    and non-executable files, and returns the first executable match."""
+    not_exec, exec_dir, a_dir = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (not_exec, exec_dir, a_dir):
+        d.mkdir()
+    (not_exec / "git").write_text("#!/bin/sh\n")
+    (a_dir / "git").mkdir()
+    real = exec_dir / "git"
+    real.write_text("#!/bin/sh\n")
+    real.chmod(0o755)
+    path = os.pathsep.join(["", str(not_exec), str(a_dir), str(exec_dir)])
+    assert gitmod._find_executable("git", path) == str(real)
+    assert gitmod._find_executable("git", os.pathsep.join(["", str(not_exec)])) is None
