@@ -64,15 +64,27 @@ def _dumps(value: Any) -> str:
 _compact = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode  # one encoder, reused
 
 
+_quote = json.encoder.encode_basestring  # C; the same output as the encoder above for a str
+
+
+def _scalar_text(value: Any) -> str:
+    """JSON of one value; strings and None without the encoder's per-call overhead (most record fields)."""
+    if type(value) is str:
+        return _quote(value)
+    if value is None:
+        return "null"
+    return _compact(value)
+
+
 def _value_text(value: Any) -> str:
     """One top-level value of a record: compact when short, else one line per key of a long mapping.
 
     Everything goes through the C encoder; the pure-Python indenting one is kept for the environment
     section, which is encoded once per process.
     """
-    text = _compact(value)
+    text = _scalar_text(value)
     if len(text) > _ONE_LINE and isinstance(value, dict) and value:
-        inner = ",\n".join(f"    {_compact(str(k))}: {_compact(v)}" for k, v in value.items())
+        inner = ",\n".join(f"    {_quote(str(k))}: {_scalar_text(v)}" for k, v in value.items())
         text = "{\n" + inner + "\n  }"
     return text
 
@@ -93,7 +105,7 @@ def record_text(data: Mapping[str, Any]) -> str:
             text = _section_cache[1]
         else:
             text = _value_text(value)
-        parts.append(f"  {_compact(str(key))}: {text}")
+        parts.append(f"  {_quote(str(key))}: {text}")
     return "{\n" + ",\n".join(parts) + "\n}" if parts else "{}"
 
 

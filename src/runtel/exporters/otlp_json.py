@@ -325,10 +325,12 @@ def _kv_text(key: str, value: object) -> str:
     return text
 
 
-def _number_text(value: float) -> str:
+def _number_text(value: object) -> str:
+    if type(value) is float and math.isfinite(value):
+        return '"asDouble":' + repr(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return '"asInt":"' + str(value) + '"'
-    number = _double(float(value))
+        return '"asInt":"' + str(int(value)) + '"'
+    number = _double(float(value))  # type: ignore[arg-type]
     return '"asDouble":' + (repr(number) if isinstance(number, float) else '"' + number + '"')
 
 
@@ -345,12 +347,16 @@ def metrics_line(
     written at its end, so this path is kept short.
     """
     out = []
+    times: dict[tuple[int, int], str] = {}  # a collection has one time and one start: format them once
     for name, description, unit, kind, is_monotonic, points in metrics:
         point_texts = []
         for attributes, start_ns, time_ns, value in points:
             attrs = ",".join([_kv_text(k, v) for k, v in (attributes or {}).items()])
-            point_texts.append('{"attributes":[' + attrs + '],"startTimeUnixNano":"' + str(start_ns or 0)
-                               + '","timeUnixNano":"' + str(time_ns) + '",' + _number_text(value) + "}")
+            middle = times.get((start_ns, time_ns))
+            if middle is None:
+                middle = times[(start_ns, time_ns)] = (
+                    '],"startTimeUnixNano":"' + str(start_ns or 0) + '","timeUnixNano":"' + str(time_ns) + '",')
+            point_texts.append('{"attributes":[' + attrs + middle + _number_text(value) + "}")
         head = '{"name":' + _quote(name)
         if description:
             head += ',"description":' + _quote(description)
