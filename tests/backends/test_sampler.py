@@ -14,7 +14,7 @@ from runtel.gpu.base import GpuDevice, GpuReading
 from runtel.gpu.null import NullBackend
 from runtel.gpu.nvml import open_nvml
 from runtel.sampling.proctree import ProcessTree
-from runtel.sampling.sampler import Sampler
+from runtel.sampling.sampler import START_DELAY_S, Sampler
 from runtel.testing.nvml import FakeGpu, FakeNvml
 
 DEVICE = GpuDevice(0, "GPU-slow", "Slow GPU", 1024, "1", "12.4", "nvidia")
@@ -166,3 +166,80 @@ def test_gpu_readings_and_energy_reach_the_snapshot() -> None:
     assert snap.tree_gpu_memory_bytes == 5 * 2**20
     assert [e.domain for e in snap.energy] == ["gpu:GPU-x"]
     assert snap.energy[0].source == "nvml"
+
+
+def stop_within(sampler: Sampler, seconds: float) -> None:
+    """Call stop() in a helper thread and fail (instead of hanging the test) if it does not return in time."""
+    stopper = threading.Thread(target=sampler.stop, name="test-stopper", daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    assert not stopper.is_alive(), f"Sampler.stop() did not return within {seconds} s"
+
+
+def test_start_returns_at_once_and_stop_during_the_start_delay_is_prompt() -> None:
+    """start() does not wait for the loop; stopped within START_DELAY_S, the thread ends before any tick."""
+    sampler = make(interval=0.05)
+    started = time.monotonic()
+    sampler.start()
+    assert time.monotonic() - started < START_DELAY_S
+    assert sampler.running and sampler.ticks == 0
+    stop_within(sampler, 0.5)
+    assert not sampler.running
+    time.sleep(2 * START_DELAY_S)  # nothing happens after the delay either
+    assert sampler.ticks == 0 and sampler.history() == []
+
+
+def test_loop_ticks_after_the_start_delay_and_stops() -> None:
+    """After the start delay the loop samples at its interval; stop() ends it promptly."""
+    sampler = make(interval=0.05)
+    sampler.start()
+    time.sleep(0.3)
+    assert sampler.ticks > 0 and sampler.running
+    stop_within(sampler, 1.0)
+    assert not sampler.running
+    ticks = sampler.ticks
+    assert len(sampler.history()) == ticks
+    time.sleep(0.1)
+    assert sampler.ticks == ticks
+
+
+def test_sampler_stopped_during_the_delay_can_start_again() -> None:
+    """A stop during the start delay leaves the sampler restartable: the next start() ticks normally."""
+    sampler = make(interval=0.05)
+    sampler.start()
+    stop_within(sampler, 0.5)
+    assert not sampler.running and sampler.ticks == 0
+    sampler.start()
+    time.sleep(0.3)
+    stop_within(sampler, 1.0)
+    assert sampler.ticks > 0 and not sampler.running
+
+
+def test_cancel_after_the_loop_ended_returns_at_once() -> None:
+    """Regression: stop() cancelled the loop with a call that waits for the loop to run it, and waited forever
+    when the loop had just ended on its own. The cancel function must return at once even then."""
+    sampler = make(interval=0.05)
+    sampler.start()
+    deadline = time.monotonic() + 5
+    while sampler.ticks == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cancel = sampler._cancel
+    assert cancel is not None
+    sampler.stop()
+    assert not sampler.running
+    done = threading.Event()
+    threading.Thread(target=lambda: (cancel(), done.set()), daemon=True).start()
+    assert done.wait(1.0), "cancelling an ended loop blocked"
+
+
+def test_stop_landing_as_the_loop_starts_never_blocks() -> None:
+    """stop() issued around the end of the start delay (the loop starting up) returns within its timeout."""
+    for i in range(20):
+        sampler = make(interval=0.05)
+        sampler.start()
+        time.sleep(START_DELAY_S + (i % 10) * 0.0005)
+        stopper = threading.Thread(target=sampler.stop, daemon=True)
+        stopper.start()
+        stopper.join(3.0)
+        assert not stopper.is_alive(), f"stop() blocked (trial {i})"
+        assert not sampler.running

@@ -40,7 +40,6 @@ from runtel.sampling.system import SystemReader
 
 if TYPE_CHECKING:
     from anyio import CancelScope, CapacityLimiter
-    from anyio.lowlevel import EventLoopToken
 
 __all__ = ("Sampler",)
 
@@ -61,6 +60,28 @@ class _ProcPart(NamedTuple):
 class _GpuPart(NamedTuple):
     gpus: tuple[GpuReading, ...]
     energy: tuple[EnergyReading, ...]
+
+
+def _threadsafe_cancel(scope: CancelScope) -> Callable[[], None] | None:
+    """A function that cancels ``scope`` from another thread without waiting (``None`` off asyncio).
+
+    ``anyio.from_thread.run_sync`` would wait for the loop to run the request, and wait forever if the
+    loop ended on its own just before; scheduling the call with ``call_soon_threadsafe`` cannot block.
+    """
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # another anyio backend: the loop still ends at its next tick
+        return None
+
+    def cancel() -> None:
+        try:
+            loop.call_soon_threadsafe(scope.cancel)
+        except RuntimeError:  # the loop is closed: it has ended anyway
+            pass
+
+    return cancel
 
 
 class Sampler:
@@ -135,8 +156,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopping = threading.Event()
-        self._token: EventLoopToken | None = None
-        self._scope: CancelScope | None = None
+        self._cancel: Callable[[], None] | None = None
         self.ticks = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -150,6 +170,7 @@ class Sampler:
             return
         self._started.clear()
         self._stopping.clear()
+        self._cancel = None
         self._thread = threading.Thread(target=self._thread_main, name="runtel-sampler", daemon=True)
         self._thread.start()
 
@@ -166,14 +187,9 @@ class Sampler:
         self._stopping.set()
         if thread.is_alive():
             self._started.wait(timeout)  # the loop may still be starting: its cancel token comes with it
-        token, scope = self._token, self._scope
-        if token is not None and scope is not None and thread.is_alive():
-            import anyio.from_thread
-
-            try:
-                anyio.from_thread.run_sync(scope.cancel, token=token)
-            except Exception as exc:  # the loop may have just finished
-                _log.debug("sampler cancel: %s", exc)
+        cancel = self._cancel
+        if cancel is not None and thread.is_alive():
+            cancel()  # never blocks: the loop may be ending on its own at this very moment
         thread.join(timeout)
         if thread.is_alive():
             self._log_once("stop", logging.WARNING, "sampler thread did not stop within %.1f s", timeout)
@@ -206,18 +222,14 @@ class Sampler:
 
     async def _main(self) -> None:
         import anyio
-        import anyio.lowlevel
 
         proc_limiter = anyio.CapacityLimiter(1)
         gpu_limiter = anyio.CapacityLimiter(1)
         with anyio.CancelScope() as scope:
-            self._scope = scope
-            self._token = anyio.lowlevel.current_token()
+            self._cancel = _threadsafe_cancel(scope)
             self._started.set()
-            if self._stopping.is_set():  # stop() came first; it may not have seen the token
-                return
             deadline = anyio.current_time()
-            while True:
+            while not self._stopping.is_set():  # stop() may have come before the cancel function existed
                 try:
                     await self._tick(proc_limiter, gpu_limiter)
                 except Exception as exc:
