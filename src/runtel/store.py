@@ -76,6 +76,15 @@ def _scalar_text(value: Any) -> str:
     return _compact(value)
 
 
+def _key_text(key: Any) -> str:
+    """A mapping key as JSON writes it: strings as they are, True/None/1.5 as "true"/"null"/"1.5"."""
+    if isinstance(key, str):
+        return _quote(key)
+    if key is None or isinstance(key, (bool, int, float)):
+        return _quote(_compact(key))
+    return _quote(str(key))
+
+
 def _value_text(value: Any) -> str:
     """One top-level value of a record: compact when short, else one line per key of a long mapping.
 
@@ -84,7 +93,7 @@ def _value_text(value: Any) -> str:
     """
     text = _scalar_text(value)
     if len(text) > _ONE_LINE and isinstance(value, dict) and value:
-        inner = ",\n".join(f"    {_quote(str(k))}: {_scalar_text(v)}" for k, v in value.items())
+        inner = ",\n".join(f"    {_key_text(k)}: {_scalar_text(v)}" for k, v in value.items())
         text = "{\n" + inner + "\n  }"
     return text
 
@@ -105,7 +114,7 @@ def record_text(data: Mapping[str, Any]) -> str:
             text = _section_cache[1]
         else:
             text = _value_text(value)
-        parts.append(f"  {_quote(str(key))}: {text}")
+        parts.append(f"  {_key_text(key)}: {text}")
     return "{\n" + ",\n".join(parts) + "\n}" if parts else "{}"
 
 
@@ -173,12 +182,7 @@ class RecordFile:
                 atomic_write_json(self.path, data)
                 return
             body = (text + "\n").encode()
-            if self._size == 0:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            else:
-                flags = os.O_WRONLY | os.O_CLOEXEC
-                if len(body) < self._size:
-                    body = body[:-1] + b" " * (self._size - len(body)) + b"\n"
+            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if self._size == 0 else 0)
             try:
                 fd = os.open(self.path, flags, 0o644)
             except (FileExistsError, FileNotFoundError):  # someone else's file, or the record was removed
@@ -186,12 +190,17 @@ class RecordFile:
                 self._size, self._pid = len(body), os.getpid()
                 return
             try:
+                # Pad to the file's present size, not the size this writer left: another process (a forked
+                # worker) may have replaced the file with a longer text meanwhile.
+                size = os.fstat(fd).st_size if self._size else 0
+                if len(body) < size:
+                    body = body[:-1] + b" " * (size - len(body)) + b"\n"
                 view, offset = memoryview(body), 0
                 while offset < len(body):
                     offset += os.pwrite(fd, view[offset:], offset)
             finally:
                 os.close(fd)
-            self._size, self._pid = max(self._size, len(body)), os.getpid()
+            self._size, self._pid = len(body), os.getpid()
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
