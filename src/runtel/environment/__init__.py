@@ -164,10 +164,10 @@ def collect_environment(
     if level == "off":
         return Environment()
     # Every probe is cached per process already; reusing the assembled result as well makes a warm run's
-    # capture a tuple comparison. ``env`` is the settings' snapshot, so an unchanged object means unchanged
-    # variables; the pid is part of the key because a forked child is a different process.
-    key = (level, os.getpid(), env, tuple(argv), cwd, script_path, redactor.patterns, git_diff_max_bytes,
-           tuple(tuple(sorted(g.items())) for g in gpus))
+    # capture a tuple comparison. The variables are part of the key by content (a caller may pass
+    # os.environ and change it); the pid is too, because a forked child is a different process.
+    key = (level, os.getpid(), tuple(env.items()), tuple(argv), cwd, script_path, redactor.patterns,
+           git_diff_max_bytes, tuple(tuple(sorted(g.items())) for g in gpus))
     if _last[0] is not None and _last[0] == key:
         return _last[1]  # type: ignore[no-any-return]
     try:
