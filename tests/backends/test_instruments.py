@@ -1,16 +1,39 @@
-"""Observable instruments: names, units and attributes via a real MeterProvider; callbacks read only `latest`."""
+"""Observable instruments: names, units and attributes via a real MeterProvider; callbacks read only `latest`.
+
+Also runtel's own path without a MeterProvider: the instruments registered on a RecordingMeter and
+collected by RunMetrics into the run folder's metrics.jsonl and to SDK metric exporters.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from runtel import semconv
+from runtel._guard import reset_log_once
 from runtel.energy.base import EnergyReading
+from runtel.exporters.jsonl import LineFile
+from runtel.exporters.metrics import RecordingMeter, RunMetrics
+from runtel.exporters.otlp_json import attributes_from_otlp
 from runtel.gpu.nvml import open_nvml
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
@@ -64,16 +87,21 @@ def snapshot(scale: int) -> Snapshot:
     )
 
 
-@pytest.fixture
-def collected() -> Any:
+def make_sampler() -> Sampler:
+    """A sampler over one fake NVIDIA GPU; tests set its ``latest`` snapshot themselves."""
     nvml = FakeNvml(gpus=[FakeGpu(uuid=UUID, name="NVIDIA T4")])
-    sampler = Sampler(
+    return Sampler(
         interval=1.0,
         detail_interval=10.0,
         tree=ProcessTree([os.getpid()]),
         gpu=open_nvml(nvml, env={}),
         n_expected_cores=2,
     )
+
+
+@pytest.fixture
+def collected() -> Any:
+    sampler = make_sampler()
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     register_instruments(provider.get_meter("runtel"), sampler, lambda: ["run-a", "run-b"], carbon_intensity=360.0)
@@ -172,3 +200,230 @@ def test_nothing_observed_without_snapshot(collected: Any) -> None:
     """Before the first sample no instrument reports a point."""
     metrics = collected(None)
     assert all(not points for _, points in metrics.values())
+
+
+# --- RecordingMeter and RunMetrics ---------------------------------------------------------------------------
+
+RESOURCE = Resource({"service.name": "trainer"})
+SCOPE = InstrumentationScope("runtel", "0.0.0")
+START_NS = 1_700_000_000_000_000_000
+
+
+class RecordingExporter(MetricExporter):
+    """A real SDK metric exporter that keeps what it is given (and whether it was shut down)."""
+
+    def __init__(self, preferred_temporality: dict[type, AggregationTemporality] | None = None) -> None:
+        super().__init__(preferred_temporality=preferred_temporality)
+        self.received: list[MetricsData] = []
+        self.shutdowns: list[float] = []
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.received.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.shutdowns.append(timeout_millis)
+
+
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+def observing(values: list[float]) -> Callback:
+    """A callback that observes the next value of ``values`` (for run ``run-a``) on each collection."""
+    feed = iter(values)
+
+    def callback(_: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(next(feed), {semconv.RUN_ID: "run-a"})]
+
+    return callback
+
+
+def metric_lines(path: Path) -> list[dict[str, dict[str, Any]]]:
+    """Each line of a metrics.jsonl file as {metric name: metric message}."""
+    out = []
+    for raw in path.read_bytes().splitlines():
+        message = json.loads(raw)
+        ((rm,),) = [message["resourceMetrics"]]
+        ((sm,),) = [rm["scopeMetrics"]]
+        out.append({m["name"]: m for m in sm["metrics"]})
+    return out
+
+
+def sdk_points(data: MetricsData) -> dict[str, Any]:
+    """{metric name: metric data} of the single resource/scope of an SDK MetricsData."""
+    ((rm,),) = [data.resource_metrics]
+    ((sm,),) = [rm.scope_metrics]
+    return {m.name: m.data for m in sm.metrics}
+
+
+def test_recording_meter_registers_what_the_sdk_meter_gets(tmp_path: Path) -> None:
+    """runtel's instruments on a RecordingMeter have the same names, units, descriptions and kinds as on an SDK
+    meter, and RunMetrics reports the same points the SDK does for the same snapshot."""
+    sampler = make_sampler()
+    sampler.latest = snapshot(3)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        register_instruments(provider.get_meter("runtel"), sampler, lambda: ["run-a"], carbon_intensity=360.0)
+        data = reader.get_metrics_data()
+    finally:
+        provider.shutdown()
+    assert data is not None
+    ((rm,),) = [data.resource_metrics]
+    ((sm,),) = [rm.scope_metrics]
+
+    def kind(metric_data: Any) -> str:
+        if isinstance(metric_data, Sum):
+            return "counter" if metric_data.is_monotonic else "up_down_counter"
+        assert isinstance(metric_data, Gauge)
+        return "gauge"
+
+    sdk = {m.name: (m.unit, m.description, kind(m.data)) for m in sm.metrics}
+    meter = RecordingMeter()
+    register_instruments(meter, sampler, lambda: ["run-a"], carbon_intensity=360.0)
+    recorded = {i.name: (i.unit, i.description, i.kind) for i in meter.instruments}
+    assert len(recorded) == len(meter.instruments)  # each instrument registered once
+    assert recorded == sdk
+    assert len(recorded) == 19
+
+    target = LineFile(tmp_path / "metrics.jsonl")
+    exporter = RecordingExporter()
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[exporter], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS)
+    run_metrics.collect()
+
+    def key(attributes: Any) -> tuple[tuple[str, Any], ...]:
+        return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(attributes).items()))
+
+    def points(metric_data: Any) -> list[tuple[tuple[tuple[str, Any], ...], float]]:
+        return sorted((key(p.attributes), p.value) for p in metric_data.data_points)
+
+    expected = {m.name: points(m.data) for m in sm.metrics}
+    assert {name: points(d) for name, d in sdk_points(exporter.received[0]).items()} == expected
+    ((line,),) = [metric_lines(tmp_path / "metrics.jsonl")]
+    from_line = {
+        name: sorted(
+            (key(attributes_from_otlp(p["attributes"])), int(p["asInt"]) if "asInt" in p else p["asDouble"])
+            for p in (m.get("sum") or m["gauge"])["dataPoints"]
+        )
+        for name, m in line.items()
+    }
+    assert from_line == expected
+
+
+def test_run_metrics_writes_one_cumulative_line_per_collect(tmp_path: Path) -> None:
+    """Each collect appends one line; sums start at the run's start with cumulative temporality, gauges at 0."""
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([5, 8])], unit="s", description="a counter")
+    meter.create_observable_up_down_counter("test.updown", [observing([4, -1])], unit="{thing}")
+    meter.create_observable_gauge("test.gauge", [observing([0.5, 0.75])], unit="1")
+    path = tmp_path / "metrics.jsonl"
+    target = LineFile(path)
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS)
+    run_metrics.collect()
+    run_metrics.collect()
+    lines = metric_lines(path)
+    assert len(lines) == 2 and target.lines == 2
+    for line, (counter, updown, gauge) in zip(lines, [("5", "4", 0.5), ("8", "-1", 0.75)], strict=True):
+        for name, value, monotonic in (("test.counter", counter, True), ("test.updown", updown, False)):
+            sum_ = line[name]["sum"]
+            assert sum_["aggregationTemporality"] == 2 and sum_["isMonotonic"] is monotonic
+            ((point,),) = [sum_["dataPoints"]]
+            assert point["startTimeUnixNano"] == str(START_NS) and point["asInt"] == value
+            assert int(point["timeUnixNano"]) > START_NS
+            assert attributes_from_otlp(point["attributes"]) == {"runtel.run.id": "run-a"}
+        ((point,),) = [line["test.gauge"]["gauge"]["dataPoints"]]
+        assert point["startTimeUnixNano"] == "0" and point["asDouble"] == gauge
+    assert lines[0]["test.counter"]["unit"] == "s" and lines[0]["test.counter"]["description"] == "a counter"
+    times = [int(line["test.counter"]["sum"]["dataPoints"][0]["timeUnixNano"]) for line in lines]
+    assert times[0] < times[1]
+
+
+def test_run_metrics_writes_nothing_without_observations(tmp_path: Path) -> None:
+    """With no active run (callbacks observe nothing) a collection writes no line and exports nothing."""
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.idle", [lambda _: []])
+    path = tmp_path / "metrics.jsonl"
+    exporter = RecordingExporter()
+    RunMetrics(meter.instruments, json_file=lambda: LineFile(path), exporters=[exporter], resource=RESOURCE,
+               scope=SCOPE, start_ns=START_NS).collect()
+    assert not path.exists() and exporter.received == []
+
+
+def test_delta_preferring_exporter_gets_differences(tmp_path: Path) -> None:
+    """An exporter preferring delta for observable counters gets 5 then 3 (since the previous collection);
+    up-down counters, other exporters and the run-folder line stay cumulative."""
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([5, 8])])
+    meter.create_observable_up_down_counter("test.updown", [observing([4, 6])])
+    delta = RecordingExporter({ObservableCounter: AggregationTemporality.DELTA})
+    cumulative = RecordingExporter()
+    path = tmp_path / "metrics.jsonl"
+    target = LineFile(path)
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[delta, cumulative],
+                             resource=RESOURCE, scope=SCOPE, start_ns=START_NS)
+    run_metrics.collect()
+    run_metrics.collect()
+    assert len(delta.received) == len(cumulative.received) == 2
+
+    first, second = (sdk_points(d) for d in delta.received)
+    (p1,), (p2,) = first["test.counter"].data_points, second["test.counter"].data_points
+    assert first["test.counter"].aggregation_temporality == AggregationTemporality.DELTA
+    assert (p1.value, p1.start_time_unix_nano) == (5, START_NS)
+    assert (p2.value, p2.start_time_unix_nano) == (3, p1.time_unix_nano)
+    assert p2.time_unix_nano > p1.time_unix_nano
+    (u2,) = second["test.updown"].data_points
+    assert second["test.updown"].aggregation_temporality == AggregationTemporality.CUMULATIVE
+    assert (u2.value, u2.start_time_unix_nano) == (6, START_NS)
+
+    plain = [sdk_points(d)["test.counter"] for d in cumulative.received]
+    cumulative_ = AggregationTemporality.CUMULATIVE
+    assert [(m.aggregation_temporality, m.data_points[0].value, m.data_points[0].start_time_unix_nano)
+            for m in plain] == [(cumulative_, 5, START_NS), (cumulative_, 8, START_NS)]
+    line = metric_lines(path)[1]["test.counter"]["sum"]
+    assert line["dataPoints"][0]["asInt"] == "8" and line["aggregationTemporality"] == 2
+
+
+def test_failing_callback_is_logged_once_and_others_still_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A callback that raises is logged once (on a runtel logger); the other instruments are still written."""
+    reset_log_once()
+    caplog.set_level(logging.WARNING, logger="runtel")
+
+    def broken(_: CallbackOptions) -> Iterable[Observation]:
+        raise RuntimeError("sensor unplugged")
+
+    meter = RecordingMeter()
+    meter.create_observable_gauge("test.broken", [broken])
+    meter.create_observable_gauge("test.ok", [observing([1.5, 2.5])])
+    path = tmp_path / "metrics.jsonl"
+    target = LineFile(path)
+    exporter = RecordingExporter()
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[exporter], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS)
+    run_metrics.collect()
+    run_metrics.collect()
+    lines = metric_lines(path)
+    assert [sorted(line) for line in lines] == [["test.ok"], ["test.ok"]]
+    assert [line["test.ok"]["gauge"]["dataPoints"][0]["asDouble"] for line in lines] == [1.5, 2.5]
+    assert [sorted(sdk_points(d)) for d in exporter.received] == [["test.ok"], ["test.ok"]]
+    logged = [r for r in caplog.records if "test.broken" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].name.startswith("runtel") and "sensor unplugged" in logged[0].getMessage()
+
+
+def test_shutdown_shuts_the_exporters_down_without_collecting() -> None:
+    """shutdown() passes its timeout to every exporter's shutdown and exports nothing itself."""
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([1])])
+    exporters = [RecordingExporter(), RecordingExporter()]
+    run_metrics = RunMetrics(meter.instruments, json_file=None, exporters=exporters, resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS)
+    run_metrics.shutdown(timeout_millis=1234)
+    assert [e.shutdowns for e in exporters] == [[1234], [1234]]
+    assert [e.received for e in exporters] == [[], []]

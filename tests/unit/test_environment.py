@@ -515,3 +515,68 @@ def test_info_respects_telemetry_off(capsys: pytest.CaptureFixture[str], monkeyp
     args = _info_parser().parse_args(["info", "--json"])
     assert args.handler(args) == 0
     assert json.loads(capsys.readouterr().out) == {"level": "off"}
+
+
+# --- the last collection is reused --------------------------------------------------------------------
+
+
+def test_same_inputs_return_the_same_environment_object() -> None:
+    """Equal inputs (even freshly built argv lists, env dicts and Redactors) give back the cached object."""
+    first = _collect("minimal", env={"RANK": "1"}, argv=["train.py", "--lr", "0.1"])
+    second = _collect("minimal", env={"RANK": "1"}, argv=["train.py", "--lr", "0.1"], redactor=Redactor())
+    assert second is first
+
+
+@pytest.mark.parametrize(
+    ("changed", "check"),
+    [
+        ({"argv": ["eval.py", "--epochs", "3"]}, lambda e: e.record["process"]["argv"][0] == "eval.py"),
+        ({"env": {"RANK": "2"}}, lambda e: e.record["cluster"]["rank"]["rank"] == 2),
+        ({"level": "full"}, lambda e: "packages" in e.record and semconv.PROCESS_WORKING_DIRECTORY in e.resource),
+        (
+            {"redactor": Redactor([r"0\.1"])},
+            lambda e: e.record["process"]["argv"] == ["train.py", "--lr", REDACTED],
+        ),
+    ],
+    ids=["argv", "env", "level", "redactor-patterns"],
+)
+def test_changed_input_gives_a_new_environment(changed: dict[str, Any], check: Any) -> None:
+    """Any changed input is collected anew and the result shows the change (not the cached one)."""
+    base: dict[str, Any] = {"level": "minimal", "env": {"RANK": "1"}, "argv": ["train.py", "--lr", "0.1"]}
+    first = _collect(**base)
+    assert first.record["process"]["argv"] == ["train.py", "--lr", "0.1"]
+    assert first.record["cluster"]["rank"]["rank"] == 1
+    args = {**base, **changed}
+    second = _collect(args.pop("level"), **args)
+    assert second is not first
+    assert check(second)
+    assert not check(first)
+
+
+def test_changed_cwd_gives_a_new_environment(tmp_path: Path) -> None:
+    """A run started from another directory records that directory, not the cached one."""
+    first = _collect("full", cwd=os.getcwd())
+    second = _collect("full", cwd=str(tmp_path))
+    assert second is not first
+    assert second.record["process"]["cwd"] == str(tmp_path)
+    assert second.resource[semconv.PROCESS_WORKING_DIRECTORY] == str(tmp_path)
+    assert first.record["process"]["cwd"] == os.getcwd()
+
+
+def test_mapping_changed_in_place_gives_a_new_environment() -> None:
+    """The same mapping object changed in place (a caller passing os.environ) is not mistaken for unchanged."""
+    env = {"RANK": "1"}
+    first = _collect("minimal", env=env)
+    env["RANK"] = "3"
+    second = _collect("minimal", env=env)
+    assert second is not first
+    assert second.record["cluster"]["rank"]["rank"] == 3
+
+
+def test_clear_caches_forgets_the_last_environment() -> None:
+    """After clear_caches() the same inputs are collected again (a new, equal object)."""
+    first = _collect("minimal", env={"RANK": "1"})
+    clear_caches()
+    second = _collect("minimal", env={"RANK": "1"})
+    assert second is not first
+    assert second == first

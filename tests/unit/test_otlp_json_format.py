@@ -9,6 +9,7 @@ length, and no line of a normal run exceeds the 1 MiB token limit of the Collect
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -150,3 +151,111 @@ def test_strict_parse_rejects_snake_case_and_wrong_signal(run_dir: Path) -> None
         ParseDict(ids_to_base64(message), ExportMetricsServiceRequest(), ignore_unknown_fields=False)
     with pytest.raises(AssertionError):
         check_encoding({"kind": "SPAN_KIND_INTERNAL"})
+
+
+# --- metrics_line: run-folder metric lines written directly as text -------------------------------------------
+
+_NON_ASCII = "nœud – 東京 ☃"
+_METRICS: list[tuple[str, str, str, str, bool, list[tuple[dict[str, Any], int, int, float]]]] = [
+    (
+        "process.cpu.time", "CPU time", "s", "sum", True,
+        [
+            ({"cpu.mode": "user", "runtel.run.id": "run-1"}, 1_700_000_000_000_000_000, 1_700_000_001_000_000_000, 3),
+            ({"cpu.mode": "system", "flag": True, "n": 2**62, "ratio": 0.25}, 1_700_000_000_000_000_000,
+             1_700_000_001_000_000_000, 0.125),
+            ({"tags": ["a", _NON_ASCII], "numbers": [1, 2.5], "flag": 1}, 5, 6, 2**53 + 1),
+        ],
+    ),
+    (
+        "runtel.process.count", "Processes " + _NON_ASCII, "{process}", "sum", False,
+        [({"runtel.process.scope": "combined"}, 7, 8, -2), ({}, 7, 8, 1.5)],
+    ),
+    (
+        "hw.temperature", "", "Cel", "gauge", False,
+        [
+            ({"hw.id": "GPU-1", _NON_ASCII: _NON_ASCII}, 0, 9, 70.5),
+            ({"hw.id": "GPU-2"}, 0, 9, math.nan),
+            ({"hw.id": "GPU-3"}, 0, 9, math.inf),
+            ({"hw.id": "GPU-4", "off": False}, 0, 9, -math.inf),
+            ({"hw.id": "GPU-5"}, 0, 9, 1e-300),
+            ({"hw.id": "GPU-6"}, 0, 9, 42),
+        ],
+    ),
+    ("no.description.or.unit", "", "", "gauge", False, [({}, 0, 10, 0)]),
+]
+
+
+def _sdk_metrics_data(resource: Any, scope: Any) -> Any:
+    """The same metrics as SDK objects (what encode_metrics takes)."""
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        Gauge,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+        Sum,
+    )
+
+    metrics = []
+    for name, description, unit, kind, monotonic, points in _METRICS:
+        data_points = [NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=end, value=value)
+                       for attrs, start, end, value in points]
+        data: Any = (Sum(data_points=data_points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                         is_monotonic=monotonic) if kind == "sum" else Gauge(data_points=data_points))
+        metrics.append(Metric(name=name, description=description, unit=unit, data=data))
+    scope_metrics = ScopeMetrics(scope=scope, metrics=metrics, schema_url=scope.schema_url or "")
+    return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope_metrics],
+                                                         schema_url=resource.schema_url or "")])
+
+
+@pytest.mark.parametrize("schema_url", ["https://opentelemetry.io/schemas/1.26.0", ""], ids=["schema", "no-schema"])
+def test_metrics_line_equals_encode_metrics(schema_url: str) -> None:
+    """The text encoder gives the same request as encode_metrics + dumps_line: sums, gauges, ints, floats,
+    NaN/infinities, attributes of every type (True kept apart from 1) and non-ASCII text."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from runtel.exporters.otlp_json import dumps_line, encode_metrics, metrics_line
+
+    resource = Resource({"service.name": "trainer", "host.name": _NON_ASCII, "pid": 42, "ratio": 0.5,
+                         "labels": ["x", "y"]}, schema_url=schema_url)
+    scope = InstrumentationScope("runtel", "1.2.3", schema_url=schema_url or None, attributes={"lib": "runtel"})
+    line = metrics_line(resource, scope, _METRICS)
+    expected = dumps_line(encode_metrics(_sdk_metrics_data(resource, scope)))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == json.loads(expected)
+    assert line == expected  # byte for byte, as the docstring promises (key order, float repr, UTF-8)
+    message = json.loads(line)
+    assert ("schemaUrl" in message["resourceMetrics"][0]) is bool(schema_url)
+    assert ("schemaUrl" in message["resourceMetrics"][0]["scopeMetrics"][0]) is bool(schema_url)
+    by_name = {m["name"]: m for m in message["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]}
+    assert by_name["process.cpu.time"]["sum"]["isMonotonic"] is True
+    assert by_name["runtel.process.count"]["sum"]["isMonotonic"] is False
+    assert [p.get("asDouble", p.get("asInt")) for p in by_name["hw.temperature"]["gauge"]["dataPoints"]] == [
+        70.5, "NaN", "Infinity", "-Infinity", 1e-300, "42"]
+    assert [a["value"] for a in by_name["process.cpu.time"]["sum"]["dataPoints"][2]["attributes"]][2] == {
+        "intValue": "1"}
+
+
+def test_metrics_line_parses_strictly_as_export_metrics_request() -> None:
+    """A metrics_line line is a valid ExportMetricsServiceRequest under the OTLP JSON mapping rules."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from runtel.exporters.otlp_json import metrics_line
+
+    resource = Resource({"service.name": "trainer"}, schema_url="https://opentelemetry.io/schemas/1.26.0")
+    scope = InstrumentationScope("runtel", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.26.0")
+    raw = metrics_line(resource, scope, _METRICS)
+    message = json.loads(raw)
+    check_encoding(message)
+    request = ParseDict(ids_to_base64(message), ExportMetricsServiceRequest(), ignore_unknown_fields=False)
+    metrics = request.resource_metrics[0].scope_metrics[0].metrics
+    assert [m.name for m in metrics] == [name for name, *_ in _METRICS]
+    assert metrics[0].sum.aggregation_temporality == 2 and metrics[0].sum.is_monotonic
+    assert metrics[0].sum.data_points[0].as_int == 3
+    assert math.isnan(metrics[2].gauge.data_points[1].as_double)
+    assert metrics[2].gauge.data_points[0].start_time_unix_nano == 0
+    assert metrics_line(resource, scope, []) == b""

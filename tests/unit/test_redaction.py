@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import random
+import re
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtel import redaction
 from runtel.redaction import REDACTED, Redactor
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -266,3 +273,79 @@ def test_planted_token_never_survives_argv(argv: list[str], token: str) -> None:
     """Tokens in argv elements, as --secret values or env pairs, never survive redact_argv."""
     out = Redactor().redact_argv([*argv, token, "--password", token, f"API_KEY={token}", f"--secret={token}"])
     assert all(token not in arg for arg in out)
+
+
+# --- key normalisation fast path and lazily compiled patterns -------------------------------------------
+
+
+_CAMEL_1 = re.compile(redaction._CAMEL_1)
+_CAMEL_2 = re.compile(redaction._CAMEL_2)
+_SEPARATORS = re.compile(redaction._SEPARATORS)
+
+
+def _normalise_by_regex(key: str) -> str:
+    """The reference definition of key normalisation: split camelCase, lower case, separators -> "_"."""
+    spaced = _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", key))
+    return _SEPARATORS.sub("_", spaced.lower()).strip("_")
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("dbPassword", "db_password"),
+        ("X-Api-Key", "x_api_key"),
+        ("AWS_SECRET", "aws_secret"),
+        ("HTTPServer", "http_server"),
+        ("__max__tokens_", "max_tokens"),
+        ("A1B", "a1_b"),
+        ("ABC1", "abc1"),
+        ("abc1", "abc1"),
+        ("123_", "123"),
+        ("", ""),
+        ("___", ""),
+        ("é_token", "token"),
+    ],
+)
+def test_normalise_key_examples(key: str, expected: str) -> None:
+    """Fast-path and regex-path keys normalise as documented."""
+    assert redaction._normalise_key(key) == expected
+    assert _normalise_by_regex(key) == expected
+
+
+def test_normalise_key_fast_path_equals_regex_definition() -> None:
+    """For ~20k generated keys (many single-case, which skip the regexes) the result equals the regex definition."""
+    rng = random.Random(20261125)
+    alphabets = ["aB_1-.Z\u00e9 ", "ab_1", "AB_", "AB_1", "a1_", "_1", "aB"]
+    keys = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10))) for alphabet in alphabets
+            for _ in range(3000)]
+    single_case = [k for k in keys if k.isascii() and re.fullmatch(r"[a-z0-9_]+|[A-Z_]+", k)]
+    assert len(single_case) > 5000  # the fast path is really exercised
+    results = [(k, redaction._normalise_key(k), _normalise_by_regex(k)) for k in keys]
+    assert [r for r in results if r[1] != r[2]] == []
+
+
+def test_credential_patterns_compile_only_when_their_prefix_is_seen(clean_env: dict[str, str]) -> None:
+    """In a fresh process no credential pattern is compiled for plain text; a GitHub token compiles only its rule."""
+    token = "ghp_" + "Ab1" * 12
+    script = f"""
+import json
+from runtel import redaction
+from runtel.redaction import Redactor
+
+r = Redactor()
+plain = r.redact_value("learning_rate", "0.001 with cosine decay")
+c = redaction._compiled()
+before = [p._pattern is not None for _, p in c.token_rules]
+text = r.redact_text("remote uses {token} for pushes")
+after = {{prefixes[0]: p._pattern is not None for prefixes, p in c.token_rules}}
+print(json.dumps({{"plain": plain, "before": before, "text": text, "after": after}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=clean_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["plain"] == "0.001 with cosine decay"
+    assert out["before"] and not any(out["before"])
+    assert out["text"] == f"remote uses {REDACTED} for pushes"
+    assert token not in out["text"]
+    assert out["after"]["ghp_"] is True
+    assert [prefix for prefix, compiled in out["after"].items() if compiled] == ["ghp_"]

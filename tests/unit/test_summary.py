@@ -120,3 +120,23 @@ def test_single_sample_without_baseline_leaves_counters_unknown() -> None:
     assert s.samples == 1 and s.cpu_time_s is None and s.energy_total_j is None
     attrs = usage_attributes(s)
     assert semconv.USAGE_ENERGY_TOTAL not in attrs and semconv.USAGE_CPU_TIME not in attrs
+
+
+def test_edge_sample_before_the_start_is_counted() -> None:
+    """A run's own edge sample (reused from a few ms before its start) counts, though outside the window."""
+    edge = snap(1, 1.0, 700, 0.0)
+    start, end = 1 * S + 3_000_000, 2 * S
+    assert summarize([edge], start_ns=start, end_ns=end, n_expected_cores=1, carbon_intensity=0.0).samples == 0
+    s = summarize([edge], start_ns=start, end_ns=end, n_expected_cores=1, carbon_intensity=0.0, edges=(edge, None))
+    assert s.samples == 1
+    assert s.rss_max == {"main": 700, "descendants": 350, "combined": 1050}
+
+
+def test_edges_already_in_the_window_are_not_counted_twice() -> None:
+    """An edge sample that is also in the history is one sample, not two; a missing edge (None) is ignored."""
+    first, last = snap(1, 1.0, 100, 10.0), snap(2, 3.0, 300, 30.0)
+    s = summarize([first, last], start_ns=1 * S, end_ns=2 * S, n_expected_cores=1, carbon_intensity=0.0,
+                  edges=(first, None, last))
+    assert s.samples == 2
+    assert s.cpu_utilization_mean["main"] == 2.0
+    assert s.energy["cpu:estimate"].joules == 20.0
