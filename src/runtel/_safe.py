@@ -28,7 +28,6 @@ import dataclasses
 import datetime as _dt
 import enum
 import functools
-import hashlib
 import json
 import math
 import reprlib
@@ -543,6 +542,8 @@ def _bytes_json(value: bytes | bytearray | memoryview) -> dict[str, Any]:
     n = value.nbytes if isinstance(value, memoryview) else len(value)
     if n <= BYTES_INLINE_MAX:
         return {"__bytes__": n, "base64": base64.b64encode(value).decode("ascii")}
+    import hashlib  # here: importing it loads OpenSSL (~4 ms), which most runs never need
+
     return {"__bytes__": n, "sha256": hashlib.sha256(value).hexdigest()}
 
 

@@ -19,7 +19,6 @@ Nothing here raises into user code: a missing file is recorded with an ``"error"
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -92,6 +91,8 @@ def _iso_from_ns(ns: int) -> str:
 
 def _hash_file(path: Path, size: int, partial_limit: int) -> tuple[str, str]:
     """(hex digest, hash kind) of one file: streamed sha256, or a partial hash above ``partial_limit``."""
+    import hashlib  # here: importing it loads OpenSSL (~4 ms); only runs that hash artifacts need it
+
     h = hashlib.sha256()
     with path.open("rb", buffering=0) as f:
         if size > partial_limit:
@@ -143,6 +144,8 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
     p = Path(path)
     st = p.stat()
     if p.is_dir():
+        import hashlib
+
         manifest = hashlib.sha256()
         manifest.update(b"runtel-manifest-v1\n")
         files = 0

@@ -580,3 +580,21 @@ def test_clear_caches_forgets_the_last_environment() -> None:
     second = _collect("minimal", env={"RANK": "1"})
     assert second is not first
     assert second == first
+
+
+def test_package_hash_is_sha256_without_loading_openssl() -> None:
+    """The inventory hash equals hashlib's sha256 (first 16 hex digits) and, in a fresh interpreter, computing it
+    does not import hashlib (which loads OpenSSL, ~4 ms of the first run)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from runtel.environment.packages import inventory_hash
+
+    packages = {"numpy": "2.1.0", "runtel": "0.1.0"}
+    text = "numpy==2.1.0\nruntel==0.1.0"
+    assert inventory_hash(packages) == hashlib.sha256(text.encode()).hexdigest()[:16]
+    code = ("import sys\nfrom runtel.environment.packages import inventory_hash\n"
+            "inventory_hash({'a': '1'})\nprint('hashlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
