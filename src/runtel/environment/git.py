@@ -16,12 +16,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 from runtel.redaction import Redactor
 
 __all__ = ("GitInfo", "clear_cache", "find_toplevel", "git_diff", "git_info", "prefetch", "public_url")
+
+#: the shared, read-only default of mapping fields (a NamedTuple cannot have per-instance factories)
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 _logger = logging.getLogger("runtel.environment")
 
@@ -46,8 +49,7 @@ _diff_cache: dict[tuple[str, str], tuple[bytes, int] | None] = {}
 _capped_cache: dict[tuple[str, str, int, tuple[str, ...]], str] = {}
 
 
-@dataclass(frozen=True)
-class _RawGit:
+class _RawGit(NamedTuple):
     """Unredacted result of the git calls, cached (redaction depends on the caller's Redactor)."""
 
     commit: str | None = None
@@ -56,12 +58,11 @@ class _RawGit:
     detached: bool = False
     no_commits: bool = False
     dirty: bool | None = None
-    remotes: Mapping[str, str] = field(default_factory=dict)
+    remotes: Mapping[str, str] = _EMPTY
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class GitInfo:
+class GitInfo(NamedTuple):
     """Git state of one repository; fields are ``None`` when unknown and ``error`` says why."""
 
     toplevel: str
@@ -71,7 +72,7 @@ class GitInfo:
     detached: bool = False
     no_commits: bool = False
     dirty: bool | None = None
-    remotes: Mapping[str, str] = field(default_factory=dict)  # credentials removed
+    remotes: Mapping[str, str] = _EMPTY  # credentials removed
     url: str | None = None  # preferred remote ("origin", else the first), credentials and ".git" removed
     error: str | None = None
 

@@ -16,8 +16,8 @@ import socket
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 __all__ = (
     "HostFacts",
@@ -30,6 +30,9 @@ __all__ = (
     "os_type_name",
     "read_cpu_model",
 )
+
+#: the shared, read-only default of mapping fields (a NamedTuple cannot have per-instance factories)
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 _logger = logging.getLogger("runtel.environment")
 
@@ -76,8 +79,7 @@ _lock = threading.Lock()
 _cached: HostFacts | None = None
 
 
-@dataclass(frozen=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What does not change while the process lives; ``None`` = could not be determined."""
 
     name: str | None
@@ -88,8 +90,8 @@ class HostFacts:
     os_version: str | None
     os_description: str | None
     boot_time: str | None
-    cpu: Mapping[str, Any] = field(default_factory=dict)
-    memory: Mapping[str, Any] = field(default_factory=dict)
+    cpu: Mapping[str, Any] = _EMPTY
+    memory: Mapping[str, Any] = _EMPTY
 
 
 def arch_name(machine: str) -> str:

@@ -14,8 +14,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from runtel.redaction import REDACTED, Redactor
 
@@ -84,8 +83,7 @@ _lock = threading.Lock()
 _cached: ProcessFacts | None = None
 
 
-@dataclass(frozen=True)
-class ProcessFacts:
+class ProcessFacts(NamedTuple):
     """Per-process facts; ``None`` = could not be determined."""
 
     pid: int
