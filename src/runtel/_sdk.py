@@ -195,10 +195,7 @@ class Runtime:
                 from runtel.exporters import otlp
 
                 exporters.append(otlp.build_metric_exporter(self.settings))
-        json_file = None
-        if self.settings.json_enabled:
-            sinks, run_id = self.sinks, run.id
-            json_file = lambda: sinks.metrics(run_id)  # noqa: E731
+        json_file = functools.partial(self.sinks.metrics, run.id) if self.settings.json_enabled else None
         if json_file is None and not exporters:
             return None
         if self._ticker is None:
