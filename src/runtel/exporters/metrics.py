@@ -5,9 +5,10 @@ report: a cumulative counter read from ``/proc`` or a driver, or a current level
 ``MeterProvider`` would add nothing but aggregation bookkeeping, and creating one per run and
 collecting it at the run's end cost ~5 ms — most of a short run. So :class:`RecordingMeter` stands in
 for the OTel ``Meter`` when the instruments are registered (the registration code stays plain OTel
-API), and :class:`RunMetrics` calls their callbacks and builds the SDK's ``MetricsData`` itself, for
-the same exporters (the run folder's and OTLP). A single daemon :class:`MetricTicker` collects every
-open run each ``metric_interval`` seconds; a run's final collection happens when it ends.
+API), and :class:`RunMetrics` calls their callbacks, writes the run folder's line directly as
+OTLP/JSON text and builds the SDK's ``MetricsData`` only for OTLP exporters. A single daemon
+:class:`MetricTicker` collects every open run each ``metric_interval`` seconds; a run's final
+collection happens when it ends.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from runtel._guard import guard, log_once
 from runtel.exporters.otlp_json import metrics_line
@@ -36,8 +36,7 @@ UP_DOWN_COUNTER: Final = "up_down_counter"
 GAUGE: Final = "gauge"
 
 
-@dataclass(frozen=True)
-class Instrument:
+class Instrument(NamedTuple):
     """One observable instrument as registered: what to call and how to report it."""
 
     name: str
