@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,10 +96,13 @@ def test_missing_driver_library_is_found_without_importing_pynvml(tmp_path: Path
         "except BackendUnavailable as exc:\n"
         "    print('unavailable:', exc)\n"
         "print('pynvml imported:', 'pynvml' in sys.modules)\n"
+        "print('ctypes imported:', 'ctypes' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "unavailable: NVML init failed: libnvidia-ml.so.1 not found" in out
+    assert "unavailable: NVML init failed: no NVIDIA driver" in out
     assert "pynvml imported: False" in out
+    if not any(os.path.exists(p) for p in nvml_module._DRIVER_PATHS):  # no driver at all: not even ctypes
+        assert "ctypes imported: False" in out
 
 
 @pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND])
@@ -267,3 +271,20 @@ def test_close_balances_init() -> None:
     backend.close()
     backend.close()
     assert nvml.init_count == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the library check is Linux-only")
+def test_driver_present_but_library_missing_is_checked_by_loading(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """With a driver node present the check loads the library itself; where it is missing, the answer is no."""
+    monkeypatch.setattr(nvml_module, "_DRIVER_PATHS", (str(tmp_path),))
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        expected = True
+    except OSError:
+        expected = False
+    assert nvml_module._nvml_library_loadable() is expected
+    monkeypatch.setattr(nvml_module, "_DRIVER_PATHS", (str(tmp_path / "absent"),))
+    assert nvml_module._nvml_library_loadable() is False

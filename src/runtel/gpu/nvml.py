@@ -26,6 +26,7 @@ ends the list. Indices are NVML (PCI bus) order, which is CUDA's order when ``CU
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -186,6 +187,10 @@ class NvmlBackend:
         return state.integrated_j
 
 
+#: present when an NVIDIA kernel driver is reachable: native Linux and containers, or WSL 2's GPU bridge
+_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")
+
+
 def _nvml_library_loadable() -> bool:
     """Linux: whether ``libnvidia-ml.so.1`` loads, which is the first thing ``nvmlInit`` does.
 
@@ -195,6 +200,10 @@ def _nvml_library_loadable() -> bool:
     """
     if not sys.platform.startswith("linux"):
         return True
+    # NVML talks to the NVIDIA kernel driver, so without one (no /proc/driver/nvidia, no /dev/nvidiactl, and
+    # no /dev/dxg of WSL 2) nvmlInit fails whatever library is installed: answer without importing ctypes.
+    if not any(os.path.exists(p) for p in _DRIVER_PATHS):
+        return False
     import ctypes
 
     try:
@@ -207,7 +216,7 @@ def _nvml_library_loadable() -> bool:
 def _import_pynvml() -> Any:
     # Already imported (by the application, torch, or a test's stand-in): free to use, nothing to save.
     if "pynvml" not in sys.modules and not _nvml_library_loadable():
-        raise BackendUnavailable("NVML init failed: libnvidia-ml.so.1 not found (no NVIDIA driver)")
+        raise BackendUnavailable("NVML init failed: no NVIDIA driver (libnvidia-ml.so.1 cannot be used)")
     try:
         import pynvml
     except ImportError as exc:
