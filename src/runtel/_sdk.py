@@ -78,6 +78,7 @@ class Runtime:
         self.span_processors: list[SpanProcessor] = []
         self._json_processor: SpanProcessor | None = None
         self.run_metrics: dict[str, RunMetrics | None] = {}
+        self._instruments: tuple[Any, tuple[Any, ...], Any] | None = None  # (monitor, instruments, scope)
         self._ticker: Any = None
         self._idle_since: float | None = None
         self.monitor: Any = None
@@ -187,7 +188,7 @@ class Runtime:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        from runtel.exporters.metrics import MetricTicker, RecordingMeter, RunMetrics
+        from runtel.exporters.metrics import MetricTicker, RecordingMeter, RunMetrics, observed_run_ids
 
         exporters: list[Any] = []
         if self.settings.otlp_enabled:
@@ -201,13 +202,16 @@ class Runtime:
         if self._ticker is None:
             self._ticker = MetricTicker(self.settings.metric_interval, self._collected_runs, self._stop_if_idle)
         self._ticker.start()
-        meter = RecordingMeter()
-        run_ids = (run.id,)
-        self.monitor.register_instruments(meter, lambda: run_ids)
+        if self._instruments is None or self._instruments[0] is not self.monitor:
+            # Registered once per sampler, for every run: each RunMetrics names its run while it observes.
+            meter = RecordingMeter()
+            self.monitor.register_instruments(meter, observed_run_ids)
+            scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
+            self._instruments = (self.monitor, tuple(meter.instruments), scope)
+        _, instruments, scope = self._instruments
         resource = self.provider.resource if self.provider is not None else Resource.create({})
-        scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
-        return RunMetrics(meter.instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
-                          start_ns=run.start_time_ns)
+        return RunMetrics(instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
+                          start_ns=run.start_time_ns, run_ids=(run.id,))
 
     def prepare_monitor(self) -> None:
         """Open (not start) the resource sampler, so the GPU inventory is known before the first run."""

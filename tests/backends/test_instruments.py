@@ -32,7 +32,7 @@ from runtel import semconv
 from runtel._guard import reset_log_once
 from runtel.energy.base import EnergyReading
 from runtel.exporters.jsonl import LineFile
-from runtel.exporters.metrics import RecordingMeter, RunMetrics
+from runtel.exporters.metrics import RecordingMeter, RunMetrics, observed_run_ids
 from runtel.exporters.otlp_json import attributes_from_otlp
 from runtel.gpu.nvml import open_nvml
 from runtel.sampling.instruments import register_instruments
@@ -341,6 +341,38 @@ def test_run_metrics_writes_one_cumulative_line_per_collect(tmp_path: Path) -> N
     assert lines[0]["test.counter"]["unit"] == "s" and lines[0]["test.counter"]["description"] == "a counter"
     times = [int(line["test.counter"]["sum"]["dataPoints"][0]["timeUnixNano"]) for line in lines]
     assert times[0] < times[1]
+
+
+def test_shared_instruments_observe_each_runs_own_id(tmp_path: Path) -> None:
+    """Instruments registered once (the runtime does this per sampler) with observed_run_ids: two runs' collectors,
+    even collecting at the same time in two threads, each write only their own run id; outside a collection
+    the callbacks see no run and observe nothing."""
+    import threading
+
+    meter = RecordingMeter()
+    sampler = make_sampler()
+    sampler.latest = snapshot(1)  # what the callbacks read
+    register_instruments(meter, sampler, observed_run_ids)
+    targets = {name: LineFile(tmp_path / f"{name}.jsonl") for name in ("run-a", "run-b")}
+    collectors = [RunMetrics(meter.instruments, json_file=lambda t=targets[name]: t, exporters=[], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS, run_ids=(name,)) for name in targets]
+
+    def hammer(metrics: RunMetrics) -> None:
+        for _ in range(20):
+            metrics.collect()
+
+    threads = [threading.Thread(target=hammer, args=(m,)) for m in collectors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in targets:
+        ids = {attributes_from_otlp(p["attributes"])[semconv.RUN_ID]
+               for line in metric_lines(tmp_path / f"{name}.jsonl") for metric in line.values()
+               for kind in ("sum", "gauge") if kind in metric for p in metric[kind]["dataPoints"]}
+        assert ids == {name}
+    assert observed_run_ids() == ()
+    assert all(not list(cb(None)) for inst in meter.instruments for cb in inst.callbacks)  # type: ignore[arg-type]
 
 
 def test_run_metrics_writes_nothing_without_observations(tmp_path: Path) -> None:

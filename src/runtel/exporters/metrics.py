@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from runtel.exporters.jsonl import LineFile
 
-__all__ = ("Instrument", "MetricTicker", "RecordingMeter", "RunMetrics")
+__all__ = ("Instrument", "MetricTicker", "RecordingMeter", "RunMetrics", "observed_run_ids")
 
 #: instrument kinds (the OTel API's observable instruments)
 COUNTER: Final = "counter"
@@ -71,6 +71,18 @@ class RecordingMeter:
         self._add(GAUGE, name, callbacks, unit, description)
 
 
+_observing = threading.local()
+
+
+def observed_run_ids() -> Sequence[str]:
+    """The run ids of the :class:`RunMetrics` observing in this thread right now (``()`` outside a collection).
+
+    Instruments registered once for every run of a process take their run ids from here, so a run's
+    start does not register them again (which cost ~0.1 ms per run).
+    """
+    return getattr(_observing, "run_ids", ())
+
+
 class _Options:
     """What the API passes callbacks (``CallbackOptions``): a timeout they may ignore."""
 
@@ -89,8 +101,9 @@ class RunMetrics:
 
     def __init__(self, instruments: Sequence[Instrument], *, json_file: Callable[[], LineFile | None] | None,
                  exporters: Sequence[MetricExporter], resource: Resource, scope: InstrumentationScope,
-                 start_ns: int) -> None:
+                 start_ns: int, run_ids: Sequence[str] = ()) -> None:
         self._instruments = tuple(instruments)
+        self._run_ids = tuple(run_ids)
         self._json_file = json_file
         self._exporters = tuple(exporters)
         self._resource = resource
@@ -102,17 +115,21 @@ class RunMetrics:
 
     def _observe(self) -> list[tuple[Instrument, list[Any]]]:
         options = _Options()
-        observed = []
-        for instrument in self._instruments:
-            points: list[Any] = []
-            for callback in instrument.callbacks:
-                try:
-                    points.extend(callback(options))
-                except Exception as exc:
-                    log_once(f"metric-callback:{instrument.name}", "runtel could not observe %s: %r",
-                             instrument.name, exc)
-            if points:
-                observed.append((instrument, points))
+        observed: list[tuple[Instrument, list[Any]]] = []
+        _observing.run_ids = self._run_ids  # what observed_run_ids() tells shared instruments
+        try:
+            for instrument in self._instruments:
+                points: list[Any] = []
+                for callback in instrument.callbacks:
+                    try:
+                        points.extend(callback(options))
+                    except Exception as exc:
+                        log_once(f"metric-callback:{instrument.name}", "runtel could not observe %s: %r",
+                                 instrument.name, exc)
+                if points:
+                    observed.append((instrument, points))
+        finally:
+            _observing.run_ids = ()
         return observed
 
     def collect(self, timeout_millis: float = 10_000) -> None:
