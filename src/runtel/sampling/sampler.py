@@ -154,7 +154,6 @@ class Sampler:
         self._logged: set[str] = set()
 
         self._thread: threading.Thread | None = None
-        self._started = threading.Event()
         self._stopping = threading.Event()
         self._cancel: Callable[[], None] | None = None
         self.ticks = 0
@@ -168,7 +167,6 @@ class Sampler:
         """
         if self._thread is not None and self._thread.is_alive():
             return
-        self._started.clear()
         self._stopping.clear()
         self._cancel = None
         self._thread = threading.Thread(target=self._thread_main, name="runtel-sampler", daemon=True)
@@ -184,12 +182,10 @@ class Sampler:
         thread = self._thread
         if thread is None:
             return
-        self._stopping.set()
-        if thread.is_alive():
-            self._started.wait(timeout)  # the loop may still be starting: its cancel token comes with it
-        cancel = self._cancel
+        self._stopping.set()  # a loop not yet started (or between ticks) sees this and ends
+        cancel = self._cancel  # set before the loop's first check of the flag: None means it will see it
         if cancel is not None and thread.is_alive():
-            cancel()  # never blocks: the loop may be ending on its own at this very moment
+            cancel()  # interrupts a sleep or a read in progress; never blocks, even if the loop just ended
         thread.join(timeout)
         if thread.is_alive():
             self._log_once("stop", logging.WARNING, "sampler thread did not stop within %.1f s", timeout)
@@ -217,8 +213,6 @@ class Sampler:
             anyio.run(self._main)
         except Exception as exc:  # never let the thread die noisily
             self._log_once(f"loop:{type(exc).__name__}", logging.WARNING, "sampler loop ended: %r", exc)
-        finally:
-            self._started.set()
 
     async def _main(self) -> None:
         import anyio
@@ -227,7 +221,6 @@ class Sampler:
         gpu_limiter = anyio.CapacityLimiter(1)
         with anyio.CancelScope() as scope:
             self._cancel = _threadsafe_cancel(scope)
-            self._started.set()
             deadline = anyio.current_time()
             while not self._stopping.is_set():  # stop() may have come before the cancel function existed
                 try:
