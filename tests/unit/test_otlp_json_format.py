@@ -259,3 +259,106 @@ def test_metrics_line_parses_strictly_as_export_metrics_request() -> None:
     assert math.isnan(metrics[2].gauge.data_points[1].as_double)
     assert metrics[2].gauge.data_points[0].start_time_unix_nano == 0
     assert metrics_line(resource, scope, []) == b""
+
+
+# --- spans_line: run-folder span lines written directly as text ------------------------------------------------
+
+
+def _sdk_spans() -> list[Any]:
+    """Finished SDK spans covering what the encoder must handle: every attribute type (NaN and infinities too),
+    events, links (local and remote), a remote parent, trace state, dropped counts, both status codes with and
+    without a message, non-ASCII text, two scopes and two resources."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, TraceState
+
+    finished: list[Any] = []
+    for n, schema in enumerate(("https://opentelemetry.io/schemas/1.44.0", "")):
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource({"service.name": f"svc-{n}", "host.name": "hôte"}, schema),
+                                  span_limits=SpanLimits(max_span_attributes=12, max_events=2, max_links=1))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracers = [provider.get_tracer("scope.a", "1.0", schema_url=schema), provider.get_tracer("scope.b")]
+        remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1),
+                             trace_state=TraceState([("vendor", "v=1")]))
+        with tracers[0].start_as_current_span(
+            _NON_ASCII, context=otel_trace.set_span_in_context(NonRecordingSpan(remote)),
+            kind=otel_trace.SpanKind.SERVER,
+            attributes={"s": "text ☃", "b": True, "i": -(2**62), "f": 0.1, "nan": math.nan, "inf": math.inf,
+                        "ninf": -math.inf, "ss": ("a", "b"), "bs": (True, False), "is": (1, 2), "fs": (0.5, math.nan),
+                        "empty": ()},
+        ) as parent:
+            parent.add_event("first", {"k": "v", "n": 3})
+            parent.add_event("no attributes")
+            parent.add_event("dropped: more than max_events")
+            parent.set_status(Status(StatusCode.ERROR, "broke — badly"))
+            local = parent.get_span_context()
+            with tracers[1].start_as_current_span("child", links=[otel_trace.Link(remote, {"why": "remote"})]) as c:
+                c.set_attributes({f"extra.{k}": k for k in range(20)})  # past max_span_attributes: dropped
+                c.set_status(Status(StatusCode.OK))
+            with tracers[1].start_as_current_span("linked", links=[otel_trace.Link(local), otel_trace.Link(remote)]):
+                pass
+        finished.extend(memory.get_finished_spans())
+    return finished
+
+
+def test_spans_line_equals_encode_spans() -> None:
+    """spans_line gives byte for byte what dumps_line(encode_spans(...)) gives, grouped the same way."""
+    from runtel.exporters.otlp_json import dumps_line, encode_spans, spans_line
+
+    spans = _sdk_spans()
+    assert len(spans) == 6
+    assert any(s.dropped_attributes for s in spans) and any(s.dropped_events for s in spans)
+    assert any(s.dropped_links for s in spans)
+    expected = dumps_line(encode_spans(spans))
+    assert spans_line(spans) == expected
+    for single in spans:
+        assert spans_line([single]) == dumps_line(encode_spans([single]))
+
+
+def test_spans_line_parses_strictly_as_export_trace_request() -> None:
+    """A spans_line line is a valid ExportTraceServiceRequest under the OTLP JSON mapping rules."""
+    from runtel.exporters.otlp_json import spans_line
+
+    message = json.loads(spans_line(_sdk_spans()))
+    check_encoding(message)
+    request = ParseDict(ids_to_base64(message), ExportTraceServiceRequest(), ignore_unknown_fields=False)
+    assert sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans) == 6
+
+
+def test_unsampled_marker_goes_on_unsampled_blocks_only() -> None:
+    """The run folder's marker: block and function spans without runtel.usage.samples get samples = 0 (after
+    their own attributes); a block that has it, a run span and a span without attributes are left as they are."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from runtel import semconv
+    from runtel.exporters.jsonl import _unsampled_marker
+    from runtel.exporters.otlp_json import attributes_from_otlp, spans_line
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    samples = semconv.USAGE_PREFIX + "samples"
+    cases = {
+        "block": ({semconv.SPAN_KIND: semconv.KIND_BLOCK, "x": 1}, 0),
+        "function": ({semconv.SPAN_KIND: semconv.KIND_FUNCTION}, 0),
+        "sampled block": ({semconv.SPAN_KIND: semconv.KIND_BLOCK, samples: 3}, 3),
+        "run": ({semconv.SPAN_KIND: semconv.KIND_RUN}, None),
+        "bare": ({}, None),
+    }
+    for name, (attributes, _) in cases.items():
+        with tracer.start_as_current_span(name, attributes=attributes):
+            pass
+    message = json.loads(spans_line(memory.get_finished_spans(), _unsampled_marker))
+    written = {s["name"]: s.get("attributes", []) for s in message["resourceSpans"][0]["scopeSpans"][0]["spans"]}
+    for name, (attributes, expected) in cases.items():
+        decoded = attributes_from_otlp(written[name])
+        assert decoded.get(samples) == expected, name
+        if expected == 0:
+            assert written[name][-1]["key"] == samples  # appended after the span's own attributes
+            assert {k: v for k, v in decoded.items() if k != samples} == attributes

@@ -15,13 +15,13 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from runtel import semconv
 from runtel._guard import log_once
-from runtel.exporters.otlp_json import dumps_line, encode_spans
+from runtel.exporters.otlp_json import spans_line
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -104,7 +104,8 @@ class RunSinks:
 
 
 _MARKED_KINDS = (semconv.KIND_BLOCK, semconv.KIND_FUNCTION)
-_UNSAMPLED = {"key": semconv.USAGE_PREFIX + "samples", "value": {"intValue": "0"}}
+_SAMPLES_KEY = semconv.USAGE_PREFIX + "samples"
+_UNSAMPLED = '{"key":"' + _SAMPLES_KEY + '","value":{"intValue":"0"}}'  # one encoded OTLP KeyValue
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -135,10 +136,7 @@ class JsonlSpanExporter(SpanExporter):
                     log_once(f"late-span:{run_id}", "runtel dropped %d span(s) that ended after run %s closed",
                              len(group), run_id, level=logging.DEBUG)
                     continue
-                request = encode_spans(group)
-                if self.mark_unsampled:
-                    _mark_unsampled(request)
-                ok = target.write(dumps_line(request)) and ok
+                ok = target.write(spans_line(group, _unsampled_marker if self.mark_unsampled else None)) and ok
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
         except Exception as exc:  # never let an encoding bug reach the SDK worker or the user
             log_once("span-export", "runtel could not export spans to the run folder: %r", exc, exc_info=True)
@@ -152,13 +150,9 @@ class JsonlSpanExporter(SpanExporter):
         return True
 
 
-def _mark_unsampled(request: dict[str, Any]) -> None:
-    for rs in request["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for span in ss["spans"]:
-                attributes = span.get("attributes")
-                if not attributes:
-                    continue
-                kind = next((a["value"].get("stringValue") for a in attributes if a["key"] == semconv.SPAN_KIND), None)
-                if kind in _MARKED_KINDS and not any(a["key"] == _UNSAMPLED["key"] for a in attributes):
-                    attributes.append(_UNSAMPLED)
+def _unsampled_marker(span: ReadableSpan) -> str:
+    """``runtel.usage.samples = 0`` for a block or function span that no sample fell into, else nothing."""
+    attributes = span.attributes
+    if attributes and attributes.get(semconv.SPAN_KIND) in _MARKED_KINDS and _SAMPLES_KEY not in attributes:
+        return _UNSAMPLED
+    return ""

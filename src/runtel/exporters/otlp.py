@@ -475,9 +475,9 @@ class JsonHttpSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode with runtel's OTLP/JSON encoder and POST; raises PostError on failure (caught by the wrapper)."""
-        from runtel.exporters.otlp_json import dumps_line, encode_spans
+        from runtel.exporters.otlp_json import spans_line
 
-        post(self.config.endpoint, dumps_line(encode_spans(spans)), "application/json", self.config.headers,
+        post(self.config.endpoint, spans_line(spans), "application/json", self.config.headers,
              self.config.timeout)
         return SpanExportResult.SUCCESS
 
