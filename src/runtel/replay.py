@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from runtel.errors import RunFolderError
 from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
+from runtel.store import read_record
 
 __all__ = ("ExportResult", "export_runs", "ids_to_base64")
 
@@ -224,9 +225,8 @@ class _Sender:
 
 def _run_id(run_dir: Path) -> str:
     try:
-        with (run_dir / "run.json").open(encoding="utf-8") as f:
-            return str(json.load(f).get("id") or run_dir.name)
-    except (OSError, ValueError):
+        return str(read_record(run_dir).get("id") or run_dir.name)
+    except RunFolderError:
         return run_dir.name
 
 

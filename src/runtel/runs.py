@@ -470,12 +470,12 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
         run._output_dirs.append(Path(spec._output_dir))
         record["output_dir"] = str(spec._output_dir)
     if run_dir is not None and level != "off" and env_info is not None:
-        _write_side_files(run, env_info, argv, settings)
+        _write_side_files(run, env_info)
     run._write_record(force=True)
     return run
 
 
-def _write_side_files(run: Run, env_info: Any, argv: list[str], settings: Settings) -> None:
+def _write_side_files(run: Run, env_info: Any) -> None:
     """git.diff and reproduce.sh next to run.json."""
     assert run.dir is not None
     if env_info.git_diff:
@@ -489,9 +489,8 @@ def _write_side_files(run: Run, env_info: Any, argv: list[str], settings: Settin
 
         git = (env_info.record.get("git") or {}).get("script") or (env_info.record.get("git") or {}).get("cwd")
         env_vars = {k: v for k, v in (env_info.record.get("env") or {}).items() if isinstance(v, str)}
-        redactor = run._redactor
         script = render_reproduce_script(
-            argv=redactor.redact_argv(argv) if redactor is not None else argv,
+            argv=run.record["argv"],  # at telemetry "full": the command line as recorded, already redacted
             cwd=os.getcwd(),
             python_executable=sys.executable,
             git=git,

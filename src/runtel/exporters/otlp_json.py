@@ -4,8 +4,10 @@ Follows the OTLP JSON mapping (opentelemetry-proto ``docs/specification.md``): l
 hex trace/span ids, enums as integers, 64-bit integers as decimal strings, bytes as base64, and
 non-finite doubles as the proto3 JSON strings ``"NaN"``/``"Infinity"``/``"-Infinity"``. One line of
 a run folder file is one ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest``, as the
-File Exporter specification asks. The encoder builds plain dicts (no protobuf), which keeps it fast
-and lets the same code serve the local files and the replay path.
+File Exporter specification asks. ``encode_*`` build the messages as plain dicts (no protobuf), for
+callers that inspect them and for OTLP/HTTP JSON metrics; ``spans_line`` and ``metrics_line`` write the
+same messages directly as text, which is what the run folder's hot paths use (tests check that both
+forms agree byte for byte).
 """
 
 from __future__ import annotations
@@ -76,21 +78,9 @@ def encode_attributes(attributes: Mapping[str, object] | None) -> list[dict[str,
     return [{"key": key, "value": encode_any_value(value)} for key, value in attributes.items()]
 
 
-_resource_cache: list[Any] = [None, None]
-
-
 def encode_resource(resource: Resource) -> dict[str, Any]:
-    """The OTLP ``Resource`` message (treat as read-only: the last one is reused while the resource is).
-
-    A process has one Resource and every export repeats it; with the run's environment on it, encoding
-    it anew was a large part of writing a short run's spans.
-    """
-    cached = _resource_cache
-    if cached[0] is resource:
-        return cached[1]  # type: ignore[no-any-return]
-    encoded = {"attributes": encode_attributes(resource.attributes)}
-    cached[:] = [resource, encoded]
-    return encoded
+    """The OTLP ``Resource`` message."""
+    return {"attributes": encode_attributes(resource.attributes)}
 
 
 def encode_scope(scope: InstrumentationScope | None) -> dict[str, Any]:
