@@ -485,20 +485,36 @@ def _write_side_files(run: Run, env_info: Any) -> None:
     if run.record.get("telemetry") != "full":
         return
     with guard("reproduce", "write reproduce.sh"):
-        from runtel.reproduce import render_reproduce_script
-
-        git = (env_info.record.get("git") or {}).get("script") or (env_info.record.get("git") or {}).get("cwd")
-        env_vars = {k: v for k, v in (env_info.record.get("env") or {}).items() if isinstance(v, str)}
-        script = render_reproduce_script(
-            argv=run.record["argv"],  # at telemetry "full": the command line as recorded, already redacted
-            cwd=os.getcwd(),
-            python_executable=sys.executable,
-            git=git,
-            env=env_vars,
-            run_id=run.id,
-        )
-        write_new_file(run.dir / "reproduce.sh", script, mode=0o755)
+        write_new_file(run.dir / "reproduce.sh", _reproduce_script(run, env_info), mode=0o755)
         run.record["reproduce"] = "reproduce.sh"
+
+
+# The last reproduce.sh text: (key, text, run id in it). Back-to-back runs of a process share everything in
+# the script but the run id in its header, and rendering it (quoting each variable) is ~40 us.
+_last_reproduce: list[Any] = [None, "", ""]
+
+
+def _reproduce_script(run: Run, env_info: Any) -> str:
+    """reproduce.sh for ``run`` (``env_info`` is the process's environment capture, reused between runs)."""
+    argv = run.record["argv"]  # at telemetry "full": the command line as recorded, already redacted
+    cwd = os.getcwd()
+    key = (env_info, tuple(argv) if argv is not None else None, cwd, sys.executable)
+    last_key, last_text, last_id = _last_reproduce
+    if last_key is not None and last_key[0] is env_info and last_key[1:] == key[1:]:
+        return str(last_text).replace(last_id, run.id, 1)  # the header's run id comes before any argv or path
+    from runtel.reproduce import render_reproduce_script
+
+    git_record = env_info.record.get("git") or {}
+    script = render_reproduce_script(
+        argv=argv,
+        cwd=cwd,
+        python_executable=sys.executable,
+        git=git_record.get("script") or git_record.get("cwd"),
+        env={k: v for k, v in (env_info.record.get("env") or {}).items() if isinstance(v, str)},
+        run_id=run.id,
+    )
+    _last_reproduce[:] = [key, script, run.id]
+    return script
 
 
 def _end_span(

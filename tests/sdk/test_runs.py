@@ -330,3 +330,27 @@ def test_seeding_does_not_repeat_trace_or_span_ids(rt: Settings) -> None:
                 pass
         ids.append((run.trace_id, blk.span.get_span_context().span_id))
     assert ids[0][0] != ids[1][0] and ids[0][1] != ids[1][1]
+
+
+def test_reproduce_script_of_back_to_back_runs(rt: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of one process reuse the rendered reproduce.sh: each names its own run id, and a different
+    command line or working directory gives a different script."""
+    argv = ["train.py", "--lr", "0.1", "it's quoted"]
+    with runtel.RunSpan("a", _argv=argv) as a:
+        pass
+    with runtel.RunSpan("b", _argv=argv) as b:
+        pass
+    text_a = (a.dir / "reproduce.sh").read_text()  # type: ignore[operator]
+    text_b = (b.dir / "reproduce.sh").read_text()  # type: ignore[operator]
+    assert a.id in text_a and b.id not in text_a
+    assert b.id in text_b and a.id not in text_b
+    assert text_b == text_a.replace(a.id, b.id)
+    with runtel.RunSpan("c", _argv=[*argv[:-1], "other"]) as c:
+        pass
+    text_c = (c.dir / "reproduce.sh").read_text()  # type: ignore[operator]
+    assert text_c.splitlines()[-1].endswith("train.py --lr 0.1 other") and c.id in text_c
+    monkeypatch.chdir(tmp_path)
+    with runtel.RunSpan("d", _argv=[*argv[:-1], "other"]) as d:
+        pass
+    text_d = (d.dir / "reproduce.sh").read_text()  # type: ignore[operator]
+    assert f"cd -- {tmp_path}" in text_d and f"cd -- {tmp_path}" not in text_c

@@ -185,8 +185,8 @@ _METRICS: list[tuple[str, str, str, str, bool, list[tuple[dict[str, Any], int, i
 ]
 
 
-def _sdk_metrics_data(resource: Any, scope: Any) -> Any:
-    """The same metrics as SDK objects (what encode_metrics takes)."""
+def _sdk_metrics_data(resource: Any, scope: Any, given: list[Any] | None = None) -> Any:
+    """The same metrics (``_METRICS`` unless given) as SDK objects (what encode_metrics takes)."""
     from opentelemetry.sdk.metrics.export import (
         AggregationTemporality,
         Gauge,
@@ -199,7 +199,7 @@ def _sdk_metrics_data(resource: Any, scope: Any) -> Any:
     )
 
     metrics = []
-    for name, description, unit, kind, monotonic, points in _METRICS:
+    for name, description, unit, kind, monotonic, points in (_METRICS if given is None else given):
         data_points = [NumberDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=end, value=value)
                        for attrs, start, end, value in points]
         data: Any = (Sum(data_points=data_points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
@@ -362,3 +362,23 @@ def test_unsampled_marker_goes_on_unsampled_blocks_only() -> None:
         if expected == 0:
             assert written[name][-1]["key"] == samples  # appended after the span's own attributes
             assert {k: v for k, v in decoded.items() if k != samples} == attributes
+
+
+def test_metrics_line_keeps_equal_looking_attribute_values_apart() -> None:
+    """Attribute texts are cached per (key, str value): "1", 1, 1.0 and True under one key stay distinct, in any
+    order, and a list value (unhashable) is encoded too."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from runtel.exporters.otlp_json import dumps_line, encode_metrics, metrics_line
+
+    resource = Resource({"service.name": "t"})
+    scope = InstrumentationScope("runtel", "1")
+    values: list[Any] = ["1", 1, 1.0, True, "True", ["1"], "1"]
+    for order in (values, list(reversed(values))):
+        metrics = [("m", "", "", "gauge", False, [({"k": v, "run": "r"}, 0, 5, 2.0) for v in order])]
+        line = metrics_line(resource, scope, metrics)
+        assert line == dumps_line(encode_metrics(_sdk_metrics_data(resource, scope, metrics)))
+        attrs = [p["attributes"][0]["value"] for p in
+                 json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"]]
+        assert len({json.dumps(a) for a in attrs}) == 6  # "1" twice, the rest each distinct

@@ -264,3 +264,18 @@ def test_record_text_writes_non_string_keys_as_json_does() -> None:
     long = {**short, "pad": "p" * 200}
     data = {"short": short, "long": long}
     assert json.loads(record_text(data)) == json.loads(json.dumps(data))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2**70, True, False, None, 1.5, -0.0, 1e300, 5e-324, 0.1, "x\u2603\n",
+                                   {"a": [1, 2.5, None]}, [True, "s"]])
+def test_record_values_are_written_as_json_would(value: Any) -> None:
+    """Numbers, booleans, None and strings skip the encoder but give the text json.dumps gives."""
+    assert record_text({"v": value}) == '{\n  "v": ' + json.dumps(value, ensure_ascii=False) + "\n}"
+
+
+def test_record_with_a_non_finite_number_is_refused_like_the_encoder() -> None:
+    """NaN is not JSON: the record writer raises as json.dumps(allow_nan=False) does (values are sanitised first)."""
+    with pytest.raises(ValueError):
+        record_text({"v": float("nan")})
+    with pytest.raises(ValueError):
+        record_text({"v": {"nested": float("inf")}})

@@ -327,6 +327,48 @@ def _number_text(value: object) -> str:
     return '"asDouble":' + (repr(number) if isinstance(number, float) else '"' + number + '"')
 
 
+_isfinite = math.isfinite
+_str_kv_cache: dict[tuple[str, str], str] = {}
+_metric_heads: dict[tuple[str, str, str, str | None, bool], tuple[str, str]] = {}
+
+
+def _attributes_text(attributes: Mapping[str, object]) -> str:
+    """The ``KeyValue`` list of a point; string pairs (nearly all of runtel's) are looked up as the items they are."""
+    try:
+        texts = [_str_kv_cache.get(item) for item in attributes.items()]  # type: ignore[arg-type]
+    except TypeError:  # an unhashable value (a list)
+        return ",".join([_kv_text(k, v) for k, v in attributes.items()])
+    if None in texts:
+        for i, (k, v) in enumerate(attributes.items()):
+            if texts[i] is None:
+                if type(v) is str:  # only exact str values go in the cache, so True, 1 and 1.0 never meet
+                    if len(_str_kv_cache) >= 4096:
+                        _str_kv_cache.clear()
+                    texts[i] = _str_kv_cache[(k, v)] = '{"key":' + _quote(k) + ',"value":{"stringValue":' \
+                        + _quote(v) + "}}"
+                else:
+                    texts[i] = _kv_text(k, v)
+    return ",".join(texts)  # type: ignore[arg-type]
+
+
+def _metric_head(name: str, description: str, unit: str, kind: str | None, is_monotonic: bool) -> tuple[str, str]:
+    """Text before and after a metric's data points, kept for the few metrics a process reports."""
+    head = '{"name":' + _quote(name)
+    if description:
+        head += ',"description":' + _quote(description)
+    if unit:
+        head += ',"unit":' + _quote(unit)
+    if kind == "sum":
+        text = (head + ',"sum":{"dataPoints":[',
+                '],"aggregationTemporality":2,"isMonotonic":' + ("true" if is_monotonic else "false") + "}}")
+    else:
+        text = (head + ',"gauge":{"dataPoints":[', "]}}")
+    if len(_metric_heads) >= 1024:
+        _metric_heads.clear()
+    _metric_heads[(name, description, unit, kind, is_monotonic)] = text
+    return text
+
+
 def metrics_line(
     resource: Resource,
     scope: InstrumentationScope,
@@ -344,23 +386,20 @@ def metrics_line(
     for name, description, unit, kind, is_monotonic, points in metrics:
         point_texts = []
         for attributes, start_ns, time_ns, value in points:
-            attrs = ",".join([_kv_text(k, v) for k, v in (attributes or {}).items()])
+            attrs = _attributes_text(attributes) if attributes else ""
             middle = times.get((start_ns, time_ns))
             if middle is None:
                 middle = times[(start_ns, time_ns)] = (
                     '],"startTimeUnixNano":"' + str(start_ns or 0) + '","timeUnixNano":"' + str(time_ns) + '",')
-            point_texts.append('{"attributes":[' + attrs + middle + _number_text(value) + "}")
-        head = '{"name":' + _quote(name)
-        if description:
-            head += ',"description":' + _quote(description)
-        if unit:
-            head += ',"unit":' + _quote(unit)
-        if kind == "sum":
-            body = ('"sum":{"dataPoints":[' + ",".join(point_texts) + '],"aggregationTemporality":2,"isMonotonic":'
-                    + ("true" if is_monotonic else "false") + "}")
-        else:
-            body = '"gauge":{"dataPoints":[' + ",".join(point_texts) + "]}"
-        out.append(head + "," + body + "}")
+            if type(value) is float and _isfinite(value):
+                number = '"asDouble":' + repr(value)
+            else:
+                number = _number_text(value)
+            point_texts.append('{"attributes":[' + attrs + middle + number + "}")
+        head = _metric_heads.get((name, description, unit, kind, is_monotonic))
+        if head is None:
+            head = _metric_head(name, description, unit, kind, is_monotonic)
+        out.append(head[0] + ",".join(point_texts) + head[1])
     if not out:
         return b""
     scope_text = '{"scope":' + _cached_text(scope, encode_scope) + ',"metrics":[' + ",".join(out) + "]"

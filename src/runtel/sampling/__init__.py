@@ -61,6 +61,11 @@ def expected_cores(settings_value: int | None) -> int:
         return os.cpu_count() or 1
 
 
+def _empty_usage(start_ns: int, end_ns: int) -> UsageSummary:
+    """The summary of a window nothing was measured in (no sampler, or summarising failed)."""
+    return summarize([], start_ns=start_ns, end_ns=end_ns, n_expected_cores=1, carbon_intensity=0.0)
+
+
 class Monitor:
     """What a run needs from resource sampling; every method is safe to call and never raises.
 
@@ -203,9 +208,8 @@ class Monitor:
 
     def usage(self, start_ns: int, end_ns: int, *, edges: Sequence[Snapshot | None] = ()) -> UsageSummary:
         """Summary of ``[start_ns, end_ns]`` from the history plus explicit edge samples."""
-        empty = summarize([], start_ns=start_ns, end_ns=end_ns, n_expected_cores=1, carbon_intensity=0.0)
         if self.sampler is None:
-            return empty
+            return _empty_usage(start_ns, end_ns)
         sampler = self.sampler
 
         def compute() -> UsageSummary:
@@ -220,7 +224,7 @@ class Monitor:
             )
 
         result = self._guard("usage", compute)
-        return result if isinstance(result, UsageSummary) else empty
+        return result if isinstance(result, UsageSummary) else _empty_usage(start_ns, end_ns)
 
     def gpu_devices(self) -> list[dict[str, object]]:
         """GPU inventory for run.json (empty without GPUs)."""
