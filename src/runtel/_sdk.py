@@ -254,7 +254,12 @@ class Runtime:
         metrics = self.run_metrics.pop(run.id, None)
         if metrics is not None:
             with guard("metric-flush", "flush metrics"):
-                metrics.collect(self.settings.export_timeout * 1000)  # final, before the run folder closes
+                # The final collection, before the run folder closes. Every collection reports the sampler's
+                # latest sample; if that was taken before the run began (a short run reusing the previous
+                # sample, see Monitor.edge_sample), the run measured nothing of its own: no line, rather
+                # than a pre-run measurement stamped with the run's id and end time.
+                if self.monitor is not None and self.monitor.measured_since(run.start_time_ns):
+                    metrics.collect(self.settings.export_timeout * 1000)
                 metrics.shutdown(timeout_millis=self.settings.export_timeout * 1000)
 
     def _collected_runs(self) -> list[RunMetrics]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 import runtel
 from runtel import semconv
 from runtel.config import Settings
-from runtel.testing import read_run, span_names
+from runtel.store import read_record
+from runtel.testing import isolated, read_run, span_names
 
 
 def _only_run(runs_dir: Path) -> Path:
@@ -239,8 +241,6 @@ def test_odd_config_values_never_raise(rt: Settings) -> None:
 
 def test_attribute_length_limit_is_configurable(runs_dir: Path) -> None:
     """RUNTEL_ATTRIBUTE_MAX_LENGTH / attribute_max_length caps span attribute strings."""
-    from runtel.testing import isolated
-
     with isolated(runs_dir, sampling=False, attribute_max_length=10):
         with runtel.run_span("cap", config={"s": "y" * 100}) as run:
             pass
@@ -251,8 +251,6 @@ def test_attribute_length_limit_is_configurable(runs_dir: Path) -> None:
 
 def test_disabled_sdk_writes_nothing(runs_dir: Path) -> None:
     """OTEL_SDK_DISABLED=true makes run_span, block and trace no-ops that write no files."""
-    from runtel.testing import isolated
-
     @runtel.trace
     def work() -> int:
         return 42
@@ -269,8 +267,6 @@ def test_disabled_sdk_writes_nothing(runs_dir: Path) -> None:
 
 def test_unwritable_dir_logs_once_and_code_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A run folder that cannot be created logs one warning; the user's code runs on without a record."""
-    from runtel.testing import isolated
-
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
     with isolated(blocker / "runs", sampling=False, strict=False):
@@ -330,6 +326,46 @@ def test_seeding_does_not_repeat_trace_or_span_ids(rt: Settings) -> None:
                 pass
         ids.append((run.trace_id, blk.span.get_span_context().span_id))
     assert ids[0][0] != ids[1][0] and ids[0][1] != ids[1][1]
+
+
+def test_metric_line_only_for_runs_that_measured_something(runs_dir: Path) -> None:
+    """A run whose edges reused a sample taken before it began writes no metric line (the line would
+    report a pre-run measurement under its id); a run that took a sample of its own writes one, and
+    both keep their usage summary."""
+    from runtel import _sdk
+
+    with isolated(runs_dir, sampling=True, sample_interval=30, metric_interval=30, gpu_backend="none"):
+        with runtel.run_span("first") as first:
+            pass  # the first run of a process takes fresh edge samples
+        lines = (first.dir / "metrics.jsonl").read_text().splitlines()  # type: ignore[operator]
+        assert len(lines) == 1
+        points = [p for m in json.loads(lines[0])["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+                  for p in (m.get("sum") or m.get("gauge"))["dataPoints"]]
+        assert points and all(int(p["timeUnixNano"]) >= first.start_time_ns for p in points)
+        runtime = _sdk.get_runtime()
+        assert runtime is not None and runtime.monitor is not None and runtime.monitor.sampler is not None
+        sampler = runtime.monitor.sampler
+        time.sleep(0.2)  # past the loop's start: no background tick for the next 30 s
+        seen = {"reused": 0, "fresh": 0}
+        for _ in range(40):  # a loaded machine may take longer than EDGE_REUSE_S to start a run; retry
+            latest = sampler.latest
+            assert latest is not None
+            stale = latest._replace(time_ns=time.time_ns() - 1_000_000, monotonic_s=time.monotonic())
+            sampler.latest = stale  # "taken 1 ms ago, before the run"
+            with runtel.run_span("short") as run:
+                pass
+            record = read_record(run.dir)  # type: ignore[arg-type]
+            assert record["resource_usage"]["samples"] >= 1
+            if sampler.latest is stale:  # both edges reused the pre-run sample
+                seen["reused"] += 1
+                assert not (run.dir / "metrics.jsonl").exists()  # type: ignore[operator]
+            else:
+                seen["fresh"] += 1
+                assert sampler.latest.time_ns >= run.start_time_ns
+                assert (run.dir / "metrics.jsonl").read_text().count("\n") == 1  # type: ignore[operator]
+            if seen["reused"] >= 3:
+                break
+        assert seen["reused"] >= 1, seen
 
 
 def test_reproduce_script_of_back_to_back_runs(rt: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -200,6 +200,11 @@ class Monitor:
             return latest
         return sampler.sample_now()
 
+    def measured_since(self, time_ns: int) -> bool:
+        """Whether the latest sample was taken at or after ``time_ns`` (wall clock)."""
+        latest = self.sampler.latest if self.sampler is not None else None
+        return latest is not None and latest.time_ns >= time_ns
+
     def set_roots(self, pids: Sequence[int], include_self: bool = False) -> None:
         """Track other processes (e.g. the CLI's child), with or without this process."""
         if self.sampler is not None:
