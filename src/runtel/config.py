@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from runtel.errors import ConfigError
 
@@ -93,8 +93,7 @@ def _optional_positive_float(raw: str) -> float | None:
     return None if raw.strip() == "" else _positive_float(0.0)(raw)
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     """One setting: where it can come from, its default, how to parse it, and what it means."""
 
     env: tuple[str, ...]

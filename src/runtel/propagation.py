@@ -66,6 +66,8 @@ def _w3c() -> Any:
 
 def extract_parent_context(env: Mapping[str, str]) -> Context:
     """The context found in ``TRACEPARENT``/``TRACESTATE``/``BAGGAGE`` of ``env`` (empty if none)."""
+    if "TRACEPARENT" not in env and "BAGGAGE" not in env:
+        return Context()  # nothing to extract (TRACESTATE means nothing alone): skip importing the propagators
     return _w3c().extract(env, getter=_EnvGetter())  # type: ignore[no-any-return]
 
 

@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runtel import semconv
@@ -37,7 +36,6 @@ _logged: set[str] = set()
 _logged_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
 class Environment:
     """Environment facts of one run, split by destination.
 
@@ -48,12 +46,31 @@ class Environment:
         record: JSON sections for run.json (``process``, ``host``, ``machine``, ``cluster``, ``git``,
             ``packages``, ``packages_summary``, ``env``, ``python``).
         git_diff: ``git diff HEAD`` of the script's repository when dirty (level ``full`` only), else ``None``.
+
+    A plain slotted class, not a dataclass: this module is imported by a process's first run, and
+    generating a dataclass's methods there cost ~1 ms.
     """
 
-    resource: dict[str, AttributeValue] = field(default_factory=dict)
-    span: dict[str, AttributeValue] = field(default_factory=dict)
-    record: dict[str, Any] = field(default_factory=dict)
-    git_diff: str | None = None
+    __slots__ = ("git_diff", "record", "resource", "span")
+
+    def __init__(self, resource: dict[str, AttributeValue] | None = None, span: dict[str, AttributeValue] | None = None,
+                 record: dict[str, Any] | None = None, git_diff: str | None = None) -> None:
+        self.resource: dict[str, AttributeValue] = {} if resource is None else resource
+        self.span: dict[str, AttributeValue] = {} if span is None else span
+        self.record: dict[str, Any] = {} if record is None else record
+        self.git_diff = git_diff
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.resource, self.span, self.record, self.git_diff
+
+    def __eq__(self, other: object) -> bool:
+        return self._fields() == other._fields() if isinstance(other, Environment) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Environment(resource={self.resource!r}, span={self.span!r}, record={self.record!r}, "
+                f"git_diff={self.git_diff!r})")
 
 
 def _log_once(key: str, message: str, *args: object) -> None:

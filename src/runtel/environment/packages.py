@@ -15,7 +15,6 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 __all__ = ("PackageInventory", "canonical_name", "clear_cache", "inventory", "inventory_hash", "scan_paths")
@@ -28,13 +27,29 @@ _lock = threading.Lock()
 _cached: PackageInventory | None = None
 
 
-@dataclass(frozen=True)
 class PackageInventory:
-    """Installed distributions (first one on ``sys.path`` wins, as for imports)."""
+    """Installed distributions (first one on ``sys.path`` wins, as for imports).
 
-    packages: Mapping[str, str]
-    count: int
-    hash: str
+    A plain slotted class (a dataclass cost ~1 ms to define on a process's first run; a NamedTuple's
+    ``count`` would clash with ``tuple.count``).
+    """
+
+    __slots__ = ("count", "hash", "packages")
+
+    def __init__(self, packages: Mapping[str, str], count: int, hash: str) -> None:
+        self.packages = packages
+        self.count = count
+        self.hash = hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackageInventory):
+            return NotImplemented
+        return (self.packages, self.count, self.hash) == (other.packages, other.count, other.hash)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackageInventory(count={self.count}, hash={self.hash!r})"
 
 
 def _sha256_hex(data: bytes) -> str:

@@ -7,7 +7,6 @@ could not tell us" (unsupported call, lost GPU, permission), never zero.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -17,17 +16,39 @@ __all__ = ("GpuBackend", "GpuDevice", "GpuReading", "parse_visible_devices")
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class GpuDevice:  # a dataclass: its `index` field would shadow tuple.index
-    """Static facts about one GPU, recorded once per run (run.json ``gpus``)."""
+class GpuDevice:
+    """Static facts about one GPU, recorded once per run (run.json ``gpus``).
 
-    index: int
-    uuid: str
-    name: str
-    memory_total_bytes: int | None
-    driver_version: str | None
-    cuda_version: str | None
-    vendor: str  # "nvidia" | "amd"
+    Immutable by convention. Not a NamedTuple (its ``index`` field would shadow ``tuple.index``) and not a
+    dataclass (defining one cost ~1 ms on a process's first run, which imports this module).
+    """
+
+    __slots__ = ("cuda_version", "driver_version", "index", "memory_total_bytes", "name", "uuid", "vendor")
+
+    def __init__(self, index: int, uuid: str, name: str, memory_total_bytes: int | None, driver_version: str | None,
+                 cuda_version: str | None, vendor: str) -> None:
+        self.index = index
+        self.uuid = uuid
+        self.name = name
+        self.memory_total_bytes = memory_total_bytes
+        self.driver_version = driver_version
+        self.cuda_version = cuda_version
+        self.vendor = vendor  # "nvidia" | "amd"
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.index, self.uuid, self.name, self.memory_total_bytes, self.driver_version, self.cuda_version,
+                self.vendor)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, GpuDevice) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"GpuDevice(index={self.index!r}, uuid={self.uuid!r}, name={self.name!r}, "
+                f"memory_total_bytes={self.memory_total_bytes!r}, driver_version={self.driver_version!r}, "
+                f"cuda_version={self.cuda_version!r}, vendor={self.vendor!r})")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe form for the run record."""
