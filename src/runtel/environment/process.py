@@ -112,7 +112,7 @@ def _creation_time(pid: int) -> str | None:
     """Process start from /proc (clock ticks since boot + btime); psutil elsewhere."""
     timestamp: float | None = None
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:  # the codec already loaded
             stat = fh.read()
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks = int(fields[19])  # field 22 of proc(5), counted after "pid (comm) "

@@ -59,7 +59,7 @@ class SystemReader:
         stats: SystemStats | None = None
         if self._meminfo is not None:
             try:
-                with open(self._meminfo, encoding="ascii", errors="replace") as fh:
+                with open(self._meminfo, encoding="utf-8", errors="replace") as fh:  # ASCII text; UTF-8 is loaded
                     stats = parse_meminfo(fh.read())
             except OSError:
                 self._meminfo = None
