@@ -69,11 +69,16 @@ _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 def _compact(value: Any) -> str:
     """``_encoder.encode(value)``, calling CPython's C encoder directly (the wrapper's checks cost ~1 us a value).
 
-    A fresh markers dict each call keeps the circular-reference check correct across threads.
+    A fresh markers dict each call keeps the circular-reference check correct across threads. Any
+    ``TypeError`` (a mapping key JSON cannot hold, or a future interpreter's different signature) is left
+    to the public encoder, which raises or encodes exactly as before.
     """
-    if _c_make_encoder is None:  # pragma: no cover - interpreters without the C accelerator
-        return _encoder.encode(value)
-    return "".join(_c_make_encoder({}, str, _quote, None, ": ", ", ", False, False, False)(value, 0))
+    if _c_make_encoder is not None:
+        try:
+            return "".join(_c_make_encoder({}, str, _quote, None, ": ", ", ", False, False, False)(value, 0))
+        except TypeError:
+            pass
+    return _encoder.encode(value)
 
 
 _quote = json.encoder.encode_basestring  # C; the same output as the encoder above for a str

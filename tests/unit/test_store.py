@@ -279,3 +279,9 @@ def test_record_with_a_non_finite_number_is_refused_like_the_encoder() -> None:
         record_text({"v": float("nan")})
     with pytest.raises(ValueError):
         record_text({"v": {"nested": float("inf")}})
+
+
+def test_record_with_a_key_json_cannot_hold_is_refused_like_the_encoder() -> None:
+    """A tuple key is refused with the encoder's own TypeError (values are sanitised before they get here)."""
+    with pytest.raises(TypeError, match="keys must be"):
+        record_text({"v": {("a", 1): 2}})
