@@ -110,6 +110,7 @@ class Run(LineageMixin):
         self._finished = False
         self._outcome: tuple[str, str, str] | None = None
         self._start_sample: Any = None
+        self._rss_floor = 0  # a combined peak RSS the kernel measured (runtel run's command), bytes; 0 = none
         self._last_write = 0.0
         self._write_pending = False
 
@@ -551,7 +552,10 @@ def _end_span(
     if monitor is not None:
         with guard("run-usage", "summarise resource usage"):
             summary = monitor.usage(run.start_time_ns, run.end_time_ns, edges=(run._start_sample, last_sample))
-            from runtel.sampling.summary import resource_usage_record, usage_attributes
+            from runtel.sampling.summary import resource_usage_record, usage_attributes, with_rss_floor
+
+            if run._rss_floor and summary.samples:
+                summary = with_rss_floor(summary, semconv.SCOPE_COMBINED, run._rss_floor)
 
             span.set_attributes(usage_attributes(summary))
             run.record["resource_usage"] = resource_usage_record(summary)

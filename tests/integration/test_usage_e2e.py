@@ -245,3 +245,42 @@ def test_short_hold_still_seen(tmp_path: Path, clean_env: dict[str, str]) -> Non
     hwm = {role: int((out / role).read_text()) for role in ("parent", "child", "grandchild")}
     peak = sum(hwm.values())
     assert abs(record["resource_usage"]["max_ram"]["combined"]["max_rss_bytes"] - peak) <= 0.10 * peak
+
+
+SPIKE = HWM + textwrap.dedent("""
+    import sys, time
+    time.sleep(0.3)
+    n = 200 * 2**20
+    buf = bytearray(n)
+    buf[::4096] = b"x" * len(range(0, n, 4096))
+    time.sleep(0.02)
+    del buf
+    hwm = vm_hwm()
+    x = 0
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.2:  # some CPU time for the kernel to count
+        x += 1
+    time.sleep(0.3)
+    with open(sys.argv[1], "w") as f:
+        f.write(str(hwm))
+""")
+
+
+def test_runtel_run_peak_between_samples_comes_from_the_kernel(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A 20 ms spike of 200 MiB between two samples (1 s apart) is not missed: `runtel run` takes its command's
+    peak RSS from wait4 (exactly the child's VmHWM) as a floor of the combined peak, and records the kernel's
+    counts in run.json's `command_rusage`."""
+    script = tmp_path / "spike.py"
+    script.write_text(SPIKE)
+    out = tmp_path / "hwm.txt"
+    env = _env(clean_env, tmp_path / "runs", RUNTEL_SAMPLE_INTERVAL="1.0")
+    record = _runtel_run([PY, str(script), str(out)], env, tmp_path)
+    hwm = int(out.read_text())
+    assert hwm > 200 * MiB
+    usage = record["command_rusage"]
+    assert usage["max_rss_bytes"] == hwm  # ru_maxrss and VmHWM are the same kernel counter
+    assert usage["user_cpu_s"] + usage["system_cpu_s"] >= 0.2
+    ram = record["resource_usage"]["max_ram"]
+    assert ram["combined"]["max_rss_bytes"] >= hwm
+    if ram["main"]["max_rss_bytes"] < 0.9 * hwm:  # the samples missed the spike (nearly always: 1 s apart)
+        assert ram["combined"]["max_rss_bytes"] == hwm

@@ -9,7 +9,7 @@ import pytest
 from runtel import semconv
 from runtel.energy.base import EnergyReading
 from runtel.sampling.samples import GpuReading, ProcessStats, Snapshot, SystemStats
-from runtel.sampling.summary import resource_usage_record, summarize, usage_attributes
+from runtel.sampling.summary import resource_usage_record, summarize, usage_attributes, with_rss_floor
 
 S = 1_000_000_000
 
@@ -140,3 +140,14 @@ def test_edges_already_in_the_window_are_not_counted_twice() -> None:
     assert s.samples == 2
     assert s.cpu_utilization_mean["main"] == 2.0
     assert s.energy["cpu:estimate"].joules == 20.0
+
+
+def test_rss_floor_raises_a_missed_peak_and_never_lowers_one() -> None:
+    """A peak the kernel measured raises the scope's sampled peak (and what is written from it), not others."""
+    s = summarize([snap(1, 1.0, 100, 10.0), snap(2, 3.0, 300, 30.0)], start_ns=1 * S, end_ns=2 * S,
+                  n_expected_cores=4, carbon_intensity=360.0)
+    raised = with_rss_floor(s, "combined", 10_000)
+    assert raised.rss_max == {"main": 300, "descendants": 150, "combined": 10_000}
+    assert resource_usage_record(raised)["max_ram"]["combined"]["max_rss_bytes"] == 10_000  # type: ignore[index]
+    assert usage_attributes(raised)[semconv.USAGE_PREFIX + "memory.rss.max.combined"] == 10_000
+    assert with_rss_floor(s, "combined", 1) is s and s.rss_max["combined"] == 450

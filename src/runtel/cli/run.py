@@ -130,7 +130,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 monitor = runtime.monitor if runtime is not None else None
                 if monitor is not None:
                     monitor.set_roots([child.pid], include_self=False)
-                returncode = child.wait()
+                returncode, rusage = _wait(child)
+                if rusage is not None:
+                    run.record["command_rusage"] = rusage
+                    run._rss_floor = rusage["max_rss_bytes"]
                 exit_code = 128 - returncode if returncode < 0 else returncode
                 if returncode < 0:
                     killer = signal.Signals(-returncode)
@@ -146,6 +149,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet and run.dir is not None:
         sys.stderr.write(f"runtel: run {run.id} {run.status} in {time.monotonic() - started:.2f} s — {run.dir}\n")
     return exit_code
+
+
+def _wait(child: subprocess.Popen[bytes]) -> tuple[int, dict[str, Any] | None]:
+    """Wait for the command; with ``wait4`` (POSIX) also return what the kernel counted for it.
+
+    ``ru_maxrss`` is the command's peak RSS, or that of the largest descendant it waited for, exact however
+    short the spike; CPU times include those descendants too. ``None`` where ``wait4`` is missing or the
+    child was reaped elsewhere (a signal handler's ``poll``), then only the exit status is known.
+    """
+    wait4 = getattr(os, "wait4", None)
+    if wait4 is None:
+        return child.wait(), None
+    try:
+        _, status, usage = wait4(child.pid, 0)
+    except ChildProcessError:
+        return child.wait(), None
+    child.returncode = os.waitstatus_to_exitcode(status)
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB on Linux and the BSDs
+    return child.returncode, {
+        "max_rss_bytes": int(usage.ru_maxrss) * unit,
+        "user_cpu_s": round(usage.ru_utime, 6),
+        "system_cpu_s": round(usage.ru_stime, 6),
+    }
 
 
 def _mark_failed(run: Any, exit_code: int, message: str, status: str) -> None:

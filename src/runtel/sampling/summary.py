@@ -16,7 +16,7 @@ from runtel import semconv
 from runtel.energy.estimate import emissions_g
 from runtel.sampling.samples import ProcessStats, Snapshot
 
-__all__ = ("UsageSummary", "resource_usage_record", "summarize", "usage_attributes")
+__all__ = ("UsageSummary", "resource_usage_record", "summarize", "usage_attributes", "with_rss_floor")
 
 #: the shared, read-only default of mapping fields (a NamedTuple cannot have per-instance factories)
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -230,6 +230,18 @@ def summarize(
         emissions_g=None if total_j is None else emissions_g(total_j, carbon_intensity),
         **base,  # type: ignore[arg-type]
     )
+
+
+def with_rss_floor(summary: UsageSummary, scope: str, rss_bytes: int) -> UsageSummary:
+    """``summary`` with the peak RSS of ``scope`` raised to at least ``rss_bytes``.
+
+    For a peak known exactly from elsewhere: the kernel's high-water mark of a process that lived inside the
+    window (``runtel run`` reads its command's with ``wait4``). Samples catch a spike only when one lands in
+    it; the high-water mark never misses one, and the tree's sum at that moment was at least that large.
+    """
+    if rss_bytes <= summary.rss_max.get(scope, 0):
+        return summary
+    return summary._replace(rss_max={**summary.rss_max, scope: int(rss_bytes)})
 
 
 def _energy_over(snaps: Sequence[Snapshot]) -> dict[str, EnergyDomain]:
