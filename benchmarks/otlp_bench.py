@@ -127,8 +127,8 @@ METRIC_CODE = """
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from runtel.config import resolve_settings
     from runtel.exporters.otlp import build_metric_exporter
-    from runtel.exporters.jsonl import RunSinks
-    from runtel.exporters.metrics import RecordingMeter, RunMetrics
+    from runtel.rundir.writer import RunSinks
+    from runtel._sdk.metrics import RecordingMeter, RunMetrics
     meter = RecordingMeter()
     # roughly runtel's instrument set: ~19 instruments, 1-12 points each, run id on every point
     for i in range(19):

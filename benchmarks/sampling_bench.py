@@ -121,7 +121,7 @@ class RuntelSampler:
 
     def __init__(self, interval: float, roots: list[int]) -> None:
         from runtel.config import resolve_settings
-        from runtel.sampling import Monitor
+        from runtel.sampling.monitor import Monitor
 
         settings = resolve_settings(sample_interval=interval, gpu_backend="none", sampling=True)
         self.monitor = Monitor.open(settings, root_pids=roots)

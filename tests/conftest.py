@@ -51,7 +51,7 @@ def clean_env() -> dict[str, str]:
 def _no_leaked_runtime() -> Iterator[None]:
     """No test leaves a runtime (or an open run) behind for the next one."""
     yield
-    rt = _sdk._runtime
+    rt = _sdk.current_runtime()
     if rt is not None:
         leaked = list(rt.open_runs)
         _sdk.reset()

@@ -13,13 +13,17 @@ from typing import TYPE_CHECKING, Any
 from runtel._version import __version__
 
 if TYPE_CHECKING:
-    from runtel.blocks import Block, block, trace
+    from runtel._sdk.process import configure, flush
     from runtel.config import Settings
-    from runtel.lineage import use_artifact
-    from runtel.propagation import flush, init_worker, inject_env, worker_context
-    from runtel.record import load
-    from runtel.runs import Run, RunSpan, current_run, run_span
-    from runtel.tracker import Tracker
+    from runtel.query.notebook import load
+    from runtel.query.tracker import Tracker
+    from runtel.recording.blocks import Block, block, trace
+    from runtel.recording.carrier import inject_env
+    from runtel.recording.lifecycle import RunSpan, run_span
+    from runtel.recording.lineage import use_artifact
+    from runtel.recording.run import Run, current_run
+    from runtel.recording.seeding import seed_everything
+    from runtel.recording.workers import init_worker, worker_context
 
 __all__ = (
     "Block",
@@ -42,23 +46,25 @@ __all__ = (
     "worker_context",
 )
 
-# public name -> module that defines it
+# public name -> module that defines it (and lists it in its own __all__; a test checks both)
 _LAZY = {
-    "Block": "runtel.blocks",
-    "block": "runtel.blocks",
-    "trace": "runtel.blocks",
+    "configure": "runtel._sdk.process",
+    "flush": "runtel._sdk.process",
     "Settings": "runtel.config",
-    "inject_env": "runtel.propagation",
-    "Run": "runtel.runs",
-    "RunSpan": "runtel.runs",
-    "current_run": "runtel.runs",
-    "run_span": "runtel.runs",
-    "Tracker": "runtel.tracker",
-    "use_artifact": "runtel.lineage",
-    "load": "runtel.record",
-    "flush": "runtel.propagation",
-    "init_worker": "runtel.propagation",
-    "worker_context": "runtel.propagation",
+    "load": "runtel.query.notebook",
+    "Tracker": "runtel.query.tracker",
+    "Block": "runtel.recording.blocks",
+    "block": "runtel.recording.blocks",
+    "trace": "runtel.recording.blocks",
+    "inject_env": "runtel.recording.carrier",
+    "RunSpan": "runtel.recording.lifecycle",
+    "run_span": "runtel.recording.lifecycle",
+    "use_artifact": "runtel.recording.lineage",
+    "Run": "runtel.recording.run",
+    "current_run": "runtel.recording.run",
+    "seed_everything": "runtel.recording.seeding",
+    "init_worker": "runtel.recording.workers",
+    "worker_context": "runtel.recording.workers",
 }
 
 
@@ -77,44 +83,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-def configure(**settings: Any) -> Settings:
-    """Set process-wide settings; each resolves as argument > environment variable > default.
-
-    Accepted names (see docs/configuration.md for every one, its variable and default): ``dir``,
-    ``exporters``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
-    ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
-    ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
-    ``cpu_tdp``, ``redact_patterns``, ``git_diff_max_bytes``, ``export_timeout``, ``strict``.
-
-    Example:
-        >>> import runtel
-        >>> runtel.configure(dir="/tmp/runtel-doc-runs", sample_interval=0.5).sample_interval
-        0.5
-
-    Raises:
-        runtel.errors.ConfigError: an unknown name or an unusable value.
-        RuntimeError: a run is open (settings cannot change under it).
-    """
-    from runtel import _sdk
-
-    return _sdk.configure(**settings)
-
-
-def seed_everything(seed: int | None = None) -> int:
-    """Seed ``random`` — and numpy, torch, TensorFlow if already imported — and return the seed.
-
-    A seed is generated when none is given, and recorded on the current run.
-    """
-    from runtel import semconv
-    from runtel.runs import current_run
-    from runtel.seeding import seed_everything as _seed
-
-    value = _seed(seed)
-    run = current_run()
-    if run is not None and run.enabled:
-        run.seed = value
-        run.record["seed"] = value
-        run.span.set_attribute(semconv.SEED, value)
-    return value

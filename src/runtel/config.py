@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Final, NamedTuple
 
 from runtel.errors import ConfigError
@@ -376,3 +376,33 @@ if __name__ == "__main__":  # pragma: no cover - used to regenerate the docs tab
     import sys
 
     sys.stdout.write(settings_table())
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` in a child process.
+
+    Only settings that differ from their defaults are included. Used by ``worker_context`` so a
+    spawned worker writes where, and how, its parent does even when the parent used ``configure()``.
+
+    Example:
+        >>> settings_env(resolve_settings(sampling=False, env={}))["RUNTEL_SAMPLING"]
+        'false'
+    """
+    current = settings
+    defaults = Settings()
+    out: dict[str, str] = {}
+    for name, param in PARAMS.items():
+        value = getattr(current, name, None)
+        if value is None or value == getattr(defaults, name, None) or not param.env:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (tuple, list)):
+            text = ",".join(str(v) for v in value) or ("none" if name == "exporters" else "")
+        elif isinstance(value, PurePath):
+            text = str(value)
+        else:
+            text = str(value)
+        if text:
+            out[param.env[0]] = text
+    return out

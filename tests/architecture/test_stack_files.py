@@ -18,8 +18,8 @@ import runtel
 from runtel import _sdk
 from runtel.config import Settings
 from runtel.gpu import open_backend
-from runtel.sampling import Monitor
-from runtel.store import iter_jsonl
+from runtel.rundir.reader import iter_jsonl
+from runtel.sampling.monitor import Monitor
 from runtel.testing import FakeGpu, FakeNvml
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,11 +30,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from runtel import semconv
 from runtel._guard import reset_log_once
+from runtel._sdk.metrics import RecordingMeter, RunMetrics, observed_run_ids
 from runtel.energy.base import EnergyReading
-from runtel.exporters.jsonl import LineFile
-from runtel.exporters.metrics import RecordingMeter, RunMetrics, observed_run_ids
-from runtel.exporters.otlp_json import attributes_from_otlp
 from runtel.gpu.nvml import open_nvml
+from runtel.rundir.otlp_json import attributes_from_otlp
+from runtel.rundir.writer import LineFile
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler

@@ -9,7 +9,7 @@ from pathlib import Path
 from runtel.config import resolve_settings
 from runtel.gpu.null import NullBackend
 from runtel.gpu.nvml import open_nvml
-from runtel.sampling import EDGE_REUSE_S, Monitor
+from runtel.sampling.monitor import EDGE_REUSE_S, Monitor
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
 from runtel.testing.nvml import FakeGpu, FakeNvml

@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 import runtel
-from runtel.store import SpanRecord, list_runs, read_spans
+from runtel.rundir.reader import SpanRecord, list_runs, read_spans
 
 WORKER_SOURCE = textwrap.dedent(
     """

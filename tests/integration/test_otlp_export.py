@@ -14,7 +14,7 @@ import pytest
 
 from runtel.errors import ConfigError
 from runtel.exporters.otlp import classify, redact_url, resolve_config
-from runtel.store import iter_jsonl, read_record, read_spans
+from runtel.rundir.reader import iter_jsonl, read_record, read_spans
 
 if TYPE_CHECKING:
     from conftest import Receiver  # tests/integration/conftest.py (fixtures hand the objects over)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from runtel.replay import export_runs, ids_to_base64, to_protobuf
-from runtel.store import iter_jsonl, list_runs, read_record, read_spans
+from runtel.query.replay import export_runs, ids_to_base64, to_protobuf
+from runtel.rundir.reader import iter_jsonl, list_runs, read_record, read_spans
 
 if TYPE_CHECKING:
     from conftest import Receiver

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtel.store import read_spans
+from runtel.rundir.reader import read_spans
 
 PY = sys.executable
 MiB = 2**20

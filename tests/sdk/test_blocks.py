@@ -17,7 +17,7 @@ import pytest
 import runtel
 from runtel import semconv
 from runtel.config import Settings
-from runtel.store import SpanRecord
+from runtel.rundir.reader import SpanRecord
 from runtel.testing import read_run
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import runtel
-from runtel.record import RunRecord, TraceCall, TraceStage
-from runtel.store import read_spans
+from runtel.query.notebook import RunRecord, TraceCall, TraceStage
+from runtel.rundir.reader import read_spans
 
 
 def _function_spans(run: runtel.Run, name: str) -> list[Any]:

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 import runtel
-from runtel import lineage, tracker
 from runtel.cli import main as cli_main
 from runtel.errors import ConfigError, RunNotFound
-from runtel.store import read_record, read_spans
-from runtel.tracker import FolderTracker, Lineage, TrackerArtifact, TrackerBackend
+from runtel.query import tracker
+from runtel.query.tracker import FolderTracker, Lineage, TrackerArtifact, TrackerBackend
+from runtel.recording import lineage
+from runtel.rundir import artifacts
+from runtel.rundir.reader import read_record, read_spans
 
 
 def _sha(data: bytes) -> str:
@@ -32,7 +34,7 @@ def _run_span(run_dir: Path | None) -> Any:
 
 
 def _index_lines(root: Path) -> list[dict[str, Any]]:
-    path = root / lineage.INDEX_FILE
+    path = root / artifacts.INDEX_FILE
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -73,29 +75,29 @@ def test_hash_streams_files_larger_than_the_chunk(tmp_path: Path) -> None:
         f.write(b"tail")
     tracemalloc.start()
     try:
-        info = lineage.hash_path(path)
+        info = artifacts.hash_path(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert info["hash"] == _sha(block * 24 + b"tail") and info["hash_kind"] == "sha256"
-    assert peak < 4 * lineage.HASH_CHUNK_SIZE
+    assert peak < 4 * artifacts.HASH_CHUNK_SIZE
 
 
 def test_partial_hash_above_the_limit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Above the limit only first/middle/last blocks and the size count, and the record says so."""
-    monkeypatch.setattr(lineage, "PARTIAL_BLOCK_SIZE", 100)
+    monkeypatch.setattr(artifacts, "PARTIAL_BLOCK_SIZE", 100)
     data = bytearray(os.urandom(20_000))
     path = tmp_path / "big.bin"
     path.write_bytes(data)
-    first = lineage.hash_path(path, partial_limit=1000)
+    first = artifacts.hash_path(path, partial_limit=1000)
     assert first["hash_kind"] == "partial" and first["hash"] != _sha(bytes(data))
     data[5000] ^= 0xFF  # outside the sampled blocks: unseen by a partial hash
     path.write_bytes(data)
-    assert lineage.hash_path(path, partial_limit=1000)["hash"] == first["hash"]
+    assert artifacts.hash_path(path, partial_limit=1000)["hash"] == first["hash"]
     data[0] ^= 0xFF  # inside the first block
     path.write_bytes(data)
-    assert lineage.hash_path(path, partial_limit=1000)["hash"] != first["hash"]
-    assert lineage.hash_path(path)["hash_kind"] == "sha256"  # below the default limit: full hash
+    assert artifacts.hash_path(path, partial_limit=1000)["hash"] != first["hash"]
+    assert artifacts.hash_path(path)["hash_kind"] == "sha256"  # below the default limit: full hash
 
 
 def test_add_artifact_partial_limit(rt: object, tmp_path: Path) -> None:
@@ -119,9 +121,9 @@ def test_directory_artifact_is_a_manifest_hash(rt: object, tmp_path: Path) -> No
     assert art["files"] == 2 and art["size"] == 9
     before = art["hash"]
     (d / "sub" / "b.txt").write_text("BETA")
-    changed = lineage.hash_path(d)["hash"]
+    changed = artifacts.hash_path(d)["hash"]
     (d / "sub" / "b.txt").rename(d / "sub" / "c.txt")
-    renamed = lineage.hash_path(d)["hash"]
+    renamed = artifacts.hash_path(d)["hash"]
     assert len({before, changed, renamed}) == 3
 
 
@@ -212,12 +214,12 @@ def test_lookup_without_index_scans_and_rebuilds(rt: object, runs_dir: Path, tmp
         producer.add_artifact("a", out)
     with runtel.run_span("idle") as idle:
         pass
-    (runs_dir / lineage.INDEX_FILE).unlink()
-    found = lineage.find_artifacts(runs_dir, _sha(b"A"))
+    (runs_dir / artifacts.INDEX_FILE).unlink()
+    found = artifacts.find_artifacts(runs_dir, _sha(b"A"))
     assert [(f["run_id"], f["name"]) for f in found] == [(producer.id, "a")]
     lines = _index_lines(runs_dir)
     assert {line["run_id"] for line in lines if line.get("scanned")} == {producer.id, idle.id}
-    assert lineage.rebuild_index(runs_dir) == 1
+    assert artifacts.rebuild_index(runs_dir) == 1
 
 
 def test_index_entries_of_deleted_runs_are_ignored(rt: object, runs_dir: Path, tmp_path: Path) -> None:
@@ -227,7 +229,7 @@ def test_index_entries_of_deleted_runs_are_ignored(rt: object, runs_dir: Path, t
     with runtel.run_span("prep") as producer:
         producer.add_artifact("a", out)
     (producer.dir / "run.json").unlink()
-    assert lineage.find_artifacts(runs_dir, _sha(b"A")) == []
+    assert artifacts.find_artifacts(runs_dir, _sha(b"A")) == []
 
 
 def test_lineage_calls_without_a_run_never_raise(rt: object, tmp_path: Path) -> None:
@@ -355,11 +357,11 @@ def test_backend_from_entry_point(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_backend_from_module_spec_and_installed_entry_point(tmp_path: Path) -> None:
     """module:attribute specs load, and the installed 'folder' entry point names FolderTracker."""
-    t = runtel.Tracker(tmp_path, backend="runtel.tracker:FolderTracker")
+    t = runtel.Tracker(tmp_path, backend="runtel.query.tracker:FolderTracker")
     assert isinstance(t.backend, FolderTracker)
     assert tracker._entry_points()["folder"]() is FolderTracker
     with pytest.raises(ConfigError):
-        runtel.Tracker(tmp_path, backend="runtel.tracker:Missing")
+        runtel.Tracker(tmp_path, backend="runtel.query.tracker:Missing")
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
@@ -394,11 +396,11 @@ def test_index_lookup_is_fast_with_many_runs(rt: object, runs_dir: Path, tmp_pat
         d.mkdir()
         (d / "run.json").write_text(json.dumps({"id": d.name, "status": "ok", "artifacts": {
             "out": {"name": "out", "hash": f"{i:064x}", "path": f"/x/{i}"}}}))
-    assert lineage.find_artifacts(runs_dir, f"{7:064x}")[0]["run_id"].endswith("r0007-000000")  # first: scan
+    assert artifacts.find_artifacts(runs_dir, f"{7:064x}")[0]["run_id"].endswith("r0007-000000")  # first: scan
     for d in runs_dir.iterdir():  # from now on only the index can answer
         if d.is_dir():
             (d / "run.json").write_text("{}")
     start = time.perf_counter()
     for i in range(20):
-        assert lineage.find_artifacts(runs_dir, f"{i:064x}")[0]["path"] == f"/x/{i}"
+        assert artifacts.find_artifacts(runs_dir, f"{i:064x}")[0]["path"] == f"/x/{i}"
     assert time.perf_counter() - start < 1.0

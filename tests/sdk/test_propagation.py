@@ -7,7 +7,7 @@ import sys
 
 from opentelemetry import baggage, trace
 
-from runtel.propagation import extract_parent_context
+from runtel.recording.carrier import extract_parent_context
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -38,7 +38,7 @@ def test_nothing_to_read_gives_an_empty_context_without_the_propagators() -> Non
         assert baggage.get_all(ctx) == {}
     w3c = ("opentelemetry.trace.propagation.tracecontext", "opentelemetry.baggage.propagation",
            "opentelemetry.propagators.composite")
-    code = ("import sys; from runtel.propagation import extract_parent_context as x; x({'TRACESTATE': 'v=x'}); "
+    code = ("import sys; from runtel.recording.carrier import extract_parent_context as x; x({'TRACESTATE': 'v=x'}); "
             f"print([m for m in {w3c!r} if m in sys.modules]); x({{'BAGGAGE': 'k=v'}}); "
             f"print([m for m in {w3c!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -11,7 +11,7 @@ import pytest
 import runtel
 from runtel import semconv
 from runtel.config import Settings
-from runtel.store import read_record
+from runtel.rundir.reader import read_record
 from runtel.testing import isolated, read_run, span_names
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from runtel import semconv
-from runtel._safe import TRUNCATION_MARK
-from runtel.capture import capture_call, capture_return, summarize, summarize_array
+from runtel.recording.capture import capture_call, capture_return, summarize, summarize_array
+from runtel.values import TRUNCATION_MARK
 
 P = semconv.PARAM_PREFIX
 R = semconv.RETURN_VALUE

@@ -19,7 +19,7 @@ from runtel import semconv
 from runtel.cli import info as info_cli
 from runtel.environment import Environment, clear_caches, cluster, collect_environment, host, packages, process
 from runtel.redaction import REDACTED, Redactor
-from runtel.reproduce import render_reproduce_script
+from runtel.rundir.reproduce import render_reproduce_script
 
 HAS_GIT = shutil.which("git") is not None
 SEMCONV_ARCHES = {"amd64", "arm32", "arm64", "ia64", "ppc32", "ppc64", "s390x", "x86"}

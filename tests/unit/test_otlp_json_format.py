@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 import runtel
 from runtel.config import Settings
-from runtel.replay import ids_to_base64
+from runtel.query.replay import ids_to_base64
 
 MAX_TOKEN = 1024 * 1024
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
@@ -217,7 +217,7 @@ def test_metrics_line_equals_encode_metrics(schema_url: str) -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from runtel.exporters.otlp_json import dumps_line, encode_metrics, metrics_line
+    from runtel.rundir.otlp_json import dumps_line, encode_metrics, metrics_line
 
     resource = Resource({"service.name": "trainer", "host.name": _NON_ASCII, "pid": 42, "ratio": 0.5,
                          "labels": ["x", "y"]}, schema_url=schema_url)
@@ -244,7 +244,7 @@ def test_metrics_line_parses_strictly_as_export_metrics_request() -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from runtel.exporters.otlp_json import metrics_line
+    from runtel.rundir.otlp_json import metrics_line
 
     resource = Resource({"service.name": "trainer"}, schema_url="https://opentelemetry.io/schemas/1.26.0")
     scope = InstrumentationScope("runtel", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.26.0")
@@ -306,7 +306,7 @@ def _sdk_spans() -> list[Any]:
 
 def test_spans_line_equals_encode_spans() -> None:
     """spans_line gives byte for byte what dumps_line(encode_spans(...)) gives, grouped the same way."""
-    from runtel.exporters.otlp_json import dumps_line, encode_spans, spans_line
+    from runtel.rundir.otlp_json import dumps_line, encode_spans, spans_line
 
     spans = _sdk_spans()
     assert len(spans) == 6
@@ -320,7 +320,7 @@ def test_spans_line_equals_encode_spans() -> None:
 
 def test_spans_line_parses_strictly_as_export_trace_request() -> None:
     """A spans_line line is a valid ExportTraceServiceRequest under the OTLP JSON mapping rules."""
-    from runtel.exporters.otlp_json import spans_line
+    from runtel.rundir.otlp_json import spans_line
 
     message = json.loads(spans_line(_sdk_spans()))
     check_encoding(message)
@@ -337,7 +337,7 @@ def test_unsampled_marker_goes_on_unsampled_blocks_only() -> None:
 
     from runtel import semconv
     from runtel.exporters.jsonl import _unsampled_marker
-    from runtel.exporters.otlp_json import attributes_from_otlp, spans_line
+    from runtel.rundir.otlp_json import attributes_from_otlp, spans_line
 
     memory = InMemorySpanExporter()
     provider = TracerProvider()
@@ -370,7 +370,7 @@ def test_metrics_line_keeps_equal_looking_attribute_values_apart() -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from runtel.exporters.otlp_json import dumps_line, encode_metrics, metrics_line
+    from runtel.rundir.otlp_json import dumps_line, encode_metrics, metrics_line
 
     resource = Resource({"service.name": "t"})
     scope = InstrumentationScope("runtel", "1")

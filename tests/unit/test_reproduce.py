@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtel.redaction import REDACTED
-from runtel.reproduce import render_reproduce_script
+from runtel.rundir.reproduce import render_reproduce_script
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
 

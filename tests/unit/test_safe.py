@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtel._safe import (
+from runtel.values import (
     BYTES_INLINE_MAX,
     CYCLE_MARK,
     DEPTH_MARK,

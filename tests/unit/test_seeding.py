@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtel.seeding import check_seed_parameter, inject_seed, make_seed, seed_everything
+from runtel.recording.seeding import check_seed_parameter, inject_seed, make_seed, seed_everything
 
 
 def test_seed_everything_makes_random_and_numpy_repeat() -> None:
@@ -47,7 +47,7 @@ def test_make_seed_range() -> None:
 def test_libraries_are_not_imported() -> None:
     """Seeding never imports numpy, torch or tensorflow (checked in a fresh interpreter)."""
     code = (
-        "import sys; from runtel.seeding import seed_everything; seed_everything(1); "
+        "import sys; from runtel.recording.seeding import seed_everything; seed_everything(1); "
         "print(sorted(m for m in ('numpy', 'torch', 'tensorflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

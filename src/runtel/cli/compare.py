@@ -23,7 +23,7 @@ from typing import Any
 from runtel import semconv
 from runtel.cli import render, run_root
 from runtel.cli.show import _child_run_trees, build_span_tree
-from runtel.store import effective_status, read_record, read_spans, resolve_run
+from runtel.rundir.reader import effective_status, read_record, read_spans, resolve_run
 
 __all__ = ("BLOCK_METRICS", "RUN_METRICS", "compare_runs", "register")
 

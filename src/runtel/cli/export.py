@@ -11,7 +11,7 @@ from typing import Any
 
 from runtel.cli import run_root
 from runtel.errors import ConfigError, RunNotFound
-from runtel.store import list_runs, resolve_run
+from runtel.rundir.reader import list_runs, resolve_run
 
 __all__ = ("parse_since", "register")
 
@@ -76,7 +76,7 @@ def _select(args: argparse.Namespace) -> list[Path]:
         records = []
         for ref in args.runs:
             run_dir = resolve_run(ref, root)
-            from runtel.store import read_record
+            from runtel.rundir.reader import read_record
 
             try:
                 records.append(read_record(run_dir))
@@ -98,7 +98,7 @@ def _select(args: argparse.Namespace) -> list[Path]:
 def _cmd_export(args: argparse.Namespace) -> int:
     from runtel.cli import render
     from runtel.exporters.otlp import parse_headers, redact_url, resolve_config
-    from runtel.replay import export_runs, total_bytes
+    from runtel.query.replay import export_runs, total_bytes
 
     run_dirs = _select(args)
     if not run_dirs:

@@ -33,7 +33,7 @@ def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
     """(run id, file info or None) for a run reference or a file path."""
     path = Path(target)
     if path.exists() and not (path / "run.json").is_file():
-        from runtel.lineage import hash_path
+        from runtel.rundir.artifacts import hash_path
 
         info = hash_path(path)
         producer = tracker.backend.find_artifacts(info["hash"])
@@ -81,7 +81,7 @@ def _add_upstream(tree: Any, graph: Any, names: dict[str, Any], node_id: str, se
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from runtel.tracker import Tracker
+    from runtel.query.tracker import Tracker
 
     tracker = Tracker(run_root(args))
     run_id, file_info = _resolve(args.target, tracker)

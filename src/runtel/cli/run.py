@@ -125,24 +125,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
                 sys.stderr.write(f"runtel: error: {message}\n")
                 exit_code = 127
+                run.set_command_result(exit_code=exit_code)
                 _mark_failed(run, exit_code, message, "error")
             else:
                 monitor = runtime.monitor if runtime is not None else None
                 if monitor is not None:
                     monitor.set_roots([child.pid], include_self=False)
                 returncode, rusage = _wait(child)
-                if rusage is not None:
-                    run.record["command_rusage"] = rusage
-                    run._rss_floor = rusage["max_rss_bytes"]
                 exit_code = 128 - returncode if returncode < 0 else returncode
-                if returncode < 0:
-                    killer = signal.Signals(-returncode)
-                    run.record["signal"] = killer.name
+                killer = signal.Signals(-returncode) if returncode < 0 else None
+                run.set_command_result(exit_code=exit_code, signal=killer.name if killer else None, rusage=rusage)
+                if killer is not None:
                     status = "interrupted" if killer in _INTERRUPTING else "error"
                     _mark_failed(run, exit_code, f"command killed by {killer.name}", status)
                 elif returncode != 0:
                     _mark_failed(run, exit_code, f"command exited with code {returncode}", "error")
-            run.record["exit_code"] = exit_code
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)

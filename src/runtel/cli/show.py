@@ -9,7 +9,7 @@ from typing import Any
 
 from runtel import semconv
 from runtel.cli import render, run_root
-from runtel.store import SpanRecord, effective_status, list_runs, read_record, read_spans, resolve_run
+from runtel.rundir.reader import SpanRecord, effective_status, list_runs, read_record, read_spans, resolve_run
 
 __all__ = ("build_span_tree", "register_ls", "register_show")
 
@@ -296,7 +296,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     console.print(Panel(escape(render.kv_lines(summary)), title=f"run {escape(str(record.get('id')))}", expand=False))
     config = record.get("config")
     if isinstance(config, Mapping) and config:
-        from runtel._safe import to_attributes
+        from runtel.values import to_attributes
 
         flat = to_attributes(config, prefix="", max_length=200)
         console.print(Panel(escape(render.kv_lines({k: v for k, v in list(flat.items())[:40]})), title="config",

@@ -475,7 +475,7 @@ class JsonHttpSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode with runtel's OTLP/JSON encoder and POST; raises PostError on failure (caught by the wrapper)."""
-        from runtel.exporters.otlp_json import spans_line
+        from runtel.rundir.otlp_json import spans_line
 
         post(self.config.endpoint, spans_line(spans), "application/json", self.config.headers,
              self.config.timeout)
@@ -494,7 +494,7 @@ class JsonHttpMetricExporter(MetricExporter):
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         """Encode and POST; raises PostError on failure (caught by the wrapper)."""
-        from runtel.exporters.otlp_json import dumps_line, encode_metrics
+        from runtel.rundir.otlp_json import dumps_line, encode_metrics
 
         post(self.config.endpoint, dumps_line(encode_metrics(metrics_data)), "application/json", self.config.headers,
              min(self.config.timeout, timeout_millis / 1000))

@@ -14,7 +14,7 @@ from typing import Any
 from runtel import _sdk
 from runtel._guard import reset_log_once
 from runtel.config import Settings
-from runtel.store import SpanRecord, read_record, read_spans
+from runtel.rundir.reader import SpanRecord, read_record, read_spans
 from runtel.testing.nvml import FakeGpu, FakeNvml
 from runtel.testing.powercap import make_powercap_tree
 

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from runtel._guard import guard, log_once
-from runtel.exporters.otlp_json import metrics_line
+from runtel.rundir.otlp_json import metrics_line
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from runtel.exporters.jsonl import LineFile
+    from runtel.rundir.writer import LineFile
 
 __all__ = ("Instrument", "MetricTicker", "RecordingMeter", "RunMetrics", "observed_run_ids")
 

@@ -25,7 +25,7 @@ from itertools import islice
 from typing import Any, Final
 
 from runtel import semconv
-from runtel._safe import (
+from runtel.values import (
     STATS_MAX_ELEMENTS,
     AttributeValue,
     _cut,

@@ -16,6 +16,8 @@ import random
 import sys
 from typing import Any, Final
 
+from runtel import _context
+
 __all__ = ("check_seed_parameter", "inject_seed", "make_seed", "seed_everything")
 
 _logger = logging.getLogger("runtel.seeding")
@@ -28,7 +30,7 @@ def make_seed() -> int:
     return int.from_bytes(os.urandom(4), "little")
 
 
-def seed_everything(seed: int | None = None) -> int:
+def seed_generators(seed: int | None = None) -> int:
     """Seed ``random`` and, when already imported, numpy, torch (CPU and all CUDA devices) and TensorFlow.
 
     Args:
@@ -38,7 +40,7 @@ def seed_everything(seed: int | None = None) -> int:
         The seed used, to be recorded.
 
     Example:
-        >>> s = seed_everything(1234)
+        >>> s = seed_generators(1234)
         >>> s
         1234
     """
@@ -127,3 +129,20 @@ def _as_int(value: object, parameter: str) -> int:
         return int(value)  # type: ignore[call-overload, no-any-return]
     except (TypeError, ValueError) as exc:
         raise TypeError(f"seed parameter {parameter!r} must be an integer, got {value!r}") from exc
+
+
+def seed_everything(seed: int | None = None) -> int:
+    """Seed ``random`` — and numpy, torch, TensorFlow if already imported — and return the seed.
+
+    A seed is generated when none is given, and recorded on the current run.
+
+    Example:
+        >>> import runtel
+        >>> runtel.seed_everything(1234)
+        1234
+    """
+    value = seed_generators(seed)
+    run = _context.current_run()
+    if run is not None and run.enabled:
+        run.set_seed(value)
+    return value

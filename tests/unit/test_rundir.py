@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from runtel.errors import RunFolderError
-from runtel.store import RECORD_FILE, RecordFile, read_record, record_text
+from runtel.rundir.reader import read_record
+from runtel.rundir.schema import RECORD_FILE
+from runtel.rundir.writer import RecordWriter, record_text
 
 LONG_MAPPING = {f"key_{i}": f"value number {i} — ünïcödé" for i in range(12)}
 ENVIRONMENT = {
@@ -84,7 +86,7 @@ def test_record_text_rejects_non_finite_numbers(data: dict[str, Any]) -> None:
         record_text(data)
 
 
-# --- RecordFile ------------------------------------------------------------------------------------
+# --- RecordWriter ------------------------------------------------------------------------------------
 
 
 def _long_record() -> dict[str, Any]:
@@ -94,7 +96,7 @@ def _long_record() -> dict[str, Any]:
 def test_shorter_rewrite_is_padded_and_file_keeps_its_size(tmp_path: Path) -> None:
     """A shorter record overwrites a longer one in place: spaces pad it, the file does not shrink, JSON is exact."""
     path = tmp_path / RECORD_FILE
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     rf.write(_long_record())
     long_size = path.stat().st_size
     assert json.loads(path.read_text(encoding="utf-8")) == _long_record()
@@ -110,7 +112,7 @@ def test_shorter_rewrite_is_padded_and_file_keeps_its_size(tmp_path: Path) -> No
 def test_rewrites_keep_the_inode(tmp_path: Path) -> None:
     """Later writes go to the same file (no temporary file and rename), whether the text grows or shrinks."""
     path = tmp_path / RECORD_FILE
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     rf.write({"status": "running"})
     inode = os.stat(path).st_ino
     records = [_long_record(), {"status": "ok"}, {**_long_record(), "extra": "y" * 300}, {}]
@@ -124,7 +126,7 @@ def test_rewrites_keep_the_inode(tmp_path: Path) -> None:
 def test_removed_record_is_recreated(tmp_path: Path) -> None:
     """If run.json disappears between writes, the next write creates it again, and later ones keep working."""
     path = tmp_path / RECORD_FILE
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     rf.write(_long_record())
     path.unlink()
     rf.write({"status": "ok"})
@@ -137,7 +139,7 @@ def test_existing_file_on_first_write_is_replaced(tmp_path: Path) -> None:
     """A first write that meets someone else's (longer) file replaces it whole instead of writing into it."""
     path = tmp_path / RECORD_FILE
     path.write_text(json.dumps({"stale": "z" * 1000}), encoding="utf-8")
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     rf.write({"status": "running"})
     assert json.loads(path.read_text(encoding="utf-8")) == {"status": "running"}
     rf.write({"status": "ok"})
@@ -146,9 +148,9 @@ def test_existing_file_on_first_write_is_replaced(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:This process.*is multi-threaded:DeprecationWarning")
 def test_forked_child_replaces_the_record_atomically(tmp_path: Path) -> None:
-    """A forked child writing its parent's RecordFile renames a new file over it (a different inode)."""
+    """A forked child writing its parent's RecordWriter renames a new file over it (a different inode)."""
     path = tmp_path / RECORD_FILE
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     rf.write(_long_record())
     parent_inode = os.stat(path).st_ino
     child_data = {"id": "run-1", "status": "running", "child": "written by the forked child"}
@@ -171,7 +173,7 @@ def test_parent_write_after_a_longer_child_record_stays_valid(tmp_path: Path) ->
     """Regression: a forked child replaced the record with a longer text; the parent's next, shorter in-place
     write must pad to the file's present size (not the size it left), or the child's tail stays behind."""
     path = tmp_path / RECORD_FILE
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     rf.write({"status": "running"})
     pid = os.fork()
     if pid == 0:
@@ -192,7 +194,7 @@ def test_concurrent_thread_writes_leave_one_whole_record(tmp_path: Path) -> None
     """Writes from several threads are serialised: after each round of simultaneous writes of different lengths
     the file is exactly one of that round's records, never a mix or a torn text."""
     path = tmp_path / RECORD_FILE
-    rf = RecordFile(path)
+    rf = RecordWriter(path)
     n_threads, n_rounds = 6, 100
     records = [[{"round": r, "writer": t, "pad": "p" * ((t * 7919 + r * 104729) % 2000)} for t in range(n_threads)]
                for r in range(n_rounds)]

@@ -14,7 +14,6 @@ import itertools
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -22,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from runtel import _sdk, semconv
+from runtel import _context, _sdk, semconv
 from runtel._guard import guard
 
 __all__ = ("Block", "block", "trace")
@@ -34,7 +33,7 @@ _fallback_tracer = otel_trace.get_tracer(semconv.INSTRUMENTATION_SCOPE)
 
 
 def _tracer() -> otel_trace.Tracer:
-    rt = _sdk._runtime
+    rt = _sdk.current_runtime()
     return rt.tracer if rt is not None else _fallback_tracer
 
 
@@ -50,7 +49,7 @@ def _record_error(span: Span, exc: BaseException) -> None:
 
 def _end(span: Span, start_ns: int) -> None:
     """Attach the window's resource usage (when sampling) and end the span."""
-    rt = _sdk._runtime
+    rt = _sdk.current_runtime()
     monitor = rt.monitor if rt is not None else None
     if monitor is not None and span.is_recording():
         with guard("block-usage", "summarise block resource usage"):
@@ -69,7 +68,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     """User attributes made OTel-legal, with secret-looking keys and values redacted."""
     if not attributes:
         return {}
-    rt = _sdk._runtime
+    rt = _sdk.current_runtime()
     max_length = rt.settings.attribute_max_length if rt is not None else 4096
     out: dict[str, Any] = {}
     with guard("block-attributes", "record block attributes"):
@@ -85,7 +84,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
                 else:
                     out[key] = value
             return out
-        from runtel._safe import to_attributes
+        from runtel.values import to_attributes
 
         values: Mapping[str, Any] = redactor.redact_mapping(dict(attributes)) if redactor is not None else attributes
         out = to_attributes(values, prefix="", max_length=max_length)
@@ -113,7 +112,7 @@ class Block:
         self._span.set_attributes(_user_attributes(attributes))
 
     def __enter__(self) -> Block:
-        rt = _sdk._runtime
+        rt = _sdk.current_runtime()
         span = self._span = (rt.tracer if rt is not None else _fallback_tracer).start_span(self._name)
         span.set_attribute(semconv.SPAN_KIND, semconv.KIND_BLOCK)
         if self._attributes:
@@ -198,7 +197,7 @@ class _Options:
         if stage:
             static[semconv.STAGE] = stage
         if attributes:
-            from runtel._safe import to_attributes
+            from runtel.values import to_attributes
 
             static.update(to_attributes(dict(attributes), prefix=""))
         self.static = static
@@ -211,7 +210,7 @@ class _Options:
         needs_signature = bool(capture) or bool(seed_parameter) or bool(record_dir_parameter)
         self.signature = inspect.signature(fn) if needs_signature else None
         if seed_parameter:
-            from runtel.seeding import check_seed_parameter
+            from runtel.recording.seeding import check_seed_parameter
 
             assert self.signature is not None
             check_seed_parameter(self.signature, seed_parameter)
@@ -236,44 +235,41 @@ class _Call:
         self.capture_this = (opts.capture or opts.capture_return) and (limit is None or next(opts.calls) < limit)
         if opts.seed_parameter and opts.signature is not None:
             with guard("seed-inject", "inject a seed"):
-                from runtel.seeding import inject_seed, seed_everything
+                from runtel.recording.seeding import inject_seed, seed_generators
 
                 self.args, self.kwargs, self.seed = inject_seed(opts.signature, args, kwargs, opts.seed_parameter)
-                seed_everything(self.seed)
+                seed_generators(self.seed)
         if opts.record_dir_parameter and opts.signature is not None:
             with guard("record-dir", "find the record directory"):
                 bound = opts.signature.bind_partial(*self.args, **self.kwargs)
                 bound.apply_defaults()
                 target = bound.arguments.get(opts.record_dir_parameter)
                 if target is not None:
-                    from runtel.runs import current_run, run_span
+                    from runtel.recording.lifecycle import run_span
 
-                    run = current_run()
+                    run = _context.current_run()
                     if run is None:  # pycrumbs-style: a decorated entry point records its own run
                         config = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
                         self.run_span = run_span(opts.name, config=config, output_dir=os.fspath(target))
-                    elif run.enabled:
-                        run._output_dirs.append(Path(os.fspath(target)))
+                    else:
+                        run.add_output_dir(target)
 
     def on_start(self, opts: _Options, span: Span) -> None:
         if self.seed is not None:
             span.set_attribute(semconv.SEED, self.seed)
-            from runtel.runs import current_run
-
-            run = current_run()
-            if run is not None and run.enabled and run.record.get("seed") is None:
-                run.seed = self.seed
-                run.record["seed"] = self.seed
+            run = _context.current_run()
+            if run is not None:
+                run.set_seed(self.seed, overwrite=False)
         if self.capture_this and opts.capture and opts.signature is not None:
             with guard("capture-args", "capture call arguments"):
-                from runtel.capture import capture_call
+                from runtel.recording.capture import capture_call
 
                 span.set_attributes(capture_call(opts.signature, self.args, self.kwargs, opts.capture))
 
     def on_return(self, opts: _Options, span: Span, value: Any) -> None:
         if self.capture_this and opts.capture_return:
             with guard("capture-return", "capture a return value"):
-                from runtel.capture import capture_return
+                from runtel.recording.capture import capture_return
 
                 span.set_attributes(capture_return(value))
 
@@ -286,7 +282,7 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
         @functools.wraps(fn)
         def simple_wrapper(*args: Any, **kwargs: Any) -> Any:
             # The hot path: every line here is paid per call (see benchmarks/core_bench.py).
-            rt = _sdk._runtime
+            rt = _sdk.current_runtime()
             span = (rt.tracer if rt is not None else _fallback_tracer).start_span(name)
             span.set_attributes(static)  # cheaper than attributes= at start (no sampler/copy pass)
             token = otel_context.attach(otel_trace.set_span_in_context(span))

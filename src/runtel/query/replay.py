@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from runtel.errors import RunFolderError
 from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
-from runtel.store import read_record
+from runtel.rundir.reader import read_record
 
 __all__ = ("ExportResult", "export_runs", "ids_to_base64")
 
@@ -249,7 +249,7 @@ def export_runs(
 
     Example::
 
-        from runtel.replay import export_runs
+        from runtel.query.replay import export_runs
         results = export_runs(["runs/20261123T193012Z-train-3f2a9c"], endpoint="http://localhost:4318")
         assert all(r.ok for r in results)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtel import semconv
-from runtel.store import SpanRecord, effective_status, read_record, read_spans, resolve_run
+from runtel.rundir.reader import SpanRecord, effective_status, read_record, read_spans, resolve_run
 
 if TYPE_CHECKING:
-    from runtel.runs import Run
+    from runtel.recording.run import Run
 
 __all__ = ("RunRecord", "TraceCall", "TraceStage", "load")
 
@@ -247,7 +247,7 @@ class RunRecord(_Browsable):
     @property
     def artifacts(self) -> dict[str, dict[str, Any]]:
         """Artifacts by name (see ``Run.add_artifact``)."""
-        from runtel.lineage import _record_artifacts
+        from runtel.rundir.artifacts import _record_artifacts
 
         return {a["name"]: a for a in _record_artifacts(self.record)}
 
@@ -321,12 +321,12 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
         runtel.errors.RunNotFound: no run matches.
     """
     from runtel.errors import RunFolderError, RunNotFound
-    from runtel.lineage import LineageMixin
+    from runtel.recording.lineage import LineageMixin
 
     if isinstance(run, LineageMixin):
         if run.dir is None:
             raise RunNotFound(f"run {run.id or '(disabled)'} has no run folder")
-        from runtel.propagation import flush
+        from runtel._sdk.process import flush
 
         flush()
         run_dir = Path(run.dir)

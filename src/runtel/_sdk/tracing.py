@@ -1,4 +1,8 @@
-"""The span processor runtel attaches once to a TracerProvider (its own or the application's)."""
+"""Tracing: the span processor runtel attaches once to a TracerProvider (its own or the application's).
+
+It reads the run from the parent context a span starts in (``runtel._context``), never from the
+runtime, so it depends on nothing above it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from runtel import semconv
-from runtel._sdk import CURRENT_RUN
+from runtel._context import run_in
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -22,8 +26,8 @@ class RunProcessor(SpanProcessor):
         self.delegates: tuple[SpanProcessor, ...] = ()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Attribute the span to the run open in this context (cheap: one contextvar read)."""
-        run = CURRENT_RUN.get()
+        """Attribute the span to the run open in the context it starts in (cheap: one context lookup)."""
+        run = run_in(parent_context)
         if run is not None and run.id and span.is_recording():
             attributes = span.attributes
             if attributes is None or semconv.RUN_ID not in attributes:

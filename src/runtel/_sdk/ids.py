@@ -2,7 +2,7 @@
 
 The SDK's default generator draws from the ``random`` module, which ML code seeds on purpose
 (``seed_everything(42)``): two runs seeded alike would then get identical trace and span ids. This
-generator keeps a private ``random.Random`` seeded from the OS, reseeded in forked children.
+generator keeps a private ``random.Random`` seeded from the OS, and reseeds itself in forked children.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class IndependentIdGenerator(IdGenerator):
 
     def __init__(self) -> None:
         self._random = random.Random(os.urandom(32))
+        os.register_at_fork(after_in_child=self.reseed)
 
     def reseed(self) -> None:
         """Fresh state (after fork, so parent and child never repeat each other's ids)."""

@@ -1,22 +1,22 @@
-"""Composition root: the only module that builds OpenTelemetry SDK providers, processors and readers.
+"""The runtime: the OpenTelemetry providers, exporters, sampler and metric ticker runtel built, and the open runs.
 
-Nothing here runs at import. The runtime is built on the first run (or an explicit ``configure()``):
+Built once per process on the first run (see ``process.get_runtime``):
 
 * a ``TracerProvider`` — the application's own SDK provider if it already installed one (runtel
   attaches to it), else a new one that becomes the global provider so other instrumentations' spans
   join the run;
-* one :class:`RunProcessor` per provider, attached once for the life of the process. It stamps each
-  starting span with the active run's id and forwards ended spans to the current exporters (the run
-  folder's JSON Lines, and OTLP only when opted in). Reconfiguring swaps what it forwards to;
-* per open run, a private ``MeterProvider`` whose observable instruments read the resource sampler's
-  latest snapshot, exported periodically to the run's metrics.jsonl (and OTLP when opted in);
-* the sampler (``runtel.sampling.Monitor``), running while at least one run is open.
+* one :class:`~runtel._sdk.tracing.RunProcessor` per provider, attached once for the life of the
+  process. It stamps each starting span with the id of the run open in its parent context and
+  forwards ended spans to the current exporters (the run folder's JSON Lines, and OTLP only when
+  opted in). Reconfiguring swaps what it forwards to;
+* per open run, a :class:`~runtel._sdk.metrics.RunMetrics` that calls runtel's observable
+  instruments (which read the sampler's latest snapshot) and writes the run's metrics.jsonl (and
+  OTLP when opted in) — no ``MeterProvider`` per run;
+* the sampler (:class:`~runtel.sampling.monitor.Monitor`), running while at least one run is open.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextvars
 import functools
 import logging
 import os
@@ -29,36 +29,45 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 from runtel import semconv
-from runtel._guard import guard, log_once, set_strict
+from runtel._guard import guard, log_once
 from runtel._version import __version__
-from runtel.config import Settings, resolve_settings
+from runtel.config import Settings
+from runtel.rundir.writer import RunSinks
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-    from runtel._processor import RunProcessor
-    from runtel.exporters.jsonl import RunSinks
-    from runtel.exporters.metrics import RunMetrics
-    from runtel.runs import Run
+    from runtel._sdk.metrics import RunMetrics
+    from runtel._sdk.tracing import RunProcessor
+    from runtel.recording.run import Run
+    from runtel.rundir.writer import RunSinks
 
-__all__ = ("CURRENT_RUN", "Runtime", "configure", "get_runtime", "reset", "settings")
 
 _logger = logging.getLogger("runtel.sdk")
 
-#: The innermost open run of the current context (task, thread, or copied context).
-CURRENT_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("runtel_current_run", default=None)
 
 _attached: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-#: ids independent of the (often seeded) global random state; see _ids.py
+
+
+#: ids independent of the (often seeded) global random state; see ids.py
 _ID_GENERATOR: Any = None
+
+
 #: providers runtel itself created (a later runtime in the same process still owns them)
 _created: weakref.WeakSet[Any] = weakref.WeakSet()
+
 
 # Batch processor tuning for the local files: short delay so a killed process loses at most ~0.2 s of
 # finished spans, a large bounded queue so bursts do not drop spans while memory stays flat.
 _SCHEDULE_DELAY_MS = 200
+
+
 _MAX_QUEUE = 16_384
+
+
 _MAX_BATCH = 1_024
+
+
 #: seconds the sampler keeps running after the last run closed (back-to-back runs reuse it)
 _LINGER = 2.0
 
@@ -67,8 +76,6 @@ class Runtime:
     """Everything runtel built for this process, and the open runs."""
 
     def __init__(self, settings: Settings) -> None:
-        from runtel.exporters.jsonl import RunSinks
-
         self.settings = settings
         self.sinks: RunSinks = RunSinks()
         self.provider: TracerProvider | None = None
@@ -132,14 +139,14 @@ class Runtime:
     def _build_tracing(self, run_name: str) -> None:
         global _ID_GENERATOR
         if _ID_GENERATOR is None:
-            from runtel._ids import IndependentIdGenerator
+            from runtel._sdk.ids import IndependentIdGenerator
 
             _ID_GENERATOR = IndependentIdGenerator()
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        from runtel._processor import RunProcessor
+        from runtel._sdk.tracing import RunProcessor
         from runtel.exporters.jsonl import JsonlSpanExporter
 
         current = trace.get_tracer_provider()
@@ -188,7 +195,7 @@ class Runtime:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        from runtel.exporters.metrics import MetricTicker, RecordingMeter, RunMetrics, observed_run_ids
+        from runtel._sdk.metrics import MetricTicker, RecordingMeter, RunMetrics, observed_run_ids
 
         exporters: list[Any] = []
         if self.settings.otlp_enabled:
@@ -218,7 +225,7 @@ class Runtime:
         if not self.settings.sampling or self.monitor is not None:
             return
         with guard("monitor-open", "open the resource sampler"):
-            from runtel.sampling import Monitor
+            from runtel.sampling.monitor import Monitor
 
             self.monitor = Monitor.open(self.settings)
 
@@ -310,6 +317,47 @@ class Runtime:
         self.run_metrics = {}
         self.monitor = None
 
+    def flush_spans(self, timeout: float) -> bool:
+        """Write out every finished span now; False if an exporter reported a failure."""
+        ok = True
+        for processor in list(self.span_processors):
+            try:
+                ok = bool(processor.force_flush(int(timeout * 1000))) and ok
+            except Exception:
+                ok = False
+        return ok
+
+    def finish_open_runs(self) -> None:
+        """The interpreter is exiting with runs still open (for example ``sys.exit`` in a thread)."""
+        for run in list(self.open_runs.values()):
+            with guard("atexit-run", "finalise an open run at exit"):
+                run.finish_at_exit()
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks, no sampler, none of the parent's runs, synchronous span writes.
+
+        The parent's runs are finalised by the parent, never by a forked child. Forked workers
+        (DataLoader, multiprocessing) often leave through ``os._exit`` or are terminated, so their
+        spans are written synchronously: every span a worker ends is on disk at once.
+        """
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self.monitor = None
+        self.open_runs = {}
+        self.sinks.after_fork()
+        if self.router is not None and self._json_processor is not None:
+            from opentelemetry.sdk.trace.export import (
+                SimpleSpanProcessor,  # loaded already: the batch one is its sibling
+            )
+
+            from runtel.exporters.jsonl import JsonlSpanExporter
+
+            sync = SimpleSpanProcessor(JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling))
+            self.span_processors = [sync if p is self._json_processor else p for p in self.span_processors]
+            self._json_processor = sync
+            self.router.delegates = tuple(self.span_processors)
+
+
 
 def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
     """Run shutdown jobs in a daemon thread and wait at most ``timeout`` seconds for them."""
@@ -329,108 +377,3 @@ def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
     if worker.is_alive():
         log_once("shutdown-timeout", "runtel gave up waiting for export after %.1f s at exit (local files are complete"
                  " up to the last flush)", timeout)
-
-
-_runtime: Runtime | None = None
-_settings: Settings | None = None
-_lock = threading.Lock()
-_atexit_registered = False
-
-
-def settings() -> Settings:
-    """The resolved settings (resolved from the environment on first use)."""
-    global _settings
-    if _settings is None:
-        with _lock:
-            if _settings is None:
-                _settings = resolve_settings()
-                set_strict(_settings.strict)
-    return _settings
-
-
-def configure(**kwargs: Any) -> Settings:
-    """Resolve settings with explicit arguments; see ``runtel.configure``."""
-    global _settings, _runtime
-    new = resolve_settings(**kwargs)
-    with _lock:
-        old_runtime = _runtime
-        if old_runtime is not None and old_runtime.open_runs:
-            raise RuntimeError("runtel.configure() cannot change settings while a run is open")
-        _settings = new
-        set_strict(new.strict)
-        _runtime = None
-    if old_runtime is not None:
-        old_runtime.shutdown()
-    return new
-
-
-def current_runtime() -> Runtime | None:
-    """The runtime if one was built already (never builds one)."""
-    return _runtime
-
-
-def get_runtime() -> Runtime | None:
-    """The process runtime, or None when the SDK is disabled (``OTEL_SDK_DISABLED=true``)."""
-    global _runtime, _atexit_registered
-    rt = _runtime
-    if rt is not None:
-        return rt
-    s = settings()
-    if s.disabled:
-        return None
-    with _lock:
-        if _runtime is None:
-            _runtime = Runtime(s)
-            if not _atexit_registered:
-                atexit.register(_at_exit)
-                os.register_at_fork(after_in_child=_after_fork_in_child)
-                _atexit_registered = True
-        return _runtime
-
-
-def reset() -> None:
-    """Shut down and forget the runtime and settings (tests; a later run builds afresh)."""
-    global _runtime, _settings
-    with _lock:
-        rt, _runtime, _settings = _runtime, None, None
-    if rt is not None:
-        rt.shutdown()
-
-
-def _at_exit() -> None:
-    rt = _runtime
-    if rt is None:
-        return
-    for run in list(rt.open_runs.values()):
-        with guard("atexit-run", "finalise an open run at exit"):
-            run._finish_at_exit()
-    rt.shutdown()
-
-
-def _after_fork_in_child() -> None:
-    """In a forked child the sampler thread is gone and inherited locks may be held: reset them."""
-    if _ID_GENERATOR is not None:
-        _ID_GENERATOR.reseed()
-    rt = _runtime
-    if rt is None:
-        return
-    rt._lock = threading.RLock()
-    rt._pid = os.getpid()
-    rt.monitor = None
-    rt.open_runs = {}  # the parent's runs are finalised by the parent, never by a forked child
-    rt.sinks._lock = threading.Lock()
-    if rt.router is not None and rt._json_processor is not None:
-        # Forked workers (DataLoader, multiprocessing) often leave through os._exit or are terminated:
-        # write their spans synchronously, so every span a worker ends is on disk at once.
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-        from runtel.exporters.jsonl import JsonlSpanExporter
-
-        sync = SimpleSpanProcessor(JsonlSpanExporter(rt.sinks, mark_unsampled=rt.settings.sampling))
-        rt.span_processors = [sync if p is rt._json_processor else p for p in rt.span_processors]
-        rt._json_processor = sync
-        rt.router.delegates = tuple(rt.span_processors)
-    for run_id in rt.sinks.open_ids():
-        for f in (rt.sinks.spans(run_id), rt.sinks.metrics(run_id)):
-            if f is not None:
-                f._lock = threading.Lock()

@@ -1,0 +1,141 @@
+"""The process's runtel state: its settings, its one runtime, and the hooks that end or reset it.
+
+Nothing runs at import. The runtime is built on the first run (or an explicit ``configure()``); an
+``atexit`` hook finishes runs still open and flushes within ``export_timeout``, and an after-fork hook
+hands the child fresh locks and synchronous span writes (see ``Runtime.after_fork``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from runtel._guard import set_strict
+from runtel._sdk.runtime import Runtime
+from runtel.config import Settings, resolve_settings
+
+if TYPE_CHECKING:
+
+    pass
+
+
+__all__ = ("configure", "current_runtime", "flush", "get_runtime", "reset", "settings")
+
+_runtime: Runtime | None = None
+
+
+_settings: Settings | None = None
+
+
+_lock = threading.Lock()
+
+
+_atexit_registered = False
+
+
+def settings() -> Settings:
+    """The resolved settings (resolved from the environment on first use)."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = resolve_settings()
+                set_strict(_settings.strict)
+    return _settings
+
+
+def configure(**kwargs: Any) -> Settings:
+    """Set process-wide settings; each resolves as argument > environment variable > default.
+
+    Accepted names (see docs/configuration.md for every one, its variable and default): ``dir``,
+    ``exporters``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
+    ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
+    ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
+    ``cpu_tdp``, ``redact_patterns``, ``git_diff_max_bytes``, ``export_timeout``, ``strict``.
+
+    Example:
+        >>> import runtel
+        >>> runtel.configure(dir="/tmp/runtel-doc-runs", sample_interval=0.5).sample_interval
+        0.5
+
+    Raises:
+        runtel.errors.ConfigError: an unknown name or an unusable value.
+        RuntimeError: a run is open (settings cannot change under it).
+    """
+    global _settings, _runtime
+    new = resolve_settings(**kwargs)
+    with _lock:
+        old_runtime = _runtime
+        if old_runtime is not None and old_runtime.open_runs:
+            raise RuntimeError("runtel.configure() cannot change settings while a run is open")
+        _settings = new
+        set_strict(new.strict)
+        _runtime = None
+    if old_runtime is not None:
+        old_runtime.shutdown()
+    return new
+
+
+def current_runtime() -> Runtime | None:
+    """The runtime if one was built already (never builds one)."""
+    return _runtime
+
+
+def get_runtime() -> Runtime | None:
+    """The process runtime, or None when the SDK is disabled (``OTEL_SDK_DISABLED=true``)."""
+    global _runtime, _atexit_registered
+    rt = _runtime
+    if rt is not None:
+        return rt
+    s = settings()
+    if s.disabled:
+        return None
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(s)
+            if not _atexit_registered:
+                atexit.register(_at_exit)
+                os.register_at_fork(after_in_child=_after_fork_in_child)
+                _atexit_registered = True
+        return _runtime
+
+
+def reset() -> None:
+    """Shut down and forget the runtime and settings (tests; a later run builds afresh)."""
+    global _runtime, _settings
+    with _lock:
+        rt, _runtime, _settings = _runtime, None, None
+    if rt is not None:
+        rt.shutdown()
+
+
+def _at_exit() -> None:
+    rt = _runtime
+    if rt is not None:
+        rt.finish_open_runs()
+        rt.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child the parent's threads are gone and inherited locks may be held: each object resets its own."""
+    rt = _runtime
+    if rt is not None:
+        rt.after_fork()
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Write out every finished span now (batched spans would otherwise wait up to 0.2 s).
+
+    Needed where a process ends without running ``atexit`` (``os._exit``, multiprocessing workers
+    without :func:`init_worker`). Returns False if an exporter reported a failure. Never raises.
+
+    Example:
+        >>> def work(item):  # doctest: +SKIP
+        ...     with runtel.block("work", item=item):
+        ...         ...
+        ...     runtel.flush()
+    """
+    runtime = _runtime
+    return True if runtime is None else runtime.flush_spans(timeout)

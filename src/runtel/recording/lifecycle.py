@@ -1,0 +1,413 @@
+"""Opening a run: ``run_span()`` and its context manager, and the named steps of a run's start.
+
+Start, in order: a run id and folder (``_new_run``), the environment (``_capture_environment``,
+cached per process), the parent (``_find_parent``: the enclosing run or span, else a parent
+process's TRACEPARENT), the record (``_initial_record`` and ``_record_inputs``), the span
+(``_start_span``, which also makes the run current), seed, sampling, side files. The end is the
+run's own (:meth:`Run.finish`). Internal failures degrade to a run without a record; the user's
+code always runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from runtel import _context, _sdk, semconv
+from runtel._guard import guard, log_once
+from runtel._version import __version__
+from runtel.recording.run import Run, _iso, _process_create_time, _script_path
+from runtel.rundir.schema import (
+    GIT_DIFF_FILE,
+    RECORD_SCHEMA,
+    REPRODUCE_FILE,
+    STATUS_RUNNING,
+    ParentRef,
+    ProcessInfo,
+    RunRecord,
+)
+from runtel.rundir.writer import new_run_id, write_new_file
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+    from runtel.config import Settings
+    from runtel.environment import Environment
+
+__all__ = ("RunSpan", "run_span")
+
+
+def _normalize_tags(tags: Mapping[str, Any] | Iterable[str] | None) -> dict[str, str]:
+    if not tags:
+        return {}
+    if isinstance(tags, Mapping):
+        return {str(k): str(v) for k, v in tags.items()}
+    out: dict[str, str] = {}
+    for tag in tags:
+        key, sep, value = str(tag).partition("=")
+        out[key] = value if sep else "true"
+    return out
+
+class RunSpan:
+    """The context manager returned by :func:`run_span`; usable with ``with`` and ``async with``."""
+
+    def __init__(
+        self,
+        name: str | None,
+        *,
+        config: Any = None,
+        tags: Mapping[str, Any] | Iterable[str] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        seed: int | bool | None = None,
+        telemetry: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        _argv: list[str] | None = None,
+    ) -> None:
+        self._name = name
+        self._config = config
+        self._tags = tags
+        self._output_dir = output_dir
+        self._seed = seed
+        self._telemetry = telemetry
+        self._attributes = dict(attributes or {})
+        self._argv = _argv
+        self._run: Run | None = None
+        self._context_token: object = None
+
+    # --- sync -----------------------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        return self._start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        run = self._run
+        if self._left_disabled(run):
+            return
+        assert run is not None
+        run.finish(exc, context_token=self._context_token)
+
+    # --- async ----------------------------------------------------------------------------------
+    async def __aenter__(self) -> Run:
+        return self._start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        run = self._run
+        if self._left_disabled(run):
+            return
+        assert run is not None
+        # End the span and leave the context here (it belongs to this task); flush and write files off
+        # the event loop so a slow disk or collector never stalls other tasks.
+        run.end(exc, context_token=self._context_token)
+        try:
+            import anyio
+
+            await anyio.to_thread.run_sync(run.close)
+        except Exception:
+            run.close()
+
+    def _left_disabled(self, run: Run | None) -> bool:
+        """Leave a placeholder run (runtel disabled, or start failed); True if there is nothing more to do."""
+        if run is not None and run.enabled:
+            return False
+        if run is not None and self._context_token is not None:
+            otel_context.detach(self._context_token)  # type: ignore[arg-type]
+        return True
+
+    # --- start ----------------------------------------------------------------------------------
+    def _start(self) -> Run:
+        settings = _sdk.settings()
+        argv = list(sys.argv if self._argv is None else self._argv)
+        name = self._name or (Path(argv[0]).stem if argv and argv[0] not in ("", "-c") else "") or "run"
+        if _sdk.current_runtime() is None and not settings.disabled:
+            _prefetch_git(argv, settings, self._telemetry)
+        runtime = _sdk.get_runtime()
+        if runtime is None:  # OTEL_SDK_DISABLED=true: a placeholder run, nothing recorded
+            run = Run(name)
+            self._run = run
+            self._context_token = otel_context.attach(_context.with_run(run))
+            return run
+        run, self._context_token = _open(runtime, settings, name, self, argv)
+        self._run = run
+        return run
+
+
+def _prefetch_git(argv: list[str], settings: Settings, telemetry: str | None) -> None:
+    """First run of the process: start the git queries before building the runtime (see ``git.prefetch``)."""
+    if (settings.telemetry if telemetry is None else telemetry) == "off":
+        return
+    with guard("git-prefetch", "start the git queries"):
+        from runtel.environment.git import prefetch
+
+        cwd = os.getcwd()
+        script = _script_path(argv)
+        prefetch([p for p in (script, cwd) if p], env=settings.env)
+
+
+def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, argv: list[str]) -> tuple[Run, object]:
+    """Everything run start does, as named steps; returns the run and the token that makes it current."""
+    start_ns = time.time_ns()
+    level = settings.telemetry if spec._telemetry is None else spec._telemetry
+    parent_run = _context.current_run()
+    run = _new_run(settings, name, start_ns)
+    run._redactor = runtime.redactor  # process-wide: its cache of key verdicts carries over between runs
+    env_info = _capture_environment(runtime, settings, level, argv)
+    runtime.ensure_built(name)
+    parent_ctx, parent = _find_parent(run, parent_run, settings)
+    attributes: dict[str, Any] = {
+        semconv.RUN_ID: run.id,
+        semconv.RUN_NAME: name,
+        semconv.SPAN_KIND: semconv.KIND_RUN,
+        semconv.TELEMETRY_LEVEL: level,
+    }
+    if run.parent_id:
+        attributes[semconv.RUN_PARENT_ID] = run.parent_id
+    run.record = _initial_record(run, level, parent)
+    if level != "off":
+        _record_inputs(run, spec, level, argv, env_info, attributes, own_resource=runtime.owns_provider)
+    token = _start_span(run, runtime, parent_ctx, attributes)
+    if spec._seed is not None and spec._seed is not False:
+        with guard("seed", "seed the random number generators"):
+            from runtel.recording.seeding import seed_generators
+
+            run.set_seed(seed_generators(None if spec._seed is True else int(spec._seed)))
+    runtime.open_run(run)
+    if runtime.monitor is not None:
+        with guard("sample-edge", "take the run-start sample"):
+            run._start_sample = runtime.monitor.edge_sample()
+    if spec._output_dir is not None:
+        run.add_output_dir(spec._output_dir)
+        run.record["output_dir"] = str(spec._output_dir)
+    if run.dir is not None and level != "off" and env_info is not None:
+        _write_side_files(run, env_info)
+    run._write_record(force=True)
+    return run, token
+
+
+def _new_run(settings: Settings, name: str, start_ns: int) -> Run:
+    """A run with a fresh id and, when the run folder is on, its folder (none if it cannot be made)."""
+    run_id = new_run_id(name, datetime.fromtimestamp(start_ns / 1e9, timezone.utc))
+    run_dir: Path | None = None
+    if settings.json_enabled:
+        run_dir = settings.dir / run_id
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            log_once(f"mkdir:{settings.dir}", "runtel cannot create the run folder %s (%s); the run goes on without "
+                     "a local record", run_dir, exc.strerror or exc)
+            run_dir = None
+    run = Run(name, run_id=run_id, run_dir=run_dir)
+    run.start_time_ns = start_ns
+    run._settings = settings
+    return run
+
+
+def _capture_environment(runtime: _sdk.Runtime, settings: Settings, level: str, argv: list[str]) -> Environment | None:
+    """The environment at ``level`` (the first capture of the process is kept on the runtime)."""
+    env_info = None
+    with guard("environment", "capture the environment"):
+        from runtel.environment import collect_environment
+
+        gpus: list[dict[str, Any]] = []
+        runtime.prepare_monitor()
+        if runtime.monitor is not None:
+            with guard("gpu-inventory", "read the GPU inventory"):
+                gpus = list(runtime.monitor.gpu_devices())
+        env_info = collect_environment(
+            level=level,
+            env=settings.env,
+            argv=argv,
+            cwd=os.getcwd(),
+            script_path=_script_path(argv),
+            redactor=runtime.redactor,
+            git_diff_max_bytes=settings.git_diff_max_bytes,
+            gpus=gpus,
+        )
+        if runtime.environment is None:
+            runtime.environment = env_info
+    return env_info
+
+
+def _find_parent(run: Run, parent_run: Run | None, settings: Settings) -> tuple[Context | None, ParentRef | None]:
+    """The parent: the enclosing run or user span, else a parent process's TRACEPARENT, else a new trace."""
+    parent_ctx: Context | None = None
+    parent: ParentRef | None = None
+    current_span = trace.get_current_span()
+    if parent_run is None and not current_span.get_span_context().is_valid:
+        with guard("traceparent", "read TRACEPARENT"):
+            from runtel.recording.carrier import PARENT_RUN_ENV, extract_parent_context
+
+            parent_ctx = extract_parent_context(settings.env)
+            remote = trace.get_current_span(parent_ctx).get_span_context()
+            if remote.is_valid:
+                parent = {"trace_id": format(remote.trace_id, "032x"), "span_id": format(remote.span_id, "016x"),
+                          "run_id": settings.env.get(PARENT_RUN_ENV) or None}
+            else:
+                parent_ctx = None
+    if parent_run is not None:
+        run.parent_id = parent_run.id or None
+        parent = {"run_id": parent_run.id, "trace_id": parent_run.trace_id, "span_id": parent_run.span_id}
+    elif parent is not None:
+        run.parent_id = parent.get("run_id")
+    return parent_ctx, parent
+
+
+def _initial_record(run: Run, level: str, parent: ParentRef | None) -> RunRecord:
+    """The record every run has, whatever its telemetry level."""
+    record: RunRecord = {
+        "schema": RECORD_SCHEMA,
+        "id": run.id,
+        "name": run.name,
+        "status": STATUS_RUNNING,
+        "start_time": _iso(run.start_time_ns),
+        "start_time_unix_nano": str(run.start_time_ns),
+        "end_time": None,
+        "duration_s": None,
+        "parent": parent,
+        "telemetry": level,
+        "runtel_version": __version__,
+        "tags": {},
+        "config": None,
+        "attributes": {},
+        "seed": None,
+    }
+    proc: ProcessInfo = {"pid": os.getpid()}
+    with guard("process-identity", "identify the process"):
+        proc["create_time"] = _process_create_time()
+    if level == "full":
+        proc["host"] = socket.gethostname()
+    record["process"] = proc
+    return record
+
+
+def _record_inputs(run: Run, spec: RunSpan, level: str, argv: list[str], env_info: Environment | None,
+                   attributes: dict[str, Any], *, own_resource: bool) -> None:
+    """Tags, config, attributes, argv and environment into the record and the span's start attributes."""
+    record = run.record
+    tags = _normalize_tags(spec._tags)
+    record["tags"] = tags
+    attributes.update({semconv.TAG_PREFIX + k: v for k, v in tags.items()})
+    with guard("config", "record the config"):
+        if spec._config is not None:
+            config_attributes, record["config"] = run.convert(spec._config, prefix="config")
+            attributes.update(config_attributes)
+    with guard("attributes", "record run attributes"):
+        if spec._attributes:
+            user_attributes, record["attributes"] = run.convert(spec._attributes, prefix="")
+            attributes.update(user_attributes)
+    redactor = run._redactor
+    record["argv"] = (redactor.redact_argv(argv) if redactor is not None else argv) if level == "full" else None
+    if env_info is not None:
+        attributes.update(env_info.span)
+        record["environment"] = env_info.record
+        if not own_resource:  # the application's Resource is kept; carry ours on the span
+            attributes.update(env_info.resource)
+        if level == "minimal":
+            record["argv"] = env_info.record.get("argv", record["argv"])
+
+
+def _start_span(run: Run, runtime: _sdk.Runtime, parent_ctx: Context | None, attributes: dict[str, Any]) -> object:
+    """Start the run span and make the run current; returns the context token to detach at the end."""
+    span = runtime.tracer.start_span(
+        run.name, context=parent_ctx, kind=trace.SpanKind.INTERNAL, attributes=attributes, start_time=run.start_time_ns
+    )
+    sc = span.get_span_context()
+    run._span = span
+    run.trace_id = format(sc.trace_id, "032x")
+    run.span_id = format(sc.span_id, "016x")
+    run.record["trace_id"] = run.trace_id
+    run.record["span_id"] = run.span_id
+    return otel_context.attach(_context.with_run(run, trace.set_span_in_context(span)))
+
+
+
+def _write_side_files(run: Run, env_info: Environment) -> None:
+    """git.diff and reproduce.sh next to run.json."""
+    assert run.dir is not None
+    if env_info.git_diff:
+        with guard("git-diff", "save git.diff"):
+            write_new_file(run.dir / GIT_DIFF_FILE, env_info.git_diff)
+            run.record["git_diff_file"] = GIT_DIFF_FILE
+    if run.record.get("telemetry") != "full":
+        return
+    with guard("reproduce", "write reproduce.sh"):
+        write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
+        run.record["reproduce"] = REPRODUCE_FILE
+
+
+# The last reproduce.sh text: (key, text, run id in it). Back-to-back runs of a process share everything in
+# the script but the run id in its header, and rendering it (quoting each variable) is ~40 us.
+_last_reproduce: list[Any] = [None, "", ""]
+
+
+def _reproduce_script(run: Run, env_info: Environment) -> str:
+    """reproduce.sh for ``run`` (``env_info`` is the process's environment capture, reused between runs)."""
+    argv = run.record.get("argv") or []  # at telemetry "full": the command line as recorded, already redacted
+    cwd = os.getcwd()
+    key = (env_info, tuple(argv), cwd, sys.executable)
+    last_key, last_text, last_id = _last_reproduce
+    if last_key is not None and last_key[0] is env_info and last_key[1:] == key[1:]:
+        return str(last_text).replace(last_id, run.id, 1)  # the header's run id comes before any argv or path
+    from runtel.rundir.reproduce import render_reproduce_script
+
+    git_record = env_info.record.get("git") or {}
+    script = render_reproduce_script(
+        argv=argv,
+        cwd=cwd,
+        python_executable=sys.executable,
+        git=git_record.get("script") or git_record.get("cwd"),
+        env={k: v for k, v in (env_info.record.get("env") or {}).items() if isinstance(v, str)},
+        run_id=run.id,
+    )
+    _last_reproduce[:] = [key, script, run.id]
+    return script
+
+
+def run_span(
+    name: str | None = None,
+    *,
+    config: Any = None,
+    tags: Mapping[str, Any] | Iterable[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    seed: int | bool | None = None,
+    telemetry: str | None = None,
+    **attributes: Any,
+) -> RunSpan:
+    """Record a run: a span plus a run folder, for ``with`` or ``async with``.
+
+    Args:
+        name: Run name (default: the script's name).
+        config: The run's configuration: a mapping, dataclass, argparse Namespace, pydantic model,
+            OmegaConf config, ... Recorded in full in run.json and flattened onto the span as
+            ``config.*`` attributes; secrets are redacted.
+        tags: ``{"key": "value"}`` or ``["key=value", "flag"]``; span attributes ``runtel.tag.*``.
+        output_dir: Also write the run record into this folder (next to the job's outputs).
+        seed: An int seeds ``random`` (and numpy/torch/TensorFlow if already imported) with it;
+            ``True`` generates a seed; the seed is recorded. ``None`` (default) seeds nothing.
+        telemetry: ``full``, ``minimal`` or ``off`` for this run (default: ``RUNTEL_TELEMETRY``).
+        **attributes: More attributes for the run span and record.
+
+    Example:
+        >>> import runtel
+        >>> with runtel.run_span("train", config={"lr": 0.1}) as run:
+        ...     with runtel.block("epoch", index=0):
+        ...         pass
+
+    The span ends with status OK, or ERROR with the exception recorded (then re-raised, including
+    ``KeyboardInterrupt`` and ``SystemExit``); run.json's status becomes ``ok``, ``error`` or
+    ``interrupted``.
+    """
+    return RunSpan(name, config=config, tags=tags, output_dir=output_dir, seed=seed, telemetry=telemetry,
+                   attributes=attributes)

@@ -1,0 +1,328 @@
+"""The :class:`Run`: a run span plus its record, and the methods that add to the record and end the run.
+
+A run is an OpenTelemetry span (a root span, a child of ``TRACEPARENT`` from a parent process, or a
+child of the span already current) plus a folder holding its readable record and its telemetry.
+Opening one is ``lifecycle``'s job; ``current_run()`` finds the one open in this context.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from runtel import _context, _sdk, semconv
+from runtel._guard import guard
+from runtel.recording.lineage import LineageMixin
+from runtel.rundir.schema import (
+    RECORD_FILE,
+    STATUS_ERROR,
+    STATUS_INTERRUPTED,
+    STATUS_OK,
+    STATUS_RUNNING,
+    RunRecord,
+)
+from runtel.rundir.writer import RecordWriter, atomic_write_json
+
+if TYPE_CHECKING:
+    from runtel.config import Settings
+    from runtel.redaction import Redactor
+
+
+_logger = logging.getLogger("runtel.runs")
+
+
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return STATUS_OK
+    if isinstance(exc, SystemExit):
+        return STATUS_OK if exc.code in (None, 0) else STATUS_ERROR
+    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) or type(exc).__name__ == "CancelledError":
+        return STATUS_INTERRUPTED
+    return STATUS_ERROR
+
+
+_create_time: tuple[int, float] | None = None
+
+
+def _process_create_time() -> float:
+    """This process's start time (cached per pid; lets readers tell a dead run's pid from a reused one)."""
+    global _create_time
+    pid = os.getpid()
+    if _create_time is None or _create_time[0] != pid:
+        import psutil
+
+        _create_time = (pid, psutil.Process(pid).create_time())
+    return _create_time[1]
+
+
+def _script_path(argv: list[str]) -> str | None:
+    if argv and argv[0] and os.path.isfile(argv[0]):
+        return os.path.abspath(argv[0])
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.abspath(path) if isinstance(path, str) else None
+
+
+class Run(LineageMixin):
+    """A recorded run: its ids, its folder, and the only way to add to its record while it is open.
+
+    Other modules never write ``record`` or private fields: every section has a method here
+    (attributes, seed, outcome, output dirs, the wrapped command's figures, inventories), and every
+    user value goes through :meth:`convert` (normalise, redact, span attributes, JSON).
+    """
+
+    def __init__(self, name: str, *, run_id: str = "", run_dir: Path | None = None) -> None:
+        self.name = name
+        self.id = run_id
+        self.dir = run_dir
+        self.trace_id = "0" * 32
+        self.span_id = "0" * 16
+        self.parent_id: str | None = None
+        self.status: str = STATUS_RUNNING
+        self.start_time_ns = 0
+        self.end_time_ns: int | None = None
+        self.seed: int | None = None
+        self.record: RunRecord = {}
+        self._span: trace.Span = trace.INVALID_SPAN
+        self._settings: Settings | None = None
+        self._redactor: Redactor | None = None
+        self._record_writer: RecordWriter | None = None
+        self._output_dirs: list[Path] = []
+        self._finished = False
+        self._outcome: tuple[str, str, str] | None = None
+        self._start_sample: Any = None
+        self._rss_floor = 0  # a combined peak RSS the kernel measured (runtel run's command), bytes; 0 = none
+        self._last_write = 0.0
+        self._write_pending = False
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r}, dir={str(self.dir) if self.dir else None!r})"
+
+    @property
+    def enabled(self) -> bool:
+        """False for the placeholder run handed out when runtel is disabled."""
+        return bool(self.id)
+
+    @property
+    def span(self) -> trace.Span:
+        """The run's OpenTelemetry span."""
+        return self._span
+
+    # --- adding to the record --------------------------------------------------------------------
+    def set_attributes(self, **attributes: Any) -> None:
+        """Add attributes to the run span and run.json (values of any type; secrets redacted).
+
+        Example:
+            >>> with runtel.run_span("train") as run:
+            ...     run.set_attributes(dataset="cifar10", epochs=3)
+        """
+        if not self.enabled or self._settings is None:
+            return
+        with guard("set-attributes", "record run attributes"):
+            span_attributes, values = self.convert(attributes, prefix="")
+            self._span.set_attributes(span_attributes)
+            self.record.setdefault("attributes", {}).update(values)
+
+    def set_outcome(self, status: str, *, error_type: str = "", message: str = "") -> None:
+        """Decide the run's final status without raising (e.g. a wrapped command's exit code).
+
+        ``status`` is ``ok``, ``error`` or ``interrupted``; an exception leaving the run still wins.
+        """
+        if status not in (STATUS_OK, STATUS_ERROR, STATUS_INTERRUPTED):
+            raise ValueError(f"status must be ok, error or interrupted, got {status!r}")
+        self._outcome = (status, error_type, message)
+
+    def set_seed(self, seed: int, *, overwrite: bool = True) -> None:
+        """Record the seed the run's random generators got (run.json ``seed`` and the span's ``runtel.seed``).
+
+        ``overwrite=False`` keeps a seed recorded earlier (a traced call's seed does not replace the run's).
+        """
+        if not self.enabled or (not overwrite and self.record.get("seed") is not None):
+            return
+        self.seed = seed
+        self.record["seed"] = seed
+        self._span.set_attribute(semconv.SEED, seed)
+
+    def add_output_dir(self, path: str | os.PathLike[str]) -> None:
+        """Also write the run record into ``path`` (next to the job's outputs) as ``runtel-<id>.json``."""
+        if self.enabled:
+            self._output_dirs.append(Path(os.fspath(path)))
+
+    def set_command_result(self, *, exit_code: int, signal: str | None = None,
+                           rusage: Mapping[str, Any] | None = None) -> None:
+        """What the wrapped command of ``runtel run`` did: exit code, killing signal, kernel resource usage.
+
+        ``rusage["max_rss_bytes"]`` (the kernel's peak for the command's tree) becomes a floor for the
+        run's combined peak RSS: samples can miss a short spike, the kernel cannot.
+        """
+        self.record["exit_code"] = exit_code
+        if signal:
+            self.record["signal"] = signal
+        if rusage:
+            self.record["command_rusage"] = dict(rusage)
+            self._rss_floor = int(rusage.get("max_rss_bytes") or 0)
+
+    def add_disk_info(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Record mount point, file-system type and free space of the disk holding ``path``."""
+        from runtel.environment.host import disk_info
+
+        return self._add_inventory("disks", lambda: disk_info(path))
+
+    def add_device_info(self, device: object) -> dict[str, Any]:
+        """Record a torch device's properties (only if the application already imported torch)."""
+        from runtel.environment.host import device_info
+
+        return self._add_inventory("devices", lambda: device_info(device))
+
+    def _add_inventory(self, section: Literal["disks", "devices"], read: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        with guard(f"{section}-info", f"read {section} information"):
+            info = dict(read())
+            self.record.setdefault(section, []).append(info)
+            self._write_record()
+        return info
+
+    # --- the one pipeline for user values --------------------------------------------------------
+    def convert(self, values: Any, *, prefix: str) -> tuple[dict[str, Any], Any]:
+        """User values as (span attributes under ``prefix``, JSON-safe value for run.json), redacted.
+
+        Config containers are normalised first (dataclasses, pydantic, OmegaConf ...), so redaction
+        sees every key; attributes are capped at ``attribute_max_length``, record strings at
+        ``record_max_bytes``.
+        """
+        from runtel.values import normalize_config, to_attributes, to_jsonable
+
+        settings = self._settings
+        max_str = settings.record_max_bytes if settings is not None else 1_048_576
+        max_len = settings.attribute_max_length if settings is not None else 4096
+        value = normalize_config(values)
+        redactor = self._redactor
+        if isinstance(value, Mapping):
+            value = {str(k): v for k, v in value.items()}
+            if redactor is not None:
+                value = redactor.redact_mapping(value)
+        elif redactor is not None:
+            value = redactor.redact_value(prefix or "value", value)
+        return to_attributes(value, prefix=prefix, max_length=max_len), to_jsonable(value, max_str=max_str)
+
+    def _redact(self, mapping: Mapping[str, Any]) -> dict[str, Any]:
+        from runtel.values import normalize_config
+
+        if self._redactor is None:
+            return dict(mapping)
+        return self._redactor.redact_mapping({str(k): normalize_config(v) for k, v in mapping.items()})
+
+    def _write_record(self, *, force: bool = False) -> None:
+        """Rewrite run.json (and its copies in output dirs).
+
+        Updates while the run is open (artifacts, sources, metadata) are written at most once a second,
+        so a run that records thousands of artifacts does not rewrite its record thousands of times;
+        the start and the end always write. Everything is also in spans.jsonl as events.
+        """
+        if self.dir is None:
+            return
+        now = time.monotonic()
+        if not force and not self._finished and now - self._last_write < 1.0:
+            self._write_pending = True
+            return
+        self._last_write, self._write_pending = now, False
+        with guard(f"record:{self.dir}", f"write the run record in {self.dir}"):
+            if self._record_writer is None:
+                self._record_writer = RecordWriter(self.dir / RECORD_FILE)
+            self._record_writer.write(self.record)
+        for out in self._output_dirs:
+            with guard(f"record:{out}", f"write the run record into {out}"):
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(out / f"runtel-{self.id}.json", self.record)
+
+    # --- the end of a run ------------------------------------------------------------------------
+    def end(self, exc: BaseException | None, *, status: str | None = None, context_token: object = None) -> None:
+        """Set status and usage, end the span, and leave the context (must run in the entering context)."""
+        outcome = self._outcome if exc is None else None
+        self.status = status or (outcome[0] if outcome else _status_for(exc))
+        runtime = _sdk.get_runtime()
+        monitor = runtime.monitor if runtime is not None else None
+        last_sample = None
+        if monitor is not None:
+            with guard("sample-edge", "take the run-end sample"):
+                last_sample = monitor.edge_sample()
+        self.end_time_ns = time.time_ns()  # after the edge sample, so the window includes it
+        span = self._span
+        with guard("run-status", "record the run status"):
+            if outcome is not None and outcome[0] != STATUS_OK:
+                span.set_attribute(semconv.ERROR_TYPE, outcome[1] or outcome[0])
+                span.set_status(Status(StatusCode.ERROR, outcome[2] or outcome[0]))
+                self.record["error"] = {"type": outcome[1] or outcome[0], "message": outcome[2]}
+            elif exc is not None and self.status != STATUS_OK:
+                span.record_exception(exc, escaped=True)
+                span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1024]))
+                self.record["error"] = {
+                    "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    "message": str(exc)[:4096] if not isinstance(exc, KeyboardInterrupt) else "KeyboardInterrupt",
+                }
+            elif self.status == STATUS_INTERRUPTED:
+                span.set_status(Status(StatusCode.ERROR, "interrupted"))
+            else:
+                span.set_status(Status(StatusCode.OK))
+        if monitor is not None:
+            with guard("run-usage", "summarise resource usage"):
+                summary = monitor.usage(self.start_time_ns, self.end_time_ns, edges=(self._start_sample, last_sample))
+                from runtel.sampling.summary import resource_usage_record, usage_attributes, with_rss_floor
+
+                if self._rss_floor and summary.samples:
+                    summary = with_rss_floor(summary, semconv.SCOPE_COMBINED, self._rss_floor)
+
+                span.set_attributes(usage_attributes(summary))
+                self.record["resource_usage"] = resource_usage_record(summary)
+        span.end(end_time=self.end_time_ns)
+        if context_token is not None:
+            with guard("context-detach", "restore the previous context"):
+                otel_context.detach(context_token)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Flush telemetry to the run folder, stop routing to it, and write the final record."""
+        runtime = _sdk.get_runtime()
+        if runtime is not None:
+            runtime.flush_run(self)
+            runtime.close_run(self)
+        end = self.end_time_ns or time.time_ns()
+        record = self.record
+        record["status"] = self.status
+        record["end_time"] = _iso(end)
+        record["end_time_unix_nano"] = str(end)
+        record["duration_s"] = round((end - self.start_time_ns) / 1e9, 6)
+        self._finished = True
+        self._write_record(force=True)
+
+    def finish(self, exc: BaseException | None, *, status: str | None = None, context_token: object = None) -> None:
+        """:meth:`end` then :meth:`close`."""
+        self.end(exc, status=status, context_token=context_token)
+        self.close()
+
+    def finish_at_exit(self) -> None:
+        """The interpreter is exiting with this run still open (for example ``sys.exit`` in a thread)."""
+        if not self._finished:
+            self.finish(None, status=STATUS_INTERRUPTED)
+
+
+def current_run() -> Run | None:
+    """The innermost run open in this context (task, thread or copied context), or None."""
+    run: Run | None = _context.current_run()
+    return run

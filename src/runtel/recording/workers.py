@@ -1,0 +1,114 @@
+"""Worker processes: a picklable context for pools, and the initializer that records a worker's run.
+
+The side effects of running a worker live here and only here: :func:`init_worker` writes the
+parent's context into ``os.environ``, opens a worker run, registers an exit hook and (if the worker
+had none) a SIGTERM handler that flushes before the worker dies. The context itself travels in the
+environment carrier of ``carrier``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from runtel import _context, _sdk
+from runtel._guard import guard
+from runtel.config import settings_env
+from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
+
+#: a spawned worker's run is named after this (set by :func:`worker_context`)
+WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
+
+
+_CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def worker_context(name: str | None = None) -> dict[str, str]:
+    """A small, picklable snapshot of the trace context and settings for worker processes.
+
+    Pass it to :func:`init_worker` (a ``multiprocessing`` pool initializer). It holds
+    ``TRACEPARENT``/``TRACESTATE``, ``RUNTEL_PARENT_RUN_ID``, ``RUNTEL_DIR``, the name for spawned
+    workers' runs (``name`` or ``<run name>.worker``) and the non-default settings.
+
+    Example:
+        >>> import multiprocessing, runtel
+        >>> with runtel.run_span("prep") as run:  # doctest: +SKIP
+        ...     ctx = multiprocessing.get_context("spawn")
+        ...     with ctx.Pool(4, initializer=runtel.init_worker, initargs=(runtel.worker_context(),)) as pool:
+        ...         pool.map(work, items)
+    """
+    out = settings_env(_sdk.settings())
+    env = inject_env({})
+    out.update({k: v for k, v in env.items() if k in _CONTEXT_KEYS or k == "RUNTEL_DIR"})
+    run = _context.current_run()
+    worker_name = name or (f"{run.name}.worker" if run is not None and run.name else "worker")
+    out[WORKER_NAME_ENV] = worker_name
+    return out
+
+
+def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = None) -> None:
+    """Make a worker process record into its parent's trace; use as a ``multiprocessing`` initializer.
+
+    * **fork**: the worker inherited the open run (its blocks are already children of the parent's
+      spans and go to the parent's run folder); this only makes sure its batched spans are written
+      before the worker exits (``multiprocessing`` workers leave through ``os._exit``, skipping atexit).
+    * **spawn / forkserver**: the worker starts afresh; the ``context`` from :func:`worker_context`
+      (taken in the parent) is applied and a *worker run* is opened — its own run folder, a child of
+      the parent's run, in the same trace — and closed when the worker exits.
+
+    In both cases a SIGTERM (``Pool.terminate()``, which ``with Pool(...)`` calls) still flushes and
+    closes, if the worker had no SIGTERM handler of its own. Calling it twice is harmless. Never
+    raises. For a plain ``multiprocessing.Process`` call it first thing in the target function.
+
+    Example:
+        >>> pool = multiprocessing.get_context("spawn").Pool(  # doctest: +SKIP
+        ...     2, initializer=runtel.init_worker, initargs=(runtel.worker_context(),))
+    """
+    if _worker_state.get("pid") == os.getpid():
+        return
+    with guard("init-worker", "set up a worker process"):
+        _worker_state.clear()
+        _worker_state["pid"] = os.getpid()
+        if _context.current_run() is None and context:
+            for key, value in context.items():
+                os.environ[key] = value
+            runtime = _sdk.current_runtime()
+            if runtime is None or not runtime.open_runs:
+                _sdk.configure()  # settings from the (now updated) environment
+            from runtel.recording.lifecycle import run_span
+
+            spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
+            spec.__enter__()
+            _worker_state["run"] = spec
+        _register_exit()
+
+
+def _register_exit() -> None:
+    """Flush (and close the worker run) when the worker exits normally or on SIGTERM."""
+    import multiprocessing.util
+    import signal
+    import threading
+
+    multiprocessing.util.Finalize(None, _worker_exit, exitpriority=100)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+
+        def on_term(signum: int, frame: object) -> None:
+            if _worker_state.get("exiting"):
+                return  # already flushing on the way out (Pool.terminate races a normal exit): finish that
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
+def _worker_exit() -> None:
+    _worker_state["exiting"] = True
+    spec = _worker_state.pop("run", None)
+    if spec is not None and _worker_state.get("pid") == os.getpid():
+        with guard("worker-run-close", "close the worker run"):
+            spec.__exit__(None, None, None)
+    _sdk.flush()
