@@ -24,7 +24,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 
@@ -36,11 +37,14 @@ from runtel.rundir.writer import RunSinks
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from runtel._sdk.metrics import RunMetrics
+    from runtel._sdk.metrics import Instrument, MetricTicker, RunMetrics
     from runtel._sdk.tracing import RunProcessor
-    from runtel.recording.run import Run
+    from runtel.environment import Environment
+    from runtel.redaction import Redactor
     from runtel.rundir.writer import RunSinks
+    from runtel.sampling.monitor import Monitor
 
 
 _logger = logging.getLogger("runtel.sdk")
@@ -72,6 +76,17 @@ _MAX_BATCH = 1_024
 _LINGER = 2.0
 
 
+class OpenRun(Protocol):
+    """What the runtime needs of a run it routes (the recording side's ``Run``; typed here, not imported)."""
+
+    id: str
+    dir: Path | None
+    start_time_ns: int
+
+    def finish_at_exit(self) -> None:
+        """End the run as interrupted: the interpreter is exiting with it open."""
+
+
 class Runtime:
     """Everything runtel built for this process, and the open runs."""
 
@@ -85,19 +100,20 @@ class Runtime:
         self.span_processors: list[SpanProcessor] = []
         self._json_processor: SpanProcessor | None = None
         self.run_metrics: dict[str, RunMetrics | None] = {}
-        self._instruments: tuple[Any, tuple[Any, ...], Any] | None = None  # (monitor, instruments, scope)
-        self._ticker: Any = None
+        self._instruments: tuple[Monitor, tuple[Instrument, ...], InstrumentationScope] | None = None
+        self._ticker: MetricTicker | None = None
         self._idle_since: float | None = None
-        self.monitor: Any = None
-        self._redactor: Any = None
-        self.open_runs: dict[str, Run] = {}
-        self.environment: Any = None
+        self.monitor: Monitor | None = None
+        self._redactor: Redactor | None = None
+        self.open_runs: dict[str, OpenRun] = {}
+        #: the first environment capture of the process (its Resource attributes build the provider's Resource)
+        self.environment: Environment | None = None
         self._lock = threading.RLock()
         self._built = False
         self._pid = os.getpid()
 
     @property
-    def redactor(self) -> Any:
+    def redactor(self) -> Redactor:
         """The process-wide redactor (built once from the settings)."""
         r = self._redactor
         if r is None:
@@ -186,7 +202,7 @@ class Runtime:
         router.delegates = tuple(processors)
         self.tracer = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
 
-    def _open_run_metrics(self, run: Run) -> RunMetrics | None:
+    def _open_run_metrics(self, run: OpenRun, monitor: Monitor) -> RunMetrics | None:
         """The run's own metrics: runtel's instruments read the sampler and carry the run id.
 
         One collector per run (not per process) so a finished run's series end with it: a sweep of
@@ -209,12 +225,12 @@ class Runtime:
         if self._ticker is None:
             self._ticker = MetricTicker(self.settings.metric_interval, self._collected_runs, self._stop_if_idle)
         self._ticker.start()
-        if self._instruments is None or self._instruments[0] is not self.monitor:
+        if self._instruments is None or self._instruments[0] is not monitor:
             # Registered once per sampler, for every run: each RunMetrics names its run while it observes.
             meter = RecordingMeter()
-            self.monitor.register_instruments(meter, observed_run_ids)
+            monitor.register_instruments(meter, observed_run_ids)
             scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
-            self._instruments = (self.monitor, tuple(meter.instruments), scope)
+            self._instruments = (monitor, tuple(meter.instruments), scope)
         _, instruments, scope = self._instruments
         resource = self.provider.resource if self.provider is not None else Resource.create({})
         return RunMetrics(instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
@@ -239,7 +255,7 @@ class Runtime:
                 self.monitor.start()
 
     # --- run bookkeeping -----------------------------------------------------------------------
-    def open_run(self, run: Run) -> None:
+    def open_run(self, run: OpenRun) -> None:
         """Route the run's telemetry to its folder; start sampling with the first run."""
         with self._lock:
             first = not self.open_runs
@@ -249,11 +265,12 @@ class Runtime:
                 self.sinks.open(run.id, run.dir)
             if first:
                 self._start_monitor()
-        if self.monitor is not None and self.monitor.enabled:
+        monitor = self.monitor
+        if monitor is not None and monitor.enabled:
             with guard("run-metrics", "set up the run's metrics"):
-                self.run_metrics[run.id] = self._open_run_metrics(run)
+                self.run_metrics[run.id] = self._open_run_metrics(run, monitor)
 
-    def flush_run(self, run: Run) -> None:
+    def flush_run(self, run: OpenRun) -> None:
         """Export everything the run produced: its spans, then a final metric collection."""
         for processor in self.span_processors:
             with guard("span-flush", "flush spans"):
@@ -272,7 +289,7 @@ class Runtime:
     def _collected_runs(self) -> list[RunMetrics]:
         return [m for m in list(self.run_metrics.values()) if m is not None]
 
-    def close_run(self, run: Run) -> None:
+    def close_run(self, run: OpenRun) -> None:
         """Stop routing to the run; stop sampling with the last run."""
         with self._lock:
             self.open_runs.pop(run.id, None)

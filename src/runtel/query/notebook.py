@@ -321,9 +321,8 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
         runtel.errors.RunNotFound: no run matches.
     """
     from runtel.errors import RunFolderError, RunNotFound
-    from runtel.recording.lineage import LineageMixin
 
-    if isinstance(run, LineageMixin):
+    if not isinstance(run, (str, os.PathLike)):  # a Run (duck-typed: the read side never imports recording)
         if run.dir is None:
             raise RunNotFound(f"run {run.id or '(disabled)'} has no run folder")
         from runtel._sdk.process import flush

@@ -54,7 +54,8 @@ def _end(span: Span, start_ns: int) -> None:
     if monitor is not None and span.is_recording():
         with guard("block-usage", "summarise block resource usage"):
             start_ns = start_ns or getattr(span, "start_time", 0) or 0
-            latest = monitor.sampler.latest
+            sampler = monitor.sampler  # None when sampling could not start: no usage numbers, no error
+            latest = sampler.latest if sampler is not None else None
             # No sample fell inside the window: the span stays without usage numbers rather than getting
             # invented ones; the run-folder exporter marks it `runtel.usage.samples = 0` off the hot path.
             if latest is not None and latest.time_ns >= start_ns:
