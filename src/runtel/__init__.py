@@ -25,6 +25,28 @@ if TYPE_CHECKING:
     from runtel.recording.seeding import seed_everything
     from runtel.recording.workers import init_worker, worker_context
 
+# public name -> the module that defines it and lists it in its own __all__ (tests/architecture checks that)
+_LAZY = {
+    "configure": "runtel._sdk.process",
+    "flush": "runtel._sdk.process",
+    "Settings": "runtel.config",
+    "load": "runtel.query.notebook",
+    "Tracker": "runtel.query.tracker",
+    "Block": "runtel.recording.blocks",
+    "block": "runtel.recording.blocks",
+    "trace": "runtel.recording.blocks",
+    "inject_env": "runtel.recording.carrier",
+    "RunSpan": "runtel.recording.lifecycle",
+    "run_span": "runtel.recording.lifecycle",
+    "use_artifact": "runtel.recording.lineage",
+    "Run": "runtel.recording.run",
+    "current_run": "runtel.recording.run",
+    "seed_everything": "runtel.recording.seeding",
+    "init_worker": "runtel.recording.workers",
+    "worker_context": "runtel.recording.workers",
+}
+
+
 __all__ = (
     "Block",
     "Run",
@@ -45,27 +67,6 @@ __all__ = (
     "use_artifact",
     "worker_context",
 )
-
-# public name -> module that defines it (and lists it in its own __all__; a test checks both)
-_LAZY = {
-    "configure": "runtel._sdk.process",
-    "flush": "runtel._sdk.process",
-    "Settings": "runtel.config",
-    "load": "runtel.query.notebook",
-    "Tracker": "runtel.query.tracker",
-    "Block": "runtel.recording.blocks",
-    "block": "runtel.recording.blocks",
-    "trace": "runtel.recording.blocks",
-    "inject_env": "runtel.recording.carrier",
-    "RunSpan": "runtel.recording.lifecycle",
-    "run_span": "runtel.recording.lifecycle",
-    "use_artifact": "runtel.recording.lineage",
-    "Run": "runtel.recording.run",
-    "current_run": "runtel.recording.run",
-    "seed_everything": "runtel.recording.seeding",
-    "init_worker": "runtel.recording.workers",
-    "worker_context": "runtel.recording.workers",
-}
 
 
 def __getattr__(name: str) -> Any:

@@ -84,3 +84,14 @@ def test_only_exporters_otlp_imports_grpc_and_otlp_exporters() -> None:
         for module in _imports(path):
             if module.startswith(("grpc", "opentelemetry.exporter.otlp")):
                 assert rel in allowed, f"{rel} imports {module}"
+
+
+def test_facade_names_come_from_modules_that_own_them() -> None:
+    """Each public name is defined by the module the facade loads it from, and listed in that module's __all__."""
+    import importlib
+
+    lazy: dict[str, str] = runtel._LAZY  # type: ignore[attr-defined]
+    assert set(runtel.__all__) == set(lazy) | {"__version__"}
+    for name, module_name in lazy.items():
+        module = importlib.import_module(module_name)
+        assert name in module.__all__, f"{module_name}.__all__ lacks {name}"

@@ -19,6 +19,12 @@ from opentelemetry.propagators.textmap import Getter, Setter
 
 from runtel import _context
 
+__all__ = (
+    "PARENT_RUN_ENV",
+    "extract_parent_context",
+    "inject_env",
+)
+
 PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
 
 

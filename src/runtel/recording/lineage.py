@@ -37,6 +37,14 @@ if TYPE_CHECKING:
     from runtel.redaction import Redactor
     from runtel.rundir.schema import ArtifactEntry, RunRecord
 
+__all__ = (
+    "ARTIFACT_EVENT",
+    "METADATA_PREFIX",
+    "SOURCE_EVENT",
+    "LineageMixin",
+    "use_artifact",
+)
+
 
 _logger = logging.getLogger("runtel.lineage")
 
@@ -87,13 +95,9 @@ class LineageMixin:
 
         def _write_record(self) -> None: ...
 
-        def _redact(self, mapping: Mapping[str, Any]) -> dict[str, Any]: ...
+        def convert(self, values: Any, *, prefix: str) -> tuple[dict[str, Any], Any]: ...
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _limits(self) -> tuple[int, int]:
-        s = self._settings
-        return (s.record_max_bytes, s.attribute_max_length) if s is not None else (1_048_576, 4096)
-
     def _safe_text(self, text: str) -> str:
         return self._redactor.redact_text(text) if self._redactor is not None else text
 
@@ -132,10 +136,7 @@ class LineageMixin:
                          "without a hash", str(name), abspath, exc.strerror or exc, level=logging.WARNING)
             artifact["time"] = _now_iso()
             if metadata:
-                from runtel.values import to_jsonable
-
-                max_str, _ = self._limits()
-                artifact["metadata"] = to_jsonable(self._redact(metadata), max_str=max_str)
+                artifact["metadata"] = self.convert(metadata, prefix="")[1]
             if not self.enabled:
                 return artifact
             self.record.setdefault("artifacts", {})[artifact["name"]] = cast("ArtifactEntry", artifact)
@@ -166,12 +167,9 @@ class LineageMixin:
         if not self.enabled or not metadata:
             return
         with guard("add-metadata", "record metadata"):
-            from runtel.values import to_attributes, to_jsonable
-
-            max_str, max_len = self._limits()
-            redacted = self._redact(metadata)
-            self.span.set_attributes(to_attributes(redacted, prefix=METADATA_PREFIX, max_length=max_len))
-            self.record.setdefault("metadata", {}).update(to_jsonable(redacted, max_str=max_str))
+            span_attributes, values = self.convert(metadata, prefix=METADATA_PREFIX)
+            self.span.set_attributes(span_attributes)
+            self.record.setdefault("metadata", {}).update(values)
             self._write_record()
 
     # --- sources ----------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from runtel.config import Settings
     from runtel.redaction import Redactor
 
+__all__ = (
+    "Run",
+    "current_run",
+)
+
 
 _logger = logging.getLogger("runtel.runs")
 
@@ -220,13 +225,6 @@ class Run(LineageMixin):
         elif redactor is not None:
             value = redactor.redact_value(prefix or "value", value)
         return to_attributes(value, prefix=prefix, max_length=max_len), to_jsonable(value, max_str=max_str)
-
-    def _redact(self, mapping: Mapping[str, Any]) -> dict[str, Any]:
-        from runtel.values import normalize_config
-
-        if self._redactor is None:
-            return dict(mapping)
-        return self._redactor.redact_mapping({str(k): normalize_config(v) for k, v in mapping.items()})
 
     def _write_record(self, *, force: bool = False) -> None:
         """Rewrite run.json (and its copies in output dirs).

@@ -17,6 +17,12 @@ from runtel._guard import guard
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
 
+__all__ = (
+    "WORKER_NAME_ENV",
+    "init_worker",
+    "worker_context",
+)
+
 #: a spawned worker's run is named after this (set by :func:`worker_context`)
 WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
 

@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 
     pass
 
+__all__ = (
+    "HASH_CHUNK_SIZE",
+    "INDEX_FILE",
+    "PARTIAL_BLOCK_SIZE",
+    "PARTIAL_HASH_LIMIT",
+    "find_artifacts",
+    "hash_path",
+    "rebuild_index",
+)
+
 
 HASH_CHUNK_SIZE: Final = 1 << 20
 """Files are read and hashed in chunks of this many bytes (1 MiB)."""

@@ -19,6 +19,16 @@ from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir.otlp_json import attributes_from_otlp
 from runtel.rundir.schema import RECORD_FILE, SPANS_FILE
 
+__all__ = (
+    "SpanRecord",
+    "effective_status",
+    "iter_jsonl",
+    "list_runs",
+    "read_record",
+    "read_spans",
+    "resolve_run",
+)
+
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Parsed lines of a JSON Lines file; a torn or corrupt line is skipped, a missing file is empty."""

@@ -20,6 +20,16 @@ from typing import Any
 from runtel._guard import log_once
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
 
+__all__ = (
+    "LineFile",
+    "RecordWriter",
+    "RunSinks",
+    "atomic_write_json",
+    "new_run_id",
+    "record_text",
+    "write_new_file",
+)
+
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
