@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,41 @@ def test_driver_present_but_library_missing_is_checked_by_loading(monkeypatch: p
     assert nvml_module._nvml_library_loadable() is expected
     monkeypatch.setattr(nvml_module, "_DRIVER_PATHS", (str(tmp_path / "absent"),))
     assert nvml_module._nvml_library_loadable() is False
+
+
+class _HangingInit(FakeNvml):
+    """nvmlInit never returns (a wedged driver)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__([FakeGpu(uuid="GPU-hang")])
+        self._release = release
+
+    def nvmlInit(self) -> None:
+        self._release.wait()
+
+
+class _OSErrorInit(FakeNvml):
+    """nvmlInit fails with an error that is not an NVMLError (ctypes, a broken driver install)."""
+
+    def nvmlInit(self) -> None:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_hanging_init_is_given_up_after_the_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    """open_backend returns the null backend with the reason instead of blocking run_span forever."""
+    release = threading.Event()
+    try:
+        with caplog.at_level(logging.WARNING, logger="runtel.gpu"):
+            backend = open_backend("nvml", env={}, nvml_module=_HangingInit(release), timeout=0.2)
+        assert backend.name == "none"
+        assert "did not finish opening within 0.2 s" in caplog.text
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("name", ["nvml", "auto"])
+def test_an_init_error_of_any_type_switches_off_only_the_gpu(name: str) -> None:
+    """An OSError from the driver is not an NVMLError; it still ends as 'no GPU', never as an exception."""
+    backend = open_backend(name, env={}, nvml_module=_OSErrorInit(), amdsmi_module=None)
+    assert isinstance(backend, NullBackend)
+    assert "OSError: [Errno 5] Input/output error" in backend.reason
