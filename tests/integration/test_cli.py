@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 PY = sys.executable
 
 
@@ -76,6 +78,35 @@ def test_run_forwards_sigterm(tmp_path: Path, clean_env: dict[str, str]) -> None
     assert proc.returncode == 128 + signal.SIGTERM, err
     (record,) = _records(tmp_path / "runs")
     assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_killed_wrapper_takes_its_child_along(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """SIGKILL to the wrapper (nothing can be forwarded) still ends the child: its parent-death signal."""
+    ready = tmp_path / "ready"
+    code = (f"import os, pathlib, time; pathlib.Path({str(ready)!r}).write_text(str(os.getpid())); "
+            "time.sleep(60)")
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([PY, "-m", "runtel", "run", "--", PY, "-c", code], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(ready.read_text())
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{child_pid}/stat").read_text()
+        except FileNotFoundError:
+            break  # gone (reaped by init)
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            break  # dead, waiting for init to reap it
+        time.sleep(0.05)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("the child outlived its killed wrapper")
 
 
 def test_run_child_killed_by_signal(tmp_path: Path, clean_env: dict[str, str]) -> None:

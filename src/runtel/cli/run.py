@@ -3,6 +3,8 @@
 The wrapper opens a run span, starts CMD as a child with ``TRACEPARENT`` (so a child that uses
 runtel nests its own run inside), samples the child's whole process tree (the wrapper excluded),
 forwards SIGINT/SIGTERM/SIGHUP, and exits with the child's exit code (128+signal if it was killed).
+On Linux the child also gets SIGTERM if the wrapper dies without forwarding anything (``kill -9`` of
+the wrapper): its parent-death signal (``PR_SET_PDEATHSIG``) is set between fork and exec.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -120,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             previous[sig] = signal.signal(sig, forward)
         try:
             try:
-                child = subprocess.Popen(command, env=runtel.inject_env())
+                child = subprocess.Popen(command, env=runtel.inject_env(), preexec_fn=_parent_death_signal())
             except OSError as exc:
                 message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
                 sys.stderr.write(f"runtel: error: {message}\n")
@@ -146,6 +149,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet and run.dir is not None:
         sys.stderr.write(f"runtel: run {run.id} {run.status} in {time.monotonic() - started:.2f} s — {run.dir}\n")
     return exit_code
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel send SIGTERM to the child when the wrapper dies (Linux only).
+
+    ``prctl`` is resolved here, before the fork, so the child runs one C call and takes no lock (the
+    sampler's threads do not exist in the child, but locks they held would). If the wrapper died before
+    the call took effect, the child is re-parented at once: it then ends itself instead of running on.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes  # deferred: ctypes and libc load only for `runtel run` on Linux
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    wrapper = os.getpid()
+
+    def set_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != wrapper:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_signal
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _wait(child: subprocess.Popen[bytes]) -> tuple[int, dict[str, Any] | None]:
