@@ -1,4 +1,4 @@
-"""runtel._safe: arbitrary user values → OTel-legal attributes and JSON-safe values, never raising."""
+"""runtel.values: arbitrary user values → OTel-legal attributes and JSON-safe values, never raising."""
 
 from __future__ import annotations
 
@@ -24,19 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtel.values import (
-    BYTES_INLINE_MAX,
-    CYCLE_MARK,
-    DEPTH_MARK,
-    SEQUENCE_MAX_ITEMS,
-    TRUNCATION_MARK,
-    json_dumps,
-    normalize_config,
-    safe_repr,
-    to_attribute_value,
-    to_attributes,
-    to_jsonable,
-)
+from runtel.values.attributes import SEQUENCE_MAX_ITEMS, to_attribute_value, to_attributes
+from runtel.values.containers import normalize_config
+from runtel.values.jsonable import BYTES_INLINE_MAX, json_dumps, to_jsonable
+from runtel.values.markers import CYCLE_MARK, DEPTH_MARK, TRUNCATION_MARK
+from runtel.values.reprs import safe_repr
 
 MB10 = 10 * 1024 * 1024
 

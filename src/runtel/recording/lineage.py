@@ -132,7 +132,7 @@ class LineageMixin:
                          "without a hash", str(name), abspath, exc.strerror or exc, level=logging.WARNING)
             artifact["time"] = _now_iso()
             if metadata:
-                from runtel.values import to_jsonable
+                from runtel.values.jsonable import to_jsonable
 
                 max_str, _ = self._limits()
                 artifact["metadata"] = to_jsonable(self._redact(metadata), max_str=max_str)
@@ -166,7 +166,8 @@ class LineageMixin:
         if not self.enabled or not metadata:
             return
         with guard("add-metadata", "record metadata"):
-            from runtel.values import to_attributes, to_jsonable
+            from runtel.values.attributes import to_attributes
+            from runtel.values.jsonable import to_jsonable
 
             max_str, max_len = self._limits()
             redacted = self._redact(metadata)
