@@ -12,7 +12,7 @@ import pytest
 
 from runtel import semconv
 from runtel.recording.capture import capture_call, capture_return, summarize, summarize_array
-from runtel.values import TRUNCATION_MARK
+from runtel.values.markers import TRUNCATION_MARK
 
 P = semconv.PARAM_PREFIX
 R = semconv.RETURN_VALUE

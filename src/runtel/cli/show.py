@@ -296,7 +296,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     console.print(Panel(escape(render.kv_lines(summary)), title=f"run {escape(str(record.get('id')))}", expand=False))
     config = record.get("config")
     if isinstance(config, Mapping) and config:
-        from runtel.values import to_attributes
+        from runtel.values.attributes import to_attributes
 
         flat = to_attributes(config, prefix="", max_length=200)
         console.print(Panel(escape(render.kv_lines({k: v for k, v in list(flat.items())[:40]})), title="config",

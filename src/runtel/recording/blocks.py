@@ -85,7 +85,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
                 else:
                     out[key] = value
             return out
-        from runtel.values import to_attributes
+        from runtel.values.attributes import to_attributes
 
         values: Mapping[str, Any] = redactor.redact_mapping(dict(attributes)) if redactor is not None else attributes
         out = to_attributes(values, prefix="", max_length=max_length)
@@ -198,7 +198,7 @@ class _Options:
         if stage:
             static[semconv.STAGE] = stage
         if attributes:
-            from runtel.values import to_attributes
+            from runtel.values.attributes import to_attributes
 
             static.update(to_attributes(dict(attributes), prefix=""))
         self.static = static

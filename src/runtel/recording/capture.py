@@ -25,15 +25,9 @@ from itertools import islice
 from typing import Any, Final
 
 from runtel import semconv
-from runtel.values import (
-    STATS_MAX_ELEMENTS,
-    AttributeValue,
-    _cut,
-    _otel_int,
-    _type_name,
-    safe_repr,
-    summarize_array_like,
-)
+from runtel.values.arrays import STATS_MAX_ELEMENTS, summarize_array_like
+from runtel.values.reprs import safe_repr
+from runtel.values.scalars import AttributeValue, otel_int, truncate, type_name
 
 __all__ = ("STATS_MAX_ELEMENTS", "capture_call", "capture_return", "summarize", "summarize_array")
 
@@ -66,9 +60,9 @@ def summarize(
     if cls is bool or cls is float:
         return val  # type: ignore[no-any-return]
     if cls is int:
-        return _otel_int(val, max_length)
+        return otel_int(val, max_length)
     if cls is str:
-        return _cut(val, max_length)
+        return truncate(val, max_length)
     if value is None:
         return "None"
     try:
@@ -83,15 +77,15 @@ def summarize(
         if isinstance(value, (*_CONTAINERS, Mapping)):
             return _summarize_container(val, max_length, max_items)
         if isinstance(value, str):
-            return _cut(str.__str__(val), max_length)
-        return {"type": _type_name(value), "repr": safe_repr(value, max_length)}
+            return truncate(str.__str__(val), max_length)
+        return {"type": type_name(value), "repr": safe_repr(value, max_length)}
     except Exception:
-        return {"type": _type_name(value), "repr": safe_repr(value, max_length)}
+        return {"type": type_name(value), "repr": safe_repr(value, max_length)}
 
 
 def _summarize_container(value: Any, max_length: int, max_items: int) -> dict[str, AttributeValue]:
     """type/len/first items of a container; iteration order, no sorting (this runs on every call)."""
-    out: dict[str, AttributeValue] = {"type": _type_name(value), "len": len(value)}
+    out: dict[str, AttributeValue] = {"type": type_name(value), "len": len(value)}
     first = islice(value, max(max_items, 0))
     out["keys" if isinstance(value, Mapping) else "items"] = [_item_repr(x, max_length) for x in first]
     return out
@@ -100,7 +94,7 @@ def _summarize_container(value: Any, max_length: int, max_items: int) -> dict[st
 def _item_repr(value: object, max_length: int) -> str:
     """One container item as text: strings plain (cut), anything else a bounded repr."""
     if type(value) is str:
-        return _cut(value, max_length)
+        return truncate(value, max_length)
     return safe_repr(value, max_length)
 
 

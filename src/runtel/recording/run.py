@@ -211,7 +211,9 @@ class Run(LineageMixin):
         sees every key; attributes are capped at ``attribute_max_length``, record strings at
         ``record_max_bytes``.
         """
-        from runtel.values import normalize_config, to_attributes, to_jsonable
+        from runtel.values.attributes import to_attributes
+        from runtel.values.containers import normalize_config
+        from runtel.values.jsonable import to_jsonable
 
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
