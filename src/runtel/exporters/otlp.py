@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from runtel._guard import log_once
@@ -431,13 +431,17 @@ class QuietSpanExporter(SpanExporter):
 
 
 class QuietMetricExporter(MetricExporter):
-    """Wraps an SDK metric exporter like :class:`QuietSpanExporter`, keeping its temporality preferences."""
+    """Wraps an SDK metric exporter like :class:`QuietSpanExporter`.
 
-    def __init__(self, inner: MetricExporter, health: Health, *, owns_inner: bool = True) -> None:
-        super().__init__(
-            preferred_temporality=getattr(inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
-        )
+    ``temporality`` is the preference runtel resolved when it built the exporter (see
+    :func:`temporality_preference`); ``RunMetrics`` reads it to send deltas or cumulative sums. It is kept
+    here rather than read back from the SDK exporter, whose copy is private.
+    """
+
+    def __init__(self, inner: MetricExporter, health: Health, *, owns_inner: bool = True,
+                 temporality: Mapping[type, AggregationTemporality] | None = None) -> None:
+        self.temporality: dict[type, AggregationTemporality] = dict(temporality or {})
+        super().__init__(preferred_temporality=self.temporality)
         self.inner = inner
         self.health = health
         self.owns_inner = owns_inner
@@ -575,6 +579,34 @@ def make_span_exporter(config: ExportConfig) -> SpanExporter:
     return HttpSpanExporter(**_http_kwargs(config))
 
 
+def temporality_preference(env: Mapping[str, str], protocol: str) -> dict[type, AggregationTemporality]:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` resolved the way the SDK's OTLP exporters do.
+
+    ``delta`` makes (observable) counters and histograms delta, ``lowmemory`` only the synchronous counters
+    and histograms, anything else is cumulative (the SDK's own exporter warns about an unknown value).
+    runtel's HTTP/JSON exporter has always sent cumulative sums, whatever the variable says.
+    """
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    preference = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").strip().lower()
+    if protocol == "http/json":
+        preference = "cumulative"
+    deltas: tuple[type, ...] = {
+        "delta": (Counter, Histogram, ObservableCounter),
+        "lowmemory": (Counter, Histogram),
+    }.get(preference, ())
+    kinds = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+    return {kind: delta if kind in deltas else cumulative for kind in kinds}
+
+
 def make_metric_exporter(config: ExportConfig) -> MetricExporter:
     """The SDK (or runtel's JSON) metric exporter for ``config``."""
     if config.protocol == "grpc":
@@ -657,4 +689,5 @@ def build_metric_exporter(settings: Settings) -> MetricExporter:
             shared = _shared_metric_exporters[key] = (make_metric_exporter(config), health_for(config))
             _install_log_filter()
             _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
-    return QuietMetricExporter(shared[0], shared[1], owns_inner=False)
+    return QuietMetricExporter(shared[0], shared[1], owns_inner=False,
+                               temporality=temporality_preference(settings.env, config.protocol))
