@@ -210,10 +210,12 @@ START_NS = 1_700_000_000_000_000_000
 
 
 class RecordingExporter(MetricExporter):
-    """A real SDK metric exporter that keeps what it is given (and whether it was shut down)."""
+    """A real SDK metric exporter that keeps what it is given (and whether it was shut down); like runtel's
+    QuietMetricExporter it says in ``temporality`` which temporality it was built to prefer."""
 
     def __init__(self, preferred_temporality: dict[type, AggregationTemporality] | None = None) -> None:
         super().__init__(preferred_temporality=preferred_temporality)
+        self.temporality = dict(preferred_temporality or {})
         self.received: list[MetricsData] = []
         self.shutdowns: list[float] = []
 

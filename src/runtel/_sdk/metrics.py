@@ -95,8 +95,9 @@ class RunMetrics:
     The run folder's ``metrics.jsonl`` gets a line encoded directly as text (no SDK objects, so the
     metrics SDK is not even imported without OTLP); OTLP exporters get the SDK's ``MetricsData``. Sums
     are cumulative from the run's start, or deltas since the previous collection for an OTLP exporter
-    that prefers delta temporality (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``). Exporters are
-    never called concurrently (the metrics SDK specification requires that).
+    that prefers delta temporality (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``, resolved when
+    runtel built the exporter and kept in its ``temporality`` attribute; an exporter without one gets
+    cumulative sums). Exporters are never called concurrently (the metrics SDK specification requires that).
     """
 
     def __init__(self, instruments: Sequence[Instrument], *, json_file: Callable[[], LineFile | None] | None,
@@ -175,7 +176,7 @@ class RunMetrics:
             Sum,
         )
 
-        preferred = getattr(exporter, "_preferred_temporality", None) or {}
+        preferred = getattr(exporter, "temporality", None) or {}  # set by runtel's QuietMetricExporter
         sdk_class = {COUNTER: ObservableCounter, UP_DOWN_COUNTER: ObservableUpDownCounter}
         previous = self._previous.setdefault(id(exporter), {})
         metrics = []

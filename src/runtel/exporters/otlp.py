@@ -23,20 +23,22 @@ so flushes and shutdown stay fast.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from runtel._guard import log_once
+from runtel._guard import guard, log_once
 from runtel.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -411,9 +413,13 @@ class QuietSpanExporter(SpanExporter):
         self.health = health
         #: set by the processor while it flushes or shuts down: later batches are dropped, not sent
         self.deadline: float | None = None
+        #: told the size of every batch the processor's worker hands over (its queue accounting)
+        self.on_batch: Callable[[int], None] | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Send unless backing off; a failure is recorded, never raised."""
+        if self.on_batch is not None:
+            self.on_batch(len(spans))
         ok = _attempt(self.health, lambda: self.inner.export(spans) == SpanExportResult.SUCCESS, self.deadline)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
@@ -431,13 +437,17 @@ class QuietSpanExporter(SpanExporter):
 
 
 class QuietMetricExporter(MetricExporter):
-    """Wraps an SDK metric exporter like :class:`QuietSpanExporter`, keeping its temporality preferences."""
+    """Wraps an SDK metric exporter like :class:`QuietSpanExporter`.
 
-    def __init__(self, inner: MetricExporter, health: Health, *, owns_inner: bool = True) -> None:
-        super().__init__(
-            preferred_temporality=getattr(inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
-        )
+    ``temporality`` is the preference runtel resolved when it built the exporter (see
+    :func:`temporality_preference`); ``RunMetrics`` reads it to send deltas or cumulative sums. It is kept
+    here rather than read back from the SDK exporter, whose copy is private.
+    """
+
+    def __init__(self, inner: MetricExporter, health: Health, *, owns_inner: bool = True,
+                 temporality: Mapping[type, AggregationTemporality] | None = None) -> None:
+        self.temporality: dict[type, AggregationTemporality] = dict(temporality or {})
+        super().__init__(preferred_temporality=self.temporality)
         self.inner = inner
         self.health = health
         self.owns_inner = owns_inner
@@ -575,6 +585,34 @@ def make_span_exporter(config: ExportConfig) -> SpanExporter:
     return HttpSpanExporter(**_http_kwargs(config))
 
 
+def temporality_preference(env: Mapping[str, str], protocol: str) -> dict[type, AggregationTemporality]:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` resolved the way the SDK's OTLP exporters do.
+
+    ``delta`` makes (observable) counters and histograms delta, ``lowmemory`` only the synchronous counters
+    and histograms, anything else is cumulative (the SDK's own exporter warns about an unknown value).
+    runtel's HTTP/JSON exporter has always sent cumulative sums, whatever the variable says.
+    """
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    preference = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").strip().lower()
+    if protocol == "http/json":
+        preference = "cumulative"
+    deltas: tuple[type, ...] = {
+        "delta": (Counter, Histogram, ObservableCounter),
+        "lowmemory": (Counter, Histogram),
+    }.get(preference, ())
+    kinds = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+    return {kind: delta if kind in deltas else cumulative for kind in kinds}
+
+
 def make_metric_exporter(config: ExportConfig) -> MetricExporter:
     """The SDK (or runtel's JSON) metric exporter for ``config``."""
     if config.protocol == "grpc":
@@ -591,22 +629,79 @@ def make_metric_exporter(config: ExportConfig) -> MetricExporter:
 # --- processor and reader ----------------------------------------------------------------------------------------
 
 
-class OtlpSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor whose flush and shutdown are bounded and whose queue-full warnings are runtel's own."""
+#: the OTel specification's defaults for OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+_DEFAULT_QUEUE: Final = 2048
+_DEFAULT_BATCH: Final = 512
 
-    def __init__(self, exporter: QuietSpanExporter, bound_s: float) -> None:
-        super().__init__(exporter)
+
+def _bsp_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """An ``OTEL_BSP_*`` integer; an unparsable one is reported once and replaced by the default, as the SDK does."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        log_once(f"bad-{name}", "runtel: %s=%r is not an integer; using %d", name, raw, default)
+        return default
+
+
+class OtlpSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor whose flush and shutdown are bounded and which counts the spans it drops.
+
+    The SDK's queue, when full, drops a span with nothing but a log line. So this processor keeps its own
+    count of the spans in that queue (an upper bound: +1 when a span is handed to it, -n when the worker
+    passes a batch of n to the exporter) and refuses a span, counting it, when the count has reached the
+    queue's size. The SDK's queue therefore never overflows, and every span lost for OTLP is counted
+    (:attr:`dropped_spans`) and reported once. Like the Java and Go SDKs, the span refused is the new one.
+    """
+
+    def __init__(self, exporter: QuietSpanExporter, bound_s: float, *, max_queue_size: int = _DEFAULT_QUEUE,
+                 max_export_batch_size: int = _DEFAULT_BATCH) -> None:
+        super().__init__(exporter, max_queue_size=max_queue_size, max_export_batch_size=max_export_batch_size)
         self.quiet_exporter = exporter
         self.bound_s = bound_s
+        self.max_queue_size = max_queue_size
+        #: spans refused because the queue was full (the run folder still has them)
+        self.dropped_spans = 0
+        self._queued = 0  # at least the number of spans in the SDK's queue
+        self._closed = False
+        self._count_lock = threading.Lock()
+        exporter.on_batch = self._taken
+        if hasattr(os, "register_at_fork"):  # the SDK empties its queue in a forked child: so does the count
+            ref = weakref.ref(self)
+
+            def after_fork() -> None:
+                processor = ref()
+                if processor is not None:
+                    processor._reset_after_fork()
+
+            os.register_at_fork(after_in_child=after_fork)
+
+    def _reset_after_fork(self) -> None:
+        self._count_lock = threading.Lock()
+        self._queued = 0
+
+    def _taken(self, count: int) -> None:
+        """The worker handed ``count`` queued spans to the exporter."""
+        with self._count_lock:
+            self._queued = max(0, self._queued - count)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Queue the span; the SDK's 'Queue full' line is replaced by one runtel warning."""
-        with _Quiet():
-            super().on_end(span)
-            dropped = any("Queue full" in m for m in getattr(_local, "messages", ()))
-        if dropped:
+        """Queue the span if it fits; else count it and warn once."""
+        if not (span.context and span.context.trace_flags.sampled) or self._closed:
+            return  # what the SDK ignores is not counted; after shutdown nothing is exported
+        with self._count_lock:
+            full = self._queued >= self.max_queue_size
+            if full:
+                self.dropped_spans += 1
+            else:
+                self._queued += 1
+        if full:
             log_once("otlp-queue-full", "runtel: the OTLP export queue is full; spans are dropped for OTLP only "
                      "(the run folder keeps them)")
+            return
+        super().on_end(span)
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         """Export what is queued, giving up after ``timeout_millis`` (the SDK ignores it, issue #4568)."""
@@ -618,9 +713,28 @@ class OtlpSpanProcessor(BatchSpanProcessor):
             self.quiet_exporter.deadline = None
 
     def shutdown(self) -> None:
-        """Stop the worker, sending what is queued within the bound, then close the exporter."""
+        """Stop the worker, sending what is queued within the bound, then close the exporter.
+
+        Batches still queued at the deadline are dropped for OTLP without an attempt. The SDK's own
+        shutdown waits up to 30 s for an export in flight, so it runs in a daemon thread waited for
+        ``bound_s`` at most (inline where the interpreter no longer starts threads; the attempt in flight
+        is then bounded by its own timeout).
+        """
+        self._closed = True
         self.quiet_exporter.deadline = time.monotonic() + self.bound_s
-        self._batch_processor.shutdown(timeout_millis=int(self.bound_s * 1000))
+        if self.dropped_spans:
+            _logger.debug("OTLP span export dropped %d spans: the queue was full", self.dropped_spans)
+        worker = threading.Thread(target=self._stop, name="runtel-otlp-shutdown", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:  # Python >= 3.12 at interpreter shutdown
+            self._stop()
+            return
+        worker.join(self.bound_s)
+
+    def _stop(self) -> None:
+        with guard("otlp-span-shutdown", "shut down OTLP span export"):  # in the daemon thread: nothing to raise to
+            super().shutdown()  # type: ignore[no-untyped-call]
 
 
 def build_span_processor(settings: Settings) -> SpanProcessor:
@@ -630,10 +744,12 @@ def build_span_processor(settings: Settings) -> SpanProcessor:
         ConfigError: the OTLP variables are not usable (``_sdk`` logs it once and goes on without OTLP).
     """
     config = resolve_config(settings.env, "traces", cap_timeout=settings.export_timeout)
+    queue = _bsp_int(settings.env, "OTEL_BSP_MAX_QUEUE_SIZE", _DEFAULT_QUEUE)
+    batch = _bsp_int(settings.env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _DEFAULT_BATCH)
     exporter = QuietSpanExporter(make_span_exporter(config), health_for(config))
     _install_log_filter()
     _logger.debug("OTLP span export to %s over %s", config.display_endpoint, config.protocol)
-    return OtlpSpanProcessor(exporter, settings.export_timeout)
+    return OtlpSpanProcessor(exporter, settings.export_timeout, max_queue_size=queue, max_export_batch_size=batch)
 
 
 _shared_lock = threading.Lock()
@@ -657,4 +773,5 @@ def build_metric_exporter(settings: Settings) -> MetricExporter:
             shared = _shared_metric_exporters[key] = (make_metric_exporter(config), health_for(config))
             _install_log_filter()
             _logger.debug("OTLP metric export to %s over %s", config.display_endpoint, config.protocol)
-    return QuietMetricExporter(shared[0], shared[1], owns_inner=False)
+    return QuietMetricExporter(shared[0], shared[1], owns_inner=False,
+                               temporality=temporality_preference(settings.env, config.protocol))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel._guard import log_once
+from runtel._internals import compact_json, json_string
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
 
 __all__ = (
@@ -51,30 +52,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False, default=str)
 
 
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str)
-
-
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-
-
-def _compact(value: Any) -> str:
-    """``_encoder.encode(value)``, calling CPython's C encoder directly (the wrapper's checks cost ~1 us a value).
-
-    A fresh markers dict each call keeps the circular-reference check correct across threads. Any
-    ``TypeError`` (a mapping key JSON cannot hold, or a future interpreter's different signature) is left
-    to the public encoder, which raises or encodes exactly as before.
-    """
-    if _c_make_encoder is not None:
-        try:
-            return "".join(_c_make_encoder({}, str, _quote, None, ": ", ", ", False, False, False)(value, 0))
-        except TypeError:
-            pass
-    return _encoder.encode(value)
-
-
-_quote = json.encoder.encode_basestring  # C; the same output as the encoder above for a str
-
-
 _isfinite = math.isfinite
 
 
@@ -82,7 +59,7 @@ def _scalar_text(value: Any) -> str:
     """JSON of one value; strings, numbers, booleans and None without the encoder's per-call overhead."""
     kind = type(value)
     if kind is str:
-        return _quote(value)
+        return json_string(value)
     if value is None:
         return "null"
     if kind is bool:
@@ -91,16 +68,16 @@ def _scalar_text(value: Any) -> str:
         return int.__repr__(value)
     if kind is float and _isfinite(value):
         return float.__repr__(value)  # what the encoder writes for a finite float
-    return _compact(value)
+    return compact_json(value)
 
 
 def _key_text(key: Any) -> str:
     """A mapping key as JSON writes it: strings as they are, True/None/1.5 as "true"/"null"/"1.5"."""
     if isinstance(key, str):
-        return _quote(key)
+        return json_string(key)
     if key is None or isinstance(key, (bool, int, float)):
-        return _quote(_compact(key))
-    return _quote(str(key))
+        return json_string(compact_json(key))
+    return json_string(str(key))
 
 
 def _value_text(value: Any) -> str:

@@ -1,0 +1,129 @@
+"""runtel._internals: the C-encoder fast path is on where it should be and is indistinguishable from the public API.
+
+These fail when an interpreter upgrade changes CPython's private ``json.encoder.c_make_encoder``, so the
+change is seen in CI instead of runtel quietly falling back to the slower public encoder (or worse).
+"""
+
+from __future__ import annotations
+
+import json
+import json.encoder
+import math
+import platform
+import threading
+from collections import OrderedDict
+from decimal import Decimal
+from enum import Enum, IntEnum
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtel import _internals
+from runtel._internals import compact_json, json_string
+
+PUBLIC = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str)
+
+
+class Color(Enum):
+    RED = "red"
+
+
+class Level(IntEnum):
+    HIGH = 3
+
+
+class Weird:
+    def __str__(self) -> str:
+        return "wéird \"thing\"\n"
+
+
+class MyFloat(float):
+    pass
+
+
+class MyStr(str):
+    pass
+
+
+class MyDict(dict):  # type: ignore[type-arg]
+    pass
+
+
+VALUES: list[Any] = [
+    None, True, False, 0, -1, 2**64, -(2**70), 1.0, -0.0, 0.1, 1e-320, 1.7976931348623157e308, math.pi,
+    "", "plain", "é ü 中文 🙂", "quote \" backslash \\ slash /", "\x00\x01\x1f\x7f", "\u2028\u2029", "\ud800",
+    [], {}, (), [1, [2, [3, [4]]]], (1, "two", 3.0), {"a": 1, "b": [True, None]},
+    {7: "int key", 2.5: "float key", True: "bool key", None: "none key", "s": "str key"},
+    {"nested": {"deeper": {"deepest": [{}, [], ""]}}}, OrderedDict([("z", 1), ("a", 2)]), MyDict(x=1),
+    Color.RED, Level.HIGH, MyFloat(2.5), MyStr("sub"), Decimal("1.10"), Path("/tmp/x"), Weird(), {"w": Weird()},
+    [Weird(), {Level.HIGH: Level.HIGH}], {"list": list(range(50)), "text": "x" * 500},
+    {"config": {"lr": 3e-4, "betas": [0.9, 0.999], "name": "adamw", "layers": 12}, "tags": ["sweep", "baseline"]},
+]
+
+
+def outcome(encode: Any, value: Any) -> tuple[str, str]:
+    try:
+        return "ok", encode(value)
+    except Exception as exc:
+        return type(exc).__name__, ""
+
+
+def test_fast_path_is_on_for_cpython() -> None:
+    """On CPython the private constructor exists and passed the import-time probe; if this fails, the
+    interpreter changed ``json.encoder.c_make_encoder``: update or drop runtel._internals."""
+    if platform.python_implementation() != "CPython":
+        pytest.skip("the fast path is a CPython internal")
+    assert json.encoder.c_make_encoder is not None
+    assert _internals.FAST_JSON is True
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_fast_path_matches_the_public_encoder(value: Any) -> None:
+    """The private call and compact_json give exactly the public encoder's text for each value."""
+    expected = PUBLIC.encode(value)
+    assert compact_json(value) == expected
+    if _internals.FAST_JSON:
+        assert _internals._fast(value) == expected
+
+
+def test_failures_are_the_public_encoders() -> None:
+    """NaN, infinities and circular references raise ValueError; a tuple key raises TypeError: like the public one."""
+    circular: list[Any] = []
+    circular.append(circular)
+    circular_dict: dict[str, Any] = {}
+    circular_dict["self"] = circular_dict
+    bad = [math.nan, math.inf, -math.inf, [1, math.nan], {"x": math.inf}, circular, circular_dict, {(1, 2): "tuple"}]
+    for value in bad:
+        expected = outcome(PUBLIC.encode, value)
+        assert expected[0] in ("ValueError", "TypeError"), value
+        assert outcome(compact_json, value) == expected
+        if _internals.FAST_JSON:
+            assert outcome(_internals._fast, value)[0] == expected[0]
+
+
+def test_circular_check_is_per_call_across_threads() -> None:
+    """The same (non-circular) object encoded from many threads at once never trips the circular-reference check."""
+    shared = {"a": [{"b": list(range(200))} for _ in range(20)]}
+    expected = PUBLIC.encode(shared)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(200):
+                assert compact_json(shared) == expected
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_json_string_is_the_encoders_string_literal() -> None:
+    """json_string writes a str exactly as the public encoder does (non-ASCII kept)."""
+    for text in ("", "é 中 🙂", "\"\\\n\t\x00", "\u2028", "\ud800", MyStr("s")):
+        assert json_string(text) == PUBLIC.encode(text)
