@@ -13,6 +13,7 @@ collection happens when it ends.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -111,6 +112,7 @@ class RunMetrics:
         self._scope = scope
         self._start_ns = start_ns
         self._lock = threading.Lock()
+        self._export_lock = threading.Lock()
         # per exporter with delta preference: series -> (previous value, previous time)
         self._previous: dict[int, dict[tuple[str, frozenset[Any]], tuple[float, int]]] = {}
 
@@ -134,7 +136,14 @@ class RunMetrics:
         return observed
 
     def collect(self, timeout_millis: float = 10_000) -> None:
-        """Observe now, append to the run folder and export; failures are logged once, never raised."""
+        """Observe now, append to the run folder and export; failures are logged once, never raised.
+
+        The run folder's line is written under a short lock. The export waits for an earlier export
+        still in progress (exporters are never called concurrently) no longer than ``timeout_millis``:
+        with a collector that never answers, the final collection of a run is bounded like the rest of
+        its end, and a skipped export is reported once (cumulative sums catch up at the next one).
+        """
+        deadline = time.monotonic() + timeout_millis / 1000
         with self._lock:
             observed = self._observe()
             if not observed:
@@ -144,9 +153,22 @@ class RunMetrics:
             if target is not None:
                 with guard("metric-write", "write metrics to the run folder"):
                     target.write(self._line(observed, now))
+            payloads = []
             for exporter in self._exporters:
                 with guard("metric-export", "export metrics"):
-                    exporter.export(self._metrics_data(exporter, observed, now), timeout_millis=timeout_millis)
+                    payloads.append((exporter, self._metrics_data(exporter, observed, now)))
+        if not payloads:
+            return
+        if not self._export_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log_once("metric-export-busy", "runtel skipped a metric export: the previous one is still waiting for "
+                     "the collector (the run folder has every point)", level=logging.INFO)
+            return
+        try:
+            for exporter, data in payloads:
+                with guard("metric-export", "export metrics"):
+                    exporter.export(data, timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+        finally:
+            self._export_lock.release()
 
     def _line(self, observed: list[tuple[Instrument, list[Any]]], now: int) -> bytes:
         start = self._start_ns

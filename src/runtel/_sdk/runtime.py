@@ -75,6 +75,9 @@ _MAX_BATCH = 1_024
 #: seconds the sampler keeps running after the last run closed (back-to-back runs reuse it)
 _LINGER = 2.0
 
+#: seconds the exit hook always allows for the local files, however little of the export deadline is left
+_EXIT_GRACE_S = 0.5
+
 
 class OpenRun(Protocol):
     """What the runtime needs of a run it routes (the recording side's ``Run``; typed here, not imported)."""
@@ -103,6 +106,8 @@ class Runtime:
         self._instruments: tuple[Monitor, tuple[Instrument, ...], InstrumentationScope] | None = None
         self._ticker: MetricTicker | None = None
         self._idle_since: float | None = None
+        #: when the network export of the last run to end must be over (bounds the exit hook's wait)
+        self._export_deadline: float | None = None
         self.monitor: Monitor | None = None
         self._redactor: Redactor | None = None
         self.open_runs: dict[str, OpenRun] = {}
@@ -271,10 +276,28 @@ class Runtime:
                 self.run_metrics[run.id] = self._open_run_metrics(run, monitor)
 
     def flush_run(self, run: OpenRun) -> None:
-        """Export everything the run produced: its spans, then a final metric collection."""
-        for processor in self.span_processors:
+        """Export everything the run produced: its spans, then a final metric collection.
+
+        The run folder's own spans are flushed first. Then one deadline, ``export_timeout`` from then,
+        bounds all the network work: each step gets what the steps before it left, so a collector that
+        accepts and never answers delays the run's end by at most ``export_timeout``, not once per
+        signal and step.
+        """
+        timeout_ms = int(self.settings.export_timeout * 1000)
+        local = [p for p in self.span_processors if p is self._json_processor]
+        for processor in local:
             with guard("span-flush", "flush spans"):
-                processor.force_flush(int(self.settings.export_timeout * 1000))
+                processor.force_flush(timeout_ms)
+        deadline = time.monotonic() + self.settings.export_timeout
+        self._export_deadline = deadline
+
+        def left_ms() -> float:
+            return max(0.0, deadline - time.monotonic()) * 1000
+
+        for processor in self.span_processors:
+            if processor not in local:
+                with guard("span-flush", "flush spans"):
+                    processor.force_flush(int(left_ms()))
         metrics = self.run_metrics.pop(run.id, None)
         if metrics is not None:
             with guard("metric-flush", "flush metrics"):
@@ -283,8 +306,8 @@ class Runtime:
                 # sample, see Monitor.edge_sample), the run measured nothing of its own: no line, rather
                 # than a pre-run measurement stamped with the run's id and end time.
                 if self.monitor is not None and self.monitor.measured_since(run.start_time_ns):
-                    metrics.collect(self.settings.export_timeout * 1000)
-                metrics.shutdown(timeout_millis=self.settings.export_timeout * 1000)
+                    metrics.collect(left_ms())
+                metrics.shutdown(timeout_millis=left_ms())
 
     def _collected_runs(self) -> list[RunMetrics]:
         return [m for m in list(self.run_metrics.values()) if m is not None]
@@ -314,8 +337,19 @@ class Runtime:
 
     # --- shutdown ------------------------------------------------------------------------------
     def shutdown(self, timeout: float | None = None) -> None:
-        """Flush and stop everything runtel built, waiting at most ``timeout`` seconds."""
-        timeout = self.settings.export_timeout if timeout is None else timeout
+        """Flush and stop everything runtel built, waiting at most ``timeout`` seconds.
+
+        Without a ``timeout`` (the exit hook), what the last run's end left of its export deadline is the
+        bound, and at least :data:`_EXIT_GRACE_S`: a job whose last run just waited ``export_timeout`` for
+        a silent collector exits ``export_timeout`` (+ the grace) after its code ended, not twice that.
+        """
+        cut = False  # the wait is shortened because the last run's export already used the budget
+        if timeout is None:
+            timeout = self.settings.export_timeout
+            if self._export_deadline is not None and not self.open_runs:
+                left = max(_EXIT_GRACE_S, self._export_deadline - time.monotonic())
+                cut = left < timeout
+                timeout = min(timeout, left)
         jobs: list[Callable[[], object]] = []
         if self.monitor is not None:
             jobs.append(self.monitor.stop)
@@ -329,7 +363,7 @@ class Runtime:
         jobs.extend(p.shutdown for p in self.span_processors if p not in local)
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
-        _run_bounded(jobs, timeout)
+        _run_bounded(jobs, timeout, quiet=cut)
         self.span_processors = []
         self.run_metrics = {}
         self.monitor = None
@@ -376,8 +410,11 @@ class Runtime:
 
 
 
-def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
-    """Run shutdown jobs in a daemon thread and wait at most ``timeout`` seconds for them."""
+def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float, *, quiet: bool = False) -> None:
+    """Run shutdown jobs in a daemon thread and wait at most ``timeout`` seconds for them.
+
+    ``quiet``: giving up is logged at INFO, not WARNING (the export's failure was reported already).
+    """
 
     def work() -> None:
         for job in jobs:
@@ -393,4 +430,4 @@ def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
     worker.join(timeout)
     if worker.is_alive():
         log_once("shutdown-timeout", "runtel gave up waiting for export after %.1f s at exit (local files are complete"
-                 " up to the last flush)", timeout)
+                 " up to the last flush)", timeout, level=logging.INFO if quiet else logging.WARNING)
