@@ -218,3 +218,40 @@ def test_log_texts_never_carry_credentials() -> None:
     assert "hunter2" not in classify("server said: bad header hunter2", ["hunter2"])
     assert classify("Failed to export spans batch code: 503, reason: Service Unavailable") == "HTTP 503"
     assert classify("error code: StatusCode.UNAUTHENTICATED") == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retryable_statuses_are_reported_as_such(status: int, clean_env: dict[str, str], tmp_path: Path) -> None:
+    """A collector answering 429/503 (with Retry-After) is reported with that status, not as a timeout."""
+    import http.server
+    import threading
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proc, _, run_dir = run_child(
+            clean_env, tmp_path,
+            RUNTEL_EXPORTERS="json,otlp",
+            RUNTEL_EXPORT_TIMEOUT="1",
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert f"failed (HTTP {status} " in lines[0] and "retryable" in lines[0], lines[0]
+    assert_run_folder_complete(run_dir)

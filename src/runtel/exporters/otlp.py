@@ -235,13 +235,18 @@ def classify(text: str, secrets: Sequence[str] = ()) -> str:
     low = text.lower()
     if "refused" in low:
         return "ConnectionRefused"
+    match = re.search(r"code: (\d{3})", text) or re.search(r"HTTP (\d{3})", text)
+    if match:
+        return f"HTTP {match.group(1)}"
+    # Retryable answers come before the timeout: the SDK retries them until its deadline and then
+    # reports the timeout, which would hide that the collector did answer (rate limit, overload).
+    for phrase, status in (("too many requests", 429), ("service unavailable", 503)):
+        if phrase in low:
+            return f"HTTP {status} {phrase.title()}, retryable: the collector answered but refused the load"
     if "deadline_exceeded" in low or "timed out" in low or "timeout" in low:
         return "Timeout"
     if "name or service not known" in low or "nodename nor servname" in low or "getaddrinfo" in low:
         return "UnknownHost"
-    match = re.search(r"code: (\d{3})", text) or re.search(r"HTTP (\d{3})", text)
-    if match:
-        return f"HTTP {match.group(1)}"
     match = re.search(r"StatusCode\.([A-Z_]+)", text)
     if match:
         return match.group(1)
@@ -329,8 +334,9 @@ class Health:
             self.cooldown = min(self.cooldown * 2, _COOLDOWN_MAX_S)
         text = classify(reason or "unknown error", tuple(self.secrets))
         if text == "Timeout" and "max retries" in (reason or ""):
-            # the HTTP exporter's last log line hides the cause; a 0.25 s connect (once per back-off) finds it
-            text = _probe(self.config.endpoint) or text
+            # The HTTP exporter's last log line hides the cause (refused? rate-limited?): one short probe,
+            # only for the single warning, finds it: a 0.25 s connect, then for HTTP an empty POST.
+            text = _probe(self.config.endpoint) or _http_probe(self.config) or text
         log_once(
             "otlp-export-failed",
             "runtel: OTLP export to %s failed (%s); telemetry continues locally in the run folder "
@@ -363,6 +369,26 @@ def _probe(endpoint: str) -> str | None:
         return "Timeout"
     except (OSError, ValueError) as exc:
         return type(exc).__name__
+
+
+def _http_probe(config: ExportConfig) -> str | None:
+    """The answer of an HTTP endpoint that accepts connections: a status that explains the failure, or None."""
+    if not config.protocol.startswith("http"):
+        return None
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(config.endpoint, data=b"", method="POST",
+                                     headers={**config.headers, "Content-Type": "application/x-protobuf"})
+    try:
+        with urllib.request.urlopen(request, timeout=0.25):
+            return None
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    except (OSError, ValueError):
+        return None  # no answer in time: the caller keeps "Timeout"
+    phrase = {429: "Too Many Requests", 503: "Service Unavailable"}.get(code)
+    return classify(phrase) if phrase else None
 
 
 _healths_lock = threading.Lock()
