@@ -227,7 +227,7 @@ def test_retryable_statuses_are_reported_as_such(status: int, clean_env: dict[st
     import threading
 
     class Busy(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(status)
             self.send_header("Retry-After", "1")
