@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from runtel.cli import render, run_root
+from runtel.cli import problem, render, run_root
 from runtel.errors import RunNotFound
+from runtel.rundir.schema import STATUS_CORRUPT
 
 __all__ = ("register",)
 
@@ -42,8 +43,7 @@ def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
         art = producer[-1]
         return str(art.run_id), {"path": str(path.resolve()), "hash": info["hash"], "hash_kind": info["hash_kind"],
                                  "artifact_name": art.name, "produced_path": art.path, "run_id": art.run_id}
-    record = tracker.record(target)
-    return str(record.get("id") or target), None
+    return str(tracker.record(target).get("id") or target), None
 
 
 def _node_label(node: Any, nodes: dict[str, Any]) -> str:
@@ -86,6 +86,10 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     tracker = Tracker(run_root(args))
     run_id, file_info = _resolve(args.target, tracker)
     graph = tracker.lineage(run_id)
+    for node in graph.nodes.values():
+        if node.status == STATUS_CORRUPT:
+            for text in tracker.record(node.id).get("problems", ()):
+                problem(f"run {node.id}: {text}")
     # Enclosing runs (e.g. the `runtel run` wrapper around a script's run), named in the labels.
     enclosing: dict[str, Any] = {}
     for node in graph.nodes.values():

@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from runtel._guard import guard
 
 if TYPE_CHECKING:
-
-    pass
+    from runtel.rundir.schema import ArtifactEntry, RunRecord
 
 
 HASH_CHUNK_SIZE: Final = 1 << 20
@@ -195,13 +194,14 @@ def _index_entry(run_id: str, artifact: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _record_artifacts(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    arts = record.get("artifacts")
-    if isinstance(arts, Mapping):
-        return [dict(a, name=a.get("name", n)) for n, a in arts.items() if isinstance(a, Mapping)]
-    if isinstance(arts, list):
-        return [dict(a) for a in arts if isinstance(a, Mapping)]
-    return []
+def record_artifacts(record: RunRecord) -> list[ArtifactEntry]:
+    """A record's artifacts as a list, each with its ``name`` (the key it is filed under when it lacks one)."""
+    out: list[ArtifactEntry] = []
+    for name, artifact in (record.get("artifacts") or {}).items():
+        entry = artifact.copy()
+        entry.setdefault("name", name)
+        out.append(entry)
+    return out
 
 
 def _scan_unknown(root: Path, known: set[str], digest: str | None, write: bool) -> list[dict[str, Any]]:
@@ -222,7 +222,7 @@ def _scan_unknown(root: Path, known: set[str], digest: str | None, write: bool) 
         except RunFolderError:
             continue
         run_id = str(record.get("id") or entry.name)
-        items = [_index_entry(run_id, a) for a in _record_artifacts(record) if a.get("hash")]
+        items = [_index_entry(run_id, a) for a in record_artifacts(record) if a.get("hash")]
         matches.extend(i for i in items if digest is not None and i["hash"] == digest)
         if write and record.get("status") != "running":
             # A finished run adds no more artifacts: index it once, then never read its run.json again.
