@@ -102,6 +102,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                                                               "start_time_unix_nano": "1"}))
     (runs / "bad-spans" / "spans.jsonl").write_bytes((runs / good[1] / "spans.jsonl").read_bytes() + _bad_spans())
     (runs / "bad-spans" / "metrics.jsonl").write_bytes(_bad_spans())
+    (runs / "spans-dir").mkdir()
+    (runs / "spans-dir" / "run.json").write_text(json.dumps({**template, "id": "spans-dir", "start_time_unix_nano": "1"}))
+    (runs / "spans-dir" / "spans.jsonl").mkdir()
+    (runs / ".runtel-artifacts.jsonl").write_bytes(b"[" * 100_000 + b"\n" + bytes(range(256)) + b"\n" + _bad_spans())
     (runs / "not-a-run").mkdir()  # no run.json: not listed at all
     unreadable = sorted([*UNREADABLE, "binary", "fifo", "a-dir"])
     return {"base": base, "runs": runs, "env": env, "good": good, "unreadable": unreadable,
@@ -117,7 +121,7 @@ def test_ls_lists_good_runs_and_names_corrupt_ones(corpus: dict[str, object]) ->
     rows = {r["id"]: r for r in json.loads(proc.stdout)}
     for run_id in corpus["good"]:  # type: ignore[attr-defined]
         assert rows[run_id]["status"] == "ok"
-    for run_id in ["bad-spans", "missing-spans"]:
+    for run_id in ["bad-spans", "missing-spans", "spans-dir"]:
         assert rows[run_id]["status"] == "ok"
     for run_id in [*corpus["unreadable"], *corpus["wrong"]]:  # type: ignore[misc]
         assert rows[run_id]["status"] == "corrupt", rows.get(run_id)
@@ -175,6 +179,9 @@ def test_show_corrupt_runs_one_line_per_problem(corpus: dict[str, object]) -> No
     text = runtel_cli(["show", "bad-spans"], env, base)  # type: ignore[arg-type]
     _no_traceback(text)
     assert "self-parent" in text.stdout
+    no_spans = runtel_cli(["show", "spans-dir"], env, base)  # type: ignore[arg-type]
+    _no_traceback(no_spans)
+    assert no_spans.returncode == 1 and "spans-dir" in no_spans.stdout and "not a regular file" in no_spans.stderr
 
 
 def test_compare_lineage_export_through_the_corpus(corpus: dict[str, object]) -> None:
@@ -196,6 +203,10 @@ def test_compare_lineage_export_through_the_corpus(corpus: dict[str, object]) ->
         proc = runtel_cli(["lineage", target, "--json"], env, base)  # type: ignore[arg-type]
         _no_traceback(proc)
     assert runtel_cli(["lineage", str(runs / "torn")], env, base).returncode == 1  # type: ignore[arg-type, operator]
+    (base / "input.txt").write_text("no run made this")  # type: ignore[operator]
+    orphan = runtel_cli(["lineage", str(base / "input.txt")], env, base)  # type: ignore[arg-type, operator]
+    _no_traceback(orphan)  # the artifact index beside the runs is garbage too
+    assert orphan.returncode == 1 and "no recorded run" in orphan.stderr
     assert runtel_cli(["export", "--help"], env, base).returncode == 0  # type: ignore[arg-type]
     # Port 9 (discard) on loopback: nothing listens, so every send fails fast and is reported per run.
     proc = runtel_cli(["export", "--all", "--json", "--endpoint", "http://127.0.0.1:9", "--timeout", "2"],
@@ -270,11 +281,15 @@ def test_sparse_2gb_spans_file_is_read_in_bounded_memory(tmp_path: Path, corpus:
              "print(p.returncode); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
              "sys.stderr.write(p.stderr)")
     env = {**dict(corpus["env"]), "RUNTEL_DIR": str(runs)}  # type: ignore[call-overload]
-    for args in (["show", "sparse"], ["export", "sparse", "--endpoint", "http://127.0.0.1:9", "--timeout", "2"]):
+    subprocess.run(["truncate", "-s", "1G", str(runs / ".runtel-artifacts.jsonl")], check=True)
+    (tmp_path / "input.txt").write_text("x")
+    for args in (["show", "sparse"], ["export", "sparse", "--endpoint", "http://127.0.0.1:9", "--timeout", "2"],
+                 ["lineage", str(tmp_path / "input.txt")]):
         proc = subprocess.run([PY, "-c", probe, *args], env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=300)
         code, peak_kib = (int(x) for x in proc.stdout.split())
         assert "Traceback" not in proc.stderr, proc.stderr
         assert code == 1
-        assert "longer than 16 MiB skipped" in proc.stderr, proc.stderr
+        if args[0] != "lineage":
+            assert "longer than 16 MiB skipped" in proc.stderr, proc.stderr
         assert peak_kib * 1024 <= 200 * 1024 * 1024, f"{args[0]}: peak RSS {peak_kib} KiB"

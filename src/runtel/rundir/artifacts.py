@@ -162,24 +162,29 @@ def _append_index(root: Path, entry: Mapping[str, Any]) -> None:
 
 def _read_index(root: Path, digest: str | None) -> tuple[list[dict[str, Any]], set[str], bool]:
     """(entries matching ``digest``, run ids the index knows, whether the index exists)."""
+    from runtel.errors import RunFolderError  # here, as in _scan_unknown: the write side imports this module
+    from runtel.rundir.reader import iter_lines
+
     matches: list[dict[str, Any]] = []
     known: set[str] = set()
-    try:
-        f = (root / INDEX_FILE).open("r", encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    path = root / INDEX_FILE
+    if not os.path.lexists(path):
         return matches, known, False
-    with f:
-        for line in f:
+    try:  # in bounded memory: the index is read by `runtel lineage` and must survive a hostile copy
+        for raw in iter_lines(path):
+            line = raw.decode("utf-8", "replace")
             m = _RUN_ID_IN_LINE.search(line)
             if m is not None:
                 known.add(m.group(1))
             if digest is not None and digest in line:
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(entry, dict) and entry.get("hash") == digest:
                     matches.append(entry)
+    except RunFolderError:
+        return matches, known, False
     return matches, known, True
 
 

@@ -41,6 +41,7 @@ __all__ = (
     "effective_status",
     "iter_jsonl",
     "iter_jsonl_sized",
+    "iter_lines",
     "list_runs",
     "read_record",
     "read_record_or_corrupt",
@@ -153,11 +154,10 @@ def _loads(raw: bytes | str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def iter_jsonl_sized(path: Path, stats: LineStats | None = None,
-                     max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[dict[str, Any], int]]:
-    """Parsed lines of a JSON Lines file with their sizes in bytes; bad lines are skipped and counted.
+def iter_lines(path: Path, stats: LineStats | None = None, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a file (without the newline) in bounded memory; longer ones are skipped and counted.
 
-    A missing file is empty.
+    A missing file is empty; an unterminated last line comes last, with ``stats.incomplete_tail`` set.
 
     Raises:
         RunFolderError: the file exists but cannot be read, or is not a regular file.
@@ -174,24 +174,37 @@ def iter_jsonl_sized(path: Path, stats: LineStats | None = None,
         raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with f:
         try:
-            for raw in _raw_lines(f, stats, max_line):
-                tail = stats.incomplete_tail
-                raw = raw.strip()
-                if not raw:
-                    continue
-                try:
-                    value = _loads(raw)
-                except ValueError:
-                    if not tail:  # a torn last line is a writer at work, not bad data
-                        stats.unreadable += 1
-                    continue
-                if isinstance(value, dict):
-                    stats.lines += 1
-                    yield value, len(raw) + 1
-                else:
-                    stats.unreadable += 1
+            yield from _raw_lines(f, stats, max_line)
         except OSError as exc:
             raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def iter_jsonl_sized(path: Path, stats: LineStats | None = None,
+                     max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[dict[str, Any], int]]:
+    """Parsed lines of a JSON Lines file with their sizes in bytes; bad lines are skipped and counted.
+
+    A missing file is empty.
+
+    Raises:
+        RunFolderError: the file exists but cannot be read, or is not a regular file.
+    """
+    stats = stats if stats is not None else LineStats()
+    for raw in iter_lines(path, stats, max_line):
+        tail = stats.incomplete_tail
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            value = _loads(raw)
+        except ValueError:
+            if not tail:  # a torn last line is a writer at work, not bad data
+                stats.unreadable += 1
+            continue
+        if isinstance(value, dict):
+            stats.lines += 1
+            yield value, len(raw) + 1
+        else:
+            stats.unreadable += 1
 
 
 def iter_jsonl(path: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
@@ -435,21 +448,22 @@ def _span(s: dict[str, Any], stats: LineStats) -> SpanRecord:
 def read_spans(run_dir: Path, stats: LineStats | None = None) -> list[SpanRecord]:
     """Every span of a run folder, in start order, de-duplicated by span id.
 
-    Lines and spans that are not OTLP/JSON are skipped and counted in ``stats``.
-
-    Raises:
-        RunFolderError: spans.jsonl exists but cannot be read.
+    Lines and spans that are not OTLP/JSON are skipped and counted in ``stats``; a spans.jsonl that
+    cannot be read at all (a directory, no permission) reads as no spans, with ``stats.error`` set.
     """
     stats = stats if stats is not None else LineStats()
     seen: dict[str, SpanRecord] = {}
-    for request in iter_jsonl(run_dir / SPANS_FILE, stats):
-        for rs in _items(request.get("resourceSpans")):
-            for ss in _items(rs.get("scopeSpans")):
-                for s in _items(ss.get("spans")):
-                    try:
-                        record = _span(s, stats)
-                    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
-                        stats.bad_records += 1
-                        continue
-                    seen[record.span_id] = record
+    try:
+        for request in iter_jsonl(run_dir / SPANS_FILE, stats):
+            for rs in _items(request.get("resourceSpans")):
+                for ss in _items(rs.get("scopeSpans")):
+                    for s in _items(ss.get("spans")):
+                        try:
+                            record = _span(s, stats)
+                        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+                            stats.bad_records += 1
+                            continue
+                        seen[record.span_id] = record
+    except RunFolderError as exc:
+        stats.error = str(exc)
     return sorted(seen.values(), key=lambda r: (r.start_ns, r.end_ns))
