@@ -86,3 +86,17 @@ def test_span_tree_cuts_cycles_and_depth() -> None:
         node, depth = node["children"][0], depth + 1
     assert depth == MAX_TREE_DEPTH and node["omitted_descendants"] == 50
     assert problems == [f"spans.jsonl: 50 span(s) nested deeper than {MAX_TREE_DEPTH} levels not shown"]
+
+
+def test_resource_usage_and_git_are_checked_inside() -> None:
+    """The nested parts readers use are checked key by key; what the collectors add beside them is kept."""
+    record, problems = validate_record({
+        "resource_usage": {"samples": 3, "max_ram": {"combined": {"max_rss_bytes": 1e9}}, "energy": {"total_joules": "a"},
+                           "cpu_utilization": {"combined": "x", "max_threads": {"main": 2}}},
+        "environment": {"git": {"script": {"commit": 5, "branch": "main"}}, "host": {"name": "h"}},
+    })
+    assert record["resource_usage"] == {"samples": 3, "max_ram": {"combined": {"max_rss_bytes": 1_000_000_000}},
+                                        "energy": {}, "cpu_utilization": {"max_threads": {"main": 2}}}
+    assert record["environment"] == {"git": {"script": {"branch": "main"}}, "host": {"name": "h"}}
+    assert sorted(p.split(":")[0] for p in problems) == [
+        "environment.git.script.commit", "resource_usage.cpu_utilization.combined", "resource_usage.energy.total_joules"]

@@ -22,8 +22,8 @@ from typing import Any
 
 from runtel import semconv
 from runtel.cli import problem, render, run_root
-from runtel.cli.show import _child_run_trees, build_span_tree, section
-from runtel.rundir.reader import LineStats, effective_status, read_record, read_spans, resolve_run
+from runtel.cli.show import _child_run_trees, build_span_tree
+from runtel.rundir.reader import LineStats, effective_status, read_record, read_spans, resolve_run, resource_usage
 from runtel.rundir.schema import RunRecord
 
 __all__ = ("BLOCK_METRICS", "RUN_METRICS", "compare_runs", "register")
@@ -165,19 +165,19 @@ def block_stats(trees: Sequence[Mapping[str, Any]], root_span_id: str | None) ->
 
 def run_metrics(record: RunRecord) -> dict[str, float | None]:
     """Run-level values from run.json (``resource_usage`` plus the recorded duration)."""
-    usage = record.get("resource_usage") or {}
-    gpu_ram = section(usage, "max_gpu_ram")
-    compute = section(usage, "compute_time")
+    usage = resource_usage(record)
+    gpu_ram = usage.get("max_gpu_ram") or {}
+    compute = usage.get("compute_time") or {}
     wall = _num(record.get("duration_s"))
     gpu = _num(gpu_ram.get("tree_bytes"))
     return {
         "wall_s": wall if wall is not None else _num(compute.get("wall_seconds")),
-        "peak_rss_bytes": _num(section(usage, "max_ram", semconv.SCOPE_COMBINED).get("max_rss_bytes")),
-        "cpu_mean_cores": _num(section(usage, "cpu_utilization", semconv.SCOPE_COMBINED).get("mean_sum_fraction")),
+        "peak_rss_bytes": _num(((usage.get("max_ram") or {}).get("combined") or {}).get("max_rss_bytes")),
+        "cpu_mean_cores": _num(((usage.get("cpu_utilization") or {}).get("combined") or {}).get("mean_sum_fraction")),
         "cpu_time_s": _num(compute.get("cpu_seconds")),
         "peak_gpu_memory_bytes": gpu if gpu is not None else _num(gpu_ram.get("system_used_bytes")),
-        "energy_j": _num(section(usage, "energy").get("total_joules")),
-        "emissions_g": _num(section(usage, "emissions").get("grams_co2eq")),
+        "energy_j": _num((usage.get("energy") or {}).get("total_joules")),
+        "emissions_g": _num((usage.get("emissions") or {}).get("grams_co2eq")),
     }
 
 
@@ -270,7 +270,7 @@ def compare_runs(runs: Sequence[LoadedRun]) -> dict[str, Any]:
                 "name": run.record.get("name"),
                 "status": effective_status(run.record),
                 "dir": run.record.get("dir"),
-                "samples": (run.record.get("resource_usage") or {}).get("samples"),
+                "samples": resource_usage(run.record).get("samples"),
             }
             for run in runs
         ],

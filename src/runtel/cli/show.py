@@ -13,30 +13,23 @@ from runtel.rundir.reader import (
     LineStats,
     SpanRecord,
     effective_status,
+    git_info,
     list_runs,
     parent_run_id,
     read_record,
     read_spans,
     resolve_run,
+    resource_usage,
 )
 from runtel.rundir.schema import RunRecord
 
-__all__ = ("MAX_TREE_DEPTH", "build_span_tree", "register_ls", "register_show", "section")
+__all__ = ("MAX_TREE_DEPTH", "build_span_tree", "register_ls", "register_show")
 
 #: siblings with the same name are folded into one line when there are more than this many
 FOLD_THRESHOLD = 5
 #: spans nested deeper than this are not shown (a tree walk must not recurse without bound)
 MAX_TREE_DEPTH = 128
 _USAGE = semconv.USAGE_PREFIX
-
-
-def section(value: object, *keys: str) -> dict[str, Any]:
-    """``value[k1][k2]...`` if every step is an object, else ``{}`` (free-form parts of run.json)."""
-    for key in keys:
-        if not isinstance(value, dict):
-            return {}
-        value = value.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def report_record(record: RunRecord) -> None:
@@ -287,12 +280,12 @@ def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) 
 
 
 def _record_summary(record: RunRecord) -> dict[str, Any]:
-    git = section(record.get("environment"), "git", "script") or section(record.get("environment"), "git", "cwd")
+    git = git_info(record)
     commit = git.get("commit")
     git_text = None
     if isinstance(commit, str) and commit:
         git_text = f"{commit[:12]} ({git.get('branch') or 'detached'}{', dirty' if git.get('dirty') else ''})"
-    usage = record.get("resource_usage") or {}
+    usage = resource_usage(record)
     summary = {
         "run": record.get("id"),
         "name": record.get("name"),
@@ -311,13 +304,12 @@ def _record_summary(record: RunRecord) -> dict[str, Any]:
         "problems": "; ".join(record.get("problems", ())),
     }
     if usage:
-        gpu_ram = section(usage, "max_gpu_ram")
-        cpu = section(usage, "cpu_utilization")
-        gpu = section(usage, "gpu_utilization")
-        energy = section(usage, "energy")
-        emissions = section(usage, "emissions")
-        combined = section(usage, "max_ram", "combined")
-        cpu_combined = section(cpu, "combined")
+        gpu_ram = usage.get("max_gpu_ram") or {}
+        gpu = usage.get("gpu_utilization") or {}
+        energy = usage.get("energy") or {}
+        emissions = usage.get("emissions") or {}
+        combined = (usage.get("max_ram") or {}).get("combined") or {}
+        cpu_combined = (usage.get("cpu_utilization") or {}).get("combined") or {}
         summary.update(
             {
                 "peak RAM (RSS)": render.format_bytes(combined.get("max_rss_bytes")),

@@ -193,14 +193,9 @@ def _parse_time(value: datetime | str | None) -> datetime | None:
 
 
 def _commit(record: RunRecord) -> str | None:
-    git = (record.get("environment") or {}).get("git")
-    if not isinstance(git, Mapping):
-        return None
-    for key in ("script", "cwd"):
-        commit = (git.get(key) or {}).get("commit") if isinstance(git.get(key), Mapping) else None
-        if isinstance(commit, str) and commit:
-            return commit
-    return None
+    from runtel.rundir.reader import git_info
+
+    return git_info(record).get("commit") or None
 
 
 def _tags_filter(tag: str | Mapping[str, Any] | Iterable[str]) -> dict[str, str]:

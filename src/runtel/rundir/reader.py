@@ -27,11 +27,20 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, cast
 
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir.otlp_json import attributes_from_otlp
-from runtel.rundir.schema import RECORD_FILE, SPANS_FILE, STATUS_CORRUPT, RunRecord, validate_record
+from runtel.rundir.schema import (
+    RECORD_FILE,
+    SPANS_FILE,
+    STATUS_CORRUPT,
+    Environment,
+    GitInfo,
+    ResourceUsage,
+    RunRecord,
+    validate_record,
+)
 
 __all__ = (
     "MAX_LINE_BYTES",
@@ -39,14 +48,18 @@ __all__ = (
     "LineStats",
     "SpanRecord",
     "effective_status",
+    "environment",
+    "git_info",
     "iter_jsonl",
     "iter_jsonl_sized",
     "iter_lines",
     "list_runs",
     "read_record",
     "read_record_or_corrupt",
+    "parent_run_id",
     "read_spans",
     "resolve_run",
+    "resource_usage",
 )
 
 MAX_LINE_BYTES: Final = 16 << 20
@@ -303,6 +316,25 @@ def effective_status(record: Mapping[str, Any]) -> str:
         return "running"
     except Exception:
         return "interrupted"
+
+
+def resource_usage(record: RunRecord) -> ResourceUsage:
+    """``record["resource_usage"]`` as its type (:func:`read_record` checked it), ``{}`` if absent.
+
+    The record's own key is typed ``dict`` because the writers build it as one.
+    """
+    return cast("ResourceUsage", record.get("resource_usage") or {})
+
+
+def environment(record: RunRecord) -> Environment:
+    """``record["environment"]`` as its type (the keys readers use; checked by :func:`read_record`)."""
+    return cast("Environment", record.get("environment") or {})
+
+
+def git_info(record: RunRecord) -> GitInfo:
+    """The git state of the run's script, else of its working directory; ``{}`` if neither was recorded."""
+    git = environment(record).get("git") or {}
+    return git.get("script") or git.get("cwd") or {}
 
 
 def parent_run_id(record: RunRecord) -> str | None:

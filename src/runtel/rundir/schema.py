@@ -15,7 +15,9 @@ never rejected, so the TypedDicts are ``total=False`` and a reader must treat an
 :func:`validate_record` holds what a reader may rely on: every key listed here has the type given, or
 is absent. A value of the wrong type is dropped (and named in the record's ``problems``); a few lossless
 conversions are made silently (an int where a float is expected, an int where the nanosecond string is
-expected, a list of artifacts instead of the name-keyed mapping). Values nested deeper than
+expected, a list of artifacts instead of the name-keyed mapping). Inside ``resource_usage`` and
+``environment`` only the parts readers use are typed (:class:`ResourceUsage`, :class:`Environment`) and
+checked; the rest is kept as it is. Values nested deeper than
 :data:`MAX_RECORD_DEPTH` are dropped too, so nothing that walks a record can recurse without bound.
 """
 
@@ -38,9 +40,12 @@ __all__ = (
     "STATUS_OK",
     "STATUS_RUNNING",
     "ArtifactEntry",
+    "Environment",
     "ErrorInfo",
+    "GitInfo",
     "ParentRef",
     "ProcessInfo",
+    "ResourceUsage",
     "RunRecord",
     "SourceEntry",
     "Status",
@@ -125,6 +130,115 @@ class SourceEntry(TypedDict, total=False):
     error: str
 
 
+class MemoryScope(TypedDict, total=False):
+    """Peak memory of one process scope (``main``, ``descendants``, ``combined``)."""
+
+    max_rss_bytes: int | None
+    max_uss_bytes: int | None
+    max_pss_bytes: int | None
+
+
+class MaxRam(TypedDict, total=False):
+    """``resource_usage.max_ram``: the system's, and each process scope's."""
+
+    system_used_bytes: int | None
+    system_capacity_bytes: int | None
+    main: MemoryScope
+    descendants: MemoryScope
+    combined: MemoryScope
+
+
+class MaxGpuRam(TypedDict, total=False):
+    """``resource_usage.max_gpu_ram``."""
+
+    system_used_bytes: int | None
+    system_capacity_bytes: int | None
+    tree_bytes: int | None
+
+
+class CpuScope(TypedDict, total=False):
+    """CPU use of one process scope, in cores (1.0 = one core busy)."""
+
+    max_sum_fraction: float | None
+    mean_sum_fraction: float | None
+
+
+class CpuUtilization(TypedDict, total=False):
+    """``resource_usage.cpu_utilization`` (the keys readers use; the record has more)."""
+
+    system_core_count: int | None
+    main: CpuScope
+    descendants: CpuScope
+    combined: CpuScope
+
+
+class GpuUtilization(TypedDict, total=False):
+    """``resource_usage.gpu_utilization``."""
+
+    gpu_count: int | None
+    max_fraction: float | None
+    mean_fraction: float | None
+    mean_power_watts: float | None
+
+
+class ComputeTime(TypedDict, total=False):
+    """``resource_usage.compute_time``."""
+
+    wall_seconds: float | None
+    cpu_seconds: float | None
+
+
+class Energy(TypedDict, total=False):
+    """``resource_usage.energy``."""
+
+    total_joules: float | None
+    estimated: bool | None
+    domains: dict[str, Any]
+
+
+class Emissions(TypedDict, total=False):
+    """``resource_usage.emissions``."""
+
+    grams_co2eq: float | None
+    carbon_intensity_g_per_kwh: float | None
+
+
+class ResourceUsage(TypedDict, total=False):
+    """run.json ``resource_usage`` (written by ``runtel.sampling.summary.resource_usage_record``)."""
+
+    samples: int
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    max_ram: MaxRam
+    max_gpu_ram: MaxGpuRam
+    cpu_utilization: CpuUtilization
+    gpu_utilization: GpuUtilization
+    compute_time: ComputeTime
+    energy: Energy
+    emissions: Emissions
+
+
+class GitInfo(TypedDict, total=False):
+    """One repository of ``environment.git`` (``script``: the script's, ``cwd``: the working directory's)."""
+
+    commit: str
+    branch: str | None
+    dirty: bool
+
+
+class GitSection(TypedDict, total=False):
+    """``environment.git``."""
+
+    script: GitInfo
+    cwd: GitInfo
+
+
+class Environment(TypedDict, total=False):
+    """run.json ``environment`` (the keys readers use; the collectors write many more, kept as they are)."""
+
+    git: GitSection
+
+
 class RunRecord(TypedDict, total=False):
     """run.json. Sections a run did not record are absent or ``None``."""
 
@@ -149,8 +263,8 @@ class RunRecord(TypedDict, total=False):
     seed: int | None
     argv: list[str] | None
     process: ProcessInfo
-    environment: dict[str, Any]
-    resource_usage: dict[str, Any]
+    environment: dict[str, Any]  # readers: reader.environment(record) is an Environment
+    resource_usage: dict[str, Any]  # readers: reader.resource_usage(record) is a ResourceUsage
     error: ErrorInfo
     artifacts: dict[str, ArtifactEntry]
     sources: list[SourceEntry]
@@ -270,10 +384,66 @@ _SOURCE: Final[Mapping[str, _Check]] = {
     "hash": _str, "hash_kind": _str, "size": _int, "produced_path": _opt_str, "time": _str, "error": _str,
 }
 
+def _opt(check: _Check) -> _Check:
+    return lambda v: None if v is None else check(v)
+
+
+def _nested(fields: Mapping[str, object]) -> Callable[[object, str, list[str]], object]:
+    """A check for an object whose values are field checks or nested objects (``_nested`` again)."""
+    plain = {k: c for k, c in fields.items() if not isinstance(c, tuple)}
+    inner = {k: c[0] for k, c in fields.items() if isinstance(c, tuple)}
+
+    def check(v: object, where: str, problems: list[str]) -> object:
+        if not isinstance(v, dict):
+            return _DROP
+        out: dict[str, Any] = {}
+        for key, value in v.items():
+            if key in inner:
+                kept = inner[key](value, f"{where}{key}.", problems)
+            else:
+                c = cast("_Check | None", plain.get(key))
+                kept = value if c is None else c(value)
+            if kept is _DROP:
+                problems.append(f"{where}{key}: {_type_name(value)} is not a valid value (dropped)")
+                continue
+            out[key] = kept
+        return out
+
+    return check
+
+
+def _count(v: object) -> object:
+    """An integer; a float with no fraction (another writer's 1e9) is read as one."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return _int(v)
+
+
+_MEMORY: Final = {"max_rss_bytes": _opt(_count), "max_uss_bytes": _opt(_count), "max_pss_bytes": _opt(_count)}
+_CPU_SCOPE: Final = {"max_sum_fraction": _opt_num, "mean_sum_fraction": _opt_num}
+_SCOPES: Final = ("main", "descendants", "combined")
+_RESOURCE_USAGE: Final = _nested({
+    "samples": _int, "start_time_unix_nano": _opt(_count), "end_time_unix_nano": _opt(_count),
+    "max_ram": (_nested({"system_used_bytes": _opt(_count), "system_capacity_bytes": _opt(_count),
+                         **{s: (_nested(_MEMORY),) for s in _SCOPES}}),),
+    "max_gpu_ram": (_nested({"system_used_bytes": _opt(_count), "system_capacity_bytes": _opt(_count),
+                             "tree_bytes": _opt(_count)}),),
+    "cpu_utilization": (_nested({"system_core_count": _opt(_count), **{s: (_nested(_CPU_SCOPE),) for s in _SCOPES}}),),
+    "gpu_utilization": (_nested({"gpu_count": _opt(_count), "max_fraction": _opt_num, "mean_fraction": _opt_num,
+                                 "mean_power_watts": _opt_num}),),
+    "compute_time": (_nested({"wall_seconds": _opt_num, "cpu_seconds": _opt_num}),),
+    "energy": (_nested({"total_joules": _opt_num, "estimated": _opt(_bool), "domains": _dict}),),
+    "emissions": (_nested({"grams_co2eq": _opt_num, "carbon_intensity_g_per_kwh": _opt_num}),),
+})
+_GIT_INFO: Final = {"commit": _str, "branch": _opt_str, "dirty": _bool}
+_ENVIRONMENT: Final = _nested({"git": (_nested({"script": (_nested(_GIT_INFO),), "cwd": (_nested(_GIT_INFO),)}),)})
+
 _SECTIONS: Final = {
     "parent": _section(_PARENT, optional=True),
     "process": _section(_PROCESS),
     "error": _section(_ERROR),
+    "resource_usage": _RESOURCE_USAGE,
+    "environment": _ENVIRONMENT,
 }
 
 _FIELDS: Final[Mapping[str, _Check]] = {
@@ -281,7 +451,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "start_time_unix_nano": _nano, "end_time": _opt_str, "end_time_unix_nano": _opt_nano,
     "duration_s": _opt_num, "telemetry": _str, "runtel_version": _str, "trace_id": _str, "span_id": _str,
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
-    "argv": _str_list, "environment": _dict, "resource_usage": _dict, "disks": _dict_list, "devices": _dict_list,
+    "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
     "output_dir": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
     "command_rusage": _dict,
 }
