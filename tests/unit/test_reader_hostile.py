@@ -100,3 +100,10 @@ def test_resource_usage_and_git_are_checked_inside() -> None:
     assert record["environment"] == {"git": {"script": {"branch": "main"}}, "host": {"name": "h"}}
     assert sorted(p.split(":")[0] for p in problems) == [
         "environment.git.script.commit", "resource_usage.cpu_utilization.combined", "resource_usage.energy.total_joules"]
+
+
+def test_notebook_runrecord_is_a_deprecated_alias_of_loadedrun() -> None:
+    from runtel.query import notebook
+
+    with pytest.warns(DeprecationWarning, match="LoadedRun"):
+        assert notebook.RunRecord is notebook.LoadedRun

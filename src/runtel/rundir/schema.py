@@ -463,19 +463,16 @@ def _type_name(v: object) -> str:
 
 
 def _too_deep(value: object, limit: int) -> bool:
-    """Whether ``value`` nests more than ``limit`` levels (iterative: safe on any input)."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
-            items: Any = v.values()
-        elif isinstance(v, list):
-            items = v
-        else:
-            continue
+    """Whether ``value`` nests more than ``limit`` levels (level by level, no recursion: safe on any input)."""
+    level: list[Any] = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
         if depth >= limit:
             return True
-        stack.extend((x, depth + 1) for x in items)
+        below: list[Any] = []
+        for v in level:
+            below.extend(x for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (dict, list)))
+        level, depth = below, depth + 1
     return False
 
 
@@ -525,8 +522,9 @@ def validate_record(data: Mapping[str, Any]) -> tuple[RunRecord, list[str]]:
     """
     problems: list[str] = []
     out: dict[str, Any] = {}
+    deep = _too_deep(data, MAX_RECORD_DEPTH + 1)  # one walk for the usual record; per key only if needed
     for key, value in data.items():
-        if _too_deep(value, MAX_RECORD_DEPTH):
+        if deep and _too_deep(value, MAX_RECORD_DEPTH):
             problems.append(f"{key}: nested deeper than {MAX_RECORD_DEPTH} levels (dropped)")
             continue
         if key == "artifacts":
