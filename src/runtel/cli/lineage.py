@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtel.cli import problem, render, run_root
 from runtel.errors import RunNotFound
 from runtel.rundir.schema import STATUS_CORRUPT
+
+if TYPE_CHECKING:
+    from runtel.query.tracker import Lineage, LineageNode, Tracker
 
 __all__ = ("register",)
 
@@ -30,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 
-def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
+def _resolve(target: str, tracker: Tracker) -> tuple[str, dict[str, Any] | None]:
     """(run id, file info or None) for a run reference or a file path."""
     path = Path(target)
     if path.exists() and not (path / "run.json").is_file():
@@ -46,7 +49,7 @@ def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
     return str(tracker.record(target).get("id") or target), None
 
 
-def _node_label(node: Any, nodes: dict[str, Any]) -> str:
+def _node_label(node: LineageNode, nodes: dict[str, LineageNode]) -> str:
     from rich.markup import escape
 
     if node.kind != "run":
@@ -64,7 +67,7 @@ def _node_label(node: Any, nodes: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _add_upstream(tree: Any, graph: Any, names: dict[str, Any], node_id: str, seen: set[str]) -> None:
+def _add_upstream(tree: Any, graph: Lineage, names: dict[str, LineageNode], node_id: str, seen: set[str]) -> None:
     from rich.markup import escape
 
     for edge in graph.parents(node_id):
@@ -91,7 +94,7 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
             for text in tracker.record(node.id).get("problems", ()):
                 problem(f"run {node.id}: {text}")
     # Enclosing runs (e.g. the `runtel run` wrapper around a script's run), named in the labels.
-    enclosing: dict[str, Any] = {}
+    enclosing: dict[str, LineageNode] = {}
     for node in graph.nodes.values():
         if node.parent_run_id and node.parent_run_id not in graph.nodes and node.parent_run_id not in enclosing:
             enclosing[node.parent_run_id] = tracker.backend._node(node.parent_run_id)

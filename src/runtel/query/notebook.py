@@ -43,7 +43,9 @@ def _fmt_value(value: Any, limit: int = 80) -> str:
     if isinstance(value, Mapping):
         if "shape" in value and "dtype" in value:
             t = str(value.get("type", "array")).rsplit(".", 1)[-1]
-            text = f"{t}{list(value.get('shape') or [])} {value.get('dtype')}"
+            shape = value.get("shape")
+            dims = list(shape) if isinstance(shape, (list, tuple)) else [] if shape is None else [shape]
+            text = f"{t}{dims} {value.get('dtype')}"
             stats = [f"{k}={value[k]:.4g}" if isinstance(value[k], float) else f"{k}={value[k]}"
                      for k in ("min", "max", "mean", "nan_count") if k in value]
             text += (" " + " ".join(stats)) if stats else ""
