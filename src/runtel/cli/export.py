@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runtel.cli import run_root
+from runtel.cli import problem, run_root
 from runtel.errors import ConfigError, RunNotFound
 from runtel.rundir.reader import list_runs, read_record_or_corrupt, resolve_run
 from runtel.rundir.schema import RunRecord
@@ -119,8 +119,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
                               timeout=args.timeout, env=os.environ)
 
     failed = [r for r in results if not r.ok]
-    from runtel.cli import problem
-
     for r in results:
         for text in r.skipped:
             problem(f"run {r.run_id}: {text}, not sent")
