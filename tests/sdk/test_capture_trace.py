@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import runtel
-from runtel.query.notebook import RunRecord, TraceCall, TraceStage
+from runtel.query.notebook import LoadedRun, TraceCall, TraceStage
 from runtel.rundir.reader import read_spans
 
 
@@ -122,7 +122,7 @@ def test_stage_is_recorded_and_loadable(rt: object) -> None:
             forward(get_item(i))
         run.add_metadata(note="x")
     rec = runtel.load(run)
-    assert isinstance(rec, RunRecord) and rec.status == "ok" and rec.config == {"lr": 0.1}
+    assert isinstance(rec, LoadedRun) and rec.status == "ok" and rec.config == {"lr": 0.1}
     assert set(rec.stages) == {"dataset_getter", "evaluation"}
     stage = rec.stages["evaluation"]
     assert isinstance(stage, TraceStage) and len(stage) == 3 and rec.evaluation is stage

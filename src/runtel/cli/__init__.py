@@ -2,7 +2,10 @@
 
 Each sub-command lives in its own module exposing ``register(subparsers)``; the parser's
 ``handler`` default receives the parsed arguments and returns the exit code. Expected failures
-(``RuntelError``) become one line on stderr and exit code 1, never a traceback.
+(``RuntelError``) become one line on stderr and exit code 1, never a traceback; so does anything
+else bad data provokes (``--debug`` shows its traceback). Data a command had to skip (a corrupt run
+folder in ``ls``, unreadable lines of spans.jsonl in ``show``) is reported with :func:`problem`, one
+stderr line each; the command still prints everything it could read, and exits 1.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from runtel._version import __version__
 from runtel.errors import RuntelError
 
-__all__ = ("main", "run_root")
+__all__ = ("main", "problem", "run_root")
 
 #: sub-command modules, in help order (a module missing from an install is skipped)
 COMMANDS = ("run", "ls", "show", "compare", "info", "export", "lineage")
@@ -31,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"runtel {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show runtel's own log messages")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module_name = {"ls": "show", "compare": "compare", "lineage": "lineage"}.get(name, name)
@@ -42,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None and name not in sub.choices:
             register(sub)
     return parser
+
+
+_problems: list[str] = []
+
+
+def problem(message: str) -> None:
+    """Report data a command skipped or could not use: one stderr line; the command then exits 1."""
+    text = " ".join(message.split())
+    _problems.append(text)
+    sys.stderr.write(f"runtel: warning: {text}\n")
 
 
 def run_root(args: argparse.Namespace) -> Path:
@@ -82,13 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    _problems.clear()
     try:
-        return int(handler(args))
-    except RuntelError as exc:
-        sys.stderr.write(f"runtel: error: {exc}\n")
-        return 1
+        code = int(handler(args))
+        return 1 if code == 0 and _problems else code
     except BrokenPipeError:  # `runtel ls | head`
         return 0
     except KeyboardInterrupt:
         sys.stderr.write("runtel: interrupted\n")
         return 130
+    except Exception as exc:  # RuntelError: expected; anything else: data no check foresaw
+        if args.debug:
+            traceback.print_exc()
+        text = str(exc) if isinstance(exc, RuntelError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+        hint = "" if isinstance(exc, RuntelError) or args.debug else " (runtel --debug shows the traceback)"
+        sys.stderr.write(f"runtel: error: {' '.join(text.split())[:2000]}{hint}\n")
+        return 1

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
-from runtel.cli import render, run_root
+from runtel.cli import problem, render, run_root
 from runtel.cli.show import _child_run_trees, build_span_tree
-from runtel.rundir.reader import effective_status, read_record, read_spans, resolve_run
+from runtel.rundir.reader import LineStats, effective_status, read_record, read_spans, resolve_run, resource_usage
+from runtel.rundir.schema import RunRecord
 
 __all__ = ("BLOCK_METRICS", "RUN_METRICS", "compare_runs", "register")
 
@@ -162,19 +163,17 @@ def block_stats(trees: Sequence[Mapping[str, Any]], root_span_id: str | None) ->
     return out
 
 
-def run_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
+def run_metrics(record: RunRecord) -> dict[str, float | None]:
     """Run-level values from run.json (``resource_usage`` plus the recorded duration)."""
-    usage: Mapping[str, Any] = record.get("resource_usage") or {}
-    ram = usage.get("max_ram") or {}
+    usage = resource_usage(record)
     gpu_ram = usage.get("max_gpu_ram") or {}
-    cpu = usage.get("cpu_utilization") or {}
     compute = usage.get("compute_time") or {}
     wall = _num(record.get("duration_s"))
     gpu = _num(gpu_ram.get("tree_bytes"))
     return {
         "wall_s": wall if wall is not None else _num(compute.get("wall_seconds")),
-        "peak_rss_bytes": _num((ram.get(semconv.SCOPE_COMBINED) or {}).get("max_rss_bytes")),
-        "cpu_mean_cores": _num((cpu.get(semconv.SCOPE_COMBINED) or {}).get("mean_sum_fraction")),
+        "peak_rss_bytes": _num(((usage.get("max_ram") or {}).get("combined") or {}).get("max_rss_bytes")),
+        "cpu_mean_cores": _num(((usage.get("cpu_utilization") or {}).get("combined") or {}).get("mean_sum_fraction")),
         "cpu_time_s": _num(compute.get("cpu_seconds")),
         "peak_gpu_memory_bytes": gpu if gpu is not None else _num(gpu_ram.get("system_used_bytes")),
         "energy_j": _num((usage.get("energy") or {}).get("total_joules")),
@@ -187,8 +186,9 @@ class LoadedRun:
     """One run to compare: its record and its blocks."""
 
     ref: str
-    record: dict[str, Any]
+    record: RunRecord
     blocks: dict[str, BlockStats]
+    problems: list[str] = field(default_factory=list)
 
 
 def load_run(ref: str, root: Path) -> LoadedRun:
@@ -201,9 +201,14 @@ def load_run(ref: str, root: Path) -> LoadedRun:
     run_dir = resolve_run(ref, root)
     record = read_record(run_dir)
     run_id = str(record.get("id"))
-    trees = build_span_tree(read_spans(run_dir), _child_run_trees(run_id, run_dir.parent, {run_id}))
-    span_id = record.get("span_id")
-    return LoadedRun(ref, record, block_stats(trees, span_id if isinstance(span_id, str) else None))
+    stats = LineStats()
+    spans = read_spans(run_dir, stats)
+    problems: list[str] = []
+    children = _child_run_trees(run_id, run_dir.parent, {run_id}, problems)
+    own = [*record.get("problems", ()), *stats.problems()]
+    trees = build_span_tree(spans, children, own)
+    problems[:0] = [f"run {run_id}: {p}" for p in own]
+    return LoadedRun(ref, record, block_stats(trees, record.get("span_id")), problems)
 
 
 # --- comparison ------------------------------------------------------------------------------------------
@@ -265,10 +270,11 @@ def compare_runs(runs: Sequence[LoadedRun]) -> dict[str, Any]:
                 "name": run.record.get("name"),
                 "status": effective_status(run.record),
                 "dir": run.record.get("dir"),
-                "samples": (run.record.get("resource_usage") or {}).get("samples"),
+                "samples": resource_usage(run.record).get("samples"),
             }
             for run in runs
         ],
+        "problems": [p for run in runs for p in run.problems],
         "run": {"metrics": _metric_table(RUN_METRICS, [run_metrics(run.record) for run in runs])},
         "blocks": blocks,
     }
@@ -390,6 +396,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return 2
     runs = [load_run(ref, root) for ref in refs]
     result = compare_runs(runs)
+    for text in result["problems"]:
+        problem(text)
     if args.json:
         render.print_json(result)
         return 0

@@ -7,11 +7,11 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from runtel.cli import run_root
+from runtel.cli import problem, run_root
 from runtel.errors import ConfigError, RunNotFound
-from runtel.rundir.reader import list_runs, resolve_run
+from runtel.rundir.reader import list_runs, read_record_or_corrupt, resolve_run
+from runtel.rundir.schema import RunRecord
 
 __all__ = ("parse_since", "register")
 
@@ -59,7 +59,7 @@ def parse_since(raw: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _start_ns(record: dict[str, Any]) -> int:
+def _start_ns(record: RunRecord) -> int:
     try:
         return int(record.get("start_time_unix_nano") or 0)
     except (TypeError, ValueError):
@@ -73,15 +73,7 @@ def _select(args: argparse.Namespace) -> list[Path]:
     else:
         if not args.runs:
             raise ConfigError("name the runs to export (RUN ...), or use --all / --since")
-        records = []
-        for ref in args.runs:
-            run_dir = resolve_run(ref, root)
-            from runtel.rundir.reader import read_record
-
-            try:
-                records.append(read_record(run_dir))
-            except Exception:
-                records.append({"dir": str(run_dir)})
+        records = [read_record_or_corrupt(resolve_run(ref, root)) for ref in args.runs]
     if args.since is not None:
         cutoff = int(args.since.timestamp() * 1e9)
         records = [r for r in records if _start_ns(r) >= cutoff]
@@ -127,6 +119,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                               timeout=args.timeout, env=os.environ)
 
     failed = [r for r in results if not r.ok]
+    for r in results:
+        for text in r.skipped:
+            problem(f"run {r.run_id}: {text}, not sent")
     if args.json:
         render.print_json({"endpoint": target, "results": [r.to_dict() for r in results], "ok": not failed})
     else:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtel.cli import render, run_root
+from runtel.cli import problem, render, run_root
 from runtel.errors import RunNotFound
+from runtel.rundir.schema import STATUS_CORRUPT
+
+if TYPE_CHECKING:
+    from runtel.query.tracker import Lineage, LineageNode, Tracker
 
 __all__ = ("register",)
 
@@ -29,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 
-def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
+def _resolve(target: str, tracker: Tracker) -> tuple[str, dict[str, Any] | None]:
     """(run id, file info or None) for a run reference or a file path."""
     path = Path(target)
     if path.exists() and not (path / "run.json").is_file():
@@ -42,11 +46,10 @@ def _resolve(target: str, tracker: Any) -> tuple[str, dict[str, Any] | None]:
         art = producer[-1]
         return str(art.run_id), {"path": str(path.resolve()), "hash": info["hash"], "hash_kind": info["hash_kind"],
                                  "artifact_name": art.name, "produced_path": art.path, "run_id": art.run_id}
-    record = tracker.record(target)
-    return str(record.get("id") or target), None
+    return str(tracker.record(target).get("id") or target), None
 
 
-def _node_label(node: Any, nodes: dict[str, Any]) -> str:
+def _node_label(node: LineageNode, nodes: dict[str, LineageNode]) -> str:
     from rich.markup import escape
 
     if node.kind != "run":
@@ -64,7 +67,7 @@ def _node_label(node: Any, nodes: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _add_upstream(tree: Any, graph: Any, names: dict[str, Any], node_id: str, seen: set[str]) -> None:
+def _add_upstream(tree: Any, graph: Lineage, names: dict[str, LineageNode], node_id: str, seen: set[str]) -> None:
     from rich.markup import escape
 
     for edge in graph.parents(node_id):
@@ -86,8 +89,12 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     tracker = Tracker(run_root(args))
     run_id, file_info = _resolve(args.target, tracker)
     graph = tracker.lineage(run_id)
+    for node in graph.nodes.values():
+        if node.status == STATUS_CORRUPT:
+            for text in tracker.record(node.id).get("problems", ()):
+                problem(f"run {node.id}: {text}")
     # Enclosing runs (e.g. the `runtel run` wrapper around a script's run), named in the labels.
-    enclosing: dict[str, Any] = {}
+    enclosing: dict[str, LineageNode] = {}
     for node in graph.nodes.values():
         if node.parent_run_id and node.parent_run_id not in graph.nodes and node.parent_run_id not in enclosing:
             enclosing[node.parent_run_id] = tracker.backend._node(node.parent_run_id)

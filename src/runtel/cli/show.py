@@ -8,16 +8,40 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
-from runtel.cli import render, run_root
-from runtel.rundir.reader import SpanRecord, effective_status, list_runs, read_record, read_spans, resolve_run
+from runtel.cli import problem, render, run_root
+from runtel.rundir.reader import (
+    LineStats,
+    SpanRecord,
+    effective_status,
+    git_info,
+    list_runs,
+    parent_run_id,
+    read_record,
+    read_spans,
+    resolve_run,
+    resource_usage,
+)
+from runtel.rundir.schema import RunRecord
 
-__all__ = ("build_span_tree", "register_ls", "register_show")
+__all__ = ("MAX_TREE_DEPTH", "build_span_tree", "register_ls", "register_show")
 
 #: siblings with the same name are folded into one line when there are more than this many
 FOLD_THRESHOLD = 5
+#: spans nested deeper than this are not shown (a tree walk must not recurse without bound)
+MAX_TREE_DEPTH = 128
 _USAGE = semconv.USAGE_PREFIX
 
 
+def report_record(record: RunRecord) -> None:
+    """One :func:`runtel.cli.problem` line per problem the reader found in a run's record."""
+    for text in record.get("problems", ()):
+        problem(f"run {record.get('id')}: {text}")
+
+
+def report_lines(run_id: object, stats: LineStats) -> None:
+    """One :func:`runtel.cli.problem` line per kind of line skipped in a run's JSON Lines file."""
+    for text in stats.problems():
+        problem(f"run {run_id}: {text}")
 
 
 def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,22 +68,27 @@ def register_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(handler=_cmd_show)
 
 
-def _summary_row(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def _summary_row(record: RunRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {
         "id": record.get("id"),
         "name": record.get("name"),
         "status": effective_status(record),
         "start_time": record.get("start_time"),
         "duration_s": record.get("duration_s"),
-        "parent_run_id": (record.get("parent") or {}).get("run_id"),
+        "parent_run_id": parent_run_id(record),
         "dir": record.get("dir"),
     }
+    if record.get("problems"):
+        row["problems"] = record.get("problems")
+    return row
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     runs = list_runs(run_root(args))
     if args.limit is not None:
         runs = runs[: args.limit]
+    for record in runs:
+        report_record(record)
     rows = [_summary_row(r) for r in runs]
     if args.json:
         render.print_json(rows)
@@ -104,34 +133,90 @@ def _node(span: SpanRecord) -> dict[str, Any]:
     }
 
 
-def build_span_tree(spans: Sequence[SpanRecord], extra_roots: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+def build_span_tree(spans: Sequence[SpanRecord], extra_roots: Sequence[dict[str, Any]] = (),
+                    problems: list[str] | None = None) -> list[dict[str, Any]]:
     """Nest spans under their parents; spans whose parent is not in the file become roots.
 
     ``extra_roots`` are already-built trees (child runs' spans) grafted under the span they name as parent.
+    Parent links that form a cycle are cut (the earliest span of the cycle becomes a root), and spans
+    nested deeper than :data:`MAX_TREE_DEPTH` are left out; both are said in ``problems``.
     """
     nodes = {s.span_id: _node(s) for s in spans}
+    parent_of: dict[str, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
     for node in nodes.values():
         parent = nodes.get(node["parent_span_id"] or "")
-        (parent["children"] if parent is not None else roots).append(node)
+        if parent is None or parent is node:
+            roots.append(node)
+        else:
+            parent["children"].append(node)
+            parent_of[node["span_id"]] = parent
     for tree in extra_roots:
         parent = nodes.get(tree.get("parent_span_id") or "")
         (parent["children"] if parent is not None else roots).append(tree)
+    reached = _reached(roots)
+    cut = 0
+    for node in sorted(nodes.values(), key=lambda n: n["start_time_unix_nano"]):
+        if id(node) not in reached:  # on a parent cycle: no root leads to it
+            parent_of[node["span_id"]]["children"].remove(node)
+            roots.append(node)
+            reached |= _reached([node])
+            cut += 1
+    if cut and problems is not None:
+        problems.append(f"spans.jsonl: {cut} cycle(s) of parent links cut")
     for node in nodes.values():
         node["children"].sort(key=lambda n: n["start_time_unix_nano"])
     roots.sort(key=lambda n: n["start_time_unix_nano"])
+    omitted = _limit_depth(roots, MAX_TREE_DEPTH)
+    if omitted and problems is not None:
+        problems.append(f"spans.jsonl: {omitted} span(s) nested deeper than {MAX_TREE_DEPTH} levels not shown")
     return roots
 
 
-def _child_run_trees(run_id: str, root: Path, seen: set[str]) -> list[dict[str, Any]]:
-    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes)."""
-    trees: list[dict[str, Any]] = []
-    for record in list_runs(root):
-        if (record.get("parent") or {}).get("run_id") != run_id or record.get("id") in seen:
+def _reached(roots: Sequence[dict[str, Any]]) -> set[int]:
+    """ids of every node below ``roots`` (iterative)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(node["children"])
+    return seen
+
+
+def _limit_depth(roots: Sequence[dict[str, Any]], limit: int) -> int:
+    """Cut the trees at ``limit`` levels; returns how many spans were cut (iterative)."""
+    omitted = 0
+    stack = [(node, 1) for node in roots]
+    while stack:
+        node, depth = stack.pop()
+        if depth >= limit and node["children"]:
+            dropped = len(_reached(node["children"]))
+            node["children"] = []
+            node["omitted_descendants"] = dropped
+            omitted += dropped
             continue
-        seen.add(str(record.get("id")))
-        child_dir = Path(record["dir"])
-        trees.extend(build_span_tree(read_spans(child_dir), _child_run_trees(str(record.get("id")), root, seen)))
+        stack.extend((child, depth + 1) for child in node["children"])
+    return omitted
+
+
+def _child_run_trees(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
+                     runs: Sequence[RunRecord] | None = None) -> list[dict[str, Any]]:
+    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes)."""
+    runs = list_runs(root) if runs is None else runs
+    trees: list[dict[str, Any]] = []
+    for record in runs:
+        child_id = str(record.get("id"))
+        if parent_run_id(record) != run_id or child_id in seen:
+            continue
+        seen.add(child_id)
+        stats = LineStats()
+        spans = read_spans(Path(record.get("dir", "")), stats)
+        found = [*record.get("problems", ()), *stats.problems()]
+        trees.extend(build_span_tree(spans, _child_run_trees(child_id, root, seen, problems, runs), found))
+        if problems is not None:
+            problems.extend(f"child run {child_id}: {p}" for p in found)
     return trees
 
 
@@ -194,14 +279,13 @@ def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) 
             _add_children(branch, child["children"], fold)
 
 
-def _record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
-    env = record.get("environment") or {}
-    git = (env.get("git") or {}).get("script") or (env.get("git") or {}).get("cwd") or {}
+def _record_summary(record: RunRecord) -> dict[str, Any]:
+    git = git_info(record)
     commit = git.get("commit")
     git_text = None
-    if commit:
+    if isinstance(commit, str) and commit:
         git_text = f"{commit[:12]} ({git.get('branch') or 'detached'}{', dirty' if git.get('dirty') else ''})"
-    usage = record.get("resource_usage") or {}
+    usage = resource_usage(record)
     summary = {
         "run": record.get("id"),
         "name": record.get("name"),
@@ -211,21 +295,21 @@ def _record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
         "exit code": record.get("exit_code"),
         "error": (record.get("error") or {}).get("message"),
         "trace id": record.get("trace_id"),
-        "parent run": (record.get("parent") or {}).get("run_id"),
+        "parent run": parent_run_id(record),
         "command": (record.get("attributes") or {}).get("runtel.command") or " ".join(record.get("argv") or []),
         "git": git_text,
         "seed": record.get("seed"),
         "tags": ", ".join(f"{k}={v}" for k, v in (record.get("tags") or {}).items()),
         "folder": record.get("dir"),
+        "problems": "; ".join(record.get("problems", ())),
     }
     if usage:
-        ram = usage.get("max_ram") or {}
         gpu_ram = usage.get("max_gpu_ram") or {}
-        cpu = usage.get("cpu_utilization") or {}
         gpu = usage.get("gpu_utilization") or {}
         energy = usage.get("energy") or {}
         emissions = usage.get("emissions") or {}
-        combined = ram.get("combined") or {}
+        combined = (usage.get("max_ram") or {}).get("combined") or {}
+        cpu_combined = (usage.get("cpu_utilization") or {}).get("combined") or {}
         summary.update(
             {
                 "peak RAM (RSS)": render.format_bytes(combined.get("max_rss_bytes")),
@@ -233,8 +317,8 @@ def _record_summary(record: Mapping[str, Any]) -> dict[str, Any]:
                 if combined.get("max_pss_bytes") else None,
                 "peak GPU RAM": render.format_bytes(gpu_ram.get("tree_bytes") or gpu_ram.get("system_used_bytes"))
                 if (gpu_ram.get("tree_bytes") or gpu_ram.get("system_used_bytes")) else None,
-                "CPU cores (mean/max)": _pair_cores((cpu.get("combined") or {}).get("mean_sum_fraction"),
-                                                    (cpu.get("combined") or {}).get("max_sum_fraction")),
+                "CPU cores (mean/max)": _pair_cores(cpu_combined.get("mean_sum_fraction"),
+                                                    cpu_combined.get("max_sum_fraction")),
                 "GPU util (mean/max)": _pair_pct(gpu.get("mean_fraction"), gpu.get("max_fraction")),
                 "energy": f"{energy['total_joules']:.1f} J" + (" (estimated)" if energy.get("estimated") else "")
                 if isinstance(energy.get("total_joules"), (int, float)) else None,
@@ -258,22 +342,19 @@ def _pair_pct(mean: Any, peak: Any) -> str | None:
     return f"{mean * 100:.0f}% / {peak * 100:.0f}%"
 
 
-def _lineage_lines(record: Mapping[str, Any]) -> list[str]:
+def _lineage_lines(record: RunRecord) -> list[str]:
     """One line per artifact, source and metadata key (the details are in run.json / --json)."""
     lines: list[str] = []
-    artifacts = record.get("artifacts") or {}
-    for name, art in (artifacts.items() if isinstance(artifacts, Mapping) else ()):
-        if isinstance(art, Mapping):
-            digest = str(art.get("hash") or "")[:12]
-            size = render.format_bytes(art.get("size")) if isinstance(art.get("size"), (int, float)) else "-"
-            lines.append(f"artifact  {name}: {art.get('path')} ({size}, {art.get('hash_kind', '')} {digest})")
+    for name, art in (record.get("artifacts") or {}).items():
+        digest = str(art.get("hash") or "")[:12]
+        size = render.format_bytes(art.get("size"))
+        lines.append(f"artifact  {name}: {art.get('path')} ({size}, {art.get('hash_kind', '')} {digest})")
     for src in record.get("sources") or ():
-        if isinstance(src, Mapping):
-            origin = f"run {src['run_id']}" if src.get("run_id") else src.get("kind", "source")
-            what = src.get("artifact_name") or src.get("path") or src.get("source")
-            lines.append(f"source    {what} <- {origin}")
-    metadata = record.get("metadata") or {}
-    for key, value in (metadata.items() if isinstance(metadata, Mapping) else ()):
+        run_id = src.get("run_id")
+        origin = f"run {run_id}" if run_id else src.get("kind", "source")
+        what = src.get("artifact_name") or src.get("path")
+        lines.append(f"source    {what} <- {origin}")
+    for key, value in (record.get("metadata") or {}).items():
         lines.append(f"metadata  {key} = {str(value)[:80]}")
     return lines
 
@@ -282,10 +363,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
     root = run_root(args)
     run_dir = resolve_run(args.run, root)
     record = read_record(run_dir)
-    spans = read_spans(run_dir)
-    trees = build_span_tree(spans, _child_run_trees(str(record.get("id")), run_dir.parent, {str(record.get("id"))}))
+    stats = LineStats()
+    spans = read_spans(run_dir, stats)
+    run_id = str(record.get("id"))
+    problems: list[str] = []
+    children = _child_run_trees(run_id, run_dir.parent, {run_id}, problems)
+    own = [*record.get("problems", ()), *stats.problems()]
+    trees = build_span_tree(spans, children, own)
+    problems[:0] = [f"run {run_id}: {p}" for p in own]
+    for text in problems:
+        problem(text)
     if args.json:
-        render.print_json({"run": {**record, "status": effective_status(record)}, "spans": trees})
+        render.print_json({"run": {**record, "status": effective_status(record)}, "spans": trees,
+                           "problems": problems})
         return 0
     from rich.markup import escape
     from rich.panel import Panel

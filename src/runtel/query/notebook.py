@@ -3,7 +3,7 @@
 Inspired by hyrax's ``TraceResult``/``TraceStage``/``TraceCall``, but read back from the run folder, so
 it works after the fact, for any process, and for every call ``@runtel.trace(capture=...)`` recorded::
 
-    rec = runtel.load("latest")
+    rec = runtel.load("latest")              # a LoadedRun
     rec.stages["evaluation"][0].params["x"]   # {'shape': [32, 3], 'dtype': 'float32', 'mean': ...}
     rec.evaluation                            # the same stage (attribute access)
     rec.functions["model.forward"][-1].returned
@@ -11,6 +11,10 @@ it works after the fact, for any process, and for every call ``@runtel.trace(cap
 
 Objects print readably (notebooks show ``repr``), support ``[]`` and ``.`` alike, and list their keys
 in ``dir()`` for tab completion.
+
+:class:`LoadedRun` was called ``RunRecord`` before run.json's own type took that name
+(:class:`runtel.rundir.schema.RunRecord`); ``runtel.query.notebook.RunRecord`` still works, with a
+``DeprecationWarning``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtel import semconv
-from runtel.rundir.reader import SpanRecord, effective_status, read_record, read_spans, resolve_run
+from runtel.rundir import schema
+from runtel.rundir.reader import LineStats, SpanRecord, effective_status, read_record, read_spans, resolve_run
 
 if TYPE_CHECKING:
     from runtel.recording.run import Run
 
-__all__ = ("RunRecord", "TraceCall", "TraceStage", "load")
+__all__ = ("LoadedRun", "TraceCall", "TraceStage", "load")
 
 _REPR_CALLS = 20
 _RETURN_PREFIX = semconv.RETURN_VALUE + "."
@@ -38,7 +43,9 @@ def _fmt_value(value: Any, limit: int = 80) -> str:
     if isinstance(value, Mapping):
         if "shape" in value and "dtype" in value:
             t = str(value.get("type", "array")).rsplit(".", 1)[-1]
-            text = f"{t}{list(value.get('shape') or [])} {value.get('dtype')}"
+            shape = value.get("shape")
+            dims = list(shape) if isinstance(shape, (list, tuple)) else [] if shape is None else [shape]
+            text = f"{t}{dims} {value.get('dtype')}"
             stats = [f"{k}={value[k]:.4g}" if isinstance(value[k], float) else f"{k}={value[k]}"
                      for k in ("min", "max", "mean", "nan_count") if k in value]
             text += (" " + " ".join(stats)) if stats else ""
@@ -206,13 +213,16 @@ class TraceStage(_Browsable, Sequence[TraceCall]):
         return "\n".join(lines)
 
 
-class RunRecord(_Browsable):
-    """A recorded run: ``record`` (run.json), ``spans``, ``calls``, ``stages`` and ``functions``."""
+class LoadedRun(_Browsable):
+    """A recorded run, as :func:`load` returns it: ``record`` (run.json), ``spans``, ``calls``, ``stages``
+    and ``functions``; ``problems`` lists what could not be read (see :mod:`runtel.rundir.reader`)."""
 
-    def __init__(self, run_dir: Path, record: dict[str, Any], spans: list[SpanRecord]) -> None:
+    def __init__(self, run_dir: Path, record: schema.RunRecord, spans: list[SpanRecord],
+                 problems: Sequence[str] = ()) -> None:
         self.dir = run_dir
         self.record = record
         self.spans = spans
+        self.problems = [*record.get("problems", ()), *problems]
         self.calls = [TraceCall.from_span(s) for s in spans if s.attributes.get(semconv.SPAN_KIND) == semconv.KIND_FUNCTION]
         stages: dict[str, list[TraceCall]] = {}
         functions: dict[str, list[TraceCall]] = {}
@@ -245,11 +255,11 @@ class RunRecord(_Browsable):
         return self.record.get("config")
 
     @property
-    def artifacts(self) -> dict[str, dict[str, Any]]:
+    def artifacts(self) -> dict[str, schema.ArtifactEntry]:
         """Artifacts by name (see ``Run.add_artifact``)."""
-        from runtel.rundir.artifacts import _record_artifacts
+        from runtel.rundir.artifacts import record_artifacts
 
-        return {a["name"]: a for a in _record_artifacts(self.record)}
+        return {str(a.get("name")): a for a in record_artifacts(self.record)}
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -257,7 +267,7 @@ class RunRecord(_Browsable):
         return dict(self.record.get("metadata") or {})
 
     @property
-    def sources(self) -> list[dict[str, Any]]:
+    def sources(self) -> list[schema.SourceEntry]:
         """What the run was made from."""
         return list(self.record.get("sources") or [])
 
@@ -284,7 +294,7 @@ class RunRecord(_Browsable):
 
     def __repr__(self) -> str:
         duration = self.record.get("duration_s")
-        lines = [f"RunRecord {self.id} ({self.status}" + (f", {duration:.3f} s)" if isinstance(duration, (int, float))
+        lines = [f"LoadedRun {self.id} ({self.status}" + (f", {duration:.3f} s)" if isinstance(duration, (int, float))
                                                           else ")")]
         lines.append(f"  {len(self.spans)} span(s), {len(self.calls)} traced call(s)")
         for name, stage in self.stages.items():
@@ -296,6 +306,7 @@ class RunRecord(_Browsable):
             lines.append(f"  no stage: {counts}")
         if self.artifacts:
             lines.append("  artifacts: " + ", ".join(self.artifacts))
+        lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
 
@@ -306,11 +317,22 @@ def _group(calls: Sequence[TraceCall]) -> dict[str, list[TraceCall]]:
     return out
 
 
-def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike[str] | None = None) -> RunRecord:
+def __getattr__(name: str) -> Any:
+    if name == "RunRecord":  # deprecated: the old name of LoadedRun
+        import warnings
+
+        warnings.warn("runtel.query.notebook.RunRecord is now LoadedRun (RunRecord is run.json's type, in "
+                      "runtel.rundir.schema)", DeprecationWarning, stacklevel=2)
+        return LoadedRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike[str] | None = None) -> LoadedRun:
     """Load a recorded run: an id, unique id prefix, run folder path, ``"latest"``, or a :class:`runtel.Run`.
 
     ``dir`` is the runs root (default ``RUNTEL_DIR`` or ``./runs``). Loading a run that is still open
-    flushes its finished spans first.
+    flushes its finished spans first. Lines of spans.jsonl that cannot be read are skipped and named in
+    :attr:`LoadedRun.problems`, as are values of run.json that had the wrong type.
 
     Example:
         >>> import runtel
@@ -318,7 +340,7 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
         >>> rec.stages["evaluation"][0].params  # doctest: +SKIP
 
     Raises:
-        runtel.errors.RunNotFound: no run matches.
+        runtel.errors.RunNotFound: no run matches, or its run.json cannot be read.
     """
     from runtel.errors import RunFolderError, RunNotFound
 
@@ -335,8 +357,10 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
 
             dir = _sdk.settings().dir
         run_dir = resolve_run(os.fspath(run), Path(dir))
+    stats = LineStats()
     try:
         record = read_record(run_dir)
+        spans = read_spans(run_dir, stats)
     except RunFolderError as exc:
         raise RunNotFound(str(exc)) from exc
-    return RunRecord(run_dir, record, read_spans(run_dir))
+    return LoadedRun(run_dir, record, spans, stats.problems())

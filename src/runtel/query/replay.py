@@ -14,18 +14,17 @@ import base64
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from runtel.errors import RunFolderError
 from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
-from runtel.rundir.reader import read_record
+from runtel.rundir.reader import LineStats, iter_jsonl_sized, read_record_or_corrupt
+from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
 
 __all__ = ("ExportResult", "export_runs", "ids_to_base64")
 
-SPANS_FILE: Final = "spans.jsonl"
-METRICS_FILE: Final = "metrics.jsonl"
 #: requests are cut before they grow past this many bytes of JSON (collectors accept 4 MiB gRPC by default)
 MAX_REQUEST_BYTES: Final = 3 * 1024 * 1024
 _ID_KEYS: Final = ("traceId", "spanId", "parentSpanId")
@@ -44,6 +43,8 @@ class ExportResult:
     requests: int = 0
     bytes: int = 0
     error: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    """Lines of the run's files that could not be read and were not sent (one entry per kind)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``runtel export --json``)."""
@@ -93,34 +94,6 @@ def to_protobuf(message: Mapping[str, Any], signal: str) -> Any:
 
 
 # --- reading and batching -------------------------------------------------------------------------------------
-
-
-def _read_lines(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
-    """Parsed lines and their sizes; a torn or corrupt line is skipped, a missing file is empty.
-
-    Raises:
-        RunFolderError: the file exists but cannot be read.
-    """
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    with f:
-        try:
-            for raw in f:
-                raw = raw.strip()
-                if not raw:
-                    continue
-                try:
-                    value = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    yield value, len(raw) + 1
-        except OSError as exc:
-            raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _batches(lines: Iterable[tuple[dict[str, Any], int]], root: str, limit: int) -> Iterator[tuple[dict[str, Any], int]]:
@@ -224,10 +197,7 @@ class _Sender:
 
 
 def _run_id(run_dir: Path) -> str:
-    try:
-        return str(read_record(run_dir).get("id") or run_dir.name)
-    except RunFolderError:
-        return run_dir.name
+    return str(read_record_or_corrupt(run_dir).get("id") or run_dir.name)
 
 
 def export_runs(
@@ -269,10 +239,12 @@ def export_runs(
             counts = {"traces": 0, "metrics": 0}
             requests = sent_bytes = 0
             error: str | None = None
+            skipped: list[str] = []
             try:
                 for signal, filename in (("traces", SPANS_FILE), ("metrics", METRICS_FILE)):
                     sender = senders[signal]
-                    lines = _read_lines(run_dir / filename)
+                    stats = LineStats()
+                    lines = iter_jsonl_sized(run_dir / filename, stats)
                     for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
                         try:
                             sender.send(request)
@@ -283,13 +255,14 @@ def export_runs(
                         sent_bytes += size
                         if progress is not None:
                             progress(size)
+                    skipped += stats.problems()
             except (PostError, RunFolderError) as exc:
                 error = str(exc)
             except Exception as exc:  # a malformed line must not stop the other runs
                 error = f"{type(exc).__name__}: {exc}"
             results.append(ExportResult(
                 run_dir=str(run_dir), run_id=_run_id(run_dir), ok=error is None, spans=counts["traces"],
-                metric_points=counts["metrics"], requests=requests, bytes=sent_bytes, error=error,
+                metric_points=counts["metrics"], requests=requests, bytes=sent_bytes, error=error, skipped=skipped,
             ))
     finally:
         for sender in senders.values():

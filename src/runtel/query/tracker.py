@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runtel.errors import ConfigError, RunFolderError, RunNotFound
+from runtel.errors import ConfigError, RunNotFound
+from runtel.rundir.schema import ArtifactEntry, RunRecord, SourceEntry
 
 __all__ = (
     "FolderTracker",
@@ -66,7 +67,7 @@ class TrackerArtifact:
     record: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_record(cls, run_id: str | None, record: Mapping[str, Any]) -> TrackerArtifact:
+    def from_record(cls, run_id: str | None, record: ArtifactEntry | Mapping[str, Any]) -> TrackerArtifact:
         """Build from a run.json ``artifacts`` entry (or an artifact index line)."""
         size = record.get("size")
         return cls(
@@ -92,7 +93,7 @@ class TrackerSource:
     hash: str | None = None
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> TrackerSource:
+    def from_record(cls, record: SourceEntry) -> TrackerSource:
         """Build from a run.json ``sources`` entry."""
         return cls(
             source_run_id=record.get("run_id") or None,
@@ -191,13 +192,10 @@ def _parse_time(value: datetime | str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def _commit(record: Mapping[str, Any]) -> str | None:
-    git = (record.get("environment") or {}).get("git") or {}
-    for key in ("script", "cwd"):
-        commit = (git.get(key) or {}).get("commit") if isinstance(git.get(key), Mapping) else None
-        if isinstance(commit, str) and commit:
-            return commit
-    return None
+def _commit(record: RunRecord) -> str | None:
+    from runtel.rundir.reader import git_info
+
+    return git_info(record).get("commit") or None
 
 
 def _tags_filter(tag: str | Mapping[str, Any] | Iterable[str]) -> dict[str, str]:
@@ -211,7 +209,7 @@ def _tags_filter(tag: str | Mapping[str, Any] | Iterable[str]) -> dict[str, str]
     return out
 
 
-def match_record(record: Mapping[str, Any], **filters: Any) -> bool:
+def match_record(record: RunRecord, **filters: Any) -> bool:
     """Whether a run record passes :meth:`TrackerBackend.run_ids` filters (for backends to reuse).
 
     Filters: ``name``, ``status`` (the effective status: a dead "running" run is "interrupted"),
@@ -221,7 +219,7 @@ def match_record(record: Mapping[str, Any], **filters: Any) -> bool:
     Raises:
         ConfigError: an unknown filter name.
     """
-    from runtel.rundir.reader import effective_status
+    from runtel.rundir.reader import effective_status, parent_run_id
 
     unknown = set(filters) - {"name", "status", "tag", "tags", "since", "until", "parent"}
     if unknown:
@@ -235,7 +233,7 @@ def match_record(record: Mapping[str, Any], **filters: Any) -> bool:
         have = record.get("tags") or {}
         if any(have.get(k) != v for k, v in _tags_filter(tag).items()):
             return False
-    if filters.get("parent") is not None and (record.get("parent") or {}).get("run_id") != filters["parent"]:
+    if filters.get("parent") is not None and parent_run_id(record) != filters["parent"]:
         return False
     since, until = _parse_time(filters.get("since")), _parse_time(filters.get("until"))
     if since is not None or until is not None:
@@ -261,8 +259,10 @@ class TrackerBackend(ABC):
         """Ids of recorded runs, newest first, passing the filters of :func:`match_record`."""
 
     @abstractmethod
-    def record(self, run_id: str) -> dict[str, Any]:
+    def record(self, run_id: str) -> RunRecord:
         """The run record (run.json) of ``run_id`` (an id, unique prefix, or ``latest``).
+
+        A run whose run.json cannot be read is a record with ``problems`` (status ``corrupt``), not an error.
 
         Raises:
             RunNotFound: no such run.
@@ -283,15 +283,15 @@ class TrackerBackend(ABC):
 
     def artifacts(self, run_id: str) -> dict[str, TrackerArtifact]:
         """Artifacts by name, added with ``Run.add_artifact``."""
-        from runtel.rundir.artifacts import _record_artifacts
+        from runtel.rundir.artifacts import record_artifacts
 
         record = self.record(run_id)
         rid = str(record.get("id") or run_id)
-        return {a["name"]: TrackerArtifact.from_record(rid, a) for a in _record_artifacts(record)}
+        return {str(a.get("name")): TrackerArtifact.from_record(rid, a) for a in record_artifacts(record)}
 
     def sources(self, run_id: str, artifact_name: str | None = None) -> list[TrackerSource]:
         """What the run was made from (optionally only through ``artifact_name``)."""
-        items = [TrackerSource.from_record(s) for s in self.record(run_id).get("sources") or [] if isinstance(s, Mapping)]
+        items = [TrackerSource.from_record(s) for s in self.record(run_id).get("sources") or []]
         return [s for s in items if artifact_name is None or s.artifact_name == artifact_name]
 
     def find_producer(self, path: str | os.PathLike[str]) -> TrackerArtifact | None:
@@ -302,7 +302,7 @@ class TrackerBackend(ABC):
         return found[-1] if found else None
 
     def _node(self, run_id: str) -> LineageNode:
-        from runtel.rundir.reader import effective_status
+        from runtel.rundir.reader import effective_status, parent_run_id
 
         try:
             record = self.record(run_id)
@@ -314,7 +314,7 @@ class TrackerBackend(ABC):
             status=effective_status(record),
             commit=_commit(record),
             start_time=record.get("start_time"),
-            parent_run_id=(record.get("parent") or {}).get("run_id"),
+            parent_run_id=parent_run_id(record),
         )
 
     def lineage(self, run_id: str) -> Lineage:
@@ -375,7 +375,7 @@ class FolderTracker(TrackerBackend):
     def __repr__(self) -> str:
         return f"FolderTracker({str(self.root)!r})"
 
-    def _all(self) -> list[dict[str, Any]]:
+    def _all(self) -> list[RunRecord]:
         from runtel.rundir.reader import list_runs
 
         return list_runs(self.root)
@@ -384,21 +384,17 @@ class FolderTracker(TrackerBackend):
         """Ids of the runs under the root, newest first, passing the filters of :func:`match_record`."""
         return [str(r.get("id")) for r in self._all() if match_record(r, **filters)]
 
-    def record(self, run_id: str) -> dict[str, Any]:
-        """run.json of a run (id, unique prefix, path or ``latest``)."""
-        from runtel.rundir.reader import read_record, resolve_run
+    def record(self, run_id: str) -> RunRecord:
+        """run.json of a run (id, unique prefix, path or ``latest``); a stub with ``problems`` if unreadable."""
+        from runtel.rundir.reader import read_record_or_corrupt, resolve_run
 
-        try:
-            return read_record(resolve_run(run_id, self.root))
-        except RunFolderError as exc:
-            raise RunNotFound(str(exc)) from exc
+        return read_record_or_corrupt(resolve_run(run_id, self.root))
 
     def children(self, run_id: str) -> list[str]:
         """Runs whose sources name ``run_id``, oldest first."""
         out = []
         for r in reversed(self._all()):
-            sources = r.get("sources") or []
-            if any(isinstance(s, Mapping) and s.get("run_id") == run_id for s in sources):
+            if any(s.get("run_id") == run_id for s in r.get("sources") or []):
                 out.append(str(r.get("id")))
         return out
 
@@ -415,8 +411,9 @@ class FolderTracker(TrackerBackend):
         consumers: dict[str, list[str]] = {}
         for r in reversed(records):
             for s in r.get("sources") or []:
-                if isinstance(s, Mapping) and s.get("run_id"):
-                    consumers.setdefault(str(s["run_id"]), []).append(str(r.get("id")))
+                source_run = s.get("run_id")
+                if source_run:
+                    consumers.setdefault(source_run, []).append(str(r.get("id")))
         cached = _Cached(self, by_id, consumers)
         return cached.lineage(run_id)
 
@@ -424,13 +421,13 @@ class FolderTracker(TrackerBackend):
 class _Cached(TrackerBackend):
     """A backend view over records already in memory (one lineage query)."""
 
-    def __init__(self, base: FolderTracker, by_id: dict[str, dict[str, Any]], consumers: dict[str, list[str]]) -> None:
+    def __init__(self, base: FolderTracker, by_id: dict[str, RunRecord], consumers: dict[str, list[str]]) -> None:
         self._base, self._by_id, self._consumers = base, by_id, consumers
 
     def run_ids(self, **filters: Any) -> list[str]:
         return self._base.run_ids(**filters)
 
-    def record(self, run_id: str) -> dict[str, Any]:
+    def record(self, run_id: str) -> RunRecord:
         found = self._by_id.get(run_id)
         return found if found is not None else self._base.record(run_id)
 
@@ -521,8 +518,8 @@ class Tracker:
         """Run ids, newest first. Filters: ``name``, ``tag`` ("k=v" or dict), ``status``, ``since``, ``until``, ``parent``."""
         return self.backend.run_ids(**filters)
 
-    def record(self, run_id: str) -> dict[str, Any]:
-        """The whole run record."""
+    def record(self, run_id: str) -> RunRecord:
+        """The whole run record (status ``corrupt`` and ``problems`` if it could not be read or checked)."""
         return self.backend.record(run_id)
 
     def metadata(self, run_id: str) -> dict[str, Any]:

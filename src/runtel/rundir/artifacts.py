@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from runtel._guard import guard
 
 if TYPE_CHECKING:
-
-    pass
+    from runtel.rundir.schema import ArtifactEntry, RunRecord
 
 __all__ = (
     "HASH_CHUNK_SIZE",
@@ -173,24 +172,29 @@ def _append_index(root: Path, entry: Mapping[str, Any]) -> None:
 
 def _read_index(root: Path, digest: str | None) -> tuple[list[dict[str, Any]], set[str], bool]:
     """(entries matching ``digest``, run ids the index knows, whether the index exists)."""
+    from runtel.errors import RunFolderError  # here, as in _scan_unknown: the write side imports this module
+    from runtel.rundir.reader import iter_lines
+
     matches: list[dict[str, Any]] = []
     known: set[str] = set()
-    try:
-        f = (root / INDEX_FILE).open("r", encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    path = root / INDEX_FILE
+    if not os.path.lexists(path):
         return matches, known, False
-    with f:
-        for line in f:
+    try:  # in bounded memory: the index is read by `runtel lineage` and must survive a hostile copy
+        for raw in iter_lines(path):
+            line = raw.decode("utf-8", "replace")
             m = _RUN_ID_IN_LINE.search(line)
             if m is not None:
                 known.add(m.group(1))
             if digest is not None and digest in line:
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(entry, dict) and entry.get("hash") == digest:
                     matches.append(entry)
+    except RunFolderError:
+        return matches, known, False
     return matches, known, True
 
 
@@ -205,13 +209,14 @@ def _index_entry(run_id: str, artifact: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _record_artifacts(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    arts = record.get("artifacts")
-    if isinstance(arts, Mapping):
-        return [dict(a, name=a.get("name", n)) for n, a in arts.items() if isinstance(a, Mapping)]
-    if isinstance(arts, list):
-        return [dict(a) for a in arts if isinstance(a, Mapping)]
-    return []
+def record_artifacts(record: RunRecord) -> list[ArtifactEntry]:
+    """A record's artifacts as a list, each with its ``name`` (the key it is filed under when it lacks one)."""
+    out: list[ArtifactEntry] = []
+    for name, artifact in (record.get("artifacts") or {}).items():
+        entry = artifact.copy()
+        entry.setdefault("name", name)
+        out.append(entry)
+    return out
 
 
 def _scan_unknown(root: Path, known: set[str], digest: str | None, write: bool) -> list[dict[str, Any]]:
@@ -232,7 +237,7 @@ def _scan_unknown(root: Path, known: set[str], digest: str | None, write: bool) 
         except RunFolderError:
             continue
         run_id = str(record.get("id") or entry.name)
-        items = [_index_entry(run_id, a) for a in _record_artifacts(record) if a.get("hash")]
+        items = [_index_entry(run_id, a) for a in record_artifacts(record) if a.get("hash")]
         matches.extend(i for i in items if digest is not None and i["hash"] == digest)
         if write and record.get("status") != "running":
             # A finished run adds no more artifacts: index it once, then never read its run.json again.

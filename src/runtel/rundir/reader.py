@@ -1,95 +1,305 @@
 """Reading run folders: run records, effective status, run lookup by id/prefix/path/``latest``, spans.
 
-Every reader of the CLI, the notebook loader and the queries goes through here. Readers accept a
-torn last line (a killed process), a run.json met mid-rewrite (read again), and folders written by
-newer versions (unknown keys are kept, never rejected).
+Every reader of the CLI, the notebook loader and the queries goes through here, and one bad folder
+must not break any of them:
+
+* ``run.json`` is read up to :data:`MAX_RECORD_BYTES`, parsed (deep nesting, binary garbage and
+  ``NaN`` included: non-finite numbers read as null) and checked against
+  :func:`runtel.rundir.schema.validate_record`; values of the wrong type are dropped and named in the
+  record's ``problems``, and such a run's effective status is ``corrupt``. A run.json that cannot be
+  read at all raises :class:`RunFolderError` from :func:`read_record`; :func:`list_runs` lists it as a
+  ``corrupt`` stub with the reason, so the other runs are listed as usual.
+* ``spans.jsonl`` and ``metrics.jsonl`` are read in chunks of :data:`READ_CHUNK_BYTES`; a line longer
+  than :data:`MAX_LINE_BYTES` is skipped without being held in memory, and skipped lines are counted
+  in a :class:`LineStats`. An unterminated last line is a run still writing (or one killed mid-write):
+  it is skipped quietly.
+
+Readers accept a torn run.json met mid-rewrite (read again), and folders written by newer versions
+(unknown keys are kept, never rejected).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Final, cast
 
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir.otlp_json import attributes_from_otlp
-from runtel.rundir.schema import RECORD_FILE, SPANS_FILE
-
-__all__ = (
-    "SpanRecord",
-    "effective_status",
-    "iter_jsonl",
-    "list_runs",
-    "read_record",
-    "read_spans",
-    "resolve_run",
+from runtel.rundir.schema import (
+    RECORD_FILE,
+    SPANS_FILE,
+    STATUS_CORRUPT,
+    Environment,
+    GitInfo,
+    ResourceUsage,
+    RunRecord,
+    validate_record,
 )
 
+__all__ = (
+    "MAX_LINE_BYTES",
+    "MAX_RECORD_BYTES",
+    "LineStats",
+    "SpanRecord",
+    "effective_status",
+    "environment",
+    "git_info",
+    "iter_jsonl",
+    "iter_jsonl_sized",
+    "iter_lines",
+    "list_runs",
+    "read_record",
+    "read_record_or_corrupt",
+    "parent_run_id",
+    "read_spans",
+    "resolve_run",
+    "resource_usage",
+)
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Parsed lines of a JSON Lines file; a torn or corrupt line is skipped, a missing file is empty."""
+MAX_LINE_BYTES: Final = 16 << 20
+"""Longest span/metric line read (16 MiB); writers cut export batches near 3 MiB, so longer is not theirs."""
+
+MAX_RECORD_BYTES: Final = 64 << 20
+"""Largest run.json read (64 MiB); writers' records are kilobytes to a few MiB."""
+
+READ_CHUNK_BYTES: Final = 1 << 20
+"""JSON Lines files are read this many bytes at a time (memory stays under MAX_LINE_BYTES + one chunk)."""
+
+
+
+@dataclass
+class LineStats:
+    """What reading one JSON Lines file met: lines parsed, and lines skipped by reason."""
+
+    path: str = ""
+    lines: int = 0
+    oversized: int = 0
+    unreadable: int = 0
+    bad_records: int = 0
+    bad_attributes: int = 0
+    incomplete_tail: bool = False
+    error: str | None = None
+
+    def problems(self) -> list[str]:
+        """One line per kind of skipped data (an unterminated last line is not one: a writer may be on it)."""
+        name = os.path.basename(self.path) or "file"
+        out = []
+        if self.error:
+            out.append(f"{name}: {self.error}")
+        if self.oversized:
+            out.append(f"{name}: {self.oversized} line(s) longer than {MAX_LINE_BYTES >> 20} MiB skipped")
+        if self.unreadable:
+            out.append(f"{name}: {self.unreadable} line(s) that are not a JSON object skipped")
+        if self.bad_records:
+            out.append(f"{name}: {self.bad_records} malformed span(s) skipped")
+        if self.bad_attributes:
+            out.append(f"{name}: {self.bad_attributes} malformed attribute(s) skipped")
+        return out
+
+
+def _regular_or_raise(path: Path) -> bool:
+    """False if ``path`` is missing; raises if it is something other than a regular file (a FIFO would block)."""
     try:
-        f = path.open("r", encoding="utf-8", errors="replace")
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise RunFolderError(f"cannot read {path}: not a regular file")
+    return True
+
+
+def _raw_lines(f: IO[bytes], stats: LineStats, max_line: int) -> Iterator[bytes]:
+    """Complete lines of ``f``, read in chunks into one buffer; an over-long line is dropped as it streams past.
+
+    ``readinto`` one reused buffer: a fresh 1 MiB ``bytes`` per read costs a page fault per 4 KiB,
+    which made reading a 2 GB file three times slower.
+    """
+    chunk = bytearray(READ_CHUNK_BYTES)
+    view = memoryview(chunk)
+    pending = bytearray()
+    skipping = False
+    while True:
+        n = f.readinto(chunk)  # type: ignore[attr-defined]
+        if not n:
+            break
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start, n)
+            if nl < 0:
+                if not skipping:
+                    pending += view[start:n]
+                    if len(pending) > max_line:
+                        skipping = True
+                        pending = bytearray()
+                break
+            if skipping:
+                stats.oversized += 1
+                skipping = False
+            elif len(pending) + nl - start > max_line:
+                stats.oversized += 1
+                pending = bytearray()
+            elif pending:
+                pending += view[start:nl]
+                yield bytes(pending)
+                pending = bytearray()
+            else:
+                yield bytes(view[start:nl])
+            start = nl + 1
+    if skipping:
+        stats.oversized += 1
+    elif pending.strip():
+        stats.incomplete_tail = True
+        yield bytes(pending)
+
+
+def _loads(raw: bytes | str) -> Any:
+    """json.loads that reads NaN/Infinity as null and turns deep nesting into ValueError."""
+    try:
+        return json.loads(raw, parse_constant=lambda _name: None)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def iter_lines(path: Path, stats: LineStats | None = None, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a file (without the newline) in bounded memory; longer ones are skipped and counted.
+
+    A missing file is empty; an unterminated last line comes last, with ``stats.incomplete_tail`` set.
+
+    Raises:
+        RunFolderError: the file exists but cannot be read, or is not a regular file.
+    """
+    stats = stats if stats is not None else LineStats()
+    stats.path = str(path)
+    if not _regular_or_raise(path):
+        return
+    try:
+        f = path.open("rb")
     except FileNotFoundError:
         return
     except OSError as exc:
         raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                yield value
+        try:
+            yield from _raw_lines(f, stats, max_line)
+        except OSError as exc:
+            raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def iter_jsonl_sized(path: Path, stats: LineStats | None = None,
+                     max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[dict[str, Any], int]]:
+    """Parsed lines of a JSON Lines file with their sizes in bytes; bad lines are skipped and counted.
+
+    A missing file is empty.
+
+    Raises:
+        RunFolderError: the file exists but cannot be read, or is not a regular file.
+    """
+    stats = stats if stats is not None else LineStats()
+    for raw in iter_lines(path, stats, max_line):
+        tail = stats.incomplete_tail
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            value = _loads(raw)
+        except ValueError:
+            if not tail:  # a torn last line is a writer at work, not bad data
+                stats.unreadable += 1
+            continue
+        if isinstance(value, dict):
+            stats.lines += 1
+            yield value, len(raw) + 1
+        else:
+            stats.unreadable += 1
+
+
+def iter_jsonl(path: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
+    """Parsed lines of a JSON Lines file; see :func:`iter_jsonl_sized`."""
+    for value, _size in iter_jsonl_sized(path, stats):
+        yield value
 
 
 _TORN_RETRIES = 5
 
 
-def read_record(run_dir: Path) -> dict[str, Any]:
-    """The run record of a folder.
-
-    Raises:
-        RunFolderError: ``run.json`` is missing, unreadable or not a JSON object.
-    """
-    path = run_dir / RECORD_FILE
-    for attempt in range(_TORN_RETRIES + 1):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            break
-        except FileNotFoundError as exc:
-            raise RunFolderError(f"{run_dir} is not a run folder (no {RECORD_FILE})") from exc
-        except ValueError as exc:
-            if attempt < _TORN_RETRIES:  # met a RecordWriter write half-way (see there): read again
-                time.sleep(0.002)
-                continue
-            raise RunFolderError(f"cannot read {path}: {exc}") from exc
-        except OSError as exc:
-            raise RunFolderError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{path} does not hold a run record")
-    data.setdefault("dir", str(run_dir))
+def _read_record_bytes(path: Path, run_dir: Path) -> bytes:
+    try:
+        if not _regular_or_raise(path):
+            raise RunFolderError(f"{run_dir} is not a run folder (no {RECORD_FILE})")
+        with path.open("rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise RunFolderError(f"{run_dir} is not a run folder (no {RECORD_FILE})") from exc
+    except OSError as exc:
+        if isinstance(exc, RunFolderError):
+            raise
+        raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_RECORD_BYTES:
+        raise RunFolderError(f"cannot read {path}: larger than {MAX_RECORD_BYTES >> 20} MiB, not a run record")
     return data
 
 
+def read_record(run_dir: Path) -> RunRecord:
+    """The run record of a folder, checked against the schema (see the module docstring).
+
+    Adds the reader keys ``dir`` and, if values were dropped, ``problems``; a record without a valid
+    ``id`` is named by its folder.
+
+    Raises:
+        RunFolderError: ``run.json`` is missing, unreadable, too large, not JSON or not a JSON object.
+    """
+    path = run_dir / RECORD_FILE
+    for attempt in range(_TORN_RETRIES + 1):
+        raw = _read_record_bytes(path, run_dir)
+        try:
+            data = _loads(raw.decode("utf-8"))
+            break
+        except ValueError as exc:  # UnicodeDecodeError too: a rewrite can be met mid-character
+            if attempt < _TORN_RETRIES and "nested too deeply" not in str(exc):
+                time.sleep(0.002)  # met a RecordWriter write half-way (see there): read again
+                continue
+            reason = "binary data, not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise RunFolderError(f"cannot read {path}: {reason}") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"cannot read {path}: not a run record (a JSON {type(data).__name__}, not an object)")
+    record, problems = validate_record(data)
+    record["dir"] = str(run_dir)
+    record.setdefault("id", run_dir.name)
+    if problems:
+        record["problems"] = problems
+    return record
+
+
+def read_record_or_corrupt(run_dir: Path) -> RunRecord:
+    """:func:`read_record`, or for a run.json that cannot be read a stub: id, dir, ``problems`` and ``unreadable``."""
+    try:
+        return read_record(run_dir)
+    except RunFolderError as exc:
+        return {"id": run_dir.name, "dir": str(run_dir), "problems": [str(exc)], "unreadable": True}
+
+
 def effective_status(record: Mapping[str, Any]) -> str:
-    """The recorded status, except that a "running" run whose process is gone is reported as "interrupted".
+    """The recorded status, except: ``corrupt`` for a record with ``problems``, and "interrupted" for a
+    "running" run whose process is gone.
 
     A killed process cannot update its record; comparing the recorded pid, its start time and host
     with the live system tells a finished-by-kill run from a live one.
     """
+    if record.get("problems"):
+        return STATUS_CORRUPT
     status = str(record.get("status", "unknown"))
     if status != "running":
         return status
-    proc = record.get("process") or {}
+    proc = record.get("process")
+    proc = proc if isinstance(proc, Mapping) else {}
     pid, host = proc.get("pid"), proc.get("host")
     import socket
 
@@ -109,8 +319,37 @@ def effective_status(record: Mapping[str, Any]) -> str:
         return "interrupted"
 
 
-def list_runs(root: Path) -> list[dict[str, Any]]:
-    """Records of every run under ``root``, newest first; unreadable folders are skipped."""
+def resource_usage(record: RunRecord) -> ResourceUsage:
+    """``record["resource_usage"]`` as its type (:func:`read_record` checked it), ``{}`` if absent.
+
+    The record's own key is typed ``dict`` because the writers build it as one.
+    """
+    return cast("ResourceUsage", record.get("resource_usage") or {})
+
+
+def environment(record: RunRecord) -> Environment:
+    """``record["environment"]`` as its type (the keys readers use; checked by :func:`read_record`)."""
+    return cast("Environment", record.get("environment") or {})
+
+
+def git_info(record: RunRecord) -> GitInfo:
+    """The git state of the run's script, else of its working directory; ``{}`` if neither was recorded."""
+    git = environment(record).get("git") or {}
+    return git.get("script") or git.get("cwd") or {}
+
+
+def parent_run_id(record: RunRecord) -> str | None:
+    """The enclosing run's id, if the record names one."""
+    parent = record.get("parent")
+    return parent.get("run_id") if parent else None
+
+
+def list_runs(root: Path) -> list[RunRecord]:
+    """Records of every run under ``root``, newest first.
+
+    A folder whose run.json cannot be read is listed as a stub (see :func:`read_record_or_corrupt`),
+    last: a bad folder is reported, never hidden and never in the way of the others.
+    """
     runs = []
     try:
         entries = list(os.scandir(root))
@@ -119,37 +358,48 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise RunFolderError(f"cannot list {root}: {exc.strerror or exc}") from exc
     for entry in entries:
-        if entry.is_dir() and os.path.exists(os.path.join(entry.path, RECORD_FILE)):
-            try:
-                runs.append(read_record(Path(entry.path)))
-            except RunFolderError:
+        try:
+            if not entry.is_dir() or not os.path.lexists(os.path.join(entry.path, RECORD_FILE)):
                 continue
+        except OSError:
+            continue
+        runs.append(read_record_or_corrupt(Path(entry.path)))
     runs.sort(key=lambda r: (str(r.get("start_time_unix_nano", "")).zfill(20), str(r.get("id", ""))), reverse=True)
     return runs
+
+
+def _is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds a run.json (of any kind: reading it says what is wrong with it)."""
+    try:
+        return os.path.lexists(path / RECORD_FILE) and path.is_dir()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
 
 
 def resolve_run(ref: str, root: Path) -> Path:
     """Find a run folder from an id, a unique id prefix, a path, or ``latest``.
 
+    ``latest`` is the newest readable top-level run.
+
     Raises:
         RunNotFound: nothing (or more than one run) matches.
     """
     candidate = Path(ref)
-    if (candidate / RECORD_FILE).is_file():
+    if _is_run_folder(candidate):
         return candidate
     if ref == "latest":
-        runs = list_runs(root)
+        runs = [r for r in list_runs(root) if not r.get("unreadable")]
         if not runs:
             raise RunNotFound(f"no runs in {root}")
         # Child runs (nested, or started by `runtel run`) are shown inside their parent: the latest
         # run is the newest one whose parent is not recorded in the same folder.
         ids = {r.get("id") for r in runs}
-        top = [r for r in runs if (r.get("parent") or {}).get("run_id") not in ids]
+        top = [r for r in runs if parent_run_id(r) not in ids]
         return Path((top or runs)[0]["dir"])
-    if (root / ref / RECORD_FILE).is_file():
+    if _is_run_folder(root / ref):
         return root / ref
     try:
-        names = sorted(p.name for p in root.iterdir() if (p / RECORD_FILE).is_file())
+        names = sorted(p.name for p in root.iterdir() if _is_run_folder(p))
     except OSError:
         names = []
     matches = [n for n in names if n.startswith(ref)] or [n for n in names if ref in n]
@@ -173,8 +423,8 @@ class SpanRecord:
     attributes: dict[str, Any]
     status_code: int
     status_message: str
-    events: list[dict[str, Any]]
-    links: list[dict[str, Any]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -182,36 +432,71 @@ class SpanRecord:
         return max(0, self.end_ns - self.start_ns) / 1e9
 
 
-def read_spans(run_dir: Path) -> list[SpanRecord]:
-    """Every span of a run folder, in start order, de-duplicated by span id."""
+def _items(value: object) -> list[dict[str, Any]]:
+    """The objects of a JSON list (anything else reads as empty)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
+    """Decoded OTLP attributes; an entry that is not a string key with an OTLP value is skipped and counted."""
+    out: dict[str, Any] = {}
+    for kv in value if isinstance(value, list) else ():
+        try:
+            if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+                raise TypeError("not a KeyValue")
+            out.update(attributes_from_otlp([kv]))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            stats.bad_attributes += 1
+    return out
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _span(s: dict[str, Any], stats: LineStats) -> SpanRecord:
+    status = s.get("status")
+    status = status if isinstance(status, dict) else {}
+    parent = s.get("parentSpanId")
+    name = s.get("name", "")
+    return SpanRecord(
+        trace_id=_text(s["traceId"]),
+        span_id=_text(s["spanId"]),
+        parent_span_id=parent if isinstance(parent, str) and parent else None,
+        name=name if isinstance(name, str) else str(name),
+        start_ns=int(s.get("startTimeUnixNano", 0)),
+        end_ns=int(s.get("endTimeUnixNano", 0)),
+        attributes=_attrs(s.get("attributes"), stats),
+        status_code=int(status.get("code", 0)),
+        status_message=str(status.get("message", "")),
+        events=[{"name": str(e.get("name", "")), "time_ns": int(e.get("timeUnixNano", 0)),
+                 "attributes": _attrs(e.get("attributes"), stats)} for e in _items(s.get("events"))],
+        links=[{"trace_id": link.get("traceId"), "span_id": link.get("spanId"),
+                "attributes": _attrs(link.get("attributes"), stats)} for link in _items(s.get("links"))],
+    )
+
+
+def read_spans(run_dir: Path, stats: LineStats | None = None) -> list[SpanRecord]:
+    """Every span of a run folder, in start order, de-duplicated by span id.
+
+    Lines and spans that are not OTLP/JSON are skipped and counted in ``stats``; a spans.jsonl that
+    cannot be read at all (a directory, no permission) reads as no spans, with ``stats.error`` set.
+    """
+    stats = stats if stats is not None else LineStats()
     seen: dict[str, SpanRecord] = {}
-    for request in iter_jsonl(run_dir / SPANS_FILE):
-        for rs in request.get("resourceSpans", ()):
-            for ss in rs.get("scopeSpans", ()):
-                for s in ss.get("spans", ()):
-                    try:
-                        record = SpanRecord(
-                            trace_id=s["traceId"],
-                            span_id=s["spanId"],
-                            parent_span_id=s.get("parentSpanId") or None,
-                            name=s.get("name", ""),
-                            start_ns=int(s.get("startTimeUnixNano", 0)),
-                            end_ns=int(s.get("endTimeUnixNano", 0)),
-                            attributes=attributes_from_otlp(s.get("attributes")),
-                            status_code=int((s.get("status") or {}).get("code", 0)),
-                            status_message=(s.get("status") or {}).get("message", ""),
-                            events=[
-                                {"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
-                                 "attributes": attributes_from_otlp(e.get("attributes"))}
-                                for e in s.get("events", ())
-                            ],
-                            links=[
-                                {"trace_id": link.get("traceId"), "span_id": link.get("spanId"),
-                                 "attributes": attributes_from_otlp(link.get("attributes"))}
-                                for link in s.get("links", ())
-                            ],
-                        )
-                    except (KeyError, TypeError, ValueError):
-                        continue
-                    seen[record.span_id] = record
+    try:
+        for request in iter_jsonl(run_dir / SPANS_FILE, stats):
+            for rs in _items(request.get("resourceSpans")):
+                for ss in _items(rs.get("scopeSpans")):
+                    for s in _items(ss.get("spans")):
+                        try:
+                            record = _span(s, stats)
+                        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+                            stats.bad_records += 1
+                            continue
+                        seen[record.span_id] = record
+    except RunFolderError as exc:
+        stats.error = str(exc)
     return sorted(seen.values(), key=lambda r: (r.start_ns, r.end_ns))

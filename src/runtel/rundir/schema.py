@@ -11,11 +11,21 @@ This module is the only place the record's keys are defined. Every writer builds
 every reader returns one. Readers accept folders written by newer versions: unknown keys are kept,
 never rejected, so the TypedDicts are ``total=False`` and a reader must treat any key as possibly absent.
 ``RECORD_SCHEMA`` changes only when a key changes meaning; adding keys keeps the version.
+
+:func:`validate_record` holds what a reader may rely on: every key listed here has the type given, or
+is absent. A value of the wrong type is dropped (and named in the record's ``problems``); a few lossless
+conversions are made silently (an int where a float is expected, an int where the nanosecond string is
+expected, a list of artifacts instead of the name-keyed mapping). Inside ``resource_usage`` and
+``environment`` only the parts readers use are typed (:class:`ResourceUsage`, :class:`Environment`) and
+checked; the rest is kept as it is. Values nested deeper than
+:data:`MAX_RECORD_DEPTH` are dropped too, so nothing that walks a record can recurse without bound.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypedDict
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TypedDict, cast
 
 __all__ = (
     "METRICS_FILE",
@@ -23,17 +33,23 @@ __all__ = (
     "RECORD_SCHEMA",
     "SPANS_FILE",
     "STATUSES",
+    "MAX_RECORD_DEPTH",
+    "STATUS_CORRUPT",
     "STATUS_ERROR",
     "STATUS_INTERRUPTED",
     "STATUS_OK",
     "STATUS_RUNNING",
     "ArtifactEntry",
+    "Environment",
     "ErrorInfo",
+    "GitInfo",
     "ParentRef",
     "ProcessInfo",
+    "ResourceUsage",
     "RunRecord",
     "SourceEntry",
     "Status",
+    "validate_record",
 )
 
 RECORD_SCHEMA: Final = "runtel.run/1"
@@ -49,6 +65,11 @@ STATUS_OK: Final = "ok"
 STATUS_ERROR: Final = "error"
 STATUS_INTERRUPTED: Final = "interrupted"
 STATUSES: Final = (STATUS_RUNNING, STATUS_OK, STATUS_ERROR, STATUS_INTERRUPTED)
+STATUS_CORRUPT: Final = "corrupt"
+"""What readers report for a run whose run.json cannot be read or had values of the wrong type (never written)."""
+
+MAX_RECORD_DEPTH: Final = 100
+"""Deepest nesting a reader accepts in run.json (writers nest config and metadata at most 32 levels)."""
 
 
 class ParentRef(TypedDict, total=False):
@@ -89,6 +110,7 @@ class ArtifactEntry(TypedDict, total=False):
     time: str
     metadata: dict[str, Any]
     error: str
+    partial_files: bool
 
 
 class SourceEntry(TypedDict, total=False):
@@ -101,8 +123,120 @@ class SourceEntry(TypedDict, total=False):
     artifact_name: str | None
     path: str
     hash: str
+    hash_kind: str
+    size: int
+    produced_path: str | None
     time: str
     error: str
+
+
+class MemoryScope(TypedDict, total=False):
+    """Peak memory of one process scope (``main``, ``descendants``, ``combined``)."""
+
+    max_rss_bytes: int | None
+    max_uss_bytes: int | None
+    max_pss_bytes: int | None
+
+
+class MaxRam(TypedDict, total=False):
+    """``resource_usage.max_ram``: the system's, and each process scope's."""
+
+    system_used_bytes: int | None
+    system_capacity_bytes: int | None
+    main: MemoryScope
+    descendants: MemoryScope
+    combined: MemoryScope
+
+
+class MaxGpuRam(TypedDict, total=False):
+    """``resource_usage.max_gpu_ram``."""
+
+    system_used_bytes: int | None
+    system_capacity_bytes: int | None
+    tree_bytes: int | None
+
+
+class CpuScope(TypedDict, total=False):
+    """CPU use of one process scope, in cores (1.0 = one core busy)."""
+
+    max_sum_fraction: float | None
+    mean_sum_fraction: float | None
+
+
+class CpuUtilization(TypedDict, total=False):
+    """``resource_usage.cpu_utilization`` (the keys readers use; the record has more)."""
+
+    system_core_count: int | None
+    main: CpuScope
+    descendants: CpuScope
+    combined: CpuScope
+
+
+class GpuUtilization(TypedDict, total=False):
+    """``resource_usage.gpu_utilization``."""
+
+    gpu_count: int | None
+    max_fraction: float | None
+    mean_fraction: float | None
+    mean_power_watts: float | None
+
+
+class ComputeTime(TypedDict, total=False):
+    """``resource_usage.compute_time``."""
+
+    wall_seconds: float | None
+    cpu_seconds: float | None
+
+
+class Energy(TypedDict, total=False):
+    """``resource_usage.energy``."""
+
+    total_joules: float | None
+    estimated: bool | None
+    domains: dict[str, Any]
+
+
+class Emissions(TypedDict, total=False):
+    """``resource_usage.emissions``."""
+
+    grams_co2eq: float | None
+    carbon_intensity_g_per_kwh: float | None
+
+
+class ResourceUsage(TypedDict, total=False):
+    """run.json ``resource_usage`` (written by ``runtel.sampling.summary.resource_usage_record``)."""
+
+    samples: int
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    max_ram: MaxRam
+    max_gpu_ram: MaxGpuRam
+    cpu_utilization: CpuUtilization
+    gpu_utilization: GpuUtilization
+    compute_time: ComputeTime
+    energy: Energy
+    emissions: Emissions
+
+
+class GitInfo(TypedDict, total=False):
+    """One repository of ``environment.git`` (``script``: the script's, ``cwd``: the working directory's)."""
+
+    commit: str
+    branch: str | None
+    dirty: bool
+
+
+class GitSection(TypedDict, total=False):
+    """``environment.git``."""
+
+    script: GitInfo
+    cwd: GitInfo
+
+
+class Environment(TypedDict, total=False):
+    """run.json ``environment`` (the keys readers use; the collectors write many more, kept as they are)."""
+
+    git: GitSection
 
 
 class RunRecord(TypedDict, total=False):
@@ -129,8 +263,8 @@ class RunRecord(TypedDict, total=False):
     seed: int | None
     argv: list[str] | None
     process: ProcessInfo
-    environment: dict[str, Any]
-    resource_usage: dict[str, Any]
+    environment: dict[str, Any]  # readers: reader.environment(record) is an Environment
+    resource_usage: dict[str, Any]  # readers: reader.resource_usage(record) is a ResourceUsage
     error: ErrorInfo
     artifacts: dict[str, ArtifactEntry]
     sources: list[SourceEntry]
@@ -145,3 +279,267 @@ class RunRecord(TypedDict, total=False):
     command_rusage: dict[str, Any]
     # added by readers, never written
     dir: str
+    problems: list[str]
+    unreadable: bool
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+_DROP: Final = object()
+_Check = Callable[[object], object]
+"""A field check: the value to keep (possibly converted), or ``_DROP``."""
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str(v: object) -> object:
+    return v if isinstance(v, str) else _DROP
+
+
+def _opt_str(v: object) -> object:
+    return v if v is None or isinstance(v, str) else _DROP
+
+
+def _int(v: object) -> object:
+    return v if _is_int(v) else _DROP
+
+
+def _opt_int(v: object) -> object:
+    return v if v is None or _is_int(v) else _DROP
+
+
+def _bool(v: object) -> object:
+    return v if isinstance(v, bool) else _DROP
+
+
+def _num(v: object) -> object:
+    if _is_int(v) or isinstance(v, float):
+        f = float(cast("float", v))
+        return f if math.isfinite(f) else _DROP
+    return _DROP
+
+
+def _opt_num(v: object) -> object:
+    return None if v is None else _num(v)
+
+
+def _nano(v: object) -> object:
+    if _is_int(v):
+        return str(v)
+    return v if isinstance(v, str) and v.isdigit() else _DROP
+
+
+def _opt_nano(v: object) -> object:
+    return v if v is None else _nano(v)
+
+
+def _dict(v: object) -> object:
+    return v if isinstance(v, dict) else _DROP
+
+
+def _any(v: object) -> object:
+    return v
+
+
+def _dict_list(v: object) -> object:
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else _DROP
+
+
+def _str_list(v: object) -> object:
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        return _DROP
+    return v
+
+
+def _str_map(v: object) -> object:
+    return v if isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) else _DROP
+
+
+def _section(fields: Mapping[str, _Check], optional: bool = False) -> Callable[[object, str, list[str]], object]:
+    """A check for a nested object: wrong-typed inner fields are dropped one by one."""
+
+    def check(v: object, where: str, problems: list[str]) -> object:
+        if v is None and optional:
+            return None
+        if not isinstance(v, dict):
+            return _DROP
+        return _check_fields(v, fields, where, problems)
+
+    return check
+
+
+_PARENT: Final[Mapping[str, _Check]] = {"run_id": _opt_str, "trace_id": _str, "span_id": _str}
+_PROCESS: Final[Mapping[str, _Check]] = {"pid": _int, "create_time": _num, "host": _str}
+_ERROR: Final[Mapping[str, _Check]] = {"type": _str, "message": _str}
+_ARTIFACT: Final[Mapping[str, _Check]] = {
+    "name": _str, "path": _str, "hash": _str, "hash_kind": _str, "algorithm": _str, "size": _int, "files": _int,
+    "mtime": _str, "kind": _str, "time": _str, "metadata": _dict, "error": _str, "partial_files": _bool,
+}
+_SOURCE: Final[Mapping[str, _Check]] = {
+    "kind": _str, "run_id": _opt_str, "trace_id": _str, "span_id": _str, "artifact_name": _opt_str, "path": _str,
+    "hash": _str, "hash_kind": _str, "size": _int, "produced_path": _opt_str, "time": _str, "error": _str,
+}
+
+def _opt(check: _Check) -> _Check:
+    return lambda v: None if v is None else check(v)
+
+
+def _nested(fields: Mapping[str, object]) -> Callable[[object, str, list[str]], object]:
+    """A check for an object whose values are field checks or nested objects (``_nested`` again)."""
+    plain = {k: c for k, c in fields.items() if not isinstance(c, tuple)}
+    inner = {k: c[0] for k, c in fields.items() if isinstance(c, tuple)}
+
+    def check(v: object, where: str, problems: list[str]) -> object:
+        if not isinstance(v, dict):
+            return _DROP
+        out: dict[str, Any] = {}
+        for key, value in v.items():
+            if key in inner:
+                kept = inner[key](value, f"{where}{key}.", problems)
+            else:
+                c = cast("_Check | None", plain.get(key))
+                kept = value if c is None else c(value)
+            if kept is _DROP:
+                problems.append(f"{where}{key}: {_type_name(value)} is not a valid value (dropped)")
+                continue
+            out[key] = kept
+        return out
+
+    return check
+
+
+def _count(v: object) -> object:
+    """An integer; a float with no fraction (another writer's 1e9) is read as one."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return _int(v)
+
+
+_MEMORY: Final = {"max_rss_bytes": _opt(_count), "max_uss_bytes": _opt(_count), "max_pss_bytes": _opt(_count)}
+_CPU_SCOPE: Final = {"max_sum_fraction": _opt_num, "mean_sum_fraction": _opt_num}
+_SCOPES: Final = ("main", "descendants", "combined")
+_RESOURCE_USAGE: Final = _nested({
+    "samples": _int, "start_time_unix_nano": _opt(_count), "end_time_unix_nano": _opt(_count),
+    "max_ram": (_nested({"system_used_bytes": _opt(_count), "system_capacity_bytes": _opt(_count),
+                         **{s: (_nested(_MEMORY),) for s in _SCOPES}}),),
+    "max_gpu_ram": (_nested({"system_used_bytes": _opt(_count), "system_capacity_bytes": _opt(_count),
+                             "tree_bytes": _opt(_count)}),),
+    "cpu_utilization": (_nested({"system_core_count": _opt(_count), **{s: (_nested(_CPU_SCOPE),) for s in _SCOPES}}),),
+    "gpu_utilization": (_nested({"gpu_count": _opt(_count), "max_fraction": _opt_num, "mean_fraction": _opt_num,
+                                 "mean_power_watts": _opt_num}),),
+    "compute_time": (_nested({"wall_seconds": _opt_num, "cpu_seconds": _opt_num}),),
+    "energy": (_nested({"total_joules": _opt_num, "estimated": _opt(_bool), "domains": _dict}),),
+    "emissions": (_nested({"grams_co2eq": _opt_num, "carbon_intensity_g_per_kwh": _opt_num}),),
+})
+_GIT_INFO: Final = {"commit": _str, "branch": _opt_str, "dirty": _bool}
+_ENVIRONMENT: Final = _nested({"git": (_nested({"script": (_nested(_GIT_INFO),), "cwd": (_nested(_GIT_INFO),)}),)})
+
+_SECTIONS: Final = {
+    "parent": _section(_PARENT, optional=True),
+    "process": _section(_PROCESS),
+    "error": _section(_ERROR),
+    "resource_usage": _RESOURCE_USAGE,
+    "environment": _ENVIRONMENT,
+}
+
+_FIELDS: Final[Mapping[str, _Check]] = {
+    "schema": _str, "id": _str, "name": _str, "status": _str, "start_time": _str,
+    "start_time_unix_nano": _nano, "end_time": _opt_str, "end_time_unix_nano": _opt_nano,
+    "duration_s": _opt_num, "telemetry": _str, "runtel_version": _str, "trace_id": _str, "span_id": _str,
+    "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
+    "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
+    "output_dir": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
+    "command_rusage": _dict,
+}
+
+
+def _type_name(v: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` levels (level by level, no recursion: safe on any input)."""
+    level: list[Any] = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        if depth >= limit:
+            return True
+        below: list[Any] = []
+        for v in level:
+            below.extend(x for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (dict, list)))
+        level, depth = below, depth + 1
+    return False
+
+
+def _check_fields(data: dict[str, Any], fields: Mapping[str, _Check], where: str, problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        check = fields.get(key)
+        kept = value if check is None else check(value)
+        if kept is _DROP:
+            problems.append(f"{where}{key}: {_type_name(value)} is not a valid value (dropped)")
+            continue
+        out[key] = kept
+    return out
+
+
+def _artifacts(value: object, problems: list[str]) -> object:
+    if isinstance(value, list):  # the artifact list of early records: keyed by name here
+        value = {str(a.get("name", i)): a for i, a in enumerate(value) if isinstance(a, dict)}
+    if not isinstance(value, dict):
+        return _DROP
+    out: dict[str, Any] = {}
+    for name, entry in value.items():
+        if not isinstance(entry, dict):
+            problems.append(f"artifacts.{name}: {_type_name(entry)} is not an artifact (dropped)")
+            continue
+        out[name] = _check_fields(entry, _ARTIFACT, f"artifacts.{name}.", problems)
+    return out
+
+
+def _sources(value: object, problems: list[str]) -> object:
+    if not isinstance(value, list):
+        return _DROP
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            problems.append(f"sources[{i}]: {_type_name(entry)} is not a source (dropped)")
+            continue
+        out.append(_check_fields(entry, _SOURCE, f"sources[{i}].", problems))
+    return out
+
+
+def validate_record(data: Mapping[str, Any]) -> tuple[RunRecord, list[str]]:
+    """``data`` (parsed run.json) with every listed key of the right type, and what was dropped, one line each.
+
+    Unknown keys are kept (records of newer versions), but no value may nest deeper than
+    :data:`MAX_RECORD_DEPTH`.
+    """
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    deep = _too_deep(data, MAX_RECORD_DEPTH + 1)  # one walk for the usual record; per key only if needed
+    for key, value in data.items():
+        if deep and _too_deep(value, MAX_RECORD_DEPTH):
+            problems.append(f"{key}: nested deeper than {MAX_RECORD_DEPTH} levels (dropped)")
+            continue
+        if key == "artifacts":
+            kept = _artifacts(value, problems)
+        elif key == "sources":
+            kept = _sources(value, problems)
+        elif key in _SECTIONS:
+            kept = _SECTIONS[key](value, f"{key}.", problems)
+        elif key in ("dir", "problems", "unreadable"):  # reader keys: never taken from the file
+            continue
+        else:
+            check = _FIELDS.get(key)
+            kept = value if check is None else check(value)
+        if kept is _DROP:
+            problems.append(f"{key}: {_type_name(value)} is not a valid value (dropped)")
+            continue
+        out[key] = kept
+    return cast("RunRecord", out), problems

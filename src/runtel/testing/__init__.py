@@ -15,6 +15,7 @@ from runtel import _sdk
 from runtel._guard import reset_log_once
 from runtel.config import Settings
 from runtel.rundir.reader import SpanRecord, read_record, read_spans
+from runtel.rundir.schema import RunRecord
 from runtel.testing.nvml import FakeGpu, FakeNvml
 from runtel.testing.powercap import make_powercap_tree
 
@@ -34,7 +35,7 @@ def isolated(run_dir: str | Path, **settings: Any) -> Iterator[Settings]:
         _sdk.reset()
 
 
-def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[SpanRecord]]:
+def read_run(run_dir: str | Path) -> tuple[RunRecord, list[SpanRecord]]:
     """The record and spans of a run folder."""
     path = Path(run_dir)
     return read_record(path), read_spans(path)
