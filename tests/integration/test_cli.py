@@ -323,3 +323,13 @@ def test_info_json(tmp_path: Path, clean_env: dict[str, str]) -> None:
     assert "tok-should-not-appear-123" not in proc.stdout
     text = runtel_cli(["info"], env, tmp_path)
     assert text.returncode == 0 and "machine" in text.stdout.lower()
+
+
+def test_version_answers_without_building_the_parser(clean_env: dict[str, str], tmp_path: Path) -> None:
+    """`runtel --version` loads no sub-command module (start-up cost: the parser imports all of them)."""
+    code = ("import sys; from runtel.cli import main; code = main(['--version']); "
+            "print(code, sorted(m for m in sys.modules if m.startswith('runtel.cli.')))")
+    proc = subprocess.run([PY, "-c", code], env=clean_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    version_line, result = proc.stdout.splitlines()
+    assert version_line.startswith("runtel ") and result == "0 []"

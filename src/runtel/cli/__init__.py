@@ -90,6 +90,10 @@ def cli_reference() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        # Answered before the parser is built: building it imports every sub-command's module.
+        sys.stdout.write(f"runtel {__version__}\n")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="runtel: %(message)s")
