@@ -116,6 +116,7 @@ def test_wall_clock_stepped_back_mid_run_gives_a_true_duration(rt: Settings, mon
         ({"telemetry": "bogus"}, lambda r: r["telemetry"] == "full"),
         ({"seed": "not a seed"}, lambda r: r["seed"] is None),
         ({"config": {Unprintable(): 1, "lr": 0.1}}, lambda r: r["config"]["lr"] == 0.1),
+        ({"config": {"a": {Unprintable(): 1, "b": 2}}}, lambda r: r["config"]["a"]["b"] == 2),
     ],
 )
 def test_bad_arguments_are_coerced_with_a_warning(lenient: Settings, runs_dir: Path, caplog: pytest.LogCaptureFixture,
