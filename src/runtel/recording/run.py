@@ -32,7 +32,7 @@ from runtel.rundir.schema import (
     STATUS_RUNNING,
     RunRecord,
 )
-from runtel.rundir.writer import RecordWriter, atomic_write_json
+from runtel.rundir.writer import RecordWriter, atomic_write_json, report_write_error
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -254,8 +254,12 @@ class Run(LineageMixin):
                 self._write_pending = True  # the next update tries again
         for out in self._output_dirs:
             with guard(f"record:{out}", f"write the run record into {out}"):
-                out.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out / f"runtel-{self.id}.json", self.record)
+                target = out / f"runtel-{self.id}.json"
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(target, self.record)
+                except OSError as exc:  # a full or failing disk: one line, the copy keeps its last record
+                    report_write_error(target, exc, "a copy of the run record")
 
     # --- the end of a run ------------------------------------------------------------------------
     def end(self, exc: BaseException | None, *, status: str | None = None, context_token: object = None) -> None:
