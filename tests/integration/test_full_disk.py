@@ -153,3 +153,27 @@ def test_run_that_ends_on_a_full_disk_keeps_its_last_record(small_fs: Path) -> N
             _spans("next", 10)
         assert second.dir is not None
         assert _record(second.dir)["status"] == "ok"
+
+
+def test_run_that_starts_on_a_full_disk_records_once_space_returns(
+    small_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No room even for the first record: one line, the user's code runs, the record appears at the end."""
+    runs = small_fs / "runs"
+    runs.mkdir()
+    caplog.set_level(logging.WARNING, logger="runtel")
+    with isolated(runs, sampling=False, strict=False):
+        _fill(small_fs)
+        ran = []
+        with runtel.run_span("starved") as run:
+            ran.append(True)
+            assert run.dir is None or not (run.dir / RECORD_FILE).exists() or _record(run.dir)
+            (small_fs / "checkpoint.bin").unlink()
+            (small_fs / "crumbs.bin").unlink()
+            _spans("after", 20)
+    assert ran == [True]
+    if run.dir is not None:  # the folder itself fit (a directory needs no data block on tmpfs)
+        assert _record(run.dir)["status"] == "ok"
+        assert {f"after-{i}" for i in range(20)} <= {s.name for s in read_spans(run.dir)}
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in messages if "Traceback" in m or "could not" in m], messages

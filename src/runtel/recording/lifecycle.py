@@ -45,7 +45,7 @@ from runtel.rundir.schema import (
     ProcessInfo,
     RunRecord,
 )
-from runtel.rundir.writer import new_run_id, write_new_file
+from runtel.rundir.writer import new_run_id, report_write_error, write_new_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -375,17 +375,23 @@ def _start_span(run: Run, runtime: _sdk.Runtime, parent_ctx: Context | None, att
 
 
 def _write_side_files(run: Run, env_info: Environment) -> None:
-    """git.diff and reproduce.sh next to run.json."""
+    """git.diff and reproduce.sh next to run.json (on a full disk: the one report, and the run goes on)."""
     assert run.dir is not None
     if env_info.git_diff:
         with guard("git-diff", "save git.diff"):
-            write_new_file(run.dir / GIT_DIFF_FILE, env_info.git_diff)
-            run.record["git_diff_file"] = GIT_DIFF_FILE
+            try:
+                write_new_file(run.dir / GIT_DIFF_FILE, env_info.git_diff)
+                run.record["git_diff_file"] = GIT_DIFF_FILE
+            except OSError as exc:
+                report_write_error(run.dir / GIT_DIFF_FILE, exc, "git.diff")
     if run.record.get("telemetry") != "full":
         return
     with guard("reproduce", "write reproduce.sh"):
-        write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
-        run.record["reproduce"] = REPRODUCE_FILE
+        try:
+            write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
+            run.record["reproduce"] = REPRODUCE_FILE
+        except OSError as exc:
+            report_write_error(run.dir / REPRODUCE_FILE, exc, "reproduce.sh")
 
 
 # The last reproduce.sh text: (key, text, run id in it). Back-to-back runs of a process share everything in
