@@ -11,7 +11,7 @@ import logging
 import threading
 from types import TracebackType
 
-__all__ = ("guard", "log_once", "reset_log_once", "set_strict")
+__all__ = ("guard", "is_strict", "log_once", "reset_log_once", "set_strict")
 
 _logger = logging.getLogger("runtel")
 _seen: set[str] = set()
@@ -23,6 +23,11 @@ def set_strict(value: bool) -> None:
     """Re-raise internal errors (tests) instead of logging them."""
     global _strict
     _strict = value
+
+
+def is_strict() -> bool:
+    """Whether internal errors (and wrong arguments) are raised rather than logged."""
+    return _strict
 
 
 def log_once(key: str, message: str, *args: object, level: int = logging.WARNING,

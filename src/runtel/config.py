@@ -307,21 +307,64 @@ def _check_arg(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}={value!r}: {exc}") from exc
 
 
+#: settings whose value is a bool, a number, or a sequence of strings (checked by type when not given as text)
+_BOOLS: Final = frozenset({"disabled", "sampling", "strict"})
+_NUMBERS: Final = frozenset({"attribute_max_length", "record_max_bytes", "sample_interval", "memory_detail_interval",
+                             "metric_interval", "n_expected_cores", "carbon_intensity", "cpu_tdp",
+                             "git_diff_max_bytes", "export_timeout"})
+_STRINGS: Final = frozenset({"service_name", "gpu_backend", "telemetry"})
+
+
 def _coerce_arg(name: str, value: Any) -> Any:
+    """An explicit argument checked by type, then by the same rules as its environment variable.
+
+    Text goes through the variable's parser; a number through it too (as its decimal text), so
+    ``configure(sample_interval=0.01)`` and ``RUNTEL_SAMPLE_INTERVAL=0.01`` fail alike. A value of
+    the wrong type (``telemetry=5``, ``sampling="maybe"``, ``dir=123``) is a ConfigError.
+    """
     if isinstance(value, str) and name not in ("service_name", "gpu_backend"):
         try:
             return PARAMS[name].parse(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{name}={value!r}: {exc}") from exc
+    if value is None and PARAMS[name].default is None:
+        return None
     if name == "dir":
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"dir must be a path, got {type(value).__name__}")
         return Path(value)
+    if name in _BOOLS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {type(value).__name__}")
+        return value
+    if name in _NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
+        if isinstance(PARAMS[name].default, int) and not isinstance(value, int) and name != "n_expected_cores":
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if name == "n_expected_cores" and not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return PARAMS[name].parse(repr(value))
+    if name in _STRINGS:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+        return value
     if name == "exporters":
-        return _parse_exporters(",".join(value))
-    if name in ("gpu_uuids", "redact_patterns") and value is not None:
-        return tuple(value)
-    if name == "sample_interval" and float(value) < 0.05:
-        raise ConfigError(f"sample_interval must be >= 0.05 seconds, got {value!r}")
+        return _parse_exporters(",".join(_strings(name, value)))
+    if name in ("gpu_uuids", "redact_patterns"):
+        return _strings(name, value)
     return value
+
+
+def _strings(name: str, value: Any) -> tuple[str, ...]:
+    """A sequence of strings (not one string, already handled as text)."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} must be a list of strings, got {type(value).__name__}") from None
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+    return items
 
 
 def resolve_settings(env: Mapping[str, str] | None = None, **args: Any) -> Settings:

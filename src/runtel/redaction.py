@@ -336,7 +336,7 @@ class Redactor:
     def _mapping(self, mapping: Mapping[Any, object], depth: int) -> dict[str, object]:
         result: dict[str, object] = {}
         for raw_key, value in mapping.items():
-            key = raw_key if isinstance(raw_key, str) else str(raw_key)
+            key = raw_key if isinstance(raw_key, str) else _key_text(raw_key)
             result[key] = self._value(key, value, depth)
         return result
 
@@ -371,3 +371,11 @@ class Redactor:
                     continue
             out.append(self.redact_text(arg))
         return out
+
+
+def _key_text(key: object) -> str:
+    """A non-string mapping key as text; one whose ``__str__`` raises must not cost the whole mapping."""
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__}>"

@@ -1,7 +1,8 @@
-"""run.json writing and reading: the record text, in-place rewrites, forked writers and torn reads."""
+"""run.json writing and reading: the record text, whole-file replacement, full disks, forked writers, torn reads."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import pytest
 from runtel.errors import RunFolderError
 from runtel.rundir.reader import read_record
 from runtel.rundir.schema import RECORD_FILE
-from runtel.rundir.writer import RecordWriter, record_text
+from runtel.rundir.writer import LineFile, RecordWriter, record_text
 
 LONG_MAPPING = {f"key_{i}": f"value number {i} — ünïcödé" for i in range(12)}
 ENVIRONMENT = {
@@ -93,34 +94,105 @@ def _long_record() -> dict[str, Any]:
     return {"id": "run-1", "status": "running", "attributes": {f"a{i}": "v" * 20 for i in range(20)}}
 
 
-def test_shorter_rewrite_is_padded_and_file_keeps_its_size(tmp_path: Path) -> None:
-    """A shorter record overwrites a longer one in place: spaces pad it, the file does not shrink, JSON is exact."""
+def test_shorter_rewrite_replaces_the_whole_file(tmp_path: Path) -> None:
+    """A shorter record replaces a longer one exactly: no padding, no tail of the old text."""
     path = tmp_path / RECORD_FILE
     rf = RecordWriter(path)
     rf.write(_long_record())
-    long_size = path.stat().st_size
     assert json.loads(path.read_text(encoding="utf-8")) == _long_record()
     short = {"id": "run-1", "status": "ok"}
     rf.write(short)
-    raw = path.read_bytes()
-    assert len(raw) == long_size
-    assert raw.endswith(b" \n") and raw.rstrip(b" \n").endswith(b"}")
-    assert json.loads(raw) == short
+    assert path.read_text(encoding="utf-8") == record_text(short) + "\n"
     assert read_record(tmp_path) == {**short, "dir": str(tmp_path)}
 
 
-def test_rewrites_keep_the_inode(tmp_path: Path) -> None:
-    """Later writes go to the same file (no temporary file and rename), whether the text grows or shrinks."""
+def test_rewrites_rename_a_new_file_over_the_record(tmp_path: Path) -> None:
+    """Later writes go to a temporary file renamed over run.json (a new inode each time), none left behind."""
     path = tmp_path / RECORD_FILE
     rf = RecordWriter(path)
     rf.write({"status": "running"})
-    inode = os.stat(path).st_ino
+    inodes = {os.stat(path).st_ino}
     records = [_long_record(), {"status": "ok"}, {**_long_record(), "extra": "y" * 300}, {}]
     for data in records:
-        rf.write(data)
-        assert os.stat(path).st_ino == inode
+        assert rf.write(data)
+        inodes.add(os.stat(path).st_ino)
         assert json.loads(path.read_text(encoding="utf-8")) == data
+    assert len(inodes) > 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_FILE]  # no temporary files left
+
+
+def _fail_after(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """``os.write`` behaves like a disk with ``budget`` bytes free: a short write, then ENOSPC."""
+    real_write = os.write
+    left = [budget]
+
+    def write(fd: int, data: Any) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_write(fd, bytes(data)[: left[0]])
+        left[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 100, 4096, 5000])
+def test_a_record_write_that_runs_out_of_space_leaves_the_old_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """ENOSPC at any byte of a rewrite: run.json still holds the previous record, whole; no temporary file stays."""
+    path = tmp_path / RECORD_FILE
+    rf = RecordWriter(path)
+    first = {"id": "run-1", "status": "running"}
+    assert rf.write(first)
+    final = {**_long_record(), "status": "ok", "big": "z" * 8000}
+    with monkeypatch.context() as m:
+        _fail_after(m, budget)
+        assert not rf.write(final)
+    assert json.loads(path.read_text(encoding="utf-8")) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_FILE]
+    assert rf.write(final)  # space is back
+    assert json.loads(path.read_text(encoding="utf-8")) == final
+
+
+def test_a_first_record_write_that_runs_out_of_space_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No record before, none after: a torn first run.json is removed rather than left unreadable."""
+    path = tmp_path / RECORD_FILE
+    rf = RecordWriter(path)
+    with monkeypatch.context() as m:
+        _fail_after(m, 10)
+        assert not rf.write(_long_record())
+    assert not path.exists()
+    assert rf.write(_long_record())
+    assert json.loads(path.read_text(encoding="utf-8")) == _long_record()
+
+
+@pytest.mark.parametrize("budget", [0, 1, 15, 16, 17, 40])
+def test_a_torn_append_is_followed_by_a_fresh_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """A batch cut by ENOSPC leaves at most one torn line; the next batch starts on a new line, so every line
+    written before and after is whole, and the lost lines are counted."""
+    path = tmp_path / "spans.jsonl"
+    lf = LineFile(path)
+    line = b'{"n": 1, "pad": "x"}\n'  # 21 bytes
+    assert lf.write(line)
+    with monkeypatch.context() as m:
+        _fail_after(m, budget)
+        assert not lf.write(line * 2)
+        assert not lf.write(line)  # still full
+    assert lf.write(line * 3)
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    whole = [ln for ln in lines[:-1] if ln]
+    parsed = []
+    for ln in whole:
+        try:
+            parsed.append(json.loads(ln))
+        except ValueError:
+            parsed.append(None)
+    assert parsed.count(None) <= 1  # the one fragment, on a line of its own
+    assert len([x for x in parsed if x is not None]) == 1 + budget // 21 + 3
+    assert lf.lines == 1 + budget // 21 + 3
+    assert lf.dropped == 3 - budget // 21
 
 
 def test_removed_record_is_recreated(tmp_path: Path) -> None:

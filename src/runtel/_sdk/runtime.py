@@ -159,6 +159,7 @@ class Runtime:
 
     def _build_tracing(self, run_name: str) -> None:
         global _ID_GENERATOR
+        _drop_bad_limit_variables()
         if _ID_GENERATOR is None:
             from runtel._sdk.ids import IndependentIdGenerator
 
@@ -431,3 +432,32 @@ def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float, *, quiet:
     if worker.is_alive():
         log_once("shutdown-timeout", "runtel gave up waiting for export after %.1f s at exit (local files are complete"
                  " up to the last flush)", timeout, level=logging.INFO if quiet else logging.WARNING)
+
+
+#: the SDK's span limit variables; it raises ValueError (at import, for the first) unless each is an int >= 0
+_LIMIT_VARIABLES = (
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT",
+)
+
+
+def _drop_bad_limit_variables() -> None:
+    """Remove span limit variables the SDK would raise on (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc``), with a warning.
+
+    Left in place, the SDK's import fails and the user's program would get the SDK's ValueError at
+    run start; removed, the SDK's defaults apply here and in child processes.
+    """
+    for name in _LIMIT_VARIABLES:
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        text = raw.strip().lower()
+        try:
+            if text == "unset" or int(text) >= 0:
+                continue
+        except ValueError:
+            pass
+        os.environ.pop(name, None)
+        log_once(f"limit-variable:{name}", "runtel ignores %s=%r (not a non-negative integer; the OpenTelemetry "
+                 "SDK would fail on it) and removes it from the environment", name, raw)

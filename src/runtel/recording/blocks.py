@@ -19,10 +19,11 @@ from typing import Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span
 
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard
+from runtel.recording.safety import bad_argument, coerce_int, coerce_name, record_exception, safe_str
 
 __all__ = ("Block", "block", "trace")
 
@@ -42,9 +43,7 @@ def _record_error(span: Span, exc: BaseException) -> None:
         return
     if isinstance(exc, (GeneratorExit, StopIteration, StopAsyncIteration)):
         return
-    span.record_exception(exc, escaped=True)
-    span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1024]))
+    record_exception(span, exc)  # never raises: the user's exception is the one that propagates
 
 
 def _end(span: Span, start_ns: int) -> None:
@@ -98,7 +97,7 @@ class Block:
     __slots__ = ("_attributes", "_name", "_span", "_token")
 
     def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
-        self._name = name
+        self._name = name if type(name) is str else coerce_name(name, "block(name=...)") or "block"
         self._attributes = attributes
         self._span: Span = otel_trace.INVALID_SPAN
         self._token: object = None
@@ -125,12 +124,14 @@ class Block:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         span = self._span
-        if exc is not None:
-            _record_error(span, exc)
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
-            self._token = None
-        _end(span, 0)
+        try:
+            if exc is not None:
+                _record_error(span, exc)
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)  # type: ignore[arg-type]
+                self._token = None
+            _end(span, 0)
 
     async def __aenter__(self) -> Block:
         return self.__enter__()
@@ -188,7 +189,8 @@ class _Options:
         seed_parameter: str | None,
         record_dir_parameter: str | None,
     ) -> None:
-        self.name: str = str(name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function"))
+        fallback = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+        self.name: str = (coerce_name(name, "trace(name=...)") if name else None) or safe_str(fallback or "function")
         static: dict[str, Any] = {
             semconv.SPAN_KIND: semconv.KIND_FUNCTION,
             semconv.CODE_FUNCTION_NAME: f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', self.name)}",
@@ -196,15 +198,28 @@ class _Options:
         # code.file.path / code.line.number are left out on purpose: each attribute costs ~1 us per call,
         # and the qualified function name already locates the code.
         if stage:
-            static[semconv.STAGE] = stage
+            static[semconv.STAGE] = stage if type(stage) is str else safe_str(stage)
         if attributes:
-            from runtel.values.attributes import to_attributes
+            with guard("trace-attributes", "use trace(attributes=...)"):
+                from runtel.values.attributes import to_attributes
 
-            static.update(to_attributes(dict(attributes), prefix=""))
+                given: object = attributes  # typed a Mapping, but callers pass anything
+                if not isinstance(given, Mapping):
+                    bad_argument("trace-attributes", f"trace(attributes=...) should be a mapping, got "
+                                 f"{type(given).__name__}; ignored")
+                else:
+                    static.update(to_attributes({safe_str(k): v for k, v in given.items()}, prefix=""))
         self.static = static
+        if capture_limit is not None and coerce_int(capture_limit) is None:
+            bad_argument("capture-limit", f"trace(capture_limit=...) should be an int, got "
+                         f"{type(capture_limit).__name__}; every call is captured")
+        if isinstance(capture, str):
+            capture = (capture,)  # one parameter name, not one per character
+        elif not isinstance(capture, (bool, list, tuple, set, frozenset)):
+            capture = bool(capture)
         self.capture = capture
-        self.capture_return = capture_return
-        self.capture_limit = capture_limit
+        self.capture_return = bool(capture_return)
+        self.capture_limit = None if capture_limit is None else coerce_int(capture_limit)
         self.calls = itertools.count()
         self.seed_parameter = seed_parameter
         self.record_dir_parameter = record_dir_parameter

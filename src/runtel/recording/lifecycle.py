@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -24,9 +25,17 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from runtel import _context, _sdk, semconv
-from runtel._guard import guard, log_once
+from runtel._guard import guard, is_strict, log_once
 from runtel._version import __version__
 from runtel.recording.run import Run, _iso, _process_create_time, _script_path
+from runtel.recording.safety import (
+    coerce_name,
+    coerce_output_dir,
+    coerce_seed,
+    coerce_tags,
+    coerce_telemetry,
+    safe_str,
+)
 from runtel.rundir.schema import (
     GIT_DIFF_FILE,
     RECORD_SCHEMA,
@@ -36,7 +45,7 @@ from runtel.rundir.schema import (
     ProcessInfo,
     RunRecord,
 )
-from runtel.rundir.writer import new_run_id, write_new_file
+from runtel.rundir.writer import new_run_id, report_write_error, write_new_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -47,17 +56,6 @@ if TYPE_CHECKING:
 __all__ = ("RunSpan", "run_span")
 
 
-def _normalize_tags(tags: Mapping[str, Any] | Iterable[str] | None) -> dict[str, str]:
-    if not tags:
-        return {}
-    if isinstance(tags, Mapping):
-        return {str(k): str(v) for k, v in tags.items()}
-    out: dict[str, str] = {}
-    for tag in tags:
-        key, sep, value = str(tag).partition("=")
-        out[key] = value if sep else "true"
-    return out
-
 class RunSpan:
     """The context manager returned by :func:`run_span`; usable with ``with`` and ``async with``."""
 
@@ -66,23 +64,27 @@ class RunSpan:
         name: str | None,
         *,
         config: Any = None,
-        tags: Mapping[str, Any] | Iterable[str] | None = None,
+        tags: Mapping[str, Any] | Iterable[str] | str | None = None,
         output_dir: str | os.PathLike[str] | None = None,
         seed: int | bool | None = None,
         telemetry: str | None = None,
         attributes: Mapping[str, Any] | None = None,
         _argv: list[str] | None = None,
     ) -> None:
-        self._name = name
+        # Wrong types are coerced or dropped here, with one warning (ConfigError in strict mode), so
+        # nothing about them can fail later inside the user's ``with`` statement.
+        self._name = coerce_name(name)
         self._config = config
-        self._tags = tags
-        self._output_dir = output_dir
-        self._seed = seed
-        self._telemetry = telemetry
+        self._tags = coerce_tags(tags)
+        self._output_dir = coerce_output_dir(output_dir)
+        self._seed = coerce_seed(seed)
+        self._telemetry = coerce_telemetry(telemetry)
         self._attributes = dict(attributes or {})
         self._argv = _argv
-        self._run: Run | None = None
-        self._context_token: object = None
+        # One (run, context token) per entry still open: the object may be entered from several threads or
+        # tasks at once (or nested), and each exit must end the run its own entry opened.
+        self._entries: list[tuple[Run, object]] = []
+        self._entries_lock = threading.Lock()
 
     # --- sync -----------------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -91,11 +93,11 @@ class RunSpan:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        run = self._run
-        if self._left_disabled(run):
+        run, token = self._leave()
+        if run is None or not run.enabled:
+            _detach(token)
             return
-        assert run is not None
-        run.finish(exc, context_token=self._context_token)
+        run.finish(exc, context_token=token)
 
     # --- async ----------------------------------------------------------------------------------
     async def __aenter__(self) -> Run:
@@ -104,13 +106,13 @@ class RunSpan:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        run = self._run
-        if self._left_disabled(run):
+        run, token = self._leave()
+        if run is None or not run.enabled:
+            _detach(token)
             return
-        assert run is not None
         # End the span and leave the context here (it belongs to this task); flush and write files off
         # the event loop so a slow disk or collector never stalls other tasks.
-        run.end(exc, context_token=self._context_token)
+        run.end(exc, context_token=token)
         try:
             import anyio
 
@@ -118,13 +120,18 @@ class RunSpan:
         except Exception:
             run.close()
 
-    def _left_disabled(self, run: Run | None) -> bool:
-        """Leave a placeholder run (runtel disabled, or start failed); True if there is nothing more to do."""
-        if run is not None and run.enabled:
-            return False
-        if run is not None and self._context_token is not None:
-            otel_context.detach(self._context_token)  # type: ignore[arg-type]
-        return True
+    def _leave(self) -> tuple[Run | None, object]:
+        """Take this exit's entry: the one whose run is current in this context (threads and tasks each
+        have their own), else the latest."""
+        current = _context.current_run()
+        with self._entries_lock:
+            entries = self._entries
+            if not entries:
+                return None, None
+            for i in range(len(entries) - 1, -1, -1):
+                if entries[i][0] is current:
+                    return entries.pop(i)
+            return entries.pop()
 
     # --- start ----------------------------------------------------------------------------------
     def _start(self) -> Run:
@@ -134,14 +141,28 @@ class RunSpan:
         if _sdk.current_runtime() is None and not settings.disabled:
             _prefetch_git(argv, settings, self._telemetry)
         runtime = _sdk.get_runtime()
-        if runtime is None:  # OTEL_SDK_DISABLED=true: a placeholder run, nothing recorded
+        run: Run | None = None
+        token: object = None
+        if runtime is not None:
+            try:
+                run, token = _open(runtime, settings, name, self, argv)
+            except Exception as exc:  # a bug of runtel's: the user's code runs anyway, without a record
+                if is_strict():
+                    raise
+                log_once("run-start", "runtel could not start the run %r: %s: %s (the program goes on without a "
+                         "record)", name, type(exc).__name__, safe_str(exc), exc_info=True)
+        if run is None:  # OTEL_SDK_DISABLED=true, or the start failed: a placeholder run, nothing recorded
             run = Run(name)
-            self._run = run
-            self._context_token = otel_context.attach(_context.with_run(run))
-            return run
-        run, self._context_token = _open(runtime, settings, name, self, argv)
-        self._run = run
+            token = otel_context.attach(_context.with_run(run))
+        with self._entries_lock:
+            self._entries.append((run, token))
         return run
+
+
+def _detach(token: object) -> None:
+    if token is not None:
+        with guard("context-detach", "restore the previous context"):
+            otel_context.detach(token)  # type: ignore[arg-type]
 
 
 def _prefetch_git(argv: list[str], settings: Settings, telemetry: str | None) -> None:
@@ -159,9 +180,11 @@ def _prefetch_git(argv: list[str], settings: Settings, telemetry: str | None) ->
 def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, argv: list[str]) -> tuple[Run, object]:
     """Everything run start does, as named steps; returns the run and the token that makes it current."""
     start_ns = time.time_ns()
+    start_mono_ns = time.perf_counter_ns()
     level = settings.telemetry if spec._telemetry is None else spec._telemetry
     parent_run = _context.current_run()
     run = _new_run(settings, name, start_ns)
+    run.start_mono_ns = start_mono_ns
     run._redactor = runtime.redactor  # process-wide: its cache of key verdicts carries over between runs
     env_info = _capture_environment(runtime, settings, level, argv)
     runtime.ensure_built(name)
@@ -189,7 +212,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
             run._start_sample = runtime.monitor.edge_sample()
     if spec._output_dir is not None:
         run.add_output_dir(spec._output_dir)
-        run.record["output_dir"] = str(spec._output_dir)
+        run.record["output_dir"] = spec._output_dir
     if run.dir is not None and level != "off" and env_info is not None:
         _write_side_files(run, env_info)
     run._write_record(force=True)
@@ -197,21 +220,39 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
 
 
 def _new_run(settings: Settings, name: str, start_ns: int) -> Run:
-    """A run with a fresh id and, when the run folder is on, its folder (none if it cannot be made)."""
-    run_id = new_run_id(name, datetime.fromtimestamp(start_ns / 1e9, timezone.utc))
+    """A run with a fresh id and, when the run folder is on, its folder (none if it cannot be made).
+
+    A folder that exists already (another run of the same name in the same second drew the same
+    suffix, in this process or another) means a new suffix, not a run without a record.
+    """
+    when = datetime.fromtimestamp(start_ns / 1e9, timezone.utc)
+    run_id = new_run_id(name, when)
     run_dir: Path | None = None
     if settings.json_enabled:
-        run_dir = settings.dir / run_id
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
-        except OSError as exc:
-            log_once(f"mkdir:{settings.dir}", "runtel cannot create the run folder %s (%s); the run goes on without "
-                     "a local record", run_dir, exc.strerror or exc)
+        for _attempt in range(_ID_ATTEMPTS):
+            run_dir = settings.dir / run_id
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                run_id = new_run_id(name, when)
+            except OSError as exc:
+                log_once(f"mkdir:{settings.dir}", "runtel cannot create the run folder %s (%s); the run goes on "
+                         "without a local record", run_dir, exc.strerror or exc)
+                run_dir = None
+                break
+        else:
+            log_once(f"mkdir:{settings.dir}", "runtel found %d run folders taken in a row in %s; the run goes on "
+                     "without a local record", _ID_ATTEMPTS, settings.dir)
             run_dir = None
     run = Run(name, run_id=run_id, run_dir=run_dir)
     run.start_time_ns = start_ns
     run._settings = settings
     return run
+
+
+#: fresh suffixes tried before giving up on a run folder (each collides with odds below 1 in 10,000)
+_ID_ATTEMPTS = 64
 
 
 def _capture_environment(runtime: _sdk.Runtime, settings: Settings, level: str, argv: list[str]) -> Environment | None:
@@ -296,7 +337,7 @@ def _record_inputs(run: Run, spec: RunSpan, level: str, argv: list[str], env_inf
                    attributes: dict[str, Any], *, own_resource: bool) -> None:
     """Tags, config, attributes, argv and environment into the record and the span's start attributes."""
     record = run.record
-    tags = _normalize_tags(spec._tags)
+    tags = dict(spec._tags)
     record["tags"] = tags
     attributes.update({semconv.TAG_PREFIX + k: v for k, v in tags.items()})
     with guard("config", "record the config"):
@@ -334,17 +375,23 @@ def _start_span(run: Run, runtime: _sdk.Runtime, parent_ctx: Context | None, att
 
 
 def _write_side_files(run: Run, env_info: Environment) -> None:
-    """git.diff and reproduce.sh next to run.json."""
+    """git.diff and reproduce.sh next to run.json (on a full disk: the one report, and the run goes on)."""
     assert run.dir is not None
     if env_info.git_diff:
         with guard("git-diff", "save git.diff"):
-            write_new_file(run.dir / GIT_DIFF_FILE, env_info.git_diff)
-            run.record["git_diff_file"] = GIT_DIFF_FILE
+            try:
+                write_new_file(run.dir / GIT_DIFF_FILE, env_info.git_diff)
+                run.record["git_diff_file"] = GIT_DIFF_FILE
+            except OSError as exc:
+                report_write_error(run.dir / GIT_DIFF_FILE, exc, "git.diff")
     if run.record.get("telemetry") != "full":
         return
     with guard("reproduce", "write reproduce.sh"):
-        write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
-        run.record["reproduce"] = REPRODUCE_FILE
+        try:
+            write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
+            run.record["reproduce"] = REPRODUCE_FILE
+        except OSError as exc:
+            report_write_error(run.dir / REPRODUCE_FILE, exc, "reproduce.sh")
 
 
 # The last reproduce.sh text: (key, text, run id in it). Back-to-back runs of a process share everything in
@@ -392,7 +439,8 @@ def run_span(
         config: The run's configuration: a mapping, dataclass, argparse Namespace, pydantic model,
             OmegaConf config, ... Recorded in full in run.json and flattened onto the span as
             ``config.*`` attributes; secrets are redacted.
-        tags: ``{"key": "value"}`` or ``["key=value", "flag"]``; span attributes ``runtel.tag.*``.
+        tags: ``{"key": "value"}``, ``["key=value", "flag"]`` or one ``"key=value"``; span attributes
+            ``runtel.tag.*``.
         output_dir: Also write the run record into this folder (next to the job's outputs).
         seed: An int seeds ``random`` (and numpy/torch/TensorFlow if already imported) with it;
             ``True`` generates a seed; the seed is recorded. ``None`` (default) seeds nothing.

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from runtel import _context, semconv
 from runtel._guard import guard, log_once
+from runtel.recording.safety import safe_str
 from runtel.rundir.artifacts import PARTIAL_HASH_LIMIT, _append_index, _index_entry, _now_iso, find_artifacts, hash_path
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class LineageMixin:
             ...     torch.save(model.state_dict(), "model.pt")
             ...     run.add_artifact("model", "model.pt", {"epochs": 3})
         """
-        artifact: dict[str, Any] = {"name": str(name)}
+        artifact: dict[str, Any] = {"name": safe_str(name)}
         with guard("add-artifact", "record an artifact"):
             abspath = os.path.abspath(os.fspath(path))
             artifact["path"] = abspath
@@ -133,7 +134,7 @@ class LineageMixin:
             except OSError as exc:
                 artifact["error"] = f"{type(exc).__name__}: {exc.strerror or exc}"
                 log_once(f"artifact-missing:{abspath}", "runtel could not hash artifact %r at %s (%s); recorded "
-                         "without a hash", str(name), abspath, exc.strerror or exc, level=logging.WARNING)
+                         "without a hash", artifact["name"], abspath, exc.strerror or exc, level=logging.WARNING)
             artifact["time"] = _now_iso()
             if metadata:
                 artifact["metadata"] = self.convert(metadata, prefix="")[1]

@@ -23,6 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard
 from runtel.recording.lineage import LineageMixin
+from runtel.recording.safety import record_exception, safe_str
 from runtel.rundir.schema import (
     RECORD_FILE,
     STATUS_ERROR,
@@ -31,7 +32,7 @@ from runtel.rundir.schema import (
     STATUS_RUNNING,
     RunRecord,
 )
-from runtel.rundir.writer import RecordWriter, atomic_write_json
+from runtel.rundir.writer import RecordWriter, atomic_write_json, report_write_error
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -102,6 +103,10 @@ class Run(LineageMixin):
         self.status: str = STATUS_RUNNING
         self.start_time_ns = 0
         self.end_time_ns: int | None = None
+        # Durations come from the monotonic clock (a wall clock stepped back mid-run gave -3599 s);
+        # the wall-clock times above are recorded as they were read.
+        self.start_mono_ns = 0
+        self.end_mono_ns: int | None = None
         self.seed: int | None = None
         self.record: RunRecord = {}
         self._span: trace.Span = trace.INVALID_SPAN
@@ -221,7 +226,7 @@ class Run(LineageMixin):
         value = normalize_config(values)
         redactor = self._redactor
         if isinstance(value, Mapping):
-            value = {str(k): v for k, v in value.items()}
+            value = {safe_str(k): v for k, v in value.items()}  # one unprintable key must not cost the rest
             if redactor is not None:
                 value = redactor.redact_mapping(value)
         elif redactor is not None:
@@ -245,11 +250,16 @@ class Run(LineageMixin):
         with guard(f"record:{self.dir}", f"write the run record in {self.dir}"):
             if self._record_writer is None:
                 self._record_writer = RecordWriter(self.dir / RECORD_FILE)
-            self._record_writer.write(self.record)
+            if not self._record_writer.write(self.record):  # reported; the file keeps its last whole record
+                self._write_pending = True  # the next update tries again
         for out in self._output_dirs:
             with guard(f"record:{out}", f"write the run record into {out}"):
-                out.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out / f"runtel-{self.id}.json", self.record)
+                target = out / f"runtel-{self.id}.json"
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(target, self.record)
+                except OSError as exc:  # a full or failing disk: one line, the copy keeps its last record
+                    report_write_error(target, exc, "a copy of the run record")
 
     # --- the end of a run ------------------------------------------------------------------------
     def end(self, exc: BaseException | None, *, status: str | None = None, context_token: object = None) -> None:
@@ -263,6 +273,7 @@ class Run(LineageMixin):
             with guard("sample-edge", "take the run-end sample"):
                 last_sample = monitor.edge_sample()
         self.end_time_ns = time.time_ns()  # after the edge sample, so the window includes it
+        self.end_mono_ns = time.perf_counter_ns()
         span = self._span
         with guard("run-status", "record the run status"):
             if outcome is not None and outcome[0] != STATUS_OK:
@@ -270,12 +281,10 @@ class Run(LineageMixin):
                 span.set_status(Status(StatusCode.ERROR, outcome[2] or outcome[0]))
                 self.record["error"] = {"type": outcome[1] or outcome[0], "message": outcome[2]}
             elif exc is not None and self.status != STATUS_OK:
-                span.record_exception(exc, escaped=True)
-                span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1024]))
+                record_exception(span, exc)  # never raises, even for an exception whose __str__ does
                 self.record["error"] = {
                     "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    "message": str(exc)[:4096] if not isinstance(exc, KeyboardInterrupt) else "KeyboardInterrupt",
+                    "message": safe_str(exc)[:4096] if not isinstance(exc, KeyboardInterrupt) else "KeyboardInterrupt",
                 }
             elif self.status == STATUS_INTERRUPTED:
                 span.set_status(Status(StatusCode.ERROR, "interrupted"))
@@ -303,11 +312,13 @@ class Run(LineageMixin):
             runtime.flush_run(self)
             runtime.close_run(self)
         end = self.end_time_ns or time.time_ns()
+        end_mono = self.end_mono_ns or time.perf_counter_ns()
         record = self.record
         record["status"] = self.status
         record["end_time"] = _iso(end)
         record["end_time_unix_nano"] = str(end)
-        record["duration_s"] = round((end - self.start_time_ns) / 1e9, 6)
+        elapsed = end_mono - self.start_mono_ns if self.start_mono_ns else end - self.start_time_ns
+        record["duration_s"] = round(max(0, elapsed) / 1e9, 6)
         self._finished = True
         self._write_record(force=True)
 

@@ -2,7 +2,7 @@
 
 Layout of ``<RUNTEL_DIR>/<run-id>/``:
 
-* ``run.json`` — the readable :class:`RunRecord`, rewritten in place while the run goes (see
+* ``run.json`` — the readable :class:`RunRecord`, replaced whole at each update while the run goes (see
   ``writer.RecordWriter``);
 * ``spans.jsonl`` and ``metrics.jsonl`` — OTLP/JSON lines (``otlp_json``), appended while the run goes;
 * ``git.diff`` and ``reproduce.sh`` — optional side files.

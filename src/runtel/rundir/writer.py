@@ -1,4 +1,4 @@
-"""Writing the run folder: run ids, run.json (created once, then rewritten in place), side files, JSON Lines.
+"""Writing the run folder: run ids, run.json (replaced whole, never torn), side files, JSON Lines.
 
 The layout and the record's keys are in ``schema``; reading is ``reader``'s job. The encoder here
 writes run.json in a fixed, readable layout (short sections on one line, long ones indented), and
@@ -7,6 +7,7 @@ the telemetry files are appended a whole batch of lines per ``write()`` (see :cl
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -35,10 +36,37 @@ _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def new_run_id(name: str, now: datetime | None = None) -> str:
-    """A unique, start-time-sortable, readable id such as ``20261123T193012Z-train-3f2a9c``."""
+    """A unique, start-time-sortable, readable id such as ``20261123T193012Z-train-3f2a9c``.
+
+    Unique within the process (ids handed out in the same second are remembered and a taken suffix is
+    drawn again); across processes the caller's ``mkdir`` of the folder settles it.
+    """
     now = now or datetime.now(timezone.utc)
     slug = _SLUG.sub("-", name).strip("-.")[:40] or "run"
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{slug}-{os.urandom(3).hex()}"
+    prefix = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{slug}-"
+    with _issued_lock:
+        if _issued[0] != prefix[:16]:
+            _issued[0], _issued[1] = prefix[:16], set()
+        taken: set[str] = _issued[1]
+        while True:
+            run_id = prefix + os.urandom(3).hex()
+            if run_id not in taken:
+                taken.add(run_id)
+                return run_id
+
+
+#: the second (``YYYYmmddTHHMMSSZ``) the ids in the set were issued in
+_issued: list[Any] = ["", set()]
+_issued_lock = threading.Lock()
+
+
+def _reset_issued_lock() -> None:
+    global _issued_lock
+    _issued_lock = threading.Lock()  # a forked child: the parent's may have been held
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_issued_lock)
 
 
 _section_cache: list[Any] = [None, ""]
@@ -120,21 +148,28 @@ def _write_fd(fd: int, data: bytes) -> None:
 
 
 def write_new_file(path: Path, text: str, mode: int = 0o644) -> None:
-    """Create ``path`` (which must not exist) with ``text``: one open, one write, one close."""
+    """Create ``path`` (which must not exist) with ``text``: one open, one write, one close; all or nothing."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         _write_fd(fd, text.encode())
-    finally:
+    except BaseException:  # a partial file (a full disk) is worse than none: nothing was there before
         os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
 
 
-def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+def atomic_write_json(path: Path, data: Mapping[str, Any], *, text: str | None = None) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over ``path``.
 
-    Readers never see a half-written record; the temporary name is unique per process and thread, so
-    concurrent writers (a run and its forked workers) cannot collide.
+    Readers never see a half-written record, and a failed write (``ENOSPC``) leaves the old file as
+    it was; the temporary name is unique per process and thread, so concurrent writers (a run and its
+    forked workers) cannot collide. ``text`` is ``data`` already encoded by :func:`record_text`.
     """
-    body = (record_text(data) + "\n").encode()
+    body = (text if text is not None else record_text(data) + "\n").encode()
     tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -151,77 +186,98 @@ def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-class RecordWriter:
-    """A run's ``run.json``: created once with a single write, then rewritten in place.
+def _is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
-    Creating a file is the expensive part of writing a small record on a journaling file system
-    (0.03-0.3 ms here, and renaming over an existing file on ext4 also starts writeback of the new
-    one), while overwriting a few kilobytes in place costs microseconds. So the first write creates
-    the file and later ones overwrite it with one ``pwrite`` from offset 0, padding a shorter text with
-    spaces (valid JSON) instead of truncating. Writes of one process are serialised; a reader can
-    meet an empty or torn text only for the duration of one system call, and :func:`read_record`
-    re-reads in that case. A forked child writing its parent's record uses :func:`atomic_write_json`.
+
+def report_write_error(path: Path, exc: OSError, what: str) -> None:
+    """One clear line on stderr per kind of failure: disk full (once per process), else once per file."""
+    if _is_disk_full(exc):
+        log_once("disk-full", "runtel: no space left on the disk holding %s; run.json keeps its last complete "
+                 "record and telemetry lines are dropped (and counted) until space returns; your program goes on",
+                 path.parent)
+    else:
+        log_once(f"write:{path}", "runtel could not write %s: %s (the run goes on without %s)", path,
+                 exc.strerror or exc, what)
+
+
+class RecordWriter:
+    """A run's ``run.json``: every write leaves either the previous complete record or the new one.
+
+    The first write creates the file with one ``O_EXCL`` write (a failed one is removed again: no record
+    before, none after); later writes go to a temporary file that is renamed over it, so a crash,
+    ``ENOSPC`` or a short write at any byte never leaves a torn or truncated record (an in-place
+    rewrite did: a longer final record crossing a page on a full disk became invalid JSON and the run
+    vanished from ``ls``). No fsync: this guards against the process and the disk, not power loss.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._size = 0
-        self._pid = 0
+        self._created = False
         self._lock = threading.Lock()
+        self.failed = False  # the last write did not land: the file holds an older record (or none)
 
-    def write(self, data: Mapping[str, Any]) -> None:
-        """Write ``data`` as the whole record."""
-        text = record_text(data)
+    def write(self, data: Mapping[str, Any]) -> bool:
+        """Write ``data`` as the whole record; False (reported once) if it could not be written."""
+        text = record_text(data) + "\n"
         with self._lock:
-            if self._size and self._pid != os.getpid():
-                atomic_write_json(self.path, data)
-                return
-            body = (text + "\n").encode()
-            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if self._size == 0 else 0)
             try:
-                fd = os.open(self.path, flags, 0o644)
-            except (FileExistsError, FileNotFoundError):  # someone else's file, or the record was removed
-                atomic_write_json(self.path, data)
-                self._size, self._pid = len(body), os.getpid()
-                return
-            try:
-                # Pad to the file's present size, not the size this writer left: another process (a forked
-                # worker) may have replaced the file with a longer text meanwhile.
-                size = os.fstat(fd).st_size if self._size else 0
-                if len(body) < size:
-                    body = body[:-1] + b" " * (size - len(body)) + b"\n"
-                view, offset = memoryview(body), 0
-                while offset < len(body):
-                    offset += os.pwrite(fd, view[offset:], offset)
-            finally:
-                os.close(fd)
-            self._size, self._pid = len(body), os.getpid()
+                if self._created:
+                    atomic_write_json(self.path, data, text=text)
+                else:
+                    try:
+                        write_new_file(self.path, text)
+                    except FileExistsError:  # someone else's file (a forked worker's parent): replace it whole
+                        atomic_write_json(self.path, data, text=text)
+                    self._created = True
+            except OSError as exc:
+                self.failed = True
+                report_write_error(self.path, exc, "an up-to-date run record")
+                return False
+            self.failed = False
+            return True
 
 
 class LineFile:
-    """An append-only JSON Lines file written with one ``write()`` per line batch."""
+    """An append-only JSON Lines file written with one ``write()`` per line batch, line-atomic for readers.
+
+    A write that fails part way (a full disk) leaves a fragment without a newline; the next batch then
+    starts with a newline, so the fragment stays one torn line (which readers skip) and never swallows
+    the lines after it. Lines lost that way are counted in ``dropped``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
         self._lock = threading.Lock()
+        self._torn = False  # the file ends in a fragment: the next batch starts on a fresh line
         self.lines = 0
+        self.dropped = 0
 
     def write(self, data: bytes) -> bool:
-        """Append ``data`` (whole lines); return False (and log once) if the file cannot be written."""
+        """Append ``data`` (whole lines); return False (and report once) if it could not all be written."""
         with self._lock:
+            written = 0
             try:
                 if self._fd is None:
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                if self._torn:
+                    _write_fd(self._fd, b"\n")
+                    self._torn = False
                 view = memoryview(data)
                 while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
+                    n = os.write(self._fd, view)
+                    written += n
+                    view = view[n:]
                 self.lines += data.count(b"\n")
                 return True
             except OSError as exc:
-                log_once(f"write:{self.path}", "runtel could not write %s: %s (the run goes on without it)",
-                         self.path, exc)
+                complete = data.count(b"\n", 0, written)
+                self.lines += complete
+                self.dropped += data.count(b"\n") - complete
+                if written and data[written - 1:written] != b"\n":
+                    self._torn = True
+                report_write_error(self.path, exc, "these lines")
                 return False
 
     def after_fork(self) -> None:
@@ -259,6 +315,9 @@ class RunSinks:
         for f in files:
             if f is not None:
                 f.close()
+                if f.dropped:
+                    log_once(f"dropped:{f.path}", "runtel lost %d line(s) of %s (the disk was full or failing)",
+                             f.dropped, f.path)
 
     def spans(self, run_id: str) -> LineFile | None:
         """The spans file of an open run."""
