@@ -90,6 +90,7 @@ class Runtime:
         self._idle_since: float | None = None
         self.monitor: Any = None
         self._redactor: Any = None
+        self._scrubber: Any = None
         self.open_runs: dict[str, Run] = {}
         self.environment: Any = None
         self._lock = threading.RLock()
@@ -105,6 +106,16 @@ class Runtime:
 
             r = self._redactor = Redactor(self.settings.redact_patterns)
         return r
+
+    @property
+    def scrubber(self) -> Any:
+        """The scrubbing stage every span and Resource passes before export (see ``scrub.py``)."""
+        s = self._scrubber
+        if s is None:
+            from runtel._sdk.scrub import Scrubber
+
+            s = self._scrubber = Scrubber(self.redactor, max_length=self.settings.attribute_max_length)
+        return s
 
     # --- building ------------------------------------------------------------------------------
     def ensure_built(self, run_name: str) -> None:
@@ -154,7 +165,8 @@ class Runtime:
             provider = current  # the application's own SDK: add to it, never replace it
             self.owns_provider = current in _created
         else:
-            resource = Resource.create(self._resource_attributes(run_name))
+            # Redacted once here (OTEL_RESOURCE_ATTRIBUTES is merged in by create): spans and metrics share it.
+            resource = self.scrubber.resource(Resource.create(self._resource_attributes(run_name)))
             provider = TracerProvider(resource=resource, shutdown_on_exit=False, span_limits=self._span_limits(),
                                       id_generator=_ID_GENERATOR)
             _created.add(provider)
@@ -167,6 +179,7 @@ class Runtime:
             router = RunProcessor()
             provider.add_span_processor(router)
             _attached[provider] = router
+        router.scrubber = self.scrubber
         self.router = router
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
@@ -216,7 +229,7 @@ class Runtime:
             scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
             self._instruments = (self.monitor, tuple(meter.instruments), scope)
         _, instruments, scope = self._instruments
-        resource = self.provider.resource if self.provider is not None else Resource.create({})
+        resource = self.scrubber.resource(self.provider.resource if self.provider is not None else Resource.create({}))
         return RunMetrics(instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
                           start_ns=run.start_time_ns, run_ids=(run.id,))
 
