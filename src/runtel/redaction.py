@@ -13,16 +13,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any, Final
 
-__all__ = ("REDACTED", "TRUNCATED", "Redactor")
+__all__ = ("REDACTED", "TRUNCATED", "Redactor", "bound_containers")
 
 REDACTED: Final = "[REDACTED]"
 #: appended to a string cut to its limit before it was scanned
 TRUNCATED: Final = "…[truncated]"  # the same mark as runtel.values.TRUNCATION_MARK
 
 _MAX_DEPTH: Final = 64  # deeper (or cyclic) structures are replaced wholesale rather than walked
-_KEY_CACHE_LIMIT: Final = 4096
+_KEY_CACHE_LIMIT: Final = 16_384  # a 10,000-key config checked on every record write stays cached
 _TEXT_CACHE_LIMIT: Final = 8192
 _TEXT_CACHE_MAX_LEN: Final = 512  # longer strings are rarely repeated; caching them would hold memory
 _TOKEN_MIN_LEN: Final = 15  # the shortest credential token the patterns below can match ("xoxb-" + 10)
@@ -127,6 +128,56 @@ _AUTH_SCHEMES: Final = frozenset({"basic", "digest", "negotiate", "bearer", "tok
 _ENV_PAIR: Final = r"([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)"
 
 
+#: containers kept per level by :func:`bound_containers` (one less than to_jsonable's 10,000: room for the mark)
+BOUND_ITEMS: Final = 9_999
+#: containers entries visited in all by :func:`bound_containers`; past it, nested containers are cut to the mark
+BOUND_NODES: Final = 200_000
+
+
+def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: int = BOUND_NODES) -> object:
+    """Plain dicts/lists/tuples cut to ``max_items`` entries each (and ``max_nodes`` in all), before anything
+    walks them: a 10^6-key config then costs what 10^4 keys cost in normalising, redacting and converting.
+
+    A cut dict gets ``"__truncated__": <entries dropped>``, a cut list the ``"…[n more items]"`` string (the
+    marks :mod:`runtel.values` uses); other objects are returned as they are (their fields are not walked here).
+    """
+    budget = [max_nodes]
+
+    def walk(v: object, depth: int) -> object:
+        cls = type(v)
+        if cls is dict:
+            d: Any = v
+            if len(d) <= max_items and budget[0] > len(d) and depth < _MAX_DEPTH:
+                budget[0] -= len(d)
+                if not any(type(x) in (dict, list, tuple) for x in d.values()):
+                    return v
+                return {k: walk(x, depth + 1) for k, x in d.items()}
+            keep = max(0, min(max_items, budget[0]))
+            budget[0] -= keep
+            out = {k: walk(x, depth + 1) for k, x in islice(d.items(), keep)}
+            out[_TRUNCATED_KEY if _TRUNCATED_KEY not in out else _TRUNCATED_KEY + "#2"] = len(d) - keep
+            return out
+        if cls is list or cls is tuple:
+            seq: Any = v
+            keep = max(0, min(max_items, budget[0], len(seq)))
+            budget[0] -= keep
+            items = [walk(x, depth + 1) for x in islice(seq, keep)]
+            if keep < len(seq):
+                items.append(f"…[{len(seq) - keep} more items]")
+            elif not any(type(x) in (dict, list, tuple) for x in seq):
+                return v
+            return items if cls is list else tuple(items)
+        return v
+
+    try:
+        return walk(value, 0)
+    except Exception:
+        return value
+
+
+_TRUNCATED_KEY: Final = "__truncated__"
+
+
 class _Compiled:
     """The patterns, each compiled on first use: most runs need only a few of them (compiling all costs ~10 ms)."""
 
@@ -145,6 +196,13 @@ class _Compiled:
     @functools.cached_property
     def token_rules(self) -> tuple[tuple[tuple[str, ...], _LazyPattern], ...]:
         return tuple((prefixes, _LazyPattern(source)) for prefixes, source in _TOKEN_SOURCES)
+
+    @functools.cached_property
+    def long_token_rules(self) -> tuple[tuple[tuple[str, ...], _LazyPattern], ...]:
+        """The rules gated by fewer, shorter stems: on long text each substring test is a scan of all of it,
+        so the 11 AWS prefixes become one "A" (the pattern itself then jumps from "A" to "A")."""
+        coarse = {_TOKEN_SOURCES[1][1]: ("A",), _TOKEN_SOURCES[2][1]: ("gh",), _TOKEN_SOURCES[7][1]: ("k_",)}
+        return tuple((coarse.get(rule.source, prefixes), rule) for prefixes, rule in self.token_rules)
 
     @functools.cached_property
     def token_gate(self) -> re.Pattern[str]:
@@ -226,6 +284,7 @@ class Redactor:
         self._extra = tuple(re.compile(p) for p in extra_patterns if p)
         self._key_cache: dict[str, bool] = {}
         self._text_cache: dict[str, str] = {}
+        self._long_done: dict[int, str] = {}
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -280,7 +339,16 @@ class Redactor:
                 cache.clear()
             cache[text] = out
             return out
-        return self._compute_redact_text(text)
+        # A long text that is itself an output of this redactor (run.json holds the redacted config and is
+        # rewritten several times) is not scanned again: redaction is idempotent.
+        done = self._long_done.get(id(text))
+        if done is text:
+            return text
+        out = self._compute_redact_text(text)
+        if len(self._long_done) >= 32:
+            self._long_done.clear()
+        self._long_done[id(out)] = out  # holds `out`, so its id cannot be reused while it is a key
+        return out
 
     def _compute_redact_text(self, text: str) -> str:
         c = _compiled()
@@ -288,7 +356,7 @@ class Redactor:
         # One alternation regex is fastest on short text; on long text it tries every prefix at every
         # position, while a substring test per prefix is a C scan (100 ms vs 2 ms for 1 MiB).
         if len(out) >= _TOKEN_MIN_LEN and (c.token_gate.search(out) is not None if len(out) < 4096 else True):
-            for prefixes, rule in c.token_rules:
+            for prefixes, rule in (c.token_rules if len(out) < 4096 else c.long_token_rules):
                 if any(prefix in out for prefix in prefixes):
                     out = rule.sub(REDACTED, out)
         # The remaining rules never span lines: run them line by line, so a large text (a diff) only pays
@@ -387,7 +455,7 @@ class Redactor:
         if key is not None and value is not None and self.is_secret_key(key):
             return REDACTED
         if isinstance(value, str):
-            if max_str is not None and len(value) > max_str:
+            if max_str is not None and len(value) > max_str + len(TRUNCATED):  # (already cut: kept as is)
                 value = value[:max_str] + TRUNCATED
             return self.redact_text(value)
         if depth >= _MAX_DEPTH:

@@ -211,7 +211,9 @@ class Run(LineageMixin):
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
         max_len = settings.attribute_max_length if settings is not None else 4096
-        value = normalize_config(values)
+        from runtel.redaction import bound_containers
+
+        value = normalize_config(bound_containers(values))
         if isinstance(value, Mapping):
             value = {str(k): v for k, v in value.items()}
         # Cap, then scan: converting first cuts strings and containers to their limits and takes reprs,
