@@ -472,8 +472,20 @@ class Redactor:
 
     def _mapping(self, mapping: Mapping[Any, object], depth: int, max_str: int | None = None) -> dict[str, object]:
         result: dict[str, object] = {}
+        verdicts = self._key_cache
         for raw_key, value in mapping.items():
-            key = raw_key if isinstance(raw_key, str) else str(raw_key)
+            key = raw_key if type(raw_key) is str else str(raw_key)
+            cls = type(value)
+            if cls is int or cls is float or cls is bool or value is None:  # the common leaf, inline
+                if value is not None:
+                    secret = verdicts.get(key)
+                    if secret is None:
+                        secret = self.is_secret_key(key)
+                    if secret:
+                        result[key] = REDACTED
+                        continue
+                result[key] = value
+                continue
             result[key] = self._value(key, value, depth, max_str)
         return result
 

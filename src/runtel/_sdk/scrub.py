@@ -38,6 +38,7 @@ STATUS_MAX_LENGTH: Final = 1024
 STACKTRACE_FACTOR: Final = 4
 _STACKTRACE: Final = "exception.stacktrace"
 #: runtel's routing ids: made by runtel from a slug of the name, read back by the exporters; never cut
+_MISSING: Final = object()
 _IDS: Final = frozenset({semconv.RUN_ID, semconv.RUN_PARENT_ID})
 
 
@@ -85,46 +86,76 @@ class Scrubber:
 
     def text(self, text: str, limit: int, kind: str = "attribute", *, tail: bool = False) -> str:
         """``text`` cut to ``limit`` then redacted (the same object back when nothing changed)."""
+        hit = self.redactor._text_cache.get(text)
+        if hit is not None and (hit is text or hit == text):
+            return text
         cut = self._cut(text, limit, kind, tail=tail)
         out = self.redactor.redact_text(cut)
         return cut if out == cut else out
 
     def attributes(self, attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """A redacted copy of ``attributes``, or None when nothing needed to change."""
+        """A redacted copy of ``attributes``, or None when nothing needed to change.
+
+        The hot path (a clean span) is two dict lookups per attribute: the redactor's key verdict and its
+        cached result for the string value.
+        """
         if not attributes:
             return None
         redactor = self.redactor
-        limit = self.max_length
+        key_verdicts = redactor._key_cache
+        text_results = redactor._text_cache
+        # BoundedAttributes (the SDK's attribute store) is a Python-level Mapping; iterating its dict skips
+        # the Mapping ABC's generator (half the cost of a clean span).
+        raw = getattr(attributes, "_dict", None)
         changed: dict[str, Any] | None = None
-        for key, value in attributes.items():
-            new = value
+        for key, value in (raw if isinstance(raw, dict) else attributes).items():
+            secret = key_verdicts.get(key)
+            if secret is None:
+                secret = redactor.is_secret_key(key)
+            if not secret:
+                cls = type(value)
+                if cls is str:
+                    hit = text_results.get(value)
+                    if hit is not None and (hit is value or hit == value):
+                        continue
+                elif cls is not tuple and cls is not list:
+                    continue  # numbers and booleans hold no text
             if key in _IDS:
                 continue
-            if redactor.is_secret_key(key):
-                if value != REDACTED:
-                    new = REDACTED
-            elif type(value) is str:
-                if key == _STACKTRACE:
-                    new = self.text(value, limit * STACKTRACE_FACTOR, "stack trace", tail=True)
-                else:
-                    new = self.text(value, limit)
-            elif isinstance(value, (tuple, list)) and value and isinstance(value[0], str):
-                items = [self.text(v, limit) if isinstance(v, str) else v for v in value]
-                if any(a is not b for a, b in zip(items, value, strict=True)):
-                    new = tuple(items)
+            new = self._value(key, value, secret)
             if new is not value:
                 if changed is None:
                     changed = dict(attributes)
                 changed[key] = new
         return changed
 
+    def _value(self, key: str, value: Any, secret: bool) -> Any:
+        if secret:
+            return value if value == REDACTED else REDACTED
+        limit = self.max_length
+        if type(value) is str:
+            if key == _STACKTRACE:
+                return self.text(value, limit * STACKTRACE_FACTOR, "stack trace", tail=True)
+            return self.text(value, limit)
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], str):
+            items = [self.text(v, limit) if isinstance(v, str) else v for v in value]
+            if any(a is not b for a, b in zip(items, value, strict=True)):
+                return tuple(items)
+        return value
+
     # --- spans -------------------------------------------------------------------------------------
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """``span`` itself when clean, else a redacted, capped copy."""
         name = self.text(span.name, NAME_MAX_LENGTH, "span name")
-        attributes = self.attributes(span.attributes)
-        events = self._events(span.events)
-        links = self._links(span.links)
+        # The stored attributes/events/links: the public properties build a proxy or a tuple on every access.
+        stored: Any = getattr(span, "_attributes", _MISSING)
+        attributes = self.attributes(span.attributes if stored is _MISSING else stored)
+        stored = getattr(span, "_events", _MISSING)
+        stored = span.events if stored is _MISSING else stored
+        events = self._events(stored) if stored else None
+        stored = getattr(span, "_links", _MISSING)
+        stored = span.links if stored is _MISSING else stored
+        links = self._links(stored) if stored else None
         status = span.status
         description = status.description
         new_description = self.text(description, STATUS_MAX_LENGTH, "status") if description else description
