@@ -285,6 +285,7 @@ class Redactor:
         self._key_cache: dict[str, bool] = {}
         self._text_cache: dict[str, str] = {}
         self._long_done: dict[int, str] = {}
+        self._env_cache: tuple[object, dict[str, Any], int] | None = None
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -494,17 +495,26 @@ class Redactor:
 
         The one exception to key checks is ``environment.packages`` (distribution name -> version): a
         package called ``google-auth`` or ``SecretStorage`` is not a credential, so only its version text
-        is scanned.
+        is scanned. The environment section is assembled once per process and shared by its runs (the
+        record writer caches its JSON text on the same assumption), so its redacted copy is kept for as
+        long as the same object comes back.
         """
         env = record.get("environment")
-        packages = env.get("packages") if isinstance(env, Mapping) else None
-        if not isinstance(packages, Mapping):
-            return self._mapping(record, 0, max_str)
         out = self._mapping({k: v for k, v in record.items() if k != "environment"}, 0, max_str)
-        assert isinstance(env, Mapping)
-        clean_env = self._mapping({k: v for k, v in env.items() if k != "packages"}, 1, max_str)
-        clean_env["packages"] = {str(k): self._value(None, v, 2, max_str) for k, v in packages.items()}
-        out["environment"] = {k: clean_env[k] for k in env}  # the record's key order
+        if isinstance(env, Mapping):
+            cached = self._env_cache
+            if cached is not None and cached[0] is env and cached[2] == max_str:
+                clean_env = cached[1]
+            else:
+                packages = env.get("packages")
+                clean_env = self._mapping({k: v for k, v in env.items() if k != "packages"}, 1, max_str)
+                if isinstance(packages, Mapping):
+                    clean_env["packages"] = {str(k): self._value(None, v, 2, max_str) for k, v in packages.items()}
+                clean_env = {k: clean_env[k] for k in env}  # the record's key order
+                self._env_cache = (env, clean_env, max_str)
+            out["environment"] = clean_env
+        elif "environment" in record:
+            out["environment"] = self._value("environment", env, 0, max_str)
         return {k: out[k] for k in record}
 
     def redact_argv(self, argv: Sequence[str]) -> list[str]:
