@@ -234,6 +234,14 @@ PARAMS: Final[dict[str, Param]] = {
         "Upper bound in seconds on waiting for OTLP export at run end or exit.",
         "`5.0`",
     ),
+    "shared_run_dir": Param(
+        ("RUNTEL_SHARED_RUN_DIR",),
+        False,
+        _parse_bool,
+        "`true` makes new run folders group-readable (0750, files 0640) for a team sharing a run directory; "
+        "by default they are private (0700, files 0600) whatever the umask.",
+        "`false`",
+    ),
     "strict": Param(
         ("RUNTEL_STRICT",),
         False,
@@ -267,6 +275,7 @@ class Settings:
     redact_patterns: tuple[str, ...] = ()
     git_diff_max_bytes: int = 1_048_576
     export_timeout: float = 5.0
+    shared_run_dir: bool = False
     strict: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 

@@ -32,7 +32,7 @@ from runtel import semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.config import Settings
-from runtel.rundir.writer import RunSinks
+from runtel.rundir.writer import RunSinks, set_shared
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -77,6 +77,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        set_shared(settings.shared_run_dir)  # modes of the run folders and files created from now on
         self.sinks: RunSinks = RunSinks()
         self.provider: TracerProvider | None = None
         self.owns_provider = False

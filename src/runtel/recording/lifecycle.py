@@ -36,7 +36,7 @@ from runtel.rundir.schema import (
     ProcessInfo,
     RunRecord,
 )
-from runtel.rundir.writer import new_run_id, write_new_file
+from runtel.rundir.writer import dir_mode, file_mode, new_run_id, write_new_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -203,7 +203,8 @@ def _new_run(settings: Settings, name: str, start_ns: int) -> Run:
     if settings.json_enabled:
         run_dir = settings.dir / run_id
         try:
-            run_dir.mkdir(parents=True, exist_ok=False)
+            run_dir.mkdir(parents=True, exist_ok=False, mode=dir_mode())
+            os.chmod(run_dir, dir_mode())  # exact, whatever the umask
         except OSError as exc:
             log_once(f"mkdir:{settings.dir}", "runtel cannot create the run folder %s (%s); the run goes on without "
                      "a local record", run_dir, exc.strerror or exc)
@@ -343,7 +344,7 @@ def _write_side_files(run: Run, env_info: Environment) -> None:
     if run.record.get("telemetry") != "full":
         return
     with guard("reproduce", "write reproduce.sh"):
-        write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
+        write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=file_mode(executable=True))
         run.record["reproduce"] = REPRODUCE_FILE
 
 

@@ -7,6 +7,7 @@ the telemetry files are appended a whole batch of lines per ``write()`` (see :cl
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -132,9 +133,41 @@ def _write_fd(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_new_file(path: Path, text: str, mode: int = 0o644) -> None:
+#: never follow a symlink planted in a run folder (0 where the platform has no such flag)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: (file mode, folder mode) of what runtel creates: private unless the run directory is shared
+_MODES = [0o600, 0o700]
+
+
+def set_shared(group_readable: bool) -> None:
+    """Group-readable run folders and files (``shared_run_dir``) instead of private ones."""
+    _MODES[:] = [0o640, 0o750] if group_readable else [0o600, 0o700]
+
+
+def file_mode(executable: bool = False) -> int:
+    """The mode new run files get (whatever the umask: it is set with fchmod after creation)."""
+    return _MODES[1] if executable else _MODES[0]  # executable: the folder's mode (rwx for whoever may read)
+
+
+def dir_mode() -> int:
+    """The mode new run folders get."""
+    return _MODES[1]
+
+
+def open_run_file(path: Path | str, flags: int, mode: int) -> int:
+    """``os.open`` refusing symlinks, then the exact mode (the umask cannot widen or narrow it)."""
+    fd = os.open(path, flags | _NOFOLLOW, mode)
+    if flags & os.O_CREAT:
+        try:
+            os.fchmod(fd, mode)
+        except OSError:
+            pass  # a file system without modes (some network mounts): the open's own mode stands
+    return fd
+
+
+def write_new_file(path: Path, text: str, mode: int | None = None) -> None:
     """Create ``path`` (which must not exist) with ``text``: one open, one write, one close."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = open_run_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, file_mode() if mode is None else mode)
     try:
         _write_fd(fd, text.encode())
     finally:
@@ -150,7 +183,7 @@ def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
     body = (record_text(data) + "\n").encode()
     tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = open_run_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, file_mode())
         try:
             _write_fd(fd, body)
         finally:
@@ -192,8 +225,11 @@ class RecordWriter:
             body = (text + "\n").encode()
             flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if self._size == 0 else 0)
             try:
-                fd = os.open(self.path, flags, 0o644)
-            except (FileExistsError, FileNotFoundError):  # someone else's file, or the record was removed
+                fd = open_run_file(self.path, flags, file_mode())
+            except OSError as exc:  # someone else's file, the record was removed, or it became a symlink
+                if not isinstance(exc, (FileExistsError, FileNotFoundError)) and exc.errno != errno.ELOOP:
+                    raise
+                # (a symlink is replaced by the rename, never followed)
                 atomic_write_json(self.path, data)
                 self._size, self._pid = len(body), os.getpid()
                 return
@@ -225,7 +261,7 @@ class LineFile:
         with self._lock:
             try:
                 if self._fd is None:
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self._fd = open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
                 view = memoryview(data)
                 while view:
                     written = os.write(self._fd, view)
