@@ -93,3 +93,18 @@ def test_spans_file_planted_as_symlink_is_refused(tmp_path: Path) -> None:
     link.symlink_to(target)
     assert LineFile(link).write(b'{"x": 1}\n') is False
     assert target.read_text() == "precious\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file owned by another user needs root")
+def test_artifact_index_owned_by_another_user_is_not_appended_to(tmp_path: Path) -> None:
+    """An index planted by another user in the run directory is refused (one warning), not extended."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    index = runs / INDEX_FILE
+    index.write_text("")
+    os.chown(index, 54321, 54321)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 10)
+    with isolated(runs, sampling=False, strict=False), runtel.run_span("foreign") as run:
+        run.add_artifact("data", data)
+    assert index.read_text() == ""

@@ -155,7 +155,7 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
 def _append_index(root: Path, entry: Mapping[str, Any]) -> None:
     """Append one JSON line with a single write on an O_APPEND descriptor (safe with concurrent writers)."""
     line = (json.dumps({"v": _INDEX_VERSION, **entry}, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-    fd = open_run_file(root / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+    fd = open_run_file(root / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(), owned=True)
     try:
         os.write(fd, line)
     finally:

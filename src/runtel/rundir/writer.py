@@ -154,9 +154,18 @@ def dir_mode() -> int:
     return _MODES[1]
 
 
-def open_run_file(path: Path | str, flags: int, mode: int) -> int:
-    """``os.open`` refusing symlinks, then the exact mode (the umask cannot widen or narrow it)."""
+def open_run_file(path: Path | str, flags: int, mode: int, *, owned: bool = False) -> int:
+    """``os.open`` refusing symlinks, then the exact mode (the umask cannot widen or narrow it).
+
+    With ``owned``, a file that another user owns is refused (``PermissionError``) unless the run
+    directory is shared: a file planted by someone else in a shared place is not appended to.
+    """
     fd = os.open(path, flags | _NOFOLLOW, mode)
+    if owned and _MODES[0] == 0o600 and hasattr(os, "getuid"):
+        uid = os.fstat(fd).st_uid
+        if uid != os.getuid():
+            os.close(fd)
+            raise PermissionError(f"{path} is owned by uid {uid}, not by this user (RUNTEL_SHARED_RUN_DIR=true allows it)")
     if flags & os.O_CREAT:
         try:
             os.fchmod(fd, mode)
