@@ -216,6 +216,8 @@ def test_sixty_planted_credentials_leak_nowhere(tmp_path: Path, clean_env: dict[
         "PLANTS_FILE": str(plants_file),
         "RUNTEL_DIR": str(runs),
         "RUNTEL_EXPORTERS": "json,otlp",
+        "RUNTEL_SAMPLING": "true",  # metrics.jsonl and OTLP metrics carry the Resource too
+        "RUNTEL_METRIC_INTERVAL": "0.5",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("http/protobuf"),
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {_s('OTLP header: authorization')},"
@@ -266,6 +268,7 @@ def test_sixty_planted_credentials_leak_nowhere(tmp_path: Path, clean_env: dict[
     time.sleep(0.5)  # metrics and the last batches
     outputs["OTLP receiver"] = receiver.text()
     assert "[REDACTED]" in outputs["OTLP receiver"]
+    assert any(name.endswith("metrics.jsonl") for name in outputs), "the sampled run should write metrics"
 
     leaks = [f"{source} -> {where}" for source, secret in PLANTS for where, text in outputs.items() if secret in text]
     assert not leaks, "\n".join(leaks)
