@@ -181,6 +181,7 @@ class Runtime:
             provider.add_span_processor(router)
             _attached[provider] = router
         router.scrubber = self.scrubber
+        _quiet_attribute_drops()
         self.router = router
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
@@ -371,6 +372,36 @@ class Runtime:
             self._json_processor = sync
             self.router.delegates = tuple(self.span_processors)
 
+
+
+class _OnceFilter(logging.Filter):
+    """Lets the SDK's "Attributes dict is full" warning through once per process: the SDK logs it for every
+    attribute dropped (712 lines for one run with a large config on a provider limited to 128), and one
+    line says all there is to say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Attributes dict is full"):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = str(record.msg) + " (runtel: further drops are not reported; raise OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT)"
+        return True
+
+
+_attribute_filter: _OnceFilter | None = None
+
+
+def _quiet_attribute_drops() -> None:
+    """Install :class:`_OnceFilter` on the SDK's attributes logger (once per process)."""
+    global _attribute_filter
+    if _attribute_filter is None:
+        _attribute_filter = _OnceFilter()
+        logging.getLogger("opentelemetry.attributes").addFilter(_attribute_filter)
 
 
 def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
