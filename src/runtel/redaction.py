@@ -2,8 +2,12 @@
 
 Run records travel (shared folders, OTLP backends, bug reports), so anything that looks like a secret is
 replaced by :data:`REDACTED` before it is stored. Redaction is deliberately eager: a false positive costs a
-value in a record, a false negative leaks a credential. All patterns are compiled once; results of the key
-check are cached because the same keys (env names, config keys) come back on every run and block.
+value in a record, a false negative leaks a credential. All patterns are compiled once; verdicts on keys and
+results on short strings are cached because the same keys and values come back on every run, block and span.
+
+The choke points that call this module are the span scrubber (``runtel._sdk.scrub``, every span and
+Resource) and :meth:`Redactor.redact_record` (every write of run.json); callers cut strings to their limits
+before scanning, so the cost is bounded by the limits.
 
 The rules are documented in ``docs/privacy.md``; keep the two in step.
 """
@@ -25,7 +29,7 @@ TRUNCATED: Final = "…[truncated]"  # the same mark as runtel.values.TRUNCATION
 _MAX_DEPTH: Final = 64  # deeper (or cyclic) structures are replaced wholesale rather than walked
 _KEY_CACHE_LIMIT: Final = 16_384  # a 10,000-key config checked on every record write stays cached
 _TEXT_CACHE_LIMIT: Final = 8192
-_TEXT_CACHE_MAX_LEN: Final = 512  # longer strings are rarely repeated; caching them would hold memory
+_TEXT_CACHE_MAX_LEN: Final = 256  # longer strings are rarely repeated; the cache holds at most ~4 MB
 _TOKEN_MIN_LEN: Final = 15  # the shortest credential token the patterns below can match ("xoxb-" + 10)
 
 # A key is secret when its normalised form (camelCase split, lower case, separators -> "_") ...
