@@ -272,3 +272,29 @@ def test_sixty_planted_credentials_leak_nowhere(tmp_path: Path, clean_env: dict[
 
     leaks = [f"{source} -> {where}" for source, secret in PLANTS for where, text in outputs.items() if secret in text]
     assert not leaks, "\n".join(leaks)
+
+
+APP_PROVIDER_JOB = """
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+trace.set_tracer_provider(TracerProvider(resource=Resource.create({"app.api_key": "app-res-key-Zz9"})))
+import runtel
+with runtel.run_span("app-provider"):
+    with trace.get_tracer("app").start_as_current_span("q") as span:
+        span.set_attribute("db.password", "app-span-pw-Yy8")
+        span.record_exception(RuntimeError("token=app-exc-tok-Xx7"))
+"""
+
+
+def test_spans_on_the_applications_own_provider_are_scrubbed(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """runtel attaches to an SDK provider the application installed: its spans and Resource pass the scrubber."""
+    runs = tmp_path / "runs"
+    proc = subprocess.run([PY, "-c", APP_PROVIDER_JOB], env={**clean_env, "RUNTEL_DIR": str(runs)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (spans_file,) = runs.glob("*/spans.jsonl")
+    text = spans_file.read_text()
+    assert '"q"' in text and "[REDACTED]" in text
+    for secret in ("app-res-key-Zz9", "app-span-pw-Yy8", "app-exc-tok-Xx7"):
+        assert secret not in text, secret
