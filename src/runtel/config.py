@@ -220,6 +220,14 @@ PARAMS: Final[dict[str, Param]] = {
         "Extra comma-separated regular expressions; keys or values matching one are redacted.",
         "none",
     ),
+    "redact_allow": Param(
+        ("RUNTEL_REDACT_ALLOW",),
+        (),
+        _parse_list,
+        "Comma-separated regular expressions for keys that are never secret keys (their values are still "
+        "scanned for credentials inside the text).",
+        "none",
+    ),
     "git_diff_max_bytes": Param(
         ("RUNTEL_GIT_DIFF_MAX_BYTES",),
         1_048_576,
@@ -273,6 +281,7 @@ class Settings:
     carbon_intensity: float = 475.0
     cpu_tdp: float | None = None
     redact_patterns: tuple[str, ...] = ()
+    redact_allow: tuple[str, ...] = ()
     git_diff_max_bytes: int = 1_048_576
     export_timeout: float = 5.0
     shared_run_dir: bool = False
@@ -326,7 +335,7 @@ def _coerce_arg(name: str, value: Any) -> Any:
         return Path(value)
     if name == "exporters":
         return _parse_exporters(",".join(value))
-    if name in ("gpu_uuids", "redact_patterns") and value is not None:
+    if name in ("gpu_uuids", "redact_patterns", "redact_allow") and value is not None:
         return tuple(value)
     if name == "sample_interval" and float(value) < 0.05:
         raise ConfigError(f"sample_interval must be >= 0.05 seconds, got {value!r}")

@@ -279,13 +279,17 @@ class Redactor:
         extra_patterns: Additional regular expressions (``RUNTEL_REDACT_PATTERNS`` /
             ``configure(redact_patterns=...)``). A key matching one is a secret key; any match inside a
             value is replaced.
+        allow_keys: Regular expressions (``RUNTEL_REDACT_ALLOW`` / ``configure(redact_allow=...)``) for keys
+            that are never secret keys, searched like the extra patterns; the text of their values is
+            still scanned, so a token inside stays hidden.
 
     Raises:
         re.error: An extra pattern is not a valid regular expression.
     """
 
-    def __init__(self, extra_patterns: Sequence[str] = ()) -> None:
+    def __init__(self, extra_patterns: Sequence[str] = (), *, allow_keys: Sequence[str] = ()) -> None:
         self._extra = tuple(re.compile(p) for p in extra_patterns if p)
+        self._allow = tuple(re.compile(p) for p in allow_keys if p)
         self._key_cache: dict[str, bool] = {}
         self._text_cache: dict[str, str] = {}
         self._long_done: dict[int, str] = {}
@@ -293,8 +297,8 @@ class Redactor:
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        """The extra patterns; two Redactors with equal patterns redact identically (a cache key)."""
-        return tuple(p.pattern for p in self._extra)
+        """The extra and allow patterns; two Redactors with equal patterns redact identically (a cache key)."""
+        return tuple(p.pattern for p in self._extra) + tuple("allow:" + p.pattern for p in self._allow)
 
     # --- keys ------------------------------------------------------------------------------------------
     def is_secret_key(self, key: str) -> bool:
@@ -309,6 +313,8 @@ class Redactor:
         return result
 
     def _compute_is_secret_key(self, key: str) -> bool:
+        if self._allow and any(p.search(key) for p in self._allow):
+            return False
         if any(p.search(key) for p in self._extra):
             return True
         norm = _normalise_key(key)

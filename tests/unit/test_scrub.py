@@ -116,3 +116,28 @@ def test_record_keeps_package_names() -> None:
     out = Redactor().redact_record(record, max_str=100)
     assert out["environment"]["packages"] == {"google-auth": "2.0", "SecretStorage": "3.3"}
     assert out["tags"] == {"token": REDACTED}
+
+
+def test_allow_keys_exempt_a_key_but_not_its_text() -> None:
+    """redact_allow: the key rule is lifted for matching keys; credential shapes inside stay hidden."""
+    r = Redactor(allow_keys=[r"^forward_pass$", r"^session_count$"])
+    assert r.redact_mapping({"forward_pass": 2, "session_count": 7, "password": "x"}) == {
+        "forward_pass": 2, "session_count": 7, "password": REDACTED}
+    assert "ghp_" not in str(r.redact_value("forward_pass", "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2")), "text still scanned"
+    assert r.patterns != Redactor().patterns  # cache keys differ
+
+
+def test_redact_allow_setting_reaches_run_json(tmp_path: object) -> None:
+    """configure(redact_allow=...) is used by the process-wide redactor."""
+    import json
+    from pathlib import Path
+
+    import runtel
+    from runtel.testing import isolated
+
+    with isolated(Path(str(tmp_path)) / "runs", sampling=False, redact_allow=["^forward_pass$"]), \
+            runtel.run_span("allow", config={"forward_pass": 3, "api_key": "k"}) as run:
+        pass
+    assert run.dir is not None
+    config = json.loads((run.dir / "run.json").read_text())["config"]
+    assert config == {"forward_pass": 3, "api_key": REDACTED}

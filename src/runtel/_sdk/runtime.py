@@ -105,7 +105,7 @@ class Runtime:
         if r is None:
             from runtel.redaction import Redactor
 
-            r = self._redactor = Redactor(self.settings.redact_patterns)
+            r = self._redactor = Redactor(self.settings.redact_patterns, allow_keys=self.settings.redact_allow)
         return r
 
     @property
