@@ -141,3 +141,11 @@ def test_redact_allow_setting_reaches_run_json(tmp_path: object) -> None:
     assert run.dir is not None
     config = json.loads((run.dir / "run.json").read_text())["config"]
     assert config == {"forward_pass": 3, "api_key": REDACTED}
+
+
+def test_a_cached_clean_string_is_still_cut() -> None:
+    """The clean-text cache never lets a string past a limit smaller than the cached length."""
+    redactor = Redactor()
+    redactor.redact_text("y" * 100)  # now cached as clean
+    out = Scrubber(redactor, max_length=10).span(_ended(v="y" * 100))  # type: ignore[arg-type]
+    assert out.attributes["v"] == "y" * 10 + TRUNCATED  # type: ignore[index]

@@ -86,9 +86,10 @@ class Scrubber:
 
     def text(self, text: str, limit: int, kind: str = "attribute", *, tail: bool = False) -> str:
         """``text`` cut to ``limit`` then redacted (the same object back when nothing changed)."""
-        hit = self.redactor._text_cache.get(text)
-        if hit is not None and (hit is text or hit == text):
-            return text
+        if len(text) <= limit:
+            hit = self.redactor._text_cache.get(text)
+            if hit is not None and (hit is text or hit == text):
+                return text  # known clean and within the limit
         cut = self._cut(text, limit, kind, tail=tail)
         out = self.redactor.redact_text(cut)
         return cut if out == cut else out
@@ -104,6 +105,7 @@ class Scrubber:
         redactor = self.redactor
         key_verdicts = redactor._key_cache
         text_results = redactor._text_cache
+        limit = self.max_length
         # BoundedAttributes (the SDK's attribute store) is a Python-level Mapping; iterating its dict skips
         # the Mapping ABC's generator (half the cost of a clean span).
         raw = getattr(attributes, "_dict", None)
@@ -116,7 +118,7 @@ class Scrubber:
                 cls = type(value)
                 if cls is str:
                     hit = text_results.get(value)
-                    if hit is not None and (hit is value or hit == value):
+                    if hit is not None and (hit is value or hit == value) and len(value) <= limit:
                         continue
                 elif cls is not tuple and cls is not list:
                     continue  # numbers and booleans hold no text
