@@ -540,7 +540,8 @@ class Redactor:
             arg = str(raw)
             if hide_next:
                 mode, hide_next = hide_next, ""
-                if not arg.startswith("-"):
+                # After --password anything but another long option is the value (it may start with "-").
+                if not arg.startswith("--" if mode == "long" else "-"):
                     if mode == "user":
                         user, colon, _ = arg.partition(":")
                         out.append(f"{user}:{REDACTED}" if colon else self.redact_text(arg))
