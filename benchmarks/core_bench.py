@@ -1,6 +1,6 @@
 """Core benchmarks, measured side by side in one run: span overhead, run cost, exporter, import time.
 
-Usage: python benchmarks/core_bench.py [--quick]
+Usage: python benchmarks/core_bench.py [--quick] [--redaction]
 
 Each section prints a table; ratios compare runtel with the baseline measured in the same process
 (or the same kind of fresh process). Peers (pycrumbs, kwutil) are measured only if installed
@@ -351,15 +351,103 @@ def bench_exporter(n: int) -> None:
     )
 
 
+REDACT_CODE = """
+    import json, os, statistics, time
+    import runtel
+    from opentelemetry.sdk.trace import TracerProvider
+    from runtel._sdk.scrub import Scrubber
+    from runtel.redaction import Redactor
+
+    N, REPEATS = {n}, {repeats}
+    tracer = TracerProvider().get_tracer("bench")  # no processor: spans are built, ended, then scrubbed below
+    ATTRS = {{"runtel.run.id": "20260101T000000Z-train-abc123", "code.function": "train_step", "epoch": 3,
+             "lr": 0.001, "batch_size": 64, "dataset": "cifar10", "device": "cuda:0", "model": "resnet50",
+             "optimizer": "adamw", "path": "/data/cifar10/train"}}
+
+    def spans(attrs_for):
+        out = []
+        for i in range(N):
+            with tracer.start_as_current_span("step") as span:
+                span.set_attributes(attrs_for(i))
+            out.append(span)
+        return out
+
+    def per_span(batch, fn):  # CPU time of this thread: other processes on the machine do not count
+        t = time.thread_time()
+        for span in batch:
+            fn(span)
+        return (time.thread_time() - t) / len(batch) * 1e6
+
+    scrubber = Scrubber(Redactor())
+    same = spans(lambda i: ATTRS)
+    fresh_values = spans(lambda i: {{**ATTRS, "dataset": f"cifar10-{{i}}", "path": f"/data/run{{i}}/train",
+                                     "model": f"resnet{{i}}", "device": f"cuda:{{i}}"}})
+    secret = spans(lambda i: {{**ATTRS, "api_key": "k" * 20}})
+    forward = lambda span: span  # what on_end did before: hand the span on
+    rows = {{}}
+    for label, batch in (("repeated values", same), ("4 of 10 values new on every span", fresh_values),
+                         ("one secret attribute (copy built)", secret)):
+        rows[label] = statistics.median(per_span(batch, scrubber.span) for _ in range(REPEATS))
+        if label.startswith("4"):  # every repeat after the first would hit the cache: clear it each time
+            rows[label] = statistics.median(
+                (scrubber.redactor._text_cache.clear(), per_span(batch, scrubber.span))[1] for _ in range(REPEATS))
+    rows["forward only (baseline)"] = statistics.median(per_span(same, forward) for _ in range(REPEATS))
+
+    runtel.configure(dir=os.environ["BENCH_DIR"], sampling=False)
+    with runtel.run_span("warm"):
+        pass
+    big = "x" * 100_000_000
+    keys = {{f"k{{i}}": i for i in range(1_000_000)}}
+    def run_with(config):  # (CPU time of the process: all threads, not what other processes take; wall)
+        c, t = time.process_time(), time.perf_counter()
+        with runtel.run_span("big", config=config):
+            pass
+        return (time.process_time() - c) * 1e3, (time.perf_counter() - t) * 1e3
+    for label, config in (("big_string", {{"s": big}}), ("many_keys", keys), ("plain", {{"lr": 0.1}})):
+        cpu, wall = zip(*(run_with(config) for _ in range(REPEATS)))
+        rows[label + "_ms"], rows[label + "_wall_ms"] = statistics.median(cpu), statistics.median(wall)
+    print(json.dumps(rows))
+"""
+
+
+def bench_redaction(n: int, repeats: int) -> None:
+    """The scrubbing stage per ended span, side by side with forwarding it; run_span with hostile configs."""
+    with tempfile.TemporaryDirectory(dir=RAM_DIR) as tmp:
+        r = fresh(REDACT_CODE.format(n=n, repeats=repeats), env={**os.environ, "BENCH_DIR": tmp})
+    table(
+        f"redaction stage (RunProcessor.on_end's Scrubber) per span of 10 short attributes, CPU time, "
+        f"median of {repeats} x {n} spans",
+        ["what", "us/span", "target"],
+        [[k, f"{r[k]:.2f}", "<= 3" if k != "forward only (baseline)" else "-"]
+         for k in ("forward only (baseline)", "repeated values", "4 of 10 values new on every span",
+                   "one secret attribute (copy built)")],
+    )
+    table(
+        f"run_span enter+exit with hostile configs (warm, sampler off, run folder on RAM), median of {repeats}",
+        ["what", "CPU ms (process)", "wall ms", "target"],
+        [
+            [label, f"{r[key + '_ms']:.1f}", f"{r[key + '_wall_ms']:.1f}", target]
+            for label, key, target in (("config {'lr': 0.1} (baseline)", "plain", "-"),
+                                       ("config with one 100 MB string", "big_string", "<= 50"),
+                                       ("config with 10^6 keys", "many_keys", "<= 50"))
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--redaction", action="store_true", help="only the redaction section")
     args = parser.parse_args()
+    if args.redaction:
+        bench_redaction(2_000 if args.quick else 20_000, 3 if args.quick else 7)
+        return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
     bench_import(3 if args.quick else 9)
     bench_span_overhead(2_000 if args.quick else 20_000, 3 if args.quick else 7)
     bench_run_span(20 if args.quick else 200, 1 if args.quick else 3)
     bench_exporter(100_000 if args.quick else 1_000_000)
+    bench_redaction(2_000 if args.quick else 20_000, 3 if args.quick else 7)
 
 
 if __name__ == "__main__":

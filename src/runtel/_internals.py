@@ -19,7 +19,7 @@ import json.encoder
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("FAST_JSON", "compact_json", "json_string")
+__all__ = ("FAST_JSON", "attribute_items", "compact_json", "json_string", "span_attributes", "span_events", "span_links")
 
 #: ``s`` as a JSON string literal, non-ASCII kept (undocumented but public name; the C function when available)
 json_string: Callable[[str], str] = json.encoder.encode_basestring
@@ -72,3 +72,37 @@ def compact_json(value: Any) -> str:
         except TypeError:
             pass  # let the public encoder raise (or encode) exactly as it would
     return _public.encode(value)
+
+
+# --- the OpenTelemetry SDK's span storage --------------------------------------------------------------------
+# ``ReadableSpan.attributes`` / ``.events`` / ``.links`` build a MappingProxy or a tuple on every access, and
+# iterating the SDK's ``BoundedAttributes`` goes through the Mapping ABC's generator: together about half the
+# cost of scrubbing a clean span (2.1-2.4 us with these, 4.7 us without; see docs/performance.md). Each
+# function falls back to the public property; tests/unit/test_internals.py fails when the SDK renames them.
+
+
+def span_attributes(span: Any) -> Any:
+    """The attributes a span stores (the SDK's ``_attributes``), else the public ``span.attributes``."""
+    stored = getattr(span, "_attributes", _MISSING)
+    return span.attributes if stored is _MISSING else stored
+
+
+def span_events(span: Any) -> Any:
+    """The events a span stores (``_events``), else ``span.events``."""
+    stored = getattr(span, "_events", _MISSING)
+    return span.events if stored is _MISSING else stored
+
+
+def span_links(span: Any) -> Any:
+    """The links a span stores (``_links``), else ``span.links``."""
+    stored = getattr(span, "_links", _MISSING)
+    return span.links if stored is _MISSING else stored
+
+
+def attribute_items(attributes: Any) -> Any:
+    """``attributes.items()``, through the plain dict inside the SDK's ``BoundedAttributes`` when there is one."""
+    raw = getattr(attributes, "_dict", None)
+    return (raw if isinstance(raw, dict) else attributes).items()
+
+
+_MISSING: Any = object()

@@ -220,6 +220,14 @@ PARAMS: Final[dict[str, Param]] = {
         "Extra comma-separated regular expressions; keys or values matching one are redacted.",
         "none",
     ),
+    "redact_allow": Param(
+        ("RUNTEL_REDACT_ALLOW",),
+        (),
+        _parse_list,
+        "Comma-separated regular expressions for keys that are never secret keys (their values are still "
+        "scanned for credentials inside the text).",
+        "none",
+    ),
     "git_diff_max_bytes": Param(
         ("RUNTEL_GIT_DIFF_MAX_BYTES",),
         1_048_576,
@@ -233,6 +241,14 @@ PARAMS: Final[dict[str, Param]] = {
         _positive_float(0.0),
         "Upper bound in seconds on waiting for OTLP export at run end or exit.",
         "`5.0`",
+    ),
+    "shared_run_dir": Param(
+        ("RUNTEL_SHARED_RUN_DIR",),
+        False,
+        _parse_bool,
+        "`true` makes new run folders group-readable (0750, files 0640) for a team sharing a run directory; "
+        "by default they are private (0700, files 0600) whatever the umask.",
+        "`false`",
     ),
     "strict": Param(
         ("RUNTEL_STRICT",),
@@ -265,8 +281,10 @@ class Settings:
     carbon_intensity: float = 475.0
     cpu_tdp: float | None = None
     redact_patterns: tuple[str, ...] = ()
+    redact_allow: tuple[str, ...] = ()
     git_diff_max_bytes: int = 1_048_576
     export_timeout: float = 5.0
+    shared_run_dir: bool = False
     strict: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -351,7 +369,7 @@ def _coerce_arg(name: str, value: Any) -> Any:
         return value
     if name == "exporters":
         return _parse_exporters(",".join(_strings(name, value)))
-    if name in ("gpu_uuids", "redact_patterns"):
+    if name in ("gpu_uuids", "redact_patterns", "redact_allow"):
         return _strings(name, value)
     return value
 

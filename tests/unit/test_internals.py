@@ -127,3 +127,24 @@ def test_json_string_is_the_encoders_string_literal() -> None:
     """json_string writes a str exactly as the public encoder does (non-ASCII kept)."""
     for text in ("", "é 中 🙂", "\"\\\n\t\x00", "\u2028", "\ud800", MyStr("s")):
         assert json_string(text) == PUBLIC.encode(text)
+
+
+def test_span_storage_shortcuts_read_what_the_public_properties_show() -> None:
+    """The SDK still stores attributes, events and links where _internals reads them (else it falls back)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Link
+
+    from runtel import _internals
+
+    tracer = TracerProvider().get_tracer("t")
+    other = tracer.start_span("other")
+    span = tracer.start_span("s", attributes={"a": 1, "b": "x"}, links=[Link(other.get_span_context(), {"l": 1})])
+    span.add_event("e", {"k": "v"})
+    span.end()
+    stored = _internals.span_attributes(span)
+    assert stored is not span.attributes, "the SDK moved a span's attribute store: _internals reads the proxy now"
+    assert dict(_internals.attribute_items(stored)) == dict(span.attributes)
+    assert isinstance(getattr(stored, "_dict", None), dict), "BoundedAttributes no longer keeps a plain dict"
+    assert list(_internals.span_events(span)) == list(span.events)
+    assert list(_internals.span_links(span)) == list(span.links)
+    assert hasattr(span, "_events") and hasattr(span, "_links")

@@ -53,7 +53,8 @@ def configure(**kwargs: Any) -> Settings:
     ``exporters``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
     ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
     ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
-    ``cpu_tdp``, ``redact_patterns``, ``git_diff_max_bytes``, ``export_timeout``, ``strict``.
+    ``cpu_tdp``, ``redact_patterns``, ``redact_allow``, ``git_diff_max_bytes``, ``export_timeout``,
+    ``shared_run_dir``, ``strict``.
 
     Example:
         >>> import runtel

@@ -33,13 +33,14 @@ from runtel import semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.config import Settings
-from runtel.rundir.writer import RunSinks
+from runtel.rundir.writer import RunSinks, set_shared
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from runtel._sdk.metrics import Instrument, MetricTicker, RunMetrics
+    from runtel._sdk.scrub import Scrubber
     from runtel._sdk.tracing import RunProcessor
     from runtel.environment import Environment
     from runtel.redaction import Redactor
@@ -95,6 +96,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        set_shared(settings.shared_run_dir)  # modes of the run folders and files created from now on
         self.sinks: RunSinks = RunSinks()
         self.provider: TracerProvider | None = None
         self.owns_provider = False
@@ -110,6 +112,7 @@ class Runtime:
         self._export_deadline: float | None = None
         self.monitor: Monitor | None = None
         self._redactor: Redactor | None = None
+        self._scrubber: Scrubber | None = None
         self.open_runs: dict[str, OpenRun] = {}
         #: the first environment capture of the process (its Resource attributes build the provider's Resource)
         self.environment: Environment | None = None
@@ -124,8 +127,18 @@ class Runtime:
         if r is None:
             from runtel.redaction import Redactor
 
-            r = self._redactor = Redactor(self.settings.redact_patterns)
+            r = self._redactor = Redactor(self.settings.redact_patterns, allow_keys=self.settings.redact_allow)
         return r
+
+    @property
+    def scrubber(self) -> Scrubber:
+        """The scrubbing stage every span and Resource passes before export (see ``scrub.py``)."""
+        s = self._scrubber
+        if s is None:
+            from runtel._sdk.scrub import Scrubber
+
+            s = self._scrubber = Scrubber(self.redactor, max_length=self.settings.attribute_max_length)
+        return s
 
     # --- building ------------------------------------------------------------------------------
     def ensure_built(self, run_name: str) -> None:
@@ -176,7 +189,8 @@ class Runtime:
             provider = current  # the application's own SDK: add to it, never replace it
             self.owns_provider = current in _created
         else:
-            resource = Resource.create(self._resource_attributes(run_name))
+            # Redacted once here (OTEL_RESOURCE_ATTRIBUTES is merged in by create): spans and metrics share it.
+            resource = self.scrubber.resource(Resource.create(self._resource_attributes(run_name)))
             provider = TracerProvider(resource=resource, shutdown_on_exit=False, span_limits=self._span_limits(),
                                       id_generator=_ID_GENERATOR)
             _created.add(provider)
@@ -189,6 +203,8 @@ class Runtime:
             router = RunProcessor()
             provider.add_span_processor(router)
             _attached[provider] = router
+        router.scrubber = self.scrubber
+        _quiet_attribute_drops()
         self.router = router
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
@@ -238,7 +254,7 @@ class Runtime:
             scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
             self._instruments = (monitor, tuple(meter.instruments), scope)
         _, instruments, scope = self._instruments
-        resource = self.provider.resource if self.provider is not None else Resource.create({})
+        resource = self.scrubber.resource(self.provider.resource if self.provider is not None else Resource.create({}))
         return RunMetrics(instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
                           start_ns=run.start_time_ns, run_ids=(run.id,))
 
@@ -409,6 +425,36 @@ class Runtime:
             self._json_processor = sync
             self.router.delegates = tuple(self.span_processors)
 
+
+
+class _OnceFilter(logging.Filter):
+    """Lets the SDK's "Attributes dict is full" warning through once per process: the SDK logs it for every
+    attribute dropped (712 lines for one run with a large config on a provider limited to 128), and one
+    line says all there is to say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Attributes dict is full"):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = str(record.msg) + " (runtel: further drops are not reported; raise OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT)"
+        return True
+
+
+_attribute_filter: _OnceFilter | None = None
+
+
+def _quiet_attribute_drops() -> None:
+    """Install :class:`_OnceFilter` on the SDK's attributes logger (once per process)."""
+    global _attribute_filter
+    if _attribute_filter is None:
+        _attribute_filter = _OnceFilter()
+        logging.getLogger("opentelemetry.attributes").addFilter(_attribute_filter)
 
 
 def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float, *, quiet: bool = False) -> None:

@@ -7,15 +7,37 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
-__all__ = ("console", "format_bytes", "format_duration", "print_json", "table")
+__all__ = ("console", "escape_controls", "format_bytes", "format_duration", "print_json", "table")
+
+# Control characters (C0 but newline and tab, DEL, C1) and the bidirectional overrides that reorder what a
+# terminal shows: recorded data (run names, attributes, error messages) may hold any of them, and printed
+# raw they clear the screen, set the title, hide text or forge OSC-8 links.
+_CONTROLS: dict[int, str] = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x0A, 0x09)}
+_CONTROLS.update({c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters and escape sequences shown escaped (``\\x1b``), newlines kept."""
+    if text.isprintable():
+        return text
+    return text.translate(_CONTROLS)
 
 
 def console(file: IO[str] | None = None) -> Any:
-    """A rich Console writing to ``file`` (stdout by default); plain text when not a terminal."""
+    """A rich Console writing to ``file`` (stdout by default); plain text when not a terminal.
+
+    Every string it renders — printed, a table cell, a tree label, a panel — passes
+    :func:`escape_controls` first (rich turns each one into Text through ``render_str``), so no command
+    can print recorded data raw; rich's own styling is added afterwards and is unaffected.
+    """
     from rich.console import Console
 
+    class _SafeConsole(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Any:
+            return super().render_str(escape_controls(text), **kwargs)
+
     out = file or sys.stdout
-    return Console(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 160)
+    return _SafeConsole(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 160)
 
 
 def print_json(data: Any, file: IO[str] | None = None) -> None:

@@ -45,7 +45,7 @@ from runtel.rundir.schema import (
     ProcessInfo,
     RunRecord,
 )
-from runtel.rundir.writer import new_run_id, report_write_error, write_new_file
+from runtel.rundir.writer import dir_mode, file_mode, new_run_id, report_write_error, write_new_file
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -232,7 +232,8 @@ def _new_run(settings: Settings, name: str, start_ns: int) -> Run:
         for _attempt in range(_ID_ATTEMPTS):
             run_dir = settings.dir / run_id
             try:
-                run_dir.mkdir(parents=True, exist_ok=False)
+                run_dir.mkdir(parents=True, exist_ok=False, mode=dir_mode())
+                os.chmod(run_dir, dir_mode())  # exact, whatever the umask
                 break
             except FileExistsError:
                 run_id = new_run_id(name, when)
@@ -388,7 +389,7 @@ def _write_side_files(run: Run, env_info: Environment) -> None:
         return
     with guard("reproduce", "write reproduce.sh"):
         try:
-            write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=0o755)
+            write_new_file(run.dir / REPRODUCE_FILE, _reproduce_script(run, env_info), mode=file_mode(executable=True))
             run.record["reproduce"] = REPRODUCE_FILE
         except OSError as exc:
             report_write_error(run.dir / REPRODUCE_FILE, exc, "reproduce.sh")

@@ -223,15 +223,28 @@ class Run(LineageMixin):
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
         max_len = settings.attribute_max_length if settings is not None else 4096
-        value = normalize_config(values)
-        redactor = self._redactor
+        from runtel.redaction import bound_containers
+
+        value = normalize_config(bound_containers(values))
         if isinstance(value, Mapping):
             value = {safe_str(k): v for k, v in value.items()}  # one unprintable key must not cost the rest
-            if redactor is not None:
-                value = redactor.redact_mapping(value)
-        elif redactor is not None:
-            value = redactor.redact_value(prefix or "value", value)
-        return to_attributes(value, prefix=prefix, max_length=max_len), to_jsonable(value, max_str=max_str)
+        # Cap, then scan: converting first cuts strings and containers to their limits and takes reprs,
+        # so redaction sees what is recorded (a repr holding a password) and costs what the limits allow.
+        attributes = to_attributes(value, prefix=prefix, max_length=max_len)
+        record = to_jsonable(value, max_str=max_str)
+        redactor = self._redactor
+        if redactor is not None:
+            attributes = redactor.redact_mapping(attributes)  # type: ignore[assignment]
+            record = redactor.redact_mapping(record) if isinstance(record, dict) else \
+                redactor.redact_value(prefix or "value", record)
+        return attributes, record
+
+    def _redacted_record(self) -> dict[str, Any]:
+        """The record as written: every write passes the redactor, so no section can bypass it."""
+        if self._redactor is None:
+            return dict(self.record)
+        max_str = self._settings.record_max_bytes if self._settings is not None else 1_048_576
+        return self._redactor.redact_record(self.record, max_str=max_str)
 
     def _write_record(self, *, force: bool = False) -> None:
         """Rewrite run.json (and its copies in output dirs).
@@ -250,14 +263,14 @@ class Run(LineageMixin):
         with guard(f"record:{self.dir}", f"write the run record in {self.dir}"):
             if self._record_writer is None:
                 self._record_writer = RecordWriter(self.dir / RECORD_FILE)
-            if not self._record_writer.write(self.record):  # reported; the file keeps its last whole record
+            if not self._record_writer.write(self._redacted_record()):  # reported; the file keeps its last record
                 self._write_pending = True  # the next update tries again
         for out in self._output_dirs:
             with guard(f"record:{out}", f"write the run record into {out}"):
                 target = out / f"runtel-{self.id}.json"
                 try:
                     out.mkdir(parents=True, exist_ok=True)
-                    atomic_write_json(target, self.record)
+                    atomic_write_json(target, self._redacted_record())
                 except OSError as exc:  # a full or failing disk: one line, the copy keeps its last record
                     report_write_error(target, exc, "a copy of the run record")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from runtel._guard import guard
+from runtel.rundir.writer import file_mode, open_run_file
 
 if TYPE_CHECKING:
     from runtel.rundir.schema import ArtifactEntry, RunRecord
@@ -163,7 +164,7 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
 def _append_index(root: Path, entry: Mapping[str, Any]) -> None:
     """Append one JSON line with a single write on an O_APPEND descriptor (safe with concurrent writers)."""
     line = (json.dumps({"v": _INDEX_VERSION, **entry}, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-    fd = os.open(root / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_run_file(root / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(), owned=True)
     try:
         os.write(fd, line)
     finally:

@@ -147,9 +147,50 @@ def _write_fd(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_new_file(path: Path, text: str, mode: int = 0o644) -> None:
+#: never follow a symlink planted in a run folder (0 where the platform has no such flag)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: (file mode, folder mode) of what runtel creates: private unless the run directory is shared
+_MODES = [0o600, 0o700]
+
+
+def set_shared(group_readable: bool) -> None:
+    """Group-readable run folders and files (``shared_run_dir``) instead of private ones."""
+    _MODES[:] = [0o640, 0o750] if group_readable else [0o600, 0o700]
+
+
+def file_mode(executable: bool = False) -> int:
+    """The mode new run files get (whatever the umask: it is set with fchmod after creation)."""
+    return _MODES[1] if executable else _MODES[0]  # executable: the folder's mode (rwx for whoever may read)
+
+
+def dir_mode() -> int:
+    """The mode new run folders get."""
+    return _MODES[1]
+
+
+def open_run_file(path: Path | str, flags: int, mode: int, *, owned: bool = False) -> int:
+    """``os.open`` refusing symlinks, then the exact mode (the umask cannot widen or narrow it).
+
+    With ``owned``, a file that another user owns is refused (``PermissionError``) unless the run
+    directory is shared: a file planted by someone else in a shared place is not appended to.
+    """
+    fd = os.open(path, flags | _NOFOLLOW, mode)
+    if owned and _MODES[0] == 0o600 and hasattr(os, "getuid"):
+        uid = os.fstat(fd).st_uid
+        if uid != os.getuid():
+            os.close(fd)
+            raise PermissionError(f"{path} is owned by uid {uid}, not by this user (RUNTEL_SHARED_RUN_DIR=true allows it)")
+    if flags & os.O_CREAT:
+        try:
+            os.fchmod(fd, mode)
+        except OSError:
+            pass  # a file system without modes (some network mounts): the open's own mode stands
+    return fd
+
+
+def write_new_file(path: Path, text: str, mode: int | None = None) -> None:
     """Create ``path`` (which must not exist) with ``text``: one open, one write, one close; all or nothing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = open_run_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, file_mode() if mode is None else mode)
     try:
         _write_fd(fd, text.encode())
     except BaseException:  # a partial file (a full disk) is worse than none: nothing was there before
@@ -172,7 +213,7 @@ def atomic_write_json(path: Path, data: Mapping[str, Any], *, text: str | None =
     body = (text if text is not None else record_text(data) + "\n").encode()
     tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = open_run_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, file_mode())
         try:
             _write_fd(fd, body)
         finally:
@@ -260,7 +301,7 @@ class LineFile:
             written = 0
             try:
                 if self._fd is None:
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self._fd = open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
                 if self._torn:
                     _write_fd(self._fd, b"\n")
                     self._torn = False
