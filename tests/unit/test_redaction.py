@@ -80,7 +80,7 @@ def test_ordinary_ml_keys_are_not_secret(redactor: Redactor, key: str) -> None:
 def test_key_results_are_cached(redactor: Redactor) -> None:
     """The second lookup of a key is served from the cache."""
     assert redactor.is_secret_key("dbPassword")
-    assert redactor._key_cache["dbPassword"] is True
+    assert redactor.key_verdicts["dbPassword"] is True
 
 
 @pytest.mark.parametrize("token", TOKENS)
