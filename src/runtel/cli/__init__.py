@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ def problem(message: str) -> None:
 
 def run_root(args: argparse.Namespace) -> Path:
     """The run folder root of a command: ``--dir``, else the ``dir`` setting (``RUNTEL_DIR``, ``./runs``)."""
-    from runtel.config import resolve_settings
+    from runtel.config import resolve_settings  # deferred: runtel.config (~9 ms)
 
     if getattr(args, "dir", None):
         return Path(args.dir)
@@ -70,8 +71,6 @@ def run_root(args: argparse.Namespace) -> Path:
 
 def cli_reference() -> str:
     """docs/cli.md's generated part: every sub-command's help text (a test keeps the doc in sync)."""
-    import os
-
     saved = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"  # stable wrapping for the generated text (argparse reads it)
     try:

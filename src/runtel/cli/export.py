@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runtel.cli import problem, run_root
+from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError, RunNotFound
 from runtel.rundir.reader import list_runs, read_record_or_corrupt, resolve_run
 from runtel.rundir.schema import RunRecord
@@ -88,9 +88,12 @@ def _select(args: argparse.Namespace) -> list[Path]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from runtel.cli import render
-    from runtel.exporters.otlp import parse_headers, redact_url, resolve_config
-    from runtel.query.replay import export_runs, total_bytes
+    from runtel.exporters.otlp import (  # deferred: runtel.exporters.otlp (~70 ms)
+        parse_headers,
+        redact_url,
+        resolve_config,
+    )
+    from runtel.query.replay import export_runs, total_bytes  # deferred: runtel.query.replay (~77 ms)
 
     run_dirs = _select(args)
     if not run_dirs:
@@ -105,8 +108,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     total = total_bytes(run_dirs)
     show_bar = not args.json and sys.stderr.isatty() and total > 0
     if show_bar:
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.console import Console  # deferred: rich, only for terminal output (~18 ms)
+        from rich.progress import (  # deferred: rich, only for terminal output (~26 ms)
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn("exporting"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                       console=Console(file=sys.stderr), transient=True) as bar:

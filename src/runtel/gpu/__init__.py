@@ -17,8 +17,10 @@ from types import ModuleType
 from typing import Any
 
 from runtel.errors import BackendUnavailable
+from runtel.gpu.amd import open_amd as _open_amd
 from runtel.gpu.base import GpuBackend, GpuDevice, GpuReading
 from runtel.gpu.null import NullBackend
+from runtel.gpu.nvml import open_nvml as _open_nvml
 
 __all__ = ("OPEN_TIMEOUT_S", "GpuBackend", "GpuDevice", "GpuReading", "NullBackend", "open_backend")
 
@@ -85,9 +87,6 @@ def open_backend(
         >>> open_backend("auto", env={}, nvml_module=FakeNvml([FakeGpu(uuid="GPU-1")])).name
         'nvml'
     """
-    from runtel.gpu.amd import open_amd as _open_amd
-    from runtel.gpu.nvml import open_nvml as _open_nvml
-
     def open_nvml(module: Any, **kwargs: Any) -> GpuBackend:
         return _bounded(lambda: _open_nvml(module, **kwargs), "nvml", timeout)
 

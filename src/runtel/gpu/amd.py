@@ -165,7 +165,7 @@ def open_amd(
     """
     if amdsmi is None:
         try:
-            import amdsmi as module
+            import amdsmi as module  # optional: amdsmi may be missing
         except ImportError as exc:
             raise BackendUnavailable(f"amdsmi is not importable ({exc}); install runtel[amd]") from exc
         amdsmi = module

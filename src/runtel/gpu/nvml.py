@@ -207,7 +207,7 @@ def _nvml_library_loadable() -> bool:
     # no /dev/dxg of WSL 2) nvmlInit fails whatever library is installed: answer without importing ctypes.
     if not any(os.path.exists(p) for p in _DRIVER_PATHS):
         return False
-    import ctypes
+    import ctypes  # deferred: ctypes, only with a GPU driver present (~2 ms)
 
     try:
         ctypes.CDLL("libnvidia-ml.so.1")
@@ -221,7 +221,7 @@ def _import_pynvml() -> Any:
     if "pynvml" not in sys.modules and not _nvml_library_loadable():
         raise BackendUnavailable("NVML init failed: no NVIDIA driver (libnvidia-ml.so.1 cannot be used)")
     try:
-        import pynvml
+        import pynvml  # deferred: pynvml, only with an NVIDIA driver (~16 ms)
     except ImportError as exc:
         raise BackendUnavailable(f"nvidia-ml-py (pynvml) is not importable: {exc}") from exc
     return pynvml

@@ -20,12 +20,14 @@ in ``dir()`` for tab completion.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtel import semconv
+from runtel import _sdk, semconv
+from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir import schema
 from runtel.rundir.reader import LineStats, SpanRecord, effective_status, read_record, read_spans, resolve_run
 
@@ -257,7 +259,7 @@ class LoadedRun(_Browsable):
     @property
     def artifacts(self) -> dict[str, schema.ArtifactEntry]:
         """Artifacts by name (see ``Run.add_artifact``)."""
-        from runtel.rundir.artifacts import record_artifacts
+        from runtel.rundir.artifacts import record_artifacts  # deferred: runtel.rundir.artifacts (~6 ms)
 
         return {str(a.get("name")): a for a in record_artifacts(self.record)}
 
@@ -319,7 +321,6 @@ def _group(calls: Sequence[TraceCall]) -> dict[str, list[TraceCall]]:
 
 def __getattr__(name: str) -> Any:
     if name == "RunRecord":  # deprecated: the old name of LoadedRun
-        import warnings
 
         warnings.warn("runtel.query.notebook.RunRecord is now LoadedRun (RunRecord is run.json's type, in "
                       "runtel.rundir.schema)", DeprecationWarning, stacklevel=2)
@@ -342,19 +343,15 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
     Raises:
         runtel.errors.RunNotFound: no run matches, or its run.json cannot be read.
     """
-    from runtel.errors import RunFolderError, RunNotFound
-
     if not isinstance(run, (str, os.PathLike)):  # a Run (duck-typed: the read side never imports recording)
         if run.dir is None:
             raise RunNotFound(f"run {run.id or '(disabled)'} has no run folder")
-        from runtel._sdk.process import flush
+        from runtel._sdk.process import flush  # deferred: runtel._sdk.process (~17 ms)
 
         flush()
         run_dir = Path(run.dir)
     else:
         if dir is None:
-            from runtel import _sdk
-
             dir = _sdk.settings().dir
         run_dir = resolve_run(os.fspath(run), Path(dir))
     stats = LineStats()

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -27,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runtel import _sdk
 from runtel.errors import ConfigError, RunNotFound
 from runtel.rundir.schema import ArtifactEntry, RunRecord, SourceEntry
 
@@ -193,7 +195,7 @@ def _parse_time(value: datetime | str | None) -> datetime | None:
 
 
 def _commit(record: RunRecord) -> str | None:
-    from runtel.rundir.reader import git_info
+    from runtel.rundir.reader import git_info  # deferred: runtel.rundir.reader (~4 ms)
 
     return git_info(record).get("commit") or None
 
@@ -219,7 +221,7 @@ def match_record(record: RunRecord, **filters: Any) -> bool:
     Raises:
         ConfigError: an unknown filter name.
     """
-    from runtel.rundir.reader import effective_status, parent_run_id
+    from runtel.rundir.reader import effective_status, parent_run_id  # deferred: runtel.rundir.reader (~4 ms)
 
     unknown = set(filters) - {"name", "status", "tag", "tags", "since", "until", "parent"}
     if unknown:
@@ -283,7 +285,7 @@ class TrackerBackend(ABC):
 
     def artifacts(self, run_id: str) -> dict[str, TrackerArtifact]:
         """Artifacts by name, added with ``Run.add_artifact``."""
-        from runtel.rundir.artifacts import record_artifacts
+        from runtel.rundir.artifacts import record_artifacts  # deferred: runtel.rundir.artifacts (~2 ms)
 
         record = self.record(run_id)
         rid = str(record.get("id") or run_id)
@@ -296,13 +298,13 @@ class TrackerBackend(ABC):
 
     def find_producer(self, path: str | os.PathLike[str]) -> TrackerArtifact | None:
         """The latest recorded artifact with the same content as the file or directory at ``path``."""
-        from runtel.rundir.artifacts import hash_path
+        from runtel.rundir.artifacts import hash_path  # deferred: runtel.rundir.artifacts (~2 ms)
 
         found = self.find_artifacts(hash_path(path)["hash"])
         return found[-1] if found else None
 
     def _node(self, run_id: str) -> LineageNode:
-        from runtel.rundir.reader import effective_status, parent_run_id
+        from runtel.rundir.reader import effective_status, parent_run_id  # deferred: runtel.rundir.reader (~4 ms)
 
         try:
             record = self.record(run_id)
@@ -367,8 +369,6 @@ class FolderTracker(TrackerBackend):
     """The run-folder backend: reads ``<root>/<run-id>/run.json`` and the artifact index of ``root``."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, config: str | None = None) -> None:
-        from runtel import _sdk
-
         self.root = Path(root) if root is not None else Path(_sdk.settings().dir)
         self.config = config
 
@@ -376,7 +376,7 @@ class FolderTracker(TrackerBackend):
         return f"FolderTracker({str(self.root)!r})"
 
     def _all(self) -> list[RunRecord]:
-        from runtel.rundir.reader import list_runs
+        from runtel.rundir.reader import list_runs  # deferred: runtel.rundir.reader (~4 ms)
 
         return list_runs(self.root)
 
@@ -386,7 +386,7 @@ class FolderTracker(TrackerBackend):
 
     def record(self, run_id: str) -> RunRecord:
         """run.json of a run (id, unique prefix, path or ``latest``); a stub with ``problems`` if unreadable."""
-        from runtel.rundir.reader import read_record_or_corrupt, resolve_run
+        from runtel.rundir.reader import read_record_or_corrupt, resolve_run  # deferred: runtel.rundir.reader (~4 ms)
 
         return read_record_or_corrupt(resolve_run(run_id, self.root))
 
@@ -400,7 +400,7 @@ class FolderTracker(TrackerBackend):
 
     def find_artifacts(self, digest: str) -> list[TrackerArtifact]:
         """Artifacts with this content hash (artifact index, with a scan of unindexed run folders)."""
-        from runtel.rundir.artifacts import find_artifacts
+        from runtel.rundir.artifacts import find_artifacts  # deferred: runtel.rundir.artifacts (~2 ms)
 
         return [TrackerArtifact.from_record(str(e.get("run_id")), e) for e in find_artifacts(self.root, digest)]
 
@@ -443,7 +443,7 @@ class _Cached(TrackerBackend):
 
 def _entry_points(group: str = ENTRY_POINT_GROUP) -> dict[str, Callable[[], Any]]:
     """Entry-point name → loader for ``group`` (tests replace this function)."""
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points  # deferred: importlib.metadata, only for entry points (~17 ms)
 
     return {ep.name: ep.load for ep in entry_points(group=group)}
 
@@ -466,8 +466,6 @@ def load_backend(name: str) -> Callable[..., TrackerBackend]:
     if loader is not None:
         factory: Any = loader()
     elif ":" in name:
-        import importlib
-
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
@@ -504,8 +502,6 @@ class Tracker:
         if config is None:
             config = os.environ.get(f"RUNTEL_TRACKER_{name.upper().replace('-', '_')}_CONFIG") or None
         if dir is None:
-            from runtel import _sdk
-
             dir = _sdk.settings().dir
         self.root = Path(dir)
         self.backend_name = name

@@ -25,8 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from runtel import _context, semconv
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from runtel import _context, _sdk, semconv
 from runtel._guard import guard, log_once
+from runtel.errors import RuntelError
 from runtel.recording.safety import safe_str
 from runtel.rundir.artifacts import PARTIAL_HASH_LIMIT, _append_index, _index_entry, _now_iso, find_artifacts, hash_path
 
@@ -70,7 +73,6 @@ def _root_of(run: LineageMixin | None) -> Path:
     """The runs root: the current run's RUNTEL_DIR root, else the configured one."""
     if run is not None and run.dir is not None:
         return Path(run.dir).parent.resolve()
-    from runtel import _sdk
 
     return Path(_sdk.settings().dir).resolve()
 
@@ -232,8 +234,6 @@ class LineageMixin:
         trace_id, span_id = entry.get("trace_id"), entry.get("span_id")
         span: Any = self.span
         if trace_id and span_id and callable(getattr(span, "add_link", None)):
-            from opentelemetry.trace import SpanContext, TraceFlags
-
             ctx = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
                               trace_flags=TraceFlags(TraceFlags.SAMPLED))
             span.add_link(ctx, attributes=attrs)
@@ -244,8 +244,7 @@ class LineageMixin:
 
 def _run_ids(root: Path, run_id: str) -> dict[str, str]:
     """trace_id/span_id of a recorded run under ``root`` (empty if it is not there)."""
-    from runtel.errors import RuntelError
-    from runtel.rundir.reader import read_record, resolve_run
+    from runtel.rundir.reader import read_record, resolve_run  # deferred: runtel.rundir.reader (~2 ms)
 
     try:
         record = read_record(resolve_run(run_id, root)) if run_id else {}

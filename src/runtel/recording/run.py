@@ -71,7 +71,7 @@ def _process_create_time() -> float:
     global _create_time
     pid = os.getpid()
     if _create_time is None or _create_time[0] != pid:
-        import psutil
+        import psutil  # deferred: psutil (~13 ms)
 
         _create_time = (pid, psutil.Process(pid).create_time())
     return _create_time[1]
@@ -190,13 +190,13 @@ class Run(LineageMixin):
 
     def add_disk_info(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Record mount point, file-system type and free space of the disk holding ``path``."""
-        from runtel.environment.host import disk_info
+        from runtel.environment.host import disk_info  # deferred: runtel.environment.host (~9 ms)
 
         return self._add_inventory("disks", lambda: disk_info(path))
 
     def add_device_info(self, device: object) -> dict[str, Any]:
         """Record a torch device's properties (only if the application already imported torch)."""
-        from runtel.environment.host import device_info
+        from runtel.environment.host import device_info  # deferred: runtel.environment.host (~9 ms)
 
         return self._add_inventory("devices", lambda: device_info(device))
 
@@ -216,14 +216,14 @@ class Run(LineageMixin):
         sees every key; attributes are capped at ``attribute_max_length``, record strings at
         ``record_max_bytes``.
         """
-        from runtel.values.attributes import to_attributes
-        from runtel.values.containers import normalize_config
-        from runtel.values.jsonable import to_jsonable
+        from runtel.values.attributes import to_attributes  # deferred: runtel.values.attributes (~2 ms)
+        from runtel.values.containers import normalize_config  # deferred: runtel.values.containers (~0.4 ms)
+        from runtel.values.jsonable import to_jsonable  # deferred: runtel.values.jsonable (~2 ms)
 
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
         max_len = settings.attribute_max_length if settings is not None else 4096
-        from runtel.redaction import bound_containers
+        from runtel.redaction import bound_containers  # deferred: runtel.redaction (~0.3 ms)
 
         value = normalize_config(bound_containers(values))
         if isinstance(value, Mapping):
@@ -306,7 +306,11 @@ class Run(LineageMixin):
         if monitor is not None:
             with guard("run-usage", "summarise resource usage"):
                 summary = monitor.usage(self.start_time_ns, self.end_time_ns, edges=(self._start_sample, last_sample))
-                from runtel.sampling.summary import resource_usage_record, usage_attributes, with_rss_floor
+                from runtel.sampling.summary import (  # deferred: runtel.sampling.summary (~3 ms)
+                    resource_usage_record,
+                    usage_attributes,
+                    with_rss_floor,
+                )
 
                 if self._rss_floor and summary.samples:
                     summary = with_rss_floor(summary, semconv.SCOPE_COMBINED, self._rss_floor)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from runtel._guard import guard
+from runtel.errors import RunFolderError
 from runtel.rundir.writer import file_mode, open_run_file
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
     p = Path(path)
     st = p.stat()
     if p.is_dir():
-        import hashlib
+        import hashlib  # deferred: hashlib loads OpenSSL, only for hashing (~3 ms)
 
         manifest = hashlib.sha256()
         manifest.update(b"runtel-manifest-v1\n")
@@ -174,7 +175,7 @@ def _append_index(root: Path, entry: Mapping[str, Any]) -> None:
 def _read_index(root: Path, digest: str | None) -> tuple[list[dict[str, Any]], set[str], bool]:
     """(entries matching ``digest``, run ids the index knows, whether the index exists)."""
     from runtel.errors import RunFolderError  # here, as in _scan_unknown: the write side imports this module
-    from runtel.rundir.reader import iter_lines
+    from runtel.rundir.reader import iter_lines  # deferred: runtel.rundir.reader (~7 ms)
 
     matches: list[dict[str, Any]] = []
     known: set[str] = set()
@@ -222,8 +223,7 @@ def record_artifacts(record: RunRecord) -> list[ArtifactEntry]:
 
 def _scan_unknown(root: Path, known: set[str], digest: str | None, write: bool) -> list[dict[str, Any]]:
     """Read run.json of run folders the index does not know; index finished ones; return hash matches."""
-    from runtel.errors import RunFolderError
-    from runtel.rundir.reader import read_record
+    from runtel.rundir.reader import read_record  # deferred: runtel.rundir.reader (~7 ms)
 
     matches: list[dict[str, Any]] = []
     try:

@@ -227,7 +227,11 @@ def _histogram_point(point: Any) -> dict[str, Any]:
 
 
 def _encode_metric(metric: Any) -> dict[str, Any] | None:
-    from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
+    from opentelemetry.sdk.metrics.export import (  # deferred: the OTel SDK, loaded with the first run (~61 ms)
+        Gauge,
+        Histogram,
+        Sum,
+    )
 
     out: dict[str, Any] = {"name": metric.name}
     if metric.description:

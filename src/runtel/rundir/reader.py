@@ -301,12 +301,12 @@ def effective_status(record: Mapping[str, Any]) -> str:
     proc = record.get("process")
     proc = proc if isinstance(proc, Mapping) else {}
     pid, host = proc.get("pid"), proc.get("host")
-    import socket
+    import socket  # deferred: socket (~3 ms)
 
     if not isinstance(pid, int) or (host and host != socket.gethostname()):
         return status
     try:
-        import psutil
+        import psutil  # deferred: psutil (~13 ms)
 
         p = psutil.Process(pid)
         created = proc.get("create_time")

@@ -64,7 +64,7 @@ def register_instruments(
         gpu_names: ``uuid -> (name, vendor)`` for ``hw.name``/``hw.vendor`` (from the backend's inventory when
             omitted).
     """
-    from opentelemetry.metrics import Observation
+    from opentelemetry.metrics import Observation  # deferred: the OTel metrics API, only when sampling (~12 ms)
 
     if gpu_names is None:
         gpu_names = {d.uuid: (d.name, d.vendor) for d in sampler.gpu.devices()}

@@ -20,6 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtel.energy.estimate import CpuEnergyEstimator
+from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
+from runtel.energy.tdp import cpu_model_name, resolve_tdp
+from runtel.errors import BackendUnavailable
+from runtel.gpu import open_backend
+from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
 from runtel.sampling.samples import ProcessStats, Snapshot, SystemStats
@@ -113,12 +119,6 @@ class Monitor:
         gpu_backend: GpuBackend | None,
         powercap_root: Path | None,
     ) -> Monitor:
-        from runtel.energy.estimate import CpuEnergyEstimator
-        from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
-        from runtel.energy.tdp import cpu_model_name, resolve_tdp
-        from runtel.errors import BackendUnavailable
-        from runtel.gpu import open_backend
-
         logical = os.cpu_count() or 1
         tree = ProcessTree(list(root_pids) if root_pids is not None else [os.getpid()])
         gpu = gpu_backend or open_backend(settings.gpu_backend, env=settings.env, uuids=settings.gpu_uuids)
@@ -243,7 +243,6 @@ class Monitor:
         """Create the observable instruments (no-op when inert)."""
         if self.sampler is None:
             return
-        from runtel.sampling.instruments import register_instruments
 
         sampler = self.sampler
         self._guard(

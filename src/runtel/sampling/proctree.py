@@ -46,7 +46,7 @@ _BOOT_TIME: list[float] = []
 def _boot_time() -> float:
     """Seconds since the epoch at boot (psutil reads ``btime`` from ``/proc/stat``); cached."""
     if not _BOOT_TIME:
-        import psutil
+        import psutil  # deferred: psutil (~15 ms)
 
         _BOOT_TIME.append(psutil.boot_time())
     return _BOOT_TIME[0]
@@ -211,7 +211,7 @@ class ProcessTree:
         return found
 
     def _descendants_psutil(self) -> set[int]:
-        import psutil
+        import psutil  # deferred: psutil (~15 ms)
 
         found: set[int] = set()
         for root in self.root_pids:
@@ -226,7 +226,7 @@ class ProcessTree:
 
     # --- reading ----------------------------------------------------------------------------------------
     def _tracked(self, pid: int) -> _Tracked | None:
-        import psutil
+        import psutil  # deferred: psutil (~15 ms)
 
         entry = self._procs.get(pid)
         if entry is not None:
@@ -248,7 +248,7 @@ class ProcessTree:
         psutil needs three files per process for the same numbers (stat, statm, status: ~0.09 ms); this reads one
         (~0.02 ms). ``rss`` (field 24, pages) is the counter ``statm`` reports too.
         """
-        import psutil
+        import psutil  # deferred: psutil (~15 ms)
 
         try:
             with open(f"{_PROC}/{entry.pid}/stat", "rb") as fh:
@@ -273,7 +273,7 @@ class ProcessTree:
         )
 
     def _raw_psutil(self, entry: _Tracked) -> tuple[float, float, bool, int, int, int]:
-        import psutil
+        import psutil  # deferred: psutil (~15 ms)
 
         proc = entry.proc
         assert proc is not None
@@ -294,7 +294,7 @@ class ProcessTree:
         Returns:
             ``(main, descendants, combined, pids)``; never raises for vanished, zombie or inaccessible processes.
         """
-        import psutil
+        import psutil  # deferred: psutil (~15 ms)
 
         descendants = self._descendants()
         roots = [p for p in self.root_pids if p not in self.exclude_pids] if self.include_roots else []
@@ -331,7 +331,7 @@ class ProcessTree:
 
     def _read_one(self, entry: _Tracked, acc: _Acc, now: float, wall: float, want_detail: bool) -> bool:
         """Add one process to ``acc``; ``False`` if it is a zombie (CPU counted, nothing else)."""
-        import psutil as ps
+        import psutil as ps  # deferred: psutil (~15 ms)
 
         if self._use_proc:
             user, system, zombie, threads, vms, rss = self._raw_proc(entry)

@@ -46,14 +46,14 @@ class SystemReader:
     """Stateful reader of :class:`SystemStats` (CPU utilisation needs the previous read)."""
 
     def __init__(self, meminfo_path: str = "/proc/meminfo") -> None:
-        import psutil
+        import psutil  # deferred: psutil (~14 ms)
 
         self._meminfo = meminfo_path if sys.platform.startswith("linux") else None
         psutil.cpu_percent(None)  # prime: the next call reports use since now
 
     def read(self) -> SystemStats:
         """CPU use since the previous read, and current memory/swap."""
-        import psutil
+        import psutil  # deferred: psutil (~14 ms)
 
         cpu = psutil.cpu_percent(None) / 100.0
         stats: SystemStats | None = None
