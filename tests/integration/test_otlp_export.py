@@ -220,9 +220,10 @@ def test_log_texts_never_carry_credentials() -> None:
     assert classify("error code: StatusCode.UNAUTHENTICATED") == "UNAUTHENTICATED"
 
 
-@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("status", [429, 503, 500])
 def test_retryable_statuses_are_reported_as_such(status: int, clean_env: dict[str, str], tmp_path: Path) -> None:
-    """A collector answering 429/503 (with Retry-After) is reported with that status, not as a timeout."""
+    """A collector answering 429/503 (with Retry-After) is reported with that status as retryable, not as a
+    timeout; a 500 is reported as HTTP 500. Either way one line, and the run folder is complete."""
     import http.server
     import threading
 
@@ -253,5 +254,8 @@ def test_retryable_statuses_are_reported_as_such(status: int, clean_env: dict[st
         server.server_close()
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert f"failed (HTTP {status} " in lines[0] and "retryable" in lines[0], lines[0]
+    if status == 500:
+        assert "failed (HTTP 500)" in lines[0], lines[0]
+    else:
+        assert f"failed (HTTP {status} " in lines[0] and "retryable" in lines[0], lines[0]
     assert_run_folder_complete(run_dir)

@@ -298,3 +298,16 @@ def test_spans_on_the_applications_own_provider_are_scrubbed(tmp_path: Path, cle
     assert '"q"' in text and "[REDACTED]" in text
     for secret in ("app-res-key-Zz9", "app-span-pw-Yy8", "app-exc-tok-Xx7"):
         assert secret not in text, secret
+
+
+def test_a_credential_in_a_run_name_reaches_no_path_id_or_attribute(rt: object, tmp_path: Path) -> None:
+    """The run name is scanned before it becomes the folder name, the run id and the span's names."""
+    import runtel
+
+    secret = "n4me" + "S3cret"  # built here, so a git.diff of this very file cannot hold it
+    with runtel.run_span(f"sync postgres://admin:{secret}@db/x") as run:
+        pass
+    assert run.dir is not None
+    assert secret not in run.id and secret not in str(run.dir) and secret not in run.name
+    for path in run.dir.iterdir():
+        assert secret not in path.read_text(errors="replace"), path.name

@@ -53,7 +53,10 @@ if TYPE_CHECKING:
     from runtel.config import Settings
     from runtel.environment import Environment
 
-__all__ = ("RunSpan", "run_span")
+__all__ = ("NAME_MAX_LENGTH", "RunSpan", "run_span")
+
+#: run names longer than this are cut (the folder name takes the first 40 characters of the name)
+NAME_MAX_LENGTH = 256
 
 
 class RunSpan:
@@ -183,6 +186,9 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     start_mono_ns = time.perf_counter_ns()
     level = settings.telemetry if spec._telemetry is None else spec._telemetry
     parent_run = _context.current_run()
+    # The name becomes the folder name, runtel.run.name and the span name: capped and scanned here, once,
+    # so a credential in a name never reaches a path, an id or an attribute.
+    name = runtime.redactor.redact_text(name[:NAME_MAX_LENGTH])
     run = _new_run(settings, name, start_ns)
     run.start_mono_ns = start_mono_ns
     run._redactor = runtime.redactor  # process-wide: its cache of key verdicts carries over between runs
