@@ -91,6 +91,8 @@ class Runtime:
         self.monitor: Any = None
         self._redactor: Any = None
         self.open_runs: dict[str, Run] = {}
+        #: open runs with no enclosing run open in this process, oldest first (see process_run)
+        self._roots: list[Run] = []
         self.environment: Any = None
         self._lock = threading.RLock()
         self._built = False
@@ -168,6 +170,7 @@ class Runtime:
             provider.add_span_processor(router)
             _attached[provider] = router
         self.router = router
+        router.warn_unattributed = self.owns_provider
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
             self._json_processor = BatchSpanProcessor(
@@ -243,7 +246,11 @@ class Runtime:
         """Route the run's telemetry to its folder; start sampling with the first run."""
         with self._lock:
             first = not self.open_runs
+            nested = run.parent_id is not None and run.parent_id in self.open_runs
             self.open_runs[run.id] = run
+            if not nested:
+                self._roots.append(run)
+            self._set_process_run()
             self._idle_since = None
             if run.dir is not None:
                 self.sinks.open(run.id, run.dir)
@@ -269,6 +276,31 @@ class Runtime:
                     metrics.collect(self.settings.export_timeout * 1000)
                 metrics.shutdown(timeout_millis=self.settings.export_timeout * 1000)
 
+    @property
+    def process_run(self) -> Run | None:
+        """The run of the process: the most recently opened *root* run still open (one opened with no
+        run of this process around it), else the most recently opened run still open, else None.
+
+        Spans that arrive with no run in their context are attributed to it, and child processes
+        inherit its trace context through the environment.
+        """
+        if self._roots:
+            return self._roots[-1]
+        return next(reversed(self.open_runs.values()), None)
+
+    def _set_process_run(self) -> None:
+        """Point fallback attribution and the children's environment at the process run (under the lock)."""
+        run = self.process_run
+        if self.router is not None:
+            self.router.default_run = run
+        with guard("propagate", "carry the run into threads and child processes"):
+            from runtel import _propagation
+
+            _propagation.active = self.settings.propagate
+            if self.settings.propagate:
+                _propagation.install_threads()
+                _propagation.set_process_carrier(run)
+
     def _collected_runs(self) -> list[RunMetrics]:
         return [m for m in list(self.run_metrics.values()) if m is not None]
 
@@ -276,6 +308,9 @@ class Runtime:
         """Stop routing to the run; stop sampling with the last run."""
         with self._lock:
             self.open_runs.pop(run.id, None)
+            if run in self._roots:
+                self._roots.remove(run)
+            self._set_process_run()
             self.sinks.close(run.id)
             if not self.open_runs:
                 # Sampling lingers a couple of seconds (see _stop_if_idle): back-to-back runs reuse it.
@@ -313,6 +348,10 @@ class Runtime:
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
         _run_bounded(jobs, timeout)
+        with guard("propagate-reset", "restore the environment"):
+            from runtel import _propagation
+
+            _propagation.set_process_carrier(None)
         self.span_processors = []
         self.run_metrics = {}
         self.monitor = None
@@ -344,6 +383,7 @@ class Runtime:
         self._pid = os.getpid()
         self.monitor = None
         self.open_runs = {}
+        self._roots = []  # the router keeps the parent's process run: the child's stray spans land there
         self.sinks.after_fork()
         if self.router is not None and self._json_processor is not None:
             from opentelemetry.sdk.trace.export import (

@@ -1,0 +1,164 @@
+"""The run follows the work: OpenTelemetry context into threads, trace context into child processes.
+
+Installed once, when the process's first run opens (``Runtime.open_run``); turned off with
+``RUNTEL_PROPAGATE=false``. Base level: imports only OpenTelemetry and ``runtel._context``.
+
+**Threads.** ``threading.Thread.start`` captures the starting thread's OTel context (which holds the
+run, see ``_context``) and the new thread runs its ``run()`` inside it; ``ThreadPoolExecutor.submit``
+runs each task in the submitter's context (so ``loop.run_in_executor`` does too; ``asyncio.to_thread``
+already copies it). This is what ``opentelemetry-instrumentation-threading`` patches, written here in
+~40 lines instead of depending on it: that package pins ``opentelemetry-instrumentation==<its
+version>``, which pins ``opentelemetry-semantic-conventions`` one beta behind the SDK (installing
+0.66b1 next to SDK 1.45.2 made pip *downgrade* ``opentelemetry-api``), pulls in ``wrapt``, and its
+import took ~230 ms cold here, against a run start budgeted in milliseconds. Unlike its
+``Thread.run`` wrapper, the instance-level wrap below also covers subclasses that override ``run``.
+Threads runtel or the OTel SDK start for themselves (names ``runtel-*``, ``Otel*``) are left alone.
+
+**Child processes.** While a run is open, ``os.environ`` carries the environment carrier of the
+*process run* (:func:`process_run`): ``TRACEPARENT`` (its run span), ``TRACESTATE``, ``BAGGAGE``,
+``RUNTEL_PARENT_RUN_ID`` and ``RUNTEL_DIR``. Every way of starting a child inherits it (``subprocess``,
+``os.exec*``, ``os.posix_spawn``, multiprocessing spawn, loky); the values that were there before (a
+run of this process that itself is a child) are put back when the last run closes. Setting
+``os.environ`` races a ``fork`` in another thread only in the instant a run opens or closes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+__all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "install_threads", "set_process_carrier", "w3c_propagator")
+
+PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
+
+
+#: the variables a run puts into the process environment for its children
+CARRIER_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, "RUNTEL_DIR")
+
+
+_threads_installed = False
+
+
+#: False while the runtime's settings say ``propagate=false`` (the patches, once made, stay in place)
+active = True
+
+
+_OWN_THREADS = ("runtel", "Otel")
+
+
+def install_threads() -> None:
+    """Patch ``Thread.start`` and ``ThreadPoolExecutor.submit`` to carry the OTel context (idempotent)."""
+    global _threads_installed
+    if _threads_installed:
+        return
+    _threads_installed = True
+    original_start = threading.Thread.start
+    original_submit: Any = concurrent.futures.ThreadPoolExecutor.submit
+
+    @functools.wraps(original_start)
+    def start(self: threading.Thread) -> None:
+        ctx = otel_context.get_current()
+        if active and ctx and not self.name.startswith(_OWN_THREADS):
+            self.run = functools.partial(_run_thread, self, ctx, self.run)  # type: ignore[method-assign]
+        original_start(self)
+
+    @functools.wraps(original_submit)
+    def submit(self: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any,
+               **kwargs: Any) -> Any:
+        if not active:
+            return original_submit(self, fn, *args, **kwargs)
+        # Always wrapped, even in an empty context: a pool thread keeps the context it was started in,
+        # and a task submitted after that run closed must not run inside it.
+        return original_submit(self, functools.partial(_call_in, otel_context.get_current(), fn), *args, **kwargs)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = submit  # type: ignore[method-assign,assignment]
+
+
+def _run_thread(thread: threading.Thread, ctx: otel_context.Context, run: Callable[[], None]) -> None:
+    token = otel_context.attach(ctx)
+    try:
+        run()
+    finally:
+        otel_context.detach(token)
+        thread.__dict__.pop("run", None)  # drop the reference cycle thread -> partial -> thread
+
+
+def _call_in(ctx: otel_context.Context, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    token = otel_context.attach(ctx)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
+# --- the environment carrier --------------------------------------------------------------------
+def w3c_propagator() -> Any:
+    """W3C trace context + baggage, the formats TRACEPARENT/TRACESTATE/BAGGAGE carry.
+
+    Used directly rather than through ``opentelemetry.propagate`` (whose import scans entry points,
+    ~8 ms at a run's start); the environment carrier is defined for exactly these W3C fields.
+    """
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
+def carrier_for(run: Any) -> dict[str, str]:
+    """The environment variables that make a child process a child of ``run`` (its run span)."""
+    out: dict[str, str] = {}
+    span = getattr(run, "_span", None)
+    if span is not None and span.get_span_context().is_valid:
+        carrier: dict[str, str] = {}
+        w3c_propagator().inject(carrier, context=trace.set_span_in_context(span))
+        out.update({k.upper(): v for k, v in carrier.items()})
+    if run.id:
+        out[PARENT_RUN_ENV] = run.id
+    if run.dir is not None:
+        out["RUNTEL_DIR"] = str(run.dir.parent.resolve())
+    return out
+
+
+#: the values of CARRIER_KEYS before runtel first set them (restored when no run is open)
+_saved_env: dict[str, str | None] | None = None
+
+
+_env_lock = threading.Lock()
+
+
+def set_process_carrier(run: Any) -> None:
+    """Make ``os.environ`` carry ``run`` to child processes; ``None``: put back what was there before."""
+    global _saved_env
+    with _env_lock:
+        if run is None:
+            if _saved_env is not None:
+                _apply(_saved_env)
+                _saved_env = None
+            return
+        values = carrier_for(run)
+        if _saved_env is None:
+            _saved_env = {k: os.environ.get(k) for k in CARRIER_KEYS}
+        _apply({k: values.get(k) for k in CARRIER_KEYS})
+
+
+def _apply(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        elif os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def after_fork_in_child() -> None:
+    """A forked child keeps the inherited carrier (its work belongs to the parent's run)."""
+    global _env_lock
+    _env_lock = threading.Lock()
