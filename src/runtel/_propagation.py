@@ -20,6 +20,10 @@ Threads runtel or the OTel SDK start for themselves (names ``runtel-*``, ``Otel*
 ``os.exec*``, ``os.posix_spawn``, multiprocessing spawn, loky); the values that were there before (a
 run of this process that itself is a child) are put back when the last run closes. Setting
 ``os.environ`` races a ``fork`` in another thread only in the instant a run opens or closes.
+``multiprocessing`` processes started with spawn, forkserver or loky also get their target wrapped
+(:func:`install_processes`): the child opens a *worker run* in the parent's trace before the target
+runs, under the span current at ``start()`` (a forkserver child inherits the server's stale
+environment, so the environment alone would not do).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-__all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "install_threads", "set_process_carrier", "w3c_propagator")
+__all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "WORKER_NAME_ENV", "WorkerTarget", "child_context", "install_processes",
+           "install_threads", "set_process_carrier", "w3c_propagator")
 
 PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
 
@@ -162,3 +167,94 @@ def after_fork_in_child() -> None:
     """A forked child keeps the inherited carrier (its work belongs to the parent's run)."""
     global _env_lock
     _env_lock = threading.Lock()
+
+
+# --- multiprocessing children ---------------------------------------------------------------------
+#: the worker-run name a spawned worker's run is given (read by ``recording.workers.init_worker``)
+WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
+
+
+_processes_installed = False
+
+
+_sources: list[Any] = [dict, lambda: None]
+
+
+def install_processes(settings_env: Callable[[], Mapping[str, str]], process_run: Callable[[], Any]) -> None:
+    """Patch ``multiprocessing``'s ``BaseProcess.start`` so spawned workers open a worker run (idempotent).
+
+    A process started with *spawn*, *forkserver* or *loky* (``Pool``, ``ProcessPoolExecutor``,
+    ``joblib``, a DataLoader with a spawn context) gets its target wrapped in :class:`WorkerTarget`,
+    which carries the context of the span current at ``start()`` (else the process run) and calls
+    ``runtel.init_worker`` in the child before the target. *fork* children are left alone: they
+    inherit the run and the runtime, and write their spans synchronously (``Runtime.after_fork``).
+    ``settings_env`` gives the non-default settings to pass on; ``process_run`` the process run (the
+    latest call's pair is used: a new runtime replaces the old one's).
+    """
+    global _processes_installed
+    _sources[:] = [settings_env, process_run]
+    if _processes_installed:
+        return
+    _processes_installed = True
+    from multiprocessing import get_start_method
+    from multiprocessing.process import BaseProcess
+
+    original_start = BaseProcess.start
+
+    @functools.wraps(original_start)
+    def start(self: BaseProcess) -> None:
+        target = getattr(self, "_target", None)
+        if active and target is not None and not isinstance(target, WorkerTarget):
+            try:
+                method = getattr(self, "_start_method", None) or get_start_method()
+                if method != "fork":
+                    carrier = child_context(_sources[0](), _sources[1]())
+                    if carrier is not None:
+                        self._target = WorkerTarget(carrier, target)  # type: ignore[attr-defined]
+            except Exception:  # never stop the user's process from starting
+                pass
+        original_start(self)
+
+    BaseProcess.start = start  # type: ignore[method-assign]
+
+
+def child_context(settings: Mapping[str, str], process_run: Any) -> dict[str, str] | None:
+    """The environment a worker needs to record into the current run (None: no run to record into)."""
+    from runtel._context import current_run
+
+    run = current_run()
+    ctx: otel_context.Context | None = None
+    if run is None:
+        run = process_run
+        if run is None or getattr(run, "_span", None) is None:
+            return None
+        ctx = trace.set_span_in_context(run._span)
+    out = dict(settings)
+    carrier: dict[str, str] = {}
+    w3c_propagator().inject(carrier, context=ctx)
+    out.update({k.upper(): v for k, v in carrier.items()})
+    if run.id:
+        out[PARENT_RUN_ENV] = run.id
+    if run.dir is not None:
+        out["RUNTEL_DIR"] = str(run.dir.parent.resolve())
+    out[WORKER_NAME_ENV] = f"{run.name}.worker" if run.name else "worker"
+    return out
+
+
+class WorkerTarget:
+    """A process target that first makes the worker record into its parent's run (picklable)."""
+
+    def __init__(self, context: dict[str, str], target: Callable[..., Any]) -> None:
+        self.context = context
+        self.target = target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The recording side opens the worker run; this base module cannot import it (it is above),
+        # so it is looked up by name here, in the child, where it is needed.
+        import importlib
+
+        try:
+            importlib.import_module("runtel.recording.workers").init_worker(self.context)
+        except Exception:  # the worker's own work goes on without telemetry
+            pass
+        return self.target(*args, **kwargs)

@@ -299,7 +299,13 @@ class Runtime:
             _propagation.active = self.settings.propagate
             if self.settings.propagate:
                 _propagation.install_threads()
+                _propagation.install_processes(self._settings_env, lambda: self.process_run)
                 _propagation.set_process_carrier(run)
+
+    def _settings_env(self) -> dict[str, str]:
+        from runtel.config import settings_env
+
+        return settings_env(self.settings)
 
     def _collected_runs(self) -> list[RunMetrics]:
         return [m for m in list(self.run_metrics.values()) if m is not None]
@@ -385,6 +391,20 @@ class Runtime:
         self.open_runs = {}
         self._roots = []  # the router keeps the parent's process run: the child's stray spans land there
         self.sinks.after_fork()
+        if self.router is not None:
+            self.router.after_fork()
+        from runtel import _propagation
+
+        _propagation.after_fork_in_child()
+        self.write_spans_synchronously()
+
+    def write_spans_synchronously(self, *, retire: bool = False) -> None:
+        """Write every span to the run folder as it ends (no batch thread): for worker processes.
+
+        Workers leave through ``os._exit`` (multiprocessing, DataLoader) or are terminated, so a span
+        is on disk the moment it ends, at the cost of one ``write()`` per span. ``retire``: flush and
+        stop the batch processor replaced (not after a fork: the SDK gave it a fresh, empty thread).
+        """
         if self.router is not None and self._json_processor is not None:
             from opentelemetry.sdk.trace.export import (
                 SimpleSpanProcessor,  # loaded already: the batch one is its sibling
@@ -392,11 +412,16 @@ class Runtime:
 
             from runtel.exporters.jsonl import JsonlSpanExporter
 
+            if isinstance(self._json_processor, SimpleSpanProcessor):
+                return
+            old = self._json_processor
             sync = SimpleSpanProcessor(JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling))
-            self.span_processors = [sync if p is self._json_processor else p for p in self.span_processors]
+            self.span_processors = [sync if p is old else p for p in self.span_processors]
             self._json_processor = sync
             self.router.delegates = tuple(self.span_processors)
-
+            if retire:
+                with guard("batch-retire", "stop the batch span processor"):
+                    old.shutdown()
 
 
 def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:

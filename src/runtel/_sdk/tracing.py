@@ -56,6 +56,10 @@ class RunProcessor(SpanProcessor):
         for delegate in self.delegates:
             delegate.on_start(span, parent_context)
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's may have been held at the fork)."""
+        self._count_lock = threading.Lock()
+
     def on_end(self, span: ReadableSpan) -> None:
         """Forward to the exporters' processors."""
         for delegate in self.delegates:

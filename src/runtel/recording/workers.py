@@ -14,12 +14,9 @@ from typing import Any
 
 from runtel import _context, _sdk
 from runtel._guard import guard
+from runtel._propagation import WORKER_NAME_ENV
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
-
-#: a spawned worker's run is named after this (set by :func:`worker_context`)
-WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
-
 
 _CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
 
@@ -50,8 +47,12 @@ def worker_context(name: str | None = None) -> dict[str, str]:
     return out
 
 
-def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = None) -> None:
+def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | None = None) -> None:
     """Make a worker process record into its parent's trace; use as a ``multiprocessing`` initializer.
+
+    Since runs follow the work (``RUNTEL_PROPAGATE``, see docs/threads-and-processes.md) pools need
+    not call it: runtel does the same for every spawned process. It stays for explicit control, and
+    as a torch DataLoader ``worker_init_fn`` (which passes the worker's int id: ignored).
 
     * **fork**: the worker inherited the open run (its blocks are already children of the parent's
       spans and go to the parent's run folder); this only makes sure its batched spans are written
@@ -68,6 +69,8 @@ def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = 
         >>> pool = multiprocessing.get_context("spawn").Pool(  # doctest: +SKIP
         ...     2, initializer=runtel.init_worker, initargs=(runtel.worker_context(),))
     """
+    if not isinstance(context, Mapping):
+        context = None  # a DataLoader worker id, or nothing
     if _worker_state.get("pid") == os.getpid():
         return
     with guard("init-worker", "set up a worker process"):
@@ -84,6 +87,9 @@ def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = 
             spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
             spec.__enter__()
             _worker_state["run"] = spec
+            runtime = _sdk.current_runtime()
+            if runtime is not None:  # workers leave through os._exit or SIGKILL: each span on disk as it ends
+                runtime.write_spans_synchronously(retire=True)
         _register_exit()
 
 
