@@ -166,3 +166,30 @@ def test_propagate_false_leaves_threads_alone(runs_dir: Path) -> None:
             t.start()
             t.join()
     assert seen == [None]
+
+
+def test_span_ending_after_its_run_closed_is_counted_and_reported(
+    rt: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Work still running in a thread when its run closes: its span is not written, but counted and reported."""
+    from runtel.exporters.jsonl import late_spans
+
+    before = late_spans()
+    started, go = threading.Event(), threading.Event()
+
+    def late() -> None:
+        with runtel.block("late"):
+            started.set()
+            go.wait(30)
+
+    with runtel.run_span("short") as run:
+        thread = threading.Thread(target=late)
+        thread.start()
+        assert started.wait(30)
+    with caplog.at_level(logging.WARNING, logger="runtel"):
+        go.set()
+        thread.join()
+        runtel.flush()
+    assert late_spans() == before + 1
+    assert len([r for r in caplog.records if "ended after run" in r.getMessage()]) == 1
+    assert _named(run.dir, "late") == []

@@ -122,6 +122,11 @@ def _at_exit() -> None:
             logging.getLogger("runtel.sdk").warning(
                 "runtel did not record %d span(s) that started while no run was open in this process",
                 router.unattributed)
+        from runtel.exporters.jsonl import late_spans  # loaded already whenever spans were written
+
+        if late_spans():
+            logging.getLogger("runtel.sdk").warning(
+                "runtel did not record %d span(s) that ended after their run had closed", late_spans())
 
 
 def _after_fork_in_child() -> None:
