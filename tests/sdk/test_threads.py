@@ -193,3 +193,26 @@ def test_span_ending_after_its_run_closed_is_counted_and_reported(
     assert late_spans() == before + 1
     assert len([r for r in caplog.records if "ended after run" in r.getMessage()]) == 1
     assert _named(run.dir, "late") == []
+
+
+def test_a_full_export_queue_makes_producers_write_instead_of_dropping(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 2,048-span queue, 16 threads ending 2,000 spans each: all 32,000 on disk (the SDK would drop)."""
+    from runtel._sdk import runtime
+
+    monkeypatch.setattr(runtime, "_MAX_QUEUE", 2048)
+
+    def worker() -> None:
+        for _ in range(2000):
+            with runtel.block("b"):
+                pass
+
+    with isolated(runs_dir, sampling=False):
+        with runtel.run_span("burst") as run:
+            threads = [threading.Thread(target=worker) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    assert len(_named(run.dir, "b")) == 32_000

@@ -146,7 +146,6 @@ class Runtime:
             _ID_GENERATOR = IndependentIdGenerator()
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         from runtel._sdk.tracing import RunProcessor
         from runtel.exporters.jsonl import JsonlSpanExporter
@@ -173,7 +172,7 @@ class Runtime:
         router.warn_unattributed = self.owns_provider
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
-            self._json_processor = BatchSpanProcessor(
+            self._json_processor = lossless_batch_processor()(
                 JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling),
                 max_queue_size=_MAX_QUEUE,
                 schedule_delay_millis=_SCHEDULE_DELAY_MS,
@@ -422,6 +421,43 @@ class Runtime:
             if retire:
                 with guard("batch-retire", "stop the batch span processor"):
                     old.shutdown()
+
+
+_lossless: Any = None
+
+
+def lossless_batch_processor() -> Any:
+    """The SDK's ``BatchSpanProcessor``, except that a full queue makes the producer write, not drop.
+
+    The SDK drops a span when its queue is full (a warning per span); threads ending spans faster
+    than the exporter thread gets the GIL to write them (64 threads in a tight loop) fill 16,384
+    slots in well under a second. Here the thread ending a span into a nearly full queue first
+    flushes the queue itself (``force_flush``, the public way to export in the caller): it waits for
+    the disk, and nothing is lost. The queue's length is read from the SDK's internals; if they
+    change, the check is skipped and the SDK's behaviour is back.
+    """
+    global _lossless
+    if _lossless is not None:
+        return _lossless
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    class LosslessBatchSpanProcessor(BatchSpanProcessor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            inner = getattr(self, "_batch_processor", None)
+            queue = getattr(inner, "_queue", None)
+            limit = getattr(inner, "_max_queue_size", None)
+            self._queue = queue if queue is not None and isinstance(limit, int) else None
+            self._high_water = (limit or 0) - _MAX_BATCH
+
+        def on_end(self, span: Any) -> None:
+            queue = self._queue
+            if queue is not None and len(queue) >= self._high_water:
+                self.force_flush()
+            super().on_end(span)
+
+    _lossless = LosslessBatchSpanProcessor
+    return _lossless
 
 
 def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> None:
