@@ -1,4 +1,6 @@
-"""The one place runtel calls a private internal of another project: CPython's C JSON encoder.
+"""The one place runtel uses private internals of other projects, each behind a fallback and a test.
+
+The C JSON encoder (below), the SDK's span storage and multiprocessing's process target (further down).
 
 ``compact_json(value)`` is ``json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode(value)``.
 run.json is encoded one top-level value at a time, and the public ``encode`` spends ~0.4 us a value in
@@ -19,7 +21,10 @@ import json.encoder
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("FAST_JSON", "attribute_items", "compact_json", "json_string", "span_attributes", "span_events", "span_links")
+__all__ = (
+    "FAST_JSON", "attribute_items", "compact_json", "json_string", "process_start_method", "process_target",
+    "set_process_target", "span_attributes", "span_events", "span_links",
+)
 
 #: ``s`` as a JSON string literal, non-ASCII kept (undocumented but public name; the C function when available)
 json_string: Callable[[str], str] = json.encoder.encode_basestring
@@ -106,3 +111,25 @@ def attribute_items(attributes: Any) -> Any:
 
 
 _MISSING: Any = object()
+
+
+# --- multiprocessing's process objects -------------------------------------------------------------------------
+# Following a run into a spawned worker means wrapping the process's target before ``start()``, and only
+# for start methods that do not fork; ``BaseProcess`` keeps both in private attributes and offers no public
+# accessor. tests/unit/test_internals.py fails when CPython renames them.
+
+
+def process_target(process: Any) -> Any:
+    """The callable a ``multiprocessing`` process will run (``BaseProcess._target``), or None."""
+    return getattr(process, "_target", None)
+
+
+def set_process_target(process: Any, target: Any) -> None:
+    """Replace the callable a not yet started process will run."""
+    process._target = target
+
+
+def process_start_method(process: Any) -> str | None:
+    """The start method of a process's context (``'fork'``, ``'spawn'``, ``'forkserver'``), if it says."""
+    method = getattr(process, "_start_method", None)
+    return method if isinstance(method, str) else None

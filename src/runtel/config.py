@@ -177,6 +177,15 @@ PARAMS: Final[dict[str, Param]] = {
         "`false` turns the background resource sampler off (spans and records still work).",
         "`true`",
     ),
+    "propagate": Param(
+        ("RUNTEL_PROPAGATE",),
+        True,
+        _parse_bool,
+        "`false` stops runs from following the work: no context into threads and thread pools, no "
+        "`TRACEPARENT`/`RUNTEL_PARENT_RUN_ID` in child processes' environment, no automatic worker runs "
+        "(see docs/threads-and-processes.md). `inject_env`/`worker_context`/`init_worker` still work.",
+        "`true`",
+    ),
     "n_expected_cores": Param(
         ("RUNTEL_EXPECTED_CORES",),
         None,
@@ -275,6 +284,7 @@ class Settings:
     memory_detail_interval: float = 10.0
     metric_interval: float = 5.0
     sampling: bool = True
+    propagate: bool = True
     n_expected_cores: int | None = None
     gpu_backend: str = "auto"
     gpu_uuids: tuple[str, ...] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,91 @@ def test_forked_child_span_on_disk_despite_os_exit(rt: Settings) -> None:
     assert len(child) == 1
     assert child[0].parent_span_id == format(blk.span.get_span_context().span_id, "016x")
     assert record["status"] == "ok"  # the child never finalised the parent's run
+
+
+FORK_DRIVER = """
+import os, sys
+import runtel
+
+runtel.configure(dir=sys.argv[1], sampling=False, strict=True)
+with runtel.run_span("parent") as run:
+    print(run.dir, flush=True)
+    pid = os.fork()
+    if pid:  # the parent waits for the child inside the run, then dies before closing it
+        os.waitpid(pid, 0)
+        os.kill(os.getpid(), 9)
+    with runtel.block("in-child"):
+        pass
+os._exit(0)  # the child left the parent's `with` normally (its __exit__ ran)
+"""
+
+
+def test_forked_child_leaving_the_run_never_finalises_the_parents_record(tmp_path: Path) -> None:
+    """A forked child that leaves `with run_span` normally writes no record and no second run span.
+
+    The parent is killed after the child is done: its record must still say "running" (a reader
+    then reports it interrupted), not the child's "ok" and end time.
+    """
+    import subprocess
+    import sys
+
+    script = tmp_path / "drive.py"
+    script.write_text(FORK_DRIVER)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "RUNTEL_SAMPLING": "false"})
+    assert done.returncode == -9, done.stderr
+    record, spans = read_run(Path(done.stdout.split()[0]))
+    assert record["status"] == "running" and record["end_time"] is None
+    assert [s.name for s in spans] == ["in-child"]  # the child's block, and no run span ended by the child
+
+
+@pytest.mark.filterwarnings("ignore:This process.*is multi-threaded:DeprecationWarning")
+def test_fork_while_threads_record_and_the_sampler_runs_does_not_deadlock(rt_sampling: Settings) -> None:
+    """Forking 20 times while 8 threads end 1,200 spans each (exporter, sampler and ticker threads
+    busy): every child records its block and exits; every span of threads and children is on disk.
+    (Bounded work: an unbounded loop of 8 threads can outrun the exporter's 16,384-span queue.)"""
+    import threading
+
+    def hammer(n: int) -> None:
+        for _ in range(1200):
+            with runtel.block("t"):
+                pass
+
+    with runtel.run_span("forky") as run:
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        pids = []
+        try:
+            for i in range(20):
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        with runtel.block("child", i=i):
+                            pass
+                    finally:
+                        os._exit(0)
+                pids.append(pid)
+            statuses = [_wait(pid, 30.0) for pid in pids]
+        finally:
+            for t in threads:
+                t.join()
+    assert statuses == [0] * 20
+    spans = read_run(run.dir)[1]  # type: ignore[arg-type]
+    assert sorted(s.attributes["i"] for s in spans if s.name == "child") == list(range(20))
+    assert len([s for s in spans if s.name == "t"]) == 8 * 1200
+
+
+def _wait(pid: int, timeout: float) -> int:
+    """The child's exit status, or -1 after ``timeout`` seconds (the child is then killed: a deadlock)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -1

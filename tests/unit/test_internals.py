@@ -148,3 +148,20 @@ def test_span_storage_shortcuts_read_what_the_public_properties_show() -> None:
     assert list(_internals.span_events(span)) == list(span.events)
     assert list(_internals.span_links(span)) == list(span.links)
     assert hasattr(span, "_events") and hasattr(span, "_links")
+
+
+def test_process_target_and_start_method_are_where_internals_read_them() -> None:
+    """multiprocessing still keeps a process's target and its context's start method where _internals looks."""
+    import multiprocessing
+
+    from runtel import _internals
+
+    def work() -> None:
+        pass
+
+    for method in multiprocessing.get_all_start_methods():
+        process = multiprocessing.get_context(method).Process(target=work)
+        assert _internals.process_target(process) is work
+        assert _internals.process_start_method(process) == method
+        _internals.set_process_target(process, print)
+        assert _internals.process_target(process) is print

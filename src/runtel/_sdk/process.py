@@ -8,6 +8,7 @@ hands the child fresh locks and synchronous span writes (see ``Runtime.after_for
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ def configure(**kwargs: Any) -> Settings:
     ``exporters``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
     ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
     ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
-    ``cpu_tdp``, ``redact_patterns``, ``redact_allow``, ``git_diff_max_bytes``, ``export_timeout``,
+    ``cpu_tdp``, ``propagate``, ``redact_patterns``, ``redact_allow``, ``git_diff_max_bytes``, ``export_timeout``,
     ``shared_run_dir``, ``strict``.
 
     Example:
@@ -117,6 +118,16 @@ def _at_exit() -> None:
     if rt is not None:
         rt.finish_open_runs()
         rt.shutdown()
+        router = rt.router
+        if router is not None and router.unattributed and router.warn_unattributed:
+            logging.getLogger("runtel.sdk").warning(
+                "runtel did not record %d span(s) that started while no run was open in this process",
+                router.unattributed)
+        from runtel.exporters.jsonl import late_spans  # loaded already whenever spans were written
+
+        if late_spans():
+            logging.getLogger("runtel.sdk").warning(
+                "runtel did not record %d span(s) that ended after their run had closed", late_spans())
 
 
 def _after_fork_in_child() -> None:

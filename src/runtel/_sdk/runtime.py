@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from runtel._sdk.scrub import Scrubber
     from runtel._sdk.tracing import RunProcessor
     from runtel.environment import Environment
+    from runtel.exporters.jsonl import JsonlSpanExporter
     from runtel.redaction import Redactor
     from runtel.rundir.writer import RunSinks
     from runtel.sampling.monitor import Monitor
@@ -86,6 +87,7 @@ class OpenRun(Protocol):
     id: str
     dir: Path | None
     start_time_ns: int
+    parent_id: str | None
 
     def finish_at_exit(self) -> None:
         """End the run as interrupted: the interpreter is exiting with it open."""
@@ -114,6 +116,8 @@ class Runtime:
         self._redactor: Redactor | None = None
         self._scrubber: Scrubber | None = None
         self.open_runs: dict[str, OpenRun] = {}
+        #: open runs with no enclosing run open in this process, oldest first (see process_run)
+        self._roots: list[OpenRun] = []
         #: the first environment capture of the process (its Resource attributes build the provider's Resource)
         self.environment: Environment | None = None
         self._lock = threading.RLock()
@@ -179,7 +183,6 @@ class Runtime:
             _ID_GENERATOR = IndependentIdGenerator()
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         from runtel._sdk.tracing import RunProcessor
         from runtel.exporters.jsonl import JsonlSpanExporter
@@ -206,9 +209,10 @@ class Runtime:
         router.scrubber = self.scrubber
         _quiet_attribute_drops()
         self.router = router
+        router.warn_unattributed = self.owns_provider
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
-            self._json_processor = BatchSpanProcessor(
+            self._json_processor = lossless_span_processor()(
                 JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling),
                 max_queue_size=_MAX_QUEUE,
                 schedule_delay_millis=_SCHEDULE_DELAY_MS,
@@ -281,7 +285,11 @@ class Runtime:
         """Route the run's telemetry to its folder; start sampling with the first run."""
         with self._lock:
             first = not self.open_runs
+            nested = run.parent_id is not None and run.parent_id in self.open_runs
             self.open_runs[run.id] = run
+            if not nested:
+                self._roots.append(run)
+            self._set_process_run()
             self._idle_since = None
             if run.dir is not None:
                 self.sinks.open(run.id, run.dir)
@@ -326,6 +334,37 @@ class Runtime:
                     metrics.collect(left_ms())
                 metrics.shutdown(timeout_millis=left_ms())
 
+    @property
+    def process_run(self) -> OpenRun | None:
+        """The run of the process: the most recently opened *root* run still open (one opened with no
+        run of this process around it), else the most recently opened run still open, else None.
+
+        Spans that arrive with no run in their context are attributed to it, and child processes
+        inherit its trace context through the environment.
+        """
+        if self._roots:
+            return self._roots[-1]
+        return next(reversed(self.open_runs.values()), None)
+
+    def _set_process_run(self) -> None:
+        """Point fallback attribution and the children's environment at the process run (under the lock)."""
+        run = self.process_run
+        if self.router is not None:
+            self.router.default_run = run
+        with guard("propagate", "carry the run into threads and child processes"):
+            from runtel import _propagation
+
+            _propagation.active = self.settings.propagate
+            if self.settings.propagate:
+                _propagation.install_threads()
+                _propagation.install_processes(self._settings_env, lambda: self.process_run)
+                _propagation.set_process_carrier(run)
+
+    def _settings_env(self) -> dict[str, str]:
+        from runtel.config import settings_env
+
+        return settings_env(self.settings)
+
     def _collected_runs(self) -> list[RunMetrics]:
         return [m for m in list(self.run_metrics.values()) if m is not None]
 
@@ -333,6 +372,9 @@ class Runtime:
         """Stop routing to the run; stop sampling with the last run."""
         with self._lock:
             self.open_runs.pop(run.id, None)
+            if run in self._roots:
+                self._roots.remove(run)
+            self._set_process_run()
             self.sinks.close(run.id)
             if not self.open_runs:
                 # Sampling lingers a couple of seconds (see _stop_if_idle): back-to-back runs reuse it.
@@ -381,6 +423,10 @@ class Runtime:
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
         _run_bounded(jobs, timeout, quiet=cut)
+        with guard("propagate-reset", "restore the environment"):
+            from runtel import _propagation
+
+            _propagation.set_process_carrier(None)
         self.span_processors = []
         self.run_metrics = {}
         self.monitor = None
@@ -412,7 +458,22 @@ class Runtime:
         self._pid = os.getpid()
         self.monitor = None
         self.open_runs = {}
+        self._roots = []  # the router keeps the parent's process run: the child's stray spans land there
         self.sinks.after_fork()
+        if self.router is not None:
+            self.router.after_fork()
+        from runtel import _propagation
+
+        _propagation.after_fork_in_child()
+        self.write_spans_synchronously()
+
+    def write_spans_synchronously(self, *, retire: bool = False) -> None:
+        """Write every span to the run folder as it ends (no batch thread): for worker processes.
+
+        Workers leave through ``os._exit`` (multiprocessing, DataLoader) or are terminated, so a span
+        is on disk the moment it ends, at the cost of one ``write()`` per span. ``retire``: flush and
+        stop the batch processor replaced (not after a fork: the SDK gave it a fresh, empty thread).
+        """
         if self.router is not None and self._json_processor is not None:
             from opentelemetry.sdk.trace.export import (
                 SimpleSpanProcessor,  # loaded already: the batch one is its sibling
@@ -420,11 +481,62 @@ class Runtime:
 
             from runtel.exporters.jsonl import JsonlSpanExporter
 
+            if isinstance(self._json_processor, SimpleSpanProcessor):
+                return
+            old = self._json_processor
             sync = SimpleSpanProcessor(JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling))
-            self.span_processors = [sync if p is self._json_processor else p for p in self.span_processors]
+            self.span_processors = [sync if p is old else p for p in self.span_processors]
             self._json_processor = sync
             self.router.delegates = tuple(self.span_processors)
+            if retire:
+                with guard("batch-retire", "stop the batch span processor"):
+                    old.shutdown()
 
+
+_lossless: Any = None
+
+
+def lossless_span_processor() -> Any:
+    """The SDK's ``BatchSpanProcessor``, except that a full queue makes the producer write, not drop.
+
+    The SDK drops a span when its queue is full (a warning per span); threads ending spans faster
+    than the exporter thread gets the GIL to write them (64 threads in a tight loop) fill 16,384
+    slots in well under a second. This processor counts the spans in that queue itself, with public
+    hooks only (+1 in ``on_end``, -n when its exporter receives a batch of n; an upper bound, like
+    ``exporters.otlp.OtlpSpanProcessor``'s), and the thread ending a span into a nearly full queue
+    first flushes the queue itself (``force_flush``, the public way to export in the caller): it waits
+    for the disk, and nothing is lost.
+    """
+    global _lossless
+    if _lossless is not None:
+        return _lossless
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # deferred: the OTel SDK, loaded with the first run
+
+    class LosslessBatchSpanProcessor(BatchSpanProcessor):
+        def __init__(self, exporter: JsonlSpanExporter, *, max_queue_size: int, max_export_batch_size: int,
+                     schedule_delay_millis: float) -> None:
+            super().__init__(exporter, max_queue_size=max_queue_size, max_export_batch_size=max_export_batch_size,
+                             schedule_delay_millis=schedule_delay_millis)
+            self._high_water = max(1, max_queue_size - max_export_batch_size)
+            self._queued: int = 0
+            self._count_lock = threading.Lock()
+            exporter.on_batch = self._taken
+
+        def _taken(self, count: int) -> None:
+            with self._count_lock:
+                self._queued = max(0, self._queued - count)
+
+        def on_end(self, span: Any) -> None:
+            with self._count_lock:
+                full = self._queued >= self._high_water
+            if full:
+                self.force_flush()
+            with self._count_lock:
+                self._queued += 1
+            super().on_end(span)
+
+    _lossless = LosslessBatchSpanProcessor
+    return _lossless
 
 
 class _OnceFilter(logging.Filter):

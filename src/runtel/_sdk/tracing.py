@@ -1,12 +1,16 @@
 """Tracing: the span processor runtel attaches once to a TracerProvider (its own or the application's).
 
 It reads the run from the parent context a span starts in (``runtel._context``), never from the
-runtime, so it depends on nothing above it.
+runtime, so it depends on nothing above it. A span whose context holds no open run (a thread runtel's
+patches did not reach, a callback scheduled from outside the run, an instrumentation that drops the
+context) is attributed to the *process run* the runtime keeps in ``default_run`` (the most recently
+opened root run still open); with no run open at all it is counted in ``unattributed`` and reported.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -32,16 +36,36 @@ class RunProcessor(SpanProcessor):
         self.delegates: tuple[SpanProcessor, ...] = ()
         self.scrubber: Scrubber | None = None
         self.dropped = 0  # spans not forwarded because scrubbing them failed (never forwarded raw)
+        #: the run a span with no open run in its context is attributed to (set by the runtime)
+        self.default_run: Any = None
+        #: spans that started while no run was open in the process (not recorded in any run folder)
+        self.unattributed = 0
+        #: warn at the first such span (only where runtel built the provider: an application's own
+        #: provider exports spans outside runs itself)
+        self.warn_unattributed = True
+        self._count_lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Attribute the span to the run open in the context it starts in (cheap: one context lookup)."""
-        run = run_in(parent_context)
-        if run is not None and run.id and span.is_recording():
-            attributes = span.attributes
-            if attributes is None or semconv.RUN_ID not in attributes:
+        attributes = span.attributes
+        if span.is_recording() and (attributes is None or semconv.RUN_ID not in attributes):
+            run = run_in(parent_context)
+            if run is None or run.end_time_ns is not None:  # no run here, or one that already ended
+                run = self.default_run
+            if run is not None and run.id:
                 span.set_attribute(semconv.RUN_ID, run.id)
+            else:
+                with self._count_lock:  # the rare path: exact counts across threads
+                    self.unattributed += 1
+                if self.warn_unattributed:
+                    log_once("unattributed-span", "runtel: span %r started while no run was open; it is not "
+                             "recorded (such spans are counted and the total reported at exit)", span.name)
         for delegate in self.delegates:
             delegate.on_start(span, parent_context)
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's may have been held at the fork)."""
+        self._count_lock = threading.Lock()
 
     def on_end(self, span: ReadableSpan) -> None:
         """Redact and cap the span (see ``scrub.py``), then forward it to the exporters' processors."""

@@ -11,7 +11,7 @@ cannot interleave within a line. Export never raises; a write failure is logged 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -37,6 +37,14 @@ _SAMPLES_KEY = semconv.USAGE_PREFIX + "samples"
 _UNSAMPLED = '{"key":"' + _SAMPLES_KEY + '","value":{"intValue":"0"}}'  # one encoded OTLP KeyValue
 
 
+_late = [0]
+
+
+def late_spans() -> int:
+    """Spans this process dropped because they ended after their run had closed."""
+    return _late[0]
+
+
 class JsonlSpanExporter(SpanExporter):
     """Writes each batch of spans, grouped by run, as one OTLP/JSON line per run.
 
@@ -48,9 +56,14 @@ class JsonlSpanExporter(SpanExporter):
     def __init__(self, sinks: RunSinks, *, mark_unsampled: bool = False) -> None:
         self._sinks = sinks
         self.mark_unsampled = mark_unsampled
+        #: told how many spans each export received (a batch processor counting its queue sets it)
+        self.on_batch: Callable[[int], None] | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Route and append; never raises."""
+        on_batch = self.on_batch
+        if on_batch is not None:
+            on_batch(len(spans))
         try:
             groups: dict[str, list[ReadableSpan]] = {}
             for span in spans:
@@ -62,8 +75,9 @@ class JsonlSpanExporter(SpanExporter):
             for run_id, group in groups.items():
                 target = self._sinks.spans(run_id)
                 if target is None:
-                    log_once(f"late-span:{run_id}", "runtel dropped %d span(s) that ended after run %s closed",
-                             len(group), run_id, level=logging.DEBUG)
+                    _late[0] += len(group)
+                    log_once("late-span", "runtel dropped %d span(s) that ended after run %s closed (work still "
+                             "running when its run ended; the total is reported at exit)", len(group), run_id)
                     continue
                 ok = target.write(spans_line(group, _unsampled_marker if self.mark_unsampled else None)) and ok
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE

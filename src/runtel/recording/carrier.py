@@ -18,14 +18,9 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 
 from runtel import _context
+from runtel._propagation import PARENT_RUN_ENV, w3c_propagator
 
-__all__ = (
-    "PARENT_RUN_ENV",
-    "extract_parent_context",
-    "inject_env",
-)
-
-PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
+__all__ = ("PARENT_RUN_ENV", "extract_parent_context", "inject_env")
 
 
 _INVALID = re.compile(r"[^A-Z0-9_]")
@@ -51,16 +46,8 @@ class _EnvSetter(Setter[MutableMapping[str, str]]):
 
 
 def _w3c() -> Any:
-    """W3C trace context + baggage, the formats TRACEPARENT/TRACESTATE/BAGGAGE carry.
-
-    Used directly rather than through ``opentelemetry.propagate`` (whose import scans entry points,
-    ~8 ms at a run's start); the environment carrier is defined for exactly these W3C fields.
-    """
-    from opentelemetry.baggage.propagation import W3CBaggagePropagator
-    from opentelemetry.propagators.composite import CompositePropagator
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    """W3C trace context + baggage (see ``runtel._propagation.w3c_propagator``)."""
+    return w3c_propagator()
 
 
 def extract_parent_context(env: Mapping[str, str]) -> Context:

@@ -253,7 +253,7 @@ class Run(LineageMixin):
         so a run that records thousands of artifacts does not rewrite its record thousands of times;
         the start and the end always write. Everything is also in spans.jsonl as events.
         """
-        if self.dir is None:
+        if self.dir is None or self._forked_copy():
             return
         now = time.monotonic()
         if not force and not self._finished and now - self._last_write < 1.0:
@@ -277,6 +277,10 @@ class Run(LineageMixin):
     # --- the end of a run ------------------------------------------------------------------------
     def end(self, exc: BaseException | None, *, status: str | None = None, context_token: object = None) -> None:
         """Set status and usage, end the span, and leave the context (must run in the entering context)."""
+        if self._forked_copy():  # a forked child leaving the parent's run: only leave its context
+            if context_token is not None:
+                otel_context.detach(context_token)  # type: ignore[arg-type]
+            return
         outcome = self._outcome if exc is None else None
         self.status = status or (outcome[0] if outcome else _status_for(exc))
         runtime = _sdk.get_runtime()
@@ -324,6 +328,8 @@ class Run(LineageMixin):
 
     def close(self) -> None:
         """Flush telemetry to the run folder, stop routing to it, and write the final record."""
+        if self._forked_copy():
+            return  # the parent finalises its run; the child's spans are already on disk (synchronous)
         runtime = _sdk.get_runtime()
         if runtime is not None:
             runtime.flush_run(self)
@@ -338,6 +344,11 @@ class Run(LineageMixin):
         record["duration_s"] = round(max(0, elapsed) / 1e9, 6)
         self._finished = True
         self._write_record(force=True)
+
+    def _forked_copy(self) -> bool:
+        """This is a forked child's copy of its parent's run (the record names the process that opened it)."""
+        proc = self.record.get("process") if self.record else None
+        return proc is not None and proc.get("pid") not in (None, os.getpid())
 
     def finish(self, exc: BaseException | None, *, status: str | None = None, context_token: object = None) -> None:
         """:meth:`end` then :meth:`close`."""

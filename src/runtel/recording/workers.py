@@ -14,18 +14,11 @@ from typing import Any
 
 from runtel import _context, _sdk
 from runtel._guard import guard
+from runtel._propagation import WORKER_NAME_ENV
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
 
-__all__ = (
-    "WORKER_NAME_ENV",
-    "init_worker",
-    "worker_context",
-)
-
-#: a spawned worker's run is named after this (set by :func:`worker_context`)
-WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
-
+__all__ = ("WORKER_NAME_ENV", "init_worker", "worker_context")
 
 _CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
 
@@ -56,8 +49,12 @@ def worker_context(name: str | None = None) -> dict[str, str]:
     return out
 
 
-def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = None) -> None:
+def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | None = None) -> None:
     """Make a worker process record into its parent's trace; use as a ``multiprocessing`` initializer.
+
+    Since runs follow the work (``RUNTEL_PROPAGATE``, see docs/threads-and-processes.md) pools need
+    not call it: runtel does the same for every spawned process. It stays for explicit control, and
+    as a torch DataLoader ``worker_init_fn`` (which passes the worker's int id: ignored).
 
     * **fork**: the worker inherited the open run (its blocks are already children of the parent's
       spans and go to the parent's run folder); this only makes sure its batched spans are written
@@ -74,23 +71,59 @@ def init_worker(context: Mapping[str, str] | None = None, *, name: str | None = 
         >>> pool = multiprocessing.get_context("spawn").Pool(  # doctest: +SKIP
         ...     2, initializer=runtel.init_worker, initargs=(runtel.worker_context(),))
     """
+    if not isinstance(context, Mapping):
+        context = None  # a DataLoader worker id, or nothing
     if _worker_state.get("pid") == os.getpid():
         return
-    with guard("init-worker", "set up a worker process"):
-        _worker_state.clear()
-        _worker_state["pid"] = os.getpid()
-        if _context.current_run() is None and context:
-            for key, value in context.items():
-                os.environ[key] = value
-            runtime = _sdk.current_runtime()
-            if runtime is None or not runtime.open_runs:
-                _sdk.configure()  # settings from the (now updated) environment
-            from runtel.recording.lifecycle import run_span
+    # Pool.terminate() may send SIGTERM while the worker is still starting: held back until the worker
+    # run is open and the handler that closes it is installed, so a terminated worker never leaves a
+    # half-open run (status "running" forever) behind.
+    blocked = _block_sigterm()
+    try:
+        with guard("init-worker", "set up a worker process"):
+            _worker_state.clear()
+            _worker_state["pid"] = os.getpid()
+            if _context.current_run() is None and context:
+                for key, value in context.items():
+                    os.environ[key] = value
+                runtime = _sdk.current_runtime()
+                if runtime is None or not runtime.open_runs:
+                    _sdk.configure()  # settings from the (now updated) environment
+                from runtel.recording.lifecycle import run_span
 
-            spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
-            spec.__enter__()
-            _worker_state["run"] = spec
-        _register_exit()
+                spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
+                spec.__enter__()
+                _worker_state["run"] = spec
+                runtime = _sdk.current_runtime()
+                if runtime is not None:  # workers leave through os._exit or SIGKILL: each span on disk as it ends
+                    runtime.write_spans_synchronously(retire=True)
+            _register_exit()
+    finally:
+        if blocked:
+            _unblock_sigterm()  # a SIGTERM that came meanwhile is delivered now, to the handler
+
+
+def _block_sigterm() -> bool:
+    """Hold SIGTERM back in this (main) thread; False where that is not possible."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return False
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (OSError, ValueError):
+        return False
+    return signal.SIGTERM not in before  # already blocked by the application: leave it so
+
+
+def _unblock_sigterm() -> None:
+    import signal
+
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    except (OSError, ValueError):
+        pass
 
 
 def _register_exit() -> None:

@@ -1,0 +1,262 @@
+"""The run follows the work: OpenTelemetry context into threads, trace context into child processes.
+
+Installed once, when the process's first run opens (``Runtime.open_run``); turned off with
+``RUNTEL_PROPAGATE=false``. Base level: imports only OpenTelemetry and ``runtel._context``.
+
+**Threads.** ``threading.Thread.start`` captures the starting thread's OTel context (which holds the
+run, see ``_context``) and the new thread runs its ``run()`` inside it; ``ThreadPoolExecutor.submit``
+runs each task in the submitter's context (so ``loop.run_in_executor`` does too; ``asyncio.to_thread``
+already copies it). This is what ``opentelemetry-instrumentation-threading`` patches, written here in
+~40 lines instead of depending on it: that package pins ``opentelemetry-instrumentation==<its
+version>``, which pins ``opentelemetry-semantic-conventions`` one beta behind the SDK (installing
+0.66b1 next to SDK 1.45.2 made pip *downgrade* ``opentelemetry-api``), pulls in ``wrapt``, and its
+import took ~230 ms cold here, against a run start budgeted in milliseconds. Unlike its
+``Thread.run`` wrapper, the instance-level wrap below also covers subclasses that override ``run``.
+Threads runtel or the OTel SDK start for themselves (names ``runtel-*``, ``Otel*``) are left alone.
+
+**Child processes.** While a run is open, ``os.environ`` carries the environment carrier of the
+*process run* (:func:`process_run`): ``TRACEPARENT`` (its run span), ``TRACESTATE``, ``BAGGAGE``,
+``RUNTEL_PARENT_RUN_ID`` and ``RUNTEL_DIR``. Every way of starting a child inherits it (``subprocess``,
+``os.exec*``, ``os.posix_spawn``, multiprocessing spawn, loky); the values that were there before (a
+run of this process that itself is a child) are put back when the last run closes. Setting
+``os.environ`` races a ``fork`` in another thread only in the instant a run opens or closes.
+``multiprocessing`` processes started with spawn, forkserver or loky also get their target wrapped
+(:func:`install_processes`): the child opens a *worker run* in the parent's trace before the target
+runs, under the span current at ``start()`` (a forkserver child inherits the server's stale
+environment, so the environment alone would not do).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from runtel._internals import process_start_method, process_target, set_process_target
+
+__all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "WORKER_NAME_ENV", "WorkerTarget", "child_context", "install_processes",
+           "install_threads", "set_process_carrier", "w3c_propagator")
+
+PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
+
+
+#: the variables a run puts into the process environment for its children
+CARRIER_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, "RUNTEL_DIR")
+
+
+_threads_installed = False
+
+
+#: False while the runtime's settings say ``propagate=false`` (the patches, once made, stay in place)
+active = True
+
+
+_OWN_THREADS = ("runtel", "Otel")
+
+
+def install_threads() -> None:
+    """Patch ``Thread.start`` and ``ThreadPoolExecutor.submit`` to carry the OTel context (idempotent)."""
+    global _threads_installed
+    if _threads_installed:
+        return
+    _threads_installed = True
+    original_start = threading.Thread.start
+    original_submit: Any = concurrent.futures.ThreadPoolExecutor.submit
+
+    @functools.wraps(original_start)
+    def start(self: threading.Thread) -> None:
+        ctx = otel_context.get_current()
+        if active and ctx and not self.name.startswith(_OWN_THREADS):
+            self.run = functools.partial(_run_thread, self, ctx, self.run)  # type: ignore[method-assign]
+        original_start(self)
+
+    @functools.wraps(original_submit)
+    def submit(self: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any,
+               **kwargs: Any) -> Any:
+        if not active:
+            return original_submit(self, fn, *args, **kwargs)
+        # Always wrapped, even in an empty context: a pool thread keeps the context it was started in,
+        # and a task submitted after that run closed must not run inside it.
+        return original_submit(self, functools.partial(_call_in, otel_context.get_current(), fn), *args, **kwargs)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = submit  # type: ignore[method-assign,assignment]
+
+
+def _run_thread(thread: threading.Thread, ctx: otel_context.Context, run: Callable[[], None]) -> None:
+    token = otel_context.attach(ctx)
+    try:
+        run()
+    finally:
+        otel_context.detach(token)
+        thread.__dict__.pop("run", None)  # drop the reference cycle thread -> partial -> thread
+
+
+def _call_in(ctx: otel_context.Context, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    token = otel_context.attach(ctx)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
+# --- the environment carrier --------------------------------------------------------------------
+def w3c_propagator() -> Any:
+    """W3C trace context + baggage, the formats TRACEPARENT/TRACESTATE/BAGGAGE carry.
+
+    Used directly rather than through ``opentelemetry.propagate`` (whose import scans entry points,
+    ~8 ms at a run's start); the environment carrier is defined for exactly these W3C fields.
+    """
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
+def carrier_for(run: Any) -> dict[str, str]:
+    """The environment variables that make a child process a child of ``run`` (its run span)."""
+    out: dict[str, str] = {}
+    span = getattr(run, "span", None)
+    if span is not None and span.get_span_context().is_valid:
+        carrier: dict[str, str] = {}
+        w3c_propagator().inject(carrier, context=trace.set_span_in_context(span))
+        out.update({k.upper(): v for k, v in carrier.items()})
+    if run.id:
+        out[PARENT_RUN_ENV] = run.id
+    if run.dir is not None:
+        out["RUNTEL_DIR"] = str(run.dir.parent.resolve())
+    return out
+
+
+#: the values of CARRIER_KEYS before runtel first set them (restored when no run is open)
+_saved_env: dict[str, str | None] | None = None
+
+
+_env_lock = threading.Lock()
+
+
+def set_process_carrier(run: Any) -> None:
+    """Make ``os.environ`` carry ``run`` to child processes; ``None``: put back what was there before."""
+    global _saved_env
+    with _env_lock:
+        if run is None:
+            if _saved_env is not None:
+                _apply(_saved_env)
+                _saved_env = None
+            return
+        values = carrier_for(run)
+        if _saved_env is None:
+            _saved_env = {k: os.environ.get(k) for k in CARRIER_KEYS}
+        _apply({k: values.get(k) for k in CARRIER_KEYS})
+
+
+def _apply(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        elif os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def after_fork_in_child() -> None:
+    """A forked child keeps the inherited carrier (its work belongs to the parent's run)."""
+    global _env_lock
+    _env_lock = threading.Lock()
+
+
+# --- multiprocessing children ---------------------------------------------------------------------
+#: the worker-run name a spawned worker's run is given (read by ``recording.workers.init_worker``)
+WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
+
+
+_processes_installed = False
+
+
+_sources: list[Any] = [dict, lambda: None]
+
+
+def install_processes(settings_env: Callable[[], Mapping[str, str]], process_run: Callable[[], Any]) -> None:
+    """Patch ``multiprocessing``'s ``BaseProcess.start`` so spawned workers open a worker run (idempotent).
+
+    A process started with *spawn*, *forkserver* or *loky* (``Pool``, ``ProcessPoolExecutor``,
+    ``joblib``, a DataLoader with a spawn context) gets its target wrapped in :class:`WorkerTarget`,
+    which carries the context of the span current at ``start()`` (else the process run) and calls
+    ``runtel.init_worker`` in the child before the target. *fork* children are left alone: they
+    inherit the run and the runtime, and write their spans synchronously (``Runtime.after_fork``).
+    ``settings_env`` gives the non-default settings to pass on; ``process_run`` the process run (the
+    latest call's pair is used: a new runtime replaces the old one's).
+    """
+    global _processes_installed
+    _sources[:] = [settings_env, process_run]
+    if _processes_installed:
+        return
+    _processes_installed = True
+    from multiprocessing import get_start_method
+    from multiprocessing.process import BaseProcess
+
+    original_start = BaseProcess.start
+
+    @functools.wraps(original_start)
+    def start(self: BaseProcess) -> None:
+        target = process_target(self)
+        if active and target is not None and not isinstance(target, WorkerTarget):
+            try:
+                method = process_start_method(self) or get_start_method()
+                if method != "fork":
+                    carrier = child_context(_sources[0](), _sources[1]())
+                    if carrier is not None:
+                        set_process_target(self, WorkerTarget(carrier, target))
+            except Exception:  # never stop the user's process from starting
+                pass
+        original_start(self)
+
+    BaseProcess.start = start  # type: ignore[method-assign]
+
+
+def child_context(settings: Mapping[str, str], process_run: Any) -> dict[str, str] | None:
+    """The environment a worker needs to record into the current run (None: no run to record into)."""
+    from runtel._context import current_run
+
+    run = current_run()
+    ctx: otel_context.Context | None = None
+    if run is None:
+        run = process_run
+        if run is None or getattr(run, "span", None) is None:
+            return None
+        ctx = trace.set_span_in_context(run.span)
+    out = dict(settings)
+    carrier: dict[str, str] = {}
+    w3c_propagator().inject(carrier, context=ctx)
+    out.update({k.upper(): v for k, v in carrier.items()})
+    if run.id:
+        out[PARENT_RUN_ENV] = run.id
+    if run.dir is not None:
+        out["RUNTEL_DIR"] = str(run.dir.parent.resolve())
+    out[WORKER_NAME_ENV] = f"{run.name}.worker" if run.name else "worker"
+    return out
+
+
+class WorkerTarget:
+    """A process target that first makes the worker record into its parent's run (picklable)."""
+
+    def __init__(self, context: dict[str, str], target: Callable[..., Any]) -> None:
+        self.context = context
+        self.target = target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The recording side opens the worker run; this base module cannot import it (it is above),
+        # so it is looked up by name here, in the child, where it is needed.
+        import importlib
+
+        try:
+            importlib.import_module("runtel.recording.workers").init_worker(self.context)
+        except Exception:  # the worker's own work goes on without telemetry
+            pass
+        return self.target(*args, **kwargs)
