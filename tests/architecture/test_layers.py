@@ -72,3 +72,33 @@ def test_no_import_cycles_counting_imports_inside_functions() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     """The check above would see one."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _function_level_imports(path: Path) -> list[tuple[int, int]]:
+    """(first line, last line) of every import inside a function, outside ``if TYPE_CHECKING:``."""
+    import ast
+
+    found: list[tuple[int, int]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append((child.lineno, child.end_lineno or child.lineno))
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return found
+
+
+def test_every_function_level_import_says_what_it_defers() -> None:
+    """An import inside a function is there to defer a cost; a comment on it (or just above) says which."""
+    missing = []
+    for path in sorted((ROOT / "src" / "runtel").rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for first, last in _function_level_imports(path):
+            span = lines[max(0, first - 2):last]
+            if not any("#" in line for line in span):
+                missing.append(f"{path.relative_to(ROOT)}:{first}: {lines[first - 1].strip()}")
+    assert missing == [], "\n".join(missing)

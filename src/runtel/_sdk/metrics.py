@@ -186,8 +186,11 @@ class RunMetrics:
 
     def _metrics_data(self, exporter: MetricExporter, observed: list[tuple[Instrument, list[Any]]],
                       now: int) -> MetricsData:
-        from opentelemetry.sdk.metrics import ObservableCounter, ObservableUpDownCounter
-        from opentelemetry.sdk.metrics.export import (
+        from opentelemetry.sdk.metrics import (  # deferred: the OTel SDK, loaded with the first run (~35 ms)
+            ObservableCounter,
+            ObservableUpDownCounter,
+        )
+        from opentelemetry.sdk.metrics.export import (  # deferred: the OTel SDK, loaded with the first run (~36 ms)
             AggregationTemporality,
             Gauge,
             Metric,

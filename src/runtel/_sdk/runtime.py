@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 
-from runtel import semconv
+from runtel import _propagation, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
-from runtel.config import Settings
+from runtel.config import Settings, settings_env
 from runtel.rundir.writer import RunSinks, set_shared
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Runtime:
         """The process-wide redactor (built once from the settings)."""
         r = self._redactor
         if r is None:
-            from runtel.redaction import Redactor
+            from runtel.redaction import Redactor  # deferred: runtel.redaction (~0.3 ms)
 
             r = self._redactor = Redactor(self.settings.redact_patterns, allow_keys=self.settings.redact_allow)
         return r
@@ -139,7 +139,7 @@ class Runtime:
         """The scrubbing stage every span and Resource passes before export (see ``scrub.py``)."""
         s = self._scrubber
         if s is None:
-            from runtel._sdk.scrub import Scrubber
+            from runtel._sdk.scrub import Scrubber  # deferred: runtel._sdk.scrub (~23 ms)
 
             s = self._scrubber = Scrubber(self.redactor, max_length=self.settings.attribute_max_length)
         return s
@@ -167,7 +167,7 @@ class Runtime:
     def _span_limits(self) -> Any:
         """The SDK's default of 128 attributes per span is too few for a run span (config, environment,
         usage); runtel's own provider allows 1,024 unless the standard variables say otherwise."""
-        from opentelemetry.sdk.trace import SpanLimits
+        from opentelemetry.sdk.trace import SpanLimits  # deferred: the OTel SDK, loaded with the first run (~23 ms)
 
         env = self.settings.env
         if env.get("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT") or env.get("OTEL_ATTRIBUTE_COUNT_LIMIT"):
@@ -178,14 +178,14 @@ class Runtime:
         global _ID_GENERATOR
         _drop_bad_limit_variables()
         if _ID_GENERATOR is None:
-            from runtel._sdk.ids import IndependentIdGenerator
+            from runtel._sdk.ids import IndependentIdGenerator  # deferred: runtel._sdk.ids (~23 ms)
 
             _ID_GENERATOR = IndependentIdGenerator()
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run (~15 ms)
+        from opentelemetry.sdk.trace import TracerProvider  # deferred: the OTel SDK, loaded with the first run (~23 ms)
 
-        from runtel._sdk.tracing import RunProcessor
-        from runtel.exporters.jsonl import JsonlSpanExporter
+        from runtel._sdk.tracing import RunProcessor  # deferred: runtel._sdk.tracing (~23 ms)
+        from runtel.exporters.jsonl import JsonlSpanExporter  # deferred: runtel.exporters.jsonl (~24 ms)
 
         current = trace.get_tracer_provider()
         if isinstance(current, TracerProvider):
@@ -221,7 +221,7 @@ class Runtime:
             processors.append(self._json_processor)
         if self.settings.otlp_enabled:
             with guard("otlp-build", "set up OTLP span export"):
-                from runtel.exporters.otlp import build_span_processor
+                from runtel.exporters.otlp import build_span_processor  # deferred: runtel.exporters.otlp (~55 ms)
 
                 processors.append(build_span_processor(self.settings))
         self.span_processors = processors
@@ -234,15 +234,22 @@ class Runtime:
         One collector per run (not per process) so a finished run's series end with it: a sweep of
         thousands of nested runs keeps collection cost and memory flat.
         """
-        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run (~15 ms)
+
+        # deferred: the OTel SDK, loaded with the first run (~0.5 ms)
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        from runtel._sdk.metrics import MetricTicker, RecordingMeter, RunMetrics, observed_run_ids
+        from runtel._sdk.metrics import (  # deferred: runtel._sdk.metrics (~1 ms)
+            MetricTicker,
+            RecordingMeter,
+            RunMetrics,
+            observed_run_ids,
+        )
 
         exporters: list[Any] = []
         if self.settings.otlp_enabled:
             with guard("otlp-metrics-build", "set up OTLP metric export"):
-                from runtel.exporters import otlp
+                from runtel.exporters import otlp  # deferred: the OTLP exporters (~90 ms), only with OTLP opted in
 
                 exporters.append(otlp.build_metric_exporter(self.settings))
         json_file = functools.partial(self.sinks.metrics, run.id) if self.settings.json_enabled else None
@@ -267,7 +274,7 @@ class Runtime:
         if not self.settings.sampling or self.monitor is not None:
             return
         with guard("monitor-open", "open the resource sampler"):
-            from runtel.sampling.monitor import Monitor
+            from runtel.sampling.monitor import Monitor  # deferred: runtel.sampling.monitor (~6 ms)
 
             self.monitor = Monitor.open(self.settings)
 
@@ -352,8 +359,6 @@ class Runtime:
         if self.router is not None:
             self.router.default_run = run
         with guard("propagate", "carry the run into threads and child processes"):
-            from runtel import _propagation
-
             _propagation.active = self.settings.propagate
             if self.settings.propagate:
                 _propagation.install_threads()
@@ -361,8 +366,6 @@ class Runtime:
                 _propagation.set_process_carrier(run)
 
     def _settings_env(self) -> dict[str, str]:
-        from runtel.config import settings_env
-
         return settings_env(self.settings)
 
     def _collected_runs(self) -> list[RunMetrics]:
@@ -424,8 +427,6 @@ class Runtime:
             self.router.delegates = ()
         _run_bounded(jobs, timeout, quiet=cut)
         with guard("propagate-reset", "restore the environment"):
-            from runtel import _propagation
-
             _propagation.set_process_carrier(None)
         self.span_processors = []
         self.run_metrics = {}
@@ -462,7 +463,6 @@ class Runtime:
         self.sinks.after_fork()
         if self.router is not None:
             self.router.after_fork()
-        from runtel import _propagation
 
         _propagation.after_fork_in_child()
         self.write_spans_synchronously()
@@ -475,11 +475,11 @@ class Runtime:
         stop the batch processor replaced (not after a fork: the SDK gave it a fresh, empty thread).
         """
         if self.router is not None and self._json_processor is not None:
-            from opentelemetry.sdk.trace.export import (
+            from opentelemetry.sdk.trace.export import (  # deferred: the OTel SDK, loaded with the first run (~24 ms)
                 SimpleSpanProcessor,  # loaded already: the batch one is its sibling
             )
 
-            from runtel.exporters.jsonl import JsonlSpanExporter
+            from runtel.exporters.jsonl import JsonlSpanExporter  # deferred: runtel.exporters.jsonl (~24 ms)
 
             if isinstance(self._json_processor, SimpleSpanProcessor):
                 return

@@ -583,7 +583,7 @@ def _grpc_kwargs(config: ExportConfig) -> dict[str, Any]:
 
 def _http_kwargs(config: ExportConfig) -> dict[str, Any]:
     """Keyword arguments shared by the SDK's HTTP/protobuf span and metric exporters."""
-    from opentelemetry.exporter.otlp.proto.http import (
+    from opentelemetry.exporter.otlp.proto.http import (  # deferred: the OTLP exporters, only with OTLP opted in (~0.5 ms)
         Compression,  # deferred: the OTLP exporters, only with OTLP opted in (~0.5 ms)
     )
 
@@ -606,14 +606,14 @@ def _http_kwargs(config: ExportConfig) -> dict[str, Any]:
 def make_span_exporter(config: ExportConfig) -> SpanExporter:
     """The SDK (or runtel's JSON) span exporter for ``config``; imports only what that protocol needs."""
     if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # deferred: the OTLP exporters, only with OTLP opted in (~52 ms)
             OTLPSpanExporter as GrpcSpanExporter,  # deferred: the OTLP exporters, only with OTLP opted in (~59 ms)
         )
 
         return GrpcSpanExporter(**_grpc_kwargs(config))
     if config.protocol == "http/json":
         return JsonHttpSpanExporter(config)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # deferred: the OTLP exporters, only with OTLP opted in (~26 ms)
         OTLPSpanExporter as HttpSpanExporter,  # deferred: the OTLP exporters, only with OTLP opted in (~28 ms)
     )
 
@@ -642,14 +642,14 @@ def temporality_preference(env: Mapping[str, str], protocol: str) -> dict[type, 
 def make_metric_exporter(config: ExportConfig) -> MetricExporter:
     """The SDK (or runtel's JSON) metric exporter for ``config``."""
     if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # deferred: the OTLP exporters, only with OTLP opted in (~52 ms)
             OTLPMetricExporter as GrpcMetricExporter,  # deferred: the OTLP exporters, only with OTLP opted in (~58 ms)
         )
 
         return GrpcMetricExporter(**_grpc_kwargs(config))
     if config.protocol == "http/json":
         return JsonHttpMetricExporter(config)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # deferred: the OTLP exporters, only with OTLP opted in (~27 ms)
         OTLPMetricExporter as HttpMetricExporter,  # deferred: the OTLP exporters, only with OTLP opted in (~28 ms)
     )
 

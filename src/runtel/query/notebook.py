@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtel import _sdk, semconv
+from runtel import semconv
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir import schema
 from runtel.rundir.reader import LineStats, SpanRecord, effective_status, read_record, read_spans, resolve_run
@@ -352,6 +352,8 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
         run_dir = Path(run.dir)
     else:
         if dir is None:
+            from runtel import _sdk  # deferred: the composition root (~60 ms), only for the default root
+
             dir = _sdk.settings().dir
         run_dir = resolve_run(os.fspath(run), Path(dir))
     stats = LineStats()

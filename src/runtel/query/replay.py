@@ -79,12 +79,12 @@ def ids_to_base64(message: Any) -> Any:
 
 def _request_class(signal: str) -> Any:
     if signal == "traces":
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # deferred: the OTLP protobuf classes, only for export (~12 ms)
             ExportTraceServiceRequest,  # deferred: the OTLP protobuf classes, only for export (~13 ms)
         )
 
         return ExportTraceServiceRequest
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # deferred: the OTLP protobuf classes, only for export (~12 ms)
         ExportMetricsServiceRequest,  # deferred: the OTLP protobuf classes, only for export (~13 ms)
     )
 
@@ -172,13 +172,13 @@ class _Sender:
             else:
                 self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
             if self.signal == "traces":
-                from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+                from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (  # deferred: the OTLP protobuf classes, only for export (~33 ms)
                     TraceServiceStub,  # deferred: the OTLP protobuf classes, only for export (~37 ms)
                 )
 
                 self._stub = TraceServiceStub(self._channel)  # type: ignore[no-untyped-call]
             else:
-                from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
+                from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (  # deferred: the OTLP protobuf classes, only for export (~34 ms)
                     MetricsServiceStub,  # deferred: the OTLP protobuf classes, only for export (~38 ms)
                 )
 

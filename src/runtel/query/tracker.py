@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runtel import _sdk
 from runtel.errors import ConfigError, RunNotFound
 from runtel.rundir.schema import ArtifactEntry, RunRecord, SourceEntry
 
@@ -369,7 +368,11 @@ class FolderTracker(TrackerBackend):
     """The run-folder backend: reads ``<root>/<run-id>/run.json`` and the artifact index of ``root``."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, config: str | None = None) -> None:
-        self.root = Path(root) if root is not None else Path(_sdk.settings().dir)
+        if root is None:
+            from runtel import _sdk  # deferred: the composition root (~60 ms), only for the default root
+
+            root = _sdk.settings().dir
+        self.root = Path(root)
         self.config = config
 
     def __repr__(self) -> str:
@@ -502,6 +505,8 @@ class Tracker:
         if config is None:
             config = os.environ.get(f"RUNTEL_TRACKER_{name.upper().replace('-', '_')}_CONFIG") or None
         if dir is None:
+            from runtel import _sdk  # deferred: the composition root (~60 ms), only for the default root
+
             dir = _sdk.settings().dir
         self.root = Path(dir)
         self.backend_name = name
