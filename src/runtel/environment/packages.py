@@ -15,7 +15,6 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from typing import Final
 
 __all__ = ("PackageInventory", "canonical_name", "clear_cache", "inventory", "inventory_hash", "scan_paths")
@@ -130,6 +129,8 @@ def scan_paths(paths: Iterable[str]) -> dict[str, str]:
 
 
 def _from_importlib() -> dict[str, str]:
+    from importlib import metadata  # deferred: importlib.metadata (~19 ms), only when a path cannot be scanned
+
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"] if dist.metadata else None
