@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = (
     "FAST_JSON", "attribute_items", "compact_json", "json_string", "process_start_method", "process_target",
-    "set_process_target", "span_attributes", "span_events", "span_links",
+    "in_multiprocessing_exit", "set_process_target", "span_attributes", "span_events", "span_links",
 )
 
 #: ``s`` as a JSON string literal, non-ASCII kept (undocumented but public name; the C function when available)
@@ -133,3 +133,23 @@ def process_start_method(process: Any) -> str | None:
     """The start method of a process's context (``'fork'``, ``'spawn'``, ``'forkserver'``), if it says."""
     method = getattr(process, "_start_method", None)
     return method if isinstance(method, str) else None
+
+
+# --- multiprocessing's exit path -------------------------------------------------------------------------------
+# A pool worker told to stop (its sentinel task) runs multiprocessing.util._exit_function, which runs the
+# finalizers, runtel's worker-run close among them. Pool.terminate() sends SIGTERM at the same moment to every
+# worker not yet gone; a SystemExit raised into _exit_function there would skip the finalizers still to run
+# and leave the worker's run "running". The SIGTERM handler asks this first. tests/unit/test_internals.py
+# fails if the function is renamed.
+
+_EXIT_FUNCTION = "_exit_function"
+
+
+def in_multiprocessing_exit(frame: Any) -> bool:
+    """Whether ``frame`` (a signal handler's interrupted frame) is inside multiprocessing's exit function."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == _EXIT_FUNCTION and code.co_filename.replace("\\", "/").endswith("multiprocessing/util.py"):
+            return True
+        frame = frame.f_back
+    return False

@@ -165,3 +165,27 @@ def test_process_target_and_start_method_are_where_internals_read_them() -> None
         assert _internals.process_start_method(process) == method
         _internals.set_process_target(process, print)
         assert _internals.process_target(process) is print
+
+
+def test_multiprocessing_exit_function_is_recognised() -> None:
+    """The frame check finds multiprocessing.util's exit function by the name _internals expects."""
+    import multiprocessing.util
+    import sys
+
+    from runtel import _internals
+
+    assert callable(getattr(multiprocessing.util, _internals._EXIT_FUNCTION, None))
+    seen: list[bool] = []
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(_internals.in_multiprocessing_exit(sys._getframe()))
+
+    exit_function = getattr(multiprocessing.util, _internals._EXIT_FUNCTION)
+    exiting = multiprocessing.util._exiting  # type: ignore[attr-defined]
+    multiprocessing.util._exiting = False  # type: ignore[attr-defined]
+    try:  # the real function, with its finalizer runner and process lookups swapped for harmless ones
+        exit_function(_run_finalizers=spy, active_children=list, current_process=lambda: None)
+    finally:
+        multiprocessing.util._exiting = exiting  # type: ignore[attr-defined]
+    assert seen and all(seen)
+    assert not _internals.in_multiprocessing_exit(sys._getframe())

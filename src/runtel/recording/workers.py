@@ -15,6 +15,7 @@ from typing import Any
 
 from runtel import _context, _sdk
 from runtel._guard import guard
+from runtel._internals import in_multiprocessing_exit
 from runtel._propagation import WORKER_NAME_ENV
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
@@ -135,8 +136,8 @@ def _register_exit() -> None:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
 
         def on_term(signum: int, frame: object) -> None:
-            if _worker_state.get("exiting"):
-                return  # already flushing on the way out (Pool.terminate races a normal exit): finish that
+            if _worker_state.get("exiting") or in_multiprocessing_exit(frame):
+                return  # already on the way out (Pool.terminate races a normal exit): let the finalizers finish
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
             raise SystemExit(128 + signum)
 
