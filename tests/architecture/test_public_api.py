@@ -103,3 +103,15 @@ def test_facade_names_come_from_modules_that_own_them() -> None:
     for name, module_name in lazy.items():
         module = importlib.import_module(module_name)
         assert name in module.__all__, f"{module_name}.__all__ lacks {name}"
+
+
+def test_compatibility_aliases_are_the_moved_objects() -> None:
+    """runtel.tracker, runtel.lineage and runtel.replay re-export the very objects of their new homes."""
+    import importlib
+
+    for alias, home in (("runtel.tracker", "runtel.query.tracker"), ("runtel.lineage", "runtel.rundir.artifacts"),
+                        ("runtel.replay", "runtel.query.replay")):
+        old, new = importlib.import_module(alias), importlib.import_module(home)
+        assert old.__all__, alias
+        for name in old.__all__:
+            assert getattr(old, name) is getattr(new, name), f"{alias}.{name}"

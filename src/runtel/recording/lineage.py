@@ -1,20 +1,12 @@
-"""Artifacts, metadata and sources of a run, and the content-hash index that links runs to files.
+"""A run's artifacts, metadata and sources: the methods of :class:`runtel.Run` that record lineage.
 
 A run records the files it wrote (:meth:`LineageMixin.add_artifact`) with a content hash, and the
 inputs it read (:meth:`LineageMixin.add_source`, :func:`use_artifact`). Because an input is looked up
 by content hash among the artifacts of recorded runs, "trained on the output of run X" is captured
-without anyone passing run ids around. :mod:`runtel.query.tracker` reads the result back as a graph.
-
-Hashing streams files in 1 MiB chunks (multi-GB files never sit in memory). Above
-:data:`PARTIAL_HASH_LIMIT` bytes only the first, middle and last 4 MiB plus the size are hashed
-(``hash_kind = "partial"``); a directory is hashed as a manifest of its files.
-
-The artifact index ``<runs root>/.runtel-artifacts.jsonl`` is append-only (one JSON line per
-artifact, written with one ``write`` on an ``O_APPEND`` descriptor, so concurrent runs never corrupt
-it). Run folders the index does not know (copied in, written elsewhere) are scanned once on a miss and
-marked as scanned.
-
-Nothing here raises into user code: a missing file is recorded with an ``"error"`` and logged once.
+without anyone passing run ids around. Hashing and the artifact index beside the run folders are the
+run-folder format's (:mod:`runtel.rundir.artifacts`); :mod:`runtel.query.tracker` reads the result
+back as a graph. Nothing here raises into user code: a missing file is recorded with an ``"error"``
+and logged once.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Artifacts, metadata and sources of a run, and the content-hash index that links runs to files.
-
-A run records the files it wrote (:meth:`LineageMixin.add_artifact`) with a content hash, and the
-inputs it read (:meth:`LineageMixin.add_source`, :func:`use_artifact`). Because an input is looked up
-by content hash among the artifacts of recorded runs, "trained on the output of run X" is captured
-without anyone passing run ids around. :mod:`runtel.query.tracker` reads the result back as a graph.
+"""Content hashes of files and directories, and the artifact index that links runs to the files they made.
 
 Hashing streams files in 1 MiB chunks (multi-GB files never sit in memory). Above
 :data:`PARTIAL_HASH_LIMIT` bytes only the first, middle and last 4 MiB plus the size are hashed
@@ -12,9 +7,8 @@ Hashing streams files in 1 MiB chunks (multi-GB files never sit in memory). Abov
 The artifact index ``<runs root>/.runtel-artifacts.jsonl`` is append-only (one JSON line per
 artifact, written with one ``write`` on an ``O_APPEND`` descriptor, so concurrent runs never corrupt
 it). Run folders the index does not know (copied in, written elsewhere) are scanned once on a miss and
-marked as scanned.
-
-Nothing here raises into user code: a missing file is recorded with an ``"error"`` and logged once.
+marked as scanned. The recording side (:mod:`runtel.recording.lineage`) appends; lookups serve
+``use_artifact``, ``add_source`` and the read side.
 """
 
 from __future__ import annotations
@@ -120,7 +114,7 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
     with ``files`` and total ``size``.
 
     Example:
-        >>> from runtel.lineage import hash_path
+        >>> from runtel.rundir.artifacts import hash_path
         >>> hash_path("model.pt")["hash"]  # doctest: +SKIP
         '9f2c…'
 
@@ -256,7 +250,7 @@ def find_artifacts(root: str | os.PathLike[str], digest: str) -> list[dict[str, 
     Entries whose run folder is gone are dropped. Oldest first.
 
     Example:
-        >>> from runtel.lineage import find_artifacts, hash_path
+        >>> from runtel.rundir.artifacts import find_artifacts, hash_path
         >>> find_artifacts("runs", hash_path("model.pt")["hash"])  # doctest: +SKIP
         [{'hash': '9f2c…', 'run_id': '20261123T193012Z-train-3f2a9c', 'name': 'model', ...}]
     """
@@ -281,7 +275,7 @@ def rebuild_index(root: str | os.PathLike[str]) -> int:
     """Rewrite the artifact index of ``root`` from the run folders; returns the number of artifacts.
 
     Example:
-        >>> from runtel.lineage import rebuild_index
+        >>> from runtel.rundir.artifacts import rebuild_index
         >>> rebuild_index("runs")  # doctest: +SKIP
         42
     """
