@@ -124,3 +124,13 @@ def test_results_on_disabled_run_are_ignored(tmp_path: Path) -> None:
     run.set_result(accuracy=1.0)
     run.log(loss=1.0)
     assert run.record == {}
+
+
+def test_long_series_name_skipped(rt: Settings) -> None:
+    from runtel.recording.run import MAX_SERIES_NAME
+
+    with runtel.run_span("train") as run:
+        run.log(step=0, **{"x" * (MAX_SERIES_NAME + 1): 1.0, "y" * MAX_SERIES_NAME: 2.0})
+    series = read_record(run.dir)["results"]["series"]  # type: ignore[arg-type]
+    assert list(series) == ["y" * MAX_SERIES_NAME]
+    assert len(semconv.RESULT_PREFIX + "y" * MAX_SERIES_NAME) == 255  # an OTel instrument name's limit
