@@ -62,16 +62,26 @@ def test_export_chrome_trace(rt_sampling: Settings, runs_dir: Path, tmp_path: Pa
             with runtel.block("epoch", index=epoch), runtel.block("step"):
                 time.sleep(0.01)
 
-        def work() -> None:
-            with runtel.block("side"):
-                time.sleep(0.05)
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 
-        threads = [threading.Thread(target=work) for _ in range(2)]  # overlapping spans without thread ids
+        def first() -> None:
+            with runtel.block("side"):
+                a_in.set()
+                b_in.wait(10)
+            a_out.set()
+
+        def second() -> None:
+            a_in.wait(10)
+            with runtel.block("side"):
+                b_in.set()
+                a_out.wait(10)
+
+        # spans without thread ids that overlap without nesting (ordered by events, not by timing)
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        time.sleep(0.3)  # at least one metric collection (metric_interval 0.2 s)
         run.log(step=1, loss=0.5)
     out = tmp_path / "trace.json"
     assert cli_main(["export", run.id, "--dir", str(runs_dir), "--format", "chrome-trace", "-o", str(out)]) == 0
@@ -90,7 +100,7 @@ def test_export_chrome_trace(rt_sampling: Settings, runs_dir: Path, tmp_path: Pa
     assert epoch["dur"] == pytest.approx((span.end_ns - span.start_ns) / 1000)  # microseconds
     counters = [e for e in events if e["ph"] == "C"]
     names = {e["name"] for e in counters}
-    assert "runtel.result.loss" in names and len(names) > 1  # sampled metrics too
+    assert "runtel.result.loss" in names and len(names) > 1  # sampled metrics too (the run end collects once)
     loss = [e["args"] for e in counters if e["name"] == "runtel.result.loss"]
     assert loss == [{"value": 1.0}, {"value": 0.5}]
 
@@ -106,3 +116,20 @@ def test_chrome_trace_of_two_runs_and_no_pid(rt: Settings, runs_dir: Path) -> No
     processes = [e for e in events if e["name"] == "process_name"]
     assert len(processes) == 2 and len({e["pid"] for e in processes}) == 2
     assert sum(1 for e in events if e["ph"] == "X") == 4
+
+
+def test_child_runs_are_process_tracks(rt: Settings, runs_dir: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with runtel.run_span("sweep") as sweep:
+        for i in range(2):
+            with runtel.run_span("trial", tags={"i": str(i)}), runtel.block("fit"):
+                pass
+    out = tmp_path / "t.json"
+    assert cli_main(["export", sweep.id, "--dir", str(runs_dir), "--format", "chrome-trace", "-o", str(out)]) == 0
+    events = _validate(json.loads(out.read_text()))
+    assert [e["args"]["name"].split()[0] for e in events if e["name"] == "process_name"] == \
+        ["sweep", "trial", "trial"]  # type: ignore[index]
+    assert sum(1 for e in events if e["ph"] == "X") == 1 + 2 * 2
+    assert cli_main(["export", sweep.id, "--dir", str(runs_dir), "--format", "chrome-trace", "-o", str(out),
+                     "--no-children"]) == 0
+    assert sum(1 for e in json.loads(out.read_text())["traceEvents"] if e["ph"] == "X") == 1
