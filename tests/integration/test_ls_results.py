@@ -111,3 +111,14 @@ def test_default_run_names(command: list[str], name: str) -> None:
     from runtel.cli.run import default_run_name
 
     assert default_run_name(command) == name
+
+
+def test_markup_in_names_and_results_is_text(rt: Settings, runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with runtel.run_span("[bold]odd[/bold]") as run:
+        run.set_result(note="[/x]", score=1)
+    capsys.readouterr()
+    assert cli_main(["ls", "--dir", str(runs_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "note=[/x]" in text
+    assert cli_main(["show", run.id, "--dir", str(runs_dir)]) == 0
+    assert "note = [/x]" in capsys.readouterr().out

@@ -228,16 +228,18 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     if not rows:
         console.print(f"no runs in {root}" if not all_runs else "no runs match")
     else:
+        from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
+
         with_results = any(r.get("results") for _, r in ordered)
         columns = ["id", "name", "status", "start", "duration"] + (["results"] if with_results else [])
         table_rows = []
         for depth, record in ordered:
             row = _summary_row(record)
-            name = ("  " * (depth - 1) + "└ " if depth else "") + str(row["name"] or "")
+            name = ("  " * (depth - 1) + "└ " if depth else "") + escape(str(row["name"] or ""))
             cells = [row["id"], name, row["status"], (row["start_time"] or "")[:19].replace("T", " "),
                      render.format_duration(row["duration_s"])]
             if with_results:
-                cells.append(results_text(record))
+                cells.append(escape(results_text(record)))
             table_rows.append(cells)
         console.print(render.table(None, columns, table_rows))
     if hidden:
