@@ -15,6 +15,7 @@ from runtel._version import __version__
 if TYPE_CHECKING:
     from runtel._sdk.process import configure, flush
     from runtel.config import Settings
+    from runtel.query.compare import compare
     from runtel.query.notebook import load
     from runtel.query.tracker import Tracker
     from runtel.recording.blocks import Block, block, trace
@@ -31,6 +32,7 @@ _LAZY = {
     "flush": "runtel._sdk.process",
     "Settings": "runtel.config",
     "load": "runtel.query.notebook",
+    "compare": "runtel.query.compare",
     "Tracker": "runtel.query.tracker",
     "Block": "runtel.recording.blocks",
     "block": "runtel.recording.blocks",
@@ -55,6 +57,7 @@ __all__ = (
     "Tracker",
     "__version__",
     "block",
+    "compare",
     "configure",
     "current_run",
     "flush",

@@ -77,6 +77,8 @@ ARTIFACT_PREFIX: Final = "runtel.artifact."
 SOURCE_EVENT: Final = "runtel.source"
 SOURCE_PREFIX: Final = "runtel.source."
 METADATA_PREFIX: Final = "runtel.metadata."
+RESULT_PREFIX: Final = "runtel.result."  # final results on the run span; series as gauges of this name
+STEP: Final = "runtel.step"  # the step of a series point (run.log)
 
 # --- process / system metrics (semconv) ---------------------------------------------------------
 PROCESS_CPU_TIME: Final = "process.cpu.time"

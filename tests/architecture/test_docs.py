@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS_WITH_EXAMPLES = ["README.md", "docs/getting-started.md", "docs/concepts.md"]
+DOCS_WITH_EXAMPLES = ["README.md", "docs/getting-started.md", "docs/concepts.md", "docs/looking-at-runs.md"]
 
 
 def _python_blocks(path: Path) -> list[str]:

@@ -1,57 +1,21 @@
-"""``runtel compare RUN_A RUN_B [RUN...]``: compare recorded runs block by block.
+"""``runtel compare RUN_A RUN_B [RUN...]``: what differs between runs, and what each block cost.
 
-Blocks are matched across runs by their *path*: the span names from just below the run's root span down to
-the span (``train/epoch/train_step``), so renaming the run (``runtel run --name``) does not break matching.
-Child runs (nested runs, and runs started by a command under ``runtel run``) are included where they ran,
-exactly as ``runtel show`` nests them. Repeated spans with the same path are aggregated: call count, total /
-mean / max duration, peak RSS and peak GPU memory (max over calls) and energy (sum over calls).
-
-Every value is compared with the first run: difference (``value - first``) and ratio (``value / first``; none
-when the first run's value is 0 or unknown). A run-level section compares run.json ``resource_usage``
-(wall time, peak RAM, CPU mean, peak GPU memory, energy, emissions). ``--json`` prints the same data.
+The data is :func:`runtel.query.compare.compare_runs` (blocks matched by path, child runs included,
+values relative to the first run); this module prints it: config diff, results diff, environment
+diff, run-level usage, then the per-block table. ``--json`` prints the data as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from runtel import semconv
 from runtel.cli import problem, render, run_root
-from runtel.cli.show import _child_run_trees, build_span_tree
-from runtel.rundir.reader import LineStats, effective_status, read_record, read_spans, resolve_run, resource_usage
-from runtel.rundir.schema import RunRecord
+from runtel.query.compare import BLOCK_METRICS, RUN_METRICS, STATS, block_metric_keys, compare_runs, load_run
 
 __all__ = ("BLOCK_METRICS", "RUN_METRICS", "compare_runs", "register")
-
-_RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
-_SEP = "/"
-
-#: run-level metrics: (key, label, unit)
-RUN_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("wall_s", "wall time", "s"),
-    ("peak_rss_bytes", "peak RAM (RSS)", "bytes"),
-    ("cpu_mean_cores", "CPU mean (cores)", "cores"),
-    ("cpu_time_s", "CPU time", "s"),
-    ("peak_gpu_memory_bytes", "peak GPU RAM", "bytes"),
-    ("energy_j", "energy", "J"),
-    ("emissions_g", "emissions", "gCO2eq"),
-)
-
-#: block metrics: (key, label, unit)
-BLOCK_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("count", "count", ""),
-    ("total_s", "total time", "s"),
-    ("mean_s", "mean time", "s"),
-    ("max_s", "max time", "s"),
-    ("peak_rss_bytes", "peak RSS", "bytes"),
-    ("peak_gpu_memory_bytes", "peak GPU RAM", "bytes"),
-    ("energy_j", "energy", "J"),
-)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,225 +23,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "compare",
         help="compare runs block by block",
-        description="Compare two or more runs: run-level resource usage, and per block (matched by the path of "
-        "span names below the run span) count, time, peak RSS, peak GPU memory and energy, with differences and "
-        "ratios relative to the first run. RUN is a run id, a unique prefix, a path to a run folder, or 'latest'.",
+        description="Compare two or more runs: the config keys, results, commit and packages that differ, "
+        "run-level resource usage, and per block (matched by the path of span names below the run span) count, "
+        "time, peak RSS, peak GPU memory and energy, with differences and ratios relative to the first run. "
+        "RUN is a run id, a unique prefix, a path to a run folder, or 'latest'.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="runs to compare (the first one is the baseline)")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--stat", choices=STATS, help="per block, this statistic of each value over the block's calls "
+                   "(std: sample standard deviation) instead of count/total/mean/max time")
     p.set_defaults(handler=_cmd_compare)
 
 
-
-
-# --- collection ------------------------------------------------------------------------------------------
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _opt_max(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
-
-
-def _opt_sum(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
-@dataclass
-class BlockStats:
-    """Aggregate of every span that has one path in one run."""
-
-    path: str
-    kind: str | None = None
-    durations: list[float] = field(default_factory=list)
-    errors: int = 0
-    peak_rss_bytes: float | None = None
-    peak_gpu_memory_bytes: float | None = None
-    energy_j: float | None = None
-
-    def add(self, node: Mapping[str, Any]) -> None:
-        """Fold one span (a node of :func:`runtel.cli.show.build_span_tree`) into the aggregate."""
-        attrs: Mapping[str, Any] = node.get("attributes") or {}
-        self.kind = self.kind or node.get("kind")
-        self.durations.append(float(node.get("duration_s") or 0.0))
-        if node.get("status") == "error":
-            self.errors += 1
-        self.peak_rss_bytes = _opt_max(self.peak_rss_bytes, _num(attrs.get(_RSS)))
-        gpu = _num(attrs.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
-        if gpu is None:
-            gpu = _num(attrs.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
-        self.peak_gpu_memory_bytes = _opt_max(self.peak_gpu_memory_bytes, gpu)
-        self.energy_j = _opt_sum(self.energy_j, _num(attrs.get(semconv.USAGE_ENERGY_TOTAL)))
-
-    def metrics(self) -> dict[str, float | None]:
-        """The values compared across runs (see :data:`BLOCK_METRICS`)."""
-        n = len(self.durations)
-        total = sum(self.durations)
-        return {
-            "count": float(n),
-            "total_s": total,
-            "mean_s": total / n if n else None,
-            "max_s": max(self.durations) if n else None,
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "peak_gpu_memory_bytes": self.peak_gpu_memory_bytes,
-            "energy_j": self.energy_j,
-        }
-
-
-def block_stats(trees: Sequence[Mapping[str, Any]], root_span_id: str | None) -> dict[str, BlockStats]:
-    """Blocks by path, in first-seen order (depth first, by start time).
-
-    The run's own span (``root_span_id``) is not a block: paths start below it. Other top-level spans (e.g.
-    spans whose parent was never written) keep their own name as the first path element.
-    """
-    out: dict[str, BlockStats] = {}
-
-    def visit(node: Mapping[str, Any], prefix: str) -> None:
-        path = f"{prefix}{_SEP}{node['name']}" if prefix else str(node["name"])
-        stats = out.get(path)
-        if stats is None:
-            stats = out[path] = BlockStats(path)
-        stats.add(node)
-        for child in node.get("children") or ():
-            visit(child, path)
-
-    for tree in trees:
-        if root_span_id is not None and tree.get("span_id") == root_span_id:
-            for child in tree.get("children") or ():
-                visit(child, "")
-        else:
-            visit(tree, "")
-    return out
-
-
-def run_metrics(record: RunRecord) -> dict[str, float | None]:
-    """Run-level values from run.json (``resource_usage`` plus the recorded duration)."""
-    usage = resource_usage(record)
-    gpu_ram = usage.get("max_gpu_ram") or {}
-    compute = usage.get("compute_time") or {}
-    wall = _num(record.get("duration_s"))
-    gpu = _num(gpu_ram.get("tree_bytes"))
-    return {
-        "wall_s": wall if wall is not None else _num(compute.get("wall_seconds")),
-        "peak_rss_bytes": _num(((usage.get("max_ram") or {}).get("combined") or {}).get("max_rss_bytes")),
-        "cpu_mean_cores": _num(((usage.get("cpu_utilization") or {}).get("combined") or {}).get("mean_sum_fraction")),
-        "cpu_time_s": _num(compute.get("cpu_seconds")),
-        "peak_gpu_memory_bytes": gpu if gpu is not None else _num(gpu_ram.get("system_used_bytes")),
-        "energy_j": _num((usage.get("energy") or {}).get("total_joules")),
-        "emissions_g": _num((usage.get("emissions") or {}).get("grams_co2eq")),
-    }
-
-
-@dataclass
-class LoadedRun:
-    """One run to compare: its record and its blocks."""
-
-    ref: str
-    record: RunRecord
-    blocks: dict[str, BlockStats]
-    problems: list[str] = field(default_factory=list)
-
-
-def load_run(ref: str, root: Path) -> LoadedRun:
-    """Resolve ``ref`` and read its record and span tree (child runs included).
-
-    Raises:
-        RunNotFound: nothing matches ``ref``.
-        RunFolderError: the folder cannot be read.
-    """
-    run_dir = resolve_run(ref, root)
-    record = read_record(run_dir)
-    run_id = str(record.get("id"))
-    stats = LineStats()
-    spans = read_spans(run_dir, stats)
-    problems: list[str] = []
-    children = _child_run_trees(run_id, run_dir.parent, {run_id}, problems)
-    own = [*record.get("problems", ()), *stats.problems()]
-    trees = build_span_tree(spans, children, own)
-    problems[:0] = [f"run {run_id}: {p}" for p in own]
-    return LoadedRun(ref, record, block_stats(trees, record.get("span_id")), problems)
-
-
-# --- comparison ------------------------------------------------------------------------------------------
-
-
-def _compare_values(values: Sequence[float | None]) -> dict[str, list[float | None]]:
-    base = values[0] if values else None
-    diffs: list[float | None] = []
-    ratios: list[float | None] = []
-    for value in values:
-        if value is None or base is None:
-            diffs.append(None)
-            ratios.append(None)
-            continue
-        diffs.append(value - base)
-        ratios.append(value / base if base != 0 else None)
-    return {"values": list(values), "diff": diffs, "ratio": ratios}
-
-
-def _metric_table(
-    keys: Iterable[tuple[str, str, str]], per_run: Sequence[Mapping[str, float | None] | None]
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, _label, unit in keys:
-        values = [None if m is None else m.get(key) for m in per_run]
-        out[key] = {"unit": unit, **_compare_values(values)}
-    return out
-
-
-def compare_runs(runs: Sequence[LoadedRun]) -> dict[str, Any]:
-    """The comparison as plain data (what ``--json`` prints)."""
-    paths: dict[str, None] = {}
-    for run in runs:
-        for path in run.blocks:
-            paths.setdefault(path, None)
-    blocks = []
-    for path in paths:
-        present = [path in run.blocks for run in runs]
-        kind = next((run.blocks[path].kind for run in runs if path in run.blocks), None)
-        per_run = [run.blocks[path].metrics() if path in run.blocks else None for run in runs]
-        errors = [run.blocks[path].errors if path in run.blocks else None for run in runs]
-        blocks.append(
-            {
-                "path": path,
-                "name": path.rsplit(_SEP, 1)[-1],
-                "depth": path.count(_SEP),
-                "kind": kind,
-                "present": present,
-                "errors": errors,
-                "metrics": _metric_table(BLOCK_METRICS, per_run),
-            }
-        )
-    return {
-        "baseline": runs[0].record.get("id"),
-        "runs": [
-            {
-                "ref": run.ref,
-                "id": run.record.get("id"),
-                "name": run.record.get("name"),
-                "status": effective_status(run.record),
-                "dir": run.record.get("dir"),
-                "samples": resource_usage(run.record).get("samples"),
-            }
-            for run in runs
-        ],
-        "problems": [p for run in runs for p in run.problems],
-        "run": {"metrics": _metric_table(RUN_METRICS, [run_metrics(run.record) for run in runs])},
-        "blocks": blocks,
-    }
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -339,6 +97,57 @@ def _all_missing(metric: Mapping[str, Any]) -> bool:
     return all(v is None for v in metric["values"])
 
 
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)[:80]
+
+
+def _result_cell(row: Mapping[str, Any], i: int) -> str:
+    value = row["values"][i]
+    text = _value_text(value)
+    diff, ratio = row["diff"][i], row["ratio"][i]
+    if i == 0 or diff is None or not row.get("numeric"):
+        return text
+    extra = f"{'+' if diff >= 0 else '-'}{abs(diff):.4g}"
+    if ratio is not None:
+        extra += f", ×{ratio:.3g}"
+    return f"{text} ({extra})"
+
+
+def _print_diffs(result: Mapping[str, Any], headers: list[str]) -> None:
+    """Config, results and environment tables (only the rows that differ, and every result)."""
+    from rich.markup import escape  # deferred: rich, only for terminal output (~13 ms)
+    from rich.table import Table  # deferred: rich, only for terminal output (~16 ms)
+
+    console = render.console()
+    n = len(headers)
+    for title, rows in (("config (keys that differ)", result.get("config") or []),
+                        ("environment (what differs)", result.get("environment") or [])):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        table.add_column("key", overflow="fold")
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            cells = [_value_text(v) if p else "[dim](absent)[/dim]" for v, p in
+                     zip(row["values"], row.get("present", [True] * n), strict=False)]
+            table.add_row(escape(str(row["key"])), *(c if c.startswith("[dim]") else escape(c) for c in cells))
+        console.print(table)
+    results = result.get("results") or []
+    if results:
+        table = Table(title="results (relative to the baseline)", title_justify="left")
+        table.add_column("result", overflow="fold")
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in results:
+            table.add_row(escape(str(row["name"])), *(escape(_result_cell(row, i)) for i in range(n)))
+        console.print(table)
+
+
 def _print(result: Mapping[str, Any]) -> None:
     from rich.markup import escape  # deferred: rich, only for terminal output (~13 ms)
     from rich.table import Table  # deferred: rich, only for terminal output (~16 ms)
@@ -347,6 +156,7 @@ def _print(result: Mapping[str, Any]) -> None:
     runs = result["runs"]
     headers = [f"{escape(str(r['id']))}\n{escape(str(r['name']))} [{escape(str(r['status']))}]" for r in runs]
     headers[0] += "\n(baseline)"
+    _print_diffs(result, headers)
 
     run_table = Table(title="runs", title_justify="left")
     run_table.add_column("metric")
@@ -367,7 +177,7 @@ def _print(result: Mapping[str, Any]) -> None:
     block_table.add_column("metric")
     for header in headers:
         block_table.add_column(header, overflow="fold")
-    block_labels = {key: label for key, label, _unit in BLOCK_METRICS}
+    block_labels = {key: label for key, label, _unit in block_metric_keys(result.get("stat"))}
     for block in result["blocks"]:
         indent = "  " * int(block["depth"])
         name = f"{indent}{escape(str(block['name']))}"
@@ -395,7 +205,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         sys.stderr.write("runtel: error: compare needs at least two runs\n")
         return 2
     runs = [load_run(ref, root) for ref in refs]
-    result = compare_runs(runs)
+    result = compare_runs(runs, args.stat)
     for text in result["problems"]:
         problem(text)
     if args.json:

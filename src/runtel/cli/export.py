@@ -1,4 +1,5 @@
-"""``runtel export``: send recorded runs to an OTLP endpoint (Collector, Jaeger, ...) with their original ids."""
+"""``runtel export``: send recorded runs to an OTLP endpoint (Collector, Jaeger, ...) with their original ids,
+or write them as a Chrome Trace Event file for Perfetto / ``chrome://tracing`` (``--format chrome-trace``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError, RunNotFound
-from runtel.rundir.reader import list_runs, read_record_or_corrupt, resolve_run
+from runtel.rundir.reader import list_runs, parent_run_id, read_record_or_corrupt, resolve_run
 from runtel.rundir.schema import RunRecord
 
 __all__ = ("parse_since", "register")
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Send the spans and metrics of recorded runs to an OTLP endpoint, keeping their trace ids, "
         "span ids, timestamps and attributes, so runs recorded offline show up in Jaeger/Grafana. Sending a run "
         "twice is harmless. Defaults come from OTEL_EXPORTER_OTLP_* (protocol http/protobuf, endpoint "
-        "http://localhost:4318, or :4317 for grpc). Exit code 1 if any run was not sent.",
+        "http://localhost:4318, or :4317 for grpc). Exit code 1 if any run was not sent. With --format "
+        "chrome-trace, write the runs' spans and sampled metrics to a Trace Event JSON file instead "
+        "(opens offline in ui.perfetto.dev or chrome://tracing).",
     )
     p.add_argument("runs", nargs="*", metavar="RUN", help="run id, unique prefix, path, or 'latest'")
     p.add_argument("--all", action="store_true", help="every run in the run folder root")
@@ -36,6 +39,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--headers", metavar="K=V,...",
                    help="extra request headers, e.g. authorization=Bearer%%20xyz (values are never printed)")
     p.add_argument("--timeout", type=float, metavar="S", help="seconds per request (default: 10)")
+    p.add_argument("--format", choices=("otlp", "chrome-trace"), default="otlp",
+                   help="otlp: send to an endpoint (default); chrome-trace: write a Perfetto / chrome://tracing file")
+    p.add_argument("-o", "--output", metavar="FILE", default="trace.json",
+                   help="with --format chrome-trace: the file to write (default: trace.json)")
+    p.add_argument("--no-children", action="store_true",
+                   help="with --format chrome-trace: only the named runs, not the runs nested in them")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_export)
@@ -87,7 +96,54 @@ def _select(args: argparse.Namespace) -> list[Path]:
     return dirs
 
 
+def _with_descendants(run_dirs: list[Path], root: Path) -> list[Path]:
+    """``run_dirs`` and, after each, the runs nested in it (child processes, nested runs), oldest first."""
+    records = sorted(list_runs(root), key=_start_ns)
+    id_of = {Path(str(r["dir"])): str(r.get("id")) for r in records}
+    children: dict[str, list[Path]] = {}
+    for record in records:
+        parent = parent_run_id(record)
+        if parent is not None and parent != record.get("id"):
+            children.setdefault(parent, []).append(Path(str(record["dir"])))
+    out: list[Path] = []
+    seen: set[Path] = set()
+    stack = list(reversed(run_dirs))
+    while stack:  # iterative: parent links come from files
+        run_dir = stack.pop()
+        if run_dir in seen:
+            continue
+        seen.add(run_dir)
+        out.append(run_dir)
+        stack.extend(reversed(children.get(id_of.get(run_dir, run_dir.name), [])))
+    return out
+
+
+def _cmd_chrome_trace(args: argparse.Namespace) -> int:
+    from runtel.query.chrome_trace import write_chrome_trace  # deferred: runtel.query.chrome_trace (~3 ms)
+
+    run_dirs = _select(args)
+    if not run_dirs:
+        raise RunNotFound(f"no runs to export in {run_root(args)}")
+    if not args.no_children:
+        run_dirs = _with_descendants(run_dirs, run_root(args))
+    trace = write_chrome_trace(run_dirs, args.output)
+    for text in trace["otherData"]["problems"]:
+        problem(text)
+    events = trace["traceEvents"]
+    spans = sum(1 for e in events if e["ph"] == "X")
+    counters = sum(1 for e in events if e["ph"] == "C")
+    if args.json:
+        render.print_json({"output": str(args.output), "runs": [str(d) for d in run_dirs], "spans": spans,
+                           "counter_events": counters})
+    else:
+        sys.stderr.write(f"runtel: wrote {args.output}: {len(run_dirs)} run(s), {spans} spans, {counters} counter "
+                         "events (open it in https://ui.perfetto.dev or chrome://tracing; nothing is uploaded)\n")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "chrome-trace":
+        return _cmd_chrome_trace(args)
     from runtel.exporters.otlp import (  # deferred: runtel.exporters.otlp (~70 ms)
         parse_headers,
         redact_url,

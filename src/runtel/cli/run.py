@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import runtel
 from runtel import _sdk
 
-__all__ = ("register",)
+__all__ = ("default_run_name", "register")
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL)
@@ -47,6 +48,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     p.set_defaults(handler=_cmd_run)
 
+
+
+_INTERPRETER = re.compile(r"^(python|pypy)[\d.]*(\.exe)?$|^(ba|z|da|k)?sh$")
+_PY_OPTS_WITH_ARG = frozenset({"-X", "-W", "--check-hash-based-pycs"})
+
+
+def default_run_name(command: Sequence[str]) -> str:
+    """The name of a run of ``command``: ``python train.py`` -> ``train``, ``python -m pkg.train`` -> ``pkg.train``.
+
+    An interpreter's script (or module) names the run, not the interpreter; other commands are named
+    after their executable.
+    """
+    exe = Path(command[0]).name
+    if not _INTERPRETER.match(exe):
+        return exe
+    args = iter(command[1:])
+    for arg in args:
+        if arg == "-m":
+            return next(args, exe) or exe
+        if arg == "-c" or arg == "-":
+            return exe
+        if arg in _PY_OPTS_WITH_ARG:
+            next(args, None)
+            continue
+        if arg.startswith("-"):
+            continue
+        return Path(arg).stem or exe
+    return exe
 
 def _check_writable(root: Path) -> str | None:
     """None if run folders can be created under ``root``, else a one-line reason."""
@@ -89,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if overrides:
         runtel.configure(**overrides)
 
-    name = args.name or Path(command[0]).name
+    name = args.name or default_run_name(command)
     for item in args.tag:
         if "=" not in item:
             sys.stderr.write(f"runtel: error: --tag expects K=V, got {item!r}\n")

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import math
+import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, cast
 
 from runtel import semconv
 from runtel.cli import problem, render, run_root
+from runtel.errors import ConfigError
+from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
+from runtel.query.tracker import match_record
 from runtel.rundir.reader import (
     LineStats,
-    SpanRecord,
     effective_status,
     git_info,
     list_runs,
@@ -21,14 +26,12 @@ from runtel.rundir.reader import (
     resolve_run,
     resource_usage,
 )
-from runtel.rundir.schema import RunRecord
+from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord
 
-__all__ = ("MAX_TREE_DEPTH", "build_span_tree", "register_ls", "register_show")
+__all__ = ("MAX_TREE_DEPTH", "build_span_tree", "parse_since", "register_ls", "register_show", "results_text")
 
 #: siblings with the same name are folded into one line when there are more than this many
 FOLD_THRESHOLD = 5
-#: spans nested deeper than this are not shown (a tree walk must not recurse without bound)
-MAX_TREE_DEPTH = 128
 _USAGE = semconv.USAGE_PREFIX
 
 
@@ -50,6 +53,12 @@ def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N runs")
+    p.add_argument("--name", help="only runs with this name (shell wildcards allowed: 'train*')")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
+    p.add_argument("--status", choices=[*STATUSES, STATUS_CORRUPT], help="only runs with this status")
+    p.add_argument("--since", help="only runs started since: an ISO date/time, or an age like 30m, 2h, 7d")
+    p.add_argument("--parent", metavar="ID", help="only the child runs of this run (id or unique prefix)")
+    p.add_argument("--all", action="store_true", help="also list worker runs (hidden behind a count otherwise)")
     p.set_defaults(handler=_cmd_ls)
 
 
@@ -68,6 +77,50 @@ def register_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(handler=_cmd_show)
 
 
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: runs named like this are a pool's or a process's workers: listed with --all only
+WORKER_SUFFIX = ".worker"
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an age (``90s``, ``30m``, ``2h``, ``7d``, ``1w``) or an ISO date/time (UTC unless it says).
+
+    Raises:
+        ConfigError: neither.
+    """
+    match = _AGE.match(text)
+    if match:
+        now = now or datetime.now(timezone.utc)
+        return now - timedelta(**{_AGE_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: expected an ISO date/time or an age like 30m, 2h, 7d") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _short_number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)[:24]
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+def results_text(record: RunRecord, limit: int = 4) -> str:
+    """A few results in one cell: final values, then each series' last value (``loss~0.25``)."""
+    results = record.get("results") or {}
+    parts = [f"{k}={_short_number(v)}" for k, v in (results.get("final") or {}).items()
+             if not isinstance(v, (dict, list))]
+    series = cast("Mapping[str, Any]", results.get("series") or {})  # validated as a dict, not each entry
+    for name, summary in series.items():
+        if isinstance(summary, Mapping) and name not in (results.get("final") or {}):
+            parts.append(f"{name}~{_short_number(summary.get('last'))}")
+    more = f" +{len(parts) - limit}" if len(parts) > limit else ""
+    return " ".join(parts[:limit]) + more
+
+
 def _summary_row(record: RunRecord) -> dict[str, Any]:
     row: dict[str, Any] = {
         "id": record.get("id"),
@@ -78,146 +131,123 @@ def _summary_row(record: RunRecord) -> dict[str, Any]:
         "parent_run_id": parent_run_id(record),
         "dir": record.get("dir"),
     }
+    if record.get("results"):
+        row["results"] = record.get("results")
     if record.get("problems"):
         row["problems"] = record.get("problems")
     return row
 
 
-def _cmd_ls(args: argparse.Namespace) -> int:
-    runs = list_runs(run_root(args))
-    if args.limit is not None:
-        runs = runs[: args.limit]
+def _is_worker(record: RunRecord) -> bool:
+    return str(record.get("name") or "").endswith(WORKER_SUFFIX)
+
+
+def _resolve_parent(ref: str, runs: Sequence[RunRecord]) -> str:
+    ids = [str(r.get("id")) for r in runs if r.get("id")]
+    if ref in ids:
+        return ref
+    found = [i for i in ids if i.startswith(ref)]
+    if len(found) != 1:
+        raise ConfigError(f"--parent {ref!r}: {'no run' if not found else f'{len(found)} runs'} match")
+    return found[0]
+
+
+def _filtered(runs: Sequence[RunRecord], args: argparse.Namespace) -> list[RunRecord]:
+    """``ls``'s filters (the Tracker's ``match_record``, plus wildcards in ``--name``)."""
+
+
+    filters: dict[str, Any] = {}
+    if args.tag:
+        filters["tag"] = list(args.tag)
+    if args.since:
+        filters["since"] = parse_since(args.since)
+    if args.parent:
+        filters["parent"] = _resolve_parent(args.parent, runs)
+    status = args.status
+    out = []
     for record in runs:
+        if args.name and not fnmatch.fnmatchcase(str(record.get("name") or ""), args.name):
+            continue
+        if status is not None and effective_status(record) != status:
+            continue
+        if filters and not match_record(record, **filters):
+            continue
+        out.append(record)
+    return out
+
+
+def _tree_order(runs: Sequence[RunRecord]) -> list[tuple[int, RunRecord]]:
+    """(depth, record) with each run's children right under it (oldest child first); top level newest first.
+
+    A run whose parent is not among ``runs`` is top level, so the first row is what ``show latest`` shows
+    when nothing is filtered.
+    """
+    ids = {r.get("id") for r in runs}
+    children: dict[str, list[RunRecord]] = {}
+    top: list[RunRecord] = []
+    for record in runs:
+        parent = parent_run_id(record)
+        if parent is not None and parent in ids and parent != record.get("id"):
+            children.setdefault(parent, []).append(record)
+        else:
+            top.append(record)
+    out: list[tuple[int, RunRecord]] = []
+    seen: set[int] = set()
+    stack: list[tuple[int, RunRecord]] = [(0, r) for r in reversed(top)]
+    while stack:  # iterative: parent links come from files and may be arbitrarily deep
+        depth, record = stack.pop()
+        if id(record) in seen:
+            continue
+        seen.add(id(record))
+        out.append((depth, record))
+        kids = children.get(str(record.get("id")), [])
+        stack.extend((depth + 1, k) for k in kids)  # list_runs is newest first: popping gives oldest first
+    out.extend((0, r) for r in runs if id(r) not in seen)  # parent cycles: still listed
+    return out
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    root = run_root(args)
+    all_runs = list_runs(root)
+    runs = _filtered(all_runs, args)
+    hidden = 0
+    if not args.all:
+        workers = [r for r in runs if _is_worker(r)]
+        hidden = len(workers)
+        runs = [r for r in runs if not _is_worker(r)]
+    ordered = _tree_order(runs)
+    if args.limit is not None:
+        ordered = ordered[: args.limit]
+    for _, record in ordered:
         report_record(record)
-    rows = [_summary_row(r) for r in runs]
+    rows = [{**_summary_row(r), "depth": depth} for depth, r in ordered]
     if args.json:
         render.print_json(rows)
         return 0
     console = render.console()
     if not rows:
-        console.print(f"no runs in {run_root(args)}")
-        return 0
-    console.print(
-        render.table(
-            None,
-            ["id", "name", "status", "start", "duration"],
-            [
-                [r["id"], r["name"], r["status"], (r["start_time"] or "")[:19].replace("T", " "),
-                 render.format_duration(r["duration_s"])]
-                for r in rows
-            ],
-        )
-    )
+        console.print(f"no runs in {root}" if not all_runs else "no runs match")
+    else:
+        from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
+
+        with_results = any(r.get("results") for _, r in ordered)
+        columns = ["id", "name", "status", "start", "duration"] + (["results"] if with_results else [])
+        table_rows = []
+        for depth, record in ordered:
+            row = _summary_row(record)
+            name = ("  " * (depth - 1) + "└ " if depth else "") + escape(str(row["name"] or ""))
+            cells = [row["id"], name, row["status"], (row["start_time"] or "")[:19].replace("T", " "),
+                     render.format_duration(row["duration_s"])]
+            if with_results:
+                cells.append(escape(results_text(record)))
+            table_rows.append(cells)
+        console.print(render.table(None, columns, table_rows))
+    if hidden:
+        console.print(f"+{hidden} worker run{'s' if hidden != 1 else ''}; --all shows them")
     return 0
 
 
-# --- span tree ---------------------------------------------------------------------------------------
-
-
-def _node(span: SpanRecord) -> dict[str, Any]:
-    return {
-        "name": span.name,
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id,
-        "trace_id": span.trace_id,
-        "start_time_unix_nano": span.start_ns,
-        "duration_s": round(span.duration_s, 9),
-        "status": {0: "unset", 1: "ok", 2: "error"}.get(span.status_code, "unset"),
-        "status_message": span.status_message,
-        "kind": span.attributes.get(semconv.SPAN_KIND),
-        "run_id": span.attributes.get(semconv.RUN_ID),
-        "attributes": span.attributes,
-        "events": span.events,
-        "links": span.links,
-        "children": [],
-    }
-
-
-def build_span_tree(spans: Sequence[SpanRecord], extra_roots: Sequence[dict[str, Any]] = (),
-                    problems: list[str] | None = None) -> list[dict[str, Any]]:
-    """Nest spans under their parents; spans whose parent is not in the file become roots.
-
-    ``extra_roots`` are already-built trees (child runs' spans) grafted under the span they name as parent.
-    Parent links that form a cycle are cut (the earliest span of the cycle becomes a root), and spans
-    nested deeper than :data:`MAX_TREE_DEPTH` are left out; both are said in ``problems``.
-    """
-    nodes = {s.span_id: _node(s) for s in spans}
-    parent_of: dict[str, dict[str, Any]] = {}
-    roots: list[dict[str, Any]] = []
-    for node in nodes.values():
-        parent = nodes.get(node["parent_span_id"] or "")
-        if parent is None or parent is node:
-            roots.append(node)
-        else:
-            parent["children"].append(node)
-            parent_of[node["span_id"]] = parent
-    for tree in extra_roots:
-        parent = nodes.get(tree.get("parent_span_id") or "")
-        (parent["children"] if parent is not None else roots).append(tree)
-    reached = _reached(roots)
-    cut = 0
-    for node in sorted(nodes.values(), key=lambda n: n["start_time_unix_nano"]):
-        if id(node) not in reached:  # on a parent cycle: no root leads to it
-            parent_of[node["span_id"]]["children"].remove(node)
-            roots.append(node)
-            reached |= _reached([node])
-            cut += 1
-    if cut and problems is not None:
-        problems.append(f"spans.jsonl: {cut} cycle(s) of parent links cut")
-    for node in nodes.values():
-        node["children"].sort(key=lambda n: n["start_time_unix_nano"])
-    roots.sort(key=lambda n: n["start_time_unix_nano"])
-    omitted = _limit_depth(roots, MAX_TREE_DEPTH)
-    if omitted and problems is not None:
-        problems.append(f"spans.jsonl: {omitted} span(s) nested deeper than {MAX_TREE_DEPTH} levels not shown")
-    return roots
-
-
-def _reached(roots: Sequence[dict[str, Any]]) -> set[int]:
-    """ids of every node below ``roots`` (iterative)."""
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if id(node) not in seen:
-            seen.add(id(node))
-            stack.extend(node["children"])
-    return seen
-
-
-def _limit_depth(roots: Sequence[dict[str, Any]], limit: int) -> int:
-    """Cut the trees at ``limit`` levels; returns how many spans were cut (iterative)."""
-    omitted = 0
-    stack = [(node, 1) for node in roots]
-    while stack:
-        node, depth = stack.pop()
-        if depth >= limit and node["children"]:
-            dropped = len(_reached(node["children"]))
-            node["children"] = []
-            node["omitted_descendants"] = dropped
-            omitted += dropped
-            continue
-        stack.extend((child, depth + 1) for child in node["children"])
-    return omitted
-
-
-def _child_run_trees(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
-                     runs: Sequence[RunRecord] | None = None) -> list[dict[str, Any]]:
-    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes)."""
-    runs = list_runs(root) if runs is None else runs
-    trees: list[dict[str, Any]] = []
-    for record in runs:
-        child_id = str(record.get("id"))
-        if parent_run_id(record) != run_id or child_id in seen:
-            continue
-        seen.add(child_id)
-        stats = LineStats()
-        spans = read_spans(Path(record.get("dir", "")), stats)
-        found = [*record.get("problems", ()), *stats.problems()]
-        trees.extend(build_span_tree(spans, _child_run_trees(child_id, root, seen, problems, runs), found))
-        if problems is not None:
-            problems.extend(f"child run {child_id}: {p}" for p in found)
-    return trees
+# --- span tree (built in runtel.query.spantree) -------------------------------------------------------
 
 
 def _usage_text(attributes: Mapping[str, Any]) -> str:
@@ -342,6 +372,23 @@ def _pair_pct(mean: Any, peak: Any) -> str | None:
     return f"{mean * 100:.0f}% / {peak * 100:.0f}%"
 
 
+def _result_lines(record: RunRecord) -> list[str]:
+    """Final results, then one line per series: last (at its step), min, max, count."""
+    results = record.get("results") or {}
+    lines = [f"{k} = {_short_number(v) if not isinstance(v, (dict, list)) else str(v)[:80]}"
+             for k, v in (results.get("final") or {}).items()]
+    series = cast("Mapping[str, Any]", results.get("series") or {})  # validated as a dict, not each entry
+    for name, summary in series.items():
+        if not isinstance(summary, Mapping):
+            continue
+        lines.append(f"{name}: last {_short_number(summary.get('last'))} (step {summary.get('last_step')}), "
+                     f"min {_short_number(summary.get('min'))}, max {_short_number(summary.get('max'))}, "
+                     f"{summary.get('count')} points")
+    if results.get("series_dropped"):
+        lines.append(f"({results['series_dropped']} series not recorded: over the limit)")
+    return lines
+
+
 def _lineage_lines(record: RunRecord) -> list[str]:
     """One line per artifact, source and metadata key (the details are in run.json / --json)."""
     lines: list[str] = []
@@ -367,7 +414,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     spans = read_spans(run_dir, stats)
     run_id = str(record.get("id"))
     problems: list[str] = []
-    children = _child_run_trees(run_id, run_dir.parent, {run_id}, problems)
+    children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
     own = [*record.get("problems", ()), *stats.problems()]
     trees = build_span_tree(spans, children, own)
     problems[:0] = [f"run {run_id}: {p}" for p in own]
@@ -391,6 +438,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         flat = to_attributes(config, prefix="", max_length=200)
         console.print(Panel(escape(render.kv_lines({k: v for k, v in list(flat.items())[:40]})), title="config",
                             expand=False))
+    result_lines = _result_lines(record)
+    if result_lines:
+        console.print(Panel(escape("\n".join(result_lines)), title="results", expand=False))
     lineage_lines = _lineage_lines(record)
     if lineage_lines:
         console.print(Panel(escape("\n".join(lineage_lines)), title="artifacts, sources, metadata", expand=False))

@@ -8,6 +8,8 @@ Opening one is ``lifecycle``'s job; ``current_run()`` finds the one open in this
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import sys
 import time
@@ -21,9 +23,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from runtel import _context, _sdk, semconv
-from runtel._guard import guard
+from runtel._guard import guard, log_once
+from runtel._version import __version__
 from runtel.recording.lineage import LineageMixin
 from runtel.recording.safety import record_exception, safe_str
+from runtel.rundir.otlp_json import metrics_line
 from runtel.rundir.schema import (
     RECORD_FILE,
     STATUS_ERROR,
@@ -46,7 +50,28 @@ __all__ = (
 
 _logger = logging.getLogger("runtel.runs")
 
+#: distinct series one run may log (run.log); further names are counted in the record and reported once
+MAX_SERIES = 1000
+#: longest series name (an OTel instrument name is at most 255 characters, with the runtel.result. prefix)
+MAX_SERIES_NAME = 255 - len(semconv.RESULT_PREFIX)
 
+
+def _number(value: object) -> float | int | None:
+    """``value`` as a plain number (numpy / torch scalars via ``item()``), or None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, numbers.Real):
+        return float(value)
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            got = item()
+        except Exception:  # a tensor with several elements, a failing device: not a number
+            return None
+        return _number(got) if not hasattr(got, "item") else None
+    return None
 
 
 def _iso(ns: int) -> str:
@@ -120,6 +145,9 @@ class Run(LineageMixin):
         self._rss_floor = 0  # a combined peak RSS the kernel measured (runtel run's command), bytes; 0 = none
         self._last_write = 0.0
         self._write_pending = False
+        self._next_step = 0  # run.log's step when none is given
+        self._series_allowed: dict[str, bool] = {}  # series name -> recorded (False: redacted or over the limit)
+        self._series_head: tuple[Any, Any] | None = None  # (resource, scope) of the series lines
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r}, dir={str(self.dir) if self.dir else None!r})"
@@ -148,6 +176,129 @@ class Run(LineageMixin):
             span_attributes, values = self.convert(attributes, prefix="")
             self._span.set_attributes(span_attributes)
             self.record.setdefault("attributes", {}).update(values)
+
+    def set_result(self, **values: Any) -> None:
+        """Record final results (run.json ``results.final`` and span attributes ``runtel.result.<name>``).
+
+        Values of any type (numbers are what ``show``/``ls``/``compare`` line up); secrets redacted,
+        sizes capped like every other value. A later call for the same name replaces it.
+
+        Example:
+            >>> with runtel.run_span("train") as run:
+            ...     run.set_result(accuracy=0.913, f1=0.88)
+        """
+        if not self.enabled or self._settings is None:
+            return
+        with guard("set-result", "record run results"):
+            span_attributes, record = self.convert(values, prefix=semconv.RESULT_PREFIX)
+            self._span.set_attributes(span_attributes)
+            if isinstance(record, dict):
+                self.record.setdefault("results", {}).setdefault("final", {}).update(record)
+            self._write_record()
+
+    def log(self, step: int | None = None, **values: Any) -> None:
+        """Log one point of each named series (loss per epoch ...): numbers only, never raises.
+
+        Each point is a gauge ``runtel.result.<name>`` in the run's metrics.jsonl (OTLP/JSON) with
+        attributes ``runtel.run.id`` and ``runtel.step``; run.json ``results.series.<name>`` keeps last,
+        min, max, count and last step. Without ``step``, the step is one more than the previous
+        call's. A value that is not a number is skipped with one warning per name.
+
+        Example:
+            >>> for epoch in range(3):
+            ...     run.log(step=epoch, loss=1.0 / (epoch + 1))
+        """
+        if not self.enabled or self._settings is None:
+            return
+        with guard("log-series", "log result series"):
+            self._log(step, values)
+
+    def _log(self, step: int | None, values: Mapping[str, Any]) -> None:
+        if step is None or isinstance(step, bool) or not isinstance(step, int):
+            if step is not None:
+                log_once(f"log-step:{type(step).__name__}", "runtel: run.log step must be an int, got %s "
+                         "(the next step was used)", type(step).__name__)
+            step = self._next_step
+        self._next_step = step + 1
+        numbers_in: dict[str, float | int] = {}
+        for name, value in values.items():
+            number = _number(value)
+            if number is None or len(name) > MAX_SERIES_NAME:
+                what = type(value).__name__ if number is None else f"a name of {len(name)} characters"
+                log_once(f"log-value:{self.id}:{name[:200]}", "runtel: run.log(%s=...) needs a number and a name of "
+                         "at most %d characters, got %s (skipped)", safe_str(name)[:200], MAX_SERIES_NAME, what)
+                continue
+            numbers_in[name] = number
+        if not numbers_in:
+            return
+        results: dict[str, Any] = self.record.setdefault("results", {})  # type: ignore[assignment]
+        series: dict[str, dict[str, Any]] = results.setdefault("series", {})
+        new = [name for name in numbers_in if name not in self._series_allowed]
+        if new:
+            self._admit_series(new, series, results)
+        points: list[tuple[str, float | int]] = []
+        for name, value in numbers_in.items():
+            if not self._series_allowed.get(name):
+                continue  # redacted (the name looked like a secret), or over the series limit
+            summary = series[name]
+            points.append((name, value))
+            finite = math.isfinite(value)
+            summary["last"], summary["last_step"] = value if finite else None, step  # JSON has no NaN
+            summary["count"] = int(summary.get("count", 0)) + 1
+            if finite:  # a NaN loss is a point in metrics.jsonl and counted, but neither min nor max
+                summary["min"] = value if "min" not in summary else min(summary["min"], value)
+                summary["max"] = value if "max" not in summary else max(summary["max"], value)
+        if points:
+            self._write_series(step, points)
+        self._write_record()
+
+    def _admit_series(self, names: list[str], series: dict[str, dict[str, Any]], results: dict[str, Any]) -> None:
+        """Decide once per new series name: redacted (its name looks like a secret), over the limit, or recorded.
+
+        Values are numbers, so the name is all the redactor can object to: checking it once keeps
+        ``log()`` in a per-batch loop cheap (``Run.convert`` was half of a call's cost).
+        """
+        from runtel.redaction import REDACTED  # deferred: runtel.redaction (~0.3 ms)
+
+        _, converted = self.convert(dict.fromkeys(names, 0), prefix="")  # the one pipeline: redaction, limits
+        kept = converted if isinstance(converted, dict) else {}
+        for name in names:
+            if name not in kept or kept[name] == REDACTED:
+                self._series_allowed[name] = False
+            elif len(series) >= MAX_SERIES:
+                results["series_dropped"] = int(results.get("series_dropped", 0)) + 1
+                log_once(f"log-series-cap:{self.id}", "runtel: run %s logged more than %d series; further "
+                         "names are counted in results.series_dropped, not recorded", self.id, MAX_SERIES)
+                if len(self._series_allowed) < 10 * MAX_SERIES:  # names past that are counted at every call
+                    self._series_allowed[name] = False
+            else:
+                self._series_allowed[name] = True
+                series[name] = {"count": 0}
+
+    def _write_series(self, step: int, points: list[tuple[str, float | int]]) -> None:
+        """One OTLP/JSON line of gauges in the run's metrics.jsonl (same resource and scope as its other metrics)."""
+        runtime = _sdk.get_runtime()
+        target = runtime.sinks.metrics(self.id) if runtime is not None else None
+        if target is None or runtime is None:
+            return
+        if self._series_head is None:
+            # deferred: the OTel SDK, loaded with the first run (~15 ms)
+            from opentelemetry.sdk.resources import Resource
+
+            # deferred: the OTel SDK, loaded with the first run (~0.5 ms)
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+            provider = runtime.provider
+            resource = runtime.scrubber.resource(provider.resource if provider is not None else Resource.create({}))
+            scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
+            self._series_head = (resource, scope)
+        resource, scope = self._series_head
+        now = time.time_ns()
+        attributes = {semconv.RUN_ID: self.id, semconv.STEP: step}
+        target.write(metrics_line(resource, scope, (
+            (semconv.RESULT_PREFIX + name, "", "", "gauge", False, [(attributes, 0, now, value)])
+            for name, value in points
+        )))
 
     def set_outcome(self, status: str, *, error_type: str = "", message: str = "") -> None:
         """Decide the run's final status without raising (e.g. a wrapped command's exit code).

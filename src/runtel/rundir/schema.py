@@ -46,7 +46,9 @@ __all__ = (
     "ParentRef",
     "ProcessInfo",
     "ResourceUsage",
+    "Results",
     "RunRecord",
+    "SeriesSummary",
     "SourceEntry",
     "Status",
     "validate_record",
@@ -239,6 +241,24 @@ class Environment(TypedDict, total=False):
     git: GitSection
 
 
+class SeriesSummary(TypedDict, total=False):
+    """One series logged with ``Run.log``: its points are gauges in metrics.jsonl, this is their summary."""
+
+    last: float
+    min: float
+    max: float
+    count: int
+    last_step: int
+
+
+class Results(TypedDict, total=False):
+    """What a run achieved: final values (``Run.set_result``) and series summaries (``Run.log``)."""
+
+    final: dict[str, Any]
+    series: dict[str, SeriesSummary]
+    series_dropped: int  # series names logged past the per-run limit
+
+
 class RunRecord(TypedDict, total=False):
     """run.json. Sections a run did not record are absent or ``None``."""
 
@@ -277,6 +297,8 @@ class RunRecord(TypedDict, total=False):
     exit_code: int
     signal: str
     command_rusage: dict[str, Any]
+    # what the run achieved: Run.set_result / Run.log
+    results: Results
     # added by readers, never written
     dir: str
     problems: list[str]
@@ -444,6 +466,7 @@ _SECTIONS: Final = {
     "error": _section(_ERROR),
     "resource_usage": _RESOURCE_USAGE,
     "environment": _ENVIRONMENT,
+    "results": _nested({"final": _dict, "series": _dict, "series_dropped": _int}),
 }
 
 _FIELDS: Final[Mapping[str, _Check]] = {

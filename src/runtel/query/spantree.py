@@ -1,0 +1,125 @@
+"""Span trees: spans nested under their parents, with child runs grafted where they ran.
+
+``runtel show``, ``runtel compare`` and :func:`runtel.query.compare.compare` read runs through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtel import semconv
+from runtel.rundir.reader import LineStats, SpanRecord, list_runs, parent_run_id, read_spans
+from runtel.rundir.schema import RunRecord
+
+__all__ = ("MAX_TREE_DEPTH", "build_span_tree", "child_run_trees")
+
+#: spans nested deeper than this are not shown (a tree walk must not recurse without bound)
+MAX_TREE_DEPTH = 128
+
+
+def _node(span: SpanRecord) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "trace_id": span.trace_id,
+        "start_time_unix_nano": span.start_ns,
+        "duration_s": round(span.duration_s, 9),
+        "status": {0: "unset", 1: "ok", 2: "error"}.get(span.status_code, "unset"),
+        "status_message": span.status_message,
+        "kind": span.attributes.get(semconv.SPAN_KIND),
+        "run_id": span.attributes.get(semconv.RUN_ID),
+        "attributes": span.attributes,
+        "events": span.events,
+        "links": span.links,
+        "children": [],
+    }
+
+
+def build_span_tree(spans: Sequence[SpanRecord], extra_roots: Sequence[dict[str, Any]] = (),
+                    problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """Nest spans under their parents; spans whose parent is not in the file become roots.
+
+    ``extra_roots`` are already-built trees (child runs' spans) grafted under the span they name as parent.
+    Parent links that form a cycle are cut (the earliest span of the cycle becomes a root), and spans
+    nested deeper than :data:`MAX_TREE_DEPTH` are left out; both are said in ``problems``.
+    """
+    nodes = {s.span_id: _node(s) for s in spans}
+    parent_of: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for node in nodes.values():
+        parent = nodes.get(node["parent_span_id"] or "")
+        if parent is None or parent is node:
+            roots.append(node)
+        else:
+            parent["children"].append(node)
+            parent_of[node["span_id"]] = parent
+    for tree in extra_roots:
+        parent = nodes.get(tree.get("parent_span_id") or "")
+        (parent["children"] if parent is not None else roots).append(tree)
+    reached = _reached(roots)
+    cut = 0
+    for node in sorted(nodes.values(), key=lambda n: n["start_time_unix_nano"]):
+        if id(node) not in reached:  # on a parent cycle: no root leads to it
+            parent_of[node["span_id"]]["children"].remove(node)
+            roots.append(node)
+            reached |= _reached([node])
+            cut += 1
+    if cut and problems is not None:
+        problems.append(f"spans.jsonl: {cut} cycle(s) of parent links cut")
+    for node in nodes.values():
+        node["children"].sort(key=lambda n: n["start_time_unix_nano"])
+    roots.sort(key=lambda n: n["start_time_unix_nano"])
+    omitted = _limit_depth(roots, MAX_TREE_DEPTH)
+    if omitted and problems is not None:
+        problems.append(f"spans.jsonl: {omitted} span(s) nested deeper than {MAX_TREE_DEPTH} levels not shown")
+    return roots
+
+
+def _reached(roots: Sequence[dict[str, Any]]) -> set[int]:
+    """ids of every node below ``roots`` (iterative)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(node["children"])
+    return seen
+
+
+def _limit_depth(roots: Sequence[dict[str, Any]], limit: int) -> int:
+    """Cut the trees at ``limit`` levels; returns how many spans were cut (iterative)."""
+    omitted = 0
+    stack = [(node, 1) for node in roots]
+    while stack:
+        node, depth = stack.pop()
+        if depth >= limit and node["children"]:
+            dropped = len(_reached(node["children"]))
+            node["children"] = []
+            node["omitted_descendants"] = dropped
+            omitted += dropped
+            continue
+        stack.extend((child, depth + 1) for child in node["children"])
+    return omitted
+
+
+def child_run_trees(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
+                     runs: Sequence[RunRecord] | None = None) -> list[dict[str, Any]]:
+    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes)."""
+    runs = list_runs(root) if runs is None else runs
+    trees: list[dict[str, Any]] = []
+    for record in runs:
+        child_id = str(record.get("id"))
+        if parent_run_id(record) != run_id or child_id in seen:
+            continue
+        seen.add(child_id)
+        stats = LineStats()
+        spans = read_spans(Path(record.get("dir", "")), stats)
+        found = [*record.get("problems", ()), *stats.problems()]
+        trees.extend(build_span_tree(spans, child_run_trees(child_id, root, seen, problems, runs), found))
+        if problems is not None:
+            problems.extend(f"child run {child_id}: {p}" for p in found)
+    return trees
