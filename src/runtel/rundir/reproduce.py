@@ -15,7 +15,11 @@ from typing import Any, Final
 
 from runtel.redaction import REDACTED
 
-__all__ = ("render_reproduce_script",)
+__all__ = ("SEED_ENV", "pin_seed", "render_reproduce_script")
+
+SEED_ENV: Final = "RUNTEL_SEED"
+_SEED_LINE_RE: Final = re.compile(r"^(?:export RUNTEL_SEED=.*|# RUNTEL_SEED: .*)$", re.MULTILINE)
+_NO_SEED_LINE: Final = "# RUNTEL_SEED: no seed recorded; generated seeds will differ"
 
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PYTHON_FLAGS: Final = frozenset({"-c", "-m"})
@@ -34,6 +38,7 @@ def render_reproduce_script(
     git: Mapping[str, Any] | None,
     env: Mapping[str, str],
     run_id: str,
+    seed: int | None = None,
 ) -> str:
     """The text of ``reproduce.sh`` for one run.
 
@@ -45,6 +50,7 @@ def render_reproduce_script(
         git: The run's git record (``commit``, ``branch``, ``dirty``), or ``None``.
         env: Variables to export (already filtered and redacted); redacted values are skipped.
         run_id: Id of the run, for the header.
+        seed: The run's recorded seed, exported as ``RUNTEL_SEED`` so generated seeds replay.
 
     Example:
         >>> text = render_reproduce_script(argv=["train.py", "--lr", "0.1"], cwd="/work",
@@ -74,7 +80,7 @@ def render_reproduce_script(
     skipped: list[str] = []
     for name in sorted(env):
         value = env[name]
-        if not _ENV_NAME_RE.match(name):
+        if not _ENV_NAME_RE.match(name) or name == SEED_ENV:
             continue
         if REDACTED in str(value):
             skipped.append(name)
@@ -82,6 +88,7 @@ def render_reproduce_script(
         lines.append(f"export {name}={shlex.quote(str(value))}")
     if skipped:
         lines.append(_comment(f"not exported (redacted): {', '.join(skipped)}"))
+    lines.append(_seed_line(seed))
     lines.append("")
     if not argv:
         lines.append('echo "runtel: no command line was recorded for this run" >&2')
@@ -92,3 +99,17 @@ def render_reproduce_script(
         command = [python_executable or "python3", *command]
     lines.append("exec " + " ".join(shlex.quote(a) for a in command))
     return "\n".join(lines) + "\n"
+
+
+def _seed_line(seed: int | None) -> str:
+    return _NO_SEED_LINE if seed is None else f"export {SEED_ENV}={int(seed)}"
+
+
+def pin_seed(script: str, seed: int) -> str:
+    """``script`` with its seed line exporting ``seed`` (a seed recorded after the script was written).
+
+    Example:
+        >>> pin_seed("cd /\\n# RUNTEL_SEED: no seed recorded; generated seeds will differ\\n", 7).splitlines()[1]
+        'export RUNTEL_SEED=7'
+    """
+    return _SEED_LINE_RE.sub(_seed_line(seed), script, count=1)
