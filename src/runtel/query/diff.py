@@ -159,3 +159,27 @@ def diff_runs(dir_a: Path, dir_b: Path) -> list[Difference]:
     """:func:`diff_records` of two run folders, reading their run.json and git.diff."""
     a, b = read_record(dir_a), read_record(dir_b)
     return diff_records(a, b, git_diff_a=_read_diff(dir_a, a), git_diff_b=_read_diff(dir_b, b))
+
+
+def compare_artifacts(recorded: RunRecord, rerun: RunRecord | None) -> list[tuple[str, str, str]]:
+    """``(name, verdict, detail)`` per artifact of ``recorded``: ``identical``, ``differs`` or ``missing``.
+
+    Artifacts are matched by name and compared by content hash (run.json ``artifacts``); an artifact
+    the re-run did not record, or either side could not hash, is ``missing``. An artifact only the
+    re-run recorded is listed as ``differs`` (``new in the re-run``).
+    """
+    old = _mapping(_mapping(recorded).get("artifacts"))
+    new = _mapping(_mapping(rerun).get("artifacts")) if rerun is not None else {}
+    out: list[tuple[str, str, str]] = []
+    for name in sorted(old):
+        a, b = _mapping(old[name]), _mapping(new.get(name))
+        if not b:
+            out.append((name, "missing", "not recorded by the re-run"))
+        elif not a.get("hash") or not b.get("hash"):
+            out.append((name, "missing", str(b.get("error") or a.get("error") or "no content hash")))
+        elif (a.get("hash"), a.get("hash_kind")) == (b.get("hash"), b.get("hash_kind")):
+            out.append((name, "identical", f"{a.get('algorithm') or 'hash'} {str(a['hash'])[:16]}"))
+        else:
+            out.append((name, "differs", f"{str(a['hash'])[:16]} -> {str(b['hash'])[:16]}"))
+    out.extend((name, "differs", "new in the re-run") for name in sorted(set(new) - set(old)))
+    return out
