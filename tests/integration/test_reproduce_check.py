@@ -51,7 +51,7 @@ def _record_then_move_on(tmp_path: Path, job: str, env: dict[str, str]) -> tuple
     (folder,) = [p for p in Path(env["RUNTEL_DIR"]).iterdir() if p.is_dir()]
     record = json.loads((folder / "run.json").read_text())
     assert record["environment"]["git"]["script"]["dirty"] is True
-    assert " uncommitted" in (folder / "git.diff").read_text()
+    assert (folder / "git.diff").is_file()
     return repo, str(record["id"])
 
 
@@ -115,3 +115,31 @@ def test_unappliable_diff_is_refused(tmp_path: Path, clean_env: dict[str, str], 
     assert len(lines) == 1 and edit in lines[0] and "Traceback" not in proc.stderr
     assert len([p for p in runs.iterdir() if p.is_dir()]) == 1
     assert os.path.isdir(runs / run_id)
+
+
+def test_reproduce_sh_restores_the_code_state(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """reproduce.sh (no runtel needed) re-runs in a worktree at commit + git.diff with the seed: same bytes."""
+    runs = tmp_path / "runs"
+    env = {**clean_env, "RUNTEL_DIR": str(runs)}
+    repo, run_id = _record_then_move_on(tmp_path, SEEDED, env)
+    original = (repo / "src" / "out.txt").read_text()
+    proc = subprocess.run(["bash", str(runs / run_id / "reproduce.sh")], cwd="/", env=clean_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("runtel: re-running in ")]
+    worktree = Path(line.split()[3])
+    assert (worktree / "src" / "out.txt").read_text() == original
+    assert "dirtied later" in (repo / "src" / "job.py").read_text()  # the checkout is untouched
+    assert len([p for p in runs.iterdir() if p.is_dir()]) == 2  # the re-run is recorded next to the original
+    subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=repo, check=True)
+
+
+def test_reproduce_sh_refuses_a_truncated_diff(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A diff cut at RUNTEL_GIT_DIFF_MAX_BYTES cannot restore the code: reproduce.sh says so and exits 1."""
+    runs = tmp_path / "runs"
+    env = {**clean_env, "RUNTEL_DIR": str(runs), "RUNTEL_GIT_DIFF_MAX_BYTES": "10"}
+    _repo, run_id = _record_then_move_on(tmp_path, SEEDED, env)
+    proc = subprocess.run(["bash", str(runs / run_id / "reproduce.sh")], cwd="/", env=clean_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "the uncommitted diff was truncated" in proc.stderr

@@ -8,8 +8,8 @@ original run. A different Python version or package set is reported after the re
 re-run's own record). ``--check`` then compares the artifacts by content hash: one verdict per
 artifact (identical / differs / missing), exit code 0 only when all are identical.
 
-reproduce.sh stays as the fallback that needs no runtel: it pins the seed but re-runs in the
-recorded directory as it is now.
+reproduce.sh stays as the fallback that needs no runtel: the same worktree, diff, variables and
+seed, without the check (and it keeps its worktree).
 """
 
 from __future__ import annotations

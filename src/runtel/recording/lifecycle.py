@@ -417,7 +417,8 @@ def _reproduce_script(run: Run, env_info: Environment) -> str:
     argv = run.record.get("argv") or []  # at telemetry "full": the command line as recorded, already redacted
     cwd = os.getcwd()
     seed = run.record.get("seed")
-    key = (env_info, tuple(argv), cwd, sys.executable, seed)
+    runs_root = os.path.dirname(os.path.abspath(run.dir)) if run.dir is not None else None
+    key = (env_info, tuple(argv), cwd, sys.executable, seed, runs_root)
     last_key, last_text, last_id = _last_reproduce
     if last_key is not None and last_key[0] is env_info and last_key[1:] == key[1:]:
         return str(last_text).replace(last_id, run.id, 1)  # the header's run id comes before any argv or path
@@ -432,6 +433,8 @@ def _reproduce_script(run: Run, env_info: Environment) -> str:
         env={k: v for k, v in (env_info.record.get("env") or {}).items() if isinstance(v, str)},
         run_id=run.id,
         seed=seed if isinstance(seed, int) else None,
+        diff_text=env_info.git_diff,
+        runs_root=runs_root,
     )
     _last_reproduce[:] = [key, script, run.id]
     return script
