@@ -5,8 +5,9 @@ applied (the user's checkout is never touched), in the same directory relative t
 with the recorded environment variables (redacted ones left out and named), the recorded seed
 pinned through ``RUNTEL_SEED`` and the recorded command line. The re-run is recorded next to the
 original run. A different Python version or package set is reported after the re-run (from the
-re-run's own record). ``--check`` then compares the artifacts by content hash: one verdict per
-artifact (identical / differs / missing), exit code 0 only when all are identical.
+re-run's own record). ``--check`` then compares the artifacts by content hash, and the recorded
+results (run.json ``results``) by value: one verdict each (identical / differs / missing), exit
+code 0 only when all are identical.
 
 reproduce.sh stays as the fallback that needs no runtel: the same worktree, diff, variables and
 seed, without the check (and it keeps its worktree).
@@ -26,7 +27,7 @@ from typing import Any
 
 from runtel.cli import problem, render, run_root
 from runtel.errors import RuntelError
-from runtel.query.diff import compare_artifacts, diff_records
+from runtel.query.diff import compare_artifacts, compare_results, diff_records
 from runtel.redaction import REDACTED
 from runtel.rundir.reader import environment, git_info, read_record, resolve_run
 from runtel.rundir.reproduce import SEED_ENV
@@ -47,11 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "applied, the recorded environment variables (minus redacted ones), the recorded seed "
         "(RUNTEL_SEED) and the recorded command line. The re-run is recorded next to RUN. Warns when the "
         "Python version or packages differ. With --check, compares every recorded artifact's content hash "
-        "with the re-run's: identical / differs / missing; exit code 0 only when all are identical. RUN "
+        "(and every recorded result's value) with the re-run's: identical / differs / missing; exit code 0 "
+        "only when all are identical. RUN "
         "is a run id, a unique prefix, a path to a run folder, or 'latest'.",
     )
     p.add_argument("run", metavar="RUN", help="the run to reproduce")
-    p.add_argument("--check", action="store_true", help="compare the re-run's artifacts with the recorded ones")
+    p.add_argument("--check", action="store_true", help="compare the re-run's artifacts (and results) with the recorded ones")
     p.add_argument("--in", dest="into", metavar="DIR",
                    help="create the worktree in DIR and keep it (default: a temporary directory, removed)")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
@@ -235,7 +237,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         _say(f"the re-run exited with code {code}")
     if not args.check:
         return code if code != 0 else (1 if rerun is None else 0)
-    verdicts = compare_artifacts(record, rerun)
+    verdicts = compare_artifacts(record, rerun) + compare_results(record, rerun)
     if args.json:
         render.print_json({"run": record.get("id"), "rerun": rerun.get("id") if rerun else None, "exit_code": code,
                            "artifacts": [{"name": n, "verdict": v, "detail": d} for n, v, d in verdicts]})

@@ -183,3 +183,18 @@ def compare_artifacts(recorded: RunRecord, rerun: RunRecord | None) -> list[tupl
             out.append((name, "differs", f"{str(a['hash'])[:16]} -> {str(b['hash'])[:16]}"))
     out.extend((name, "differs", "new in the re-run") for name in sorted(set(new) - set(old)))
     return out
+
+
+def compare_results(recorded: RunRecord, rerun: RunRecord | None) -> list[tuple[str, str, str]]:
+    """``(result key, verdict, detail)`` per recorded result (run.json ``results``, nested keys dotted)."""
+    old = flatten(_mapping(recorded).get("results"))
+    new = flatten(_mapping(rerun).get("results")) if rerun is not None else {}
+    out: list[tuple[str, str, str]] = []
+    for key in sorted(old):
+        if key not in new:
+            out.append((f"result {key}", "missing", "not recorded by the re-run"))
+        elif new[key] == old[key]:
+            out.append((f"result {key}", "identical", repr(old[key])))
+        else:
+            out.append((f"result {key}", "differs", f"{old[key]!r} -> {new[key]!r}"))
+    return out
