@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final
 from runtel import _context
 from runtel._guard import guard, log_once
 from runtel.config import PARAMS
-from runtel.rundir.reproduce import pin_seed
 from runtel.rundir.writer import file_mode, write_new_file
 
 if TYPE_CHECKING:
@@ -207,6 +206,8 @@ def record_seed(run: Run, seed: int, *, overwrite: bool = True) -> None:
 
 def _repin_script(path: Path, seed: int) -> None:
     """Rewrite reproduce.sh's seed line (the seed came after the script was written at run start)."""
+    from runtel.rundir.reproduce import pin_seed  # deferred: runtel.rundir.reproduce + runtel.redaction (~6 ms)
+
     text = path.read_text()
     new = pin_seed(text, seed)
     if new == text:
