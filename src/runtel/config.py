@@ -89,6 +89,15 @@ def _optional_positive_int(raw: str) -> int | None:
     return None if raw.strip() == "" else _positive_int(raw)
 
 
+def _optional_seed(raw: str) -> int | None:
+    if raw.strip() == "":
+        return None
+    value = int(raw.strip(), 0)
+    if value < 0:
+        raise ValueError(f"must be a non-negative integer, got {raw!r}")
+    return value
+
+
 def _optional_positive_float(raw: str) -> float | None:
     return None if raw.strip() == "" else _positive_float(0.0)(raw)
 
@@ -259,6 +268,15 @@ PARAMS: Final[dict[str, Param]] = {
         "by default they are private (0700, files 0600) whatever the umask.",
         "`false`",
     ),
+    "seed": Param(
+        ("RUNTEL_SEED",),
+        None,
+        _optional_seed,
+        "Pins every seed runtel would generate (`run_span(seed=True)`, `seed_everything()`, "
+        "`@trace(seed_parameter=...)`) to this value; reproduce.sh and `runtel reproduce` set it to the "
+        "recorded seed (see docs/reproducing.md). Explicit seeds are not affected.",
+        "none (fresh seeds)",
+    ),
     "strict": Param(
         ("RUNTEL_STRICT",),
         False,
@@ -295,6 +313,7 @@ class Settings:
     git_diff_max_bytes: int = 1_048_576
     export_timeout: float = 5.0
     shared_run_dir: bool = False
+    seed: int | None = None
     strict: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -339,7 +358,7 @@ def _check_arg(name: str, value: Any) -> Any:
 _BOOLS: Final = frozenset({"disabled", "sampling", "strict"})
 _NUMBERS: Final = frozenset({"attribute_max_length", "record_max_bytes", "sample_interval", "memory_detail_interval",
                              "metric_interval", "n_expected_cores", "carbon_intensity", "cpu_tdp",
-                             "git_diff_max_bytes", "export_timeout"})
+                             "git_diff_max_bytes", "export_timeout", "seed"})
 _STRINGS: Final = frozenset({"service_name", "gpu_backend", "telemetry"})
 
 
@@ -370,7 +389,7 @@ def _coerce_arg(name: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
         if isinstance(PARAMS[name].default, int) and not isinstance(value, int) and name != "n_expected_cores":
             raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if name == "n_expected_cores" and not isinstance(value, int):
+        if name in ("n_expected_cores", "seed") and not isinstance(value, int):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
         return PARAMS[name].parse(repr(value))
     if name in _STRINGS:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtel.redaction import REDACTED
-from runtel.rundir.reproduce import render_reproduce_script
+from runtel.rundir.reproduce import pin_seed, render_reproduce_script
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
 
@@ -149,3 +149,30 @@ def test_script_is_valid_bash(tmp_path: Path) -> None:
     script.write_text(text)
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert text.splitlines()[-1].startswith(f"exec {sys.executable} -m pkg.train")
+
+
+def test_notebook_kernel_session_is_not_rerun() -> None:
+    """A kernel's argv (a connection file that no longer exists) is not re-run; the script says why."""
+    text = render_reproduce_script(argv=["/venv/lib/ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"], cwd="/w",
+                                   python_executable=None, git=None, env={}, run_id="r")
+    assert "notebook kernel session" in text and text.splitlines()[-1] == "exit 1"
+    assert "kernel-1.json" not in text
+
+
+def test_seed_line_is_pinned_and_repinned() -> None:
+    """The recorded seed is exported; pin_seed rewrites the line for a seed recorded later."""
+    with_seed = render_reproduce_script(argv=["t.py"], cwd="/w", python_executable=None, git=None,
+                                        env={"RUNTEL_SEED": "1"}, run_id="r", seed=42)
+    assert "export RUNTEL_SEED=42" in with_seed and "RUNTEL_SEED=1" not in with_seed
+    without = render_reproduce_script(argv=["t.py"], cwd="/w", python_executable=None, git=None, env={}, run_id="r")
+    assert "export RUNTEL_SEED" not in without
+    assert "export RUNTEL_SEED=7\n" in pin_seed(without, 7)
+
+
+def test_repository_paths_point_into_the_worktree() -> None:
+    """With the repository known, argv paths inside it are mapped into the worktree; the interpreter is not."""
+    text = render_reproduce_script(argv=["/repo/src/t.py", "/data/x"], cwd="/repo/src",
+                                   python_executable="/repo/.venv/bin/python",
+                                   git={"commit": "abc", "dirty": False, "toplevel": "/repo"}, env={}, run_id="r")
+    assert "worktree add -q --detach" in text and "git apply" not in text
+    assert text.splitlines()[-1] == 'exec /repo/.venv/bin/python "${runtel_work:-/repo}"/src/t.py /data/x'

@@ -1,4 +1,4 @@
-"""The ``runtel`` command line: ``run``, ``ls``, ``show``, ``info``, ``compare``, ``export``, ``lineage``.
+"""The runtel command line: ``run``, ``ls``, ``show``, ``compare``, ``diff``, ``reproduce``, ``info``, ...
 
 Each sub-command lives in its own module exposing ``register(subparsers)``; the parser's
 ``handler`` default receives the parsed arguments and returns the exit code. Expected failures
@@ -25,7 +25,7 @@ from runtel.errors import RuntelError
 __all__ = ("main", "problem", "run_root")
 
 #: sub-command modules, in help order (a module missing from an install is skipped)
-COMMANDS = ("run", "ls", "show", "compare", "info", "export", "lineage")
+COMMANDS = ("run", "ls", "show", "compare", "diff", "reproduce", "info", "export", "lineage")
 
 
 def build_parser() -> argparse.ArgumentParser:

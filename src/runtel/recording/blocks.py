@@ -277,8 +277,10 @@ class _Call:
         if self.seed is not None:
             span.set_attribute(semconv.SEED, self.seed)
             run = _context.current_run()
-            if run is not None:
-                run.set_seed(self.seed, overwrite=False)
+            if run is not None and run.enabled:
+                from runtel.recording.seeding import record_seed  # deferred: runtel.recording.seeding (~0.9 ms)
+
+                record_seed(run, self.seed, overwrite=False)
         if self.capture_this and opts.capture and opts.signature is not None:
             with guard("capture-args", "capture call arguments"):
                 from runtel.recording.capture import capture_call  # deferred: runtel.recording.capture (~0.7 ms)

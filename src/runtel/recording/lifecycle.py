@@ -209,9 +209,12 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     token = _start_span(run, runtime, parent_ctx, attributes)
     if spec._seed is not None and spec._seed is not False:
         with guard("seed", "seed the random number generators"):
-            from runtel.recording.seeding import seed_generators  # deferred: runtel.recording.seeding (~2 ms)
+            from runtel.recording.seeding import (  # deferred: runtel.recording.seeding (~2 ms)
+                record_seed,
+                seed_generators,
+            )
 
-            run.set_seed(seed_generators(None if spec._seed is True else int(spec._seed)))
+            record_seed(run, seed_generators(None if spec._seed is True else int(spec._seed)))
     runtime.open_run(run)
     if runtime.monitor is not None:
         with guard("sample-edge", "take the run-start sample"):
@@ -413,7 +416,9 @@ def _reproduce_script(run: Run, env_info: Environment) -> str:
     """reproduce.sh for ``run`` (``env_info`` is the process's environment capture, reused between runs)."""
     argv = run.record.get("argv") or []  # at telemetry "full": the command line as recorded, already redacted
     cwd = os.getcwd()
-    key = (env_info, tuple(argv), cwd, sys.executable)
+    seed = run.record.get("seed")
+    runs_root = os.path.dirname(os.path.abspath(run.dir)) if run.dir is not None else None
+    key = (env_info, tuple(argv), cwd, sys.executable, seed, runs_root)
     last_key, last_text, last_id = _last_reproduce
     if last_key is not None and last_key[0] is env_info and last_key[1:] == key[1:]:
         return str(last_text).replace(last_id, run.id, 1)  # the header's run id comes before any argv or path
@@ -427,6 +432,9 @@ def _reproduce_script(run: Run, env_info: Environment) -> str:
         git=git_record.get("script") or git_record.get("cwd"),
         env={k: v for k, v in (env_info.record.get("env") or {}).items() if isinstance(v, str)},
         run_id=run.id,
+        seed=seed if isinstance(seed, int) else None,
+        diff_text=env_info.git_diff,
+        runs_root=runs_root,
     )
     _last_reproduce[:] = [key, script, run.id]
     return script

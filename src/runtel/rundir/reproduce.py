@@ -1,24 +1,33 @@
 """reproduce.sh: a bash script that re-runs a recorded run with the same argv, directory and variables.
 
 The script is text only (no file I/O here) so it can be tested by executing it. Every argument is
-shell-quoted, so spaces, quotes, ``$`` and newlines arrive in the re-run unchanged. Restoring the code
-state is left as commented commands: checking out a commit or applying a diff changes the user's
-working tree, which a script should not do on its own.
+shell-quoted, so spaces, quotes, ``$`` and newlines arrive in the re-run unchanged. When the git
+record names the repository (``toplevel``) and commit, the script restores the code state without
+touching the user's working tree: a ``git worktree`` at the commit in a temporary directory, with
+the saved git.diff applied, and the command runs there (``RUNTEL_REPRODUCE_IN_PLACE=1`` runs in the
+recorded directory as it is now instead). Without them it only prints the restore commands as hints.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from runtel.redaction import REDACTED
 
-__all__ = ("render_reproduce_script",)
+__all__ = ("SEED_ENV", "pin_seed", "render_reproduce_script")
+
+SEED_ENV: Final = "RUNTEL_SEED"
+_SEED_LINE_RE: Final = re.compile(r"^(?:export RUNTEL_SEED=.*|# RUNTEL_SEED: .*)$", re.MULTILINE)
+_NO_SEED_LINE: Final = "# RUNTEL_SEED: no seed recorded; generated seeds will differ"
 
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PYTHON_FLAGS: Final = frozenset({"-c", "-m"})
+_TRUNCATED_MARK: Final = "# runtel: diff truncated at "
 
 
 def _comment(text: str) -> str:
@@ -34,6 +43,9 @@ def render_reproduce_script(
     git: Mapping[str, Any] | None,
     env: Mapping[str, str],
     run_id: str,
+    seed: int | None = None,
+    diff_text: str | None = None,
+    runs_root: str | None = None,
 ) -> str:
     """The text of ``reproduce.sh`` for one run.
 
@@ -42,9 +54,13 @@ def render_reproduce_script(
             ``-m``/``-c``) is run with ``python_executable``.
         cwd: Directory the run started in.
         python_executable: Interpreter of the run (``python3`` when unknown).
-        git: The run's git record (``commit``, ``branch``, ``dirty``), or ``None``.
+        git: The run's git record (``commit``, ``branch``, ``dirty``, ``toplevel``), or ``None``.
         env: Variables to export (already filtered and redacted); redacted values are skipped.
         run_id: Id of the run, for the header.
+        seed: The run's recorded seed, exported as ``RUNTEL_SEED`` so generated seeds replay.
+        diff_text: The saved git.diff; a truncated or redacted one makes the worktree re-run refuse.
+        runs_root: Absolute folder of the run folders, exported as ``RUNTEL_DIR`` so a re-run in a
+            worktree is recorded next to the original.
 
     Example:
         >>> text = render_reproduce_script(argv=["train.py", "--lr", "0.1"], cwd="/work",
@@ -59,22 +75,16 @@ def render_reproduce_script(
         "set -euo pipefail",
         "",
     ]
-    if git:
-        commit = git.get("commit")
-        lines.append("# Code state of the run; to restore it, run from the repository root:")
-        if commit:
-            branch = git.get("branch")
-            lines.append(_comment(f"  git checkout {commit}" + (f"    # was on branch {branch}" if branch else "")))
-        else:
-            lines.append("#   (no commit recorded)")
-        if git.get("dirty"):
-            lines.append('#   git apply "$(dirname "$0")/git.diff"    # uncommitted changes, saved next to this script')
-        lines.append("")
-    lines.append(f"cd -- {shlex.quote(cwd)}")
+    worktree = _worktree_lines(git, cwd, diff_text)
+    if worktree is None:
+        lines.extend(_hint_lines(git))
+        lines.append(f"cd -- {shlex.quote(cwd)}")
+    else:
+        lines.extend(worktree)
     skipped: list[str] = []
     for name in sorted(env):
         value = env[name]
-        if not _ENV_NAME_RE.match(name):
+        if not _ENV_NAME_RE.match(name) or name == SEED_ENV or (runs_root and name == "RUNTEL_DIR"):
             continue
         if REDACTED in str(value):
             skipped.append(name)
@@ -82,13 +92,111 @@ def render_reproduce_script(
         lines.append(f"export {name}={shlex.quote(str(value))}")
     if skipped:
         lines.append(_comment(f"not exported (redacted): {', '.join(skipped)}"))
+    if runs_root:
+        lines.append(f"export RUNTEL_DIR={shlex.quote(runs_root)}")
+    lines.append(_seed_line(seed))
     lines.append("")
     if not argv:
         lines.append('echo "runtel: no command line was recorded for this run" >&2')
         lines.append("exit 1")
         return "\n".join(lines) + "\n"
-    command = [str(a) for a in argv]
-    if command[0].endswith(".py") or command[0] in _PYTHON_FLAGS:
-        command = [python_executable or "python3", *command]
-    lines.append("exec " + " ".join(shlex.quote(a) for a in command))
+    if Path(str(argv[0])).name.startswith("ipykernel_launcher"):
+        lines.append('echo "runtel: this run was a notebook kernel session, which cannot be re-run;'
+                     ' re-run the notebook itself" >&2')
+        lines.append("exit 1")
+        return "\n".join(lines) + "\n"
+    toplevel = str(git.get("toplevel") or "") if git and worktree is not None else ""
+    words = [_quote_arg(str(a), toplevel) for a in argv]  # the interpreter is not mapped: a venv is untracked
+    if str(argv[0]).endswith(".py") or argv[0] in _PYTHON_FLAGS:
+        words = [shlex.quote(python_executable or "python3"), *words]
+    lines.append("exec " + " ".join(words))
     return "\n".join(lines) + "\n"
+
+
+def _hint_lines(git: Mapping[str, Any] | None) -> list[str]:
+    """Commented restore commands, when the repository itself is not known."""
+    if not git:
+        return []
+    lines = ["# Code state of the run; to restore it, run from the repository root:"]
+    commit = git.get("commit")
+    if commit:
+        branch = git.get("branch")
+        lines.append(_comment(f"  git checkout {commit}" + (f"    # was on branch {branch}" if branch else "")))
+    else:
+        lines.append("#   (no commit recorded)")
+    if git.get("dirty"):
+        lines.append('#   git apply "$(dirname "$0")/git.diff"    # uncommitted changes, saved next to this script')
+    lines.append("")
+    return lines
+
+
+def _worktree_lines(git: Mapping[str, Any] | None, cwd: str, diff_text: str | None) -> list[str] | None:
+    """Bash that re-creates the code state in a temporary git worktree and cds there; ``None`` if unknown."""
+    if not git or not git.get("commit") or not git.get("toplevel"):
+        return None
+    toplevel, commit = str(git["toplevel"]), str(git["commit"])
+    rel = os.path.relpath(cwd, toplevel)
+    if rel.startswith(".."):
+        return None
+    in_place = f"cd -- {shlex.quote(cwd)}"
+    q_top, q_commit = shlex.quote(toplevel), shlex.quote(commit)
+    lines = [
+        _comment(f"Code state of the run: commit {commit}" + (" plus git.diff (saved next to this script)"
+                                                                if git.get("dirty") else "")),
+        "# re-created in a temporary git worktree (your checkout is not touched);",
+        "# RUNTEL_REPRODUCE_IN_PLACE=1 re-runs in the recorded directory as it is now instead.",
+        'if [ "${RUNTEL_REPRODUCE_IN_PLACE:-}" = 1 ]; then',
+        f"  {in_place}",
+        "else",
+    ]
+    if git.get("dirty"):
+        if diff_text is None or _TRUNCATED_MARK in diff_text or REDACTED in diff_text:
+            why = "was not saved" if diff_text is None else (
+                "was truncated" if _TRUNCATED_MARK in diff_text else "contains redacted credentials")
+            lines += [
+                f'  echo "runtel: the uncommitted diff {why}; cannot restore the code state'
+                ' (RUNTEL_REPRODUCE_IN_PLACE=1 re-runs in place)" >&2',
+                "  exit 1",
+            ]
+    lines += [
+        '  runtel_diff="$(cd "$(dirname "$0")" && pwd)/git.diff"',
+        '  runtel_work="$(mktemp -d "${TMPDIR:-/tmp}/runtel-reproduce-XXXXXX")/worktree"',
+        f'  git -C {q_top} worktree add -q --detach "$runtel_work" {q_commit} >&2',
+    ]
+    if git.get("dirty"):
+        lines.append('  git -C "$runtel_work" apply --whitespace=nowarn "$runtel_diff"')
+    lines += [
+        f'  echo "runtel: re-running in $runtel_work (remove it: git -C {_dq(toplevel)} worktree remove --force'
+        ' $runtel_work)" >&2',
+        f'  cd -- "$runtel_work"/{shlex.quote(rel)}',
+        "fi",
+    ]
+    return lines
+
+
+def _dq(text: str) -> str:
+    """``text`` safe inside a double-quoted bash string."""
+    return re.sub(r'([\\"$`])', r"\\\1", " ".join(text.splitlines()))
+
+
+def _quote_arg(arg: str, toplevel: str) -> str:
+    """One shell word; a path inside the repository points into the worktree (unless run in place)."""
+    prefix = toplevel.rstrip("/") + "/" if toplevel else ""
+    if prefix and arg.startswith(prefix):
+        rest = shlex.quote(arg[len(prefix):])
+        return f'"${{runtel_work:-{_dq(toplevel)}}}"/{rest}'
+    return shlex.quote(arg)
+
+
+def _seed_line(seed: int | None) -> str:
+    return _NO_SEED_LINE if seed is None else f"export {SEED_ENV}={int(seed)}"
+
+
+def pin_seed(script: str, seed: int) -> str:
+    """``script`` with its seed line exporting ``seed`` (a seed recorded after the script was written).
+
+    Example:
+        >>> pin_seed("cd /\\n# RUNTEL_SEED: no seed recorded; generated seeds will differ\\n", 7).splitlines()[1]
+        'export RUNTEL_SEED=7'
+    """
+    return _SEED_LINE_RE.sub(_seed_line(seed), script, count=1)

@@ -281,6 +281,7 @@ class RunRecord(TypedDict, total=False):
     attributes: dict[str, Any]
     metadata: dict[str, Any]
     seed: int | None
+    seed_libraries: list[str]  # the libraries the seed reached (one imported later was not seeded)
     argv: list[str] | None
     process: ProcessInfo
     environment: dict[str, Any]  # readers: reader.environment(record) is an Environment
@@ -474,7 +475,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "start_time_unix_nano": _nano, "end_time": _opt_str, "end_time_unix_nano": _opt_nano,
     "duration_s": _opt_num, "telemetry": _str, "runtel_version": _str, "trace_id": _str, "span_id": _str,
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
-    "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
+    "seed_libraries": _str_list, "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
     "output_dir": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
     "command_rusage": _dict,
 }
