@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -390,3 +391,21 @@ def test_reproduce_script_of_back_to_back_runs(rt: Settings, tmp_path: Path, mon
         pass
     text_d = (d.dir / "reproduce.sh").read_text()  # type: ignore[operator]
     assert f"cd -- {tmp_path}" in text_d and f"cd -- {tmp_path}" not in text_c
+
+
+def test_a_notebook_kernel_run_records_its_notebook_and_is_named_after_it(rt: Settings, tmp_path: Path) -> None:
+    """Under a Jupyter kernel (argv ipykernel_launcher, JPY_SESSION_NAME set) the run records the notebook
+    path and takes its name from it; reproduce.sh says a kernel session cannot be re-run."""
+    import runtel
+    from runtel.recording.lifecycle import RunSpan
+
+    notebook = str(tmp_path / "analysis" / "Explore Data.ipynb")
+    runtel.configure(dir=str(rt.dir), sampling=False, env={**os.environ, "JPY_SESSION_NAME": notebook})
+    argv = [str(tmp_path / "ipykernel_launcher.py"), "-f", "/tmp/kernel-123.json"]
+    with RunSpan(None, _argv=argv) as run:
+        pass
+    record = json.loads((run.dir / "run.json").read_text())
+    assert record["notebook"] == notebook
+    assert run.name == "Explore Data" and record["name"] == "Explore Data"
+    script = (run.dir / "reproduce.sh").read_text()
+    assert "notebook kernel session" in script and "cannot be re-run" in script

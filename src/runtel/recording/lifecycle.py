@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -53,10 +53,28 @@ if TYPE_CHECKING:
     from runtel.config import Settings
     from runtel.environment import Environment
 
-__all__ = ("NAME_MAX_LENGTH", "RunSpan", "run_span")
+__all__ = ("NAME_MAX_LENGTH", "RunSpan", "notebook_path", "run_span")
 
 #: run names longer than this are cut (the folder name takes the first 40 characters of the name)
 NAME_MAX_LENGTH = 256
+
+
+_KERNEL_LAUNCHERS = ("ipykernel_launcher", "ipykernel", "colab_kernel_launcher")
+
+
+def notebook_path(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """The notebook a kernel process runs, when the kernel knows it; None outside a notebook kernel.
+
+    Jupyter Server (2 and later) hands the kernel its notebook's path in ``JPY_SESSION_NAME``; VS Code
+    puts it in the user namespace as ``__vsc_ipynb_file__``. A kernel that was told neither leaves it
+    unknown (recorded as such: reproduce.sh and ``runtel reproduce`` say a kernel session cannot be
+    re-run either way).
+    """
+    launcher = Path(str(argv[0])).stem if argv else ""
+    if launcher not in _KERNEL_LAUNCHERS and "ipykernel" not in sys.modules:
+        return None
+    path = env.get("JPY_SESSION_NAME") or getattr(sys.modules.get("__main__"), "__vsc_ipynb_file__", None)
+    return str(path) if isinstance(path, str) and path else None
 
 
 class RunSpan:
@@ -140,7 +158,9 @@ class RunSpan:
     def _start(self) -> Run:
         settings = _sdk.settings()
         argv = list(sys.argv if self._argv is None else self._argv)
-        name = self._name or (Path(argv[0]).stem if argv and argv[0] not in ("", "-c") else "") or "run"
+        notebook = notebook_path(argv, settings.env)
+        name = (self._name or (Path(notebook).stem if notebook else "")
+                or (Path(argv[0]).stem if argv and argv[0] not in ("", "-c") else "") or "run")
         if _sdk.current_runtime() is None and not settings.disabled:
             _prefetch_git(argv, settings, self._telemetry)
         runtime = _sdk.get_runtime()
@@ -363,6 +383,9 @@ def _record_inputs(run: Run, spec: RunSpan, level: str, argv: list[str], env_inf
             attributes.update(user_attributes)
     redactor = run._redactor
     record["argv"] = (redactor.redact_argv(argv) if redactor is not None else argv) if level == "full" else None
+    notebook = notebook_path(argv, run._settings.env if run._settings is not None else os.environ)
+    if notebook and level == "full":
+        record["notebook"] = redactor.redact_text(notebook) if redactor is not None else notebook
     if env_info is not None:
         attributes.update(env_info.span)
         record["environment"] = env_info.record

@@ -292,6 +292,8 @@ class RunRecord(TypedDict, total=False):
     disks: list[dict[str, Any]]
     devices: list[dict[str, Any]]
     output_dir: str
+    #: the notebook a kernel session ran, when the kernel knew it (JPY_SESSION_NAME, VS Code)
+    notebook: str
     git_diff_file: str
     reproduce: str
     # written by `runtel run` about the wrapped command
@@ -476,7 +478,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "duration_s": _opt_num, "telemetry": _str, "runtel_version": _str, "trace_id": _str, "span_id": _str,
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
     "seed_libraries": _str_list, "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
-    "output_dir": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
+    "output_dir": _str, "notebook": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
     "command_rusage": _dict,
 }
 
