@@ -22,13 +22,27 @@ def _git(repo: Path, *args: str) -> None:
                    capture_output=True)
 
 
+def _second_venv(path: Path) -> Path:
+    """A real second virtual environment: this one's packages (by a .pth file) plus ``extra-package 1.2.3``,
+    installed as a distribution's metadata (what package inventories read), without pip or a download."""
+    subprocess.run([PY, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    site = next((path / "lib").glob("python3*/site-packages"))
+    ours = [p for p in sys.path if p.endswith("site-packages")] + [str(Path(__file__).resolve().parents[2] / "src")]
+    (site / "zz_parent_env.pth").write_text("\n".join(ours) + "\n")
+    dist = site / "extra_package-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-package\nVersion: 1.2.3\n")
+    (dist / "RECORD").write_text("")
+    return path / "bin" / "python"
+
+
 def _run_ids(runs: Path) -> list[str]:
     records = [json.loads((p / "run.json").read_text()) for p in runs.iterdir() if (p / "run.json").exists()]
     return [str(r["id"]) for r in sorted(records, key=lambda r: r["start_time_unix_nano"])]
 
 
 def test_diff_lists_config_package_and_commit(tmp_path: Path, clean_env: dict[str, str]) -> None:
-    """A changed nested config key, an added package and a new commit: those three rows and nothing else."""
+    """A changed nested config key, an added package (a real second venv) and a new commit: those three rows."""
     repo, runs = tmp_path / "repo", tmp_path / "runs"
     repo.mkdir()
     (repo / "job.py").write_text(JOB)
@@ -40,14 +54,10 @@ def test_diff_lists_config_package_and_commit(tmp_path: Path, clean_env: dict[st
     subprocess.run([PY, "job.py"], cwd=repo, env=env, check=True, timeout=60)
     (repo / "config.json").write_text(json.dumps({"optim": {"lr": 0.2, "momentum": 0.9}, "epochs": 3}))
     _git(repo, "commit", "-qam", "second")
-    subprocess.run([PY, "job.py"], cwd=repo, env=env, check=True, timeout=60)
+    second = _second_venv(tmp_path / "venv2")  # the same packages, plus one installed distribution
+    subprocess.run([str(second), "job.py"], cwd=repo, env=env, check=True, timeout=60)
     a, b = _run_ids(runs)
-    # The package change is faked: run B's run.json gets one more package (a second venv costs ~10 s).
-    record_b = runs / b / "run.json"
-    data = json.loads(record_b.read_text())
-    assert "extra-package" not in data["environment"]["packages"]
-    data["environment"]["packages"]["extra-package"] = "1.2.3"
-    record_b.write_text(json.dumps(data))
+    assert "extra-package" not in json.loads((runs / a / "run.json").read_text())["environment"]["packages"]
 
     out = subprocess.run([PY, "-m", "runtel", "diff", a, b, "--json"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout
