@@ -71,6 +71,8 @@ PACKAGES_COUNT: Final = "runtel.packages.count"
 PACKAGES_HASH: Final = "runtel.packages.hash"
 PARAM_PREFIX: Final = "runtel.param."
 RETURN_VALUE: Final = "runtel.return"
+#: set on a traced call whose capture was asked for but not taken (past ``capture_limit``)
+CAPTURE_SKIPPED: Final = "runtel.capture.skipped"
 USAGE_PREFIX: Final = "runtel.usage."
 ARTIFACT_EVENT: Final = "runtel.artifact"
 ARTIFACT_PREFIX: Final = "runtel.artifact."

@@ -165,3 +165,27 @@ def test_load_unknown_run(rt: object) -> None:
 
     with pytest.raises(RunNotFound):
         runtel.load("does-not-exist")
+
+
+def test_notebook_views_say_what_was_not_captured_and_render_html(rt: object) -> None:
+    """Calls past capture_limit read as not captured (not as calls without arguments); LoadedRun and a
+    stage render as escaped HTML tables; a SpanRecord's repr is one short line."""
+
+    @runtel.trace(capture=True, capture_limit=1, stage="eval")
+    def forward(x: int) -> int:
+        return x
+
+    with runtel.run_span("nb <b>") as run:
+        forward(1)
+        forward(2)
+        run.set_result(accuracy=0.5)
+    loaded = runtel.load(run)
+    first, second = loaded.stages["eval"]
+    assert first.captured and not first.capture_skipped and "x=1" in first.brief()
+    assert second.capture_skipped and "not captured (past capture_limit)" in second.brief()
+    assert "forward()" not in second.brief()
+    page = loaded._repr_html_()
+    assert "<table>" in page and "accuracy" in page and "nb &lt;b&gt;" in page and "nb <b>" not in page
+    assert "<table>" in loaded.stages["eval"]._repr_html_()
+    span_repr = repr(read_spans(run.dir)[0])
+    assert span_repr.startswith("SpanRecord(") and "\n" not in span_repr and len(span_repr) < 200

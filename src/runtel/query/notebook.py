@@ -19,6 +19,7 @@ in ``dir()`` for tab completion.
 
 from __future__ import annotations
 
+import html
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -153,6 +154,11 @@ class TraceCall(_Browsable):
         """Whether this call's arguments or return value were captured (``capture_limit`` stops capture)."""
         return bool(self.params) or self.has_return
 
+    @property
+    def capture_skipped(self) -> bool:
+        """True for a call whose capture was asked for but not taken: it came after ``capture_limit``."""
+        return bool(self.attributes.get(semconv.CAPTURE_SKIPPED))
+
     def _keys(self) -> list[str]:
         return [*self.params, "returned"]
 
@@ -166,10 +172,14 @@ class TraceCall(_Browsable):
         lines = [head] + [f"  {k} = {_fmt_value(v)}" for k, v in self.params.items()]
         if self.has_return:
             lines.append(f"  -> {_fmt_value(self.returned)}")
+        if self.capture_skipped:
+            lines.append("  (not captured: past capture_limit)")
         return "\n".join(lines)
 
     def brief(self) -> str:
         """One line: ``f(x=ndarray[3] float64, n=2) -> 5  0.120 ms``."""
+        if self.capture_skipped:  # not "forward()": that reads like a call without arguments
+            return f"{self.name}(…)  not captured (past capture_limit)  {self.duration_s * 1000:.3f} ms"
         args = ", ".join(f"{k}={_fmt_value(v, 40)}" for k, v in self.params.items())
         ret = f" -> {_fmt_value(self.returned, 40)}" if self.has_return else ""
         return f"{self.name}({args}){ret}  {self.duration_s * 1000:.3f} ms"
@@ -206,6 +216,14 @@ class TraceStage(_Browsable, Sequence[TraceCall]):
 
     def __iter__(self) -> Iterator[TraceCall]:
         return iter(self.calls)
+
+    def _repr_html_(self) -> str:
+        """The stage as a table of its calls, for notebooks (values escaped)."""
+        rows = "".join(f"<tr><td>{i}</td><td><code>{html.escape(c.brief())}</code></td></tr>"
+                       for i, c in enumerate(self.calls[:_REPR_CALLS]))
+        more = f"<p>… {len(self.calls) - _REPR_CALLS} more</p>" if len(self.calls) > _REPR_CALLS else ""
+        return (f"<b>stage {html.escape(self.name)}</b>: {len(self.calls)} call(s)"
+                f"<table><tr><th>#</th><th>call</th></tr>{rows}</table>{more}")
 
     def __repr__(self) -> str:
         lines = [f"stage {self.name!r}: {len(self.calls)} call(s)"]
@@ -293,6 +311,28 @@ class LoadedRun(_Browsable):
         if full is not None:
             return self.functions[full]
         raise KeyError(key)
+
+    def _repr_html_(self) -> str:
+        """The run's summary, results, stages and artifacts as HTML tables, for notebooks (values escaped)."""
+        def table(title: str, rows: Sequence[tuple[str, object]]) -> str:
+            if not rows:
+                return ""
+            body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt_value(v, 120))}</td></tr>"
+                           for k, v in rows)
+            return f"<h4>{html.escape(title)}</h4><table>{body}</table>"
+
+        record = self.record
+        summary = [("id", self.id), ("name", self.name), ("status", self.status),
+                   ("duration s", record.get("duration_s")), ("spans", len(self.spans)),
+                   ("traced calls", len(self.calls))]
+        results = record.get("results") or {}
+        final = results.get("final") if isinstance(results, Mapping) else None
+        result_rows = list(final.items()) if isinstance(final, Mapping) else []
+        stage_rows = [(name, f"{len(stage)} call(s)") for name, stage in self.stages.items()]
+        artifact_rows = [(name, a.get("path", "")) for name, a in self.artifacts.items()]
+        problems = "".join(f"<p>problem: {html.escape(p)}</p>" for p in self.problems)
+        return (table("run", summary) + table("results", result_rows) + table("stages", stage_rows)
+                + table("artifacts", artifact_rows) + problems)
 
     def __repr__(self) -> str:
         duration = self.record.get("duration_s")

@@ -281,7 +281,9 @@ class _Call:
                 from runtel.recording.seeding import record_seed  # deferred: runtel.recording.seeding (~0.9 ms)
 
                 record_seed(run, self.seed, overwrite=False)
-        if self.capture_this and opts.capture and opts.signature is not None:
+        if not self.capture_this and (opts.capture or opts.capture_return):
+            span.set_attribute(semconv.CAPTURE_SKIPPED, True)  # past capture_limit: say so, not "no arguments"
+        elif self.capture_this and opts.capture and opts.signature is not None:
             with guard("capture-args", "capture call arguments"):
                 from runtel.recording.capture import capture_call  # deferred: runtel.recording.capture (~0.7 ms)
 

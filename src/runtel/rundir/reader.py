@@ -410,7 +410,7 @@ def resolve_run(ref: str, root: Path) -> Path:
     raise RunNotFound(f"{ref!r} is ambiguous in {root}: {', '.join(matches[:5])}{' …' if len(matches) > 5 else ''}")
 
 
-@dataclass
+@dataclass(repr=False)
 class SpanRecord:
     """One span read back from spans.jsonl, with decoded attributes."""
 
@@ -430,6 +430,11 @@ class SpanRecord:
     def duration_s(self) -> float:
         """Wall-clock duration in seconds."""
         return max(0, self.end_ns - self.start_ns) / 1e9
+
+    def __repr__(self) -> str:  # one line: the attributes (often ~40 usage keys) are one attribute away
+        status = {0: "unset", 1: "ok", 2: "error"}.get(self.status_code, str(self.status_code))
+        return (f"SpanRecord({self.name!r}, {self.duration_s * 1000:.3f} ms, {len(self.attributes)} attributes, "
+                f"status {status}, span_id={self.span_id!r})")
 
 
 def _items(value: object) -> list[dict[str, Any]]:
