@@ -1,0 +1,105 @@
+"""``runtel report``: the HTML file opened in a real headless Chromium with the network shut off.
+
+Chromium comes from Debian (``make test`` installs it where it can). Without it the tests skip with
+the reason, except under ``CI=true``, where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+
+JOB = """
+import runtel, time
+for lr in (0.1, 0.2):
+    with runtel.run_span("train", config={"lr": lr}) as run:
+        for epoch in range(4):
+            with runtel.block("epoch", index=epoch):
+                t = time.time()
+                while time.time() - t < 0.25:
+                    pass
+            run.log(step=epoch, loss=lr / (epoch + 1))
+        run.set_result(accuracy=0.9 - lr)
+        print(run.id)
+"""
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing under CI=true: `make test` installs Debian's chromium as root")
+        pytest.skip("LOUD SKIP: no chromium on PATH (apt-get install chromium, or run `make test` as root)")
+    return path
+
+
+def _browser(html_file: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium as this machine runs it: no sandbox (root), no GPU, no network of any kind."""
+    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp / 'profile'}", "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", *extra, html_file.as_uri()]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    base = tmp_path_factory.mktemp("report")
+    env = {**os.environ, "RUNTEL_DIR": str(base / "runs"), "RUNTEL_SAMPLE_INTERVAL": "0.1",
+           "RUNTEL_METRIC_INTERVAL": "0.2"}
+    out = subprocess.run([PY, "-c", JOB], env=env, cwd=base, capture_output=True, text=True, timeout=120, check=True)
+    return base, out.stdout.split()
+
+
+def _report(base: Path, ids: list[str], name: str) -> Path:
+    target = base / name
+    subprocess.run([PY, "-m", "runtel", "report", *ids, "-o", str(target)], cwd=base, check=True, timeout=120,
+                   env={**os.environ, "RUNTEL_DIR": str(base / "runs")}, capture_output=True, text=True)
+    return target
+
+
+def _status(dom: str) -> dict[str, object]:
+    match = re.search(r'<pre id="report-status"[^>]*>(.*?)</pre>', dom, flags=re.S)
+    assert match, "the report's script did not run"
+    return dict(json.loads(match.group(1).replace("&quot;", '"')))
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+@pytest.mark.parametrize("which", ["one run", "comparison"])
+def test_report_renders_offline_in_chromium(which: str, two_runs: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """Charts exist with their series and points, the timeline has every span, no console error; screenshot."""
+    base, ids = two_runs
+    chosen = ids[:1] if which == "one run" else ids
+    page = _report(base, chosen, f"{which.replace(' ', '-')}.html")
+    text = page.read_text(encoding="utf-8")
+    assert "<script src" not in text and "<link" not in text  # everything inline
+    assert "default-src 'none'" in text  # and the page may not fetch anything
+    dom = _browser(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    status = _status(dom.stdout)
+    assert _console_errors(dom.stderr) == []
+    assert status["runs"] == len(chosen)
+    assert status["spans"] == 5 * len(chosen)  # the run span and four epochs each
+    charts, series, points = int(status["charts"]), list(status["series"]), list(status["points"])  # type: ignore[call-overload]
+    assert charts >= 6 * len(chosen) and len(series) == charts and all(s >= 1 for s in series)
+    assert max(points) >= 4, points  # metrics every 0.2 s over ~1 s, and the 4-step loss series
+    if which == "comparison":
+        assert "runtel.result.loss by step (overlaid)" in dom.stdout and series[0] == 2 and points[0] == 4
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"report-{which.replace(' ', '-')}.png"
+    taken = _browser(page, tmp_path, "--window-size=1300,2400", f"--screenshot={shot}")
+    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
