@@ -111,3 +111,18 @@ def test_compare_api_and_cli(rt: Settings, runs_dir: Path, capsys: pytest.Captur
                    "time (std)"):
         assert needle in text, needle
     assert text.index("n_estimators") < text.index("accuracy") < text.index("time (std)")
+
+
+def test_compare_renders_as_html_in_a_notebook(rt: Settings, runs_dir: Path) -> None:
+    """runtel.compare(...) is the plain dict and also renders its sections as escaped HTML tables."""
+    ids = []
+    for lr in (0.1, 0.2):
+        with runtel.run_span("t<b>", config={"lr": lr}) as run:
+            with runtel.block("epoch"):
+                pass
+            run.set_result(accuracy=1 - lr)
+        ids.append(run.id)
+    table = runtel.compare(*ids, dir=runs_dir)
+    assert isinstance(table, dict) and table["config"]
+    page = table._repr_html_()
+    assert "<table>" in page and "accuracy" in page and "epoch" in page and "t&lt;b&gt;" in page

@@ -14,6 +14,7 @@ prints the same data (``--json`` as it is).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -436,4 +437,36 @@ def compare(*runs: str | os.PathLike[str] | Any, stat: str | None = None,
         dir = _sdk.settings().dir
     root = Path(dir)
     refs = [os.fspath(r) if isinstance(r, (str, os.PathLike)) else os.fspath(r.dir) for r in runs]
-    return compare_runs([load_run(ref, root) for ref in refs], stat)
+    return Comparison(compare_runs([load_run(ref, root) for ref in refs], stat))
+
+
+class Comparison(dict[str, Any]):
+    """What :func:`compare` returns: the plain data (a dict), which a notebook shows as HTML tables."""
+
+    def _repr_html_(self) -> str:
+        """Runs, then every section that differs (config, results, environment), then the block table."""
+        import html  # deferred: html (~0.3 ms), only when a notebook renders the comparison
+
+        def cell(value: Any) -> str:
+            text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value)
+            return f"<td>{html.escape(text if len(text) <= 120 else text[:119] + '…')}</td>"
+
+        def table(title: str, rows: Sequence[Mapping[str, Any]]) -> str:
+            if not rows:
+                return ""
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+            body = "".join("<tr>" + "".join(cell(row.get(c, "")) for c in columns) + "</tr>" for row in rows)
+            return f"<h4>{html.escape(title)}</h4><table><tr>{head}</tr>{body}</table>"
+
+        parts = [table("runs", self.get("runs") or [])]
+        for section in ("config", "results", "environment"):
+            value = self.get(section)
+            rows = value if isinstance(value, list) else [{"key": k, "values": v} for k, v in (value or {}).items()]
+            parts.append(table(section, [r if isinstance(r, Mapping) else {"value": r} for r in rows]))
+        blocks = [{"block": "  " * int(b.get("depth") or 0) + str(b.get("name")),
+                   **{key: m.get("values") for key, m in (b.get("metrics") or {}).items() if isinstance(m, Mapping)}}
+                  for b in self.get("blocks") or [] if isinstance(b, Mapping)]
+        parts.append(table(f"blocks (stat: {self.get('stat') or 'default'})", blocks))
+        parts += [f"<p>problem: {html.escape(str(p))}</p>" for p in self.get("problems") or []]
+        return "".join(parts)
