@@ -259,3 +259,26 @@ def test_retryable_statuses_are_reported_as_such(status: int, clean_env: dict[st
     else:
         assert f"failed (HTTP {status} " in lines[0] and "retryable" in lines[0], lines[0]
     assert_run_folder_complete(run_dir)
+
+
+SERIES_CHILD = """
+import runtel
+with runtel.run_span("series-job") as run:
+    for step in range(3):
+        run.log(step=step, loss=1.0 / (step + 1))
+print(run.dir)
+"""
+
+
+def test_run_log_series_reach_the_collector(receiver: Receiver, clean_env: dict[str, str], tmp_path: Path) -> None:
+    """run.log points go to OTLP as gauges carrying the run id and step, as they go to metrics.jsonl."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "true", "RUNTEL_GPU": "none",
+           "RUNTEL_EXPORTERS": "json,otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("http/protobuf")}
+    proc = subprocess.run([sys.executable, "-c", SERIES_CHILD], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_id = read_record(Path(proc.stdout.split()[0]))["id"]
+    assert "runtel.result.loss" in local_metric_names(Path(proc.stdout.split()[0]))
+    assert receiver.wait_for(lambda: "runtel.result.loss" in {m.name for m in receiver.metrics(run_id)}), \
+        receiver.text()[-3000:]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from runtel._guard import guard, log_once
@@ -113,6 +113,9 @@ class RunMetrics:
         self._start_ns = start_ns
         self._lock = threading.Lock()
         self._export_lock = threading.Lock()
+        #: gauge points the run logged itself (run.log series) waiting for the next export: (name, attributes,
+        #: time, value); the run folder already has them, written by the run when it logged them
+        self._pending: list[tuple[str, Mapping[str, Any], int, float]] = []
         # per exporter with delta preference: series -> (previous value, previous time)
         self._previous: dict[int, dict[tuple[str, frozenset[Any]], tuple[float, int]]] = {}
 
@@ -135,28 +138,36 @@ class RunMetrics:
             _observing.run_ids = ()
         return observed
 
-    def collect(self, timeout_millis: float = 10_000) -> None:
+    def add_gauges(self, points: Iterable[tuple[str, Mapping[str, Any], int, float]]) -> None:
+        """Points to send to the OTLP exporters with the next collection (nothing to do without one)."""
+        if self._exporters:
+            with self._lock:
+                self._pending.extend(points)
+
+    def collect(self, timeout_millis: float = 10_000, *, observe: bool = True) -> None:
         """Observe now, append to the run folder and export; failures are logged once, never raised.
 
         The run folder's line is written under a short lock. The export waits for an earlier export
         still in progress (exporters are never called concurrently) no longer than ``timeout_millis``:
         with a collector that never answers, the final collection of a run is bounded like the rest of
         its end, and a skipped export is reported once (cumulative sums catch up at the next one).
+        ``observe=False`` sends only the points the run logged itself (``run.log`` series), without a sample.
         """
         deadline = time.monotonic() + timeout_millis / 1000
         with self._lock:
-            observed = self._observe()
-            if not observed:
+            observed = self._observe() if observe else []
+            pending, self._pending = self._pending, []
+            if not observed and not pending:
                 return
             now = time.time_ns()
             target = self._json_file() if self._json_file is not None else None
-            if target is not None:
+            if target is not None and observed:
                 with guard("metric-write", "write metrics to the run folder"):
                     target.write(self._line(observed, now))
             payloads = []
             for exporter in self._exporters:
                 with guard("metric-export", "export metrics"):
-                    payloads.append((exporter, self._metrics_data(exporter, observed, now)))
+                    payloads.append((exporter, self._metrics_data(exporter, observed, now, pending)))
         if not payloads:
             return
         if not self._export_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -185,7 +196,7 @@ class RunMetrics:
         ))
 
     def _metrics_data(self, exporter: MetricExporter, observed: list[tuple[Instrument, list[Any]]],
-                      now: int) -> MetricsData:
+                      now: int, pending: Sequence[tuple[str, Mapping[str, Any], int, float]] = ()) -> MetricsData:
         from opentelemetry.sdk.metrics import (  # deferred: the OTel SDK, loaded with the first run (~35 ms)
             ObservableCounter,
             ObservableUpDownCounter,
@@ -228,6 +239,12 @@ class RunMetrics:
                            is_monotonic=instrument.kind == COUNTER)
             metrics.append(Metric(name=instrument.name, description=instrument.description, unit=instrument.unit,
                                   data=data))
+        by_name: dict[str, list[NumberDataPoint]] = {}
+        for name, attributes, time_ns, value in pending:
+            by_name.setdefault(name, []).append(NumberDataPoint(attributes=dict(attributes), start_time_unix_nano=0,
+                                                                time_unix_nano=time_ns, value=value))
+        metrics.extend(Metric(name=name, description="", unit="", data=Gauge(data_points=points))
+                       for name, points in by_name.items())
         scope_metrics = ScopeMetrics(scope=self._scope, metrics=metrics, schema_url=self._scope.schema_url or "")
         return MetricsData(resource_metrics=[ResourceMetrics(resource=self._resource, scope_metrics=[scope_metrics],
                                                              schema_url=self._resource.schema_url or "")])

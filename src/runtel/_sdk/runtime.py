@@ -339,6 +339,8 @@ class Runtime:
                 # than a pre-run measurement stamped with the run's id and end time.
                 if self.monitor is not None and self.monitor.measured_since(run.start_time_ns):
                     metrics.collect(left_ms())
+                else:
+                    metrics.collect(left_ms(), observe=False)  # only what the run logged itself (run.log)
                 metrics.shutdown(timeout_millis=left_ms())
 
     @property

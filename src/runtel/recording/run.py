@@ -299,6 +299,9 @@ class Run(LineageMixin):
             (semconv.RESULT_PREFIX + name, "", "", "gauge", False, [(attributes, 0, now, value)])
             for name, value in points
         )))
+        metrics = runtime.run_metrics.get(self.id)
+        if metrics is not None:  # with OTLP opted in, the series reach the collector with the next collection
+            metrics.add_gauges((semconv.RESULT_PREFIX + name, attributes, now, float(value)) for name, value in points)
 
     def set_outcome(self, status: str, *, error_type: str = "", message: str = "") -> None:
         """Decide the run's final status without raising (e.g. a wrapped command's exit code).
