@@ -333,3 +333,13 @@ def test_version_answers_without_building_the_parser(clean_env: dict[str, str], 
     assert proc.returncode == 0, proc.stderr
     version_line, result = proc.stdout.splitlines()
     assert version_line.startswith("runtel ") and result == "0 []"
+
+
+def test_errors_are_json_on_stdout_under_json(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """With --json, a failing command still prints JSON on stdout (the error), besides its stderr line."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = runtel_cli(["show", "no-such-run", "--json"], env, tmp_path)
+    assert proc.returncode == 1
+    assert "runtel: error:" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["type"] == "RunNotFound" and "no-such-run" in out["error"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -114,5 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         text = str(exc) if isinstance(exc, RuntelError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
         hint = "" if isinstance(exc, RuntelError) or args.debug else " (runtel --debug shows the traceback)"
-        sys.stderr.write(f"runtel: error: {' '.join(text.split())[:2000]}{hint}\n")
+        message = " ".join(text.split())[:2000]
+        sys.stderr.write(f"runtel: error: {message}{hint}\n")
+        if getattr(args, "json", False):  # a machine reading stdout gets the error as JSON, not an empty page
+            sys.stdout.write(json.dumps({"error": message, "type": type(exc).__name__,
+                                         "problems": list(_problems)}) + "\n")
         return 1
