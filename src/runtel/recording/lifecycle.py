@@ -135,7 +135,7 @@ class RunSpan:
         # the event loop so a slow disk or collector never stalls other tasks.
         run.end(exc, context_token=token)
         try:
-            import anyio  # deferred: anyio, only when the sampler starts (~2 ms)
+            import anyio  # deferred: anyio (~2 ms), only when an `async with` run ends
 
             await anyio.to_thread.run_sync(run.close)
         except Exception:

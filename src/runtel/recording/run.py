@@ -414,17 +414,19 @@ class Run(LineageMixin):
             self._write_pending = True
             return
         self._last_write, self._write_pending = now, False
+        clean: dict[str, Any] = {}
         with guard(f"record:{self.dir}", f"write the run record in {self.dir}"):
+            clean = self._redacted_record()  # once per write, for run.json and every copy
             if self._record_writer is None:
                 self._record_writer = RecordWriter(self.dir / RECORD_FILE)
-            if not self._record_writer.write(self._redacted_record()):  # reported; the file keeps its last record
+            if not self._record_writer.write(clean):  # reported; the file keeps its last record
                 self._write_pending = True  # the next update tries again
-        for out in self._output_dirs:
+        for out in self._output_dirs if clean else ():
             with guard(f"record:{out}", f"write the run record into {out}"):
                 target = out / f"runtel-{self.id}.json"
                 try:
                     out.mkdir(parents=True, exist_ok=True)
-                    atomic_write_json(target, self._redacted_record())
+                    atomic_write_json(target, clean)
                 except OSError as exc:  # a full or failing disk: one line, the copy keeps its last record
                     report_write_error(target, exc, "a copy of the run record")
 
