@@ -339,8 +339,9 @@ def test_run_metrics_writes_one_cumulative_line_per_collect(tmp_path: Path) -> N
             assert int(point["timeUnixNano"]) > START_NS
             assert attributes_from_otlp(point["attributes"]) == {"runtel.run.id": "run-a"}
         ((point,),) = [line["test.gauge"]["gauge"]["dataPoints"]]
-        assert point["startTimeUnixNano"] == "0" and point["asDouble"] == gauge
+        assert "startTimeUnixNano" not in point and point["asDouble"] == gauge  # a gauge has no start (proto3: 0)
     assert lines[0]["test.counter"]["unit"] == "s" and lines[0]["test.counter"]["description"] == "a counter"
+    assert "description" not in lines[1]["test.counter"], "a metric's description is written with its first point"
     times = [int(line["test.counter"]["sum"]["dataPoints"][0]["timeUnixNano"]) for line in lines]
     assert times[0] < times[1]
 

@@ -33,17 +33,20 @@ from runtel import _propagation, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.config import Settings, settings_env
+from runtel.exporters.prometheus import metrics_exporter_names, start_endpoint
 from runtel.rundir.writer import RunSinks, set_shared
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+    from runtel._sdk.bridge import MeterBridge
     from runtel._sdk.metrics import Instrument, MetricTicker, RunMetrics
     from runtel._sdk.scrub import Scrubber
     from runtel._sdk.tracing import RunProcessor
     from runtel.environment import Environment
     from runtel.exporters.jsonl import JsonlSpanExporter
+    from runtel.exporters.prometheus import PrometheusEndpoint
     from runtel.redaction import Redactor
     from runtel.rundir.writer import RunSinks
     from runtel.sampling.monitor import Monitor
@@ -113,6 +116,11 @@ class Runtime:
         #: when the network export of the last run to end must be over (bounds the exit hook's wait)
         self._export_deadline: float | None = None
         self.monitor: Monitor | None = None
+        #: the Prometheus pull endpoint (OTEL_METRICS_EXPORTER=prometheus), started with the first run
+        self.prometheus: PrometheusEndpoint | None = None
+        self._prometheus_tried = False
+        #: set once runtel's instruments were attached to an SDK MeterProvider (see _sdk/bridge.py)
+        self._bridge: MeterBridge | None = None
         self._redactor: Redactor | None = None
         self._scrubber: Scrubber | None = None
         self.open_runs: dict[str, OpenRun] = {}
@@ -267,7 +275,15 @@ class Runtime:
         _, instruments, scope = self._instruments
         resource = self.scrubber.resource(self.provider.resource if self.provider is not None else Resource.create({}))
         return RunMetrics(instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
-                          start_ns=run.start_time_ns, run_ids=(run.id,))
+                          start_ns=run.start_time_ns, run_ids=(run.id,), file_resource=self.run_resource(run.id))
+
+    def run_resource(self, run_id: str) -> Any:
+        """The Resource of a run folder's metrics.jsonl: the provider's, plus ``runtel.run.id`` (the same for
+        every point of the file, so stated once per line instead of on every point; docs/metrics.md)."""
+        from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run (~15 ms)
+
+        base = self.scrubber.resource(self.provider.resource if self.provider is not None else Resource.create({}))
+        return Resource({**base.attributes, semconv.RUN_ID: run_id}, base.schema_url)
 
     def prepare_monitor(self) -> None:
         """Open (not start) the resource sampler, so the GPU inventory is known before the first run."""
@@ -306,6 +322,37 @@ class Runtime:
         if monitor is not None and monitor.enabled:
             with guard("run-metrics", "set up the run's metrics"):
                 self.run_metrics[run.id] = self._open_run_metrics(run, monitor)
+        with guard("meter-bridge", "expose runtel's metrics to a MeterProvider"):
+            self._attach_meter_providers()
+
+    def _attach_meter_providers(self) -> None:
+        """runtel's instruments on the Prometheus endpoint's provider and the application's SDK MeterProvider.
+
+        Checked at every run start (a dict look-up without either), so a provider the application sets
+        up between runs is fed from its next run on.
+        """
+        if not self._prometheus_tried and "prometheus" in metrics_exporter_names(self.settings.env):
+            self._prometheus_tried = True
+            from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run
+
+            base = self.provider.resource if self.provider is not None else Resource.create({})
+            self.prometheus = start_endpoint(self.settings.env, self.scrubber.resource(base))
+        from runtel._sdk.bridge import application_meter_provider  # deferred: runtel._sdk.bridge (~1 ms)
+
+        ours = [self.prometheus.provider] if self.prometheus is not None else []
+        providers = [*ours, application_meter_provider(ours)]
+        providers = [p for p in providers if p is not None]
+        if providers:
+            from runtel._sdk.bridge import BRIDGE  # deferred: runtel._sdk.bridge, loaded just above
+
+            self._bridge = BRIDGE
+            for provider in providers:
+                BRIDGE.attach(provider, self)
+
+    def series_logged(self, run_id: str, points: Sequence[tuple[str, float]]) -> None:
+        """A run's ``run.log`` points, for the MeterProviders runtel feeds (nothing to do without one)."""
+        if self._bridge is not None:
+            self._bridge.log(run_id, points)
 
     def flush_run(self, run: OpenRun) -> None:
         """Export everything the run produced: its spans, then a final metric collection.
@@ -338,7 +385,7 @@ class Runtime:
                 # sample, see Monitor.edge_sample), the run measured nothing of its own: no line, rather
                 # than a pre-run measurement stamped with the run's id and end time.
                 if self.monitor is not None and self.monitor.measured_since(run.start_time_ns):
-                    metrics.collect(left_ms())
+                    metrics.collect(left_ms(), complete=True)  # every series' last value, changed or not
                 else:
                     metrics.collect(left_ms(), observe=False)  # only what the run logged itself (run.log)
                 metrics.shutdown(timeout_millis=left_ms())
@@ -381,6 +428,8 @@ class Runtime:
                 self._roots.remove(run)
             self._set_process_run()
             self.sinks.close(run.id)
+            if self._bridge is not None:
+                self._bridge.run_closed(run.id)
             if not self.open_runs:
                 # Sampling lingers a couple of seconds (see _stop_if_idle): back-to-back runs reuse it.
                 self._idle_since = time.monotonic()
@@ -427,7 +476,12 @@ class Runtime:
         jobs.extend(p.shutdown for p in self.span_processors if p not in local)
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
+        if self.prometheus is not None:
+            jobs.append(self.prometheus.shutdown)
         _run_bounded(jobs, timeout, quiet=cut)
+        if self._bridge is not None and self._bridge.runtime is self:
+            self._bridge.runtime = None
+        self.prometheus = None
         with guard("propagate-reset", "restore the environment"):
             _propagation.set_process_carrier(None)
         self.span_processors = []
