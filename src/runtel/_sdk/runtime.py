@@ -131,6 +131,8 @@ class Runtime:
         self._lock = threading.RLock()
         self._built = False
         self._pid = os.getpid()
+        #: the global TracerProvider when tracing was built (a different one later is a late provider)
+        self._global_provider: object = None
 
     @property
     def redactor(self) -> Redactor:
@@ -196,9 +198,10 @@ class Runtime:
         from runtel.exporters.jsonl import JsonlSpanExporter  # deferred: runtel.exporters.jsonl (~24 ms)
 
         current = trace.get_tracer_provider()
-        if isinstance(current, TracerProvider):
-            provider = current  # the application's own SDK: add to it, never replace it
-            self.owns_provider = current in _created
+        adopted = _sdk_provider(current)
+        if adopted is not None:
+            provider = adopted  # the application's own SDK (or logfire's): add to it, never replace it
+            self.owns_provider = adopted in _created
         else:
             # Redacted once here (OTEL_RESOURCE_ATTRIBUTES is merged in by create): spans and metrics share it.
             resource = self.scrubber.resource(Resource.create(self._resource_attributes(run_name)))
@@ -208,7 +211,9 @@ class Runtime:
             self.owns_provider = True
             if isinstance(current, trace.ProxyTracerProvider):
                 trace.set_tracer_provider(provider)
+                _watch_late_providers()
         self.provider = provider
+        self._global_provider = trace.get_tracer_provider()
         router = _attached.get(provider)
         if router is None:
             router = RunProcessor()
@@ -324,6 +329,11 @@ class Runtime:
                 self.run_metrics[run.id] = self._open_run_metrics(run, monitor)
         with guard("meter-bridge", "expose runtel's metrics to a MeterProvider"):
             self._attach_meter_providers()
+        if self._built and trace.get_tracer_provider() is not self._global_provider:
+            current = trace.get_tracer_provider()
+            inner = getattr(current, "provider", current)
+            if inner not in _attached:
+                log_once("late-tracer-provider", LATE_PROVIDER)
 
     def _attach_meter_providers(self) -> None:
         """runtel's instruments on the Prometheus endpoint's provider and the application's SDK MeterProvider.
@@ -547,6 +557,48 @@ class Runtime:
             if retire:
                 with guard("batch-retire", "stop the batch span processor"):
                     old.shutdown()
+
+
+#: the one-time warning for a TracerProvider set up after runtel's first run (it says what to do)
+LATE_PROVIDER = ("runtel: a TracerProvider was set up after runtel's first run, so its spans do not reach the run "
+                 "folder and runtel's spans do not reach its exporters. Set up your TracerProvider (or call "
+                 "logfire.configure()) before runtel's first run_span: runtel then adds its "
+                 "processor to it and both record one trace (docs/jaeger-grafana.md, \"logfire\").")
+
+
+def _sdk_provider(current: object) -> TracerProvider | None:
+    """The SDK ``TracerProvider`` behind the global one: itself, or the one a wrapper delegates to.
+
+    logfire installs its own ``ProxyTracerProvider`` (an API provider, re-assignable) over an SDK
+    provider it keeps in the public ``provider`` attribute; runtel's processor goes on that one, so
+    logfire's and runtel's spans share processors: one trace, in the run folder and in logfire's exporters.
+    """
+    from opentelemetry.sdk.trace import TracerProvider  # deferred: the OTel SDK, loaded with the first run (~23 ms)
+
+    if isinstance(current, TracerProvider):
+        return current
+    inner = getattr(current, "provider", None)
+    return inner if isinstance(inner, TracerProvider) else None
+
+
+class _LateProviderFilter(logging.Filter):
+    """Sees the OTel API refuse a second global TracerProvider (runtel's is set): runtel says what to do, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Overriding of current TracerProvider"):
+            log_once("late-tracer-provider", LATE_PROVIDER)
+        return True
+
+
+_late_filter: _LateProviderFilter | None = None
+
+
+def _watch_late_providers() -> None:
+    """Install :class:`_LateProviderFilter` on the OTel API's trace logger (once per process)."""
+    global _late_filter
+    if _late_filter is None:
+        _late_filter = _LateProviderFilter()
+        logging.getLogger("opentelemetry.trace").addFilter(_late_filter)
 
 
 _lossless: Any = None
