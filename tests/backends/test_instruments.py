@@ -346,6 +346,46 @@ def test_run_metrics_writes_one_cumulative_line_per_collect(tmp_path: Path) -> N
     assert times[0] < times[1]
 
 
+def test_run_folder_lines_are_compact_and_read_back_the_same_series(tmp_path: Path) -> None:
+    """metrics.jsonl (docs/metrics.md, "Encoding"): the run id once per line on the Resource, a point only for a
+    changed value (no line at all when nothing changed), every series in the first and the final (complete) line;
+    stepping through the lines gives back every observed value. The OTLP exporter still gets every point with its
+    run id."""
+    from runtel.rundir.otlp_json import run_id_on_points
+
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([5, 5, 8, 8])], unit="s", description="a counter")
+    meter.create_observable_gauge("test.gauge", [observing([0.5, 0.5, 0.5, 0.5])], unit="1")
+    path = tmp_path / "metrics.jsonl"
+    target = LineFile(path)
+    exporter = RecordingExporter()
+    file_resource = Resource({**RESOURCE.attributes, semconv.RUN_ID: "run-a"})
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[exporter], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS, run_ids=("run-a",), file_resource=file_resource)
+    for i in range(4):
+        run_metrics.collect(complete=i == 3)
+    raw = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert len(raw) == 3, "the unchanged second collection writes no line"
+    lines = metric_lines(path)
+    assert [sorted(line) for line in lines] == [["test.counter", "test.gauge"], ["test.counter"],
+                                                 ["test.counter", "test.gauge"]]
+    assert [line["test.counter"]["sum"]["dataPoints"][0]["asInt"] for line in lines] == ["5", "8", "8"]
+    for message in raw:
+        resource = attributes_from_otlp(message["resourceMetrics"][0]["resource"]["attributes"])
+        assert resource == {"service.name": "trainer", semconv.RUN_ID: "run-a"}
+        for metric in message["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]:
+            for point in (metric.get("sum") or metric["gauge"])["dataPoints"]:
+                assert point["attributes"] == []
+    replayed = run_id_on_points(raw[0])
+    assert "runtel.run.id" not in str(replayed["resourceMetrics"][0]["resource"])
+    point = replayed["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"][0]
+    assert attributes_from_otlp(point["attributes"]) == {semconv.RUN_ID: "run-a"}
+    assert len(exporter.received) == 4
+    assert all(dict(p.attributes) == {semconv.RUN_ID: "run-a"} for data in exporter.received
+               for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+               for p in m.data.data_points)
+
+
 def test_shared_instruments_observe_each_runs_own_id(tmp_path: Path) -> None:
     """Instruments registered once (the runtime does this per sampler) with observed_run_ids: two runs' collectors,
     even collecting at the same time in two threads, each write only their own run id; outside a collection

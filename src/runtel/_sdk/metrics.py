@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ("Instrument", "MetricTicker", "RecordingMeter", "RunMetrics", "observed_run_ids")
 
+#: a metrics.jsonl line holds every series at least this often (else only changed values): under the 5 minutes
+#: after which Prometheus drops a series without samples, so a replayed run has no gaps
+COMPLETE_EVERY_NS: Final = 240 * 10**9
+
 #: instrument kinds (the OTel API's observable instruments)
 COUNTER: Final = "counter"
 UP_DOWN_COUNTER: Final = "up_down_counter"
@@ -99,7 +103,8 @@ class RunMetrics:
     "Encoding"): the run id, the same for every point of the file, is a Resource attribute there
     (``file_resource``) instead of a point attribute; a series gets a point only when its value
     changed since the last point the file has of it, except in the run's first and final
-    (``complete=True``) collections, which have every series; a metric's description is written
+    (``complete=True``) collections and every :data:`COMPLETE_EVERY_NS`, which have every series; a
+    metric's description is written
     with its first point only. OTLP exporters get the SDK's ``MetricsData``, every point with its run id. Sums
     are cumulative from the run's start, or deltas since the previous collection for an OTLP exporter
     that prefers delta temporality (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``, resolved when
@@ -118,6 +123,7 @@ class RunMetrics:
         #: series -> value of the last point written to the run folder; metric names written with a description
         self._written: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
         self._described: set[str] = set()
+        self._complete_at = 0  # time of the last line with every series (0: none yet)
         self._json_file = json_file
         self._exporters = tuple(exporters)
         self._resource = resource
@@ -201,7 +207,9 @@ class RunMetrics:
         start = self._start_ns
         run_id = self._file_run_id
         written = self._written
-        complete = complete or not written
+        complete = complete or not written or now - self._complete_at >= COMPLETE_EVERY_NS
+        if complete:
+            self._complete_at = now
         metrics = []
         for instrument, points in observed:
             kept = []
