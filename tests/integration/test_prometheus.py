@@ -232,3 +232,27 @@ def test_the_applications_meter_provider_sees_runtels_instruments(tmp_path: Path
            if p.get("runtel.memory.kind") == "rss" and p["runtel.process.scope"] == "main"]
     assert rss and rss[0]["value"] > 1e6
     assert not any(result["after"].get(name) for name in during), "a closed run's series must end"
+
+
+def test_a_port_in_use_warns_once_and_the_run_goes_on(runs_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Another server holds the port: the run completes, one warning names the address and the variable."""
+    import logging
+
+    import runtel
+    from runtel.testing import isolated
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+        with caplog.at_level(logging.WARNING, logger="runtel"), isolated(runs_dir, sampling=False):
+            for _ in range(2):
+                with runtel.run_span("busy-port") as run:
+                    pass
+                assert json.loads((Path(run.dir) / "run.json").read_text())["status"] == "ok"
+    warnings = [r.getMessage() for r in caplog.records if "could not serve Prometheus" in r.getMessage()]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0] and "OTEL_EXPORTER_PROMETHEUS_PORT" in warnings[0]

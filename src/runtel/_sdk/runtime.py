@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -347,6 +348,8 @@ class Runtime:
 
             base = self.provider.resource if self.provider is not None else Resource.create({})
             self.prometheus = start_endpoint(self.settings.env, self.scrubber.resource(base))
+        if self.prometheus is None and "opentelemetry.sdk.metrics" not in sys.modules:
+            return  # no SDK MeterProvider can exist: nothing to feed (the common case costs this look-up)
         from runtel._sdk.bridge import application_meter_provider  # deferred: runtel._sdk.bridge (~1 ms)
 
         ours = [self.prometheus.provider] if self.prometheus is not None else []
@@ -359,10 +362,11 @@ class Runtime:
             for provider in providers:
                 BRIDGE.attach(provider, self)
 
-    def series_logged(self, run_id: str, points: Sequence[tuple[str, float]]) -> None:
-        """A run's ``run.log`` points, for the MeterProviders runtel feeds (nothing to do without one)."""
+    def series_logged(self, run_id: str, points: Sequence[tuple[str, float | int]]) -> None:
+        """A run's ``run.log`` points (series name without its prefix, value), for the MeterProviders runtel
+        feeds (nothing to do without one)."""
         if self._bridge is not None:
-            self._bridge.log(run_id, points)
+            self._bridge.log(run_id, [(semconv.RESULT_PREFIX + name, float(value)) for name, value in points])
 
     def flush_run(self, run: OpenRun) -> None:
         """Export everything the run produced: its spans, then a final metric collection.

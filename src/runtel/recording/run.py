@@ -294,7 +294,7 @@ class Run(LineageMixin):
             (semconv.RESULT_PREFIX + name, "", "", "gauge", False, [(attributes, 0, now, value)])
             for name, value in points
         )))
-        runtime.series_logged(self.id, [(semconv.RESULT_PREFIX + name, float(value)) for name, value in points])
+        runtime.series_logged(self.id, points)
         metrics = runtime.run_metrics.get(self.id)
         if metrics is not None:  # with OTLP opted in, the series reach the collector with the next collection
             exported = {semconv.RUN_ID: self.id, **attributes}  # a collector gets the run id on each point
