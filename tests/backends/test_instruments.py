@@ -386,6 +386,24 @@ def test_run_folder_lines_are_compact_and_read_back_the_same_series(tmp_path: Pa
                for p in m.data.data_points)
 
 
+def test_a_new_file_segment_starts_with_every_series(tmp_path: Path) -> None:
+    """After new_segment() (a rotated file) the next line holds every series and its description again."""
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([5, 5, 5])], unit="s", description="a counter")
+    meter.create_observable_gauge("test.gauge", [observing([0.5, 0.75, 0.75])], unit="1")
+    target = LineFile(tmp_path / "metrics.jsonl")
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS, run_ids=("run-a",))
+    run_metrics.collect()
+    run_metrics.collect()
+    run_metrics.new_segment()
+    run_metrics.collect()
+    lines = metric_lines(tmp_path / "metrics.jsonl")
+    assert [sorted(line) for line in lines] == [["test.counter", "test.gauge"], ["test.gauge"],
+                                                 ["test.counter", "test.gauge"]]
+    assert lines[2]["test.counter"]["description"] == "a counter"
+
+
 def test_shared_instruments_observe_each_runs_own_id(tmp_path: Path) -> None:
     """Instruments registered once (the runtime does this per sampler) with observed_run_ids: two runs' collectors,
     even collecting at the same time in two threads, each write only their own run id; outside a collection

@@ -156,6 +156,13 @@ class RunMetrics:
             _observing.run_ids = ()
         return observed
 
+    def new_segment(self) -> None:
+        """The run folder's file starts afresh (e.g. a size-based rotation): its next line holds every series and
+        description again, so each file segment reads back on its own."""
+        with self._lock:
+            self._written.clear()
+            self._described.clear()
+
     def add_gauges(self, points: Iterable[tuple[str, Mapping[str, Any], int, float]]) -> None:
         """Points to send to the OTLP exporters with the next collection (nothing to do without one)."""
         if self._exporters:

@@ -344,10 +344,14 @@ class Runtime:
         """
         if not self._prometheus_tried and "prometheus" in metrics_exporter_names(self.settings.env):
             self._prometheus_tried = True
-            from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run
+            self.prometheus = start_endpoint(self.settings.env)
+            if self.prometheus is not None:
+                from opentelemetry.sdk.metrics import MeterProvider  # deferred: the metrics SDK, loaded by the exporter
+                from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run
 
-            base = self.provider.resource if self.provider is not None else Resource.create({})
-            self.prometheus = start_endpoint(self.settings.env, self.scrubber.resource(base))
+                base = self.provider.resource if self.provider is not None else Resource.create({})
+                self.prometheus.provider = MeterProvider(metric_readers=[self.prometheus.reader], shutdown_on_exit=False,
+                                                         resource=self.scrubber.resource(base))
         if self.prometheus is None and "opentelemetry.sdk.metrics" not in sys.modules:
             return  # no SDK MeterProvider can exist: nothing to feed (the common case costs this look-up)
         from runtel._sdk.bridge import application_meter_provider  # deferred: runtel._sdk.bridge (~1 ms)

@@ -2,9 +2,9 @@
 
 Opt in with the standard ``OTEL_METRICS_EXPORTER=prometheus`` (a comma list: ``otlp,prometheus`` does
 both); the address comes from the standard ``OTEL_EXPORTER_PROMETHEUS_HOST`` / ``_PORT`` (spec
-defaults ``localhost`` / ``9464``). The endpoint serves a private SDK ``MeterProvider`` whose only
-reader is the exporter's ``PrometheusMetricReader``; runtel's instruments are registered on it by the
-composition root (``_sdk/bridge.py``), so the exporter translates the semconv names itself, as the
+defaults ``localhost`` / ``9464``). This module starts the HTTP server and the exporter's
+``PrometheusMetricReader``; the composition root builds the private SDK ``MeterProvider`` around that
+reader and registers runtel's instruments on it (``_sdk/bridge.py``), so the exporter translates the semconv names itself, as the
 Collector's Prometheus exporter does (``process.cpu.time`` in ``s`` → ``process_cpu_time_seconds_total``,
 ``runtel.run.id`` → label ``runtel_run_id``). The package is an optional extra (``runtel[prometheus]``):
 without it the run goes on and one warning says what to install.
@@ -51,10 +51,14 @@ def prometheus_address(env: Mapping[str, str]) -> tuple[str, int]:
 
 
 class PrometheusEndpoint:
-    """The running endpoint: the SDK ``MeterProvider`` to register instruments on, and the HTTP server."""
+    """The running endpoint: the ``PrometheusMetricReader`` a ``MeterProvider`` is built around, and the HTTP server.
 
-    def __init__(self, provider: Any, server: Any, host: str, port: int) -> None:
-        self.provider = provider
+    ``provider`` is set by whoever builds that provider (the runtime); :meth:`shutdown` shuts it down too.
+    """
+
+    def __init__(self, reader: Any, server: Any, host: str, port: int) -> None:
+        self.reader = reader
+        self.provider: Any = None
         self._server = server
         self.host = host
         self.port = port
@@ -71,18 +75,20 @@ class PrometheusEndpoint:
         if server is not None:
             server.shutdown()
             server.server_close()
-        self.provider.shutdown()
+        if self.provider is not None:
+            self.provider.shutdown()
+        else:
+            self.reader.shutdown()
 
 
-def start_endpoint(env: Mapping[str, str], resource: Any) -> PrometheusEndpoint | None:
-    """Serve ``/metrics`` for a new private ``MeterProvider`` with ``resource``; None (and one warning) if impossible.
+def start_endpoint(env: Mapping[str, str]) -> PrometheusEndpoint | None:
+    """Serve ``/metrics`` from a new ``PrometheusMetricReader``; None (and one warning) if impossible.
 
     Missing package or a port in use never stops the run: the warning names the extra or the address.
     """
     try:
         # deferred: prometheus_client + the exporter + the metrics SDK (~60 ms), only with OTEL_METRICS_EXPORTER=prometheus
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider  # deferred: the metrics SDK (~35 ms), loaded just above
         from prometheus_client import CollectorRegistry, start_http_server  # deferred: loaded by the exporter above
     except ImportError as exc:
         log_once("prometheus-missing", "runtel: OTEL_METRICS_EXPORTER=prometheus needs the Prometheus exporter, which "
@@ -100,8 +106,7 @@ def start_endpoint(env: Mapping[str, str], resource: Any) -> PrometheusEndpoint 
                  "OTEL_EXPORTER_PROMETHEUS_PORT to a free port. The run goes on without a /metrics endpoint.",
                  host, port, exc)
         return None
-    provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
     bound = server.server_address[1] if port == 0 else port
-    endpoint = PrometheusEndpoint(provider, server, host, int(bound))
+    endpoint = PrometheusEndpoint(reader, server, host, int(bound))
     _logger.info("runtel serves Prometheus metrics at %s", endpoint.url)
     return endpoint
