@@ -342,16 +342,11 @@ class Runtime:
         Checked at every run start (a dict look-up without either), so a provider the application sets
         up between runs is fed from its next run on.
         """
-        if not self._prometheus_tried and "prometheus" in metrics_exporter_names(self.settings.env):
-            self._prometheus_tried = True
-            self.prometheus = start_endpoint(self.settings.env)
-            if self.prometheus is not None:
-                from opentelemetry.sdk.metrics import MeterProvider  # deferred: the metrics SDK, loaded by the exporter
-                from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run
-
-                base = self.provider.resource if self.provider is not None else Resource.create({})
-                self.prometheus.provider = MeterProvider(metric_readers=[self.prometheus.reader], shutdown_on_exit=False,
-                                                         resource=self.scrubber.resource(base))
+        if not self._prometheus_tried:
+            with self._lock:  # runs opening in two threads start one endpoint
+                if not self._prometheus_tried:
+                    self._start_prometheus()
+                    self._prometheus_tried = True  # once per runtime, whether selected or not
         if self.prometheus is None and "opentelemetry.sdk.metrics" not in sys.modules:
             return  # no SDK MeterProvider can exist: nothing to feed (the common case costs this look-up)
         from runtel._sdk.bridge import application_meter_provider  # deferred: runtel._sdk.bridge (~1 ms)
@@ -365,6 +360,21 @@ class Runtime:
             self._bridge = BRIDGE
             for provider in providers:
                 BRIDGE.attach(provider, self)
+
+    def _start_prometheus(self) -> None:
+        """The /metrics endpoint and the private MeterProvider around its reader, if OTEL_METRICS_EXPORTER asks."""
+        if "prometheus" not in metrics_exporter_names(self.settings.env):
+            return
+        endpoint = start_endpoint(self.settings.env)
+        if endpoint is None:
+            return
+        from opentelemetry.sdk.metrics import MeterProvider  # deferred: the metrics SDK, loaded by the exporter
+        from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run
+
+        base = self.provider.resource if self.provider is not None else Resource.create({})
+        endpoint.provider = MeterProvider(metric_readers=[endpoint.reader], shutdown_on_exit=False,
+                                          resource=self.scrubber.resource(base))
+        self.prometheus = endpoint
 
     def series_logged(self, run_id: str, points: Sequence[tuple[str, float | int]]) -> None:
         """A run's ``run.log`` points (series name without its prefix, value), for the MeterProviders runtel
