@@ -339,10 +339,69 @@ def test_run_metrics_writes_one_cumulative_line_per_collect(tmp_path: Path) -> N
             assert int(point["timeUnixNano"]) > START_NS
             assert attributes_from_otlp(point["attributes"]) == {"runtel.run.id": "run-a"}
         ((point,),) = [line["test.gauge"]["gauge"]["dataPoints"]]
-        assert point["startTimeUnixNano"] == "0" and point["asDouble"] == gauge
+        assert "startTimeUnixNano" not in point and point["asDouble"] == gauge  # a gauge has no start (proto3: 0)
     assert lines[0]["test.counter"]["unit"] == "s" and lines[0]["test.counter"]["description"] == "a counter"
+    assert "description" not in lines[1]["test.counter"], "a metric's description is written with its first point"
     times = [int(line["test.counter"]["sum"]["dataPoints"][0]["timeUnixNano"]) for line in lines]
     assert times[0] < times[1]
+
+
+def test_run_folder_lines_are_compact_and_read_back_the_same_series(tmp_path: Path) -> None:
+    """metrics.jsonl (docs/metrics.md, "Encoding"): the run id once per line on the Resource, a point only for a
+    changed value (no line at all when nothing changed), every series in the first and the final (complete) line;
+    stepping through the lines gives back every observed value. The OTLP exporter still gets every point with its
+    run id."""
+    from runtel.rundir.otlp_json import run_id_on_points
+
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([5, 5, 8, 8])], unit="s", description="a counter")
+    meter.create_observable_gauge("test.gauge", [observing([0.5, 0.5, 0.5, 0.5])], unit="1")
+    path = tmp_path / "metrics.jsonl"
+    target = LineFile(path)
+    exporter = RecordingExporter()
+    file_resource = Resource({**RESOURCE.attributes, semconv.RUN_ID: "run-a"})
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[exporter], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS, run_ids=("run-a",), file_resource=file_resource)
+    for i in range(4):
+        run_metrics.collect(complete=i == 3)
+    raw = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert len(raw) == 3, "the unchanged second collection writes no line"
+    lines = metric_lines(path)
+    assert [sorted(line) for line in lines] == [["test.counter", "test.gauge"], ["test.counter"],
+                                                 ["test.counter", "test.gauge"]]
+    assert [line["test.counter"]["sum"]["dataPoints"][0]["asInt"] for line in lines] == ["5", "8", "8"]
+    for message in raw:
+        resource = attributes_from_otlp(message["resourceMetrics"][0]["resource"]["attributes"])
+        assert resource == {"service.name": "trainer", semconv.RUN_ID: "run-a"}
+        for metric in message["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]:
+            for point in (metric.get("sum") or metric["gauge"])["dataPoints"]:
+                assert point["attributes"] == []
+    replayed = run_id_on_points(raw[0])
+    assert "runtel.run.id" not in str(replayed["resourceMetrics"][0]["resource"])
+    point = replayed["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"][0]
+    assert attributes_from_otlp(point["attributes"]) == {semconv.RUN_ID: "run-a"}
+    assert len(exporter.received) == 4
+    assert all(dict(p.attributes) == {semconv.RUN_ID: "run-a"} for data in exporter.received
+               for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+               for p in m.data.data_points)
+
+
+def test_a_new_file_segment_starts_with_every_series(tmp_path: Path) -> None:
+    """After new_segment() (a rotated file) the next line holds every series and its description again."""
+    meter = RecordingMeter()
+    meter.create_observable_counter("test.counter", [observing([5, 5, 5])], unit="s", description="a counter")
+    meter.create_observable_gauge("test.gauge", [observing([0.5, 0.75, 0.75])], unit="1")
+    target = LineFile(tmp_path / "metrics.jsonl")
+    run_metrics = RunMetrics(meter.instruments, json_file=lambda: target, exporters=[], resource=RESOURCE,
+                             scope=SCOPE, start_ns=START_NS, run_ids=("run-a",))
+    run_metrics.collect()
+    run_metrics.collect()
+    run_metrics.new_segment()
+    run_metrics.collect()
+    lines = metric_lines(tmp_path / "metrics.jsonl")
+    assert [sorted(line) for line in lines] == [["test.counter", "test.gauge"], ["test.gauge"],
+                                                 ["test.counter", "test.gauge"]]
+    assert lines[2]["test.counter"]["description"] == "a counter"
 
 
 def test_shared_instruments_observe_each_runs_own_id(tmp_path: Path) -> None:

@@ -41,11 +41,14 @@ def _metric_points(folder: Path) -> dict[str, list[dict[str, object]]]:
     out: dict[str, list[dict[str, object]]] = {}
     for line in (folder / "metrics.jsonl").read_text().splitlines():
         for rm in json.loads(line)["resourceMetrics"]:
+            resource = {a["key"]: next(iter(a["value"].values())) for a in rm["resource"]["attributes"]}
             for sm in rm["scopeMetrics"]:
                 for metric in sm["metrics"]:
                     kind = next(k for k in ("sum", "gauge", "histogram") if k in metric)
                     for point in metric[kind]["dataPoints"]:
                         attrs = {a["key"]: next(iter(a["value"].values())) for a in point["attributes"]}
+                        assert semconv.RUN_ID not in attrs, "the file states the run id once, on the Resource"
+                        attrs[semconv.RUN_ID] = resource[semconv.RUN_ID]
                         out.setdefault(metric["name"], []).append(attrs)
     return out
 

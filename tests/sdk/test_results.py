@@ -17,17 +17,19 @@ from runtel.testing import read_run
 
 
 def _series_points(run_dir: Path) -> list[tuple[str, dict[str, object], object]]:
-    """(metric name, attributes, value) of every runtel.result.* point in metrics.jsonl."""
+    """(metric name, attributes, value) of every runtel.result.* point in metrics.jsonl (the run id, stated once
+    per line on the Resource there, added to each point's attributes)."""
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         for rm in json.loads(line)["resourceMetrics"]:
+            run_id = attributes_from_otlp(rm["resource"]["attributes"])[semconv.RUN_ID]
             for sm in rm["scopeMetrics"]:
                 for metric in sm["metrics"]:
                     if not metric["name"].startswith(semconv.RESULT_PREFIX):
                         continue
                     for p in metric["gauge"]["dataPoints"]:
                         value = p.get("asDouble", p.get("asInt"))
-                        out.append((metric["name"], attributes_from_otlp(p["attributes"]),
+                        out.append((metric["name"], {**attributes_from_otlp(p["attributes"]), semconv.RUN_ID: run_id},
                                     value_from_otlp({"doubleValue": value}) if "asDouble" in p else int(value)))
     return out
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from runtel._guard import guard, log_once
 from runtel.rundir.otlp_json import metrics_line
+from runtel.semconv import RUN_ID
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from runtel.rundir.writer import LineFile
 
 __all__ = ("Instrument", "MetricTicker", "RecordingMeter", "RunMetrics", "observed_run_ids")
+
+#: a metrics.jsonl line holds every series at least this often (else only changed values): under the 5 minutes
+#: after which Prometheus drops a series without samples, so a replayed run has no gaps
+COMPLETE_EVERY_NS: Final = 240 * 10**9
 
 #: instrument kinds (the OTel API's observable instruments)
 COUNTER: Final = "counter"
@@ -94,7 +99,13 @@ class RunMetrics:
     """One run's metrics: each :meth:`collect` observes every instrument once and writes/exports one request.
 
     The run folder's ``metrics.jsonl`` gets a line encoded directly as text (no SDK objects, so the
-    metrics SDK is not even imported without OTLP); OTLP exporters get the SDK's ``MetricsData``. Sums
+    metrics SDK is not even imported without OTLP), compact but standard OTLP/JSON (docs/metrics.md,
+    "Encoding"): the run id, the same for every point of the file, is a Resource attribute there
+    (``file_resource``) instead of a point attribute; a series gets a point only when its value
+    changed since the last point the file has of it, except in the run's first and final
+    (``complete=True``) collections and every :data:`COMPLETE_EVERY_NS`, which have every series; a
+    metric's description is written
+    with its first point only. OTLP exporters get the SDK's ``MetricsData``, every point with its run id. Sums
     are cumulative from the run's start, or deltas since the previous collection for an OTLP exporter
     that prefers delta temporality (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``, resolved when
     runtel built the exporter and kept in its ``temporality`` attribute; an exporter without one gets
@@ -103,9 +114,16 @@ class RunMetrics:
 
     def __init__(self, instruments: Sequence[Instrument], *, json_file: Callable[[], LineFile | None] | None,
                  exporters: Sequence[MetricExporter], resource: Resource, scope: InstrumentationScope,
-                 start_ns: int, run_ids: Sequence[str] = ()) -> None:
+                 start_ns: int, run_ids: Sequence[str] = (), file_resource: Resource | None = None) -> None:
         self._instruments = tuple(instruments)
         self._run_ids = tuple(run_ids)
+        #: the run folder's Resource (with the run id) and the point attribute it makes redundant there
+        self._file_resource = file_resource if file_resource is not None else resource
+        self._file_run_id = file_resource.attributes.get(RUN_ID) if file_resource is not None else None
+        #: series -> value of the last point written to the run folder; metric names written with a description
+        self._written: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+        self._described: set[str] = set()
+        self._complete_at = 0  # time of the last line with every series (0: none yet)
         self._json_file = json_file
         self._exporters = tuple(exporters)
         self._resource = resource
@@ -138,13 +156,20 @@ class RunMetrics:
             _observing.run_ids = ()
         return observed
 
+    def new_segment(self) -> None:
+        """The run folder's file starts afresh (e.g. a size-based rotation): its next line holds every series and
+        description again, so each file segment reads back on its own."""
+        with self._lock:
+            self._written.clear()
+            self._described.clear()
+
     def add_gauges(self, points: Iterable[tuple[str, Mapping[str, Any], int, float]]) -> None:
         """Points to send to the OTLP exporters with the next collection (nothing to do without one)."""
         if self._exporters:
             with self._lock:
                 self._pending.extend(points)
 
-    def collect(self, timeout_millis: float = 10_000, *, observe: bool = True) -> None:
+    def collect(self, timeout_millis: float = 10_000, *, observe: bool = True, complete: bool = False) -> None:
         """Observe now, append to the run folder and export; failures are logged once, never raised.
 
         The run folder's line is written under a short lock. The export waits for an earlier export
@@ -152,6 +177,7 @@ class RunMetrics:
         with a collector that never answers, the final collection of a run is bounded like the rest of
         its end, and a skipped export is reported once (cumulative sums catch up at the next one).
         ``observe=False`` sends only the points the run logged itself (``run.log`` series), without a sample.
+        ``complete=True`` (the run's final collection) writes every series to the run folder, changed or not.
         """
         deadline = time.monotonic() + timeout_millis / 1000
         with self._lock:
@@ -163,7 +189,9 @@ class RunMetrics:
             target = self._json_file() if self._json_file is not None else None
             if target is not None and observed:
                 with guard("metric-write", "write metrics to the run folder"):
-                    target.write(self._line(observed, now))
+                    line = self._line(observed, now, complete)
+                    if line:
+                        target.write(line)
             payloads = []
             for exporter in self._exporters:
                 with guard("metric-export", "export metrics"):
@@ -181,19 +209,40 @@ class RunMetrics:
         finally:
             self._export_lock.release()
 
-    def _line(self, observed: list[tuple[Instrument, list[Any]]], now: int) -> bytes:
+    def _line(self, observed: list[tuple[Instrument, list[Any]]], now: int, complete: bool = False) -> bytes:
+        """The run folder's line: only series whose value changed (all of them when ``complete`` or first)."""
         start = self._start_ns
-        return metrics_line(self._resource, self._scope, (
-            (
-                instrument.name,
-                instrument.description,
-                instrument.unit,
-                "gauge" if instrument.kind == GAUGE else "sum",
-                instrument.kind == COUNTER,
-                [(p.attributes, 0 if instrument.kind == GAUGE else start, now, p.value) for p in points],
-            )
-            for instrument, points in observed
-        ))
+        run_id = self._file_run_id
+        written = self._written
+        complete = complete or not written or now - self._complete_at >= COMPLETE_EVERY_NS
+        if complete:
+            self._complete_at = now
+        metrics = []
+        for instrument, points in observed:
+            kept = []
+            for p in points:
+                attributes = p.attributes or {}
+                if run_id is not None and attributes.get(RUN_ID) == run_id:
+                    attributes = {k: v for k, v in attributes.items() if k != RUN_ID}
+                try:
+                    key = (instrument.name, tuple(attributes.items()))
+                    if not complete and key in written and written[key] == p.value:
+                        continue  # unchanged (NaN never equals itself: written every time)
+                    written[key] = p.value
+                except TypeError:  # an unhashable attribute value (a list): always written
+                    pass
+                kept.append((attributes, 0 if instrument.kind == GAUGE else start, now, p.value))
+            if not kept:
+                continue
+            description = instrument.description
+            if description:
+                if instrument.name in self._described:
+                    description = ""
+                else:
+                    self._described.add(instrument.name)
+            metrics.append((instrument.name, description, instrument.unit,
+                            "gauge" if instrument.kind == GAUGE else "sum", instrument.kind == COUNTER, kept))
+        return metrics_line(self._file_resource, self._scope, metrics)
 
     def _metrics_data(self, exporter: MetricExporter, observed: list[tuple[Instrument, list[Any]]],
                       now: int, pending: Sequence[tuple[str, Mapping[str, Any], int, float]] = ()) -> MetricsData:

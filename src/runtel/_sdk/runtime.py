@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -33,17 +34,20 @@ from runtel import _propagation, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.config import Settings, settings_env
+from runtel.exporters.prometheus import metrics_exporter_names, start_endpoint
 from runtel.rundir.writer import RunSinks, set_shared
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+    from runtel._sdk.bridge import MeterBridge
     from runtel._sdk.metrics import Instrument, MetricTicker, RunMetrics
     from runtel._sdk.scrub import Scrubber
     from runtel._sdk.tracing import RunProcessor
     from runtel.environment import Environment
     from runtel.exporters.jsonl import JsonlSpanExporter
+    from runtel.exporters.prometheus import PrometheusEndpoint
     from runtel.redaction import Redactor
     from runtel.rundir.writer import RunSinks
     from runtel.sampling.monitor import Monitor
@@ -113,6 +117,11 @@ class Runtime:
         #: when the network export of the last run to end must be over (bounds the exit hook's wait)
         self._export_deadline: float | None = None
         self.monitor: Monitor | None = None
+        #: the Prometheus pull endpoint (OTEL_METRICS_EXPORTER=prometheus), started with the first run
+        self.prometheus: PrometheusEndpoint | None = None
+        self._prometheus_tried = False
+        #: set once runtel's instruments were attached to an SDK MeterProvider (see _sdk/bridge.py)
+        self._bridge: MeterBridge | None = None
         self._redactor: Redactor | None = None
         self._scrubber: Scrubber | None = None
         self.open_runs: dict[str, OpenRun] = {}
@@ -123,6 +132,8 @@ class Runtime:
         self._lock = threading.RLock()
         self._built = False
         self._pid = os.getpid()
+        #: the global TracerProvider when tracing was built (a different one later is a late provider)
+        self._global_provider: object = None
 
     @property
     def redactor(self) -> Redactor:
@@ -188,9 +199,10 @@ class Runtime:
         from runtel.exporters.jsonl import JsonlSpanExporter  # deferred: runtel.exporters.jsonl (~24 ms)
 
         current = trace.get_tracer_provider()
-        if isinstance(current, TracerProvider):
-            provider = current  # the application's own SDK: add to it, never replace it
-            self.owns_provider = current in _created
+        adopted = _sdk_provider(current)
+        if adopted is not None:
+            provider = adopted  # the application's own SDK (or logfire's): add to it, never replace it
+            self.owns_provider = adopted in _created
         else:
             # Redacted once here (OTEL_RESOURCE_ATTRIBUTES is merged in by create): spans and metrics share it.
             resource = self.scrubber.resource(Resource.create(self._resource_attributes(run_name)))
@@ -200,7 +212,9 @@ class Runtime:
             self.owns_provider = True
             if isinstance(current, trace.ProxyTracerProvider):
                 trace.set_tracer_provider(provider)
+                _watch_late_providers()
         self.provider = provider
+        self._global_provider = trace.get_tracer_provider()
         router = _attached.get(provider)
         if router is None:
             router = RunProcessor()
@@ -267,7 +281,15 @@ class Runtime:
         _, instruments, scope = self._instruments
         resource = self.scrubber.resource(self.provider.resource if self.provider is not None else Resource.create({}))
         return RunMetrics(instruments, json_file=json_file, exporters=exporters, resource=resource, scope=scope,
-                          start_ns=run.start_time_ns, run_ids=(run.id,))
+                          start_ns=run.start_time_ns, run_ids=(run.id,), file_resource=self.run_resource(run.id))
+
+    def run_resource(self, run_id: str) -> Any:
+        """The Resource of a run folder's metrics.jsonl: the provider's, plus ``runtel.run.id`` (the same for
+        every point of the file, so stated once per line instead of on every point; docs/metrics.md)."""
+        from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run (~15 ms)
+
+        base = self.scrubber.resource(self.provider.resource if self.provider is not None else Resource.create({}))
+        return Resource({**base.attributes, semconv.RUN_ID: run_id}, base.schema_url)
 
     def prepare_monitor(self) -> None:
         """Open (not start) the resource sampler, so the GPU inventory is known before the first run."""
@@ -306,6 +328,59 @@ class Runtime:
         if monitor is not None and monitor.enabled:
             with guard("run-metrics", "set up the run's metrics"):
                 self.run_metrics[run.id] = self._open_run_metrics(run, monitor)
+        with guard("meter-bridge", "expose runtel's metrics to a MeterProvider"):
+            self._attach_meter_providers()
+        if self._built and trace.get_tracer_provider() is not self._global_provider:
+            current = trace.get_tracer_provider()
+            inner = getattr(current, "provider", current)
+            if inner not in _attached:
+                log_once("late-tracer-provider", LATE_PROVIDER)
+
+    def _attach_meter_providers(self) -> None:
+        """runtel's instruments on the Prometheus endpoint's provider and the application's SDK MeterProvider.
+
+        Checked at every run start (a dict look-up without either), so a provider the application sets
+        up between runs is fed from its next run on.
+        """
+        if not self._prometheus_tried:
+            with self._lock:  # runs opening in two threads start one endpoint
+                if not self._prometheus_tried:
+                    self._start_prometheus()
+                    self._prometheus_tried = True  # once per runtime, whether selected or not
+        if self.prometheus is None and "opentelemetry.sdk.metrics" not in sys.modules:
+            return  # no SDK MeterProvider can exist: nothing to feed (the common case costs this look-up)
+        from runtel._sdk.bridge import application_meter_provider  # deferred: runtel._sdk.bridge (~1 ms)
+
+        ours = [self.prometheus.provider] if self.prometheus is not None else []
+        providers = [*ours, application_meter_provider(ours)]
+        providers = [p for p in providers if p is not None]
+        if providers:
+            from runtel._sdk.bridge import BRIDGE  # deferred: runtel._sdk.bridge, loaded just above
+
+            self._bridge = BRIDGE
+            for provider in providers:
+                BRIDGE.attach(provider, self)
+
+    def _start_prometheus(self) -> None:
+        """The /metrics endpoint and the private MeterProvider around its reader, if OTEL_METRICS_EXPORTER asks."""
+        if "prometheus" not in metrics_exporter_names(self.settings.env):
+            return
+        endpoint = start_endpoint(self.settings.env)
+        if endpoint is None:
+            return
+        from opentelemetry.sdk.metrics import MeterProvider  # deferred: the metrics SDK, loaded by the exporter
+        from opentelemetry.sdk.resources import Resource  # deferred: the OTel SDK, loaded with the first run
+
+        base = self.provider.resource if self.provider is not None else Resource.create({})
+        endpoint.provider = MeterProvider(metric_readers=[endpoint.reader], shutdown_on_exit=False,
+                                          resource=self.scrubber.resource(base))
+        self.prometheus = endpoint
+
+    def series_logged(self, run_id: str, points: Sequence[tuple[str, float | int]]) -> None:
+        """A run's ``run.log`` points (series name without its prefix, value), for the MeterProviders runtel
+        feeds (nothing to do without one)."""
+        if self._bridge is not None:
+            self._bridge.log(run_id, [(semconv.RESULT_PREFIX + name, float(value)) for name, value in points])
 
     def flush_run(self, run: OpenRun) -> None:
         """Export everything the run produced: its spans, then a final metric collection.
@@ -338,7 +413,7 @@ class Runtime:
                 # sample, see Monitor.edge_sample), the run measured nothing of its own: no line, rather
                 # than a pre-run measurement stamped with the run's id and end time.
                 if self.monitor is not None and self.monitor.measured_since(run.start_time_ns):
-                    metrics.collect(left_ms())
+                    metrics.collect(left_ms(), complete=True)  # every series' last value, changed or not
                 else:
                     metrics.collect(left_ms(), observe=False)  # only what the run logged itself (run.log)
                 metrics.shutdown(timeout_millis=left_ms())
@@ -381,6 +456,8 @@ class Runtime:
                 self._roots.remove(run)
             self._set_process_run()
             self.sinks.close(run.id)
+            if self._bridge is not None:
+                self._bridge.run_closed(run.id)
             if not self.open_runs:
                 # Sampling lingers a couple of seconds (see _stop_if_idle): back-to-back runs reuse it.
                 self._idle_since = time.monotonic()
@@ -427,7 +504,12 @@ class Runtime:
         jobs.extend(p.shutdown for p in self.span_processors if p not in local)
         if self.owns_provider and self.provider is not None and self.router is not None:
             self.router.delegates = ()
+        if self.prometheus is not None:
+            jobs.append(self.prometheus.shutdown)
         _run_bounded(jobs, timeout, quiet=cut)
+        if self._bridge is not None and self._bridge.runtime is self:
+            self._bridge.runtime = None
+        self.prometheus = None
         with guard("propagate-reset", "restore the environment"):
             _propagation.set_process_carrier(None)
         self.span_processors = []
@@ -493,6 +575,48 @@ class Runtime:
             if retire:
                 with guard("batch-retire", "stop the batch span processor"):
                     old.shutdown()
+
+
+#: the one-time warning for a TracerProvider set up after runtel's first run (it says what to do)
+LATE_PROVIDER = ("runtel: a TracerProvider was set up after runtel's first run, so its spans do not reach the run "
+                 "folder and runtel's spans do not reach its exporters. Set up your TracerProvider (or call "
+                 "logfire.configure()) before runtel's first run_span: runtel then adds its "
+                 "processor to it and both record one trace (docs/jaeger-grafana.md, \"logfire\").")
+
+
+def _sdk_provider(current: object) -> TracerProvider | None:
+    """The SDK ``TracerProvider`` behind the global one: itself, or the one a wrapper delegates to.
+
+    logfire installs its own ``ProxyTracerProvider`` (an API provider, re-assignable) over an SDK
+    provider it keeps in the public ``provider`` attribute; runtel's processor goes on that one, so
+    logfire's and runtel's spans share processors: one trace, in the run folder and in logfire's exporters.
+    """
+    from opentelemetry.sdk.trace import TracerProvider  # deferred: the OTel SDK, loaded with the first run (~23 ms)
+
+    if isinstance(current, TracerProvider):
+        return current
+    inner = getattr(current, "provider", None)
+    return inner if isinstance(inner, TracerProvider) else None
+
+
+class _LateProviderFilter(logging.Filter):
+    """Sees the OTel API refuse a second global TracerProvider (runtel's is set): runtel says what to do, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Overriding of current TracerProvider"):
+            log_once("late-tracer-provider", LATE_PROVIDER)
+        return True
+
+
+_late_filter: _LateProviderFilter | None = None
+
+
+def _watch_late_providers() -> None:
+    """Install :class:`_LateProviderFilter` on the OTel API's trace logger (once per process)."""
+    global _late_filter
+    if _late_filter is None:
+        _late_filter = _LateProviderFilter()
+        logging.getLogger("opentelemetry.trace").addFilter(_late_filter)
 
 
 _lossless: Any = None

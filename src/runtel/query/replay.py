@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from runtel.errors import RunFolderError
 from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
+from runtel.rundir.otlp_json import run_id_on_points
 from runtel.rundir.reader import LineStats, iter_jsonl_sized, read_record_or_corrupt
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
 
@@ -252,6 +253,8 @@ def export_runs(
                     sender = senders[signal]
                     stats = LineStats()
                     lines = iter_jsonl_sized(run_dir / filename, stats)
+                    if signal == "metrics":  # the run id goes back on each point, as live export sends it
+                        lines = ((run_id_on_points(message), n) for message, n in lines)
                     for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
                         try:
                             sender.send(request)

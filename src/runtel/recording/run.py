@@ -282,26 +282,23 @@ class Run(LineageMixin):
         if target is None or runtime is None:
             return
         if self._series_head is None:
-            # deferred: the OTel SDK, loaded with the first run (~15 ms)
-            from opentelemetry.sdk.resources import Resource
-
             # deferred: the OTel SDK, loaded with the first run (~0.5 ms)
             from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-            provider = runtime.provider
-            resource = runtime.scrubber.resource(provider.resource if provider is not None else Resource.create({}))
             scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
-            self._series_head = (resource, scope)
+            self._series_head = (runtime.run_resource(self.id), scope)  # the run id is on the Resource there
         resource, scope = self._series_head
         now = time.time_ns()
-        attributes = {semconv.RUN_ID: self.id, semconv.STEP: step}
+        attributes = {semconv.STEP: step}
         target.write(metrics_line(resource, scope, (
             (semconv.RESULT_PREFIX + name, "", "", "gauge", False, [(attributes, 0, now, value)])
             for name, value in points
         )))
+        runtime.series_logged(self.id, points)
         metrics = runtime.run_metrics.get(self.id)
         if metrics is not None:  # with OTLP opted in, the series reach the collector with the next collection
-            metrics.add_gauges((semconv.RESULT_PREFIX + name, attributes, now, float(value)) for name, value in points)
+            exported = {semconv.RUN_ID: self.id, **attributes}  # a collector gets the run id on each point
+            metrics.add_gauges((semconv.RESULT_PREFIX + name, exported, now, float(value)) for name, value in points)
 
     def set_outcome(self, status: str, *, error_type: str = "", message: str = "") -> None:
         """Decide the run's final status without raising (e.g. a wrapped command's exit code).

@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runtel.semconv import RUN_ID
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricsData
     from opentelemetry.sdk.resources import Resource
@@ -30,6 +32,7 @@ __all__ = (
     "encode_attributes",
     "encode_metrics",
     "metrics_line",
+    "run_id_on_points",
     "spans_line",
     "encode_resource",
     "encode_scope",
@@ -200,11 +203,10 @@ def _schema_resource(resource: Resource) -> dict[str, str]:
 
 
 def _number_point(point: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "attributes": encode_attributes(point.attributes),
-        "startTimeUnixNano": str(point.start_time_unix_nano or 0),
-        "timeUnixNano": str(point.time_unix_nano),
-    }
+    out: dict[str, Any] = {"attributes": encode_attributes(point.attributes)}
+    if point.start_time_unix_nano:  # a gauge has none: proto3 leaves a zero field out
+        out["startTimeUnixNano"] = str(point.start_time_unix_nano)
+    out["timeUnixNano"] = str(point.time_unix_nano)
     if isinstance(point.value, int) and not isinstance(point.value, bool):
         out["asInt"] = str(point.value)
     else:
@@ -393,8 +395,8 @@ def metrics_line(
             attrs = _attributes_text(attributes) if attributes else ""
             middle = times.get((start_ns, time_ns))
             if middle is None:
-                middle = times[(start_ns, time_ns)] = (
-                    '],"startTimeUnixNano":"' + str(start_ns or 0) + '","timeUnixNano":"' + str(time_ns) + '",')
+                start = '"startTimeUnixNano":"' + str(start_ns) + '",' if start_ns else ""  # gauges have none
+                middle = times[(start_ns, time_ns)] = '],' + start + '"timeUnixNano":"' + str(time_ns) + '",'
             if type(value) is float and _isfinite(value):
                 number = '"asDouble":' + repr(value)
             else:
@@ -499,6 +501,30 @@ def spans_line(spans: Iterable[ReadableSpan], extra: Callable[[ReadableSpan], st
             text += ',"schemaUrl":' + _quote(resource.schema_url)
         resource_texts.append(text + "}")
     return ('{"resourceSpans":[' + ",".join(resource_texts) + "]}\n").encode()
+
+
+def run_id_on_points(message: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl request as live OTLP export sends it: the run id on every point, not on the Resource.
+
+    The run folder states ``runtel.run.id`` once per line as a Resource attribute (docs/metrics.md,
+    "Encoding"); a backend filters points by it, so a replay puts it back on each point. Changes
+    ``message`` in place and returns it; a line without it on the Resource is left as it is.
+    """
+    for rm in message.get("resourceMetrics") or ():
+        attributes = (rm.get("resource") or {}).get("attributes") or []
+        found = [kv for kv in attributes if isinstance(kv, dict) and kv.get("key") == RUN_ID]
+        if not found:
+            continue
+        rm["resource"]["attributes"] = [kv for kv in attributes if kv not in found]
+        run_id = found[0]
+        for sm in rm.get("scopeMetrics") or ():
+            for metric in sm.get("metrics") or ():
+                for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
+                    for point in (metric.get(kind) or {}).get("dataPoints") or ():
+                        point_attributes = point.setdefault("attributes", [])
+                        if not any(kv.get("key") == RUN_ID for kv in point_attributes):
+                            point_attributes.append(run_id)
+    return message
 
 
 def value_from_otlp(value: Mapping[str, Any]) -> Any:
