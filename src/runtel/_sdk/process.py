@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,9 @@ def _at_exit() -> None:
     if rt is not None:
         rt.finish_open_runs()
         rt.shutdown()
+        otlp = sys.modules.get("runtel.exporters.otlp")  # loaded only when OTLP export was opted in
+        if otlp is not None:
+            otlp.report_losses()
         router = rt.router
         if router is not None and router.unattributed and router.warn_unattributed:
             logging.getLogger("runtel.sdk").warning(

@@ -219,7 +219,7 @@ class Runtime:
                 max_export_batch_size=_MAX_BATCH,
             )
             processors.append(self._json_processor)
-        if self.settings.otlp_enabled:
+        if self.settings.otlp_traces:
             with guard("otlp-build", "set up OTLP span export"):
                 from runtel.exporters.otlp import build_span_processor  # deferred: runtel.exporters.otlp (~55 ms)
 
@@ -247,7 +247,7 @@ class Runtime:
         )
 
         exporters: list[Any] = []
-        if self.settings.otlp_enabled:
+        if self.settings.otlp_metrics:  # OTEL_METRICS_EXPORTER=prometheus is not OTLP (the pull endpoint is 16b's)
             with guard("otlp-metrics-build", "set up OTLP metric export"):
                 from runtel.exporters import otlp  # deferred: the OTLP exporters (~90 ms), only with OTLP opted in
 
