@@ -337,6 +337,19 @@ def test_export_per_signal_endpoints(backend: Backend, offline_run: Path) -> Non
     assert {r.path for r in backend.got("")} == {"/t/v1/traces", "/m/v1/metrics"}
 
 
+def test_export_a_dead_traces_endpoint_does_not_stop_metrics(backend: Backend, offline_run: Path,
+                                                              closed_port: int) -> None:
+    """Traces to a closed port, metrics to a live backend: every metric point arrives; exit 1 names the traces."""
+    backend.reset()
+    proc = runtel_export(str(offline_run), "--json", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{closed_port}",
+                         OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=f"{backend.endpoint}/v1/metrics",
+                         OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    assert proc.returncode == 1, proc.stdout
+    result = json.loads(proc.stdout)["results"][0]
+    assert result["spans"] == 0 and "traces to http://127.0.0.1:" in result["error"]
+    assert result["metric_points"] > 0 and result["metric_points"] == sum(r.points for r in backend.got("/v1/metrics"))
+
+
 # --- pure rules -----------------------------------------------------------------------------------------------
 
 

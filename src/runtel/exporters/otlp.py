@@ -581,7 +581,8 @@ def _http_probe(config: ExportConfig) -> str | None:
         return None
 
     request = urllib.request.Request(config.endpoint, data=b"", method="POST",
-                                     headers={**config.headers, "Content-Type": "application/x-protobuf"})
+                                     headers={"User-Agent": USER_AGENT, **config.headers,
+                                              "Content-Type": "application/x-protobuf"})
     try:
         with urllib.request.urlopen(request, timeout=0.25):
             return None
