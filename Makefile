@@ -26,14 +26,16 @@ demo: $(DEMO_VENV)/.installed
 test: $(VENV)/.installed system-tools
 	$(VENV)/bin/python -m pytest -n 2 -q
 
-# System tools some tests drive for real (headless Chromium for the HTML report): installed with
-# Debian's apt where we are root and they are missing; elsewhere those tests skip with the reason
-# (under CI=true they fail instead).
+# System tools some tests drive for real (headless Chromium for the HTML report, zsh and fish for
+# shell completion): installed with Debian's apt where we are root and they are missing; elsewhere
+# those tests skip with the reason (under CI=true they fail instead).
+SYSTEM_TOOLS = chromium zsh fish
 system-tools:
-	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Debian's chromium for the report tests"; \
-		(apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null) \
-		|| echo "could not install chromium: the report tests will say so"; \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's$$missing for the tests that drive them"; \
+		(apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null) \
+		|| echo "could not install$$missing: the tests that need them will say so"; \
 	fi
 
 lint: $(VENV)/.installed

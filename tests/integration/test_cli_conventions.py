@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +88,45 @@ def test_bash_completion_loads_and_completes(tmp_path: Path, clean_env: dict[str
     assert "--signals" in _bash_complete(script, "runtel", "export", "--sig")
     assert _bash_complete(script, "runtel", "export", "--protocol", "http/") == ["http/protobuf", "http/json"]
     assert _bash_complete(script, "runtel", "completion", "") == list(SHELLS)
+
+
+def _need(tool: str) -> str:
+    """The path of a shell the test drives for real; missing: skip loudly, or fail under CI=true."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is missing under CI=true: `make system-tools` installs Debian's {tool} as root")
+        pytest.skip(f"{tool} is not installed (`make system-tools` installs it as root): its completion is not loaded")
+    return path
+
+
+def test_fish_completion_completes(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A real fish sources `runtel completion fish` and completes sub-commands, options and choices."""
+    fish = _need("fish")
+    script = tmp_path / "runtel.fish"
+    script.write_text(completion_script("fish"))
+
+    def complete(line: str) -> list[str]:
+        proc = subprocess.run([fish, "--no-config", "-c", f"source {script}; complete -C {line!r}"],
+                              capture_output=True, text=True, timeout=30, env=clean_env)
+        assert proc.returncode == 0, proc.stderr
+        return [row.split("\t")[0] for row in proc.stdout.splitlines()]
+
+    assert complete("runtel ex") == ["export"]
+    assert "--signals" in complete("runtel export --sig")
+    assert complete("runtel export --protocol ") == ["grpc", "http/protobuf", "http/json"]
+
+
+def test_zsh_completion_registers(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A real zsh evals `runtel completion zsh` after compinit: runtel's completion function is registered."""
+    zsh = _need("zsh")
+    script = tmp_path / "_runtel"
+    script.write_text(completion_script("zsh"))
+    program = f'autoload -U compinit; compinit -u -D; eval "$(<{script})"; print -r -- "${{_comps[runtel]}}"'
+    proc = subprocess.run([zsh, "-f", "-c", program], capture_output=True, text=True, timeout=30, env=clean_env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "_shtab_runtel", proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("shell", ["zsh", "fish", "tcsh"])

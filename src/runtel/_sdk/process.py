@@ -52,7 +52,7 @@ def configure(**kwargs: Any) -> Settings:
     """Set process-wide settings; each resolves as argument > environment variable > default.
 
     Accepted names (see docs/configuration.md for every one, its variable and default): ``dir``,
-    ``exporters``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
+    ``exporters``, ``traces_exporter``, ``metrics_exporter``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
     ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
     ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
     ``cpu_tdp``, ``propagate``, ``redact_patterns``, ``redact_allow``, ``git_diff_max_bytes``, ``export_timeout``,
