@@ -468,3 +468,15 @@ def test_per_signal_selectors_in_settings() -> None:
     assert not s.otlp_enabled and not s.otlp_traces
     assert not resolve_settings({}, exporters=["json"], traces_exporter="otlp").otlp_traces  # argument wins
     assert resolve_settings({}, metrics_exporter=["otlp"]).otlp_metrics
+
+
+def test_unknown_compression_is_a_config_error(offline_run: Path) -> None:
+    """An unusable OTEL_EXPORTER_OTLP_COMPRESSION is refused before anything is sent (live: logged once, no OTLP)."""
+    from runtel.errors import ConfigError
+    from runtel.exporters.otlp import resolve_config
+
+    with pytest.raises(ConfigError, match="brotli"):
+        resolve_config({"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "brotli"}, "metrics")
+    assert resolve_config({"OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"}, "traces").compression == "gzip"
+    proc = runtel_export(str(offline_run), "--endpoint", "http://127.0.0.1:9", OTEL_EXPORTER_OTLP_COMPRESSION="brotli")
+    assert proc.returncode == 1 and "compression 'brotli' is not supported" in proc.stderr, proc.stderr

@@ -172,7 +172,7 @@ def resolve_config(env: Mapping[str, str], signal: str, *, cap_timeout: float | 
     """Resolve one signal's export settings from ``env`` the way the OTel specification describes.
 
     Raises:
-        ConfigError: the protocol or the timeout is not usable.
+        ConfigError: the protocol, the timeout or the compression is not usable.
     """
     proto = (protocol or _get(env, signal, "PROTOCOL") or DEFAULT_PROTOCOL).lower()
     if proto not in PROTOCOLS:
@@ -197,6 +197,8 @@ def resolve_config(env: Mapping[str, str], signal: str, *, cap_timeout: float | 
     if cap_timeout is not None:
         timeout = min(timeout, cap_timeout)
     compression = _get(env, signal, "COMPRESSION")
+    if compression and compression.lower() not in ("gzip", "deflate", "none"):
+        raise ConfigError(f"OTLP compression {compression!r} is not supported (gzip, deflate, none)")
     return ExportConfig(
         signal=signal,
         protocol=proto,

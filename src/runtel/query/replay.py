@@ -24,7 +24,6 @@ from runtel.exporters.otlp import (
     USER_AGENT,
     PostError,
     classify,
-    compress,
     judge,
     post,
     redact_url,
@@ -340,8 +339,6 @@ def export_runs(
     if unknown:
         raise ConfigError(f"unknown signal(s) {', '.join(unknown)}; known: {', '.join(SIGNALS)}")
     senders = [_Sender(source, s, protocol, timeout, headers) for s in SIGNALS if s in chosen]
-    for sender in senders:
-        compress(b"", sender.config.compression)  # an unknown compression is a ConfigError before any run
     results: list[ExportResult] = []
     try:
         for entry in run_dirs:
