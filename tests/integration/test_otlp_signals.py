@@ -350,6 +350,30 @@ def test_export_a_dead_traces_endpoint_does_not_stop_metrics(backend: Backend, o
     assert result["metric_points"] > 0 and result["metric_points"] == sum(r.points for r in backend.got("/v1/metrics"))
 
 
+def test_grpc_gzip_is_really_used(tmp_path: Path, offline_run: Path) -> None:
+    """A gRPC server with gzip disabled refuses what runtel sends with OTEL_EXPORTER_OTLP_COMPRESSION=gzip (live and
+    `runtel export --compression gzip`): proof the messages were compressed; uncompressed they arrive."""
+    server = GrpcTraceOnly(options=(("grpc.compression_enabled_algorithms_bitset", 1),))  # identity only
+    try:
+        env = _env(RUNTEL_DIR=str(tmp_path / "runs"), RUNTEL_SAMPLING="false", RUNTEL_EXPORT_TIMEOUT="2",
+                   OTEL_TRACES_EXPORTER="otlp", OTEL_METRICS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                   OTEL_EXPORTER_OTLP_ENDPOINT=server.endpoint, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+        proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "traces not accepted by" in proc.stderr and "'gzip' is disabled" in proc.stderr, proc.stderr
+        assert server.spans == []
+        proc = runtel_export(str(offline_run), "--protocol", "grpc", "--endpoint", server.endpoint, "--signals",
+                             "traces", "--compression", "gzip", "--json")
+        assert json.loads(proc.stdout)["results"][0]["spans"] == 0 and server.spans == []
+        proc = runtel_export(str(offline_run), "--protocol", "grpc", "--endpoint", server.endpoint, "--signals",
+                             "traces")
+        assert proc.returncode == 0, proc.stderr
+        assert set(server.spans) == ALL_SPANS
+    finally:
+        server.server.stop(0)
+
+
 # --- pure rules -----------------------------------------------------------------------------------------------
 
 
@@ -383,7 +407,7 @@ def test_server_reason_is_bounded_escaped_and_redacted() -> None:
 class GrpcTraceOnly:
     """A real gRPC server on 127.0.0.1 with only the OTLP TraceService: metrics calls get UNIMPLEMENTED."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: tuple[tuple[str, int], ...] = ()) -> None:
         from concurrent import futures
 
         import grpc  # type: ignore[import-untyped]
@@ -400,7 +424,7 @@ class GrpcTraceOnly:
                 owner.spans += _span_names(MessageToDict(request))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=list(options))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.server)  # type: ignore[no-untyped-call]
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -427,7 +451,7 @@ def test_grpc_trace_only_live_and_export(grpc_traces: GrpcTraceOnly, tmp_path: P
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = _lines(proc.stderr)
-    assert len(lines) == 1 and "metrics not accepted by" in lines[0] and "(UNIMPLEMENTED)" in lines[0], proc.stderr
+    assert len(lines) == 1 and "metrics not accepted by" in lines[0] and "(UNIMPLEMENTED: " in lines[0], proc.stderr
     assert set(grpc_traces.spans) == ALL_SPANS
     grpc_traces.spans.clear()
     proc = runtel_export(str(offline_run), "--protocol", "grpc", "--endpoint", grpc_traces.endpoint,
