@@ -439,7 +439,9 @@ def judge(reason: str | None, status: int | None = None, detail: str = "", secre
         if details and not detail:
             detail = server_reason(details.group(1).encode(), secrets=secrets)
     if status in NOT_ACCEPTED_STATUSES or grpc_code == "UNIMPLEMENTED":
-        return Failure("not-accepted", f"HTTP {status}" if status else "UNIMPLEMENTED" + (f": {detail}" if detail else ""))
+        if status is not None:
+            return Failure("not-accepted", f"HTTP {status}")
+        return Failure("not-accepted", "UNIMPLEMENTED" + (f": {detail}" if detail else ""))
     if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
         return Failure("rejected", f"HTTP {status}" + (f": {detail}" if detail else ""))
     if grpc_code in _GRPC_REJECTING:
