@@ -147,3 +147,22 @@ def test_help_and_version_do_not_import_shtab(clean_env: dict[str, str], tmp_pat
     proc = subprocess.run([PY, "-c", code], env=clean_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_reproduce_json_without_check(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel reproduce RUN --json`: stdout is the outcome as JSON; the re-run's own prints go to stderr."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "job.py").write_text("import runtel\nwith runtel.run_span('job'):\n    print('job says hi')\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "job"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo, check=True,
+                       capture_output=True)
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
+    subprocess.run([PY, "job.py"], cwd=repo, env=env, check=True, timeout=60, capture_output=True)
+    (folder,) = (tmp_path / "runs").iterdir()
+    proc = subprocess.run([PY, "-m", "runtel", "reproduce", folder.name, "--json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["run"] == folder.name and out["exit_code"] == 0 and out["rerun"] not in (None, folder.name)
+    assert "job says hi" in proc.stderr
