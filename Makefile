@@ -27,10 +27,11 @@ test: $(VENV)/.installed system-tools
 	$(VENV)/bin/python -m pytest -n 2 -q
 
 # System tools some tests drive for real (headless Chromium for the HTML report, Prometheus scraping the
-# pull endpoint): installed with Debian's apt (one update for all) where we are root and one is missing;
-# elsewhere those tests skip with the reason (under CI=true they fail instead). Debian's prometheus
-# package would start its own service where systemd runs; the tests start their own on a free port.
-SYSTEM_TOOLS := chromium prometheus
+# pull endpoint, zsh and fish for shell completion): installed with Debian's apt (one update for all)
+# where we are root and one is missing; elsewhere those tests skip with the reason (under CI=true they
+# fail instead). Debian's prometheus package would start its own service where systemd runs; the tests
+# start their own on a free port.
+SYSTEM_TOOLS := chromium prometheus zsh fish
 system-tools:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

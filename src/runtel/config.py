@@ -38,6 +38,9 @@ UNSET: Final = _Unset()
 
 TELEMETRY_LEVELS: Final = ("full", "minimal", "off")
 KNOWN_EXPORTERS: Final = ("json", "otlp", "none")
+#: values of OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER that runtel acts on; any other standard value (``console``,
+#: ``zipkin``, ...) is the application's own SDK's business and only means "not OTLP" to runtel
+SIGNAL_EXPORTERS: Final = {"traces": ("otlp", "none"), "metrics": ("otlp", "prometheus", "none")}
 
 
 def _parse_bool(raw: str) -> bool:
@@ -59,6 +62,12 @@ def _parse_exporters(raw: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown exporter(s) {', '.join(unknown)}; known: {', '.join(KNOWN_EXPORTERS)}")
     return names
+
+
+def _parse_signal_exporters(raw: str) -> tuple[str, ...] | None:
+    """``OTEL_{TRACES,METRICS}_EXPORTER``: a comma list, lower-cased; empty means unset (follow ``exporters``)."""
+    names = tuple(n.lower() for n in _parse_list(raw))
+    return names or None
 
 
 def _parse_telemetry(raw: str) -> str:
@@ -122,6 +131,23 @@ PARAMS: Final[dict[str, Param]] = {
         "`OTEL_TRACES_EXPORTER=otlp` or `OTEL_METRICS_EXPORTER=otlp` also opts in to OTLP; "
         "`OTEL_EXPORTER_OTLP_ENDPOINT` alone does not.",
         "`json`",
+    ),
+    "traces_exporter": Param(
+        ("OTEL_TRACES_EXPORTER",),
+        None,
+        _parse_signal_exporters,
+        "Per-signal selector (OTel standard): `otlp` sends spans over OTLP, `none` does not (the run folder "
+        "keeps them either way). Unset: spans follow `exporters`. `OTEL_TRACES_EXPORTER=none` with "
+        "`OTEL_METRICS_EXPORTER=otlp` exports only metrics. `runtel export` honours it too.",
+        "unset (follow `exporters`)",
+    ),
+    "metrics_exporter": Param(
+        ("OTEL_METRICS_EXPORTER",),
+        None,
+        _parse_signal_exporters,
+        "Per-signal selector for metrics: `otlp`, `none`, or `prometheus` (a pull endpoint; not OTLP). Unset: "
+        "metrics follow `exporters`. `runtel export` honours it too.",
+        "unset (follow `exporters`)",
     ),
     "service_name": Param(
         ("OTEL_SERVICE_NAME",),
@@ -293,6 +319,8 @@ class Settings:
 
     dir: Path = Path("runs")
     exporters: tuple[str, ...] = ("json",)
+    traces_exporter: tuple[str, ...] | None = None
+    metrics_exporter: tuple[str, ...] | None = None
     service_name: str | None = None
     disabled: bool = False
     telemetry: str = "full"
@@ -324,8 +352,22 @@ class Settings:
 
     @property
     def otlp_enabled(self) -> bool:
-        """Whether the user opted in to network export."""
+        """Whether the user opted in to network export (of either signal)."""
         return "otlp" in self.exporters
+
+    @property
+    def otlp_traces(self) -> bool:
+        """Whether spans go to OTLP: opted in, and ``OTEL_TRACES_EXPORTER`` (when set) names ``otlp``."""
+        return self.otlp_enabled and (self.traces_exporter is None or "otlp" in self.traces_exporter)
+
+    @property
+    def otlp_metrics(self) -> bool:
+        """Whether metrics go to OTLP: opted in, and ``OTEL_METRICS_EXPORTER`` (when set) names ``otlp``.
+
+        ``prometheus`` in ``metrics_exporter`` means "not OTLP" here; it starts the Prometheus pull
+        endpoint instead (``exporters/prometheus.py``), and ``otlp,prometheus`` does both.
+        """
+        return self.otlp_enabled and (self.metrics_exporter is None or "otlp" in self.metrics_exporter)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed."""
@@ -398,6 +440,8 @@ def _coerce_arg(name: str, value: Any) -> Any:
         return value
     if name == "exporters":
         return _parse_exporters(",".join(_strings(name, value)))
+    if name in ("traces_exporter", "metrics_exporter"):
+        return _parse_signal_exporters(",".join(_strings(name, value)))
     if name in ("gpu_uuids", "redact_patterns", "redact_allow"):
         return _strings(name, value)
     return value
@@ -437,10 +481,11 @@ def resolve_settings(env: Mapping[str, str] | None = None, **args: Any) -> Setti
             continue
         from_env = _from_env(name, env)
         values[name] = param.default if from_env is UNSET else from_env
-    # The standard OTel exporter selectors are honoured too (the SDK only reads them in auto-instrumentation).
+    # The standard OTel exporter selectors are honoured too (the SDK only reads them in auto-instrumentation):
+    # `otlp` for either signal opts in; each signal then goes to OTLP unless its own selector excludes it.
     if "exporters" not in args or args["exporters"] is UNSET:
-        standard = {env.get("OTEL_TRACES_EXPORTER", ""), env.get("OTEL_METRICS_EXPORTER", "")}
-        if any("otlp" in _parse_list(v.lower()) for v in standard) and "otlp" not in values["exporters"]:
+        standard = (values["traces_exporter"] or (), values["metrics_exporter"] or ())
+        if any("otlp" in names for names in standard) and "otlp" not in values["exporters"]:
             values["exporters"] = (*values["exporters"], "otlp")
     if values["gpu_backend"] not in ("auto", "nvml", "amd", "none"):
         raise ConfigError(f"RUNTEL_GPU/gpu_backend must be auto, nvml, amd or none, got {values['gpu_backend']!r}")

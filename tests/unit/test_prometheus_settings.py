@@ -7,14 +7,15 @@ import logging
 import pytest
 
 from runtel._guard import reset_log_once
-from runtel.exporters.prometheus import metrics_exporter_names, prometheus_address
+from runtel.config import resolve_settings
+from runtel.exporters.prometheus import prometheus_address
 
 
 @pytest.mark.parametrize(("raw", "names"), [
-    ("", ()), ("prometheus", ("prometheus",)), (" OTLP , Prometheus ", ("otlp", "prometheus")), ("none", ("none",)),
+    ("", None), ("prometheus", ("prometheus",)), (" OTLP , Prometheus ", ("otlp", "prometheus")), ("none", ("none",)),
 ])
-def test_metrics_exporter_is_a_comma_list(raw: str, names: tuple[str, ...]) -> None:
-    assert metrics_exporter_names({"OTEL_METRICS_EXPORTER": raw}) == names
+def test_metrics_exporter_is_a_comma_list(raw: str, names: tuple[str, ...] | None) -> None:
+    assert resolve_settings(env={"OTEL_METRICS_EXPORTER": raw}).metrics_exporter == names
 
 
 def test_address_defaults_to_the_specs_localhost_9464() -> None:

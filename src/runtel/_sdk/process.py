@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,7 @@ def configure(**kwargs: Any) -> Settings:
     """Set process-wide settings; each resolves as argument > environment variable > default.
 
     Accepted names (see docs/configuration.md for every one, its variable and default): ``dir``,
-    ``exporters``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
+    ``exporters``, ``traces_exporter``, ``metrics_exporter``, ``service_name``, ``disabled``, ``telemetry``, ``attribute_max_length``,
     ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
     ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
     ``cpu_tdp``, ``propagate``, ``redact_patterns``, ``redact_allow``, ``git_diff_max_bytes``, ``export_timeout``,
@@ -118,6 +119,9 @@ def _at_exit() -> None:
     if rt is not None:
         rt.finish_open_runs()
         rt.shutdown()
+        otlp = sys.modules.get("runtel.exporters.otlp")  # loaded only when OTLP export was opted in
+        if otlp is not None:
+            otlp.report_losses()
         router = rt.router
         if router is not None and router.unattributed and router.warn_unattributed:
             logging.getLogger("runtel.sdk").warning(

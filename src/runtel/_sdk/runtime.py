@@ -34,7 +34,7 @@ from runtel import _propagation, semconv
 from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.config import Settings, settings_env
-from runtel.exporters.prometheus import metrics_exporter_names, start_endpoint
+from runtel.exporters.prometheus import start_endpoint
 from runtel.rundir.writer import RunSinks, set_shared
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class Runtime:
                 max_export_batch_size=_MAX_BATCH,
             )
             processors.append(self._json_processor)
-        if self.settings.otlp_enabled:
+        if self.settings.otlp_traces:
             with guard("otlp-build", "set up OTLP span export"):
                 from runtel.exporters.otlp import build_span_processor  # deferred: runtel.exporters.otlp (~55 ms)
 
@@ -261,7 +261,7 @@ class Runtime:
         )
 
         exporters: list[Any] = []
-        if self.settings.otlp_enabled:
+        if self.settings.otlp_metrics:  # OTEL_METRICS_EXPORTER=prometheus alone is not OTLP (see _start_prometheus)
             with guard("otlp-metrics-build", "set up OTLP metric export"):
                 from runtel.exporters import otlp  # deferred: the OTLP exporters (~90 ms), only with OTLP opted in
 
@@ -363,7 +363,7 @@ class Runtime:
 
     def _start_prometheus(self) -> None:
         """The /metrics endpoint and the private MeterProvider around its reader, if OTEL_METRICS_EXPORTER asks."""
-        if "prometheus" not in metrics_exporter_names(self.settings.env):
+        if "prometheus" not in (self.settings.metrics_exporter or ()):
             return
         endpoint = start_endpoint(self.settings.env)
         if endpoint is None:

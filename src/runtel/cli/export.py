@@ -24,8 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="send recorded runs to an OTLP endpoint (replay offline runs)",
         description="Send the spans and metrics of recorded runs to an OTLP endpoint, keeping their trace ids, "
         "span ids, timestamps and attributes, so runs recorded offline show up in Jaeger/Grafana. Sending a run "
-        "twice is harmless. Defaults come from OTEL_EXPORTER_OTLP_* (protocol http/protobuf, endpoint "
-        "http://localhost:4318, or :4317 for grpc). Exit code 1 if any run was not sent. With --format "
+        "twice is harmless. Defaults come from OTEL_EXPORTER_OTLP_* (per-signal variables first; protocol "
+        "http/protobuf, endpoint http://localhost:4318, or :4317 for grpc) and OTEL_TRACES_EXPORTER / "
+        "OTEL_METRICS_EXPORTER (a signal set to none is not sent). A signal the endpoint does not take "
+        "(HTTP 404/405/501, gRPC UNIMPLEMENTED: a trace-only backend) is noted once, not an error. Exit code 0: "
+        "everything the endpoint takes arrived; 1: a run, a signal or a batch was not sent (unreadable run, "
+        "connection failure, timeout, 5xx, or a batch refused with a 4xx: the server's reason is printed); "
+        "2: bad arguments. With --format "
         "chrome-trace, write the runs' spans and sampled metrics to a Trace Event JSON file instead "
         "(opens offline in ui.perfetto.dev or chrome://tracing).",
     )
@@ -39,6 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--headers", metavar="K=V,...",
                    help="extra request headers, e.g. authorization=Bearer%%20xyz (values are never printed)")
     p.add_argument("--timeout", type=float, metavar="S", help="seconds per request (default: 10)")
+    p.add_argument("--signals", type=_parse_signals, metavar="LIST",
+                   help="comma list of traces,metrics to send (default: both, minus a signal whose "
+                   "OTEL_<SIGNAL>_EXPORTER is none)")
+    p.add_argument("--compression", choices=("gzip", "deflate", "none"),
+                   help="request compression (default: $OTEL_EXPORTER_OTLP_[<SIGNAL>_]COMPRESSION or none)")
     p.add_argument("--format", choices=("otlp", "chrome-trace"), default="otlp",
                    help="otlp: send to an endpoint (default); chrome-trace: write a Perfetto / chrome://tracing file")
     p.add_argument("-o", "--output", metavar="FILE", default="trace.json",
@@ -48,6 +58,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_export)
+
+
+def _parse_signals(raw: str) -> tuple[str, ...]:
+    """``traces,metrics`` (either or both).
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown signal or an empty list.
+    """
+    names = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    unknown = [n for n in names if n not in ("traces", "metrics")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected traces, metrics or traces,metrics, got {raw!r}")
+    return names
 
 
 def parse_since(raw: str) -> datetime:
@@ -146,10 +169,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _cmd_chrome_trace(args)
     from runtel.exporters.otlp import (  # deferred: runtel.exporters.otlp (~70 ms)
         parse_headers,
-        redact_url,
         resolve_config,
     )
-    from runtel.query.replay import export_runs, total_bytes  # deferred: runtel.query.replay (~77 ms)
+    from runtel.query.replay import (  # deferred: runtel.query.replay (~77 ms)
+        default_signals,
+        export_runs,
+        total_bytes,
+    )
 
     run_dirs = _select(args)
     if not run_dirs:
@@ -159,7 +185,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.endpoint
         env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-    target = redact_url(resolve_config(env, "traces", protocol=args.protocol).endpoint, keep_path=False)
+        env.pop("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", None)
+    signals = args.signals if args.signals is not None else default_signals(env)
+    if not signals:
+        raise ConfigError("no signal to send: OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER both exclude otlp "
+                          "(use --signals traces,metrics)")
+    targets = {s: resolve_config(env, s, protocol=args.protocol).display_endpoint for s in signals}
+    target = ", ".join(dict.fromkeys(targets.values()))
+    options = {"endpoint": args.endpoint, "protocol": args.protocol, "headers": headers, "timeout": args.timeout,
+               "env": os.environ, "signals": signals, "compression": args.compression}
 
     total = total_bytes(run_dirs)
     show_bar = not args.json and sys.stderr.isatty() and total > 0
@@ -176,30 +210,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
         with Progress(TextColumn("exporting"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                       console=Console(file=sys.stderr), transient=True) as bar:
             task = bar.add_task("export", total=total)
-            results = export_runs(run_dirs, endpoint=args.endpoint, protocol=args.protocol, headers=headers,
-                                  timeout=args.timeout, env=os.environ,
-                                  progress=lambda n: bar.advance(task, n))
+            results = export_runs(run_dirs, progress=lambda n: bar.advance(task, n), **options)
     else:
-        results = export_runs(run_dirs, endpoint=args.endpoint, protocol=args.protocol, headers=headers,
-                              timeout=args.timeout, env=os.environ)
+        results = export_runs(run_dirs, **options)
 
     failed = [r for r in results if not r.ok]
+    notes = list(dict.fromkeys(note for r in results for note in r.not_accepted))
     for r in results:
         for text in r.skipped:
             problem(f"run {r.run_id}: {text}, not sent")
     if args.json:
-        render.print_json({"endpoint": target, "results": [r.to_dict() for r in results], "ok": not failed})
-    else:
-        out = sys.stdout
-        for r in results:
-            if r.ok:
-                out.write(f"sent      {r.run_id}: {r.spans} spans, {r.metric_points} metric points\n")
-            else:
-                out.write(f"NOT SENT  {r.run_id}: {r.error}\n")
-        sent = [r for r in results if r.ok]
-        summary = (f"runtel: exported {len(sent)} of {len(results)} run(s) to {target} "
-                   f"({sum(r.spans for r in results)} spans, {sum(r.metric_points for r in results)} metric points)")
-        if failed:
-            summary += f"; not sent: {', '.join(r.run_id for r in failed)}"
-        sys.stderr.write(summary + "\n")
+        render.print_json({"endpoint": target, "signals": list(signals), "not_accepted": notes,
+                           "results": [r.to_dict() for r in results], "ok": not failed})
+        return 1 if failed else 0
+    for note in notes:  # once per signal and endpoint, not once per run
+        sys.stderr.write(f"runtel: note: {note}; that signal was not sent (the run folders keep it)\n")
+    out = sys.stdout
+    for r in results:
+        sent = f"{r.spans} spans, {r.metric_points} metric points"
+        if r.ok:
+            out.write(f"sent      {r.run_id}: {sent}\n")
+        else:
+            out.write(f"NOT SENT  {r.run_id}: {r.error} (sent: {sent})\n")
+    ok = [r for r in results if r.ok]
+    summary = (f"runtel: exported {len(ok)} of {len(results)} run(s) to {target} "
+               f"({sum(r.spans for r in results)} spans, {sum(r.metric_points for r in results)} metric points)")
+    rejected = sum(r.rejected_spans for r in results), sum(r.rejected_points for r in results)
+    if any(rejected):
+        summary += f"; rejected by the endpoint: {rejected[0]} spans, {rejected[1]} metric points"
+    if failed:
+        summary += f"; not sent: {', '.join(r.run_id for r in failed)}"
+    sys.stderr.write(summary + "\n")
     return 1 if failed else 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtel.cli import run_root
+from runtel.cli import render, run_root
 from runtel.query.report import write_report
 from runtel.rundir.reader import resolve_run
 
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique id prefix, folder path or 'latest'")
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(handler=_cmd_report)
 
 
@@ -32,5 +33,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     root = run_root(args)
     dirs = [resolve_run(ref, root) for ref in args.runs]
     size = write_report(dirs, Path(args.output))
-    sys.stderr.write(f"runtel: wrote {args.output} ({size / 1024:.0f} KiB, {len(dirs)} run(s))\n")
+    if args.json:
+        render.print_json({"output": str(args.output), "bytes": size, "runs": [str(d) for d in dirs]})
+    else:
+        sys.stderr.write(f"runtel: wrote {args.output} ({size / 1024:.0f} KiB, {len(dirs)} run(s))\n")
     return 0

@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--in", dest="into", metavar="DIR",
                    help="create the worktree in DIR and keep it (default: a temporary directory, removed)")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
-    p.add_argument("--json", action="store_true", help="machine-readable verdicts (with --check)")
+    p.add_argument("--json", action="store_true",
+                   help="print the outcome (and with --check the verdicts) as JSON; the re-run's own stdout then goes "
+                   "to stderr")
     p.set_defaults(handler=_cmd_reproduce)
 
 
@@ -223,7 +225,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         env = _child_env(record, root)
         before = _run_folders(root)
         sys.stdout.flush()
-        code = subprocess.run(command, cwd=cwd, env=env, check=False).returncode
+        code = subprocess.run(command, cwd=cwd, env=env, check=False,
+                              stdout=sys.stderr.fileno() if args.json else None).returncode
         rerun = _find_rerun(root, before, record)
     finally:
         if worktree is not None and toplevel is not None:
@@ -236,6 +239,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if code != 0:
         _say(f"the re-run exited with code {code}")
     if not args.check:
+        if args.json:
+            render.print_json({"run": record.get("id"), "rerun": rerun.get("id") if rerun else None,
+                               "exit_code": code})
         return code if code != 0 else (1 if rerun is None else 0)
     verdicts = compare_artifacts(record, rerun) + compare_results(record, rerun)
     if args.json:

@@ -10,6 +10,7 @@ the wrapper): its parent-death signal (``PR_SET_PDEATHSIG``) is set between fork
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run (repeatable)")
     p.add_argument("--telemetry", choices=("full", "minimal", "off"), help="how much environment to record")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the run folder at the end")
+    p.add_argument("--json", action="store_true",
+                   help="print the run's summary as JSON on stdout at the end (the command's own stdout then goes "
+                   "to stderr, so stdout holds only the JSON)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     p.set_defaults(handler=_cmd_run)
 
@@ -96,13 +100,20 @@ def _signals_from_terminal() -> bool:
         return False
 
 
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """One ``runtel: error:`` line (and the JSON error object under ``--json``); exit code 2."""
+    sys.stderr.write(f"runtel: error: {message}\n")
+    if args.json:
+        sys.stdout.write(json.dumps({"error": message, "type": "UsageError", "problems": []}) + "\n")
+    return 2
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     command: list[str] = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        sys.stderr.write("runtel: error: no command given (usage: runtel run [options] -- CMD [ARGS...])\n")
-        return 2
+        return _usage_error(args, "no command given (usage: runtel run [options] -- CMD [ARGS...])")
 
     from runtel.config import resolve_settings  # deferred: runtel.config (~8 ms)
 
@@ -113,16 +124,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings.json_enabled and not settings.disabled:
         problem = _check_writable(settings.dir)
         if problem:
-            sys.stderr.write(f"runtel: error: {problem}\n")
-            return 2
+            return _usage_error(args, problem)
     if overrides:
         runtel.configure(**overrides)
 
     name = args.name or default_run_name(command)
     for item in args.tag:
         if "=" not in item:
-            sys.stderr.write(f"runtel: error: --tag expects K=V, got {item!r}\n")
-            return 2
+            return _usage_error(args, f"--tag expects K=V, got {item!r}")
     child: subprocess.Popen[bytes] | None = None
     exit_code = 0
     from_terminal = _signals_from_terminal()
@@ -153,7 +162,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             previous[sig] = signal.signal(sig, forward)
         try:
             try:
-                child = subprocess.Popen(command, env=runtel.inject_env(), preexec_fn=_parent_death_signal())
+                child = subprocess.Popen(command, env=runtel.inject_env(), preexec_fn=_parent_death_signal(),
+                                         stdout=sys.stderr.fileno() if args.json else None)
             except OSError as exc:
                 message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
                 sys.stderr.write(f"runtel: error: {message}\n")
@@ -176,8 +186,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
-    if not args.quiet and run.dir is not None:
-        sys.stderr.write(f"runtel: run {run.id} {run.status} in {time.monotonic() - started:.2f} s — {run.dir}\n")
+    elapsed = time.monotonic() - started
+    if args.json:
+        sys.stdout.write(json.dumps({"run": run.id, "name": name, "status": run.status, "exit_code": exit_code,
+                                     "duration_s": round(elapsed, 3),
+                                     "dir": str(run.dir) if run.dir is not None else None}) + "\n")
+    elif not args.quiet and run.dir is not None:
+        sys.stderr.write(f"runtel: run {run.id} {run.status} in {elapsed:.2f} s — {run.dir}\n")
     return exit_code
 
 

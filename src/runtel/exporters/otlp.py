@@ -11,17 +11,32 @@ COMPRESSION,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE,INSECURE}``. The protocol 
 parsed in **seconds** (the specification says milliseconds; opentelemetry-python#4044), and runtel caps
 it at ``RUNTEL_EXPORT_TIMEOUT`` so one export attempt never outlasts the exit bound.
 
+Each signal is selected on its own (``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``, see
+``Settings.otlp_traces`` / ``otlp_metrics``) and has its own :class:`Health` per endpoint.
+
 Failure policy: the OTLP path is a separate processor/reader next to the run folder's, so a collector
-that is down, slow or refusing never touches the local files. The first failure logs ONE warning
-(without header values); the SDK's own per-attempt log lines are filtered while runtel's exporter is
-running (a :class:`logging.Filter` on the SDK loggers, active only on the exporting thread, so the user's
-own exporters still log). After a failure the exporter backs off: batches are dropped for OTLP (the
-run folder keeps them; ``runtel export`` can replay them later) and one probe is sent per cool-down,
-so flushes and shutdown stay fast.
+that is down, slow or refusing never touches the local files. Failures are sorted (:func:`judge`):
+
+- the endpoint does not take the signal (HTTP 404/405/501, gRPC UNIMPLEMENTED: a trace-only backend):
+  one note, and that signal is not sent there again; the other signal is unaffected;
+- a batch refused for its content or credentials (another 4xx, gRPC INVALID_ARGUMENT...): that batch is
+  dropped and counted, the first one is warned about with the server's reason (response body, bounded,
+  escaped, redacted), later batches are still sent, no back-off;
+- the address is down (refused, timeout, 429, 5xx): ONE warning (without header values), then back-off
+  for every signal at that address: batches are dropped for OTLP (the run folder keeps them; ``runtel
+  export`` can replay them later) and one probe is sent per cool-down, so flushes and shutdown stay fast.
+
+The SDK's own per-attempt log lines are filtered while runtel's exporter is running (a
+:class:`logging.Filter` on the SDK loggers, active only on the exporting thread, so the user's own
+exporters still log). Compression (``OTEL_EXPORTER_OTLP_[<SIGNAL>_]COMPRESSION``) and the User-Agent
+(:data:`USER_AGENT`) apply to every path: the SDK's gRPC and HTTP/protobuf exporters and runtel's own
+HTTP sender (HTTP/JSON, ``runtel export``). What was lost is counted per signal (:func:`losses`).
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
 import re
@@ -31,6 +46,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -46,9 +62,12 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 
 from runtel._guard import guard, log_once
+from runtel._version import __version__
 from runtel.errors import ConfigError
+from runtel.redaction import Redactor
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricsData
@@ -58,13 +77,19 @@ if TYPE_CHECKING:
 
 __all__ = (
     "PROTOCOLS",
+    "USER_AGENT",
     "ExportConfig",
+    "Failure",
     "build_metric_exporter",
     "build_span_processor",
     "health_for",
+    "judge",
+    "losses",
     "post",
     "redact_url",
+    "report_losses",
     "resolve_config",
+    "server_reason",
 )
 
 _logger = logging.getLogger("runtel.otlp")
@@ -147,7 +172,7 @@ def resolve_config(env: Mapping[str, str], signal: str, *, cap_timeout: float | 
     """Resolve one signal's export settings from ``env`` the way the OTel specification describes.
 
     Raises:
-        ConfigError: the protocol or the timeout is not usable.
+        ConfigError: the protocol, the timeout or the compression is not usable.
     """
     proto = (protocol or _get(env, signal, "PROTOCOL") or DEFAULT_PROTOCOL).lower()
     if proto not in PROTOCOLS:
@@ -172,6 +197,8 @@ def resolve_config(env: Mapping[str, str], signal: str, *, cap_timeout: float | 
     if cap_timeout is not None:
         timeout = min(timeout, cap_timeout)
     compression = _get(env, signal, "COMPRESSION")
+    if compression and compression.lower() not in ("gzip", "deflate", "none"):
+        raise ConfigError(f"OTLP compression {compression!r} is not supported (gzip, deflate, none)")
     return ExportConfig(
         signal=signal,
         protocol=proto,
@@ -201,32 +228,109 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
 
 # --- plain HTTP POST (HTTP/JSON export and replay) -------------------------------------------------------------
 
+#: runtel's product identifier prepended to the OTel exporter's own, as the OTLP exporter specification suggests
+USER_AGENT: Final = f"runtel/{__version__} OTel-OTLP-Exporter-Python/{_SDK_VERSION}"
+#: characters of a server's error answer kept for the one warning (after escaping and redaction)
+MAX_REASON_CHARS: Final = 200
+#: HTTP statuses that mean "this endpoint does not take this signal" (a trace-only backend answering /v1/metrics)
+NOT_ACCEPTED_STATUSES: Final = frozenset({404, 405, 501})
+#: 4xx statuses that are retryable (the specification's list; everything else 4xx rejects the batch itself)
+_RETRYABLE_4XX: Final = frozenset({408, 429})
+_REDACTOR: list[Redactor] = []
+
 
 class PostError(Exception):
-    """A POST to an OTLP/HTTP endpoint failed; ``reason`` is short and never holds header values."""
+    """A POST to an OTLP/HTTP endpoint failed; ``reason`` is short and never holds header values.
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    ``status`` is the HTTP status (None without an answer); ``detail`` the server's own explanation from the
+    response body, bounded, escaped and redacted (empty when it gave none).
+    """
+
+    def __init__(self, reason: str, status: int | None = None, detail: str = "", grpc_code: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.detail = detail
+        self.grpc_code = grpc_code
 
 
-def post(url: str, body: bytes, content_type: str, headers: Mapping[str, str], timeout: float) -> int:
-    """POST one OTLP/HTTP request; return the HTTP status (2xx).
+def server_reason(body: bytes, content_type: str = "", secrets: Sequence[str] = ()) -> str:
+    """The server's explanation in an error answer: a ``google.rpc.Status`` message (protobuf or JSON) or text.
+
+    Bounded to :data:`MAX_REASON_CHARS`, control characters escaped, header values and anything that looks like a
+    credential redacted: the text goes to a log line.
+    """
+    body = body[:4096]
+    text = ""
+    if "protobuf" in content_type:
+        try:
+            from google.rpc import status_pb2  # type: ignore[import-untyped]  # deferred: google.rpc protobuf, only to read an error answer (~2 ms)
+
+            text = status_pb2.Status.FromString(body).message
+        except Exception:  # not a Status message after all: fall back to the bytes
+            text = ""
+    if not text:
+        raw = body.decode("utf-8", "replace")
+        try:
+            parsed = json.loads(raw)
+            text = str(parsed.get("message") or raw) if isinstance(parsed, dict) else raw
+        except ValueError:
+            text = raw
+    text = " ".join(text.split())
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    if not _REDACTOR:
+        _REDACTOR.append(Redactor())
+    text = _REDACTOR[0].redact_text(text)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def compress(body: bytes, compression: str | None) -> tuple[bytes, str | None]:
+    """``body`` compressed as ``OTEL_EXPORTER_OTLP_COMPRESSION`` says, and its Content-Encoding (None: as is).
 
     Raises:
-        PostError: connection failure, timeout, or a non-2xx answer.
+        ConfigError: an unknown compression.
     """
-    request = urllib.request.Request(url, data=body, method="POST")
+    if not compression or compression == "none":
+        return body, None
+    if compression == "gzip":
+        return gzip.compress(body, compresslevel=6), "gzip"
+    if compression == "deflate":
+        return zlib.compress(body), "deflate"
+    raise ConfigError(f"OTLP compression {compression!r} is not supported (gzip, deflate, none)")
+
+
+def post(url: str, body: bytes, content_type: str, headers: Mapping[str, str], timeout: float,
+         compression: str | None = None) -> int:
+    """POST one OTLP/HTTP request (compressed as asked, with runtel's User-Agent); return the HTTP status (2xx).
+
+    Raises:
+        PostError: connection failure, timeout, or a non-2xx answer (with the server's reason).
+        ConfigError: an unknown compression.
+    """
+    data, encoding = compress(body, compression)
+    request = urllib.request.Request(url, data=data, method="POST")
     for key, value in headers.items():
         request.add_header(key, value)
+    if not any(key.lower() == "user-agent" for key in headers):
+        request.add_header("User-Agent", USER_AGENT)
     request.add_header("Content-Type", content_type)
+    if encoding:
+        request.add_header("Content-Encoding", encoding)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             return int(response.status)
     except urllib.error.HTTPError as exc:
-        raise PostError(f"HTTP {exc.code}", exc.code) from None
+        try:
+            answer = exc.read(4096)
+        except OSError:
+            answer = b""
+        detail = server_reason(answer, exc.headers.get("Content-Type", "") if exc.headers else "",
+                               tuple(headers.values()))
+        raise PostError(f"HTTP {exc.code}" + (f": {detail}" if detail else ""), exc.code, detail) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         inner = getattr(exc, "reason", exc)
         raise PostError(classify(f"{type(inner).__name__}: {inner}")) from None
@@ -304,58 +408,157 @@ class _Quiet:
         _local.depth -= 1
 
 
-class Health:
-    """Success/failure state of one OTLP endpoint (shared by its traces and metrics exporters): one warning ever,
-    back-off after failures. Sharing means a collector found dead while flushing spans is not waited for again
-    by the metrics flush right after it."""
+@dataclass(frozen=True)
+class Failure:
+    """What a failed export means: ``not-accepted`` (the endpoint does not take this signal), ``rejected`` (this
+    batch was refused for its content or credentials: drop it, keep sending) or ``down`` (back off)."""
 
-    def __init__(self, config: ExportConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
-        self.secrets: set[str] = {v for v in config.headers.values() if v}
+    kind: str
+    text: str
+
+
+_GRPC_REJECTING: Final = frozenset({"INVALID_ARGUMENT", "PERMISSION_DENIED", "UNAUTHENTICATED", "FAILED_PRECONDITION",
+                                    "OUT_OF_RANGE", "ALREADY_EXISTS", "NOT_FOUND"})
+
+
+def judge(reason: str | None, status: int | None = None, detail: str = "", secrets: Sequence[str] = (),
+          grpc_code: str | None = None) -> Failure:
+    """Sort a failed export into :class:`Failure` kinds from its HTTP status or gRPC code (parsed from ``reason``
+    when not given: the SDK exporters only log them)."""
+    text = reason or "unknown error"
+    for secret in secrets:
+        if secret:
+            detail = detail.replace(secret, "[REDACTED]")
+    if status is None:
+        match = re.search(r"code: (\d{3})", text) or re.search(r"HTTP (\d{3})", text)
+        status = int(match.group(1)) if match else None
+    if grpc_code is None:
+        grpc_match = re.search(r"StatusCode\.([A-Z_]+)", text)
+        grpc_code = grpc_match.group(1) if grpc_match else None
+        details = re.search(r"error details: (.*)", text)
+        if details and not detail:
+            detail = server_reason(details.group(1).encode(), secrets=secrets)
+    if status in NOT_ACCEPTED_STATUSES or grpc_code == "UNIMPLEMENTED":
+        if status is not None:
+            return Failure("not-accepted", f"HTTP {status}")
+        return Failure("not-accepted", "UNIMPLEMENTED" + (f": {detail}" if detail else ""))
+    if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        return Failure("rejected", f"HTTP {status}" + (f": {detail}" if detail else ""))
+    if grpc_code in _GRPC_REJECTING:
+        return Failure("rejected", grpc_code + (f": {detail}" if detail else ""))
+    return Failure("down", text)
+
+
+class _Endpoint:
+    """Back-off state of one collector address (scheme, host, port), shared by its signals: a collector found
+    dead while flushing spans is not waited for again by the metrics flush right after it."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.down_until = 0.0
         self.cooldown = _COOLDOWN_MIN_S
-        self.failures = 0
-        self.dropped_batches = 0
 
-    def allow(self, deadline: float | None = None) -> bool:
-        """Whether to attempt a send now (not in back-off, not past the caller's flush/shutdown deadline)."""
+    def allow(self, deadline: float | None) -> bool:
         now = self._clock()
         if deadline is not None and now >= deadline:
             return False
         with self._lock:
             return now >= self.down_until
 
-    def succeeded(self) -> None:
-        """The endpoint answered: leave back-off."""
+    def up(self) -> None:
         with self._lock:
             self.down_until = 0.0
             self.cooldown = _COOLDOWN_MIN_S
 
-    def failed(self, reason: str | None) -> None:
-        """An export failed: warn once (per process), then back off."""
+    def down(self) -> None:
         with self._lock:
-            self.failures += 1
             self.down_until = self._clock() + self.cooldown
             self.cooldown = min(self.cooldown * 2, _COOLDOWN_MAX_S)
+
+
+class Health:
+    """Success/failure state of one signal at one endpoint: one warning per kind of failure, counts of what was lost.
+
+    A 4xx for one batch drops that batch (with the server's reason, once) and nothing else; an endpoint that does
+    not take the signal at all (404/405/501, gRPC UNIMPLEMENTED) is noted once and not sent that signal again;
+    only transport failures (refused, timeout, 5xx, 429) put the whole address into back-off.
+    """
+
+    def __init__(self, config: ExportConfig, clock: Callable[[], float] = time.monotonic,
+                 endpoint: _Endpoint | None = None) -> None:
+        self.config = config
+        self.secrets: set[str] = {v for v in config.headers.values() if v}
+        self._lock = threading.Lock()
+        self.address = endpoint or _Endpoint(clock)
+        self.accepted = True
+        self.failures = 0
+        #: batches dropped without an attempt (back-off or deadline)
+        self.dropped_batches = 0
+        #: batches (and their spans or points) the server refused with a 4xx
+        self.rejected_batches = 0
+        self.rejected_items = 0
+        #: batches not sent because the endpoint does not take this signal
+        self.unaccepted_batches = 0
+
+    @property
+    def down_until(self) -> float:
+        """When the address leaves back-off (monotonic clock)."""
+        return self.address.down_until
+
+    def allow(self, deadline: float | None = None) -> bool:
+        """Whether to attempt a send now (signal accepted, not in back-off, not past the caller's deadline)."""
+        return self.accepted and self.address.allow(deadline)
+
+    def succeeded(self) -> None:
+        """The endpoint answered: leave back-off."""
+        self.address.up()
+
+    def failed(self, reason: str | None, status: int | None = None, detail: str = "", items: int = 0) -> Failure:
+        """An export failed: sort it (see :func:`judge`), warn once for its kind, back off only if the address is down."""
+        failure = judge(reason, status, detail, tuple(self.secrets))
+        with self._lock:
+            self.failures += 1
+            if failure.kind == "rejected":
+                self.rejected_batches += 1
+                self.rejected_items += items
+            elif failure.kind == "not-accepted":
+                self.accepted = False
+        signal, url = self.config.signal, redact_url(self.config.endpoint)  # with the path: which URL refused
+        where = self.config.display_endpoint
+        if failure.kind == "not-accepted":
+            log_once(f"otlp-not-accepted:{signal}:{self.config.endpoint}",
+                     "runtel: %s not accepted by %s (%s); runtel sends no more %s there (the run folder keeps them; "
+                     "the other signal is unaffected)", signal, url, failure.text, signal)
+            return failure
+        if failure.kind == "rejected":
+            log_once(f"otlp-rejected:{signal}:{self.config.endpoint}",
+                     "runtel: %s rejected a batch of %d %s (%s); that batch is dropped for OTLP (the run folder keeps "
+                     "it), later batches are still sent; further rejections are counted, not logged",
+                     url, items, "spans" if signal == "traces" else "metric points", failure.text)
+            return failure
+        self.address.down()
         text = classify(reason or "unknown error", tuple(self.secrets))
         if text == "Timeout" and "max retries" in (reason or ""):
             # The HTTP exporter's last log line hides the cause (refused? rate-limited?): one short probe,
             # only for the single warning, finds it: a 0.25 s connect, then for HTTP an empty POST.
             text = _probe(self.config.endpoint) or _http_probe(self.config) or text
         log_once(
-            "otlp-export-failed",
+            f"otlp-export-failed:{where}",
             "runtel: OTLP export to %s failed (%s); telemetry continues locally in the run folder "
             "(replay it later with `runtel export`); further failures are not logged",
-            self.config.display_endpoint,
+            where,
             text,
         )
+        return failure
 
     def skipped(self) -> None:
-        """A batch was dropped for OTLP without an attempt (back-off or deadline)."""
+        """A batch was dropped for OTLP without an attempt (back-off, deadline, or signal not accepted)."""
         with self._lock:
-            self.dropped_batches += 1
+            if self.accepted:
+                self.dropped_batches += 1
+            else:
+                self.unaccepted_batches += 1
 
 
 def _probe(endpoint: str) -> str | None:
@@ -382,7 +585,8 @@ def _http_probe(config: ExportConfig) -> str | None:
         return None
 
     request = urllib.request.Request(config.endpoint, data=b"", method="POST",
-                                     headers={**config.headers, "Content-Type": "application/x-protobuf"})
+                                     headers={"User-Agent": USER_AGENT, **config.headers,
+                                              "Content-Type": "application/x-protobuf"})
     try:
         with urllib.request.urlopen(request, timeout=0.25):
             return None
@@ -395,39 +599,70 @@ def _http_probe(config: ExportConfig) -> str | None:
 
 
 _healths_lock = threading.Lock()
-_healths: dict[str, Health] = {}
+_healths: dict[tuple[str, str], Health] = {}
+_addresses: dict[str, _Endpoint] = {}
 
 
 def health_for(config: ExportConfig) -> Health:
-    """The process-wide health record of ``config``'s endpoint (scheme, host and port)."""
-    key = config.display_endpoint
+    """The process-wide health record of ``config``'s signal at its endpoint (back-off shared per address)."""
+    key = (config.signal, config.endpoint)
     with _healths_lock:
         health = _healths.get(key)
         if health is None:
-            health = _healths[key] = Health(config)
+            address = _addresses.setdefault(config.display_endpoint, _Endpoint(time.monotonic))
+            health = _healths[key] = Health(config, endpoint=address)
         else:
             health.secrets.update(v for v in config.headers.values() if v)
         return health
 
 
-def _attempt(health: Health, send: Callable[[], bool], deadline: float | None = None) -> bool:
+def losses() -> dict[str, dict[str, int]]:
+    """What OTLP export lost in this process, per ``signal endpoint`` (the run folders keep all of it)."""
+    with _healths_lock:
+        return {
+            f"{h.config.signal} {h.config.display_endpoint}": {
+                "dropped_batches": h.dropped_batches, "rejected_batches": h.rejected_batches,
+                "rejected_items": h.rejected_items, "not_accepted_batches": h.unaccepted_batches,
+            }
+            for h in _healths.values()
+        }
+
+
+def report_losses() -> None:
+    """At exit: when an endpoint refused more than the one batch already warned about, say how much in all."""
+    with _healths_lock:
+        healths = list(_healths.values())
+    for h in healths:
+        if h.rejected_batches > 1:
+            kind = "spans" if h.config.signal == "traces" else "metric points"
+            _logger.warning("runtel: %s rejected %d batches in all (%d %s); the run folders keep them (`runtel export` "
+                            "resends them)", redact_url(h.config.endpoint), h.rejected_batches, h.rejected_items, kind)
+
+
+def _attempt(health: Health, send: Callable[[], bool], deadline: float | None = None, items: int = 0) -> bool:
     """Run one export attempt quietly and record its outcome."""
     if not health.allow(deadline):
         health.skipped()
         return False
     reason: str | None
+    status: int | None = None
+    detail = ""
+    _local.answer = None
     with _Quiet():
         try:
             ok = send()
             reason = None if ok else " | ".join(getattr(_local, "messages", ()))
         except PostError as exc:
-            ok, reason = False, exc.reason
+            ok, reason, status, detail = False, exc.reason, exc.status, exc.detail
         except Exception as exc:  # an SDK exporter bug must not reach the batch worker or the user
             ok, reason = False, f"{type(exc).__name__}: {exc}"
     if ok:
         health.succeeded()
     else:
-        health.failed(reason)
+        answer = getattr(_local, "answer", None)
+        if answer is not None and status is None:  # what the SDK's HTTP exporter's session saw (see _session)
+            status, detail = answer
+        health.failed(reason, status, detail, items)
     return ok
 
 
@@ -449,7 +684,8 @@ class QuietSpanExporter(SpanExporter):
         """Send unless backing off; a failure is recorded, never raised."""
         if self.on_batch is not None:
             self.on_batch(len(spans))
-        ok = _attempt(self.health, lambda: self.inner.export(spans) == SpanExportResult.SUCCESS, self.deadline)
+        ok = _attempt(self.health, lambda: self.inner.export(spans) == SpanExportResult.SUCCESS, self.deadline,
+                      len(spans))
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
@@ -463,6 +699,15 @@ class QuietSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """The inner exporters buffer nothing."""
         return True
+
+
+def _points(metrics_data: MetricsData) -> int:
+    """Data points in a collection (for the loss counts)."""
+    try:
+        return sum(len(getattr(metric.data, "data_points", ()) or ())
+                   for rm in metrics_data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics)
+    except (AttributeError, TypeError):  # an unexpected shape only costs the count
+        return 0
 
 
 class QuietMetricExporter(MetricExporter):
@@ -488,6 +733,7 @@ class QuietMetricExporter(MetricExporter):
             self.health,
             lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis) == MetricExportResult.SUCCESS,
             self.deadline,
+            _points(metrics_data),
         )
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
@@ -517,7 +763,7 @@ class JsonHttpSpanExporter(SpanExporter):
         from runtel.rundir.otlp_json import spans_line  # deferred: runtel.rundir.otlp_json (~0.4 ms)
 
         post(self.config.endpoint, spans_line(spans), "application/json", self.config.headers,
-             self.config.timeout)
+             self.config.timeout, self.config.compression)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -536,7 +782,7 @@ class JsonHttpMetricExporter(MetricExporter):
         from runtel.rundir.otlp_json import dumps_line, encode_metrics  # deferred: runtel.rundir.otlp_json (~0.4 ms)
 
         post(self.config.endpoint, dumps_line(encode_metrics(metrics_data)), "application/json", self.config.headers,
-             min(self.config.timeout, timeout_millis / 1000))
+             min(self.config.timeout, timeout_millis / 1000), self.config.compression)
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -559,6 +805,8 @@ def _grpc_kwargs(config: ExportConfig) -> dict[str, Any]:
         "insecure": insecure,
         "headers": dict(config.headers),
         "timeout": config.timeout,
+        # runtel's product identifier before the SDK's own User-Agent (grpc adds its own version after it)
+        "channel_options": (("grpc.primary_user_agent", config.headers.get("user-agent", USER_AGENT)),),
     }
     if config.compression == "gzip":
         kwargs["compression"] = grpc.Compression.Gzip
@@ -589,8 +837,9 @@ def _http_kwargs(config: ExportConfig) -> dict[str, Any]:
 
     kwargs: dict[str, Any] = {
         "endpoint": config.endpoint,
-        "headers": dict(config.headers),
+        "headers": {"user-agent": USER_AGENT, **config.headers},
         "timeout": config.timeout,
+        "session": _reason_keeping_session(),
         "certificate_file": config.certificate,
         "client_key_file": config.client_key,
         "client_certificate_file": config.client_certificate,
@@ -601,6 +850,27 @@ def _http_kwargs(config: ExportConfig) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"OTLP compression {config.compression!r} is not supported (gzip, deflate, none)") from exc
     return kwargs
+
+
+_session_class: list[type] = []
+
+
+def _reason_keeping_session() -> Any:
+    """A ``requests.Session`` for the SDK's HTTP exporters that keeps the status and the server's reason (body) of
+    an error answer for :func:`_attempt` (the SDK logs only the status phrase)."""
+    if not _session_class:
+        import requests  # deferred: requests, loaded by the SDK's HTTP exporter anyway (~0 ms more)
+
+        class ReasonKeepingSession(requests.Session):
+            def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+                response = super().request(method, url, *args, **kwargs)
+                if response.status_code >= 400:
+                    _local.answer = (response.status_code,
+                                     server_reason(response.content or b"", response.headers.get("Content-Type", "")))
+                return response
+
+        _session_class.append(ReasonKeepingSession)
+    return _session_class[0]()
 
 
 def make_span_exporter(config: ExportConfig) -> SpanExporter:

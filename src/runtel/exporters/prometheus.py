@@ -18,19 +18,13 @@ from typing import Any
 
 from runtel._guard import log_once
 
-__all__ = ("PrometheusEndpoint", "metrics_exporter_names", "prometheus_address", "start_endpoint")
+__all__ = ("PrometheusEndpoint", "prometheus_address", "start_endpoint")
 
 _logger = logging.getLogger("runtel.prometheus")
 
 #: the spec's defaults for OTEL_EXPORTER_PROMETHEUS_HOST / _PORT
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 9464
-
-
-def metrics_exporter_names(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The names in ``OTEL_METRICS_EXPORTER`` (a comma list, lower case): ``("otlp", "prometheus")``, ``()``."""
-    raw = env.get("OTEL_METRICS_EXPORTER", "")
-    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
 
 
 def prometheus_address(env: Mapping[str, str]) -> tuple[str, int]:

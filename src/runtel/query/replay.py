@@ -19,13 +19,26 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from runtel.errors import RunFolderError
-from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
+from runtel.errors import ConfigError, RunFolderError
+from runtel.exporters.otlp import (
+    USER_AGENT,
+    PostError,
+    classify,
+    judge,
+    post,
+    redact_url,
+    resolve_config,
+    server_reason,
+)
 from runtel.rundir.otlp_json import run_id_on_points
 from runtel.rundir.reader import LineStats, iter_jsonl_sized, read_record_or_corrupt
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
 
-__all__ = ("ExportResult", "export_runs", "ids_to_base64")
+__all__ = ("SIGNALS", "ExportResult", "default_signals", "export_runs", "ids_to_base64")
+
+SIGNALS: Final = ("traces", "metrics")
+#: rejection reasons kept per run and signal (the counts are complete)
+_MAX_REJECTIONS: Final = 5
 
 #: requests are cut before they grow past this many bytes of JSON (collectors accept 4 MiB gRPC by default)
 MAX_REQUEST_BYTES: Final = 3 * 1024 * 1024
@@ -47,6 +60,12 @@ class ExportResult:
     error: str | None = None
     skipped: list[str] = field(default_factory=list)
     """Lines of the run's files that could not be read and were not sent (one entry per kind)."""
+    not_accepted: list[str] = field(default_factory=list)
+    """Signals the endpoint does not take at all ("metrics not accepted by ...: HTTP 404"): noted, not an error."""
+    rejected_spans: int = 0
+    rejected_points: int = 0
+    rejections: list[str] = field(default_factory=list)
+    """Why the endpoint refused batches (4xx with the server's reason, bounded); those batches were not sent."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``runtel export --json``)."""
@@ -144,6 +163,8 @@ class _Sender:
         self.headers = {**self.config.headers, **{k.lower(): v for k, v in (headers or {}).items()}}
         self._stub: Any = None
         self._channel: Any = None
+        #: set when the endpoint answered that it does not take this signal: no more requests for it
+        self.not_accepted: str | None = None
 
     def send(self, request: dict[str, Any]) -> None:
         """Send one request.
@@ -154,10 +175,11 @@ class _Sender:
         protocol = self.config.protocol
         if protocol == "http/json":
             body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
-            post(self.config.endpoint, body, "application/json", self.headers, self.timeout)
+            post(self.config.endpoint, body, "application/json", self.headers, self.timeout, self.config.compression)
         elif protocol == "http/protobuf":
             body = to_protobuf(request, self.signal).SerializeToString()
-            post(self.config.endpoint, body, "application/x-protobuf", self.headers, self.timeout)
+            post(self.config.endpoint, body, "application/x-protobuf", self.headers, self.timeout,
+                 self.config.compression)
         else:
             self._send_grpc(to_protobuf(request, self.signal))
 
@@ -168,10 +190,14 @@ class _Sender:
             parts = urlsplit(self.config.endpoint)
             target = parts.netloc or parts.path
             insecure = self.config.insecure if self.config.insecure is not None else parts.scheme != "https"
+            options = [("grpc.primary_user_agent", self.headers.get("user-agent", USER_AGENT))]
+            compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
+                self.config.compression or "", grpc.Compression.NoCompression)
             if insecure:
-                self._channel = grpc.insecure_channel(target)
+                self._channel = grpc.insecure_channel(target, options=options, compression=compression)
             else:
-                self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
+                self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options,
+                                                    compression=compression)
             if self.signal == "traces":
                 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (  # deferred: the OTLP protobuf classes, only for export (~33 ms)
                     TraceServiceStub,  # deferred: the OTLP protobuf classes, only for export (~37 ms)
@@ -189,8 +215,10 @@ class _Sender:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             name = getattr(code, "name", "RpcError")
-            details = exc.details() if hasattr(exc, "details") else ""
-            raise PostError(classify(f"StatusCode.{name} {details}", tuple(self.headers.values()))) from None
+            details = (exc.details() if hasattr(exc, "details") else "") or ""
+            secrets = tuple(self.headers.values())
+            raise PostError(classify(f"StatusCode.{name} {details}", secrets),
+                            detail=server_reason(details.encode(), secrets=secrets), grpc_code=name) from None
 
     def close(self) -> None:
         """Close the gRPC channel, if any."""
@@ -208,6 +236,66 @@ def _run_id(run_dir: Path) -> str:
     return str(read_record_or_corrupt(run_dir).get("id") or run_dir.name)
 
 
+def default_signals(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The signals ``runtel export`` sends by default: those whose ``OTEL_{TRACES,METRICS}_EXPORTER`` is unset or
+    names ``otlp`` (so ``OTEL_TRACES_EXPORTER=none`` replays metrics only, as a live run would send them)."""
+    chosen = []
+    for signal in SIGNALS:
+        raw = env.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
+        if not raw or "otlp" in [part.strip() for part in raw.split(",")]:
+            chosen.append(signal)
+    return tuple(chosen)
+
+
+@dataclass
+class _RunTally:
+    counts: dict[str, int] = field(default_factory=lambda: {"traces": 0, "metrics": 0})
+    rejected: dict[str, int] = field(default_factory=lambda: {"traces": 0, "metrics": 0})
+    requests: int = 0
+    sent_bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    not_accepted: list[str] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+
+
+def _send_signal(run_dir: Path, sender: _Sender, tally: _RunTally, max_request_bytes: int,
+                 progress: Callable[[int], None] | None) -> None:
+    """Send one run's file of one signal; a failure of this signal never stops the other one."""
+    signal = sender.signal
+    if sender.not_accepted is not None:
+        tally.not_accepted.append(sender.not_accepted)
+        return
+    stats = LineStats()
+    lines = iter_jsonl_sized(run_dir / (SPANS_FILE if signal == "traces" else METRICS_FILE), stats)
+    if signal == "metrics":  # the run id goes back on each point, as live export sends it
+        lines = ((run_id_on_points(message), n) for message, n in lines)
+    for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
+        items = _count(request, signal)
+        try:
+            sender.send(request)
+        except PostError as exc:
+            failure = judge(exc.reason, exc.status, exc.detail, tuple(sender.headers.values()), exc.grpc_code)
+            if failure.kind == "not-accepted":
+                sender.not_accepted = f"{signal} not accepted by {sender.display}: {failure.text}"
+                tally.not_accepted.append(sender.not_accepted)
+                return
+            if failure.kind == "rejected":  # this batch only: the next one may well be fine
+                tally.rejected[signal] += items
+                if len(tally.rejections) < _MAX_REJECTIONS:
+                    kind = "spans" if signal == "traces" else "metric points"
+                    tally.rejections.append(f"{sender.display} rejected {items} {kind}: {failure.text}")
+                continue
+            tally.errors.append(f"{signal} to {sender.display}: {exc.reason}")
+            return
+        tally.counts[signal] += items
+        tally.requests += 1
+        tally.sent_bytes += size
+        if progress is not None:
+            progress(size)
+    tally.skipped += stats.problems()
+
+
 def export_runs(
     run_dirs: Sequence[str | os.PathLike[str]],
     *,
@@ -218,12 +306,18 @@ def export_runs(
     env: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    signals: Sequence[str] | None = None,
+    compression: str | None = None,
 ) -> list[ExportResult]:
     """Send each run folder's spans and metrics to an OTLP endpoint; one result per run, never raising for a run.
 
     Unset arguments come from the ``OTEL_EXPORTER_OTLP_*`` variables of ``env`` (``os.environ`` by default),
     like the SDK exporters: protocol ``http/protobuf``, endpoint ``http://localhost:4318`` (HTTP) or
-    ``http://localhost:4317`` (gRPC), timeout in seconds.
+    ``http://localhost:4317`` (gRPC), timeout in seconds, per-signal variables first. ``signals`` defaults to
+    :func:`default_signals`. A signal the endpoint does not take (HTTP 404/405/501, gRPC UNIMPLEMENTED) is noted
+    in ``not_accepted`` and not an error; a batch refused with another 4xx is counted in ``rejected_*`` with the
+    server's reason, and the other batches are still sent; a run is ``ok`` when nothing else went wrong and no
+    batch was rejected.
 
     Example::
 
@@ -232,50 +326,46 @@ def export_runs(
         assert all(r.ok for r in results)
 
     Raises:
-        ConfigError: the protocol or timeout is not usable.
+        ConfigError: the protocol, timeout or compression is not usable, or an unknown signal.
     """
     source = dict(os.environ if env is None else env)
     if endpoint:
         source["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
         source.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
         source.pop("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", None)
-    senders = {s: _Sender(source, s, protocol, timeout, headers) for s in ("traces", "metrics")}
+    if compression:
+        source["OTEL_EXPORTER_OTLP_COMPRESSION"] = compression
+        source.pop("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", None)
+        source.pop("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", None)
+    chosen = tuple(signals) if signals is not None else default_signals(source)
+    unknown = [s for s in chosen if s not in SIGNALS]
+    if unknown:
+        raise ConfigError(f"unknown signal(s) {', '.join(unknown)}; known: {', '.join(SIGNALS)}")
+    senders = [_Sender(source, s, protocol, timeout, headers) for s in SIGNALS if s in chosen]
     results: list[ExportResult] = []
     try:
         for entry in run_dirs:
             run_dir = Path(entry)
-            counts = {"traces": 0, "metrics": 0}
-            requests = sent_bytes = 0
-            error: str | None = None
-            skipped: list[str] = []
-            try:
-                for signal, filename in (("traces", SPANS_FILE), ("metrics", METRICS_FILE)):
-                    sender = senders[signal]
-                    stats = LineStats()
-                    lines = iter_jsonl_sized(run_dir / filename, stats)
-                    if signal == "metrics":  # the run id goes back on each point, as live export sends it
-                        lines = ((run_id_on_points(message), n) for message, n in lines)
-                    for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
-                        try:
-                            sender.send(request)
-                        except PostError as exc:
-                            raise PostError(f"{signal} to {sender.display}: {exc.reason}") from None
-                        counts[signal] += _count(request, signal)
-                        requests += 1
-                        sent_bytes += size
-                        if progress is not None:
-                            progress(size)
-                    skipped += stats.problems()
-            except (PostError, RunFolderError) as exc:
-                error = str(exc)
-            except Exception as exc:  # a malformed line must not stop the other runs
-                error = f"{type(exc).__name__}: {exc}"
+            tally = _RunTally()
+            for sender in senders:
+                try:
+                    _send_signal(run_dir, sender, tally, max_request_bytes, progress)
+                except RunFolderError as exc:
+                    tally.errors.append(str(exc))
+                except Exception as exc:  # a malformed line must not stop the other signal or runs
+                    tally.errors.append(f"{sender.signal}: {type(exc).__name__}: {exc}")
+            rejected = tally.rejected["traces"] + tally.rejected["metrics"]
+            error = "; ".join(tally.errors) or None
+            if error is None and rejected:
+                error = "; ".join(tally.rejections)
             results.append(ExportResult(
-                run_dir=str(run_dir), run_id=_run_id(run_dir), ok=error is None, spans=counts["traces"],
-                metric_points=counts["metrics"], requests=requests, bytes=sent_bytes, error=error, skipped=skipped,
+                run_dir=str(run_dir), run_id=_run_id(run_dir), ok=error is None, spans=tally.counts["traces"],
+                metric_points=tally.counts["metrics"], requests=tally.requests, bytes=tally.sent_bytes, error=error,
+                skipped=tally.skipped, not_accepted=tally.not_accepted, rejected_spans=tally.rejected["traces"],
+                rejected_points=tally.rejected["metrics"], rejections=tally.rejections,
             ))
     finally:
-        for sender in senders.values():
+        for sender in senders:
             sender.close()
     return results
 
