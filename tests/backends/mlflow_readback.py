@@ -1,6 +1,6 @@
 """Read an MLflow run back with MLflow's own client (run inside build/mlflow-venv by test_mlflow.py).
 
-Usage: python mlflow_readback.py TRACKING_URI MLFLOW_RUN_ID  → one JSON object on stdout.
+Usage: python mlflow_readback.py TRACKING_URI MLFLOW_RUN_ID...  → one JSON object per run id on stdout.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from mlflow import MlflowClient
 
 
-def main(uri: str, run_id: str) -> None:
-    client = MlflowClient(tracking_uri=uri)
+def read(client: MlflowClient, run_id: str) -> dict[str, object]:
     run = client.get_run(run_id)
     out = {
         "params": run.data.params, "metrics": run.data.metrics, "tags": run.data.tags,
@@ -31,15 +30,17 @@ def main(uri: str, run_id: str) -> None:
                 yield f.path
 
     out["artifacts"] = sorted(walk())
-    with tempfile.TemporaryDirectory() as d, open(client.download_artifacts(run_id, "model/model.pt", d), "rb") as f:
-        out["model_bytes"] = f.read().decode()
+    if "model/model.pt" in out["artifacts"]:
+        with tempfile.TemporaryDirectory() as d, open(client.download_artifacts(run_id, "model/model.pt", d), "rb") as f:
+            out["model_bytes"] = f.read().decode()
     traces = client.search_traces(locations=[run.info.experiment_id], run_id=run_id)
     out["traces"] = [{"trace_id": t.info.trace_id, "spans": sorted(s.name for s in t.data.spans),
                       "root_attributes": {k: v for s in t.data.spans if s.parent_id is None
                                           for k, v in s.attributes.items() if k.startswith("runtel.run.")}}
                      for t in traces]
-    sys.stdout.write(json.dumps(out, default=str) + "\n")
+    return out
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    mlflow_client = MlflowClient(tracking_uri=sys.argv[1])
+    sys.stdout.write(json.dumps({r: read(mlflow_client, r) for r in sys.argv[2:]}, default=str) + "\n")

@@ -141,23 +141,29 @@ TRAIN = textwrap.dedent("""
 @pytest.mark.timeout(1200)
 def test_a_run_lands_in_a_real_mlflow_server(mlflow_server: dict[str, Any], tmp_path: Path,
                                             clean_env: dict[str, str]) -> None:
-    """params, metrics (finals and series with steps), tags, artifacts and the linked trace, via MLflow's client."""
+    """`runtel run -- python train.py`: params, metrics (finals, series with steps), tags, artifacts, nesting
+    and the linked trace of both runs, read back with MLflow's client."""
     (tmp_path / "train.py").write_text(TRAIN)
+    runs = tmp_path / "runs"
     env = {**clean_env, "RUNTEL_TRACKER": "runfolder,mlflow", "MLFLOW_TRACKING_URI": mlflow_server["uri"],
-           "MLFLOW_EXPERIMENT_NAME": "runtel-test", "RUNTEL_DIR": str(tmp_path / "runs")}
-    proc = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+           "MLFLOW_EXPERIMENT_NAME": "runtel-test", "RUNTEL_DIR": str(runs)}
+    proc = subprocess.run([sys.executable, "-m", "runtel", "run", "--name", "job", "--", sys.executable, "train.py"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     run_id, imported = proc.stdout.split()
     assert imported == "False"  # the backend never imports mlflow
-    record = json.loads((tmp_path / "runs" / run_id / "run.json").read_text())
-    info = record["trackers"]["mlflow"]
-    assert "errors" not in info, info
+    record = json.loads((runs / run_id / "run.json").read_text())
+    wrapper_id = record["parent"]["run_id"]
+    wrapper = json.loads((runs / wrapper_id / "run.json").read_text())
+    info, outer = record["trackers"]["mlflow"], wrapper["trackers"]["mlflow"]
+    assert "errors" not in info and "errors" not in outer, (info, outer)
     assert info["metrics"] == 4 and info["artifacts"] == 2 and info["spans"] == 4
-    back = subprocess.run([str(mlflow_server["python"]), str(READBACK), mlflow_server["uri"], info["run_id"]],
+    back = subprocess.run([str(mlflow_server["python"]), str(READBACK), mlflow_server["uri"], info["run_id"],
+                           outer["run_id"]],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert back.returncode == 0, back.stderr[-3000:]
-    got = json.loads(back.stdout.strip().splitlines()[-1])
+    both = json.loads(back.stdout.strip().splitlines()[-1])
+    got, job = both[info["run_id"]], both[outer["run_id"]]
     assert got["status"] == "FINISHED" and got["experiment_name"] == "runtel-test"
     assert got["experiment_id"] == info["experiment_id"]
     assert got["params"] == {"optim.lr": "0.1", "optim.betas": "[0.9, 0.99]", "epochs": "3"}
@@ -165,14 +171,18 @@ def test_a_run_lands_in_a_real_mlflow_server(mlflow_server: dict[str, Any], tmp_
     assert [(s, v) for s, v, _t in got["loss"]] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
     tags = got["tags"]
     assert tags["mlflow.runName"] == "train" and tags["team"] == "vision" and tags["runtel.run.id"] == run_id
+    assert tags["mlflow.parentRunId"] == outer["run_id"]  # nested under the wrapper's MLflow run
     assert tags["runtel.metadata.dataset"] == "cifar10" and "hunter2" not in json.dumps(tags)
     assert tags["runtel.result.verdict"] == "good"
     assert tags["runtel.source.0"].startswith(f"file:{tmp_path / 'data.csv'} hash=")
     assert got["artifacts"] == ["ckpt/shard-0.bin", "model/model.pt"] and got["model_bytes"] == "weights"
-    [trace] = got["traces"]
-    assert trace["trace_id"] == "tr-" + record["trace_id"]
-    assert trace["spans"] == ["epoch", "epoch", "epoch", "train"]
-    assert trace["root_attributes"]["runtel.run.id"].strip('"') == run_id
+    assert job["status"] == "FINISHED" and job["tags"]["mlflow.runName"] == "job"
+    # One trace across both processes, linked to both MLflow runs.
+    for side in (got, job):
+        [trace] = side["traces"]
+        assert trace["trace_id"] == "tr-" + record["trace_id"] == "tr-" + wrapper["trace_id"]
+        assert trace["spans"] == sorted(["job", "train", "epoch", "epoch", "epoch"])
+        assert trace["root_attributes"]["runtel.run.id"].strip('"') == wrapper_id
 
 
 def test_a_server_that_is_down_never_breaks_the_run(runs_dir: Path, tmp_path: Path,

@@ -32,8 +32,8 @@ from typing import Any, Final
 
 from runtel._version import __version__
 from runtel.backends.base import TrackerWriter
-from runtel.errors import ConfigError
-from runtel.rundir.reader import iter_jsonl_sized
+from runtel.errors import ConfigError, RuntelError
+from runtel.rundir.reader import iter_jsonl_sized, read_record
 from runtel.rundir.schema import SPANS_FILE
 
 __all__ = ("MLflowError", "MLflowTracker", "flatten_params")
@@ -146,6 +146,7 @@ class MLflowTracker(TrackerWriter):
             raise ConfigError("the mlflow tracker needs a tracking server: set MLFLOW_TRACKING_URI (or "
                               f"RUNTEL_TRACKER_MLFLOW_CONFIG) to http(s)://host:port, got {uri or 'nothing'!r}")
         self.uri = uri.rstrip("/")
+        self.root = Path(root) if root is not None else None
         self.experiment_id = env.get("MLFLOW_EXPERIMENT_ID") or None
         self.experiment_name = env.get("MLFLOW_EXPERIMENT_NAME") or None
         self.timeout = float(env.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 30)
@@ -211,6 +212,9 @@ class MLflowTracker(TrackerWriter):
         parent = record.get("parent") or {}
         if isinstance(parent, Mapping) and parent.get("run_id"):
             tags["runtel.parent_run_id"] = str(parent["run_id"])
+            parent_mlflow = self._mlflow_run_of(str(parent["run_id"]))
+            if parent_mlflow:
+                tags["mlflow.parentRunId"] = parent_mlflow  # MLflow shows the child nested under it
         argv = record.get("argv") or []
         if argv:
             tags["mlflow.source.name"] = str(argv[0])
@@ -235,6 +239,20 @@ class MLflowTracker(TrackerWriter):
                 {"key": k, "value": v} for k, v in items[i:i + MAX_PARAMS_TAGS_PER_BATCH]]})
         return {"run_id": state.run_id, "experiment_id": experiment_id,
                 "url": f"{self.uri}/#/experiments/{experiment_id}/runs/{state.run_id}"}
+
+    def _mlflow_run_of(self, runtel_run_id: str) -> str | None:
+        """The MLflow run of a runtel run: this process's, else what its run.json names (a parent process)."""
+        state = self._runs.get(runtel_run_id)
+        if state is not None:
+            return state.run_id
+        if self.root is None:
+            return None
+        try:
+            record = read_record(self.root / runtel_run_id)
+        except (RuntelError, OSError):
+            return None
+        found = ((record.get("trackers") or {}).get("mlflow") or {}).get("run_id")
+        return str(found) if found else None
 
     def _state(self, run_id: str) -> _State:
         state = self._runs.get(run_id)
@@ -309,6 +327,11 @@ class MLflowTracker(TrackerWriter):
         if run_dir is not None:
             try:
                 spans = self._send_trace(state, run_dir)
+                if spans and record.get("trace_id"):
+                    # The header links only traces whose root span is in the request; a run inside
+                    # another run's trace (a script under `runtel run`) is linked by name.
+                    self._api("POST", "traces/link-to-run",
+                              {"trace_ids": [f"tr-{record['trace_id']}"], "run_id": state.run_id})
             except MLflowError as exc:
                 problems.append(f"trace: {exc}")
         end_ms = int(int(record.get("end_time_unix_nano") or time.time_ns()) // 1_000_000)
