@@ -20,6 +20,7 @@ def read(client: MlflowClient, run_id: str) -> dict[str, object]:
         "status": run.info.status, "experiment_id": run.info.experiment_id,
         "experiment_name": client.get_experiment(run.info.experiment_id).name,
         "loss": [[m.step, m.value, m.timestamp] for m in client.get_metric_history(run_id, "loss")],
+        "history_steps": {k: sorted(m.step for m in client.get_metric_history(run_id, k)) for k in run.data.metrics},
     }
 
     def walk(path: str | None = None) -> Iterator[str]:

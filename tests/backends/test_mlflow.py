@@ -129,6 +129,8 @@ TRAIN = textwrap.dedent("""
         for step in range(3):
             with runtel.block("epoch"):
                 run.log(step, loss=1.0 / (step + 1))
+        for step in range(2500):  # 2 full batches through the sender thread, the rest at the end
+            run.log(step, grad_norm=step / 1000)
         with open("model.pt", "wb") as f:
             f.write(b"weights")
         run.add_artifact("model", "model.pt")
@@ -157,7 +159,7 @@ def test_a_run_lands_in_a_real_mlflow_server(mlflow_server: dict[str, Any], tmp_
     wrapper = json.loads((runs / wrapper_id / "run.json").read_text())
     info, outer = record["trackers"]["mlflow"], wrapper["trackers"]["mlflow"]
     assert "errors" not in info and "errors" not in outer, (info, outer)
-    assert info["metrics"] == 4 and info["artifacts"] == 2 and info["spans"] == 4
+    assert info["metrics"] == 2504 and info["artifacts"] == 2 and info["spans"] == 4
     back = subprocess.run([str(mlflow_server["python"]), str(READBACK), mlflow_server["uri"], info["run_id"],
                            outer["run_id"]],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -167,7 +169,8 @@ def test_a_run_lands_in_a_real_mlflow_server(mlflow_server: dict[str, Any], tmp_
     assert got["status"] == "FINISHED" and got["experiment_name"] == "runtel-test"
     assert got["experiment_id"] == info["experiment_id"]
     assert got["params"] == {"optim.lr": "0.1", "optim.betas": "[0.9, 0.99]", "epochs": "3"}
-    assert got["metrics"] == {"accuracy": 0.91, "loss": pytest.approx(1 / 3)}
+    assert got["metrics"] == {"accuracy": 0.91, "loss": pytest.approx(1 / 3), "grad_norm": 2.499}
+    assert got["history_steps"]["grad_norm"] == list(range(2500))
     assert [(s, v) for s, v, _t in got["loss"]] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
     tags = got["tags"]
     assert tags["mlflow.runName"] == "train" and tags["team"] == "vision" and tags["runtel.run.id"] == run_id
