@@ -10,6 +10,7 @@ REST with urllib). Without a buildable venv the server test skips loudly, except
 from __future__ import annotations
 
 import fcntl
+import http.server
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -213,3 +215,65 @@ def test_configuration_errors_are_clear() -> None:
         MLflowTracker(None, None, env={"MLFLOW_TRACKING_URI": "databricks"})
     assert MLflowTracker(None, "http://h:5000/", env={}).uri == "http://h:5000"
     assert flatten_params({"a": {"b c": 1, "d:e": True}, "f": None}) == {"a.b c": "1", "a.d_e": "True", "f": "None"}
+
+
+def test_a_server_lost_mid_run_is_reported_once(runs_dir: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A server that creates the run and then goes away: the run ends ok, the loss is counted in run.json.
+
+    A real HTTP server on loopback answers runs/create and log-batch (the params) as MLflow does, then
+    closes; the series sent from the sender thread and everything at the end meet a closed port.
+    """
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.path)
+            body = json.dumps({"run": {"info": {"run_id": "abc123", "artifact_uri": "mlflow-artifacts:/0/abc123/artifacts"}}}
+                              if self.path.endswith("runs/create") else {}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stop = tmp_path / "stop-server"
+    script = textwrap.dedent(f"""
+        import os, time, runtel
+        with runtel.run_span("train", config={{"lr": 0.1}}) as run:
+            open({str(stop)!r}, "w").close()
+            while os.path.exists({str(stop)!r}):
+                time.sleep(0.05)
+            for step in range(2500):
+                run.log(step, loss=1.0)
+            run.set_result(accuracy=0.5)
+        print(run.id)
+    """)
+    env = {**clean_env, "RUNTEL_TRACKER": "runfolder,mlflow", "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+           "RUNTEL_DIR": str(runs_dir)}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not stop.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()  # the port is closed from here on
+        stop.unlink(missing_ok=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert seen == ["/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/log-batch"]  # the run, its params
+    record = json.loads((runs_dir / out.strip() / "run.json").read_text())
+    assert record["status"] == "ok" and record["results"]["final"] == {"accuracy": 0.5}
+    info = record["trackers"]["mlflow"]
+    assert info["run_id"] == "abc123" and info["errors"] == 1 and "dropped" not in info
+    assert "metric batches not sent" in info["error"] and "Connection refused" in info["error"]
+    assert err.count("tracker backend 'mlflow' failed") == 1

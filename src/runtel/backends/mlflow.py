@@ -339,7 +339,10 @@ class MLflowTracker(TrackerWriter):
         uploaded, not_uploaded = self._upload_artifacts(state, artifacts, problems)
         if not_uploaded:
             state.tags["runtel.artifacts_not_uploaded"] = _text(", ".join(not_uploaded), MAX_TAG_LENGTH)
-        self._flush_metrics(state, full_only=False)
+        try:
+            self._flush_metrics(state, full_only=False)
+        except MLflowError as exc:  # sent here when no sender thread was needed
+            problems.append(f"metrics: {exc}")
         if state.sender is not None:
             state.outbox.put(None)  # after every batch: the sender stops when they are sent
             state.sender.join()  # bounded by the request timeout per request (and by _down after a failure)
@@ -348,7 +351,10 @@ class MLflowTracker(TrackerWriter):
         if state.dropped_metrics:
             problems.append(f"{state.dropped_metrics} metric points dropped: the server took them slower than "
                             f"the run logged them ({MAX_PENDING_BATCHES} batches were waiting)")
-        self._flush_tags(state)
+        try:
+            self._flush_tags(state)
+        except MLflowError as exc:
+            problems.append(f"tags: {exc}")
         spans = 0
         if run_dir is not None:
             try:
@@ -361,13 +367,16 @@ class MLflowTracker(TrackerWriter):
             except MLflowError as exc:
                 problems.append(f"trace: {exc}")
         end_ms = int(int(record.get("end_time_unix_nano") or time.time_ns()) // 1_000_000)
-        self._api("POST", "runs/update", {"run_id": state.run_id, "end_time": end_ms,
-                                          "status": _STATUS.get(str(record.get("status")), "FINISHED")})
+        try:
+            self._api("POST", "runs/update", {"run_id": state.run_id, "end_time": end_ms,
+                                              "status": _STATUS.get(str(record.get("status")), "FINISHED")})
+        except MLflowError as exc:
+            problems.append(f"status: {exc}")
         self._runs.pop(run_id, None)
         out: dict[str, Any] = {"metrics": state.sent_metrics, "artifacts": uploaded, "spans": spans}
         if not_uploaded:
             out["artifacts_not_uploaded"] = not_uploaded
-        if problems:
+        if problems:  # every step was tried; the first problem is usually the cause of the others
             raise MLflowError("; ".join(problems) + f" (sent: {out})")
         return out
 
