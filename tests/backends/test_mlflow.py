@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import http.server
 import json
+import math
 import os
 import shutil
 import signal
@@ -133,6 +134,7 @@ TRAIN = textwrap.dedent("""
                 run.log(step, loss=1.0 / (step + 1))
         for step in range(2500):  # 2 full batches through the sender thread, the rest at the end
             run.log(step, grad_norm=step / 1000)
+        run.log(0, diverged=float("nan"))
         with open("model.pt", "wb") as f:
             f.write(b"weights")
         run.add_artifact("model", "model.pt")
@@ -161,7 +163,7 @@ def test_a_run_lands_in_a_real_mlflow_server(mlflow_server: dict[str, Any], tmp_
     wrapper = json.loads((runs / wrapper_id / "run.json").read_text())
     info, outer = record["trackers"]["mlflow"], wrapper["trackers"]["mlflow"]
     assert "errors" not in info and "errors" not in outer, (info, outer)
-    assert info["metrics"] == 2504 and info["artifacts"] == 2 and info["spans"] == 4
+    assert info["metrics"] == 2505 and info["artifacts"] == 2 and info["spans"] == 4
     back = subprocess.run([str(mlflow_server["python"]), str(READBACK), mlflow_server["uri"], info["run_id"],
                            outer["run_id"]],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -171,6 +173,7 @@ def test_a_run_lands_in_a_real_mlflow_server(mlflow_server: dict[str, Any], tmp_
     assert got["status"] == "FINISHED" and got["experiment_name"] == "runtel-test"
     assert got["experiment_id"] == info["experiment_id"]
     assert got["params"] == {"optim.lr": "0.1", "optim.betas": "[0.9, 0.99]", "epochs": "3"}
+    assert math.isnan(got["metrics"].pop("diverged"))  # a NaN point reaches MLflow as NaN
     assert got["metrics"] == {"accuracy": 0.91, "loss": pytest.approx(1 / 3), "grad_norm": 2.499}
     assert got["history_steps"]["grad_norm"] == list(range(2500))
     assert [(s, v) for s, v, _t in got["loss"]] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]

@@ -99,6 +99,13 @@ def _param(value: Any) -> str:
     return _text(value, MAX_PARAM_LENGTH)
 
 
+def _metric_value(number: float) -> float | str:
+    """A metric value for MLflow's JSON API: NaN and infinities (a diverged loss) as proto3 JSON spells them."""
+    if math.isfinite(number):
+        return number
+    return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+
+
 def _hex_to_b64(value: Any) -> Any:
     try:
         return base64.b64encode(bytes.fromhex(value)).decode("ascii") if isinstance(value, str) and value else value
@@ -136,7 +143,7 @@ class MLflowTracker(TrackerWriter):
     """Writes runtel runs into an MLflow tracking server (see the module docstring for the mapping).
 
     Args:
-        root: The runs root (unused: the run folder is written by the run itself).
+        root: The runs root (where a parent run's run.json names its MLflow run, for nesting).
         config: The tracking server URL (default ``MLFLOW_TRACKING_URI``).
         env: Where ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_ID``/``MLFLOW_EXPERIMENT_NAME``,
             ``MLFLOW_TRACKING_TOKEN`` (or ``_USERNAME``/``_PASSWORD``) and ``MLFLOW_HTTP_REQUEST_TIMEOUT``
@@ -154,6 +161,8 @@ class MLflowTracker(TrackerWriter):
             raise ConfigError("the mlflow tracker needs a tracking server: set MLFLOW_TRACKING_URI (or "
                               f"RUNTEL_TRACKER_MLFLOW_CONFIG) to http(s)://host:port, got {uri or 'nothing'!r}")
         self.uri = uri.rstrip("/")
+        parts = urllib.parse.urlsplit(self.uri)
+        self._shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no userinfo in messages
         self.root = Path(root) if root is not None else None
         self.experiment_id = env.get("MLFLOW_EXPERIMENT_ID") or None
         self.experiment_name = env.get("MLFLOW_EXPERIMENT_NAME") or None
@@ -171,7 +180,7 @@ class MLflowTracker(TrackerWriter):
         self._runs: dict[str, _State] = {}
 
     def __repr__(self) -> str:
-        return f"MLflowTracker({self.uri!r})"
+        return f"MLflowTracker({self._shown!r})"
 
     # --- HTTP --------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None = None, *,
@@ -189,7 +198,7 @@ class MLflowTracker(TrackerWriter):
         except (urllib.error.URLError, OSError) as exc:  # refused, timed out, reset: one wait, not one per request
             reason = getattr(exc, "reason", exc)
             self._down = f"{reason}"
-            raise MLflowError(f"{method} {path}: {reason} ({self.uri})") from None
+            raise MLflowError(f"{method} {path}: {reason} ({self._shown})") from None
 
     def _api(self, method: str, endpoint: str, payload: Mapping[str, Any] | None = None,
              query: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -199,7 +208,7 @@ class MLflowTracker(TrackerWriter):
         got = json.loads(raw) if raw.strip() else {}
         return got if isinstance(got, dict) else {}
 
-    def _experiment(self, fallback_name: str) -> str:
+    def _experiment(self) -> str:
         if self.experiment_id:
             return self.experiment_id
         name = self.experiment_name
@@ -218,7 +227,7 @@ class MLflowTracker(TrackerWriter):
     def start_run(self, run_id: str, record: Mapping[str, Any]) -> Mapping[str, Any]:
         """Create the MLflow run (name, tags, params from the config); return its ids for run.json."""
         name = str(record.get("name") or run_id)
-        experiment_id = self._experiment(name)
+        experiment_id = self._experiment()
         tags = {"mlflow.runName": name, "mlflow.source.type": "LOCAL", "runtel.run.id": run_id}
         for key in ("trace_id", "span_id"):
             if record.get(key):
@@ -252,7 +261,7 @@ class MLflowTracker(TrackerWriter):
             self._api("POST", "runs/log-batch", {"run_id": state.run_id, "params": [
                 {"key": k, "value": v} for k, v in items[i:i + MAX_PARAMS_TAGS_PER_BATCH]]})
         return {"run_id": state.run_id, "experiment_id": experiment_id,
-                "url": f"{self.uri}/#/experiments/{experiment_id}/runs/{state.run_id}"}
+                "url": f"{self._shown}/#/experiments/{experiment_id}/runs/{state.run_id}"}
 
     def _mlflow_run_of(self, runtel_run_id: str) -> str | None:
         """The MLflow run of a runtel run: this process's, else what its run.json names (a parent process)."""
@@ -303,9 +312,8 @@ class MLflowTracker(TrackerWriter):
         ms = time_ns // 1_000_000
         with state.lock:
             for key, value in values.items():
-                number = float(value)  # MLflow stores NaN and infinities; JSON needs them as strings
-                state.metrics.append({"key": _key(key), "value": number if math.isfinite(number) else str(number),
-                                      "timestamp": ms, "step": step})
+                state.metrics.append({"key": _key(key), "value": _metric_value(float(value)), "timestamp": ms,
+                                      "step": step})
         self._flush_metrics(state, full_only=True)
 
     def add_artifact(self, run_id: str, name: str, path: str, metadata: Mapping[str, Any] | None = None,
