@@ -186,9 +186,9 @@ class TrackerFanout:
             info.setdefault("error", f"{method}: {type(exc).__name__}: {exc}"[:2000])
             if method == "start_run":
                 self._dead.add(name)
-        log_once(f"tracker:{name}:{method}", "runtel: tracker backend %r failed in %s (%s: %s); the run and the "
-                 "other backends go on (counted in run.json trackers.%s)", name, method, type(exc).__name__, exc,
-                 name, level=logging.WARNING)
+        log_once(f"tracker:{name}", "runtel: tracker backend %r failed in %s (%s: %s); the run and the other "
+                 "backends go on (this and further failures of it are counted in run.json trackers.%s)", name,
+                 method, type(exc).__name__, exc, name, level=logging.WARNING)
 
     def report(self) -> dict[str, dict[str, Any]]:
         """``{name: {what the backend returned, "errors": n, "error": first, "dropped": n}}``."""
