@@ -303,6 +303,15 @@ PARAMS: Final[dict[str, Param]] = {
         "recorded seed (see docs/reproducing.md). Explicit seeds are not affected.",
         "none (fresh seeds)",
     ),
+    "trackers": Param(
+        ("RUNTEL_TRACKER",),
+        ("folder",),
+        _parse_list,
+        "Comma-separated tracker backends a run writes to and `Tracker` reads from: `folder` (alias "
+        "`runfolder`, the run folders), `mlflow`, or any `runtel.trackers` entry point or `module:attribute` "
+        "(see docs/backends.md). Each gets `RUNTEL_TRACKER_<NAME>_CONFIG`; queries use the first that reads.",
+        "`folder`",
+    ),
     "strict": Param(
         ("RUNTEL_STRICT",),
         False,
@@ -342,6 +351,7 @@ class Settings:
     export_timeout: float = 5.0
     shared_run_dir: bool = False
     seed: int | None = None
+    trackers: tuple[str, ...] = ("folder",)
     strict: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -442,7 +452,7 @@ def _coerce_arg(name: str, value: Any) -> Any:
         return _parse_exporters(",".join(_strings(name, value)))
     if name in ("traces_exporter", "metrics_exporter"):
         return _parse_signal_exporters(",".join(_strings(name, value)))
-    if name in ("gpu_uuids", "redact_patterns", "redact_allow"):
+    if name in ("gpu_uuids", "redact_patterns", "redact_allow", "trackers"):
         return _strings(name, value)
     return value
 

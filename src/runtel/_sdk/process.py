@@ -56,7 +56,7 @@ def configure(**kwargs: Any) -> Settings:
     ``record_max_bytes``, ``sample_interval``, ``memory_detail_interval``, ``metric_interval``,
     ``sampling``, ``n_expected_cores``, ``gpu_backend``, ``gpu_uuids``, ``carbon_intensity``,
     ``cpu_tdp``, ``propagate``, ``redact_patterns``, ``redact_allow``, ``git_diff_max_bytes``, ``export_timeout``,
-    ``shared_run_dir``, ``strict``.
+    ``shared_run_dir``, ``trackers``, ``strict``.
 
     Example:
         >>> import runtel

@@ -5,9 +5,12 @@ sources upstream and consumers downstream transitively, and ``children()`` works
 "descendants" bookkeeping (it is derived from the children's own sources).
 
 :class:`Tracker` is a thin facade over a :class:`TrackerBackend` chosen by name (argument, else
-``RUNTEL_TRACKER``, else ``folder``). Backends are classes or factories registered as entry points in
-the ``runtel.trackers`` group (``folder = "runtel.query.tracker:FolderTracker"`` ships with runtel), or a
-``module:attribute`` spec. A backend is called as ``factory(root, config)`` where ``config`` is the
+``RUNTEL_TRACKER``, else ``folder``). ``RUNTEL_TRACKER`` is a comma list (``runfolder,mlflow``): a run
+writes to every backend in it (:mod:`runtel.backends.base`), and queries go to the first one that
+answers queries (a :class:`TrackerBackend`; write-only backends such as ``mlflow`` are skipped here).
+Backends are classes or factories registered as entry points in the ``runtel.trackers`` group
+(``folder``/``runfolder`` = ``runtel.query.tracker:FolderTracker`` and ``mlflow`` ship with runtel), or
+a ``module:attribute`` spec. A backend is called as ``factory(root, config)`` where ``config`` is the
 optional string in ``RUNTEL_TRACKER_<NAME>_CONFIG`` (a database URL, say).
 
 Example:
@@ -18,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -28,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runtel.backends import base as _backends
+from runtel.backends.base import TrackerWriter
 from runtel.errors import ConfigError, RunNotFound
 from runtel.rundir.schema import ArtifactEntry, RunRecord, SourceEntry
 
@@ -46,9 +50,9 @@ __all__ = (
 
 _logger = logging.getLogger("runtel.tracker")
 
-ENTRY_POINT_GROUP = "runtel.trackers"
-TRACKER_ENV = "RUNTEL_TRACKER"
-DEFAULT_BACKEND = "folder"
+ENTRY_POINT_GROUP = _backends.ENTRY_POINT_GROUP
+TRACKER_ENV = _backends.TRACKER_ENV
+DEFAULT_BACKEND = _backends.DEFAULT_BACKEND
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -247,12 +251,14 @@ def match_record(record: RunRecord, **filters: Any) -> bool:
     return True
 
 
-class TrackerBackend(ABC):
+class TrackerBackend(TrackerWriter, ABC):
     """Where run records are read from. Implement four methods; the rest derive from them.
 
     A database-backed tracker implements :meth:`run_ids`, :meth:`record`, :meth:`children` and
     :meth:`find_artifacts`, registers itself under the ``runtel.trackers`` entry-point group and is
-    selected with ``Tracker(backend="name")`` or ``RUNTEL_TRACKER=name`` (see docs/lineage.md).
+    selected with ``Tracker(backend="name")`` or ``RUNTEL_TRACKER=name`` (see docs/lineage.md). To be
+    filled while runs record, it also overrides the write methods of
+    :class:`~runtel.backends.base.TrackerWriter` (by default they do nothing).
     """
 
     @abstractmethod
@@ -446,9 +452,7 @@ class _Cached(TrackerBackend):
 
 def _entry_points(group: str = ENTRY_POINT_GROUP) -> dict[str, Callable[[], Any]]:
     """Entry-point name → loader for ``group`` (tests replace this function)."""
-    from importlib.metadata import entry_points  # deferred: importlib.metadata, only for entry points (~17 ms)
-
-    return {ep.name: ep.load for ep in entry_points(group=group)}
+    return _backends.entry_points(group)
 
 
 def load_backend(name: str) -> Callable[..., TrackerBackend]:
@@ -462,24 +466,8 @@ def load_backend(name: str) -> Callable[..., TrackerBackend]:
     Raises:
         ConfigError: nothing of that name can be loaded.
     """
-    if name == DEFAULT_BACKEND:
-        return FolderTracker  # the built-in: no entry-point scan needed
-    loaders = _entry_points()
-    loader = loaders.get(name)
-    if loader is not None:
-        factory: Any = loader()
-    elif ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"cannot load tracker backend {name!r}: {exc}") from exc
-    else:
-        known = ", ".join(sorted({DEFAULT_BACKEND, *loaders}))
-        raise ConfigError(f"no tracker backend {name!r} (known: {known}; or give module:attribute)")
-    if not callable(factory):
-        raise ConfigError(f"tracker backend {name!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+    builtins = dict.fromkeys(_backends.FOLDER_NAMES, FolderTracker)  # no entry-point scan needed
+    return _backends.load_factory(name, builtins, lambda: _entry_points())
 
 
 class Tracker:
@@ -487,9 +475,10 @@ class Tracker:
 
     Args:
         dir: Runs root (default: ``RUNTEL_DIR`` or ``./runs``).
-        backend: Backend name (entry point in ``runtel.trackers``) or ``module:attribute``;
-            default ``RUNTEL_TRACKER`` or ``folder``.
-        config: Backend configuration string (default ``RUNTEL_TRACKER_<NAME>_CONFIG``).
+        backend: Backend name (entry point in ``runtel.trackers``) or ``module:attribute``, or a comma
+            list of them (queries use the first that answers queries, else the run folders); default
+            ``RUNTEL_TRACKER`` or ``folder``.
+        config: Configuration string of the query backend (default ``RUNTEL_TRACKER_<NAME>_CONFIG``).
 
     Example:
         >>> import runtel
@@ -501,16 +490,24 @@ class Tracker:
     def __init__(
         self, dir: str | os.PathLike[str] | None = None, *, backend: str | None = None, config: str | None = None
     ) -> None:
-        name = backend or os.environ.get(TRACKER_ENV) or DEFAULT_BACKEND
-        if config is None:
-            config = os.environ.get(f"RUNTEL_TRACKER_{name.upper().replace('-', '_')}_CONFIG") or None
+        names = _backends.parse_names(backend or os.environ.get(TRACKER_ENV))
         if dir is None:
             from runtel import _sdk  # deferred: the composition root (~60 ms), only for the default root
 
             dir = _sdk.settings().dir
         self.root = Path(dir)
-        self.backend_name = name
-        self.backend: TrackerBackend = load_backend(name)(self.root, config)
+        self.backend_names = names
+        factories: list[tuple[str, Any]] = [(name, load_backend(name)) for name in names]  # a typo is an error
+        for name, factory in factories:
+            if isinstance(factory, type) and not issubclass(factory, TrackerBackend):
+                continue  # a write-only backend (mlflow): runs write to it, queries cannot use it
+            given = config if config is not None else os.environ.get(_backends.config_env_name(name)) or None
+            self.backend_name = name
+            self.backend: TrackerBackend = factory(self.root, given)
+            break
+        else:  # only write-only backends listed: the run folders are written anyway, so they answer
+            self.backend_name = DEFAULT_BACKEND
+            self.backend = FolderTracker(self.root, None)
 
     def __repr__(self) -> str:
         return f"Tracker({str(self.root)!r}, backend={self.backend_name!r})"

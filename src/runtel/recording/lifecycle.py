@@ -27,6 +27,7 @@ from opentelemetry import trace
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard, is_strict, log_once
 from runtel._version import __version__
+from runtel.backends.base import FOLDER_NAMES, writers_for
 from runtel.recording.run import Run, _iso, _process_create_time, _script_path
 from runtel.recording.safety import (
     coerce_name,
@@ -244,6 +245,11 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
         run.record["output_dir"] = spec._output_dir
     if run.dir is not None and level != "off" and env_info is not None:
         _write_side_files(run, env_info)
+    if any(name not in FOLDER_NAMES for name in settings.trackers):
+        with guard("trackers", "set up the tracker backends"):
+            trackers = writers_for(settings.trackers, settings.dir, settings.env)
+            if trackers is not None:
+                run.start_trackers(trackers)
     run._write_record(force=True)
     return run, token
 

@@ -28,6 +28,7 @@ from runtel.rundir.artifacts import PARTIAL_HASH_LIMIT, _append_index, _index_en
 if TYPE_CHECKING:
     from opentelemetry import trace
 
+    from runtel.backends.base import TrackerFanout
     from runtel.config import Settings
     from runtel.recording.run import Run
     from runtel.redaction import Redactor
@@ -81,6 +82,7 @@ class LineageMixin:
         record: RunRecord
         _settings: Settings | None
         _redactor: Redactor | None
+        _trackers: TrackerFanout | None
 
         @property
         def enabled(self) -> bool: ...
@@ -144,6 +146,9 @@ class LineageMixin:
                     attrs[_ARTIFACT_ATTR + key] = artifact[key]
             self.span.add_event(ARTIFACT_EVENT, attributes=attrs)
             self._write_record()
+            if self._trackers is not None:
+                self._trackers.call("add_artifact", self.id, artifact["name"], abspath, artifact.get("metadata"),
+                                    entry=dict(artifact))
             if self.dir is not None and artifact.get("hash"):
                 with guard("artifact-index", "update the artifact index"):
                     _append_index(_root_of(self), _index_entry(self.id, artifact))
@@ -165,6 +170,8 @@ class LineageMixin:
             span_attributes, values = self.convert(metadata, prefix=METADATA_PREFIX)
             self.span.set_attributes(span_attributes)
             self.record.setdefault("metadata", {}).update(values)
+            if self._trackers is not None and isinstance(values, dict):
+                self._trackers.call("add_metadata", self.id, **values)
             self._write_record()
 
     # --- sources ----------------------------------------------------------------------------------
@@ -231,6 +238,9 @@ class LineageMixin:
             span.add_link(ctx, attributes=attrs)
         else:
             self.span.add_event(SOURCE_EVENT, attributes=attrs)
+        if self._trackers is not None:
+            source_id = str(entry.get("run_id") or entry.get("path") or "")
+            self._trackers.call("add_source", self.id, source_id, entry.get("artifact_name"), entry=dict(entry))
         self._write_record()
 
 

@@ -39,6 +39,7 @@ from runtel.rundir.schema import (
 from runtel.rundir.writer import RecordWriter, atomic_write_json, report_write_error
 
 if TYPE_CHECKING:
+    from runtel.backends.base import TrackerFanout
     from runtel.config import Settings
     from runtel.redaction import Redactor
 
@@ -148,6 +149,7 @@ class Run(LineageMixin):
         self._next_step = 0  # run.log's step when none is given
         self._series_allowed: dict[str, bool] = {}  # series name -> recorded (False: redacted or over the limit)
         self._series_head: tuple[Any, Any] | None = None  # (resource, scope) of the series lines
+        self._trackers: TrackerFanout | None = None  # RUNTEL_TRACKER backends besides the run folder
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r}, dir={str(self.dir) if self.dir else None!r})"
@@ -194,6 +196,8 @@ class Run(LineageMixin):
             self._span.set_attributes(span_attributes)
             if isinstance(record, dict):
                 self.record.setdefault("results", {}).setdefault("final", {}).update(record)
+                if self._trackers is not None:
+                    self._trackers.call("set_result", self.id, **record)
             self._write_record()
 
     def log(self, step: int | None = None, **values: Any) -> None:
@@ -249,7 +253,10 @@ class Run(LineageMixin):
                 summary["min"] = value if "min" not in summary else min(summary["min"], value)
                 summary["max"] = value if "max" not in summary else max(summary["max"], value)
         if points:
-            self._write_series(step, points)
+            now = time.time_ns()
+            self._write_series(step, points, now)
+            if self._trackers is not None:
+                self._trackers.call("log", self.id, step, dict(points), now)
         self._write_record()
 
     def _admit_series(self, names: list[str], series: dict[str, dict[str, Any]], results: dict[str, Any]) -> None:
@@ -275,7 +282,7 @@ class Run(LineageMixin):
                 self._series_allowed[name] = True
                 series[name] = {"count": 0}
 
-    def _write_series(self, step: int, points: list[tuple[str, float | int]]) -> None:
+    def _write_series(self, step: int, points: list[tuple[str, float | int]], now: int) -> None:
         """One OTLP/JSON line of gauges in the run's metrics.jsonl (same resource and scope as its other metrics)."""
         runtime = _sdk.get_runtime()
         target = runtime.sinks.metrics(self.id) if runtime is not None else None
@@ -288,7 +295,6 @@ class Run(LineageMixin):
             scope = InstrumentationScope(semconv.INSTRUMENTATION_SCOPE, __version__, semconv.SCHEMA_URL)
             self._series_head = (runtime.run_resource(self.id), scope)  # the run id is on the Resource there
         resource, scope = self._series_head
-        now = time.time_ns()
         attributes = {semconv.STEP: step}
         target.write(metrics_line(resource, scope, (
             (semconv.RESULT_PREFIX + name, "", "", "gauge", False, [(attributes, 0, now, value)])
@@ -358,6 +364,25 @@ class Run(LineageMixin):
             self.record.setdefault(section, []).append(info)
             self._write_record()
         return info
+
+    # --- tracker backends -------------------------------------------------------------------------
+    def start_trackers(self, trackers: TrackerFanout) -> None:
+        """Write to these backends from now on (``RUNTEL_TRACKER``), starting with the record so far."""
+        if not self.enabled:
+            return
+        self._trackers = trackers
+        trackers.call("start_run", self.id, self._redacted_record())
+        self.record["trackers"] = trackers.report()
+
+    def _end_trackers(self) -> None:
+        """Hand the final record (and the run folder with its spans) to each backend; keep their report."""
+        trackers = self._trackers
+        if trackers is None:
+            return
+        self._trackers = None  # a second close must not send the run twice
+        with guard("trackers-end", "hand the run to its tracker backends"):
+            trackers.call("end_run", self.id, self._redacted_record(), self.dir)
+        self.record["trackers"] = trackers.report()
 
     # --- the one pipeline for user values --------------------------------------------------------
     def convert(self, values: Any, *, prefix: str) -> tuple[dict[str, Any], Any]:
@@ -495,6 +520,7 @@ class Run(LineageMixin):
         record["end_time_unix_nano"] = str(end)
         elapsed = end_mono - self.start_mono_ns if self.start_mono_ns else end - self.start_time_ns
         record["duration_s"] = round(max(0, elapsed) / 1e9, 6)
+        self._end_trackers()  # after the spans are flushed to the folder, before the final record
         self._finished = True
         self._write_record(force=True)
 

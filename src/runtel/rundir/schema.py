@@ -302,6 +302,8 @@ class RunRecord(TypedDict, total=False):
     command_rusage: dict[str, Any]
     # what the run achieved: Run.set_result / Run.log
     results: Results
+    #: tracker backends besides the run folder (RUNTEL_TRACKER): per name, its ids for the run and errors
+    trackers: dict[str, dict[str, Any]]
     # added by readers, never written
     dir: str
     problems: list[str]
@@ -479,7 +481,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
     "seed_libraries": _str_list, "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
     "output_dir": _str, "notebook": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
-    "command_rusage": _dict,
+    "command_rusage": _dict, "trackers": _dict,
 }
 
 
