@@ -20,7 +20,7 @@ from runtel._propagation import WORKER_NAME_ENV
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
 
-__all__ = ("WORKER_NAME_ENV", "init_worker", "worker_context")
+__all__ = ("WORKER_NAME_ENV", "child_runtime", "init_worker", "worker_context")
 
 _CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
 
@@ -77,6 +77,8 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
         context = None  # a DataLoader worker id, or nothing
     if _worker_state.get("pid") == os.getpid():
         return
+    if context is None and _sdk.current_runtime() is None and os.environ.get(PARENT_RUN_ENV):
+        context = {}  # a fresh process started from inside a run: its environment carries the run already
     # Pool.terminate() may send SIGTERM while the worker is still starting: held back until the worker
     # run is open and the handler that closes it is installed, so a terminated worker never leaves a
     # half-open run (status "running" forever) behind.
@@ -85,15 +87,17 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
         with guard("init-worker", "set up a worker process"):
             _worker_state.clear()
             _worker_state["pid"] = os.getpid()
-            if _context.current_run() is None and context:
+            if _context.current_run() is None and context is not None:
                 for key, value in context.items():
                     os.environ[key] = value
                 runtime = _sdk.current_runtime()
-                if runtime is None or not runtime.open_runs:
+                if context and (runtime is None or not runtime.open_runs):
                     _sdk.configure()  # settings from the (now updated) environment
                 from runtel.recording.lifecycle import run_span  # deferred: runtel.recording.lifecycle (~4 ms)
 
-                spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
+                # Named after the parent run for pool workers (WORKER_NAME_ENV), else after the child's program.
+                spec = run_span(name or context.get(WORKER_NAME_ENV) or os.environ.get(WORKER_NAME_ENV) or None,
+                                telemetry="minimal")
                 spec.__enter__()
                 _worker_state["run"] = spec
                 runtime = _sdk.current_runtime()
@@ -103,6 +107,30 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
     finally:
         if blocked:
             _unblock_sigterm()  # a SIGTERM that came meanwhile is delivered now, to the handler
+
+
+_auto_lock = threading.Lock()
+
+
+def child_runtime() -> Any:
+    """The runtime of a process started from inside a run, its worker run opened now; None for any other.
+
+    Called where a block, traced call or request span starts while this process has no runtime yet:
+    a child started by ``subprocess``/``os.exec*`` from inside a run (``RUNTEL_PARENT_RUN_ID`` in its
+    environment) that records without opening a run of its own gets a *worker run* — a child of the
+    parent run, in its trace, named after the child's program, its spans written as they end — the
+    same one :func:`init_worker` opens. Cheap when there is nothing to do: one environment lookup.
+    """
+    if not os.environ.get(PARENT_RUN_ENV) or _worker_state.get("pid") == os.getpid():
+        return _sdk.current_runtime()
+    with _auto_lock:
+        if _sdk.current_runtime() is None:
+            settings = _sdk.settings()
+            if settings.disabled or not settings.propagate:
+                return None
+            init_worker()
+    runtime = _sdk.current_runtime()
+    return runtime if runtime is not None and runtime.open_runs else None
 
 
 def _block_sigterm() -> bool:

@@ -1,0 +1,118 @@
+"""A plain child process that records spans without opening a run gets a worker run automatically.
+
+The parent opens a run and starts ``python child.py`` with ``subprocess`` (no ``inject_env``, no
+helper in the child); the child uses ``runtel.block``, ``@runtel.trace`` and a plain OpenTelemetry
+span, then ends normally, through ``os._exit``, by SIGTERM from the parent, or after exec'ing from a
+shell. Each case checks the exact spans on disk, their trace (the parent's) and the worker run's parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtel.rundir.reader import list_runs, read_spans
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from opentelemetry import trace as otel_trace
+    import runtel
+
+    @runtel.trace
+    def step(i):
+        return i
+
+    mode = sys.argv[1]
+    with runtel.block("child-work"):         # the first span opens the worker run
+        for i in range(3):
+            step(i)
+        with otel_trace.get_tracer("plain").start_as_current_span("plain-otel"):  # runtel's provider by now
+            pass
+    if mode == "os_exit":
+        os._exit(0)                           # no atexit, no flush
+    if mode == "sigterm":
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        time.sleep(60)                        # the parent terminates us
+    """
+)
+
+PARENT = textwrap.dedent(
+    """
+    import json, os, signal, subprocess, sys
+    import runtel
+
+    mode, runs, child = sys.argv[1], sys.argv[2], sys.argv[3]
+    runtel.configure(dir=runs, sampling=False, strict=True)
+    with runtel.run_span("parent") as run:
+        if mode == "sigterm":
+            p = subprocess.Popen([sys.executable, child, mode], stdout=subprocess.PIPE, text=True)
+            assert p.stdout.readline() == "ready\\n"
+            p.terminate()
+            code = p.wait()
+        elif mode == "exec":                  # a shell that execs the interpreter
+            code = subprocess.run(["sh", "-c", 'exec "$0" "$1" "$2"', sys.executable, child, mode]).returncode
+        else:
+            code = subprocess.run([sys.executable, child, mode]).returncode
+        print(json.dumps({"run": run.id, "trace": format(run.span.get_span_context().trace_id, "032x"),
+                          "span": format(run.span.get_span_context().span_id, "016x"), "code": code}))
+    """
+)
+
+
+def _drive(tmp_path: Path, clean_env: dict[str, str], mode: str, **env: str) -> tuple[dict[str, Any], Path]:
+    (tmp_path / "child.py").write_text(CHILD)
+    (tmp_path / "parent.py").write_text(PARENT)
+    runs = tmp_path / f"runs-{mode}"
+    done = subprocess.run([sys.executable, str(tmp_path / "parent.py"), mode, str(runs), str(tmp_path / "child.py")],
+                          env={**clean_env, **env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), runs
+
+
+@pytest.mark.parametrize("mode", ["normal", "os_exit", "sigterm", "exec"])
+def test_plain_child_gets_a_worker_run(tmp_path: Path, clean_env: dict[str, str], mode: str) -> None:
+    """5 spans of the child on disk in a worker run whose parent is the parent run, all in its trace."""
+    out, runs = _drive(tmp_path, clean_env, mode)
+    records = {r["id"]: r for r in list_runs(runs)}
+    assert len(records) == 2
+    (child,) = [r for r in records.values() if r["id"] != out["run"]]
+    assert child["parent"]["run_id"] == out["run"] and child["parent"]["span_id"] == out["span"]
+    assert child["name"] == "child" and child["trace_id"] == out["trace"]
+    spans = read_spans(Path(child["dir"]))
+    names = sorted(s.name for s in spans if s.attributes.get("runtel.kind") != "run")
+    assert names == ["child-work", "plain-otel", "step", "step", "step"]
+    assert {s.trace_id for s in spans} == {out["trace"]}
+    assert {s.attributes.get("runtel.run.id") for s in spans} == {child["id"]}
+    work = next(s for s in spans if s.name == "child-work")
+    assert work.parent_span_id == child["span_id"]  # under the worker run's span
+    if mode == "os_exit":  # the spans were written as they ended; the record could not be closed
+        assert child["status"] in ("running", "interrupted") and out["code"] == 0
+    else:
+        assert child["status"] == "ok"
+    if mode == "sigterm":
+        assert out["code"] == 128 + 15  # the worker's SIGTERM handler closed the run, then exited as terminated
+
+
+def test_plain_child_opt_out(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """RUNTEL_PROPAGATE=false: the child opens no run, records nothing."""
+    out, runs = _drive(tmp_path, clean_env, "normal", RUNTEL_PROPAGATE="false")
+    assert [r["id"] for r in list_runs(runs)] == [out["run"]]
+
+
+def test_child_without_a_parent_run_records_nothing(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A script run on its own (no RUNTEL_PARENT_RUN_ID) that uses blocks: no run appears."""
+    (tmp_path / "child.py").write_text(CHILD)
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, str(tmp_path / "child.py"), "normal"], cwd=tmp_path,
+                          env={**clean_env, "RUNTEL_DIR": str(runs)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not runs.exists() or list_runs(runs) == []
+    assert os.environ.get("RUNTEL_PARENT_RUN_ID") is None
