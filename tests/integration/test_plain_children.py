@@ -116,3 +116,24 @@ def test_child_without_a_parent_run_records_nothing(tmp_path: Path, clean_env: d
     assert done.returncode == 0, done.stderr
     assert not runs.exists() or list_runs(runs) == []
     assert os.environ.get("RUNTEL_PARENT_RUN_ID") is None
+
+
+def test_runtel_run_child_terminated(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run -- python child.py`, SIGTERM to the wrapper: the child's worker run closes `ok` with its
+    5 spans and exits 143; the wrapper's run is `interrupted` (it passed the signal on), not `error`."""
+    (tmp_path / "child.py").write_text(CHILD)
+    runs = tmp_path / "runs"
+    runtel = Path(sys.executable).with_name("runtel")
+    wrapper = subprocess.Popen([str(runtel), "run", "-q", "--dir", str(runs), "--", sys.executable,
+                                str(tmp_path / "child.py"), "sigterm"], env=clean_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert wrapper.stdout is not None and wrapper.stdout.readline() == "ready\n"
+    wrapper.terminate()
+    _, err = wrapper.communicate(timeout=60)
+    assert wrapper.returncode == 143, err
+    records = list_runs(runs)
+    (parent,) = [r for r in records if r["parent"] is None]
+    (child,) = [r for r in records if r["parent"] is not None]
+    assert parent["status"] == "interrupted" and child["status"] == "ok"
+    assert child["parent"]["run_id"] == parent["id"] and child["trace_id"] == parent["trace_id"]
+    assert len([s for s in read_spans(Path(child["dir"])) if s.attributes.get("runtel.kind") != "run"]) == 5

@@ -8,10 +8,14 @@ environment carrier of ``carrier``.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Mapping
 from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from runtel import _context, _sdk
 from runtel._guard import guard
@@ -20,7 +24,7 @@ from runtel._propagation import WORKER_NAME_ENV
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
 
-__all__ = ("WORKER_NAME_ENV", "child_runtime", "init_worker", "worker_context")
+__all__ = ("WORKER_NAME_ENV", "child_runtime", "close_worker_run", "init_worker", "worker_context")
 
 _CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
 
@@ -65,7 +69,12 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
       (taken in the parent) is applied and a *worker run* is opened — its own run folder, a child of
       the parent's run, in the same trace — and closed when the worker exits.
 
-    In both cases a SIGTERM (``Pool.terminate()``, which ``with Pool(...)`` calls) still flushes and
+    * **a plain child** (``subprocess``, ``os.exec*``; no ``context``, no runtel runtime yet, but
+      ``RUNTEL_PARENT_RUN_ID`` in the environment): the environment already carries the parent's
+      context, and the worker run is opened from it — what :func:`child_runtime` does by itself at
+      the child's first span; call it first thing where plain OpenTelemetry spans come before any.
+
+    In every case a SIGTERM (``Pool.terminate()``, which ``with Pool(...)`` calls) still flushes and
     closes, if the worker had no SIGTERM handler of its own. Calling it twice is harmless. Never
     raises. For a plain ``multiprocessing.Process`` call it first thing in the target function.
 
@@ -128,9 +137,24 @@ def child_runtime() -> Any:
             settings = _sdk.settings()
             if settings.disabled or not settings.propagate:
                 return None
-            init_worker()
+            # Opened in a context of its own, kept for its close: the caller may be a task or thread whose
+            # context is gone by the time the worker run closes (at exit, or when a server shuts down).
+            own = contextvars.Context()
+            own.run(init_worker)
+            _worker_state["context"] = own
+            spec = _worker_state.get("run")
+            run = own.run(_context.current_run) if spec is not None else None
+            if run is not None and getattr(run, "span", None) is not None:
+                # The caller's context (and what it starts from now: threads, tasks) is inside the run, so
+                # its spans are in the parent's trace; never detached, like the run itself until exit.
+                otel_context.attach(_context.with_run(run, trace.set_span_in_context(run.span)))
     runtime = _sdk.current_runtime()
     return runtime if runtime is not None and runtime.open_runs else None
+
+
+def close_worker_run() -> None:
+    """Close this process's worker run now (a server that shut down); spans after it are counted, not kept."""
+    _worker_exit()
 
 
 def _block_sigterm() -> bool:
@@ -177,5 +201,9 @@ def _worker_exit() -> None:
     spec = _worker_state.pop("run", None)
     if spec is not None and _worker_state.get("pid") == os.getpid():
         with guard("worker-run-close", "close the worker run"):
-            spec.__exit__(None, None, None)
+            own = _worker_state.get("context")
+            if own is not None:
+                own.run(spec.__exit__, None, None, None)
+            else:
+                spec.__exit__(None, None, None)
     _sdk.flush()
