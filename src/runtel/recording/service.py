@@ -63,7 +63,8 @@ class RequestSpans:
             return
         runtime = _sdk.current_runtime()
         if runtime is None or not runtime.open_runs:
-            runtime = child_runtime() or runtime  # a service started from inside a run records into a worker run
+            # a service started from inside a run records into a worker run
+            runtime = child_runtime(batched=True) or runtime
         run = _context.current_run()
         if run is None and runtime is not None:
             run = runtime.process_run
@@ -164,12 +165,16 @@ class _Metered:
                 error = exc
 
 
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+
+
 def _start(runtime: Any, run: Any, scope: Scope, in_flight: int) -> Any:
     """The request's server span: child of the caller's traceparent if any, else a new trace."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
     parent = Context()
-    if "traceparent" in headers:
-        parent = w3c_propagator().extract(headers, context=Context())
+    carrier = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers") or ()
+               if key.lower() in _TRACE_HEADERS}  # only these two are decoded: a request has ~10 headers
+    if "traceparent" in carrier:
+        parent = w3c_propagator().extract(carrier, context=Context())
     method = str(scope.get("method") or "HTTP")
     attributes: dict[str, Any] = {
         semconv.RUN_ID: run.id,

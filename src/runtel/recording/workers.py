@@ -94,8 +94,10 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
     blocked = _block_sigterm()
     try:
         with guard("init-worker", "set up a worker process"):
+            batched = _worker_state.get("batched")
             _worker_state.clear()
             _worker_state["pid"] = os.getpid()
+            _worker_state["batched"] = batched
             if _context.current_run() is None and context is not None:
                 for key, value in context.items():
                     os.environ[key] = value
@@ -110,7 +112,8 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
                 spec.__enter__()
                 _worker_state["run"] = spec
                 runtime = _sdk.current_runtime()
-                if runtime is not None:  # workers leave through os._exit or SIGKILL: each span on disk as it ends
+                if runtime is not None and not _worker_state.get("batched"):
+                    # workers leave through os._exit or SIGKILL: each span on disk as it ends
                     runtime.write_spans_synchronously(retire=True)
             _register_exit()
     finally:
@@ -121,7 +124,7 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
 _auto_lock = threading.Lock()
 
 
-def child_runtime() -> Any:
+def child_runtime(*, batched: bool = False) -> Any:
     """The runtime of a process started from inside a run, its worker run opened now; None for any other.
 
     Called where a block, traced call or request span starts while this process has no runtime yet:
@@ -129,6 +132,10 @@ def child_runtime() -> Any:
     environment) that records without opening a run of its own gets a *worker run* — a child of the
     parent run, in its trace, named after the child's program, its spans written as they end — the
     same one :func:`init_worker` opens. Cheap when there is nothing to do: one environment lookup.
+
+    ``batched``: keep the batch span processor (a server opening it for its requests: one ``write()``
+    per span in the event loop would cost ~30% of a small request's CPU; a service shut down normally
+    or by SIGTERM flushes at its end, a SIGKILL loses the last ~0.2 s as in any runtel process).
     """
     if not os.environ.get(PARENT_RUN_ENV) or _worker_state.get("pid") == os.getpid():
         return _sdk.current_runtime()
@@ -140,6 +147,7 @@ def child_runtime() -> Any:
             # Opened in a context of its own, kept for its close: the caller may be a task or thread whose
             # context is gone by the time the worker run closes (at exit, or when a server shuts down).
             own = contextvars.Context()
+            _worker_state["batched"] = batched
             own.run(init_worker)
             _worker_state["context"] = own
             spec = _worker_state.get("run")
