@@ -320,3 +320,71 @@ def test_starlette_lifespan_and_middleware(tmp_path: Path, clean_env: dict[str, 
     assert all(s.attributes["http.route"] == "/item/{i}" for s in requests)
     handlers = [s for s in spans if s.name == "handler"]
     assert len(handlers) == N and {h.parent_span_id for h in handlers} == {s.span_id for s in by_path.values()}
+
+
+GRPC_SERVER = textwrap.dedent(
+    """
+    import signal, sys, threading
+    from concurrent import futures
+    import grpc
+    import runtel
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    runtel.configure(dir=sys.argv[2], sampling=False, strict=True)
+
+    def say(request, context):
+        with runtel.block("handler", item=request.decode()):
+            return request
+
+    with runtel.run_span("grpc-service"):     # one run for the server's lifetime
+        server = grpc.server(futures.ThreadPoolExecutor(16), interceptors=[server_interceptor()])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "test.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)}),))
+        server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+        server.start()
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        print("ready", flush=True)
+        stop.wait()
+        server.stop(5).wait()
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("opentelemetry.instrumentation.grpc") is None
+                    and os.environ.get("CI") != "true", reason="opentelemetry-instrumentation-grpc is not installed")
+def test_grpc_server_through_the_otel_instrumentation(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A gRPC server with OpenTelemetry's server interceptor inside a run: 60 concurrent calls are 60
+    server spans of their own traces (or the callers'), with the run id, each handler block under its own."""
+    import grpc
+
+    (tmp_path / "server.py").write_text(GRPC_SERVER)
+    port, runs = _free_port(), tmp_path / "runs"
+    server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port), str(runs)], env=clean_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n", server.communicate()[1]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/test.Echo/Say")
+
+            def one(i: int) -> bytes:
+                metadata = [("traceparent", f"00-{TRACE.format(i)}-{CALLER_SPAN}-01")] if i % 3 == 0 else None
+                return bytes(call(str(i).encode(), metadata=metadata, timeout=60))
+
+            with concurrent.futures.ThreadPoolExecutor(N) as pool:
+                assert list(pool.map(one, range(N))) == [str(i).encode() for i in range(N)]
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    (service,) = list_runs(runs)
+    assert service["status"] == "ok"
+    spans = read_spans(Path(service["dir"]))
+    kinds = _raw_kinds(Path(service["dir"]))
+    calls = [s for s in spans if kinds[s.span_id] == 2]
+    handlers = {s.parent_span_id: s for s in spans if s.name == "handler"}
+    assert len(handlers) == N
+    by_item = {handlers[s.span_id].attributes["item"]: s for s in calls}  # every call has its own handler
+    by_path = _check_requests(calls, service, kinds, lambda s: "/item/" + str(handlers[s.span_id].attributes["item"]))
+    assert len(by_item) == N and len(by_path) == N
+    assert all(handlers[s.span_id].trace_id == s.trace_id for s in calls)
