@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # the idiom type checkers honour: importing typing would cost every Python child ~10 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 _FALSE = ("0", "false", "no", "off")
 
