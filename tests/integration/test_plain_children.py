@@ -38,9 +38,13 @@ CHILD = textwrap.dedent(
             pass
     if mode == "os_exit":
         os._exit(0)                           # no atexit, no flush
-    if mode == "sigterm":
+    if mode == "configure":                   # settings changed after the worker run opened: no error,
+        runtel.configure(sampling=False)      # the worker run closes and the next span opens another
+        with runtel.block("after-configure"):
+            pass
+    if mode in ("sigterm", "sigkill"):
         sys.stdout.write("ready\\n"); sys.stdout.flush()
-        time.sleep(60)                        # the parent terminates us
+        time.sleep(60)                        # the parent terminates or kills us
     """
 )
 
@@ -52,10 +56,10 @@ PARENT = textwrap.dedent(
     mode, runs, child = sys.argv[1], sys.argv[2], sys.argv[3]
     runtel.configure(dir=runs, sampling=False, strict=True)
     with runtel.run_span("parent") as run:
-        if mode == "sigterm":
+        if mode in ("sigterm", "sigkill"):
             p = subprocess.Popen([sys.executable, child, mode], stdout=subprocess.PIPE, text=True)
             assert p.stdout.readline() == "ready\\n"
-            p.terminate()
+            p.send_signal(signal.SIGTERM if mode == "sigterm" else signal.SIGKILL)
             code = p.wait()
         elif mode == "exec":                  # a shell that execs the interpreter
             code = subprocess.run(["sh", "-c", 'exec "$0" "$1" "$2"', sys.executable, child, mode]).returncode
@@ -77,7 +81,7 @@ def _drive(tmp_path: Path, clean_env: dict[str, str], mode: str, **env: str) -> 
     return json.loads(done.stdout.strip().splitlines()[-1]), runs
 
 
-@pytest.mark.parametrize("mode", ["normal", "os_exit", "sigterm", "exec"])
+@pytest.mark.parametrize("mode", ["normal", "os_exit", "sigterm", "sigkill", "exec"])
 def test_plain_child_gets_a_worker_run(tmp_path: Path, clean_env: dict[str, str], mode: str) -> None:
     """5 spans of the child on disk in a worker run whose parent is the parent run, all in its trace."""
     out, runs = _drive(tmp_path, clean_env, mode)
@@ -93,8 +97,8 @@ def test_plain_child_gets_a_worker_run(tmp_path: Path, clean_env: dict[str, str]
     assert {s.attributes.get("runtel.run.id") for s in spans} == {child["id"]}
     work = next(s for s in spans if s.name == "child-work")
     assert work.parent_span_id == child["span_id"]  # under the worker run's span
-    if mode == "os_exit":  # the spans were written as they ended; the record could not be closed
-        assert child["status"] in ("running", "interrupted") and out["code"] == 0
+    if mode in ("os_exit", "sigkill"):  # the spans were written as they ended; the record could not be closed
+        assert child["status"] in ("running", "interrupted") and out["code"] in (0, -9)
     else:
         assert child["status"] == "ok"
     if mode == "sigterm":
@@ -137,3 +141,15 @@ def test_runtel_run_child_terminated(tmp_path: Path, clean_env: dict[str, str]) 
     assert parent["status"] == "interrupted" and child["status"] == "ok"
     assert child["parent"]["run_id"] == parent["id"] and child["trace_id"] == parent["trace_id"]
     assert len([s for s in read_spans(Path(child["dir"])) if s.attributes.get("runtel.kind") != "run"]) == 5
+
+
+def test_configure_after_the_worker_run_opened(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """runtel.configure() in a child after its first span does not raise: the worker run closes (ok, its
+    5 spans) and the next span opens a second one, both children of the parent run, in its trace."""
+    out, runs = _drive(tmp_path, clean_env, "configure")
+    children = [r for r in list_runs(runs) if r["id"] != out["run"]]
+    assert len(children) == 2 and all(r["status"] == "ok" for r in children)
+    assert all(r["parent"]["run_id"] == out["run"] and r["trace_id"] == out["trace"] for r in children)
+    names = sorted(s.name for r in children for s in read_spans(Path(r["dir"]))
+                   if s.attributes.get("runtel.kind") != "run")
+    assert names == ["after-configure", "child-work", "plain-otel", "step", "step", "step"]

@@ -165,6 +165,17 @@ def close_worker_run() -> None:
     _worker_exit()
 
 
+def _before_configure() -> None:
+    """``runtel.configure()`` after the automatic worker run opened: close it (the next span opens a new
+    one with the new settings) rather than let configure raise because a run is open."""
+    if _worker_state.get("context") is not None and _worker_state.get("pid") == os.getpid():
+        _worker_exit()
+        _worker_state.clear()
+
+
+_sdk.before_configure(_before_configure)
+
+
 def _block_sigterm() -> bool:
     """Hold SIGTERM back in this (main) thread; False where that is not possible."""
     import signal  # deferred: signal (~0.4 ms)
