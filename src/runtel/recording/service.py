@@ -13,15 +13,18 @@ started from inside a run (``runtel run -- uvicorn app:app``) with neither, the 
 **Per-request CPU** (``runtel.request.cpu.time``): the thread CPU time spent running *this request*
 — the event-loop thread only while the request's own ASGI coroutine runs (each step between two
 suspensions is timed with ``time.thread_time_ns``), plus pool threads while they run work it handed
-off (``asyncio.to_thread``, ``loop.run_in_executor``: timed in ``runtel._propagation``). The steps of
+off (``asyncio.to_thread``, ``loop.run_in_executor``: timed in ``runtel._propagation``; anyio's
+worker threads, where Starlette/FastAPI run sync endpoints: timed here). The steps of
 concurrent requests are disjoint, so these figures never add up to more than the process's CPU
-time. Not counted: tasks the handler spawns (``create_task``, ``gather`` of coroutines), anyio worker
-threads (Starlette's sync endpoints), and the server's own work outside the app (HTTP parsing).
+time. Not counted: tasks the handler spawns (``create_task``, ``gather`` of coroutines) and the
+server's own work outside the app (HTTP parsing).
 ``runtel.request.concurrency`` records how many requests were in flight when it started.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
@@ -71,6 +74,8 @@ class RequestSpans:
         if runtime is None or run is None or getattr(run, "span", None) is None:
             await self.app(scope, receive, send)
             return
+        if not _anyio_timed:
+            _time_anyio_threads()
         span, token = None, None
         meter = _Meter()
         self._in_flight += 1
@@ -122,6 +127,44 @@ class _Meter:
     @property
     def seconds(self) -> float:
         return (self.loop_ns + self.thread_ns) / 1e9
+
+
+_anyio_timed = False
+
+
+def _time_anyio_threads() -> None:
+    """Time the functions ``anyio.to_thread.run_sync`` runs for a request (once anyio's module is loaded).
+
+    Starlette and FastAPI run *sync* endpoints, sync dependencies and background tasks there, in
+    anyio's own worker threads, not in a ``ThreadPoolExecutor``; the context (and so the request's
+    meter) already follows, so wrapping the function is all it takes. Starlette looks the function up
+    on the module at every call, so replacing the module attribute reaches it.
+    """
+    global _anyio_timed
+    module = sys.modules.get("anyio.to_thread")
+    if module is None:
+        return  # not loaded (yet): looked for again at the next request
+    _anyio_timed = True
+    original = getattr(module, "run_sync", None)
+    if original is None:
+        return
+
+    @functools.wraps(original)
+    async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        meter = otel_context.get_value(_context.CPU_METER_KEY)
+        if isinstance(meter, _Meter):
+            func = functools.partial(_timed, meter, func)
+        return await original(func, *args, **kwargs)
+
+    setattr(module, "run_sync", run_sync)  # noqa: B010 (a module attribute mypy cannot see through sys.modules)
+
+
+def _timed(meter: _Meter, func: Callable[..., Any], /, *args: Any) -> Any:
+    start = time.thread_time_ns()
+    try:
+        return func(*args)
+    finally:
+        meter.add(time.thread_time_ns() - start)
 
 
 class _Metered:
