@@ -153,3 +153,18 @@ def test_configure_after_the_worker_run_opened(tmp_path: Path, clean_env: dict[s
     names = sorted(s.name for r in children for s in read_spans(Path(r["dir"]))
                    if s.attributes.get("runtel.kind") != "run")
     assert names == ["after-configure", "child-work", "plain-otel", "step", "step", "step"]
+
+
+def test_runtel_run_hook_runs_the_users_own_sitecustomize(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run` puts its start-up hook first on PYTHONPATH; a sitecustomize of the user's own further on
+    the path still runs, once, and a program that never imports uvicorn loads nothing of runtel."""
+    user = tmp_path / "user_site"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("import builtins\nbuiltins.USER_SITE = getattr(builtins, 'USER_SITE', 0) + 1\n")
+    probe = "import builtins, sys; print(getattr(builtins, 'USER_SITE', 0), 'runtel' in sys.modules)"
+    runtel = Path(sys.executable).with_name("runtel")
+    env = {**clean_env, "PYTHONPATH": f"{user}{os.pathsep}{clean_env['PYTHONPATH']}"}
+    done = subprocess.run([str(runtel), "run", "-q", "--dir", str(tmp_path / "runs"), "--", sys.executable, "-c", probe],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "False"]  # once in this process
