@@ -16,9 +16,13 @@ from opentelemetry import context as otel_context
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
-__all__ = ("current_run", "run_in", "with_run")
+__all__ = ("CPU_METER_KEY", "current_run", "run_in", "with_run")
 
 _RUN_KEY = otel_context.create_key("runtel-run")
+
+
+#: the CPU meter of the request being handled (``recording.service``), read where work leaves for a thread
+CPU_METER_KEY = otel_context.create_key("runtel-cpu-meter")
 
 
 def current_run() -> Any:

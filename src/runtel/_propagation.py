@@ -33,13 +33,14 @@ import functools
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from runtel._context import current_run
+from runtel._context import CPU_METER_KEY, current_run
 from runtel._internals import process_start_method, process_target, set_process_target
 
 __all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "WORKER_NAME_ENV", "WorkerTarget", "child_context", "install_processes",
@@ -102,9 +103,13 @@ def _run_thread(thread: threading.Thread, ctx: otel_context.Context, run: Callab
 
 def _call_in(ctx: otel_context.Context, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     token = otel_context.attach(ctx)
+    meter: Any = ctx.get(CPU_METER_KEY)  # a request's work handed to a pool thread counts for the request
+    start = time.thread_time_ns() if meter is not None else 0
     try:
         return fn(*args, **kwargs)
     finally:
+        if meter is not None:
+            meter.add(time.thread_time_ns() - start)
         otel_context.detach(token)
 
 

@@ -196,3 +196,6 @@ USAGE_ENERGY_ESTIMATED: Final = "runtel.usage.energy.estimated"
 USAGE_ENERGY_SOURCES: Final = "runtel.usage.energy.sources"
 USAGE_EMISSIONS: Final = "runtel.usage.emissions"
 USAGE_CARBON_INTENSITY: Final = "runtel.usage.carbon_intensity"
+# request spans of a service (recording/service.py; docs/services.md says what the CPU time counts)
+REQUEST_CPU_TIME: Final = "runtel.request.cpu.time"  # s, this request's own CPU time, never shared
+REQUEST_CONCURRENCY: Final = "runtel.request.concurrency"  # requests in flight when it started, itself included

@@ -1,8 +1,14 @@
-"""A real uvicorn service: one run for its lifetime, each request its own trace, linked to the run."""
+"""A real uvicorn service: one run for its lifetime, each request its own trace, linked to the run.
+
+Every case starts a real uvicorn on 127.0.0.1 and drives it with a real HTTP client (urllib in
+threads, 60 requests in flight at once, every third with a W3C ``traceparent``), then reads the run
+folders: exact span counts per request, every sub-span's parent inside its own request's trace.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import signal
@@ -12,17 +18,23 @@ import sys
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from runtel.rundir.reader import list_runs, read_spans
+from runtel.rundir.reader import SpanRecord, list_runs, read_spans
 
 pytest.importorskip("uvicorn")
 
-APP = textwrap.dedent(
+N = 60
+TRACE = "4bf92f3577b34da6a3ce929d0e0e{:04x}"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+LIFESPAN_APP = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, json, os, sys
     import runtel
     import uvicorn
     from runtel.recording.service import RequestSpans
@@ -40,26 +52,113 @@ APP = textwrap.dedent(
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await spec.__aexit__(None, None, None)
+                    t = os.times()
+                    with open(sys.argv[3], "w") as f:  # the server's whole CPU time, for the per-request sum
+                        json.dump({"cpu_s": t.user + t.system}, f)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         with runtel.block("handler", path=scope["path"]):
-            await asyncio.sleep(0.02)  # concurrent requests overlap in the event loop
-            await asyncio.to_thread(traced, scope["path"])
+            await asyncio.sleep(0.02)                      # concurrent requests overlap in the event loop
+            await traced_async(scope["path"])              # an awaited @trace function
+            await asyncio.to_thread(traced, scope["path"])  # work in a pool thread
+            with runtel.block("inner"):
+                sum(range(2000))
         body = runtel.current_run().id.encode() if runtel.current_run() else b"none"
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": body})
 
     @runtel.trace
     def traced(path):
-        return path
+        return sum(range(5000))
+
+    @runtel.trace
+    async def traced_async(path):
+        await asyncio.sleep(0.005)
+        with runtel.block("deep"):
+            await asyncio.sleep(0)
 
     uvicorn.run(RequestSpans(app), host="127.0.0.1", port=int(sys.argv[1]), lifespan="on", log_level="warning")
     """
 )
 
-N = 60
-TRACE = "4bf92f3577b34da6a3ce929d0e0e{:04x}"
-CALLER_SPAN = "00f067aa0ba902b7"
+#: a plain ASGI app with no runtel code: served by ``runtel run -- uvicorn plain_app:app``; its one
+#: sub-span comes from the plain OpenTelemetry API
+PLAIN_APP = textwrap.dedent(
+    """
+    import asyncio
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("plain-app")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        with tracer.start_as_current_span("plain-handler"):
+            await asyncio.sleep(0.02)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+    """
+)
+
+#: the standard OpenTelemetry ASGI middleware alone (no RequestSpans), the run in the lifespan
+OTEL_ASGI_APP = textwrap.dedent(
+    """
+    import asyncio, sys
+    import runtel
+    import uvicorn
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    runtel.configure(dir=sys.argv[2], sampling=False, strict=True)
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            spec = None
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    spec = runtel.run_span("service")
+                    await spec.__aenter__()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await spec.__aexit__(None, None, None)
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        with runtel.block("handler"):
+            await asyncio.sleep(0.02)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    uvicorn.run(OpenTelemetryMiddleware(app), host="127.0.0.1", port=int(sys.argv[1]), lifespan="on",
+                log_level="warning")
+    """
+)
+
+STARLETTE_APP = textwrap.dedent(
+    """
+    import contextlib, sys
+    import runtel
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from runtel.recording.service import RequestSpans
+
+    runtel.configure(dir=sys.argv[2], sampling=False, strict=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with runtel.run_span("api"):
+            yield
+
+    async def item(request):
+        with runtel.block("handler"):
+            return PlainTextResponse(request.path_params["i"])
+
+    app = Starlette(routes=[Route("/item/{i}", item)], lifespan=lifespan)
+    app.add_middleware(RequestSpans)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
 
 
 def _free_port() -> int:
@@ -72,19 +171,13 @@ def _get(port: int, i: int) -> str:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/item/{i}")
     if i % 3 == 0:  # every third caller sends its own trace context
         request.add_header("traceparent", f"00-{TRACE.format(i)}-{CALLER_SPAN}-01")
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return str(response.read().decode())
 
 
-def test_uvicorn_requests_are_their_own_traces_in_the_service_run(
-    tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    """60 concurrent requests: 60 server spans, each its own trace (or the caller's), run id and link
-    to the service run; every handler block and traced call hangs under its own request."""
-    (tmp_path / "app.py").write_text(APP)
-    port, runs = _free_port(), tmp_path / "runs"
-    server = subprocess.Popen([sys.executable, str(tmp_path / "app.py"), str(port), str(runs)], env=clean_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _serve(command: list[str], env: dict[str, str], port: int, stop: int = signal.SIGINT) -> tuple[list[str], str, int]:
+    """Start the server, send N concurrent requests, stop it with ``stop``: (bodies, stderr, exit code)."""
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -97,34 +190,201 @@ def test_uvicorn_requests_are_their_own_traces_in_the_service_run(
         with concurrent.futures.ThreadPoolExecutor(N) as pool:
             bodies = list(pool.map(lambda i: _get(port, i), range(N)))
     finally:
-        server.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown runs the lifespan's end
+        server.send_signal(stop)  # uvicorn's graceful shutdown runs the lifespan's end
         _, err = server.communicate(timeout=60)
-    assert server.returncode == 0, err
+    return bodies, err, server.returncode
+
+
+def _raw_kinds(run_dir: Path) -> dict[str, int]:
+    raw = [s for line in (run_dir / "spans.jsonl").read_text().splitlines()
+           for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    return {s["spanId"]: s.get("kind", 0) for s in raw}
+
+
+def _check_requests(requests: list[SpanRecord], run: dict[str, Any], kinds: dict[str, int],
+                    path: Callable[[SpanRecord], str]) -> dict[str, SpanRecord]:
+    """N server spans, one per path, each its own trace or the caller's, with the run id."""
+    assert len(requests) == N
+    assert all(kinds[s.span_id] == 2 for s in requests)  # SPAN_KIND_SERVER
+    assert all(s.attributes["runtel.run.id"] == run["id"] for s in requests)
+    by_path = {path(s): s for s in requests}
+    assert len(by_path) == N
+    assert len({s.trace_id for s in requests}) == N and run["trace_id"] not in {s.trace_id for s in requests}
+    for i in range(N):
+        req = by_path[f"/item/{i}"]
+        if i % 3 == 0:  # the caller's trace continued, under the caller's span
+            assert req.trace_id == TRACE.format(i) and req.parent_span_id == CALLER_SPAN
+        else:
+            assert req.parent_span_id is None
+    return by_path
+
+
+def test_lifespan_run_requests_are_their_own_traces(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """60 concurrent requests: 60 server spans, each with exactly its 5 sub-spans (blocks, an awaited
+    traced call, a to_thread call) in its own trace; the run id, the link, and its own CPU time."""
+    (tmp_path / "app.py").write_text(LIFESPAN_APP)
+    port, runs, usage = _free_port(), tmp_path / "runs", tmp_path / "usage.json"
+    bodies, err, code = _serve([sys.executable, str(tmp_path / "app.py"), str(port), str(runs), str(usage)],
+                               clean_env, port)
+    assert code == 0, err
     (service,) = list_runs(runs)
     assert service["status"] == "ok"
     assert bodies == [service["id"]] * N  # the handler sees the service run as current
     spans = read_spans(Path(service["dir"]))
-    raw = [s for line in (Path(service["dir"]) / "spans.jsonl").read_text().splitlines()
-           for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
-    kinds = {s["spanId"]: s.get("kind") for s in raw}
     requests = [s for s in spans if s.name == "GET"]
-    assert len(requests) == N
-    assert all(kinds[s.span_id] == 2 for s in requests)  # SPAN_KIND_SERVER
-    assert all(s.attributes["runtel.run.id"] == service["id"] for s in requests)
+    by_path = _check_requests(requests, service, _raw_kinds(Path(service["dir"])), lambda s: s.attributes["url.path"])
     assert all(s.links and s.links[0]["span_id"] == service["span_id"] for s in requests)
-    by_path = {s.attributes["url.path"]: s for s in requests}
-    assert len(by_path) == N
-    assert len({s.trace_id for s in requests}) == N and service["trace_id"] not in {s.trace_id for s in requests}
-    for i in range(0, N, 3):  # callers' traces continued, under the caller's span
+    by_id = {s.span_id: s for s in spans}
+    subs = [s for s in spans if s.name in ("handler", "inner", "deep") or s.name.endswith("traced") or
+            s.name.endswith("traced_async")]
+    assert len(subs) == 5 * N
+    for i in range(N):  # never mixed: exactly its own 5 sub-spans, each chained up to its own request
         req = by_path[f"/item/{i}"]
-        assert req.trace_id == TRACE.format(i) and req.parent_span_id == CALLER_SPAN
-    assert all(s.parent_span_id is None for i, s in enumerate(requests) if int(s.attributes["url.path"][6:]) % 3)
+        mine = [s for s in subs if s.trace_id == req.trace_id]
+        assert sorted(s.name.rsplit(".", 1)[-1] for s in mine) == ["deep", "handler", "inner", "traced",
+                                                                   "traced_async"]
+        for s in mine:
+            parent = by_id[s.parent_span_id]
+            assert parent.trace_id == req.trace_id
+            while parent.span_id != req.span_id:
+                parent = by_id[parent.parent_span_id]
+        assert next(s for s in mine if s.name == "handler").attributes["path"] == f"/item/{i}"
+    # Per-request CPU: each request's own, so together never more than the server's whole CPU time.
+    cpu = [s.attributes["runtel.request.cpu.time"] for s in requests]
+    assert all(isinstance(c, float) and c > 0 for c in cpu)
+    assert sum(cpu) <= json.loads(usage.read_text())["cpu_s"]
+    assert all(1 <= s.attributes["runtel.request.concurrency"] <= N for s in requests)
+    assert max(s.attributes["runtel.request.concurrency"] for s in requests) > 1  # they did overlap
+
+
+def test_runtel_run_uvicorn_without_runtel_code(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run -- uvicorn plain_app:app`: the service process gets a worker run (child of the
+    wrapper's run) holding a server span per request and the app's own OpenTelemetry span under it."""
+    (tmp_path / "plain_app.py").write_text(PLAIN_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+    runtel = Path(sys.executable).with_name("runtel")
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    env = {**clean_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{clean_env['PYTHONPATH']}"}
+    _, err, code = _serve([str(runtel), "run", "--dir", str(runs), "-q", "--", str(uvicorn), "plain_app:app",
+                           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                          env, port, stop=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err  # the wrapper exits as its command did: stopped by SIGTERM
+    records = list_runs(runs)
+    (wrapper,) = [r for r in records if r["parent"] is None]
+    (child,) = [r for r in records if r["parent"] is not None]
+    assert wrapper["status"] == "interrupted"
+    assert child["parent"]["run_id"] == wrapper["id"] and child["name"] == "uvicorn"
+    assert child["status"] == "ok"  # closed when the server shut down, before uvicorn re-raised SIGTERM
+    spans = read_spans(Path(child["dir"]))
+    requests = [s for s in spans if s.name == "GET"]
+    by_path = _check_requests(requests, child, _raw_kinds(Path(child["dir"])), lambda s: s.attributes["url.path"])
+    handlers = [s for s in spans if s.name == "plain-handler"]
+    assert len(handlers) == N
+    assert sorted(h.parent_span_id for h in handlers) == sorted(s.span_id for s in by_path.values())
+    assert all(h.trace_id == next(r for r in requests if r.span_id == h.parent_span_id).trace_id for h in handlers)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("opentelemetry.instrumentation.asgi") is None
+                    and os.environ.get("CI") != "true", reason="opentelemetry-instrumentation-asgi is not installed")
+def test_otel_asgi_instrumentation_alone(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """The standard OpenTelemetryMiddleware, no RequestSpans, the run in the lifespan: its server spans
+    are the requests' own traces (or the callers'), in the service run's folder with its run id."""
+    (tmp_path / "app.py").write_text(OTEL_ASGI_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+    _, err, code = _serve([sys.executable, str(tmp_path / "app.py"), str(port), str(runs)], clean_env, port)
+    assert code == 0, err
+    (service,) = list_runs(runs)
+    spans = read_spans(Path(service["dir"]))
+    kinds = _raw_kinds(Path(service["dir"]))
+    requests = [s for s in spans if kinds[s.span_id] == 2]
+    by_path = _check_requests(requests, service, kinds, lambda s: s.name.split()[-1])  # "GET /item/7"
     handlers = [s for s in spans if s.name == "handler"]
-    traced = [s for s in spans if s.name.endswith("traced")]
-    assert len(handlers) == N and len(traced) == N
-    for h in handlers:  # never mixed: each handler under the request of its own path
-        req = by_path[h.attributes["path"]]
-        assert h.parent_span_id == req.span_id and h.trace_id == req.trace_id
-    handler_by_id = {h.span_id: h for h in handlers}
-    assert all(handler_by_id[t.parent_span_id].trace_id == t.trace_id for t in traced)
-    assert os.path.exists(Path(service["dir"]) / "run.json")
+    assert len(handlers) == N
+    assert {h.parent_span_id for h in handlers} == {s.span_id for s in by_path.values()}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("starlette") is None and os.environ.get("CI") != "true",
+                    reason="starlette is not installed")
+def test_starlette_lifespan_and_middleware(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """Starlette: the run in its lifespan, app.add_middleware(RequestSpans); spans named after the route."""
+    (tmp_path / "app.py").write_text(STARLETTE_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+    bodies, err, code = _serve([sys.executable, str(tmp_path / "app.py"), str(port), str(runs)], clean_env, port)
+    assert code == 0, err
+    assert bodies == [str(i) for i in range(N)]
+    (service,) = list_runs(runs)
+    assert service["status"] == "ok" and service["name"] == "api"
+    spans = read_spans(Path(service["dir"]))
+    requests = [s for s in spans if s.name == "GET /item/{i}"]
+    by_path = _check_requests(requests, service, _raw_kinds(Path(service["dir"])), lambda s: s.attributes["url.path"])
+    assert all(s.attributes["http.route"] == "/item/{i}" for s in requests)
+    handlers = [s for s in spans if s.name == "handler"]
+    assert len(handlers) == N and {h.parent_span_id for h in handlers} == {s.span_id for s in by_path.values()}
+
+
+GRPC_SERVER = textwrap.dedent(
+    """
+    import signal, sys, threading
+    from concurrent import futures
+    import grpc
+    import runtel
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    runtel.configure(dir=sys.argv[2], sampling=False, strict=True)
+
+    def say(request, context):
+        with runtel.block("handler", item=request.decode()):
+            return request
+
+    with runtel.run_span("grpc-service"):     # one run for the server's lifetime
+        server = grpc.server(futures.ThreadPoolExecutor(16), interceptors=[server_interceptor()])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "test.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)}),))
+        server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+        server.start()
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        print("ready", flush=True)
+        stop.wait()
+        server.stop(5).wait()
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("opentelemetry.instrumentation.grpc") is None
+                    and os.environ.get("CI") != "true", reason="opentelemetry-instrumentation-grpc is not installed")
+def test_grpc_server_through_the_otel_instrumentation(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A gRPC server with OpenTelemetry's server interceptor inside a run: 60 concurrent calls are 60
+    server spans of their own traces (or the callers'), with the run id, each handler block under its own."""
+    import grpc
+
+    (tmp_path / "server.py").write_text(GRPC_SERVER)
+    port, runs = _free_port(), tmp_path / "runs"
+    server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port), str(runs)], env=clean_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n", server.communicate()[1]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/test.Echo/Say")
+
+            def one(i: int) -> bytes:
+                metadata = [("traceparent", f"00-{TRACE.format(i)}-{CALLER_SPAN}-01")] if i % 3 == 0 else None
+                return bytes(call(str(i).encode(), metadata=metadata, timeout=60))
+
+            with concurrent.futures.ThreadPoolExecutor(N) as pool:
+                assert list(pool.map(one, range(N))) == [str(i).encode() for i in range(N)]
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    (service,) = list_runs(runs)
+    assert service["status"] == "ok"
+    spans = read_spans(Path(service["dir"]))
+    kinds = _raw_kinds(Path(service["dir"]))
+    calls = [s for s in spans if kinds[s.span_id] == 2]
+    handlers = {s.parent_span_id: s for s in spans if s.name == "handler"}
+    assert len(handlers) == N
+    by_item = {handlers[s.span_id].attributes["item"]: s for s in calls}  # every call has its own handler
+    by_path = _check_requests(calls, service, kinds, lambda s: "/item/" + str(handlers[s.span_id].attributes["item"]))
+    assert len(by_item) == N and len(by_path) == N
+    assert all(handlers[s.span_id].trace_id == s.trace_id for s in calls)

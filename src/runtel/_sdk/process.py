@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runtel._guard import set_strict
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     pass
 
 
-__all__ = ("configure", "current_runtime", "flush", "get_runtime", "reset", "settings")
+__all__ = ("before_configure", "configure", "current_runtime", "flush", "get_runtime", "reset", "settings")
 
 _runtime: Runtime | None = None
 
@@ -35,6 +36,17 @@ _lock = threading.Lock()
 
 
 _atexit_registered = False
+
+
+#: called by :func:`configure` before it checks for open runs (see :func:`before_configure`)
+_before_configure: list[Callable[[], None]] = []
+
+
+def before_configure(hook: Callable[[], None]) -> None:
+    """Have ``configure()`` call ``hook`` first: a run the process opened by itself (a child's automatic
+    worker run) is closed there, so configuring after a first block never raises."""
+    if hook not in _before_configure:
+        _before_configure.append(hook)
 
 
 def settings() -> Settings:
@@ -68,6 +80,8 @@ def configure(**kwargs: Any) -> Settings:
         RuntimeError: a run is open (settings cannot change under it).
     """
     global _settings, _runtime
+    for hook in list(_before_configure):  # a worker run that opened by itself gives way to the user's settings
+        hook()  # (first: closing it puts the parent's carrier back into the environment the settings read)
     new = resolve_settings(**kwargs)
     with _lock:
         old_runtime = _runtime

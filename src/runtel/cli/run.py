@@ -137,7 +137,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from_terminal = _signals_from_terminal()
     previous: dict[int, Any] = {}
 
+    forwarded: list[int] = []
+
     def forward(signum: int, frame: FrameType | None) -> None:
+        forwarded.append(signum)
         if child is not None and child.poll() is None:
             if signum == signal.SIGINT and from_terminal:
                 return  # the terminal already delivered it to the child's process group
@@ -162,7 +165,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             previous[sig] = signal.signal(sig, forward)
         try:
             try:
-                child = subprocess.Popen(command, env=runtel.inject_env(), preexec_fn=_parent_death_signal(),
+                child = subprocess.Popen(command, env=_child_env(settings.propagate), preexec_fn=_parent_death_signal(),
                                          stdout=sys.stderr.fileno() if args.json else None)
             except OSError as exc:
                 message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
@@ -181,6 +184,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if killer is not None:
                     status = "interrupted" if killer in _INTERRUPTING else "error"
                     _mark_failed(run, exit_code, f"command killed by {killer.name}", status)
+                elif returncode - 128 in forwarded:  # it ended itself on the signal we passed on (exit 128+N)
+                    name = signal.Signals(returncode - 128).name
+                    _mark_failed(run, exit_code, f"command exited on {name} (code {returncode})", "interrupted")
                 elif returncode != 0:
                     _mark_failed(run, exit_code, f"command exited with code {returncode}", "error")
         finally:
@@ -194,6 +200,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif not args.quiet and run.dir is not None:
         sys.stderr.write(f"runtel: run {run.id} {run.status} in {elapsed:.2f} s — {run.dir}\n")
     return exit_code
+
+
+#: holds only ``sitecustomize.py``: request spans for a uvicorn service that has no runtel code
+_SITE = Path(__file__).resolve().parent / "_site"
+
+
+def _child_env(propagate: bool) -> dict[str, str]:
+    """The command's environment: the run's trace context, and (propagation on) runtel's start-up hook
+    first on ``PYTHONPATH``, so a Python service in it gets request spans (see ``_site/sitecustomize.py``)."""
+    env = runtel.inject_env()
+    if propagate:
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(_SITE) + (os.pathsep + path if path else "")
+    return env
 
 
 def _parent_death_signal() -> Callable[[], None] | None:

@@ -24,6 +24,7 @@ from opentelemetry.trace import Span
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard
 from runtel.recording.safety import bad_argument, coerce_int, coerce_name, record_exception, safe_str
+from runtel.recording.workers import child_runtime
 
 __all__ = ("Block", "block", "trace")
 
@@ -34,7 +35,7 @@ _fallback_tracer = otel_trace.get_tracer(semconv.INSTRUMENTATION_SCOPE)
 
 
 def _tracer() -> otel_trace.Tracer:
-    rt = _sdk.current_runtime()
+    rt = _sdk.current_runtime() or child_runtime()
     return rt.tracer if rt is not None else _fallback_tracer
 
 
@@ -112,7 +113,7 @@ class Block:
         self._span.set_attributes(_user_attributes(attributes))
 
     def __enter__(self) -> Block:
-        rt = _sdk.current_runtime()
+        rt = _sdk.current_runtime() or child_runtime()  # a child of a run records into a worker run
         span = self._span = (rt.tracer if rt is not None else _fallback_tracer).start_span(self._name)
         span.set_attribute(semconv.SPAN_KIND, semconv.KIND_BLOCK)
         if self._attributes:
@@ -305,7 +306,7 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
         @functools.wraps(fn)
         def simple_wrapper(*args: Any, **kwargs: Any) -> Any:
             # The hot path: every line here is paid per call (see benchmarks/core_bench.py).
-            rt = _sdk.current_runtime()
+            rt = _sdk.current_runtime() or child_runtime()
             span = (rt.tracer if rt is not None else _fallback_tracer).start_span(name)
             span.set_attributes(static)  # cheaper than attributes= at start (no sampler/copy pass)
             token = otel_context.attach(otel_trace.set_span_in_context(span))

@@ -8,10 +8,14 @@ environment carrier of ``carrier``.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Mapping
 from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from runtel import _context, _sdk
 from runtel._guard import guard
@@ -20,7 +24,7 @@ from runtel._propagation import WORKER_NAME_ENV
 from runtel.config import settings_env
 from runtel.recording.carrier import PARENT_RUN_ENV, inject_env
 
-__all__ = ("WORKER_NAME_ENV", "init_worker", "worker_context")
+__all__ = ("WORKER_NAME_ENV", "child_runtime", "close_worker_run", "init_worker", "worker_context")
 
 _CONTEXT_KEYS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE", PARENT_RUN_ENV, WORKER_NAME_ENV)
 
@@ -65,7 +69,12 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
       (taken in the parent) is applied and a *worker run* is opened — its own run folder, a child of
       the parent's run, in the same trace — and closed when the worker exits.
 
-    In both cases a SIGTERM (``Pool.terminate()``, which ``with Pool(...)`` calls) still flushes and
+    * **a plain child** (``subprocess``, ``os.exec*``; no ``context``, no runtel runtime yet, but
+      ``RUNTEL_PARENT_RUN_ID`` in the environment): the environment already carries the parent's
+      context, and the worker run is opened from it — what :func:`child_runtime` does by itself at
+      the child's first span; call it first thing where plain OpenTelemetry spans come before any.
+
+    In every case a SIGTERM (``Pool.terminate()``, which ``with Pool(...)`` calls) still flushes and
     closes, if the worker had no SIGTERM handler of its own. Calling it twice is harmless. Never
     raises. For a plain ``multiprocessing.Process`` call it first thing in the target function.
 
@@ -77,32 +86,94 @@ def init_worker(context: Mapping[str, str] | int | None = None, *, name: str | N
         context = None  # a DataLoader worker id, or nothing
     if _worker_state.get("pid") == os.getpid():
         return
+    if context is None and _sdk.current_runtime() is None and os.environ.get(PARENT_RUN_ENV):
+        context = {}  # a fresh process started from inside a run: its environment carries the run already
     # Pool.terminate() may send SIGTERM while the worker is still starting: held back until the worker
     # run is open and the handler that closes it is installed, so a terminated worker never leaves a
     # half-open run (status "running" forever) behind.
     blocked = _block_sigterm()
     try:
         with guard("init-worker", "set up a worker process"):
+            batched = _worker_state.get("batched")
             _worker_state.clear()
             _worker_state["pid"] = os.getpid()
-            if _context.current_run() is None and context:
+            _worker_state["batched"] = batched
+            if _context.current_run() is None and context is not None:
                 for key, value in context.items():
                     os.environ[key] = value
                 runtime = _sdk.current_runtime()
-                if runtime is None or not runtime.open_runs:
+                if context and (runtime is None or not runtime.open_runs):
                     _sdk.configure()  # settings from the (now updated) environment
                 from runtel.recording.lifecycle import run_span  # deferred: runtel.recording.lifecycle (~4 ms)
 
-                spec = run_span(name or context.get(WORKER_NAME_ENV) or "worker", telemetry="minimal")
+                # Named after the parent run for pool workers (WORKER_NAME_ENV), else after the child's program.
+                spec = run_span(name or context.get(WORKER_NAME_ENV) or os.environ.get(WORKER_NAME_ENV) or None,
+                                telemetry="minimal")
                 spec.__enter__()
                 _worker_state["run"] = spec
                 runtime = _sdk.current_runtime()
-                if runtime is not None:  # workers leave through os._exit or SIGKILL: each span on disk as it ends
+                if runtime is not None and not _worker_state.get("batched"):
+                    # workers leave through os._exit or SIGKILL: each span on disk as it ends
                     runtime.write_spans_synchronously(retire=True)
             _register_exit()
     finally:
         if blocked:
             _unblock_sigterm()  # a SIGTERM that came meanwhile is delivered now, to the handler
+
+
+_auto_lock = threading.Lock()
+
+
+def child_runtime(*, batched: bool = False) -> Any:
+    """The runtime of a process started from inside a run, its worker run opened now; None for any other.
+
+    Called where a block, traced call or request span starts while this process has no runtime yet:
+    a child started by ``subprocess``/``os.exec*`` from inside a run (``RUNTEL_PARENT_RUN_ID`` in its
+    environment) that records without opening a run of its own gets a *worker run* — a child of the
+    parent run, in its trace, named after the child's program, its spans written as they end — the
+    same one :func:`init_worker` opens. Cheap when there is nothing to do: one environment lookup.
+
+    ``batched``: keep the batch span processor (a server opening it for its requests: one ``write()``
+    per span in the event loop would cost ~30% of a small request's CPU; a service shut down normally
+    or by SIGTERM flushes at its end, a SIGKILL loses the last ~0.2 s as in any runtel process).
+    """
+    if not os.environ.get(PARENT_RUN_ENV) or _worker_state.get("pid") == os.getpid():
+        return _sdk.current_runtime()
+    with _auto_lock:
+        if _sdk.current_runtime() is None:
+            settings = _sdk.settings()
+            if settings.disabled or not settings.propagate:
+                return None
+            # Opened in a context of its own, kept for its close: the caller may be a task or thread whose
+            # context is gone by the time the worker run closes (at exit, or when a server shuts down).
+            own = contextvars.Context()
+            _worker_state["batched"] = batched
+            own.run(init_worker)
+            _worker_state["context"] = own
+            spec = _worker_state.get("run")
+            run = own.run(_context.current_run) if spec is not None else None
+            if run is not None and getattr(run, "span", None) is not None:
+                # The caller's context (and what it starts from now: threads, tasks) is inside the run, so
+                # its spans are in the parent's trace; never detached, like the run itself until exit.
+                otel_context.attach(_context.with_run(run, trace.set_span_in_context(run.span)))
+    runtime = _sdk.current_runtime()
+    return runtime if runtime is not None and runtime.open_runs else None
+
+
+def close_worker_run() -> None:
+    """Close this process's worker run now (a server that shut down); spans after it are counted, not kept."""
+    _worker_exit()
+
+
+def _before_configure() -> None:
+    """``runtel.configure()`` after the automatic worker run opened: close it (the next span opens a new
+    one with the new settings) rather than let configure raise because a run is open."""
+    if _worker_state.get("context") is not None and _worker_state.get("pid") == os.getpid():
+        _worker_exit()
+        _worker_state.clear()
+
+
+_sdk.before_configure(_before_configure)
 
 
 def _block_sigterm() -> bool:
@@ -149,5 +220,9 @@ def _worker_exit() -> None:
     spec = _worker_state.pop("run", None)
     if spec is not None and _worker_state.get("pid") == os.getpid():
         with guard("worker-run-close", "close the worker run"):
-            spec.__exit__(None, None, None)
+            own = _worker_state.get("context")
+            if own is not None:
+                own.run(spec.__exit__, None, None, None)
+            else:
+                spec.__exit__(None, None, None)
     _sdk.flush()

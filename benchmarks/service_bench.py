@@ -1,0 +1,230 @@
+"""What recording a service costs: server CPU per request of a real uvicorn, with and without runtel.
+
+Usage: python benchmarks/service_bench.py [--app hello|starlette] [--requests 3000] [--repeats 3] [--quick]
+
+The same ASGI app (``hello``: a bare ASGI callable answering "ok"; ``starlette``: a Starlette route
+returning a small JSON body) is served by uvicorn (httptools/h11 as installed, one process) in each
+of these set-ups, and a load client in another process sends ``--requests`` GETs over 8 keep-alive
+connections after 300 warm-up requests. The server's CPU time (of the server process: the sum over its threads of ``/proc/<pid>/task/*/schedstat``, nanoseconds) is
+read before and after the load, so start-up and shutdown are not counted.
+
+* ``none``: no instrumentation;
+* ``otel-asgi``: the OpenTelemetry ASGI middleware on an SDK ``TracerProvider`` + ``BatchSpanProcessor``
+  + a no-op exporter (what plain OpenTelemetry costs, writing nothing);
+* ``runtel``: the lifetime-run model — a run opened in the ASGI lifespan, ``RequestSpans``, spans to
+  the run folder, resource sampling off;
+* ``runtel+sampling``: the same with runtel's default resource sampling (a sampler thread in the server);
+* ``runtel run``: ``runtel run -- uvicorn app:app`` with no runtel code in the app (the service gets a
+  worker run; its spans are written as they end, one ``write()`` each);
+* ``run-per-request``: ``async with runtel.run_span()`` around each request, for comparison (the
+  model the lifetime run replaces).
+
+Each repeat runs every set-up once, in turn; the table gives the median CPU per request and the ratio
+to ``none`` of the same repeat (median of the ratios). Keep-alive and a handler that does nothing make
+the per-request overhead look as large as it can: a real handler's own work dilutes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import table
+
+PY = sys.executable
+BIN = Path(PY).parent
+
+APP = textwrap.dedent(
+    """
+    import os, sys
+    MODE = os.environ["BENCH_MODE"]
+
+    async def hello(scope, receive, send):
+        if scope["type"] == "lifespan":
+            spec = None
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if MODE in ("runtel", "runtel+sampling"):
+                        import runtel
+                        runtel.configure(dir=os.environ["BENCH_DIR"], sampling=MODE == "runtel+sampling")
+                        spec = runtel.run_span("service")
+                        await spec.__aenter__()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if spec is not None:
+                        await spec.__aexit__(None, None, None)
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    if os.environ.get("BENCH_APP") == "starlette":  # routing, a request object, a JSON response
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def item(request):
+            return JSONResponse({"id": request.path_params["i"], "q": request.query_params.get("q")})
+
+        routes = Starlette(routes=[Route("/item/{i}", item)])
+
+        async def hello(scope, receive, send, _plain=hello):
+            if scope["type"] == "lifespan":
+                return await _plain(scope, receive, send)
+            await routes(scope, receive, send)
+
+    app = hello
+    if MODE in ("runtel", "runtel+sampling"):
+        from runtel.recording.service import RequestSpans
+        app = RequestSpans(hello)
+    elif MODE == "otel-asgi":
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class NoOp(SpanExporter):
+            def export(self, spans):
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(NoOp()))
+        trace.set_tracer_provider(provider)
+        app = OpenTelemetryMiddleware(hello)
+    elif MODE == "run-per-request":
+        import runtel
+        runtel.configure(dir=os.environ["BENCH_DIR"], sampling=False)
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return await hello(scope, receive, send)
+            async with runtel.run_span("request"):
+                await hello(scope, receive, send)
+    """
+)
+
+CLIENT = textwrap.dedent(
+    """
+    import http.client, sys, threading
+    port, n, conns = int(sys.argv[1]), int(sys.argv[2]), 8
+
+    def worker(count):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for i in range(count):
+            c.request("GET", f"/item/{i}?q=x")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(n // conns,)) for _ in range(conns)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    """
+)
+
+MODES = ("none", "otel-asgi", "runtel", "runtel+sampling", "runtel run", "run-per-request")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of ``pid`` (``/proc/<pid>/task/*/schedstat``: ns, not 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(x) for x in text]
+
+
+def _measure(mode: str, work: Path, requests: int, app: str) -> float:
+    """Server CPU seconds per request for ``mode`` (one server start, warm-up, one measured load)."""
+    port = _free_port()
+    runs = work / "runs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTEL_", "OTEL_", "TRACEPARENT"))}
+    env.update(BENCH_MODE=mode, BENCH_APP=app, BENCH_DIR=str(runs), PYTHONPATH=f"{work}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    uvicorn = [str(BIN / "uvicorn"), "bench_app:app", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning", "--no-access-log", "--lifespan", "on"]
+    if mode == "runtel run":
+        env["RUNTEL_SAMPLING"] = "false"
+        command = [str(BIN / "runtel"), "run", "-q", "--dir", str(runs), "--", *uvicorn]
+    else:
+        command = uvicorn
+    proc = subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{mode}: server did not start: {proc.communicate()[1]!r}") from None
+                time.sleep(0.05)
+        server = proc.pid if mode != "runtel run" else _children(proc.pid)[0]
+        client = [PY, str(work / "bench_client.py"), str(port)]
+        subprocess.run([*client, "304"], check=True)  # warm-up (a first request opens the worker run)
+        before = _cpu_s(server)
+        subprocess.run([*client, str(requests)], check=True)
+        after = _cpu_s(server)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return (after - before) / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--app", choices=("hello", "starlette"), default="hello",
+                        help="hello: a bare ASGI app; starlette: a route returning JSON")
+    parser.add_argument("--quick", action="store_true", help="1000 requests, 1 repeat")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.repeats = 1000, 1
+    modes = [m for m in MODES if m != "otel-asgi" or importlib.util.find_spec("opentelemetry.instrumentation.asgi")]
+    per: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="runtel-service-bench-") as tmp:
+        work = Path(tmp)
+        (work / "bench_app.py").write_text(APP)
+        (work / "bench_client.py").write_text(CLIENT)
+        for _ in range(args.repeats):
+            for mode in modes:
+                per[mode].append(_measure(mode, work, args.requests, args.app))
+    rows = []
+    for mode in modes:
+        ratios = [x / b for x, b in zip(per[mode], per["none"], strict=True)]
+        rows.append([mode, f"{statistics.median(per[mode]) * 1e6:.0f}", f"{statistics.median(ratios):.2f}x"])
+    table(f"server CPU per request, app {args.app}, {args.requests} requests x {args.repeats} repeats (median)",
+          ["set-up", "CPU us/request", "vs none"], rows)
+    print(json.dumps({m: per[m] for m in modes}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""RequestSpans in-process: errors, cancellation, nesting, no run, and the request's own CPU time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runtel
+from runtel.config import Settings
+from runtel.recording.service import RequestSpans
+from runtel.rundir.reader import SpanRecord, read_spans
+
+
+def _scope(path: str = "/x") -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": path, "headers": [], "scheme": "http"}
+
+
+async def _receive() -> MutableMapping[str, Any]:
+    return {"type": "http.request", "body": b""}
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _call(app: Any, path: str = "/x") -> list[MutableMapping[str, Any]]:
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app(_scope(path), _receive, send)
+    return sent
+
+
+def _requests(run_dir: Path | None) -> list[SpanRecord]:
+    assert run_dir is not None
+    return [s for s in read_spans(run_dir) if s.name.split()[0] == "GET"]
+
+
+def test_error_is_recorded_and_raised(rt: Settings) -> None:
+    async def boom(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bad request handling")
+
+    with runtel.run_span("svc") as run:
+        with pytest.raises(ValueError, match="bad request"):
+            asyncio.run(_call(RequestSpans(boom)))
+    (span,) = _requests(run.dir)
+    assert span.status_code == 2 and span.attributes["error.type"] == "ValueError"
+    assert span.attributes["runtel.request.cpu.time"] >= 0
+
+
+def test_cancelled_request_ends_its_span(rt: Settings) -> None:
+    async def forever(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        task = asyncio.create_task(_call(RequestSpans(forever)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with runtel.run_span("svc") as run:
+        asyncio.run(main())
+    assert len(_requests(run.dir)) == 1
+
+
+def test_nested_middleware_makes_one_span_and_return_values_pass(rt: Settings) -> None:
+    with runtel.run_span("svc") as run:
+        sent = asyncio.run(_call(RequestSpans(RequestSpans(_ok))))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    (span,) = _requests(run.dir)
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["runtel.request.concurrency"] == 1
+
+
+def test_no_run_passes_through(rt: Settings, runs_dir: Path) -> None:
+    sent = asyncio.run(_call(RequestSpans(_ok)))
+    assert len(sent) == 2 and list(runs_dir.iterdir()) == []
+
+
+def test_cpu_time_counts_the_requests_own_steps_and_its_pool_threads(rt: Settings) -> None:
+    """A request whose pool-thread work burns CPU gets more CPU time than one that only sleeps, and the
+    two (run concurrently) are each given their own: the sleeper's figure does not include the other's work."""
+
+    def burn() -> int:
+        return sum(i * i for i in range(300_000))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/burn":
+            await asyncio.to_thread(burn)
+            burn()  # in the event-loop thread, during this request's step
+        else:
+            await asyncio.sleep(0.05)
+        await _ok(scope, receive, send)
+
+    async def main() -> None:
+        wrapped = RequestSpans(app)
+        await asyncio.gather(_call(wrapped, "/burn"), _call(wrapped, "/sleep"))
+
+    with runtel.run_span("svc") as run:
+        asyncio.run(main())
+    spans = {s.attributes["url.path"]: s for s in _requests(run.dir)}
+    burn_cpu, sleep_cpu = (spans[p].attributes["runtel.request.cpu.time"] for p in ("/burn", "/sleep"))
+    assert burn_cpu > sleep_cpu  # the sleeper ran only a few microseconds of its own
+    assert {s.attributes["runtel.request.concurrency"] for s in spans.values()} == {1, 2}
+
+
+def test_cpu_time_counts_anyio_worker_threads_of_sync_endpoints(rt: Settings) -> None:
+    """Starlette runs a sync endpoint in an anyio worker thread: that thread's CPU time for the request is
+    in the request's figure (at least what the endpoint measured of itself)."""
+    pytest.importorskip("starlette")
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    own: list[float] = []
+
+    def burn(request: Any) -> PlainTextResponse:  # a sync endpoint
+        start = time.thread_time()
+        sum(i * i for i in range(300_000))
+        own.append(time.thread_time() - start)
+        return PlainTextResponse("ok")
+
+    app = RequestSpans(Starlette(routes=[Route("/burn", burn)]))
+    with runtel.run_span("svc") as run:
+        asyncio.run(_call(app, "/burn"))
+        asyncio.run(_call(app, "/burn"))  # the first request may have loaded anyio.to_thread only now
+    spans = _requests(run.dir)
+    assert len(spans) == 2 and len(own) == 2
+    assert spans[-1].attributes["runtel.request.cpu.time"] >= own[-1]
