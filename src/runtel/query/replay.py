@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from runtel.errors import RunFolderError
 from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
-from runtel.rundir.reader import LineStats, iter_jsonl_sized, read_record_or_corrupt
-from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
+from runtel.rundir.reader import LineStats, iter_segments_sized, read_record_or_corrupt
+from runtel.rundir.schema import METRICS_FILE, SPANS_FILE, segments
 
 __all__ = ("ExportResult", "export_runs", "ids_to_base64")
 
@@ -251,7 +251,7 @@ def export_runs(
                 for signal, filename in (("traces", SPANS_FILE), ("metrics", METRICS_FILE)):
                     sender = senders[signal]
                     stats = LineStats()
-                    lines = iter_jsonl_sized(run_dir / filename, stats)
+                    lines = iter_segments_sized(segments(run_dir, filename), stats)  # rotated ones too
                     for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
                         try:
                             sender.send(request)
@@ -281,9 +281,9 @@ def total_bytes(run_dirs: Iterable[str | os.PathLike[str]]) -> int:
     """Bytes of telemetry the runs hold (for a progress bar)."""
     total = 0
     for entry in run_dirs:
-        for name in (SPANS_FILE, METRICS_FILE):
+        for path in [*segments(Path(entry), SPANS_FILE), *segments(Path(entry), METRICS_FILE)]:
             try:
-                total += (Path(entry) / name).stat().st_size
+                total += path.stat().st_size
             except OSError:
                 pass
     return total
