@@ -54,6 +54,8 @@ __all__ = (
     "MAX_RECORD_BYTES",
     "LineStats",
     "SpanRecord",
+    "SpanRow",
+    "decode_attributes",
     "effective_status",
     "environment",
     "git_info",
@@ -64,6 +66,7 @@ __all__ = (
     "iter_segments_sized",
     "iter_span_batches",
     "iter_span_dicts",
+    "iter_span_rows",
     "iter_spans",
     "list_runs",
     "read_record",
@@ -500,6 +503,18 @@ def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
     return out
 
 
+def decode_attributes(value: object, stats: LineStats | None = None) -> dict[str, Any]:
+    """Decoded OTLP attributes of a raw span or :data:`SpanRow` (malformed entries skipped and counted)."""
+    stats = stats if stats is not None else LineStats()
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a SpanRow's attributes, not parsed yet
+        try:
+            value = _loads(bytes(value))
+        except ValueError:
+            stats.bad_attributes += 1
+            return {}
+    return _attrs(value, stats)
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("not a string")
@@ -576,6 +591,101 @@ def iter_spans(run_dir: Path, stats: LineStats | None = None) -> Iterator[SpanRe
         record = span_from_otlp(s, stats)
         if record is not None:
             yield record
+
+
+SpanRow = tuple[str, str, str, str, int, int, int, str, Any]
+"""What tree-shaped readers need of a span: (span id, trace id, parent span id or "", name, start ns,
+end ns, status code, status message, attributes not decoded yet: see :func:`decode_attributes`)."""
+
+_fast: list[Any] = []
+
+
+def _span_decoder() -> Any:
+    """(decode, its error type) of msgspec's typed spans-line decoder, or None without msgspec."""
+    if not _fast:
+        try:
+            from runtel.rundir import _fastspans  # deferred: msgspec (~16 ms), optional (the `fast` extra)
+        except ImportError:
+            _fast.append(None)
+        else:
+            _fast.append((_fastspans.decoder.decode, _fastspans.DecodeError))
+    return _fast[0]
+
+
+def _row(s: object, stats: LineStats) -> SpanRow | None:
+    """The SpanRow of one parsed span object, or None (counted) if it is malformed (as :func:`span_from_otlp`)."""
+    if not isinstance(s, dict):
+        return None
+    try:
+        status = s.get("status")
+        status = status if isinstance(status, dict) else {}
+        parent = s.get("parentSpanId")
+        name = s.get("name", "")
+        return (_text(s["spanId"]), _text(s["traceId"]), parent if isinstance(parent, str) else "",
+                name if isinstance(name, str) else str(name), int(s.get("startTimeUnixNano", 0)),
+                int(s.get("endTimeUnixNano", 0)), int(status.get("code", 0)), str(status.get("message", "")),
+                s.get("attributes"))
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        stats.bad_records += 1
+        return None
+
+
+def iter_span_rows(run_dir: Path, stats: LineStats | None = None) -> Iterator[SpanRow]:
+    """Every span of a run as a :data:`SpanRow`, in file order, across segments, in bounded memory.
+
+    With msgspec installed (``pip install 'runtel[fast]'``) well-formed lines are parsed by its typed
+    decoder; every other line is read, checked and counted exactly as :func:`iter_spans` does.
+    """
+    stats = stats if stats is not None else LineStats()
+    base = str(run_dir / SPANS_FILE)
+    stats.path = base
+    fast = _span_decoder()
+    decode, fast_error = fast if fast is not None else (None, ValueError)
+    paths = span_segments(run_dir)
+    try:
+        for i, path in enumerate(paths):
+            live = i == len(paths) - 1
+            stats.incomplete_tail = False
+            for raw in iter_lines(path, stats):
+                raw = raw.strip()
+                if not raw:
+                    continue
+                if decode is not None:
+                    try:
+                        request = decode(raw)
+                    except fast_error:
+                        pass  # not the common shape (or not JSON): the checked way below says which
+                    else:
+                        stats.lines += 1
+                        for rs in request.resource_spans:
+                            for ss in rs.scope_spans:
+                                for sp in ss.spans:
+                                    st = sp.status
+                                    yield (sp.span_id, sp.trace_id, sp.parent_span_id, sp.name, sp.start_time_unix_nano,
+                                           sp.end_time_unix_nano, st.code if st else 0, st.message if st else "",
+                                           sp.attributes)
+                        continue
+                tail = stats.incomplete_tail and live
+                try:
+                    value = _loads(raw)
+                except ValueError:
+                    if not tail:
+                        stats.unreadable += 1
+                    continue
+                if not isinstance(value, dict):
+                    stats.unreadable += 1
+                    continue
+                stats.lines += 1
+                for rs in _items(value.get("resourceSpans")):
+                    for ss in _items(rs.get("scopeSpans")):
+                        spans = ss.get("spans")
+                        for s in spans if isinstance(spans, list) else ():
+                            row = _row(s, stats)
+                            if row is not None:
+                                yield row
+    except RunFolderError as exc:
+        stats.error = str(exc)
+    stats.path = base
 
 
 def read_spans(run_dir: Path, stats: LineStats | None = None) -> list[SpanRecord]:
