@@ -135,12 +135,28 @@ def test_folded_show_prints_what_the_full_tree_prints(runs: Path, capsys: pytest
     assert folded.splitlines()[:heading] == head[:heading]
 
 
-def test_compare_reads_every_segment(runs: Path) -> None:
+@pytest.mark.parametrize("stat", [None, *compare_mod.STATS])
+def test_compare_reads_every_segment_streamed_or_not(runs: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     stat: str | None) -> None:
+    """compare's block table from running sums (a large run) equals the one from every span's values."""
     run_dir = _big(runs)
-    loaded = compare_mod.load_run(str(run_dir), runs)
-    assert loaded.blocks["epoch/step"].metrics()["count"] == 120
-    assert loaded.blocks["epoch/step/io"].metrics()["count"] == 12
-    assert loaded.blocks["inner/inner-step"].metrics()["count"] == 7
+    full = compare_mod.load_run(str(run_dir), runs)
+    assert full.blocks["epoch/step"].metrics()["count"] == 120
+    assert full.blocks["epoch/step/io"].metrics()["count"] == 12
+    assert full.blocks["inner/inner-step"].metrics()["count"] == 7
+    monkeypatch.setattr(compare_mod, "FULL_TREE_BYTES", 0)
+    streamed = compare_mod.load_run(str(run_dir), runs)
+    assert isinstance(streamed.blocks["epoch/step"], compare_mod.StreamedBlockStats)
+    assert list(streamed.blocks) == list(full.blocks)
+    for path, block in full.blocks.items():
+        other = streamed.blocks[path]
+        assert (other.kind, other.errors) == (block.kind, block.errors), path
+        got, want = other.metrics(stat), block.metrics(stat)
+        assert [k for k, v in got.items() if v is None] == [k for k, v in want.items() if v is None], path
+        assert {k: v for k, v in got.items() if v is not None} == pytest.approx(
+            {k: v for k, v in want.items() if v is not None}, rel=1e-9, abs=1e-12), path
+    both = compare_mod.compare_runs([full, streamed], stat)
+    assert [b["path"] for b in both["blocks"]] == list(full.blocks)
 
 
 def test_chrome_trace_reads_every_segment(runs: Path, tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ Attributes are decoded only for the spans shown one by one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,108 @@ FOLD_THRESHOLD = 5
 RECENT_IDS = 1 << 17
 
 Level = dict[str, "Group"]
+
+
+class Acc:
+    """Count, sum, min, max and (Welford) variance of a stream of values, mergeable."""
+
+    __slots__ = ("m2", "max", "mean", "min", "n", "total")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, x: float) -> None:
+        """One more value."""
+        self.n += 1
+        self.total += x
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+        if x < self.min:
+            self.min = x
+        if x > self.max:
+            self.max = x
+
+    def merge(self, other: Acc) -> None:
+        """Fold ``other`` in (Chan et al.'s pairwise update)."""
+        if not other.n:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.m2 += other.m2 + delta * delta * self.n * other.n / n
+        self.mean += delta * other.n / n
+        self.n = n
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def stat(self, stat: str) -> float | None:
+        """``min``, ``max``, ``mean``, ``std`` (sample, n - 1) or ``total``; None without values."""
+        if not self.n:
+            return None
+        if stat == "std":
+            return math.sqrt(self.m2 / (self.n - 1)) if self.n >= 2 else None
+        return {"min": self.min, "max": self.max, "mean": self.total / self.n, "total": self.total}[stat]
+
+
+_RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
+#: byte strings one of which is in the raw attributes of a span that has usage worth decoding
+_USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
+
+
+class Usage:
+    """What ``compare`` aggregates of a group's spans: durations, peak RSS, peak GPU memory, energy."""
+
+    __slots__ = ("durations", "energy", "gpu", "kind", "rss")
+
+    def __init__(self) -> None:
+        self.durations = Acc()
+        self.rss = Acc()
+        self.gpu = Acc()
+        self.energy = Acc()
+        self.kind: str | None = None
+
+    def add(self, duration_ns: int, attrs: object) -> None:
+        """One span (its raw attributes are decoded only if they can hold usage)."""
+        self.durations.add(duration_ns / 1e9)
+        if attrs is None:
+            return
+        if attrs.__class__ is not list:
+            raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
+            if not any(h in raw for h in _USAGE_HINTS):
+                return
+            attrs = raw
+        a = decode_attributes(attrs)
+        rss = _number(a.get(_RSS))
+        if rss is not None:
+            self.rss.add(rss)
+        gpu = _number(a.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
+        if gpu is None:
+            gpu = _number(a.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
+        if gpu is not None:
+            self.gpu.add(gpu)
+        energy = _number(a.get(semconv.USAGE_ENERGY_TOTAL))
+        if energy is not None:
+            self.energy.add(energy)
+
+    def merge(self, other: Usage) -> None:
+        """Fold another group's usage in."""
+        self.durations.merge(other.durations)
+        self.rss.merge(other.rss)
+        self.gpu.merge(other.gpu)
+        self.energy.merge(other.energy)
+        self.kind = self.kind or other.kind
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 class Node:
@@ -62,7 +165,7 @@ class Node:
 class Group:
     """Every span of one name under one parent (or under the members of one folded group)."""
 
-    __slots__ = ("children", "count", "errors", "first", "max_ns", "members", "min_ns", "name", "total_ns")
+    __slots__ = ("children", "count", "errors", "first", "max_ns", "members", "min_ns", "name", "total_ns", "usage")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -74,6 +177,7 @@ class Group:
         self.first = -1  # earliest start
         self.members: list[Node] | None = []  # None once folded
         self.children: Level = {}  # the members' children merged, once folded
+        self.usage: Usage | None = None  # kept only for ``compare`` (``aggregate_spans(usage=True)``)
 
     def _count(self, duration: int, status: int, start: int) -> None:
         self.count += 1
@@ -99,12 +203,18 @@ class Group:
         return self.members is None
 
 
-def add_node(level: Level, node: Node) -> None:
+def add_node(level: Level, node: Node, usage: bool = False) -> None:
     """Put one span into a level: as a member while its group is small, else into the group's totals."""
     group = level.get(node.name)
     if group is None:
         group = level[node.name] = Group(node.name)
+        if usage:
+            group.usage = Usage()
+            kind = node.attributes().get(semconv.SPAN_KIND)
+            group.usage.kind = kind if isinstance(kind, str) else None
     group._count(node.duration_ns, node.status, node.start)
+    if group.usage is not None:
+        group.usage.add(node.duration_ns, node.attrs_raw)
     if group.members is not None:
         group.members.append(node)
         if len(group.members) > FOLD_THRESHOLD:
@@ -119,6 +229,8 @@ def _merge_group(a: Group, b: Group) -> None:
     a.max_ns = max(a.max_ns, b.max_ns)
     a.min_ns = b.min_ns if a.min_ns < 0 else (a.min_ns if b.min_ns < 0 else min(a.min_ns, b.min_ns))
     a.errors += b.errors
+    if a.usage is not None and b.usage is not None:
+        a.usage.merge(b.usage)
     a.first = b.first if a.first < 0 else (a.first if b.first < 0 else min(a.first, b.first))
     if a.members is not None and b.members is not None and len(a.members) + len(b.members) <= FOLD_THRESHOLD:
         a.members.extend(b.members)
@@ -166,11 +278,12 @@ class Aggregate:
         return out
 
 
-def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None = None) -> Aggregate:
+def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None = None, *,
+                    usage: bool = False) -> Aggregate:
     """Fold spans (file order) into an :class:`Aggregate`.
 
     ``graft`` are levels (child runs' trees) waiting for the span id they name as parent, as if written
-    as that span's children.
+    as that span's children. With ``usage``, every group also aggregates its spans' :class:`Usage`.
     """
     agg = Aggregate()
     pending: dict[str, Level] = {k: dict(v) for k, v in (graft or {}).items()}
@@ -208,22 +321,25 @@ def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None =
                 group.errors += 1
             if start < group.first:
                 group.first = start
+            if usage:
+                group.usage.add(duration, attrs)  # type: ignore[union-attr]
             continue
         if attrs is not None and attrs.__class__ is not list:
             attrs = bytes(attrs)  # a view into the whole line (msgspec): keep only its own bytes
-        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}))
+        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}), usage)
     agg.spans = count
     agg.roots = pending
     return agg
 
 
-def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | None = None) -> Aggregate:
+def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | None = None, *,
+                  usage: bool = False) -> Aggregate:
     """:func:`aggregate_spans` of a run folder's spans (every segment), streamed."""
-    return aggregate_spans(iter_span_rows(run_dir, stats), graft)
+    return aggregate_spans(iter_span_rows(run_dir, stats), graft, usage=usage)
 
 
 def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
-                     runs: list[RunRecord] | None = None) -> dict[str, Level]:
+                     runs: list[RunRecord] | None = None, *, usage: bool = False) -> dict[str, Level]:
     """Folded trees of the runs that name ``run_id`` as parent (recursively), by the span id they hang under."""
     runs = list_runs(root) if runs is None else runs
     out: dict[str, Level] = {}
@@ -233,8 +349,8 @@ def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str
             continue
         seen.add(child_id)
         stats = LineStats()
-        graft = child_run_levels(child_id, root, seen, problems, runs)
-        agg = aggregate_run(Path(record.get("dir", "")), stats, graft)
+        graft = child_run_levels(child_id, root, seen, problems, runs, usage=usage)
+        agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage)
         for parent, level in agg.roots.items():
             merge_level(out.setdefault(parent, {}), level)
         if problems is not None:
@@ -265,3 +381,30 @@ def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str,
                 "children": level_json(group.children, depth + 1, limit) if depth + 1 < limit else []}))
     items.sort(key=lambda item: item[0])
     return [node for _, node in items]
+
+
+def _child_items(group: Group) -> list[Group]:
+    levels = [group.children] if group.members is None else [m.children for m in group.members]
+    return [g for level in levels for g in level.values()]
+
+
+def walk_paths(level: Level, root_span_id: str | None = None) -> Iterator[tuple[str, Group]]:
+    """(path, group) of every group, depth first in start order; a path may come from several groups.
+
+    Paths are span names joined by ``/`` from just below the run's own span (``root_span_id``), as
+    ``compare`` matches blocks.
+    """
+    top: list[tuple[str, Group]] = []
+    for group in level.values():
+        own = [m for m in group.members or () if root_span_id and m.span_id == root_span_id]
+        if own:  # the run's own span is not a block: its children start the paths
+            top.extend(("", g) for g in own[0].children.values())
+            if len(group.members or ()) == 1:
+                continue
+        top.append(("", group))
+    stack = sorted(top, key=lambda item: item[1].first, reverse=True)
+    while stack:  # iterative: trees come from files
+        prefix, group = stack.pop()
+        path = f"{prefix}/{group.name}" if prefix else group.name
+        yield path, group
+        stack.extend((path, g) for g in sorted(_child_items(group), key=lambda g: g.first, reverse=True))
