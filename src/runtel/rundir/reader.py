@@ -506,10 +506,10 @@ def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
 def decode_attributes(value: object, stats: LineStats | None = None) -> dict[str, Any]:
     """Decoded OTLP attributes of a raw span or :data:`SpanRow` (malformed entries skipped and counted)."""
     stats = stats if stats is not None else LineStats()
-    if isinstance(value, (bytes, bytearray, memoryview)):  # a SpanRow's attributes, not parsed yet
+    if value is not None and not isinstance(value, list):  # a SpanRow's attributes, not parsed yet (msgspec.Raw)
         try:
-            value = _loads(bytes(value))
-        except ValueError:
+            value = _loads(bytes(value))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
             stats.bad_attributes += 1
             return {}
     return _attrs(value, stats)
