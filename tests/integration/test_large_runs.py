@@ -19,6 +19,7 @@ import runtel
 from runtel.cli import main
 from runtel.cli import show as show_cmd
 from runtel.query import compare as compare_mod
+from runtel.query.chrome_trace import chrome_trace
 from runtel.query.replay import export_runs
 from runtel.rundir import reader
 from runtel.rundir.reader import LineStats, iter_span_rows, iter_spans, list_runs, read_spans
@@ -208,3 +209,31 @@ def test_otlp_export_sends_every_segment(runs: Path, collector: str) -> None:
     points = sum(len(m[kind]["dataPoints"]) for r in on_disk for rm in r["resourceMetrics"] for sm in rm["scopeMetrics"]
                  for m in sm["metrics"] for kind in ("gauge", "sum", "histogram") if kind in m)
     assert len(metric_segments(run_dir)) > 1 and result.metric_points == points > 0
+
+
+def _point(t: int, value: float, **attrs: str) -> dict[str, Any]:
+    return {"timeUnixNano": str(t), "asDouble": value,
+            "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()]}
+
+
+def test_metric_readers_accept_several_points_per_metric_and_segments(tmp_path: Path, collector: str) -> None:
+    """Any valid OTLP/JSON metrics line: several points per metric, of several timestamps, in two segments."""
+    run_dir = tmp_path / "runs" / "20261202T000000Z-m-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"id": run_dir.name, "name": "m", "status": "ok",
+                                                  "start_time_unix_nano": "1000000000"}))
+    t0 = 1_000_000_000
+    for n, name in enumerate(("metrics.jsonl", "metrics.2.jsonl")):
+        line = {"resourceMetrics": [{"resource": {"attributes": []}, "scopeMetrics": [{"scope": {"name": "runtel"}, "metrics": [
+            {"name": "cpu", "unit": "1", "gauge": {"dataPoints": [_point(t0 + (n * 3 + i) * 10**9, 0.5 + i, core=str(c))
+                                                                  for i in range(3) for c in range(2)]}},
+            {"name": "bytes", "unit": "By", "sum": {"aggregationTemporality": 2, "isMonotonic": True,
+                                                    "dataPoints": [_point(t0 + (n * 3 + i) * 10**9, 10.0 * i) for i in range(3)]}},
+        ]}]}]}
+        (run_dir / name).write_text(json.dumps(line) + "\n")
+    trace = chrome_trace([run_dir])
+    counters = [e for e in trace["traceEvents"] if e["ph"] == "C"]
+    assert len(counters) == 2 * (6 + 3) and trace["otherData"]["problems"] == []
+    assert len({e["ts"] for e in counters if e["name"] == "cpu (1)"}) == 6  # every timestamp kept
+    (result,) = export_runs([run_dir], endpoint=collector, protocol="http/json", env={})
+    assert result.ok and result.metric_points == 18 and result.spans == 0
