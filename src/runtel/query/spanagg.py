@@ -87,6 +87,8 @@ class Acc:
 _RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
 #: byte strings one of which is in the raw attributes of a span that has usage worth decoding
 _USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
+_USAGE_KEYS = frozenset({_RSS, semconv.USAGE_GPU_MEMORY_TREE_MAX, semconv.USAGE_GPU_MEMORY_USED_MAX,
+                         semconv.USAGE_ENERGY_TOTAL})
 
 
 class Usage:
@@ -106,7 +108,10 @@ class Usage:
         self.durations.add(duration_ns / 1e9)
         if attrs is None:
             return
-        if attrs.__class__ is not list:
+        if attrs.__class__ is list:  # parsed already (the json path): look at the keys before decoding
+            if not any(kv.__class__ is dict and kv.get("key") in _USAGE_KEYS for kv in attrs):
+                return
+        else:
             raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
             if not any(h in raw for h in _USAGE_HINTS):
                 return
