@@ -4,8 +4,8 @@ Usage: python benchmarks/stream_bench.py [--sizes 100000,1000000] [--repeat 2] [
 
 The runs are real: ``run_span`` around a loop of ``block("epoch")`` each holding nine ``block("step")``
 (sampler on, as by default), recorded once per size (two runs per size, for ``compare``) and cached under
-``build/stream_bench/``. Every command runs in a fresh process under ``/usr/bin/time`` (wall and peak
-RSS of that process); the best of ``--repeat`` runs is printed. Side by side: with msgspec (the ``fast``
+``build/stream_bench/``. Every command runs in a fresh process under ``/usr/bin/time`` (wall, CPU and
+peak RSS of that process); the run with the least CPU of ``--repeat`` is printed. Side by side: with msgspec (the ``fast``
 extra) and without (the stdlib ``json`` path), and with ``--baseline REV`` the same commands of an older
 revision of this repository (``git archive REV src``), so the ratios come from one run on one machine.
 Targets (issue 15): ``show`` of 1M spans <= 5 s and <= 150 MB RSS, of 100k spans <= 0.8 s.
@@ -88,17 +88,18 @@ class _Sink(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def measure(code: str, src: Path, args: list[str], env: dict[str, str], repeat: int) -> tuple[float, float]:
-    """(best wall s, peak RSS MiB of that process) of ``python -c code args`` under /usr/bin/time."""
-    best: tuple[float, float] | None = None
+def measure(code: str, src: Path, args: list[str], env: dict[str, str], repeat: int) -> tuple[float, float, float]:
+    """(wall s, CPU s (user + system), peak RSS MiB) of ``python -c code args`` under /usr/bin/time, the
+    run with the least CPU of ``repeat`` (CPU time is what a loaded machine disturbs least)."""
+    best: tuple[float, float, float] | None = None
     for _ in range(repeat):
-        proc = subprocess.run(["/usr/bin/time", "-f", "@@ %e %M", PY, "-c", code, *args], capture_output=True,
+        proc = subprocess.run(["/usr/bin/time", "-f", "@@ %e %U %S %M", PY, "-c", code, *args], capture_output=True,
                               text=True, env={**env, "PYTHONPATH": str(src)})
-        m = re.search(r"@@ ([\d.]+) (\d+)", proc.stderr)
+        m = re.search(r"@@ ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", proc.stderr)
         if proc.returncode != 0 or m is None:
             raise RuntimeError(f"{args} failed: {proc.stderr[-2000:]}")
-        got = (float(m.group(1)), int(m.group(2)) / 1024)
-        best = got if best is None or got[0] < best[0] else best
+        got = (float(m.group(1)), float(m.group(2)) + float(m.group(3)), int(m.group(4)) / 1024)
+        best = got if best is None or got[1] < best[1] else best
     assert best is not None
     return best
 
@@ -123,7 +124,7 @@ def main() -> None:
             root = build(n)
             runs = sorted(p for p in root.iterdir() if p.is_dir())
             a, b = str(runs[0]), str(runs[1])
-            size_mb = sum(f.stat().st_size for f in runs[0].glob("spans*.jsonl")) / 2**20
+            size_mb = sum(f.stat().st_size for f in runs[0].glob("spans*.jsonl")) / 2**20  # rotated at 256 MiB
             commands = {
                 "show": ["show", a, "--dir", str(root)],
                 "show --json": ["show", a, "--json", "--dir", str(root)],
@@ -140,10 +141,11 @@ def main() -> None:
                     if name.startswith("base") and n > opts.baseline_max:
                         row.append("-")
                         continue
-                    wall, rss = measure(code, src, args, env, opts.repeat)
-                    row.append(f"{wall:.2f} s / {rss:.0f} MiB")
+                    wall, cpu, rss = measure(code, src, args, env, opts.repeat)
+                    row.append(f"{wall:.2f} / {cpu:.2f} s, {rss:.0f} MiB")
                 rows.append(row)
-            table(f"{n:,} spans per run ({size_mb:.0f} MiB of spans.jsonl): wall / peak RSS, best of {opts.repeat}",
+            table(f"{n:,} spans per run ({size_mb:.0f} MiB of spans*.jsonl): wall / CPU, peak RSS (least CPU of "
+                  f"{opts.repeat})",
                   ["command", *[v[0] for v in variants]], rows)
     server.shutdown()
 

@@ -492,8 +492,15 @@ def _items(value: object) -> list[dict[str, Any]]:
 
 def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
     """Decoded OTLP attributes; an entry that is not a string key with an OTLP value is skipped and counted."""
+    if not isinstance(value, list):
+        return {}
+    if all(kv.__class__ is dict and kv.get("key").__class__ is str for kv in value):
+        try:  # the common case in one call; any entry that fails sends the list the careful way below
+            return attributes_from_otlp(value)
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            pass
     out: dict[str, Any] = {}
-    for kv in value if isinstance(value, list) else ():
+    for kv in value:
         try:
             if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
                 raise TypeError("not a KeyValue")
