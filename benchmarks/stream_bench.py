@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--baseline", metavar="REV", help="also time this git revision's src (e.g. a commit of main)")
     parser.add_argument("--baseline-max", type=int, default=100_000, help="largest size the baseline is run at")
+    parser.add_argument("--commands", help="comma-separated subset, e.g. 'show,show --json,compare'")
     opts = parser.parse_args()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -134,6 +135,8 @@ def main() -> None:
                 "export otlp": ["export", a, "--endpoint", endpoint, "--protocol", "http/json", "--dir", str(root)],
                 "report": ["report", a, "-o", f"{tmp}/report.html", "--dir", str(root)],
             }
+            if opts.commands:
+                commands = {k: v for k, v in commands.items() if k in opts.commands.split(",")}
             rows = []
             for label, args in commands.items():
                 row: list[object] = [label]

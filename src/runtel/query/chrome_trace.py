@@ -152,8 +152,12 @@ class _Plan:
             if start and (not self.start or start < self.start):
                 self.start = start
         lanes = _Lanes()
-        for i in sorted((i for i in range(len(tids)) if tids[i] == 0), key=lambda i: (starts[i], ends[i])):
+        order = [i for i in range(len(tids)) if tids[i] == 0]
+        order.sort(key=ends.__getitem__)  # two stable sorts: by start, ties by end, without a tuple per span
+        order.sort(key=starts.__getitem__)
+        for i in order:
             tids[i] = -2 - lanes.place(starts[i], ends[i])  # lane k is stored as -2 - k until written
+        del order
         self.tids = tids
         self.spans = sum(1 for t in tids if t != -1)
 
