@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 from runtel.query.spanagg import FOLD_THRESHOLD, Acc, Group, aggregate_spans, level_json, walk_paths
-from runtel.rundir.reader import SpanRow
+from runtel.rundir import reader
+from runtel.rundir.reader import LineStats, SpanRow, decode_attributes, iter_span_rows, iter_spans
 
 
 def _row(sid: str, parent: str, name: str, start: int, end: int, code: int = 0) -> SpanRow:
@@ -84,3 +90,36 @@ def test_acc_merge_equals_one_stream() -> None:
     for stat in ("min", "max", "mean", "std", "total"):
         assert abs((a.stat(stat) or 0) - (whole.stat(stat) or 0)) < 1e-12
     assert Acc().stat("mean") is None and isinstance(Group("x"), Group)
+
+
+BAD_SPANS = [
+    {"traceId": 1, "spanId": 2},  # ids not strings
+    {"traceId": "a" * 32, "spanId": "b" * 16, "name": 5, "startTimeUnixNano": "x"},  # no number
+    {"traceId": "a" * 32, "spanId": "c" * 16, "name": "ok", "startTimeUnixNano": "5", "endTimeUnixNano": 9,
+     "status": {"code": 2, "message": "m"}, "attributes": [{"key": "k", "value": {"intValue": "3"}}]},
+    {"traceId": "a" * 32, "spanId": "f" * 16, "name": "odd-fields", "status": "bad", "attributes": {"not": "a list"}},
+]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["msgspec", "json"])
+def test_span_rows_read_what_spans_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """iter_span_rows (msgspec or json) keeps and counts exactly what the checked SpanRecord reader does."""
+    if not fast:
+        monkeypatch.setattr(reader, "_fast", [None])
+    good = {"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "a" * 32, "spanId": f"{i:016x}", "name": "fine", "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+        for i in range(3)]}]}]}
+    lines = [json.dumps(good).encode(), b'{"resourceSpans": "x"}', b'{"resourceSpans": [1, {"scopeSpans": {"spans": 3}}]}',
+             bytes(range(256)) * 4, b"[1, 2]", b'{"a": NaN}',
+             json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": BAD_SPANS}]}]}).encode(), b'{"torn": ']
+    (tmp_path / "spans.jsonl").write_bytes(b"\n".join(lines[:4]) + b"\n")
+    (tmp_path / "spans.2.jsonl").write_bytes(b"\n".join(lines[4:]))  # the live segment ends torn
+    rows_stats, spans_stats = LineStats(), LineStats()
+    rows = list(iter_span_rows(tmp_path, rows_stats))
+    spans = list(iter_spans(tmp_path, spans_stats))
+    assert [r[0] for r in rows] == [s.span_id for s in spans] and len(rows) == 5
+    ok = next(r for r in rows if r[3] == "ok")
+    assert ok[4:8] == (5, 9, 2, "m") and decode_attributes(ok[8]) == {"k": 3}
+    for key in ("lines", "unreadable", "bad_records", "oversized", "incomplete_tail"):
+        assert getattr(rows_stats, key) == getattr(spans_stats, key), key
+    assert rows_stats.problems()[0].startswith("spans.jsonl:")
