@@ -279,6 +279,15 @@ PARAMS: Final[dict[str, Param]] = {
         "Largest `git diff HEAD` saved as git.diff; a larger diff is cut and marked.",
         "`1048576`",
     ),
+    "rotate_bytes": Param(
+        ("RUNTEL_ROTATE_BYTES",),
+        268_435_456,
+        _positive_int,
+        "Size in bytes at which a run's spans.jsonl / metrics.jsonl moves on to a new segment "
+        "(`spans.2.jsonl`, `spans.3.jsonl`, …; nothing is renamed), so a long-lived service does not grow "
+        "one file without bound. Every reader and `runtel export` follow the segments.",
+        "`268435456` (256 MiB)",
+    ),
     "export_timeout": Param(
         ("RUNTEL_EXPORT_TIMEOUT",),
         5.0,
@@ -348,6 +357,7 @@ class Settings:
     redact_patterns: tuple[str, ...] = ()
     redact_allow: tuple[str, ...] = ()
     git_diff_max_bytes: int = 1_048_576
+    rotate_bytes: int = 268_435_456
     export_timeout: float = 5.0
     shared_run_dir: bool = False
     seed: int | None = None
@@ -410,7 +420,7 @@ def _check_arg(name: str, value: Any) -> Any:
 _BOOLS: Final = frozenset({"disabled", "sampling", "strict"})
 _NUMBERS: Final = frozenset({"attribute_max_length", "record_max_bytes", "sample_interval", "memory_detail_interval",
                              "metric_interval", "n_expected_cores", "carbon_intensity", "cpu_tdp",
-                             "git_diff_max_bytes", "export_timeout", "seed"})
+                             "git_diff_max_bytes", "rotate_bytes", "export_timeout", "seed"})
 _STRINGS: Final = frozenset({"service_name", "gpu_backend", "telemetry"})
 
 

@@ -204,7 +204,8 @@ def test_replay_config_reads_run_folders_from_the_beginning() -> None:
         assert files, f"no otlpjsonfile receiver in the {signal} pipeline"
         for name in files:
             assert receivers[name]["start_at"] == "beginning"
-            assert all(glob.endswith("/" + filename) for glob in receivers[name]["include"])
+            stem = filename.removesuffix(".jsonl")  # spans.jsonl and its rotated segments spans.2.jsonl, ...
+            assert all(glob.endswith(("/" + filename, f"/{stem}.*.jsonl")) for glob in receivers[name]["include"])
     _, collector_mounts = zip(*mounts(compose()["services"]["otel-collector"]), strict=True)
     assert "/runs" in collector_mounts
     assert all(g.startswith("/runs/") for r in receivers if r.startswith("otlpjsonfile") for g in receivers[r]["include"])

@@ -189,6 +189,10 @@ class RunMetrics:
             target = self._json_file() if self._json_file is not None else None
             if target is not None and observed:
                 with guard("metric-write", "write metrics to the run folder"):
+                    if target.full():  # the line opens a new segment (size-based rotation): every series again
+                        self._written.clear()
+                        self._described.clear()
+                        complete = True
                     line = self._line(observed, now, complete)
                     if line:
                         target.write(line)

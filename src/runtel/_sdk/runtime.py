@@ -103,7 +103,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         set_shared(settings.shared_run_dir)  # modes of the run folders and files created from now on
-        self.sinks: RunSinks = RunSinks()
+        self.sinks: RunSinks = RunSinks(rotate_bytes=settings.rotate_bytes)
         self.provider: TracerProvider | None = None
         self.owns_provider = False
         self.tracer: trace.Tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)

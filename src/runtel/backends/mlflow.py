@@ -35,7 +35,7 @@ from runtel._version import __version__
 from runtel.backends.base import TrackerWriter
 from runtel.errors import ConfigError, RuntelError
 from runtel.rundir.reader import iter_jsonl_sized, read_record
-from runtel.rundir.schema import SPANS_FILE
+from runtel.rundir.schema import span_segments
 
 __all__ = ("MLflowError", "MLflowTracker", "flatten_params")
 
@@ -481,7 +481,7 @@ class MLflowTracker(TrackerWriter):
 
         headers = {"x-mlflow-experiment-id": state.experiment_id, "x-mlflow-run-id": state.run_id}
         sent = 0
-        for resource_spans, count in _span_batches(run_dir / SPANS_FILE, TRACE_BATCH_BYTES):
+        for resource_spans, count in _span_batches(span_segments(run_dir), TRACE_BATCH_BYTES):
             message = ParseDict(_ids_to_b64({"resourceSpans": resource_spans}), ExportTraceServiceRequest(),
                                 ignore_unknown_fields=True)
             self._request("POST", "/v1/traces", message.SerializeToString(),
@@ -499,11 +499,12 @@ def _files(path: Path) -> Iterator[tuple[Path, str]]:
         yield path, path.name
 
 
-def _span_batches(path: Path, limit: int) -> Iterator[tuple[list[Any], int]]:
-    """The ``resourceSpans`` of spans.jsonl in requests of about ``limit`` bytes, with their span counts."""
+def _span_batches(paths: list[Path], limit: int) -> Iterator[tuple[list[Any], int]]:
+    """The ``resourceSpans`` of spans.jsonl (and its rotated segments) in requests of about ``limit`` bytes,
+    with their span counts."""
     items: list[Any] = []
     size = count = 0
-    for message, n in iter_jsonl_sized(path):
+    for message, n in (item for path in paths for item in iter_jsonl_sized(path)):
         resource_spans = message.get("resourceSpans") or []
         if items and size + n > limit:
             yield items, count

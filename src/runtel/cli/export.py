@@ -149,12 +149,10 @@ def _cmd_chrome_trace(args: argparse.Namespace) -> int:
         raise RunNotFound(f"no runs to export in {run_root(args)}")
     if not args.no_children:
         run_dirs = _with_descendants(run_dirs, run_root(args))
-    trace = write_chrome_trace(run_dirs, args.output)
-    for text in trace["otherData"]["problems"]:
+    written = write_chrome_trace(run_dirs, args.output)  # streamed: bounded memory for any run size
+    for text in written["problems"]:
         problem(text)
-    events = trace["traceEvents"]
-    spans = sum(1 for e in events if e["ph"] == "X")
-    counters = sum(1 for e in events if e["ph"] == "C")
+    spans, counters = written["spans"], written["counter_events"]
     if args.json:
         render.print_json({"output": str(args.output), "runs": [str(d) for d in run_dirs], "spans": spans,
                            "counter_events": counters})

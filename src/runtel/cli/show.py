@@ -13,6 +13,7 @@ from typing import Any, cast
 from runtel import semconv
 from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
+from runtel.query.spanagg import FOLD_THRESHOLD, Level, aggregate_run, child_run_levels, level_json
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
 from runtel.rundir.reader import (
@@ -26,12 +27,13 @@ from runtel.rundir.reader import (
     resolve_run,
     resource_usage,
 )
-from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord
+from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord, span_segments
 
 __all__ = ("MAX_TREE_DEPTH", "build_span_tree", "parse_since", "register_ls", "register_show", "results_text")
 
-#: siblings with the same name are folded into one line when there are more than this many
-FOLD_THRESHOLD = 5
+#: a run whose spans files are larger than this is shown by folding while reading (bounded memory), not
+#: by building every span's node first; ``--all-spans`` always builds them
+FULL_TREE_BYTES = 8 << 20
 _USAGE = semconv.USAGE_PREFIX
 
 
@@ -309,6 +311,45 @@ def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) 
             _add_children(branch, child["children"], fold)
 
 
+def _add_levels(tree: Any, level: Level, depth: int = 1) -> None:
+    """A folded tree (see :mod:`runtel.query.spanagg`): members one by one, folded groups as one line."""
+    from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
+
+    items: list[tuple[int, Any, Any]] = []
+    for group in level.values():
+        if group.members is None:
+            items.append((group.first, group, group.children))
+        else:
+            items.extend((m.start, m, m.children) for m in group.members)
+    items.sort(key=lambda item: item[0])
+    for _, item, children in items:
+        if getattr(item, "members", ()) is None:  # a folded group
+            total = item.total_ns / 1e9
+            label = (f"{escape(item.name)} ×{item.count}  total {render.format_duration(total)}, "
+                     f"mean {render.format_duration(total / item.count)}, max {render.format_duration(item.max_ns / 1e9)}"
+                     + (f" [red]{item.errors} error(s)[/red]" if item.errors else ""))
+        else:
+            attributes = item.attributes()
+            label = _label({"name": item.name, "status": {0: "unset", 1: "ok", 2: "error"}.get(item.status, "unset"),
+                            "kind": attributes.get(semconv.SPAN_KIND), "attributes": attributes,
+                            "duration_s": item.duration_ns / 1e9, "status_message": item.status_message})
+        branch = tree.add(label)
+        if children and depth >= MAX_TREE_DEPTH:
+            branch.add("[dim]… deeper spans not shown[/dim]")
+        elif children:
+            _add_levels(branch, children, depth + 1)
+
+
+def _spans_bytes(run_dir: Any) -> int:
+    total = 0
+    for path in span_segments(run_dir):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 def _record_summary(record: RunRecord) -> dict[str, Any]:
     git = git_info(record)
     commit = git.get("commit")
@@ -411,18 +452,33 @@ def _cmd_show(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run, root)
     record = read_record(run_dir)
     stats = LineStats()
-    spans = read_spans(run_dir, stats)
     run_id = str(record.get("id"))
     problems: list[str] = []
-    children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
-    own = [*record.get("problems", ()), *stats.problems()]
-    trees = build_span_tree(spans, children, own)
+    folded: Level | None = None
+    trees: list[dict[str, Any]] = []
+    span_count = 0
+    if args.all_spans or _spans_bytes(run_dir) <= FULL_TREE_BYTES:
+        spans = read_spans(run_dir, stats)
+        children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
+        own = [*record.get("problems", ()), *stats.problems()]
+        trees = build_span_tree(spans, children, own)
+    else:  # a large run: fold while reading, in bounded memory
+        graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems)
+        agg = aggregate_run(run_dir, stats, graft)
+        span_count = agg.spans
+        own = [*record.get("problems", ()), *stats.problems(), *agg.problems()]
+        folded = agg.root_level()
     problems[:0] = [f"run {run_id}: {p}" for p in own]
     for text in problems:
         problem(text)
     if args.json:
-        render.print_json({"run": {**record, "status": effective_status(record)}, "spans": trees,
-                           "problems": problems})
+        out: dict[str, Any] = {"run": {**record, "status": effective_status(record)}}
+        if folded is not None:  # groups of more than FOLD_THRESHOLD same-name siblings are one node each
+            out.update({"spans": level_json(folded, limit=MAX_TREE_DEPTH), "folded": True, "span_count": span_count})
+        else:
+            out["spans"] = trees
+        out["problems"] = problems
+        render.print_json(out)
         return 0
     from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
     from rich.panel import Panel  # deferred: rich, only for terminal output (~13 ms)
@@ -444,9 +500,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
     lineage_lines = _lineage_lines(record)
     if lineage_lines:
         console.print(Panel(escape("\n".join(lineage_lines)), title="artifacts, sources, metadata", expand=False))
-    tree = Tree("[bold]spans[/bold]")
-    _add_children(tree, trees, fold=not args.all_spans)
-    if not trees:
+    if folded is not None:
+        tree = Tree(f"[bold]spans[/bold] [dim]({span_count:,} spans, folded while reading)[/dim]")
+        _add_levels(tree, folded)
+    else:
+        tree = Tree("[bold]spans[/bold]")
+        _add_children(tree, trees, fold=not args.all_spans)
+    if not trees and not folded:
         tree.add("[dim](no spans recorded yet)[/dim]")
     console.print(tree)
     return 0

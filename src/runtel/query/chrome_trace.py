@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from runtel import semconv
 from runtel.rundir.otlp_json import attributes_from_otlp
-from runtel.rundir.reader import LineStats, SpanRecord, iter_jsonl, read_record, read_spans
-from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
+from runtel.rundir.reader import (
+    LineStats,
+    decode_attributes,
+    iter_metric_lines,
+    iter_span_batches,
+    iter_span_rows,
+    read_record,
+)
 
-__all__ = ("THREAD_ID", "chrome_trace", "write_chrome_trace")
+__all__ = ("THREAD_ID", "chrome_trace", "iter_chrome_trace", "write_chrome_trace")
 
 #: the OTel attribute naming the thread a span ran on (spans without it share the run's track)
 THREAD_ID = "thread.id"
@@ -30,36 +37,39 @@ THREAD_ID = "thread.id"
 _LANE_TID = 1
 
 
-def _span_pids(run_dir: Path, stats: LineStats) -> dict[str, int]:
-    """span id -> ``process.pid`` of the resource that reported it."""
-    out: dict[str, int] = {}
-    for request in iter_jsonl(run_dir / SPANS_FILE, stats):
-        for rs in request.get("resourceSpans") or ():
-            if not isinstance(rs, dict):
-                continue
-            resource = rs.get("resource") if isinstance(rs.get("resource"), dict) else {}
-            pid = attributes_from_otlp((resource or {}).get("attributes")).get(semconv.PROCESS_PID)
-            if isinstance(pid, bool) or not isinstance(pid, int):
-                continue
-            for ss in rs.get("scopeSpans") or ():
-                for s in (ss.get("spans") or ()) if isinstance(ss, dict) else ():
-                    if isinstance(s, dict) and isinstance(s.get("spanId"), str):
-                        out[s["spanId"]] = pid
-    return out
+def _run_pid(run_dir: Path) -> int | None:
+    """The ``process.pid`` of the first resource in the run's spans that has one (read until found)."""
+    for resource, _spans in iter_span_batches(run_dir, LineStats()):
+        pid = attributes_from_otlp(resource.get("attributes")).get(semconv.PROCESS_PID)
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            return pid
+    return None
 
 
 def _us(ns: int, origin: int) -> float:
     return (ns - origin) / 1000
 
 
-def _args(span: SpanRecord) -> dict[str, Any]:
-    args: dict[str, Any] = {"span_id": span.span_id, "trace_id": span.trace_id}
-    if span.status_code == 2:
+def _args(span_id: str, trace_id: str, code: int, message: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {"span_id": span_id, "trace_id": trace_id}
+    if code == 2:
         args["status"] = "error"
-        if span.status_message:
-            args["status_message"] = span.status_message
-    args.update(span.attributes)
+        if message:
+            args["status_message"] = message
+    args.update(attributes)
     return args
+
+
+def _thread_of(attrs: object) -> int | None:
+    """The ``thread.id`` attribute of a span's raw attributes (decoded only if their text names it)."""
+    if attrs is None:
+        return None
+    if attrs.__class__ is not list:
+        attrs = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
+        if THREAD_ID.encode() not in attrs:
+            return None
+    thread = decode_attributes(attrs).get(THREAD_ID)
+    return thread if isinstance(thread, int) and not isinstance(thread, bool) else None
 
 
 class _Lanes:
@@ -79,15 +89,13 @@ class _Lanes:
         return len(self.stacks) - 1
 
 
-def _counter_events(run_dir: Path, pid: int, origin: int, stats: LineStats) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for request in iter_jsonl(run_dir / METRICS_FILE, stats):
+def _counter_events(run_dir: Path, pid: int, origin: int, stats: LineStats) -> Iterator[dict[str, Any]]:
+    for request in iter_metric_lines(run_dir, stats):
         for rm in request.get("resourceMetrics") or ():
             for sm in (rm.get("scopeMetrics") or ()) if isinstance(rm, dict) else ():
                 for metric in (sm.get("metrics") or ()) if isinstance(sm, dict) else ():
                     if isinstance(metric, dict):
-                        events.extend(_metric_events(metric, pid, origin))
-    return events
+                        yield from _metric_events(metric, pid, origin)
 
 
 def _metric_events(metric: Mapping[str, Any], pid: int, origin: int) -> Iterable[dict[str, Any]]:
@@ -118,66 +126,145 @@ def _metric_events(metric: Mapping[str, Any], pid: int, origin: int) -> Iterable
         yield event
 
 
-def chrome_trace(run_dirs: Sequence[Path | str | os.PathLike[str]]) -> dict[str, Any]:
-    """The Trace Event JSON object of the runs in ``run_dirs`` (one process track per run)."""
-    loaded = []
-    problems: list[str] = []
-    for i, raw in enumerate(run_dirs):
-        run_dir = Path(raw)
-        record = read_record(run_dir)
-        stats = LineStats()
-        spans = read_spans(run_dir, stats)
-        pids = _span_pids(run_dir, stats)
-        loaded.append((i, run_dir, record, spans, pids, stats))
-    starts = [span.start_ns for *_, spans, _, _ in loaded for span in spans]
-    for _, _, record, _, _, _ in loaded:
+class _Plan:
+    """Pass one over a run's spans: its earliest start, and the track of each span (by file position)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.stats = LineStats()
+        self.record = read_record(run_dir)
+        self.start = 0
+        # per span in file order: start, end, and its tid (0 = not yet placed; -1 = a duplicate, skipped)
+        starts, ends, tids = array("q"), array("q"), array("q")
+        recent: set[str] = set()
+        older: set[str] = set()
+        for sid, _trace, _parent, _name, start, end, _code, _message, attrs in iter_span_rows(run_dir, self.stats):
+            starts.append(start)
+            ends.append(max(end, start))
+            if sid in recent or sid in older:
+                tids.append(-1)
+                continue
+            recent.add(sid)
+            if len(recent) >= _RECENT_IDS:
+                older, recent = recent, set()
+            thread = _thread_of(attrs)
+            tids.append(thread if thread is not None and thread > 0 else 0)
+            if start and (not self.start or start < self.start):
+                self.start = start
+        lanes = _Lanes()
+        order = [i for i in range(len(tids)) if tids[i] == 0]
+        order.sort(key=ends.__getitem__)  # two stable sorts: by start, ties by end, without a tuple per span
+        order.sort(key=starts.__getitem__)
+        for i in order:
+            tids[i] = -2 - lanes.place(starts[i], ends[i])  # lane k is stored as -2 - k until written
+        del order
+        self.tids = tids
+        self.spans = sum(1 for t in tids if t != -1)
+
+
+#: span ids remembered to skip duplicates (two generations of this many)
+_RECENT_IDS = 1 << 17
+
+
+def _run_events(i: int, plan: _Plan, origin: int, taken_pids: set[int]) -> Iterator[dict[str, Any]]:
+    """The events of one run: its track names, its spans (file order) and its counters."""
+    run_dir, record, stats = plan.run_dir, plan.record, plan.stats
+    run_pid = _run_pid(run_dir)
+    pid = run_pid if run_pid is not None else 1_000_000 + i  # no recorded pid: a number of our own per run
+    if pid in taken_pids:
+        pid = 1_000_000 + i  # two runs of one process: separate tracks
+    taken_pids.add(pid)
+    run_name = f"{record.get('name') or 'run'} {record.get('id') or run_dir.name}"
+    yield {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": run_name}}
+    named: set[int] = set()
+    tids = plan.tids
+    k = -1
+    for sid, trace_id, _parent, name, start, end, code, message, attrs in iter_span_rows(run_dir, LineStats()):
+        k += 1
+        if k >= len(tids) or tids[k] == -1:
+            continue  # a duplicate (or a line written after pass one): skipped
+        tid = tids[k]
+        if tid <= -2:
+            lane = -2 - tid
+            tid = _LANE_TID + lane
+            tname = "run" if lane == 0 else f"run (overlapping {lane})"
+        else:
+            tname = f"thread {tid}"
+        if tid not in named:
+            named.add(tid)
+            yield {"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": tname}}
+        attributes = decode_attributes(attrs, stats)
+        yield {
+            "name": name,
+            "cat": str(attributes.get(semconv.SPAN_KIND) or "span"),
+            "ph": "X",
+            "ts": _us(start, origin),
+            "dur": max(0, end - start) / 1000,
+            "pid": pid,
+            "tid": tid,
+            "args": _args(sid, trace_id, code, message, attributes),
+        }
+    yield from _counter_events(run_dir, pid, origin, stats)
+
+
+def _origin(plans: Sequence[_Plan]) -> int:
+    starts = [p.start for p in plans]
+    for plan in plans:
         try:
-            starts.append(int(record.get("start_time_unix_nano") or 0))
+            starts.append(int(plan.record.get("start_time_unix_nano") or 0))
         except (TypeError, ValueError):
             pass
-    origin = min((s for s in starts if s), default=0)
-    events: list[dict[str, Any]] = []
-    for i, run_dir, record, spans, pids, stats in loaded:
-        run_pid = next(iter(pids.values()), None)
-        pid = run_pid if run_pid is not None else 1_000_000 + i  # no recorded pid: a number of our own per run
-        if any(e.get("pid") == pid and e.get("name") == "process_name" for e in events):
-            pid = 1_000_000 + i  # two runs of one process: separate tracks
-        run_name = f"{record.get('name') or 'run'} {record.get('id') or run_dir.name}"
-        events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": run_name}})
-        lanes = _Lanes()
-        named: set[int] = set()
-        for span in spans:
-            thread = span.attributes.get(THREAD_ID)
-            if isinstance(thread, int) and not isinstance(thread, bool):
-                tid, tname = thread, f"thread {thread}"
-            else:
-                lane = lanes.place(span.start_ns, max(span.end_ns, span.start_ns))
-                tid = _LANE_TID + lane
-                tname = "run" if lane == 0 else f"run (overlapping {lane})"
-            if tid not in named:
-                named.add(tid)
-                events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": tname}})
-            events.append({
-                "name": span.name,
-                "cat": str(span.attributes.get(semconv.SPAN_KIND) or "span"),
-                "ph": "X",
-                "ts": _us(span.start_ns, origin),
-                "dur": max(0, span.end_ns - span.start_ns) / 1000,
-                "pid": pid,
-                "tid": tid,
-                "args": _args(span),
-            })
-        events.extend(_counter_events(run_dir, pid, origin, stats))
-        problems.extend(f"run {record.get('id')}: {p}" for p in [*record.get("problems", ()), *stats.problems()])
-    return {
-        "traceEvents": events,
-        "displayTimeUnit": "ms",
-        "otherData": {"generator": "runtel", "origin_unix_nano": str(origin), "problems": problems},
-    }
+    return min((s for s in starts if s), default=0)
 
 
-def write_chrome_trace(run_dirs: Sequence[Path | str | os.PathLike[str]], output: Path | str | os.PathLike[str]) -> dict[str, Any]:
-    """Write :func:`chrome_trace` to ``output``; returns the trace written."""
-    trace = chrome_trace(run_dirs)
-    Path(output).write_text(json.dumps(trace, separators=(",", ":"), default=str), encoding="utf-8")
-    return trace
+def _problems(plans: Sequence[_Plan]) -> list[str]:
+    return [f"run {p.record.get('id')}: {text}" for p in plans for text in [*p.record.get("problems", ()),
+                                                                            *p.stats.problems()]]
+
+
+def iter_chrome_trace(run_dirs: Sequence[Path | str | os.PathLike[str]]) -> tuple[Iterator[dict[str, Any]],
+                                                                                  dict[str, Any]]:
+    """(the trace events of the runs, streamed; ``otherData``) — bounded memory whatever the runs' size.
+
+    Two passes over each run's spans: the first finds the time origin and each span's track, the second
+    yields the events (in file order; viewers sort by time). ``otherData["problems"]`` is complete once
+    the events are consumed.
+    """
+    plans = [_Plan(Path(raw)) for raw in run_dirs]
+    origin = _origin(plans)
+    other: dict[str, Any] = {"generator": "runtel", "origin_unix_nano": str(origin), "problems": []}
+
+    def events() -> Iterator[dict[str, Any]]:
+        taken: set[int] = set()
+        for i, plan in enumerate(plans):
+            yield from _run_events(i, plan, origin, taken)
+        other["problems"] = _problems(plans)
+
+    return events(), other
+
+
+def chrome_trace(run_dirs: Sequence[Path | str | os.PathLike[str]]) -> dict[str, Any]:
+    """The Trace Event JSON object of the runs in ``run_dirs`` (one process track per run), in memory."""
+    events, other = iter_chrome_trace(run_dirs)
+    trace_events = list(events)
+    return {"traceEvents": trace_events, "displayTimeUnit": "ms", "otherData": other}
+
+
+def write_chrome_trace(run_dirs: Sequence[Path | str | os.PathLike[str]],
+                       output: Path | str | os.PathLike[str]) -> dict[str, Any]:
+    """Write the trace to ``output`` event by event (bounded memory); returns ``otherData`` with the counts
+    ``spans`` and ``counter_events``."""
+    events, other = iter_chrome_trace(run_dirs)
+    spans = counters = 0
+    with open(output, "w", encoding="utf-8") as f:
+        f.write('{"traceEvents":[')
+        first = True
+        for event in events:
+            if event["ph"] == "X":
+                spans += 1
+            elif event["ph"] == "C":
+                counters += 1
+            f.write(("" if first else ",\n") + json.dumps(event, separators=(",", ":"), default=str))
+            first = False
+        f.write('],"displayTimeUnit":"ms","otherData":' + json.dumps(other, separators=(",", ":"), default=str) + "}")
+    return {**other, "spans": spans, "counter_events": counters}

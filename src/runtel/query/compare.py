@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
+from runtel.query.spanagg import Usage, aggregate_run, child_run_levels, walk_paths
 from runtel.query.spantree import build_span_tree, child_run_trees
 from runtel.rundir.reader import (
     LineStats,
@@ -35,7 +36,7 @@ from runtel.rundir.reader import (
     resolve_run,
     resource_usage,
 )
-from runtel.rundir.schema import RunRecord
+from runtel.rundir.schema import RunRecord, span_segments
 from runtel.values.attributes import to_attributes
 
 __all__ = (
@@ -218,13 +219,76 @@ def run_metrics(record: RunRecord) -> dict[str, float | None]:
     }
 
 
+class StreamedBlockStats:
+    """:class:`BlockStats` of a run too large to hold: the same metrics from running sums (std by Welford)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.usage = Usage()
+        self.errors = 0
+
+    @property
+    def kind(self) -> str | None:
+        """The span kind (``runtel.kind``) of the path's first span."""
+        return self.usage.kind
+
+    def metrics(self, stat: str | None = None) -> dict[str, float | None]:
+        """The values compared across runs (see :func:`block_metric_keys`)."""
+        u = self.usage
+        n = u.durations.n
+        if stat is not None:
+            if stat not in STATS:
+                raise ValueError(f"stat must be one of {', '.join(STATS)}, got {stat!r}")
+            return {"count": float(n), "time_s": u.durations.stat(stat), "peak_rss_bytes": u.rss.stat(stat),
+                    "peak_gpu_memory_bytes": u.gpu.stat(stat), "energy_j": u.energy.stat(stat)}
+        return {
+            "count": float(n),
+            "total_s": u.durations.total,
+            "mean_s": u.durations.total / n if n else None,
+            "max_s": u.durations.max if n else None,
+            "peak_rss_bytes": u.rss.stat("max"),
+            "peak_gpu_memory_bytes": u.gpu.stat("max"),
+            "energy_j": u.energy.stat("total"),
+        }
+
+
+#: a run whose spans files are larger than this is compared from running sums while reading (bounded
+#: memory) instead of from every span's values
+FULL_TREE_BYTES = 8 << 20
+
+
+def _spans_bytes(run_dir: Path) -> int:
+    total = 0
+    for path in span_segments(run_dir):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _streamed_blocks(run_dir: Path, record: RunRecord, run_id: str, stats: LineStats,
+                     problems: list[str]) -> tuple[dict[str, Any], list[str]]:
+    graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems, usage=True)
+    agg = aggregate_run(run_dir, stats, graft, usage=True)
+    blocks: dict[str, Any] = {}
+    for path, group in walk_paths(agg.root_level(), record.get("span_id")):
+        block = blocks.get(path)
+        if block is None:
+            block = blocks[path] = StreamedBlockStats(path)
+        block.errors += group.errors
+        if group.usage is not None:
+            block.usage.merge(group.usage)
+    return blocks, agg.problems()
+
+
 @dataclass
 class LoadedRun:
     """One run to compare: its record and its blocks."""
 
     ref: str
     record: RunRecord
-    blocks: dict[str, BlockStats]
+    blocks: dict[str, Any]  # path -> BlockStats, or StreamedBlockStats for a large run
     problems: list[str] = field(default_factory=list)
 
 
@@ -239,13 +303,18 @@ def load_run(ref: str, root: Path) -> LoadedRun:
     record = read_record(run_dir)
     run_id = str(record.get("id"))
     stats = LineStats()
-    spans = read_spans(run_dir, stats)
     problems: list[str] = []
+    if _spans_bytes(run_dir) > FULL_TREE_BYTES:  # a large run: aggregate while reading, in bounded memory
+        blocks, late = _streamed_blocks(run_dir, record, run_id, stats, problems)
+        own = [*record.get("problems", ()), *stats.problems(), *late]
+        problems[:0] = [f"run {run_id}: {p}" for p in own]
+        return LoadedRun(ref, record, blocks, problems)
+    spans = read_spans(run_dir, stats)
     children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
     own = [*record.get("problems", ()), *stats.problems()]
     trees = build_span_tree(spans, children, own)
     problems[:0] = [f"run {run_id}: {p}" for p in own]
-    return LoadedRun(ref, record, block_stats(trees, record.get("span_id")), problems)
+    return LoadedRun(ref, record, dict(block_stats(trees, record.get("span_id"))), problems)
 
 
 # --- comparison ------------------------------------------------------------------------------------------

@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 from runtel import semconv
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir import schema
-from runtel.rundir.reader import LineStats, SpanRecord, effective_status, read_record, read_spans, resolve_run
+from runtel.rundir.reader import (
+    LineStats,
+    SpanRecord,
+    effective_status,
+    iter_spans,
+    read_record,
+    read_spans,
+    resolve_run,
+)
 
 if TYPE_CHECKING:
     from runtel.recording.run import Run
@@ -237,21 +245,39 @@ class LoadedRun(_Browsable):
     """A recorded run, as :func:`load` returns it: ``record`` (run.json), ``spans``, ``calls``, ``stages``
     and ``functions``; ``problems`` lists what could not be read (see :mod:`runtel.rundir.reader`)."""
 
-    def __init__(self, run_dir: Path, record: schema.RunRecord, spans: list[SpanRecord],
-                 problems: Sequence[str] = ()) -> None:
+    def __init__(self, run_dir: Path, record: schema.RunRecord, spans: list[SpanRecord] | None,
+                 problems: Sequence[str] = (), *, functions: list[SpanRecord] | None = None,
+                 span_count: int | None = None) -> None:
+        """``spans`` is every span, or None to read them on first use of :attr:`spans` (then ``functions``,
+        the traced-call spans in start order, and ``span_count`` say what :func:`load` streamed past)."""
         self.dir = run_dir
         self.record = record
-        self.spans = spans
+        self._spans = spans
+        self.span_count = len(spans) if spans is not None else int(span_count or 0)
         self.problems = [*record.get("problems", ()), *problems]
-        self.calls = [TraceCall.from_span(s) for s in spans if s.attributes.get(semconv.SPAN_KIND) == semconv.KIND_FUNCTION]
+        if functions is None:
+            functions = [s for s in spans or () if s.attributes.get(semconv.SPAN_KIND) == semconv.KIND_FUNCTION]
+        self.calls = [TraceCall.from_span(s) for s in functions]
         stages: dict[str, list[TraceCall]] = {}
-        functions: dict[str, list[TraceCall]] = {}
+        by_function: dict[str, list[TraceCall]] = {}
         for c in self.calls:
             if c.stage:
                 stages.setdefault(str(c.stage), []).append(c)
-            functions.setdefault(c.function, []).append(c)
+            by_function.setdefault(c.function, []).append(c)
         self.stages = {k: TraceStage(k, v) for k, v in stages.items()}
-        self.functions = functions
+        self.functions = by_function
+
+    @property
+    def spans(self) -> list[SpanRecord]:
+        """Every span of the run, in start order (read on first use: a large run's spans take memory;
+        :meth:`iter_spans` streams them instead)."""
+        if self._spans is None:
+            self._spans = read_spans(self.dir)
+        return self._spans
+
+    def iter_spans(self) -> Iterator[SpanRecord]:
+        """The run's spans in file order (roughly end order), read as they are used: bounded memory."""
+        return iter_spans(self.dir) if self._spans is None else iter(self._spans)
 
     # --- the record -------------------------------------------------------------------------------
     @property
@@ -323,7 +349,7 @@ class LoadedRun(_Browsable):
 
         record = self.record
         summary = [("id", self.id), ("name", self.name), ("status", self.status),
-                   ("duration s", record.get("duration_s")), ("spans", len(self.spans)),
+                   ("duration s", record.get("duration_s")), ("spans", self.span_count),
                    ("traced calls", len(self.calls))]
         results = record.get("results") or {}
         final = results.get("final") if isinstance(results, Mapping) else None
@@ -338,7 +364,7 @@ class LoadedRun(_Browsable):
         duration = self.record.get("duration_s")
         lines = [f"LoadedRun {self.id} ({self.status}" + (f", {duration:.3f} s)" if isinstance(duration, (int, float))
                                                           else ")")]
-        lines.append(f"  {len(self.spans)} span(s), {len(self.calls)} traced call(s)")
+        lines.append(f"  {self.span_count} span(s), {len(self.calls)} traced call(s)")
         for name, stage in self.stages.items():
             counts = ", ".join(f"{fn} ×{len(calls)}" for fn, calls in _group(stage.calls).items())
             lines.append(f"  stage {name}: {len(stage)} call(s) ({counts})")
@@ -399,7 +425,22 @@ def load(run: str | os.PathLike[str] | Run = "latest", *, dir: str | os.PathLike
     stats = LineStats()
     try:
         record = read_record(run_dir)
-        spans = read_spans(run_dir, stats)
     except RunFolderError as exc:
         raise RunNotFound(str(exc)) from exc
-    return LoadedRun(run_dir, record, spans, stats.problems())
+    # one streaming pass: the traced calls are kept, the other spans only counted (LoadedRun.spans reads
+    # them again if asked), so loading a run of a million blocks does not hold a million spans
+    functions: dict[str, SpanRecord] = {}
+    recent: set[str] = set()
+    older: set[str] = set()
+    count = 0
+    for span in iter_spans(run_dir, stats):
+        if span.span_id in recent or span.span_id in older:
+            continue  # written twice (de-duplicated within the last ~130,000 spans, as `show` does)
+        recent.add(span.span_id)
+        count += 1
+        if len(recent) >= 1 << 17:
+            older, recent = recent, set()
+        if span.attributes.get(semconv.SPAN_KIND) == semconv.KIND_FUNCTION:
+            functions[span.span_id] = span
+    calls = sorted(functions.values(), key=lambda r: (r.start_ns, r.end_ns))
+    return LoadedRun(run_dir, record, None, stats.problems(), functions=calls, span_count=count)

@@ -31,8 +31,8 @@ from runtel.exporters.otlp import (
     server_reason,
 )
 from runtel.rundir.otlp_json import run_id_on_points
-from runtel.rundir.reader import LineStats, iter_jsonl_sized, read_record_or_corrupt
-from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
+from runtel.rundir.reader import LineStats, iter_segments_sized, read_record_or_corrupt
+from runtel.rundir.schema import METRICS_FILE, SPANS_FILE, segments
 
 __all__ = ("SIGNALS", "ExportResult", "default_signals", "export_runs", "ids_to_base64")
 
@@ -267,7 +267,7 @@ def _send_signal(run_dir: Path, sender: _Sender, tally: _RunTally, max_request_b
         tally.not_accepted.append(sender.not_accepted)
         return
     stats = LineStats()
-    lines = iter_jsonl_sized(run_dir / (SPANS_FILE if signal == "traces" else METRICS_FILE), stats)
+    lines = iter_segments_sized(segments(run_dir, SPANS_FILE if signal == "traces" else METRICS_FILE), stats)  # rotated ones too
     if signal == "metrics":  # the run id goes back on each point, as live export sends it
         lines = ((run_id_on_points(message), n) for message, n in lines)
     for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
@@ -374,9 +374,9 @@ def total_bytes(run_dirs: Iterable[str | os.PathLike[str]]) -> int:
     """Bytes of telemetry the runs hold (for a progress bar)."""
     total = 0
     for entry in run_dirs:
-        for name in (SPANS_FILE, METRICS_FILE):
+        for path in [*segments(Path(entry), SPANS_FILE), *segments(Path(entry), METRICS_FILE)]:
             try:
-                total += (Path(entry) / name).stat().st_size
+                total += path.stat().st_size
             except OSError:
                 pass
     return total

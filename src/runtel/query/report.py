@@ -4,7 +4,9 @@ For each run: the summary, results and config; a timeline of its spans (bars ove
 thread or overlap); every sampled metric over time (CPU, memory, GPU, power ...) with the run's
 top-level blocks marked; the per-block usage table; artifacts and sources. For several runs, first a
 comparison: final results side by side and each ``run.log`` series overlaid. The data come from the
-same reading as ``runtel export --format chrome-trace`` (:func:`runtel.query.chrome_trace.chrome_trace`).
+same reading as ``runtel export --format chrome-trace`` (:func:`runtel.query.chrome_trace.iter_chrome_trace`),
+streamed: the timeline keeps the :data:`MAX_TIMELINE_SPANS` longest spans of a run and counts the rest,
+so a run of a million spans makes a page of the same size as one of five thousand.
 
 Charts are drawn by uPlot (MIT, 51 KB minified, vendored in ``assets/`` from the npm package
 ``uplot@1.6.32``): small and fast enough for an hour of 1 Hz samples per metric. Everything, the
@@ -14,6 +16,7 @@ library included, is inlined into the one file; long series are thinned to :data
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import os
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
-from runtel.query.chrome_trace import chrome_trace
+from runtel.query.chrome_trace import iter_chrome_trace
 from runtel.rundir.reader import read_record
 from runtel.rundir.schema import RunRecord
 
@@ -31,7 +34,8 @@ __all__ = ("MAX_POINTS", "render_report", "write_report")
 
 #: points kept per metric series (min and max of each bucket), so an hour of 1 Hz samples stays small
 MAX_POINTS = 1200
-#: spans drawn on the timeline per run (the longest first); the rest are counted in the page
+#: spans drawn on the timeline per run: the longest, kept in a heap while the spans stream past, so a run
+#: of any size costs this many; the page says "the N longest of M spans" (the rest are counted)
 MAX_TIMELINE_SPANS = 5000
 
 
@@ -55,16 +59,33 @@ def _usage_row(name: str, dur_ms: float, attributes: Mapping[str, Any]) -> dict[
     return {"name": name, "ms": round(dur_ms, 3), "usage": usage}
 
 
-def _run_data(trace: Mapping[str, Any], record: RunRecord, pid: int, origin_ns: int) -> dict[str, Any]:
+class _RunEvents:
+    """What the page keeps of one run's events while they stream past: the longest spans, every counter."""
+
+    def __init__(self) -> None:
+        self.longest: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap of (dur, n, event)
+        self.spans = 0
+        self.counters: list[dict[str, Any]] = []
+
+    def add(self, event: dict[str, Any]) -> None:
+        ph = event.get("ph")
+        if ph == "X":
+            self.spans += 1
+            item = (float(event.get("dur") or 0), self.spans, event)
+            if len(self.longest) < MAX_TIMELINE_SPANS:
+                heapq.heappush(self.longest, item)
+            elif item[0] > self.longest[0][0]:
+                heapq.heapreplace(self.longest, item)
+        elif ph == "C":
+            self.counters.append(event)
+
+
+def _run_data(events: _RunEvents, record: RunRecord, origin_ns: int) -> dict[str, Any]:
     """What the page needs of one run: spans, metric series, blocks, summary (all plain JSON)."""
-    events = [e for e in trace["traceEvents"] if e.get("pid") == pid]
-    spans = [e for e in events if e.get("ph") == "X"]
-    spans.sort(key=lambda e: -float(e.get("dur") or 0))
-    shown = sorted(spans[:MAX_TIMELINE_SPANS], key=lambda e: float(e.get("ts") or 0))
+    longest = sorted(events.longest, key=lambda item: (-item[0], item[1]))  # the longest first, as written
+    shown = sorted((e for _, _, e in longest), key=lambda e: float(e.get("ts") or 0))
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    for e in events:
-        if e.get("ph") != "C":
-            continue
+    for e in events.counters:
         cat = str(e.get("cat") or "")
         step = cat[5:] if cat.startswith("step ") else ""  # a run.log series: plotted by step, not time
         x = float(step) if step.lstrip("-").replace(".", "", 1).isdigit() else round(float(e["ts"]) / 1e6, 3)
@@ -87,7 +108,7 @@ def _run_data(trace: Mapping[str, Any], record: RunRecord, pid: int, origin_ns: 
         "results": dict(final) if isinstance(final, Mapping) else {},
         "spans": [[str(e.get("name")), round(float(e["ts"]) / 1e6, 6), round(float(e.get("dur") or 0) / 1e6, 6),
                    int(e.get("tid") or 0)] for e in shown],
-        "spans_total": len(spans),
+        "spans_total": events.spans,
         "marks": [round(float(e["ts"]) / 1e6, 6) for e in top[:200]],
         "metrics": metrics,
         "blocks": blocks[:2000],
@@ -104,12 +125,17 @@ def _asset(name: str) -> str:
 def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: str | None = None) -> str:
     """The report's HTML text for the runs in ``run_dirs`` (one run, or a comparison of several)."""
     dirs = [Path(d) for d in run_dirs]
-    trace = chrome_trace(dirs)
-    origin = int(trace["otherData"].get("origin_unix_nano") or 0)
-    pids = [e["pid"] for e in trace["traceEvents"] if e.get("ph") == "M" and e.get("name") == "process_name"]
-    runs = [_run_data(trace, read_record(d), pid, origin) for d, pid in zip(dirs, pids, strict=True)]
+    stream, other = iter_chrome_trace(dirs)  # streamed: a run of any size is read in bounded memory
+    per_run: list[_RunEvents] = []
+    for event in stream:
+        if event.get("ph") == "M" and event.get("name") == "process_name":
+            per_run.append(_RunEvents())  # each run's events start with its track's name
+        elif per_run:
+            per_run[-1].add(event)
+    origin = int(other.get("origin_unix_nano") or 0)
+    runs = [_run_data(events, read_record(d), origin) for d, events in zip(dirs, per_run, strict=True)]
     page_title = title or ("runtel report: " + ", ".join(r["name"] or r["id"] for r in runs))
-    data = json.dumps({"runs": runs, "problems": trace["otherData"].get("problems", [])}, separators=(",", ":"),
+    data = json.dumps({"runs": runs, "problems": other.get("problems", [])}, separators=(",", ":"),
                       default=str).replace("</", "<\\/")
     return _TEMPLATE.format(
         title=html.escape(page_title),

@@ -9,10 +9,14 @@ must not break any of them:
   record's ``problems``, and such a run's effective status is ``corrupt``. A run.json that cannot be
   read at all raises :class:`RunFolderError` from :func:`read_record`; :func:`list_runs` lists it as a
   ``corrupt`` stub with the reason, so the other runs are listed as usual.
-* ``spans.jsonl`` and ``metrics.jsonl`` are read in chunks of :data:`READ_CHUNK_BYTES`; a line longer
-  than :data:`MAX_LINE_BYTES` is skipped without being held in memory, and skipped lines are counted
-  in a :class:`LineStats`. An unterminated last line is a run still writing (or one killed mid-write):
-  it is skipped quietly.
+* ``spans.jsonl`` and ``metrics.jsonl`` (with their rotated segments, in order: see
+  :func:`runtel.rundir.schema.span_segments`) are read in chunks of :data:`READ_CHUNK_BYTES`; a line
+  longer than :data:`MAX_LINE_BYTES` is skipped without being held in memory, and skipped lines are
+  counted in a :class:`LineStats`. An unterminated last line of the live (last) segment is a run still
+  writing (or one killed mid-write): it is skipped quietly; one that ends an older segment is counted.
+* Spans and metric lines are streamed (:func:`iter_spans`, :func:`iter_span_batches`,
+  :func:`iter_metric_lines`): memory stays bounded by one line whatever the run's size. Only
+  :func:`read_spans` holds every span (sorted and de-duplicated), for callers that need the list.
 
 Readers accept a torn run.json met mid-rewrite (read again), and folders written by newer versions
 (unknown keys are kept, never rejected).
@@ -32,6 +36,7 @@ from typing import IO, Any, Final, cast
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir.otlp_json import attributes_from_otlp
 from runtel.rundir.schema import (
+    METRICS_FILE,
     RECORD_FILE,
     SPANS_FILE,
     STATUS_CORRUPT,
@@ -39,6 +44,8 @@ from runtel.rundir.schema import (
     GitInfo,
     ResourceUsage,
     RunRecord,
+    metric_segments,
+    span_segments,
     validate_record,
 )
 
@@ -47,12 +54,20 @@ __all__ = (
     "MAX_RECORD_BYTES",
     "LineStats",
     "SpanRecord",
+    "SpanRow",
+    "decode_attributes",
     "effective_status",
     "environment",
     "git_info",
     "iter_jsonl",
     "iter_jsonl_sized",
     "iter_lines",
+    "iter_metric_lines",
+    "iter_segments_sized",
+    "iter_span_batches",
+    "iter_span_dicts",
+    "iter_span_rows",
+    "iter_spans",
     "list_runs",
     "read_record",
     "read_record_or_corrupt",
@@ -194,17 +209,19 @@ def iter_lines(path: Path, stats: LineStats | None = None, max_line: int = MAX_L
 
 
 def iter_jsonl_sized(path: Path, stats: LineStats | None = None,
-                     max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[dict[str, Any], int]]:
+                     max_line: int = MAX_LINE_BYTES, *, live: bool = True) -> Iterator[tuple[dict[str, Any], int]]:
     """Parsed lines of a JSON Lines file with their sizes in bytes; bad lines are skipped and counted.
 
-    A missing file is empty.
+    A missing file is empty. An unterminated last line that is not JSON is skipped quietly if the file
+    is ``live`` (a writer may be on it), else counted as unreadable.
 
     Raises:
         RunFolderError: the file exists but cannot be read, or is not a regular file.
     """
     stats = stats if stats is not None else LineStats()
+    stats.incomplete_tail = False
     for raw in iter_lines(path, stats, max_line):
-        tail = stats.incomplete_tail
+        tail = stats.incomplete_tail and live
         raw = raw.strip()
         if not raw:
             continue
@@ -224,6 +241,37 @@ def iter_jsonl_sized(path: Path, stats: LineStats | None = None,
 def iter_jsonl(path: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
     """Parsed lines of a JSON Lines file; see :func:`iter_jsonl_sized`."""
     for value, _size in iter_jsonl_sized(path, stats):
+        yield value
+
+
+def iter_segments_sized(paths: list[Path], stats: LineStats | None = None,
+                        max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[dict[str, Any], int]]:
+    """:func:`iter_jsonl_sized` over the segments of one rotated file, oldest first, as one stream.
+
+    Only the last segment is live; ``stats`` counts for all of them and names the first (the base file).
+
+    Raises:
+        RunFolderError: a segment exists but cannot be read, or is not a regular file.
+    """
+    stats = stats if stats is not None else LineStats()
+    for i, path in enumerate(paths):
+        yield from iter_jsonl_sized(path, stats, max_line, live=i == len(paths) - 1)
+    if paths:
+        stats.path = str(paths[0])
+
+
+def iter_metric_lines(run_dir: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
+    """Each OTLP/JSON ``ExportMetricsServiceRequest`` line of a run, across its segments, in bounded memory.
+
+    Any valid OTLP/JSON metrics line is accepted (several data points per metric, points of several
+    timestamps); interpreting them is the caller's.
+
+    Raises:
+        RunFolderError: a segment exists but cannot be read, or is not a regular file.
+    """
+    stats = stats if stats is not None else LineStats()
+    stats.path = str(run_dir / METRICS_FILE)
+    for value, _size in iter_segments_sized(metric_segments(run_dir), stats):
         yield value
 
 
@@ -444,8 +492,15 @@ def _items(value: object) -> list[dict[str, Any]]:
 
 def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
     """Decoded OTLP attributes; an entry that is not a string key with an OTLP value is skipped and counted."""
+    if not isinstance(value, list):
+        return {}
+    if all(kv.__class__ is dict and kv.get("key").__class__ is str for kv in value):
+        try:  # the common case in one call; any entry that fails sends the list the careful way below
+            return attributes_from_otlp(value)
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+            pass
     out: dict[str, Any] = {}
-    for kv in value if isinstance(value, list) else ():
+    for kv in value:
         try:
             if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
                 raise TypeError("not a KeyValue")
@@ -453,6 +508,18 @@ def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
             stats.bad_attributes += 1
     return out
+
+
+def decode_attributes(value: object, stats: LineStats | None = None) -> dict[str, Any]:
+    """Decoded OTLP attributes of a raw span or :data:`SpanRow` (malformed entries skipped and counted)."""
+    stats = stats if stats is not None else LineStats()
+    if value is not None and not isinstance(value, list):  # a SpanRow's attributes, not parsed yet (msgspec.Raw)
+        try:
+            value = _loads(bytes(value))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            stats.bad_attributes += 1
+            return {}
+    return _attrs(value, stats)
 
 
 def _text(value: object) -> str:
@@ -483,25 +550,159 @@ def _span(s: dict[str, Any], stats: LineStats) -> SpanRecord:
     )
 
 
+def iter_span_batches(run_dir: Path, stats: LineStats | None = None) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """(resource, raw OTLP span objects) per ``scopeSpans`` of a run, in file order, across its segments.
+
+    The spans are the parsed JSON as written (not yet checked: see :func:`span_from_otlp`). A spans
+    file that cannot be read at all (a directory, no permission) ends the stream with ``stats.error`` set.
+    """
+    stats = stats if stats is not None else LineStats()
+    stats.path = str(run_dir / SPANS_FILE)
+    try:
+        for request, _size in iter_segments_sized(span_segments(run_dir), stats):
+            for rs in _items(request.get("resourceSpans")):
+                resource = rs.get("resource")
+                resource = resource if isinstance(resource, dict) else {}
+                for ss in _items(rs.get("scopeSpans")):
+                    spans = ss.get("spans")
+                    if isinstance(spans, list):
+                        yield resource, spans
+    except RunFolderError as exc:
+        stats.error = str(exc)
+
+
+def iter_span_dicts(run_dir: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
+    """The raw OTLP/JSON span objects of a run, in file order (see :func:`iter_span_batches`)."""
+    for _resource, spans in iter_span_batches(run_dir, stats):
+        for s in spans:
+            if isinstance(s, dict):
+                yield s
+
+
+def span_from_otlp(s: dict[str, Any], stats: LineStats) -> SpanRecord | None:
+    """A checked :class:`SpanRecord` of one raw span, or None (counted in ``stats``) if it is malformed."""
+    try:
+        return _span(s, stats)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        stats.bad_records += 1
+        return None
+
+
+def iter_spans(run_dir: Path, stats: LineStats | None = None) -> Iterator[SpanRecord]:
+    """Every span of a run folder in file order (roughly end order), in bounded memory; not de-duplicated.
+
+    Lines and spans that are not OTLP/JSON are skipped and counted in ``stats``.
+    """
+    stats = stats if stats is not None else LineStats()
+    for s in iter_span_dicts(run_dir, stats):
+        record = span_from_otlp(s, stats)
+        if record is not None:
+            yield record
+
+
+SpanRow = tuple[str, str, str, str, int, int, int, str, Any]
+"""What tree-shaped readers need of a span: (span id, trace id, parent span id or "", name, start ns,
+end ns, status code, status message, attributes not decoded yet: see :func:`decode_attributes`)."""
+
+_fast: list[Any] = []
+
+
+def _span_decoder() -> Any:
+    """(decode, its error type) of msgspec's typed spans-line decoder, or None without msgspec."""
+    if not _fast:
+        try:
+            from runtel.rundir import _fastspans  # deferred: msgspec (~16 ms), needed only to read spans
+        except ImportError:
+            _fast.append(None)
+        else:
+            _fast.append((_fastspans.decoder.decode, _fastspans.DecodeError))
+    return _fast[0]
+
+
+def _row(s: object, stats: LineStats) -> SpanRow | None:
+    """The SpanRow of one parsed span object, or None (counted) if it is malformed (as :func:`span_from_otlp`)."""
+    if not isinstance(s, dict):
+        return None
+    try:
+        status = s.get("status")
+        status = status if isinstance(status, dict) else {}
+        parent = s.get("parentSpanId")
+        name = s.get("name", "")
+        return (_text(s["spanId"]), _text(s["traceId"]), parent if isinstance(parent, str) else "",
+                name if isinstance(name, str) else str(name), int(s.get("startTimeUnixNano", 0)),
+                int(s.get("endTimeUnixNano", 0)), int(status.get("code", 0)), str(status.get("message", "")),
+                s.get("attributes"))
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        stats.bad_records += 1
+        return None
+
+
+def iter_span_rows(run_dir: Path, stats: LineStats | None = None) -> Iterator[SpanRow]:
+    """Every span of a run as a :data:`SpanRow`, in file order, across segments, in bounded memory.
+
+    With msgspec (a dependency) well-formed lines are parsed by its typed
+    decoder; every other line is read, checked and counted exactly as :func:`iter_spans` does.
+    """
+    stats = stats if stats is not None else LineStats()
+    base = str(run_dir / SPANS_FILE)
+    stats.path = base
+    fast = _span_decoder()
+    decode, fast_error = fast if fast is not None else (None, ValueError)
+    paths = span_segments(run_dir)
+    try:
+        for i, path in enumerate(paths):
+            live = i == len(paths) - 1
+            stats.incomplete_tail = False
+            for raw in iter_lines(path, stats):
+                raw = raw.strip()
+                if not raw:
+                    continue
+                if decode is not None:
+                    try:
+                        request = decode(raw)
+                    except fast_error:
+                        pass  # not the common shape (or not JSON): the checked way below says which
+                    else:
+                        stats.lines += 1
+                        for rs in request.resource_spans:
+                            for ss in rs.scope_spans:
+                                for sp in ss.spans:
+                                    st = sp.status
+                                    yield (sp.span_id, sp.trace_id, sp.parent_span_id, sp.name, sp.start_time_unix_nano,
+                                           sp.end_time_unix_nano, st.code if st else 0, st.message if st else "",
+                                           sp.attributes)
+                        continue
+                tail = stats.incomplete_tail and live
+                try:
+                    value = _loads(raw)
+                except ValueError:
+                    if not tail:
+                        stats.unreadable += 1
+                    continue
+                if not isinstance(value, dict):
+                    stats.unreadable += 1
+                    continue
+                stats.lines += 1
+                for rs in _items(value.get("resourceSpans")):
+                    for ss in _items(rs.get("scopeSpans")):
+                        spans = ss.get("spans")
+                        for s in spans if isinstance(spans, list) else ():
+                            row = _row(s, stats)
+                            if row is not None:
+                                yield row
+    except RunFolderError as exc:
+        stats.error = str(exc)
+    stats.path = base
+
+
 def read_spans(run_dir: Path, stats: LineStats | None = None) -> list[SpanRecord]:
-    """Every span of a run folder, in start order, de-duplicated by span id.
+    """Every span of a run folder, in start order, de-duplicated by span id (all in memory: prefer
+    :func:`iter_spans` for a large run).
 
     Lines and spans that are not OTLP/JSON are skipped and counted in ``stats``; a spans.jsonl that
     cannot be read at all (a directory, no permission) reads as no spans, with ``stats.error`` set.
     """
-    stats = stats if stats is not None else LineStats()
     seen: dict[str, SpanRecord] = {}
-    try:
-        for request in iter_jsonl(run_dir / SPANS_FILE, stats):
-            for rs in _items(request.get("resourceSpans")):
-                for ss in _items(rs.get("scopeSpans")):
-                    for s in _items(ss.get("spans")):
-                        try:
-                            record = _span(s, stats)
-                        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
-                            stats.bad_records += 1
-                            continue
-                        seen[record.span_id] = record
-    except RunFolderError as exc:
-        stats.error = str(exc)
+    for record in iter_spans(run_dir, stats):
+        seen[record.span_id] = record
     return sorted(seen.values(), key=lambda r: (r.start_ns, r.end_ns))

@@ -5,6 +5,9 @@ Layout of ``<RUNTEL_DIR>/<run-id>/``:
 * ``run.json`` — the readable :class:`RunRecord`, replaced whole at each update while the run goes (see
   ``writer.RecordWriter``);
 * ``spans.jsonl`` and ``metrics.jsonl`` — OTLP/JSON lines (``otlp_json``), appended while the run goes;
+  a long-lived run's files rotate by size into segments ``spans.2.jsonl``, ``spans.3.jsonl``, … (never
+  renamed: the highest number is the live one), listed in order by :func:`span_segments` /
+  :func:`metric_segments`, the one way every reader finds them;
 * ``git.diff`` and ``reproduce.sh`` — optional side files.
 
 This module is the only place the record's keys are defined. Every writer builds a ``RunRecord`` and
@@ -24,7 +27,10 @@ checked; the rest is kept as it is. Values nested deeper than
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, Literal, TypedDict, cast
 
 __all__ = (
@@ -51,6 +57,11 @@ __all__ = (
     "SeriesSummary",
     "SourceEntry",
     "Status",
+    "metric_segments",
+    "segment_number",
+    "segment_path",
+    "segments",
+    "span_segments",
     "validate_record",
 )
 
@@ -60,6 +71,59 @@ SPANS_FILE: Final = "spans.jsonl"
 METRICS_FILE: Final = "metrics.jsonl"
 GIT_DIFF_FILE: Final = "git.diff"
 REPRODUCE_FILE: Final = "reproduce.sh"
+
+_SEGMENT = re.compile(r"^(?P<stem>[A-Za-z0-9_-]+)(?:\.(?P<n>[1-9][0-9]{0,8}))?\.jsonl$")
+
+
+def segment_path(run_dir: Path, base: str, number: int) -> Path:
+    """Segment ``number`` of a rotated JSON Lines file: 1 is ``base`` itself (``spans.jsonl``), then ``spans.N.jsonl``."""
+    if number <= 1:
+        return run_dir / base
+    stem = base[: -len(".jsonl")] if base.endswith(".jsonl") else base
+    return run_dir / f"{stem}.{number}.jsonl"
+
+
+def segment_number(path: Path | str, base: str) -> int | None:
+    """The segment number of ``path`` if it is a segment of ``base`` (``spans.3.jsonl`` -> 3), else None."""
+    match = _SEGMENT.match(os.path.basename(path))
+    stem = base[: -len(".jsonl")] if base.endswith(".jsonl") else base
+    if match is None or match.group("stem") != stem:
+        return None
+    n = match.group("n")
+    if n is None:
+        return 1
+    return int(n) if n != "1" else None  # never written: spans.jsonl is segment 1
+
+
+def segments(run_dir: Path, base: str) -> list[Path]:
+    """The segments of a rotated JSON Lines file in ``run_dir``, oldest first (an empty list if none).
+
+    Found by listing the folder, so a gap (a segment removed by hand) does not hide the later ones. An
+    unreadable folder reads as the bare ``base`` path, whose reader then reports why.
+    """
+    try:
+        names = os.listdir(run_dir)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return [run_dir / base]
+    found = []
+    for name in names:
+        n = segment_number(name, base)
+        if n is not None:
+            found.append((n, name))
+    found.sort()
+    return [run_dir / name for _, name in found]
+
+
+def span_segments(run_dir: Path) -> list[Path]:
+    """``spans.jsonl`` and its rotated segments, oldest first."""
+    return segments(run_dir, SPANS_FILE)
+
+
+def metric_segments(run_dir: Path) -> list[Path]:
+    """``metrics.jsonl`` and its rotated segments, oldest first."""
+    return segments(run_dir, METRICS_FILE)
 
 Status = Literal["running", "ok", "error", "interrupted"]
 STATUS_RUNNING: Final = "running"

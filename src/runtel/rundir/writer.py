@@ -20,7 +20,7 @@ from typing import Any
 
 from runtel._guard import log_once
 from runtel._internals import compact_json, json_string
-from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
+from runtel.rundir.schema import METRICS_FILE, SPANS_FILE, segment_number, segment_path, segments
 
 __all__ = (
     "LineFile",
@@ -285,15 +285,68 @@ class LineFile:
     A write that fails part way (a full disk) leaves a fragment without a newline; the next batch then
     starts with a newline, so the fragment stays one torn line (which readers skip) and never swallows
     the lines after it. Lines lost that way are counted in ``dropped``.
+
+    With ``rotate_bytes``, the file rotates by size: before each write the open segment's size is read
+    with ``fstat`` and, once it has reached ``rotate_bytes``, the writer moves to the next segment
+    (``spans.jsonl`` -> ``spans.2.jsonl`` -> ``spans.3.jsonl``; see :func:`runtel.rundir.schema.segments`).
+    Nothing is renamed, and every writer of the run (forked workers sharing the folder) decides from the
+    same size, so they converge on the same segment: the first creates the next one with ``O_EXCL``,
+    the others open the one it created. A segment can so exceed the size by one batch per concurrent
+    writer; a line is never split across segments (each batch is one ``O_APPEND`` write).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, rotate_bytes: int | None = None) -> None:
+        self.base = path
+        self.path = path  # the segment written now (``base`` until the first rotation)
+        self.rotate_bytes = rotate_bytes
+        self._segment = 0  # number of the open segment; 0 before the first open
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._torn = False  # the file ends in a fragment: the next batch starts on a fresh line
         self.lines = 0
         self.dropped = 0
+        self.rotations = 0
+
+    def _open(self) -> int:
+        """Open the newest existing segment (a writer joining a rotated run appends to the live one)."""
+        if self._segment == 0:
+            existing = segments(self.base.parent, self.base.name) if self.rotate_bytes else []
+            number = segment_number(existing[-1], self.base.name) if existing else None
+            self._segment = number or 1
+            self.path = segment_path(self.base.parent, self.base.name, self._segment)
+        return open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+
+    def _rotate_if_full(self, fd: int) -> int:
+        """The descriptor to write to: ``fd``, or that of the first segment after it not yet full."""
+        limit = self.rotate_bytes
+        if not limit:
+            return fd
+        while os.fstat(fd).st_size >= limit:
+            number = self._segment + 1
+            path = segment_path(self.base.parent, self.base.name, number)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+            try:
+                new = open_run_file(path, flags | os.O_CREAT | os.O_EXCL, file_mode())
+            except FileExistsError:  # another writer of the run rotated first: join its segment
+                new = open_run_file(path, flags, file_mode())
+            os.close(fd)
+            fd, self._fd, self._segment, self.path = new, new, number, path
+            self._torn = False  # the fragment (if any) ends the previous segment
+            self.rotations += 1
+        return fd
+
+    def full(self) -> bool:
+        """Whether the next write starts a new segment (a writer whose lines build on earlier ones, like
+        the metrics' changed-points-only lines, then writes a complete line so each segment reads on its own)."""
+        if not self.rotate_bytes:
+            return False
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._fd = self._open()
+                return os.fstat(self._fd).st_size >= self.rotate_bytes
+            except OSError:
+                return False
 
     def write(self, data: bytes) -> bool:
         """Append ``data`` (whole lines); return False (and report once) if it could not all be written."""
@@ -301,13 +354,14 @@ class LineFile:
             written = 0
             try:
                 if self._fd is None:
-                    self._fd = open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+                    self._fd = self._open()
+                fd = self._rotate_if_full(self._fd)
                 if self._torn:
-                    _write_fd(self._fd, b"\n")
+                    _write_fd(fd, b"\n")
                     self._torn = False
                 view = memoryview(data)
                 while view:
-                    n = os.write(self._fd, view)
+                    n = os.write(fd, view)
                     written += n
                     view = view[n:]
                 self.lines += data.count(b"\n")
@@ -326,19 +380,21 @@ class LineFile:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the descriptor; a later write reopens it."""
+        """Close the descriptor; a later write reopens it (the newest segment)."""
         with self._lock:
             if self._fd is not None:
                 try:
                     os.close(self._fd)
                 finally:
                     self._fd = None
+                    self._segment = 0
 
 
 class RunSinks:
     """The open runs' files, looked up by run id from the exporter threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, rotate_bytes: int | None = None) -> None:
+        self.rotate_bytes = rotate_bytes  # size at which a run's spans/metrics file moves to a new segment
         self._spans: dict[str, LineFile] = {}
         self._metrics: dict[str, LineFile] = {}
         self._lock = threading.Lock()
@@ -346,8 +402,8 @@ class RunSinks:
     def open(self, run_id: str, run_dir: Path) -> None:
         """Start routing the run's spans and metrics to files in ``run_dir``."""
         with self._lock:
-            self._spans[run_id] = LineFile(run_dir / SPANS_FILE)
-            self._metrics[run_id] = LineFile(run_dir / METRICS_FILE)
+            self._spans[run_id] = LineFile(run_dir / SPANS_FILE, self.rotate_bytes)
+            self._metrics[run_id] = LineFile(run_dir / METRICS_FILE, self.rotate_bytes)
 
     def close(self, run_id: str) -> None:
         """Stop routing to the run (after its final flush) and close its files."""

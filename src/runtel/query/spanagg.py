@@ -1,0 +1,415 @@
+"""A run's span tree aggregated while the spans stream past, for runs too large to hold in memory.
+
+``runtel show`` folds siblings of one name into one line once there are more than
+:data:`FOLD_THRESHOLD` of them (count, total, mean, max, errors; their children merged by name). This
+module builds that folded tree directly: each span is added to its parent's *level* (name -> Group) as it
+is read, and a group that grows past the threshold forgets its members and keeps only the totals and the
+merged children. Memory so grows with the tree's shape (distinct name paths, at most a few members per
+group), not with the number of spans: a loop of a million blocks costs one group.
+
+Spans are written when they end, so children come before their parent: a span's children wait in
+``pending`` (by parent span id) until the parent arrives and adopts them; spans whose parent never
+arrives are roots, as in :func:`runtel.query.spantree.build_span_tree`. A child read after its parent
+(work that outlived the span it started in) cannot be placed any more and is shown at the top level;
+such spans are counted and said. Duplicate span ids are skipped within a window of recent ids.
+Attributes are decoded only for the spans shown one by one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtel import semconv
+from runtel.rundir.reader import LineStats, SpanRow, decode_attributes, iter_span_rows, list_runs, parent_run_id
+from runtel.rundir.schema import RunRecord
+
+__all__ = ("FOLD_THRESHOLD", "Aggregate", "Group", "Node", "aggregate_run", "child_run_levels")
+
+#: siblings with the same name are folded into one group when there are more than this many
+FOLD_THRESHOLD = 5
+#: span ids remembered for de-duplication and for telling a late child (two generations of this many)
+RECENT_IDS = 1 << 17
+
+Level = dict[str, "Group"]
+
+
+class Acc:
+    """Count, sum, min, max and (Welford) variance of a stream of values, mergeable."""
+
+    __slots__ = ("m2", "max", "mean", "min", "n", "total")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, x: float) -> None:
+        """One more value."""
+        self.n += 1
+        self.total += x
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+        if x < self.min:
+            self.min = x
+        if x > self.max:
+            self.max = x
+
+    def merge(self, other: Acc) -> None:
+        """Fold ``other`` in (Chan et al.'s pairwise update)."""
+        if not other.n:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.m2 += other.m2 + delta * delta * self.n * other.n / n
+        self.mean += delta * other.n / n
+        self.n = n
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def stat(self, stat: str) -> float | None:
+        """``min``, ``max``, ``mean``, ``std`` (sample, n - 1) or ``total``; None without values."""
+        if not self.n:
+            return None
+        if stat == "std":
+            return math.sqrt(self.m2 / (self.n - 1)) if self.n >= 2 else None
+        return {"min": self.min, "max": self.max, "mean": self.total / self.n, "total": self.total}[stat]
+
+
+_RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
+#: byte strings one of which is in the raw attributes of a span that has usage worth decoding
+_USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
+_USAGE_KEYS = frozenset({_RSS, semconv.USAGE_GPU_MEMORY_TREE_MAX, semconv.USAGE_GPU_MEMORY_USED_MAX,
+                         semconv.USAGE_ENERGY_TOTAL})
+
+
+class Usage:
+    """What ``compare`` aggregates of a group's spans: durations, peak RSS, peak GPU memory, energy."""
+
+    __slots__ = ("durations", "energy", "gpu", "kind", "rss")
+
+    def __init__(self) -> None:
+        self.durations = Acc()
+        self.rss = Acc()
+        self.gpu = Acc()
+        self.energy = Acc()
+        self.kind: str | None = None
+
+    def add(self, duration_ns: int, attrs: object) -> None:
+        """One span (its raw attributes are decoded only if they can hold usage)."""
+        self.durations.add(duration_ns / 1e9)
+        if attrs is None:
+            return
+        if attrs.__class__ is list:  # parsed already (the json path): look at the keys before decoding
+            if not any(kv.__class__ is dict and kv.get("key") in _USAGE_KEYS for kv in attrs):
+                return
+        else:
+            raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
+            if not any(h in raw for h in _USAGE_HINTS):
+                return
+            attrs = raw
+        a = decode_attributes(attrs)
+        rss = _number(a.get(_RSS))
+        if rss is not None:
+            self.rss.add(rss)
+        gpu = _number(a.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
+        if gpu is None:
+            gpu = _number(a.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
+        if gpu is not None:
+            self.gpu.add(gpu)
+        energy = _number(a.get(semconv.USAGE_ENERGY_TOTAL))
+        if energy is not None:
+            self.energy.add(energy)
+
+    def merge(self, other: Usage) -> None:
+        """Fold another group's usage in."""
+        self.durations.merge(other.durations)
+        self.rss.merge(other.rss)
+        self.gpu.merge(other.gpu)
+        self.energy.merge(other.energy)
+        self.kind = self.kind or other.kind
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+class Node:
+    """One span kept as itself (a group of at most FOLD_THRESHOLD members)."""
+
+    __slots__ = ("attrs_raw", "children", "duration_ns", "name", "span_id", "start", "status", "status_message",
+                 "trace_id")
+
+    def __init__(self, name: str, span_id: str, trace_id: str, start: int, duration_ns: int, status: int,
+                 status_message: str, attrs_raw: object, children: Level) -> None:
+        self.name = name
+        self.span_id = span_id
+        self.trace_id = trace_id
+        self.start = start
+        self.duration_ns = duration_ns
+        self.status = status
+        self.status_message = status_message
+        self.attrs_raw = attrs_raw
+        self.children = children
+
+    def attributes(self, stats: LineStats | None = None) -> dict[str, Any]:
+        """The span's attributes, decoded now (malformed entries skipped and counted)."""
+        return decode_attributes(self.attrs_raw, stats)
+
+
+class Group:
+    """Every span of one name under one parent (or under the members of one folded group)."""
+
+    __slots__ = ("children", "count", "errors", "first", "max_ns", "members", "min_ns", "name", "total_ns", "usage")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+        self.total_ns = 0
+        self.max_ns = 0
+        self.min_ns = -1
+        self.errors = 0
+        self.first = -1  # earliest start
+        self.members: list[Node] | None = []  # None once folded
+        self.children: Level = {}  # the members' children merged, once folded
+        self.usage: Usage | None = None  # kept only for ``compare`` (``aggregate_spans(usage=True)``)
+
+    def _count(self, duration: int, status: int, start: int) -> None:
+        self.count += 1
+        self.total_ns += duration
+        if duration > self.max_ns:
+            self.max_ns = duration
+        if self.min_ns < 0 or duration < self.min_ns:
+            self.min_ns = duration
+        if status == 2:
+            self.errors += 1
+        if self.first < 0 or start < self.first:
+            self.first = start
+
+    def fold(self) -> None:
+        """Forget the members; keep their children merged by name."""
+        members, self.members = self.members, None
+        for m in members or ():
+            merge_level(self.children, m.children)
+
+    @property
+    def folded(self) -> bool:
+        """Whether the members are forgotten (more than FOLD_THRESHOLD spans)."""
+        return self.members is None
+
+
+def add_node(level: Level, node: Node, usage: bool = False) -> None:
+    """Put one span into a level: as a member while its group is small, else into the group's totals."""
+    group = level.get(node.name)
+    if group is None:
+        group = level[node.name] = Group(node.name)
+        if usage:
+            group.usage = Usage()
+            kind = node.attributes().get(semconv.SPAN_KIND)
+            group.usage.kind = kind if isinstance(kind, str) else None
+    group._count(node.duration_ns, node.status, node.start)
+    if group.usage is not None:
+        group.usage.add(node.duration_ns, node.attrs_raw)
+    if group.members is not None:
+        group.members.append(node)
+        if len(group.members) > FOLD_THRESHOLD:
+            group.fold()
+    elif node.children:
+        merge_level(group.children, node.children)
+
+
+def _merge_group(a: Group, b: Group) -> None:
+    a.count += b.count
+    a.total_ns += b.total_ns
+    a.max_ns = max(a.max_ns, b.max_ns)
+    a.min_ns = b.min_ns if a.min_ns < 0 else (a.min_ns if b.min_ns < 0 else min(a.min_ns, b.min_ns))
+    a.errors += b.errors
+    if a.usage is not None and b.usage is not None:
+        a.usage.merge(b.usage)
+    a.first = b.first if a.first < 0 else (a.first if b.first < 0 else min(a.first, b.first))
+    if a.members is not None and b.members is not None and len(a.members) + len(b.members) <= FOLD_THRESHOLD:
+        a.members.extend(b.members)
+        return
+    if a.members is not None:
+        a.fold()
+    if b.members is not None:
+        for m in b.members:
+            merge_level(a.children, m.children)
+    else:
+        merge_level(a.children, b.children)
+
+
+def merge_level(dst: Level, src: Level) -> None:
+    """Merge ``src`` into ``dst`` by name (``src``'s groups are taken over, not copied)."""
+    for name, group in src.items():
+        mine = dst.get(name)
+        if mine is None:
+            dst[name] = group
+        else:
+            _merge_group(mine, group)
+
+
+@dataclass
+class Aggregate:
+    """The folded tree of a run: its roots by the span id they name as parent ("" for none)."""
+
+    roots: dict[str, Level] = field(default_factory=dict)
+    spans: int = 0
+    duplicates: int = 0
+    late: int = 0
+
+    def root_level(self) -> Level:
+        """Every root merged into one level (consumes ``roots``)."""
+        level: Level = {}
+        for part in self.roots.values():
+            merge_level(level, part)
+        return level
+
+    def problems(self) -> list[str]:
+        """What could not be shown as written."""
+        out = []
+        if self.late:
+            out.append(f"spans.jsonl: {self.late} span(s) that ended after their parent are shown at the top level")
+        return out
+
+
+def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None = None, *,
+                    usage: bool = False) -> Aggregate:
+    """Fold spans (file order) into an :class:`Aggregate`.
+
+    ``graft`` are levels (child runs' trees) waiting for the span id they name as parent, as if written
+    as that span's children. With ``usage``, every group also aggregates its spans' :class:`Usage`.
+    """
+    agg = Aggregate()
+    pending: dict[str, Level] = {k: dict(v) for k, v in (graft or {}).items()}
+    recent: set[str] = set()
+    older: set[str] = set()
+    count = 0
+    for sid, trace_id, parent, name, start, end, code, message, attrs in rows:
+        if sid in recent or sid in older:
+            agg.duplicates += 1
+            continue
+        recent.add(sid)
+        count += 1
+        if not count % RECENT_IDS:
+            older, recent = recent, set()
+        duration = end - start
+        if duration < 0:
+            duration = 0
+        if parent and (parent in recent or parent in older):
+            agg.late += 1  # its parent was already read (and placed): this one goes to the top level
+            parent = ""
+        kids = pending.pop(sid, None)
+        level = pending.get(parent)
+        if level is None:
+            level = pending[parent] = {}
+        group = level.get(name)
+        if kids is None and group is not None and group.members is None:
+            # the common case, inlined: one more leaf of a folded group
+            group.count += 1
+            group.total_ns += duration
+            if duration > group.max_ns:
+                group.max_ns = duration
+            if duration < group.min_ns:
+                group.min_ns = duration
+            if code == 2:
+                group.errors += 1
+            if start < group.first:
+                group.first = start
+            if usage:
+                group.usage.add(duration, attrs)  # type: ignore[union-attr]
+            continue
+        if attrs is not None and attrs.__class__ is not list:
+            attrs = bytes(attrs)  # a view into the whole line (msgspec): keep only its own bytes
+        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}), usage)
+    agg.spans = count
+    agg.roots = pending
+    return agg
+
+
+def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | None = None, *,
+                  usage: bool = False) -> Aggregate:
+    """:func:`aggregate_spans` of a run folder's spans (every segment), streamed."""
+    return aggregate_spans(iter_span_rows(run_dir, stats), graft, usage=usage)
+
+
+def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
+                     runs: list[RunRecord] | None = None, *, usage: bool = False) -> dict[str, Level]:
+    """Folded trees of the runs that name ``run_id`` as parent (recursively), by the span id they hang under."""
+    runs = list_runs(root) if runs is None else runs
+    out: dict[str, Level] = {}
+    for record in runs:
+        child_id = str(record.get("id"))
+        if parent_run_id(record) != run_id or child_id in seen:
+            continue
+        seen.add(child_id)
+        stats = LineStats()
+        graft = child_run_levels(child_id, root, seen, problems, runs, usage=usage)
+        agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage)
+        for parent, level in agg.roots.items():
+            merge_level(out.setdefault(parent, {}), level)
+        if problems is not None:
+            problems.extend(f"child run {child_id}: {p}"
+                            for p in [*record.get("problems", ()), *stats.problems(), *agg.problems()])
+    return out
+
+
+def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str, Any]]:
+    """A level as JSON: members as span nodes, folded groups as ``{"name", "count", "total_s", ...}`` nodes."""
+    items: list[tuple[int, dict[str, Any]]] = []
+    for group in level.values():
+        if group.members is not None:
+            for m in group.members:
+                attributes = m.attributes()
+                node: dict[str, Any] = {"name": m.name, "span_id": m.span_id, "trace_id": m.trace_id,
+                        "start_time_unix_nano": m.start, "duration_s": round(m.duration_ns / 1e9, 9),
+                        "status": {0: "unset", 1: "ok", 2: "error"}.get(m.status, "unset"),
+                        "status_message": m.status_message, "kind": attributes.get(semconv.SPAN_KIND),
+                        "run_id": attributes.get(semconv.RUN_ID), "attributes": attributes,
+                        "children": level_json(m.children, depth + 1, limit) if depth + 1 < limit else []}
+                items.append((m.start, node))
+        else:
+            items.append((group.first, {
+                "name": group.name, "count": group.count, "total_s": round(group.total_ns / 1e9, 9),
+                "mean_s": round(group.total_ns / group.count / 1e9, 9), "min_s": round(max(group.min_ns, 0) / 1e9, 9),
+                "max_s": round(group.max_ns / 1e9, 9), "errors": group.errors,
+                "children": level_json(group.children, depth + 1, limit) if depth + 1 < limit else []}))
+    items.sort(key=lambda item: item[0])
+    return [node for _, node in items]
+
+
+def _child_items(group: Group) -> list[Group]:
+    levels = [group.children] if group.members is None else [m.children for m in group.members]
+    return [g for level in levels for g in level.values()]
+
+
+def walk_paths(level: Level, root_span_id: str | None = None) -> Iterator[tuple[str, Group]]:
+    """(path, group) of every group, depth first in start order; a path may come from several groups.
+
+    Paths are span names joined by ``/`` from just below the run's own span (``root_span_id``), as
+    ``compare`` matches blocks.
+    """
+    top: list[tuple[str, Group]] = []
+    for group in level.values():
+        own = [m for m in group.members or () if root_span_id and m.span_id == root_span_id]
+        if own:  # the run's own span is not a block: its children start the paths
+            top.extend(("", g) for g in own[0].children.values())
+            if len(group.members or ()) == 1:
+                continue
+        top.append(("", group))
+    stack = sorted(top, key=lambda item: item[1].first, reverse=True)
+    while stack:  # iterative: trees come from files
+        prefix, group = stack.pop()
+        path = f"{prefix}/{group.name}" if prefix else group.name
+        yield path, group
+        stack.extend((path, g) for g in sorted(_child_items(group), key=lambda g: g.first, reverse=True))
