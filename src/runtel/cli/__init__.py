@@ -26,7 +26,7 @@ from runtel.errors import RuntelError
 __all__ = ("main", "problem", "run_root")
 
 #: sub-command modules, in help order (a module missing from an install is skipped)
-COMMANDS = ("run", "ls", "show", "compare", "diff", "reproduce", "info", "export", "report", "lineage")
+COMMANDS = ("run", "ls", "show", "compare", "diff", "reproduce", "info", "export", "report", "lineage", "index")
 
 
 def build_parser() -> argparse.ArgumentParser:

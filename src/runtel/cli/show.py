@@ -15,15 +15,14 @@ from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
+from runtel.rundir.index import descendants, list_summaries, resolve_run
 from runtel.rundir.reader import (
     LineStats,
     effective_status,
     git_info,
-    list_runs,
     parent_run_id,
     read_record,
     read_spans,
-    resolve_run,
     resource_usage,
 )
 from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord
@@ -32,6 +31,8 @@ __all__ = ("MAX_TREE_DEPTH", "build_span_tree", "parse_since", "register_ls", "r
 
 #: siblings with the same name are folded into one line when there are more than this many
 FOLD_THRESHOLD = 5
+#: rows `runtel ls` draws without -n / --all (rich needs ~1 ms a row: 10,000 rows took 10 s)
+DEFAULT_LS_LIMIT = 50
 _USAGE = semconv.USAGE_PREFIX
 
 
@@ -52,13 +53,15 @@ def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("ls", help="list recorded runs, newest first", description="List recorded runs, newest first.")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-n", "--limit", type=int, default=None, help="show at most N runs")
+    p.add_argument("-n", "--limit", type=int, default=None,
+                   help=f"show at most N runs (default: the newest {DEFAULT_LS_LIMIT} in the table, all with --json; 0: all)")
     p.add_argument("--name", help="only runs with this name (shell wildcards allowed: 'train*')")
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
     p.add_argument("--status", choices=[*STATUSES, STATUS_CORRUPT], help="only runs with this status")
     p.add_argument("--since", help="only runs started since: an ISO date/time, or an age like 30m, 2h, 7d")
     p.add_argument("--parent", metavar="ID", help="only the child runs of this run (id or unique prefix)")
-    p.add_argument("--all", action="store_true", help="also list worker runs (hidden behind a count otherwise)")
+    p.add_argument("--all", action="store_true",
+                   help="list every run: worker runs too (hidden behind a count otherwise), and no default limit")
     p.set_defaults(handler=_cmd_ls)
 
 
@@ -208,7 +211,7 @@ def _tree_order(runs: Sequence[RunRecord]) -> list[tuple[int, RunRecord]]:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     root = run_root(args)
-    all_runs = list_runs(root)
+    all_runs = list_summaries(root)
     runs = _filtered(all_runs, args)
     hidden = 0
     if not args.all:
@@ -216,8 +219,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         hidden = len(workers)
         runs = [r for r in runs if not _is_worker(r)]
     ordered = _tree_order(runs)
-    if args.limit is not None:
-        ordered = ordered[: args.limit]
+    limit = args.limit
+    if limit is None and not args.json and not args.all:
+        limit = DEFAULT_LS_LIMIT
+    more = 0
+    if limit:
+        more = max(0, len(ordered) - limit)
+        ordered = ordered[:limit]
     for _, record in ordered:
         report_record(record)
     rows = [{**_summary_row(r), "depth": depth} for depth, r in ordered]
@@ -242,6 +250,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 cells.append(escape(results_text(record)))
             table_rows.append(cells)
         console.print(render.table(None, columns, table_rows))
+    if more:
+        console.print(f"{more:,} more run{'s' if more != 1 else ''} not shown: -n N shows N, --all shows every run")
     if hidden:
         console.print(f"+{hidden} worker run{'s' if hidden != 1 else ''}; --all shows them")
     return 0
@@ -414,7 +424,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     spans = read_spans(run_dir, stats)
     run_id = str(record.get("id"))
     problems: list[str] = []
-    children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
+    family = descendants(run_dir.parent, run_id)  # the index: no scan of every run.json for the children
+    children = child_run_trees(run_id, run_dir.parent, {run_id}, problems, runs=family)
     own = [*record.get("problems", ()), *stats.problems()]
     trees = build_span_tree(spans, children, own)
     problems[:0] = [f"run {run_id}: {p}" for p in own]
