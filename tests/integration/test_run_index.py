@@ -6,6 +6,7 @@ Every command is run twice where it matters: through the index, and with ``RUNTE
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -266,3 +267,39 @@ def test_rebuild_command(corpus: tuple[Path, Path], tmp_path: Path, clean_env: d
     assert _json(["index", "--rebuild"], env) == {"index": str(runs / index.INDEX_FILE), "runs": 12, "rebuilt": True}
     assert _json(["index"], env)["runs"] == 12
 
+
+def test_light_parsers_match_the_modules() -> None:
+    """``runtel --help`` built from COMMAND_HELP (no command module imported) prints what the full parser does."""
+    from runtel.cli import COMMAND_HELP, build_parser
+
+    full = build_parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert {a.dest: a.help for a in sub._choices_actions} == COMMAND_HELP
+    assert build_parser(only="").format_help() == full.format_help()
+
+
+_MODULES_AFTER = textwrap.dedent("""
+    import json, sys
+    from runtel.cli import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+    finally:
+        heavy = ("runtel", "rich", "opentelemetry", "psutil", "sqlite3")
+        sys.stderr.write(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)) + "\\n")
+""")
+
+
+@pytest.mark.parametrize(("args", "absent"), [
+    (["--help"], ("runtel.query", "runtel.rundir", "runtel._sdk", "rich", "opentelemetry", "sqlite3")),
+    (["ls", "--json"], ("runtel._sdk", "runtel.environment", "runtel.query.compare", "rich", "opentelemetry",
+                        "psutil")),
+    (["ls"], ("runtel._sdk", "runtel.environment", "runtel.query.compare", "opentelemetry", "psutil")),
+])
+def test_help_and_ls_import_only_what_they_use(corpus: tuple[Path, Path], clean_env: dict[str, str],
+                                               args: list[str], absent: tuple[str, ...]) -> None:
+    env = _env(clean_env, corpus[0])
+    proc = subprocess.run([PY, "-c", _MODULES_AFTER, *args], env=env, capture_output=True, text=True, timeout=60)
+    loaded = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert [m for m in loaded if m.startswith(absent)] == []
