@@ -112,6 +112,15 @@ def test_ls_and_show_equal_the_full_scan(corpus: tuple[Path, Path], clean_env: d
     assert _json(args, env) == _json(args, env, index_on=False)
 
 
+@pytest.mark.parametrize("args", [["ls"], ["ls", "-n", "3"], ["ls", "-n", "5"], ["ls", "--all"]])
+def test_ls_table_equals_the_full_scan(corpus: tuple[Path, Path], clean_env: dict[str, str], args: list[str]) -> None:
+    """The terminal table too (the default ls reads only the rows it shows): same text, worker count included."""
+    env = _env(clean_env, corpus[0])
+    got, scan = _cli(args, env), _cli(args, env, index_on=False)
+    assert got.returncode == scan.returncode == 0, got.stderr + scan.stderr
+    assert got.stdout == scan.stdout and ("worker run" in got.stdout) == ("--all" not in args)
+
+
 def test_parent_prefix_and_lineage_equal_the_full_scan(corpus: tuple[Path, Path], clean_env: dict[str, str]) -> None:
     """``ls --parent``, ``show PREFIX`` of a parent with children, ``lineage FILE``: same as the scan."""
     runs, data = corpus
@@ -241,13 +250,14 @@ def test_unusable_index_falls_back_to_the_scan(corpus: tuple[Path, Path], tmp_pa
 
 
 def test_in_process_runs_index_and_a_stale_row_heals(rt: Settings, runs_dir: Path) -> None:
-    """A run open now is 'running' in the index; a row left behind by a failed update is re-read."""
+    """A run open now is indexed by the first reader as 'running', its end by the run; a row left behind
+    by a failed update is re-read."""
     with runtel.run_span("open-now") as run:
-        ix = index.open_index(runs_dir, refresh=False)
-        assert ix is not None
-        assert [r["status"] for r in ix.runs()] == ["running"]
-        ix.close()
+        assert [r["status"] for r in index.list_summaries(runs_dir)] == ["running"]
     assert run.dir is not None
+    ix = index.open_index(runs_dir, refresh=False)
+    assert ix is not None and [r["status"] for r in ix.runs()] == ["ok"]  # written by the run's end
+    ix.close()
     # A writer that could not update the index at the end (locked past its wait): the row says running.
     ix = index.open_index(runs_dir, refresh=False)
     assert ix is not None
@@ -303,3 +313,17 @@ def test_help_and_ls_import_only_what_they_use(corpus: tuple[Path, Path], clean_
     proc = subprocess.run([PY, "-c", _MODULES_AFTER, *args], env=env, capture_output=True, text=True, timeout=60)
     loaded = json.loads(proc.stderr.strip().splitlines()[-1])
     assert [m for m in loaded if m.startswith(absent)] == []
+
+
+def test_network_file_systems_get_no_index(rt: Settings, runs_dir: Path) -> None:
+    """A runs root on NFS / Lustre (here: said to be): no index written or read, the scan answers."""
+    assert index.file_system_type(runs_dir) not in index.NETWORK_FILE_SYSTEMS
+    index._fs_types[str(runs_dir)] = "nfs4"
+    try:
+        with runtel.run_span("on-nfs"):
+            pass
+        assert not (runs_dir / index.INDEX_FILE).exists()
+        assert index.open_index(runs_dir) is None
+        assert [r["name"] for r in index.list_summaries(runs_dir)] == ["on-nfs"]
+    finally:
+        del index._fs_types[str(runs_dir)]

@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, cast
 
 from runtel import semconv
@@ -15,7 +16,7 @@ from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
-from runtel.rundir.index import descendants, list_summaries, resolve_run
+from runtel.rundir.index import complete_summaries, descendants, list_summaries, newest_trees, resolve_run
 from runtel.rundir.reader import (
     LineStats,
     effective_status,
@@ -209,9 +210,17 @@ def _tree_order(runs: Sequence[RunRecord]) -> list[tuple[int, RunRecord]]:
     return out
 
 
-def _cmd_ls(args: argparse.Namespace) -> int:
-    root = run_root(args)
-    all_runs = list_summaries(root)
+def _listing(root: Path, args: argparse.Namespace) -> tuple[list[RunRecord], list[tuple[int, RunRecord]], int, int]:
+    """(every run or [] when not needed, the rows to show, rows left out, worker runs hidden)."""
+    limit = args.limit
+    if limit is None and not args.json and not args.all:
+        limit = DEFAULT_LS_LIMIT
+    unfiltered = not (args.name or args.tag or args.status or args.since or args.parent or args.all)
+    if limit and unfiltered:  # the default `runtel ls`: the index reads only the rows shown
+        found = newest_trees(root, limit, WORKER_SUFFIX)
+        if found is not None and found[0]:
+            return [], *found
+    all_runs = list_summaries(root, tags=bool(args.tag), results=args.json)  # results: of the rows shown, below
     runs = _filtered(all_runs, args)
     hidden = 0
     if not args.all:
@@ -219,13 +228,18 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         hidden = len(workers)
         runs = [r for r in runs if not _is_worker(r)]
     ordered = _tree_order(runs)
-    limit = args.limit
-    if limit is None and not args.json and not args.all:
-        limit = DEFAULT_LS_LIMIT
     more = 0
     if limit:
         more = max(0, len(ordered) - limit)
         ordered = ordered[:limit]
+    return all_runs, ordered, more, hidden
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    root = run_root(args)
+    all_runs, ordered, more, hidden = _listing(root, args)
+    if not args.json:
+        complete_summaries(root, [r for _, r in ordered])
     for _, record in ordered:
         report_record(record)
     rows = [{**_summary_row(r), "depth": depth} for depth, r in ordered]

@@ -6,11 +6,12 @@ with what listing and lookups need (id, name, recorded status, start, duration, 
 problems, the process that wrote it), plus the runs' artifacts (by content hash) and sources. The
 folders stay the source of truth; the index is a cache that can be deleted at any time:
 
-* **Writers** (:func:`note_record`, called by the recording side's ``Run`` after each run.json write:
-  at the start, at most once a second while the run goes, at the end) upsert the run's
-  row in one short transaction. Many processes and ranks write at once: WAL lets readers go on, a busy
-  writer waits at most :data:`WRITE_BUSY_MS`, and any failure is logged once and skipped (a reader
-  repairs the row) — the user's program never sees it.
+* **Writers** (:func:`note_record`, called by the recording side's ``Run`` after each run.json write)
+  upsert the run's row when its final record is written, in one short transaction (a running run's
+  row is added by the first reader that finds its folder, and re-read until it ends). Many processes
+  and ranks write at once: WAL lets readers go on, a busy writer waits at most :data:`WRITE_BUSY_MS`,
+  and any failure is logged once and skipped (a reader repairs the row) — the user's program never
+  sees it.
 * **Readers** (:func:`open_index`) first bring the index up to date cheaply: one ``os.scandir`` of the
   root (names only) finds folders the index lacks (copied in, written while the index was locked or
   by an older runtel: their run.json is read and indexed) and rows whose folder is gone (dropped);
@@ -18,7 +19,8 @@ folders stay the source of truth; the index is a cache that can be deleted at an
   re-read when it changed. A finished run's record is not rewritten, so its row is trusted. A missing
   index is built from the folders; a corrupt one (not a database, malformed) is deleted and rebuilt,
   with one warning. When the index cannot be used at all (a read-only folder, a locked or failing
-  disk) readers get None and fall back to scanning every run.json, as before the index existed.
+  disk, ``RUNTEL_RUN_INDEX=false``, a network file system such as NFS or Lustre where SQLite's WAL is
+  unsafe across hosts) readers get None and fall back to scanning every run.json, as before.
 
 The status stored is the *recorded* one; readers compute the effective status (``interrupted`` for a
 killed run, ``corrupt`` for a record with problems) from the stored process and problems, exactly as
@@ -48,10 +50,12 @@ __all__ = (
     "INDEX_FILE",
     "RunIndex",
     "close_writers",
+    "complete_summaries",
     "consumers",
     "descendants",
     "find_artifacts",
     "list_summaries",
+    "newest_trees",
     "note_record",
     "open_index",
     "rebuild",
@@ -64,7 +68,7 @@ _T = TypeVar("_T")
 INDEX_FILE: Final = ".runtel-index.sqlite"
 """The index file in the runs root (with SQLite's ``-wal`` and ``-shm`` beside it while in use)."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 5
 """``PRAGMA user_version`` of the tables below; another version is rebuilt (older) or left alone (newer)."""
 
 WRITE_BUSY_MS: Final = 2000
@@ -94,9 +98,13 @@ CREATE TABLE IF NOT EXISTS runs (
     unreadable INTEGER NOT NULL DEFAULT 0,
     file_key TEXT NOT NULL          -- run.json's inode:size:mtime_ns when indexed
 );
+-- Few and partial indexes: each one a run's row touches is another page written per commit. The
+-- primary key's index doubles as the narrow list of folder names the refresh reads, runs_order lets
+-- the newest rows (ls, latest) be read without sorting them all.
 CREATE INDEX IF NOT EXISTS runs_order ON runs(start_key, id);
 CREATE INDEX IF NOT EXISTS runs_id ON runs(id);
-CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent);
+CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent) WHERE parent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_unsettled ON runs(dir) WHERE status IS 'running' OR problems IS NOT NULL OR unreadable != 0;
 CREATE TABLE IF NOT EXISTS artifacts (
     dir TEXT NOT NULL, run_id TEXT, name TEXT, path TEXT, hash TEXT, hash_kind TEXT, size INTEGER
 );
@@ -111,6 +119,8 @@ _COLUMNS: Final = ("dir", "id", "name", "status", "start_key", "start_time", "st
                    "tags", "results", "problems", "process", "unreadable", "file_key")
 _UPSERT: Final = (f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+#: rows a reader re-checks against run.json (a finished, clean run's record is not rewritten)
+_UNSETTLED: Final = "status IS 'running' OR problems IS NOT NULL OR unreadable != 0"
 #: the columns a listing reads (everything but the file key)
 _LIST: Final = "dir, id, name, status, start_time, start_ns, duration_s, parent, tags, results, problems, process, unreadable"
 
@@ -122,6 +132,42 @@ class IndexUnavailable(Exception):
 def enabled() -> bool:
     """False under ``RUNTEL_RUN_INDEX=false`` (read here, not from the settings: commands have none)."""
     return os.environ.get("RUNTEL_RUN_INDEX", "").strip().lower() not in ("0", "false", "no", "off")
+
+
+#: file systems shared between hosts: SQLite's WAL needs shared memory all writers see, which they lack
+NETWORK_FILE_SYSTEMS: Final = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "afs",
+    "pvfs2", "orangefs", "gfs2", "ocfs2", "panfs", "wekafs", "fuse.sshfs", "fuse.ceph", "fuse.glusterfs",
+    "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs",
+})
+_fs_types: dict[str, str] = {}
+
+
+def file_system_type(path: Path) -> str:
+    """The type of the file system holding ``path`` (Linux /proc/self/mounts; ``""`` where unknown)."""
+    key = str(path)
+    if key not in _fs_types:
+        found, best = "", -1
+        try:
+            real = os.path.realpath(path)
+            with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 3:
+                        continue
+                    mount = parts[1].replace("\\040", " ")
+                    inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+                    if inside and len(mount) > best:
+                        found, best = parts[2], len(mount)
+        except OSError:
+            pass
+        _fs_types[key] = found
+    return _fs_types[key]
+
+
+def _usable_here(root: Path) -> bool:
+    """Whether an index may live in ``root``: enabled, and on a file system local to this host."""
+    return enabled() and file_system_type(root) not in NETWORK_FILE_SYSTEMS
 
 
 def _file_key(path: str) -> str:
@@ -192,9 +238,11 @@ def _lineage_rows(dir_name: str, record: Mapping[str, Any]) -> tuple[list[tuple[
 def _store(conn: sqlite3.Connection, dir_name: str, record: Mapping[str, Any], file_key: str) -> None:
     """Replace a run's rows (inside the caller's transaction)."""
     conn.execute(_UPSERT, _row(dir_name, record, file_key))
+    arts, srcs = _lineage_rows(dir_name, record)
+    if not arts and not srcs:
+        return  # nothing to replace: a record never loses artifacts or sources it had earlier
     conn.execute("DELETE FROM artifacts WHERE dir = ?", (dir_name,))
     conn.execute("DELETE FROM sources WHERE dir = ?", (dir_name,))
-    arts, srcs = _lineage_rows(dir_name, record)
     if arts:
         conn.executemany("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)", arts)
     if srcs:
@@ -249,7 +297,8 @@ def _connect(root: Path, busy_ms: int) -> sqlite3.Connection:
                 if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                     for table in ("runs", "artifacts", "sources"):
                         conn.execute(f"DROP TABLE IF EXISTS {table}")
-                    for statement in _SCHEMA.split(";"):
+                    schema = "\n".join(line.split("--")[0] for line in _SCHEMA.splitlines())
+                    for statement in schema.split(";"):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -299,20 +348,28 @@ _writers = _Writers()
 
 
 def note_record(run_dir: Path, data: Mapping[str, Any]) -> None:
-    """Upsert the index row of a run whose run.json was just written with ``data``; never raises.
+    """Upsert the index row of a run whose final run.json was just written with ``data``; never raises.
+
+    Only the final record is indexed: the start (and the updates while the run goes) would double the
+    index's cost per run (+0.15 ms of a 0.4 ms warm run on tmpfs), and readers find a running run's
+    folder anyway (a name the index lacks) and index it then.
 
     A failure (locked past :data:`WRITE_BUSY_MS`, read-only, full disk, a corrupt index) is logged once;
     the next reader finds the row missing or out of date and repairs it from the folder.
     """
     root = run_dir.parent
-    if not enabled():
-        return
+    if data.get("status") == "running" or not _usable_here(root):
+        return  # a running run's row is added by the first reader that meets its folder (see the module doc)
     with guard("run-index", f"update the run index in {root}"):
         try:
             file_key = _file_key(os.path.join(run_dir, RECORD_FILE))
             with _writers.lock:
                 conn = _writers.get(root)
                 if conn is None:
+                    return
+                arts, srcs = _lineage_rows(run_dir.name, data)
+                if not arts and not srcs:  # one statement: its own transaction (half the cost of three)
+                    conn.execute(_UPSERT, _row(run_dir.name, data, file_key))
                     return
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -395,16 +452,12 @@ class RunIndex:
     def refresh(self) -> int:
         """Bring the index in line with the folders; returns how many rows were added, re-read or dropped."""
         names = _scan_names(self.root)
-        indexed = dict(self.conn.execute("SELECT dir, file_key FROM runs WHERE "
-                                         "status IS NOT 'running' AND problems IS NULL AND unreadable = 0"))
-        check = dict(self.conn.execute("SELECT dir, file_key FROM runs WHERE "
-                                       "NOT (status IS NOT 'running' AND problems IS NULL AND unreadable = 0)"))
-        gone = [n for n in (*indexed, *check) if n not in names]
+        indexed = {row[0] for row in self.conn.execute("SELECT dir FROM runs")}
+        unsettled = dict(self.conn.execute(f"SELECT dir, file_key FROM runs WHERE {_UNSETTLED}"))
+        gone = list(indexed - names)
         changed: list[tuple[str, RunRecord, str]] = []
-        for name in names:
-            if name in indexed:
-                continue
-            old = check.get(name)
+        for name in sorted((names - indexed) | (unsettled.keys() & names)):
+            old = unsettled.get(name)
             if old is not None:
                 try:
                     if _file_key(os.path.join(self.root, name, RECORD_FILE)) == old:
@@ -430,25 +483,27 @@ class RunIndex:
         return len(gone) + len(changed)
 
     # --- queries ------------------------------------------------------------------------------------
-    def _records(self, where: str = "", params: Sequence[Any] = (), order: str = "DESC",
-                 limit: int | None = None) -> list[RunRecord]:
-        sql = f"SELECT {_LIST} FROM runs {where} ORDER BY start_key {order}, id {order}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [self._record(row) for row in self.conn.execute(sql, params)]
+    def _select(self, tags: bool = True, results: bool = True) -> str:
+        return _LIST.replace("tags", "tags" if tags else "NULL").replace("results", "results" if results else "NULL")
 
-    def _record(self, row: Sequence[Any]) -> RunRecord:
+    def _record(self, row: Sequence[Any], prefix: str) -> RunRecord:
         """A summary record: the keys of run.json that listing and filters read, as read_record gives them."""
         name, run_id, run_name, status, start_time, start_ns, duration, parent, tags, results, problems, process, bad = row
-        record: dict[str, Any] = {"id": run_id, "dir": str(self.root / name)}
+        record: dict[str, Any] = {"id": run_id, "dir": prefix + name}
         if bad:
             record["problems"] = json.loads(problems) if problems else []
             record["unreadable"] = True
             return record  # type: ignore[return-value]
-        for key, value in (("name", run_name), ("status", status), ("start_time", start_time),
-                           ("start_time_unix_nano", start_ns), ("duration_s", duration)):
-            if value is not None:
-                record[key] = value
+        if run_name is not None:
+            record["name"] = run_name
+        if status is not None:
+            record["status"] = status
+        if start_time is not None:
+            record["start_time"] = start_time
+        if start_ns is not None:
+            record["start_time_unix_nano"] = start_ns
+        if duration is not None:
+            record["duration_s"] = duration
         if parent is not None:
             record["parent"] = {"run_id": parent}
         if tags:
@@ -461,9 +516,69 @@ class RunIndex:
             record["process"] = json.loads(process)
         return record  # type: ignore[return-value]
 
-    def runs(self) -> list[RunRecord]:
-        """Summary records of every run, newest first, unreadable ones last (as ``reader.list_runs``)."""
-        return self._records()
+    def _prefix(self) -> str:
+        """``str(root / name)`` is this plus the name (joined once, not once per run)."""
+        return str(self.root / "_")[:-1]
+
+    def runs(self, *, tags: bool = True, results: bool = True) -> list[RunRecord]:
+        """Summary records of every run, newest first (as ``reader.list_runs``); without ``tags`` /
+        ``results`` those keys are left out (decoding them for 10,000 rows is most of the cost)."""
+        prefix = self._prefix()
+        sql = f"SELECT {self._select(tags, results)} FROM runs ORDER BY start_key DESC, id DESC"
+        return [self._record(row, prefix) for row in self.conn.execute(sql)]
+
+    def newest_trees(self, limit: int, worker_suffix: str) -> tuple[list[tuple[int, RunRecord]], int, int] | None:
+        """The first ``limit`` rows of ``ls``'s tree order over the runs not named ``*<worker_suffix>``:
+        (rows as (depth, record), rows left out, worker runs hidden). Reads only the rows shown.
+
+        The order is ``runtel.cli.show``'s: top-level runs (no parent among the listed runs) newest first,
+        each followed by its children, oldest first, recursively. None when parent links form a cycle
+        (the caller then orders the full listing).
+        """
+        prefix = self._prefix()
+        not_worker = "(name IS NULL OR substr(name, -?) != ?)"
+        wp = (len(worker_suffix), worker_suffix)
+        listed = int(self.conn.execute(f"SELECT count(*) FROM runs WHERE {not_worker}", wp).fetchone()[0])
+        total = self.count()
+        tops = self.conn.execute(
+            f"SELECT {_LIST} FROM runs r WHERE {not_worker} AND (parent IS NULL OR parent = id OR NOT EXISTS "
+            f"(SELECT 1 FROM runs p WHERE p.id = r.parent AND {not_worker.replace('name', 'p.name')})) "
+            f"ORDER BY start_key DESC, id DESC LIMIT ?", (*wp, *wp, limit)).fetchall()
+        out: list[tuple[int, RunRecord]] = []
+        seen: set[str] = set()
+        for top in tops:
+            stack: list[tuple[int, Sequence[Any]]] = [(0, top)]
+            while stack and len(out) < limit:
+                depth, row = stack.pop()
+                if row[0] in seen:
+                    return None  # one id in two folders: let the full listing decide
+                seen.add(row[0])
+                record = self._record(row, prefix)
+                out.append((depth, record))
+                kids = self.conn.execute(
+                    f"SELECT {_LIST} FROM runs WHERE parent = ? AND id != ? AND {not_worker} "
+                    f"ORDER BY start_key DESC, id DESC", (row[1], row[1], *wp)).fetchall()
+                stack.extend((depth + 1, k) for k in kids)  # newest pushed first: popped oldest first
+            if len(out) >= limit:
+                break
+        if len(out) < min(limit, listed):
+            return None  # runs on a cycle of parent links: only the full listing places them
+        return out, listed - len(out), total - listed
+
+    def complete(self, records: Sequence[RunRecord]) -> None:
+        """Add the tags and results :meth:`runs` left out to these records (the few a listing shows)."""
+        by_dir = {os.path.basename(str(r.get("dir"))): r for r in records if not r.get("unreadable")}
+        names = list(by_dir)
+        for start in range(0, len(names), 500):  # SQLite caps the parameters of one statement
+            chunk = names[start:start + 500]
+            rows = self.conn.execute(f"SELECT dir, tags, results FROM runs WHERE dir IN ({', '.join('?' * len(chunk))})",
+                                     chunk)
+            for name, tags, results in rows:
+                record = by_dir[name]
+                if tags:
+                    record["tags"] = json.loads(tags)
+                if results:
+                    record["results"] = json.loads(results)
 
     def descendants(self, run_id: str) -> list[RunRecord]:
         """Summary records of the runs nested (transitively) under ``run_id``, newest first."""
@@ -471,13 +586,15 @@ class RunIndex:
             f"WITH RECURSIVE d(id) AS (SELECT ? UNION SELECT runs.id FROM runs JOIN d ON runs.parent = d.id) "
             f"SELECT {_LIST} FROM runs WHERE parent IN (SELECT id FROM d) "
             f"ORDER BY start_key DESC, id DESC", (run_id,))
-        return [self._record(row) for row in rows]
+        prefix = self._prefix()
+        return [self._record(row, prefix) for row in rows]
 
     def latest(self) -> str | None:
         """Folder name of the newest readable run whose parent is not a readable run of this root."""
         row = self.conn.execute(
-            "SELECT dir FROM runs WHERE unreadable = 0 AND (parent IS NULL OR parent NOT IN "
-            "(SELECT id FROM runs WHERE unreadable = 0)) ORDER BY start_key DESC, id DESC LIMIT 1").fetchone()
+            "SELECT dir FROM runs r WHERE unreadable = 0 AND (parent IS NULL OR NOT EXISTS "
+            "(SELECT 1 FROM runs p WHERE p.id = r.parent AND p.unreadable = 0)) "
+            "ORDER BY start_key DESC, id DESC LIMIT 1").fetchone()
         if row is None:
             row = self.conn.execute("SELECT dir FROM runs WHERE unreadable = 0 "
                                     "ORDER BY start_key DESC, id DESC LIMIT 1").fetchone()
@@ -526,7 +643,7 @@ def open_index(root: str | os.PathLike[str], *, refresh: bool = True) -> RunInde
     A corrupt index is deleted and rebuilt from the folders, with one warning.
     """
     base = Path(root)
-    if not enabled() or not base.is_dir():
+    if not base.is_dir() or not _usable_here(base):
         return None
     for attempt in (1, 2):
         conn = None
@@ -595,18 +712,42 @@ def _query(root: Path, query: Callable[[RunIndex], _T]) -> _T | None:
         index.close()
 
 
-def list_summaries(root: str | os.PathLike[str]) -> list[RunRecord]:
+def list_summaries(root: str | os.PathLike[str], *, tags: bool = True, results: bool = True) -> list[RunRecord]:
     """Every run under ``root``, newest first, as summary records: the keys ``ls`` and its filters read
     (id, dir, name, status, start_time, start_time_unix_nano, duration_s, parent, tags, results, problems,
     unreadable, and process while running). Without a usable index: :func:`runtel.rundir.reader.list_runs`.
+
+    ``tags=False`` / ``results=False`` leave those keys out where the index answers (see
+    :func:`complete_summaries`); the full scan always has them.
     """
     base = Path(root)
-    found = _query(base, RunIndex.runs)
+    found = _query(base, lambda index: index.runs(tags=tags, results=results))
     if found is not None:
         return found
     from runtel.rundir.reader import list_runs  # deferred: runtel.rundir.reader (~4 ms), the fallback only
 
     return list_runs(base)
+
+
+def newest_trees(root: str | os.PathLike[str], limit: int,
+                 worker_suffix: str) -> tuple[list[tuple[int, RunRecord]], int, int] | None:
+    """:meth:`RunIndex.newest_trees` of ``root``; None without a usable index."""
+    return _query(Path(root), lambda index: index.newest_trees(limit, worker_suffix))
+
+
+def complete_summaries(root: str | os.PathLike[str], records: Sequence[RunRecord]) -> None:
+    """Add the tags and results :func:`list_summaries` left out to ``records`` (no-op without an index)."""
+    index = open_index(root, refresh=False) if records else None
+    if index is None:
+        return
+    try:
+        index.complete(records)
+    except Exception as exc:
+        if not _expected_failure(exc):
+            raise
+        _logger.debug("run index of %s not used: %s", root, exc)
+    finally:
+        index.close()
 
 
 def descendants(root: str | os.PathLike[str], run_id: str) -> list[RunRecord] | None:
