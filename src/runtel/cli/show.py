@@ -16,7 +16,7 @@ from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
-from runtel.rundir.index import complete_summaries, descendants, list_summaries, newest_trees, resolve_run
+from runtel.rundir.index import complete_summaries, list_summaries, newest_trees, resolve_run, session
 from runtel.rundir.reader import (
     LineStats,
     effective_status,
@@ -431,6 +431,11 @@ def _lineage_lines(record: RunRecord) -> list[str]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    with session():  # resolving the run and finding its child runs: one refresh of the run index
+        return _show(args)
+
+
+def _show(args: argparse.Namespace) -> int:
     root = run_root(args)
     run_dir = resolve_run(args.run, root)
     record = read_record(run_dir)
@@ -438,8 +443,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     spans = read_spans(run_dir, stats)
     run_id = str(record.get("id"))
     problems: list[str] = []
-    family = descendants(run_dir.parent, run_id)  # the index: no scan of every run.json for the children
-    children = child_run_trees(run_id, run_dir.parent, {run_id}, problems, runs=family)
+    children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
     own = [*record.get("problems", ()), *stats.problems()]
     trees = build_span_tree(spans, children, own)
     problems[:0] = [f"run {run_id}: {p}" for p in own]

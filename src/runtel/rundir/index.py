@@ -29,11 +29,12 @@ killed run, ``corrupt`` for a record with problems) from the stored process and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -60,6 +61,7 @@ __all__ = (
     "open_index",
     "rebuild",
     "resolve_run",
+    "session",
 )
 
 _logger = logging.getLogger("runtel.index")
@@ -444,10 +446,12 @@ class RunIndex:
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
         self.root = root
         self.conn = conn
+        self.shared = False  # owned by a session(): closed at its end
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection (unless a :func:`session` owns it)."""
+        if not self.shared:
+            self.conn.close()
 
     def refresh(self) -> int:
         """Bring the index in line with the folders; returns how many rows were added, re-read or dropped."""
@@ -637,12 +641,44 @@ class RunIndex:
         return int(self.conn.execute("SELECT count(*) FROM runs").fetchone()[0])
 
 
+_sessions: list[dict[str, RunIndex | None]] = []
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """Within it, each root's index is opened and brought up to date once: one command's lookups
+    (resolve ``latest``, then its child runs; a file's producer, then its lineage) share one refresh."""
+    cache: dict[str, RunIndex | None] = {}
+    _sessions.append(cache)
+    try:
+        yield
+    finally:
+        _sessions.remove(cache)
+        for index in cache.values():
+            if index is not None:
+                index.shared = False
+                index.close()
+
+
 def open_index(root: str | os.PathLike[str], *, refresh: bool = True) -> RunIndex | None:
     """The index of ``root``, brought up to date; None when it cannot be used (then scan the folders).
 
-    A corrupt index is deleted and rebuilt from the folders, with one warning.
+    A corrupt index is deleted and rebuilt from the folders, with one warning. Inside :func:`session`
+    the same open index is returned for a root (its ``close`` waits for the session's end).
     """
     base = Path(root)
+    if _sessions and refresh:
+        cache = _sessions[-1]
+        if str(base) not in cache:
+            found = _open_index(base, refresh=True)
+            if found is not None:
+                found.shared = True
+            cache[str(base)] = found
+        return cache[str(base)]
+    return _open_index(base, refresh=refresh)
+
+
+def _open_index(base: Path, *, refresh: bool) -> RunIndex | None:
     if not base.is_dir() or not _usable_here(base):
         return None
     for attempt in (1, 2):
