@@ -121,6 +121,17 @@ def test_ls_table_equals_the_full_scan(corpus: tuple[Path, Path], clean_env: dic
     assert got.stdout == scan.stdout and ("worker run" in got.stdout) == ("--all" not in args)
 
 
+@pytest.mark.parametrize("args", [
+    ["ls", "--tag", "stage=fit"], ["ls", "--name", "fold*"], ["ls", "--status", "ok", "-n", "2"],
+    ["ls", "--since", "1d", "--name", "*.worker"], ["ls", "--parent", "nosuchrun"], ["ls", "--status", "corrupt"],
+])
+def test_filtered_ls_equals_the_full_scan(corpus: tuple[Path, Path], clean_env: dict[str, str], args: list[str]) -> None:
+    """Filters narrowed down in the index, then applied exactly: same table, same errors."""
+    env = _env(clean_env, corpus[0])
+    got, scan = _cli(args, env), _cli(args, env, index_on=False)
+    assert (got.returncode, got.stdout, got.stderr) == (scan.returncode, scan.stdout, scan.stderr)
+
+
 def test_parent_prefix_and_lineage_equal_the_full_scan(corpus: tuple[Path, Path], clean_env: dict[str, str]) -> None:
     """``ls --parent``, ``show PREFIX`` of a parent with children, ``lineage FILE``: same as the scan."""
     runs, data = corpus

@@ -16,7 +16,7 @@ from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
-from runtel.rundir.index import complete_summaries, list_summaries, newest_trees, resolve_run, session
+from runtel.rundir.index import complete_summaries, list_matching, list_summaries, newest_trees, resolve_run, session
 from runtel.rundir.reader import (
     LineStats,
     effective_status,
@@ -156,17 +156,16 @@ def _resolve_parent(ref: str, runs: Sequence[RunRecord]) -> str:
     return found[0]
 
 
-def _filtered(runs: Sequence[RunRecord], args: argparse.Namespace) -> list[RunRecord]:
-    """``ls``'s filters (the Tracker's ``match_record``, plus wildcards in ``--name``)."""
-
-
+def _filtered(runs: Sequence[RunRecord], args: argparse.Namespace, parent: str | None = None) -> list[RunRecord]:
+    """``ls``'s filters (the Tracker's ``match_record``, plus wildcards in ``--name``); ``parent``: the
+    ``--parent`` run's id when already resolved."""
     filters: dict[str, Any] = {}
     if args.tag:
         filters["tag"] = list(args.tag)
     if args.since:
         filters["since"] = parse_since(args.since)
     if args.parent:
-        filters["parent"] = _resolve_parent(args.parent, runs)
+        filters["parent"] = parent or _resolve_parent(args.parent, runs)
     status = args.status
     out = []
     for record in runs:
@@ -210,18 +209,30 @@ def _tree_order(runs: Sequence[RunRecord]) -> list[tuple[int, RunRecord]]:
     return out
 
 
-def _listing(root: Path, args: argparse.Namespace) -> tuple[list[RunRecord], list[tuple[int, RunRecord]], int, int]:
-    """(every run or [] when not needed, the rows to show, rows left out, worker runs hidden)."""
+def _listing(root: Path, args: argparse.Namespace) -> tuple[bool, list[tuple[int, RunRecord]], int, int]:
+    """(whether there are runs at all, the rows to show, rows left out, worker runs hidden)."""
     limit = args.limit
     if limit is None and not args.json and not args.all:
         limit = DEFAULT_LS_LIMIT
-    unfiltered = not (args.name or args.tag or args.status or args.since or args.parent or args.all)
-    if limit and unfiltered:  # the default `runtel ls`: the index reads only the rows shown
+    filtered = bool(args.name or args.tag or args.status or args.since or args.parent)
+    if limit and not filtered and not args.all:  # the default `runtel ls`: the index reads only the rows shown
         found = newest_trees(root, limit, WORKER_SUFFIX)
         if found is not None and found[0]:
-            return [], *found
-    all_runs = list_summaries(root, tags=bool(args.tag), results=args.json)  # results: of the rows shown, below
-    runs = _filtered(all_runs, args)
+            return True, *found
+    matched = None
+    if filtered:  # the index narrows the runs down; the exact filters below decide
+        tags = dict(t.partition("=")[::2] if "=" in t else (t, "true") for t in args.tag)
+        since = parse_since(args.since) if args.since else None
+        matched = list_matching(root, name=args.name, tags=tags, status=args.status, parent_ref=args.parent,
+                                since_ns=int(since.timestamp() * 1e9) if since else None,
+                                with_tags=bool(args.tag), with_results=args.json)
+    if matched is not None:
+        all_runs, total, parent = matched
+        runs = _filtered(all_runs, args, parent)
+    else:
+        all_runs = list_summaries(root, tags=bool(args.tag), results=args.json)  # results: of the rows shown, below
+        total = len(all_runs)
+        runs = _filtered(all_runs, args)
     hidden = 0
     if not args.all:
         workers = [r for r in runs if _is_worker(r)]
@@ -232,12 +243,12 @@ def _listing(root: Path, args: argparse.Namespace) -> tuple[list[RunRecord], lis
     if limit:
         more = max(0, len(ordered) - limit)
         ordered = ordered[:limit]
-    return all_runs, ordered, more, hidden
+    return total > 0, ordered, more, hidden
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     root = run_root(args)
-    all_runs, ordered, more, hidden = _listing(root, args)
+    any_runs, ordered, more, hidden = _listing(root, args)
     if not args.json:
         complete_summaries(root, [r for _, r in ordered])
     for _, record in ordered:
@@ -248,7 +259,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         return 0
     console = render.console()
     if not rows:
-        console.print(f"no runs in {root}" if not all_runs else "no runs match")
+        console.print(f"no runs in {root}" if not any_runs else "no runs match")
     else:
         from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
 

@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = (
     "consumers",
     "descendants",
     "find_artifacts",
+    "list_matching",
     "list_summaries",
     "newest_trees",
     "note_record",
@@ -121,6 +123,8 @@ _COLUMNS: Final = ("dir", "id", "name", "status", "start_key", "start_time", "st
                    "tags", "results", "problems", "process", "unreadable", "file_key")
 _UPSERT: Final = (f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+#: tag keys written into a JSON path as they are
+_SIMPLE_KEY: Final = re.compile(r"[A-Za-z0-9_.:/-]+")
 #: rows a reader re-checks against run.json (a finished, clean run's record is not rewritten)
 _UNSETTLED: Final = "status IS 'running' OR problems IS NOT NULL OR unreadable != 0"
 #: the columns a listing reads (everything but the file key)
@@ -569,6 +573,46 @@ class RunIndex:
             return None  # runs on a cycle of parent links: only the full listing places them
         return out, listed - len(out), total - listed
 
+    def matching(self, *, name: str | None = None, tags: Mapping[str, str] | None = None, status: str | None = None,
+                 since_ns: int | None = None, parent: str | None = None, with_tags: bool = True,
+                 with_results: bool = True) -> list[RunRecord]:
+        """Summary records (newest first) of a **superset** of the runs ``ls``'s filters keep: the caller
+        applies the exact filters to these few instead of to every run. ``parent`` is a run id."""
+        where: list[str] = []
+        params: list[Any] = []
+        if name is not None and "[" not in name:  # GLOB is fnmatchcase for * and ?; classes may differ
+            where.append("(name GLOB ? OR name IS NULL)")
+            params.append(name)
+        for key, value in (tags or {}).items():
+            if _SIMPLE_KEY.fullmatch(key):
+                where.append("json_extract(tags, ?) = ?")
+                params += [f'$."{key}"', value]
+        if status == "corrupt":
+            where.append("problems IS NOT NULL")
+        elif status in ("running", "interrupted"):
+            where.append("status = 'running' AND problems IS NULL")
+        elif status is not None:
+            where.append("status = ? AND problems IS NULL")
+            params.append(status)
+        if since_ns is not None:
+            where.append("start_key >= ?")
+            params.append(str(max(0, since_ns - 10_000_000)).zfill(20))  # 10 ms of slack: the exact test follows
+        if parent is not None:
+            where.append("parent = ?")
+            params.append(parent)
+        sql = (f"SELECT {self._select(with_tags, with_results)} FROM runs "
+               f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY start_key DESC, id DESC")
+        prefix = self._prefix()
+        return [self._record(row, prefix) for row in self.conn.execute(sql, params)]
+
+    def run_ids_for(self, ref: str) -> list[str]:
+        """``[ref]`` if a run has that id, else the ids starting with it."""
+        if self.conn.execute("SELECT 1 FROM runs WHERE id = ? LIMIT 1", (ref,)).fetchone():
+            return [ref]
+        rows = self.conn.execute("SELECT DISTINCT id FROM runs WHERE id >= ? AND substr(id, 1, ?) = ? LIMIT 2",
+                                 (ref, len(ref), ref))
+        return [r[0] for r in rows]
+
     def complete(self, records: Sequence[RunRecord]) -> None:
         """Add the tags and results :meth:`runs` left out to these records (the few a listing shows)."""
         by_dir = {os.path.basename(str(r.get("dir"))): r for r in records if not r.get("unreadable")}
@@ -769,6 +813,27 @@ def newest_trees(root: str | os.PathLike[str], limit: int,
                  worker_suffix: str) -> tuple[list[tuple[int, RunRecord]], int, int] | None:
     """:meth:`RunIndex.newest_trees` of ``root``; None without a usable index."""
     return _query(Path(root), lambda index: index.newest_trees(limit, worker_suffix))
+
+
+def list_matching(root: str | os.PathLike[str], *, name: str | None = None, tags: Mapping[str, str] | None = None,
+                  status: str | None = None, since_ns: int | None = None, parent_ref: str | None = None,
+                  with_tags: bool = True, with_results: bool = True) -> tuple[list[RunRecord], int, str | None] | None:
+    """(a superset of the runs ``ls``'s filters keep, every run's count, the parent's id) through the
+    index: :meth:`RunIndex.matching`, with ``parent_ref`` (an id or a unique prefix) resolved first.
+    None without a usable index, or when ``parent_ref`` names no run or several (the full listing says so).
+    """
+    def query(index: RunIndex) -> tuple[list[RunRecord], int, str | None] | None:
+        parent = None
+        if parent_ref is not None:
+            ids = index.run_ids_for(parent_ref)
+            if len(ids) != 1:
+                return None
+            parent = ids[0]
+        found = index.matching(name=name, tags=tags, status=status, since_ns=since_ns, parent=parent,
+                               with_tags=with_tags, with_results=with_results)
+        return found, index.count(), parent
+
+    return _query(Path(root), query)
 
 
 def complete_summaries(root: str | os.PathLike[str], records: Sequence[RunRecord]) -> None:
