@@ -338,3 +338,20 @@ def test_network_file_systems_get_no_index(rt: Settings, runs_dir: Path) -> None
         assert [r["name"] for r in index.list_summaries(runs_dir)] == ["on-nfs"]
     finally:
         del index._fs_types[str(runs_dir)]
+
+
+def test_a_writer_follows_a_deleted_index(rt: Settings, runs_dir: Path) -> None:
+    """A long-lived process keeps writing rows after the index was deleted (or rebuilt) under it."""
+    with runtel.run_span("before"):
+        pass
+    for p in runs_dir.glob(index.INDEX_FILE + "*"):
+        p.unlink()
+    with runtel.run_span("after"):
+        pass
+    ix = index.open_index(runs_dir, refresh=False)
+    assert ix is not None
+    try:
+        assert [r["name"] for r in ix.runs()] == ["after"]  # written by the run into the new file
+    finally:
+        ix.close()
+    assert [r["name"] for r in index.list_summaries(runs_dir)] == ["after", "before"]  # the reader adds the rest

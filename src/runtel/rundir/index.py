@@ -35,6 +35,8 @@ import logging
 import os
 import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -331,26 +333,73 @@ def _remove_index(root: Path) -> None:
 
 
 class _Writers:
-    """One connection per runs root per process (a forked child opens its own: SQLite forbids sharing)."""
+    """This process's writing connections, one per runs root (SQLite forbids sharing one across a fork).
+
+    At most :attr:`MAX_OPEN` stay open (a process writing into many roots does not pile up descriptors);
+    a connection whose file was deleted or replaced (``runtel index --rebuild``) is reopened; a root
+    whose index could not be opened is tried again after :attr:`RETRY_S`, not at every run's end.
+    """
+
+    MAX_OPEN: Final = 8
+    RETRY_S: Final = 30.0
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pid = os.getpid()
-        self.conns: dict[str, sqlite3.Connection | None] = {}
+        self.conns: OrderedDict[str, tuple[sqlite3.Connection, int]] = OrderedDict()
+        self.failed: dict[str, float] = {}
         self.abandoned: list[Any] = []  # a forked parent's connections: never used nor closed in the child
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock, and none of the parent's connections."""
+        self.lock = threading.Lock()
+        self.abandoned.append(self.conns)
+        self.conns, self.failed = OrderedDict(), {}
+
     def get(self, root: Path) -> sqlite3.Connection | None:
-        if self.pid != os.getpid():
-            self.abandoned.append(self.conns)
-            self.conns, self.pid, self.lock = {}, os.getpid(), threading.Lock()
+        """The open connection to ``root``'s index (call with :attr:`lock` held); None while backing off.
+
+        Raises:
+            sqlite3.Error, OSError, IndexUnavailable: it cannot be opened now.
+        """
         key = str(root)
-        if key not in self.conns:
-            self.conns[key] = None  # a root whose index cannot be opened is not retried for every write
-            self.conns[key] = _connect(root, WRITE_BUSY_MS)
-        return self.conns[key]
+        path = os.path.join(key, INDEX_FILE)
+        found = self.conns.get(key)
+        if found is not None:
+            conn, ino = found
+            try:
+                same = os.stat(path).st_ino == ino
+            except OSError:
+                same = False
+            if same:
+                self.conns.move_to_end(key)
+                return conn
+            del self.conns[key]
+            conn.close()
+        failed_at = self.failed.get(key)
+        if failed_at is not None and time.monotonic() - failed_at < self.RETRY_S:
+            return None
+        try:
+            conn = _connect(root, WRITE_BUSY_MS)
+        except BaseException:
+            self.failed[key] = time.monotonic()
+            raise
+        try:
+            ino = os.stat(path).st_ino
+        except OSError:
+            conn.close()
+            self.failed[key] = time.monotonic()
+            raise
+        self.failed.pop(key, None)
+        self.conns[key] = (conn, ino)
+        while len(self.conns) > self.MAX_OPEN:
+            _, (old, _) = self.conns.popitem(last=False)
+            old.close()
+        return conn
 
 
 _writers = _Writers()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_writers.after_fork)
 
 
 def note_record(run_dir: Path, data: Mapping[str, Any]) -> None:
@@ -399,17 +448,15 @@ def _expected_failure(exc: BaseException) -> bool:
 
 
 def close_writers() -> None:
-    """Close this process's index connections (at exit and in tests)."""
+    """Close this process's index connections (before a rebuild, and in tests)."""
     with _writers.lock:
-        if _writers.pid != os.getpid():
-            return
-        conns, _writers.conns = _writers.conns, {}
-    for conn in conns.values():
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # closing a cache at exit: nothing left to report to
-                pass
+        conns, _writers.conns = _writers.conns, OrderedDict()
+        _writers.failed.clear()
+    for conn, _ in conns.values():
+        try:
+            conn.close()
+        except Exception:  # closing a cache: nothing left to report to
+            pass
 
 
 # --- the read side --------------------------------------------------------------------------------------
