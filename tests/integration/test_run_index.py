@@ -355,3 +355,11 @@ def test_a_writer_follows_a_deleted_index(rt: Settings, runs_dir: Path) -> None:
     finally:
         ix.close()
     assert [r["name"] for r in index.list_summaries(runs_dir)] == ["after", "before"]  # the reader adds the rest
+
+
+def test_a_folder_without_runs_gets_no_index(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel ls --dir` on a folder holding no runs answers and creates nothing there."""
+    (tmp_path / "somedir").mkdir()
+    proc = _cli(["ls", "--dir", str(tmp_path)], _env(clean_env, tmp_path))
+    assert proc.returncode == 0 and "no runs in" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"]

@@ -769,9 +769,20 @@ def open_index(root: str | os.PathLike[str], *, refresh: bool = True) -> RunInde
     return _open_index(base, refresh=refresh)
 
 
-def _open_index(base: Path, *, refresh: bool) -> RunIndex | None:
+def _has_runs(base: Path) -> bool:
+    """Whether ``base`` holds at least one run folder (a reader creates no index in a folder of none)."""
+    try:
+        with os.scandir(base) as it:
+            return any(e.is_dir() and os.path.lexists(os.path.join(e.path, RECORD_FILE)) for e in it)
+    except OSError:
+        return False
+
+
+def _open_index(base: Path, *, refresh: bool, create: bool = False) -> RunIndex | None:
     if not base.is_dir() or not _usable_here(base):
         return None
+    if not create and not os.path.lexists(base / INDEX_FILE) and not _has_runs(base):
+        return None  # `runtel ls --dir SOMEWHERE` leaves no file behind where there are no runs
     for attempt in (1, 2):
         conn = None
         try:
@@ -810,7 +821,7 @@ def rebuild(root: str | os.PathLike[str]) -> int:
         _remove_index(base)
     except OSError as exc:
         raise RunFolderError(f"cannot remove {base / INDEX_FILE}: {exc.strerror or exc}") from exc
-    index = open_index(base)
+    index = _open_index(base, refresh=True, create=True)
     if index is None:
         raise RunFolderError(f"cannot write a run index in {base}")
     try:
