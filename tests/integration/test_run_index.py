@@ -363,3 +363,37 @@ def test_a_folder_without_runs_gets_no_index(tmp_path: Path, clean_env: dict[str
     proc = _cli(["ls", "--dir", str(tmp_path)], _env(clean_env, tmp_path))
     assert proc.returncode == 0 and "no runs in" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"]
+
+
+def test_corruption_met_past_the_refresh_falls_back_then_rebuilds(corpus: tuple[Path, Path], tmp_path: Path,
+                                                                  clean_env: dict[str, str]) -> None:
+    """A malformed table page the refresh does not read: that command scans, the next one rebuilds."""
+    import sqlite3
+
+    runs = _copy(corpus, tmp_path)
+    env = _env(clean_env, runs)
+    expected = _json(["ls", "--all"], env, index_on=False)
+    ix = index.open_index(runs)
+    assert ix is not None
+    ix.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = ix.conn.execute("PRAGMA page_size").fetchone()[0]
+    root_page = ix.conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    ix.close()
+    with open(runs / index.INDEX_FILE, "r+b") as f:
+        f.seek((root_page - 1) * page_size)
+        f.write(b"\xff" * page_size)
+    with pytest.raises(sqlite3.DatabaseError):
+        conn = sqlite3.connect(runs / index.INDEX_FILE)
+        try:
+            conn.execute("SELECT * FROM runs").fetchall()
+        finally:
+            conn.close()
+    proc = _cli(["ls", "--all", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == expected, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "is corrupt" in proc.stderr, proc.stderr
+    again = _cli(["ls", "--all", "--json"], env)
+    assert json.loads(again.stdout) == expected and again.stderr == ""
+    ix = index.open_index(runs, refresh=False)
+    assert ix is not None and ix.count() == 12
+    ix.close()

@@ -269,7 +269,7 @@ def _is_corruption(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return False  # locked, read-only, I/O: the file may be fine
     code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.DatabaseError) and (code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or code is None)
+    return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (type(exc) is sqlite3.DatabaseError and code is None)
 
 
 def _create_private(path: Path) -> None:
@@ -795,7 +795,7 @@ def _open_index(base: Path, *, refresh: bool, create: bool = False) -> RunIndex 
             if conn is not None:
                 conn.close()
             if attempt == 1 and _is_corruption(exc):
-                log_once(f"index-corrupt:{base}", "runtel: the run index %s was corrupt (%s); rebuilt from the run "
+                log_once(f"index-corrupt:{base}", "the run index %s was corrupt (%s); rebuilt from the run "
                          "folders", base / INDEX_FILE, exc)
                 try:
                     _remove_index(base)
@@ -844,6 +844,16 @@ def _query(root: Path, query: Callable[[RunIndex], _T]) -> _T | None:
     except Exception as exc:
         if not _expected_failure(exc):
             raise
+        if _is_corruption(exc):  # met past the refresh: delete it, so that the next command rebuilds it
+            log_once(f"index-corrupt:{root}", "the run index %s is corrupt (%s); this command read the "
+                     "run folders, the next one rebuilds it", root / INDEX_FILE, exc)
+            for cache in _sessions:
+                if cache.get(str(root)) is index:
+                    cache[str(root)] = None  # the rest of the command reads the folders
+            index.shared = False
+            index.close()
+            with contextlib.suppress(OSError):
+                _remove_index(root)
         _logger.debug("run index of %s not used: %s", root, exc)
         return None
     finally:
