@@ -303,6 +303,15 @@ PARAMS: Final[dict[str, Param]] = {
         "by default they are private (0700, files 0600) whatever the umask.",
         "`false`",
     ),
+    "run_index": Param(
+        ("RUNTEL_RUN_INDEX",),
+        True,
+        _parse_bool,
+        "`false` neither writes nor reads the run index (`.runtel-index.sqlite` in the runs root, see "
+        "docs/looking-at-runs.md): every command then reads each run.json, as on a read-only folder. "
+        "Read from the environment by runs and commands alike.",
+        "`true`",
+    ),
     "seed": Param(
         ("RUNTEL_SEED",),
         None,
@@ -360,6 +369,7 @@ class Settings:
     rotate_bytes: int = 268_435_456
     export_timeout: float = 5.0
     shared_run_dir: bool = False
+    run_index: bool = True
     seed: int | None = None
     trackers: tuple[str, ...] = ("folder",)
     strict: bool = False

@@ -278,7 +278,7 @@ def test_standard_resource_variables(tmp_path: Path, clean_env: dict[str, str]) 
            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test,team=vision"}
     code = "import runtel\nwith runtel.run_span('res'):\n    pass\n"
     assert subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, timeout=60).returncode == 0
-    (folder,) = (tmp_path / "runs").iterdir()
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     for line in (folder / "spans.jsonl").read_text().splitlines():
         for rs in json.loads(line)["resourceSpans"]:
             attrs = {a["key"]: a["value"].get("stringValue") for a in rs["resource"]["attributes"]}
@@ -301,14 +301,14 @@ def test_reproduce_script_reruns_the_job(tmp_path: Path, clean_env: dict[str, st
     env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
     args = ["--name", "two words", "--expr", "$HOME and 'quotes'", "--lr=0.1"]
     assert subprocess.run([PY, str(script), *args], env=env, cwd=work, timeout=60).returncode == 0
-    (folder,) = (tmp_path / "runs").iterdir()
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     reproduce = folder / "reproduce.sh"
     assert reproduce.exists()
     proc = subprocess.run(["bash", str(reproduce)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     runs = [json.loads(line) for line in (work / "argv.jsonl").read_text().splitlines()]
     assert runs == [args, args]
-    assert len(list((tmp_path / "runs").iterdir())) == 2
+    assert len([p for p in (tmp_path / "runs").iterdir() if p.is_dir()]) == 2
 
 
 def test_info_json(tmp_path: Path, clean_env: dict[str, str]) -> None:

@@ -159,7 +159,7 @@ def test_reproduce_json_without_check(tmp_path: Path, clean_env: dict[str, str])
                        capture_output=True)
     env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
     subprocess.run([PY, "job.py"], cwd=repo, env=env, check=True, timeout=60, capture_output=True)
-    (folder,) = (tmp_path / "runs").iterdir()
+    (folder,) = (d for d in (tmp_path / "runs").iterdir() if d.is_dir())
     proc = subprocess.run([PY, "-m", "runtel", "reproduce", folder.name, "--json"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

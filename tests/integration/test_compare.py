@@ -83,14 +83,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         proc = subprocess.run([PY, "-m", "runtel", "run", "--name", f"run-{name}", "--", PY, str(script), steps, mib],
                               env=env, cwd=base, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        ids.append(next(json.loads((p / "run.json").read_text()) for p in root.iterdir()
+        ids.append(next(json.loads((p / "run.json").read_text()) for p in root.iterdir() if p.is_dir()
                         if json.loads((p / "run.json").read_text()).get("name") == f"run-{name}"))
     yield Runs(root, env, ids[0], ids[1])
 
 
 def _child_dir(runs: Runs, wrapper: dict[str, Any]) -> Path:
     """The folder of the job's own run, started under ``wrapper``."""
-    for p in runs.root.iterdir():
+    for p in (d for d in runs.root.iterdir() if d.is_dir()):
         record = json.loads((p / "run.json").read_text())
         if (record.get("parent") or {}).get("run_id") == wrapper["id"]:
             return p

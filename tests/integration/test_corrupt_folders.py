@@ -81,7 +81,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     for name in ("alpha", "beta"):
         proc = runtel_cli(["run", "--name", name, "-q", "--", PY, "-c", "pass"], env, base)
         assert proc.returncode == 0, proc.stderr
-    for entry in sorted(runs.iterdir()):
+    for entry in sorted(p for p in runs.iterdir() if p.is_dir()):
         good.append(json.loads((entry / "run.json").read_text())["id"])
     template = json.loads((runs / good[1] / "run.json").read_text())
     for name, text in UNREADABLE.items():

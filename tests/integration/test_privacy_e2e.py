@@ -104,7 +104,7 @@ def test_telemetry_levels(level: str, tmp_path: Path, clean_env: dict[str, str])
     code = "import runtel\nwith runtel.run_span('lvl', config={'lr': 0.1}):\n    pass\n"
     proc = subprocess.run([PY, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    (folder,) = (tmp_path / "runs").iterdir()
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     record = json.loads((folder / "run.json").read_text())
     everything = _all_text(folder)
     assert record["status"] == "ok" and record["duration_s"] is not None

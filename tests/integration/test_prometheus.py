@@ -179,7 +179,7 @@ def test_without_the_exporter_package_one_warning_names_the_extra(tmp_path: Path
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("pip install 'runtel[prometheus]'") == 1, proc.stderr
-    records = [json.loads((d / "run.json").read_text()) for d in (tmp_path / "runs").iterdir()]
+    records = [json.loads((d / "run.json").read_text()) for d in (tmp_path / "runs").iterdir() if d.is_dir()]
     assert [r["status"] for r in records] == ["ok", "ok"]
 
 

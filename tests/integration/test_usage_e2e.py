@@ -104,7 +104,7 @@ def _runtel_run(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, An
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     runs = Path(env["RUNTEL_DIR"])
-    (record,) = [r for r in (json.loads((p / "run.json").read_text()) for p in runs.iterdir()) if r["name"] == "wrapper"]
+    (record,) = [r for r in (json.loads((p / "run.json").read_text()) for p in runs.iterdir() if p.is_dir()) if r["name"] == "wrapper"]
     return record
 
 
@@ -154,7 +154,7 @@ def test_block_reports_child_peak(tmp_path: Path, clean_env: dict[str, str]) -> 
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     true_peak = int(hwm_file.read_text())
-    (run_dir,) = list((tmp_path / "runs").iterdir())
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     spans = {s.name: s for s in read_spans(run_dir)}
     attrs = spans["alloc"].attributes
     assert attrs["runtel.usage.samples"] >= 5

@@ -55,7 +55,7 @@ def lenient(runs_dir: Path) -> Iterator[Settings]:
 
 
 def _records(runs_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads((d / RECORD_FILE).read_text(encoding="utf-8")) for d in sorted(runs_dir.iterdir())]
+    return [json.loads((d / RECORD_FILE).read_text(encoding="utf-8")) for d in sorted(runs_dir.iterdir()) if d.is_dir()]
 
 
 # --- run ids ---------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def test_thousands_of_same_name_runs_each_get_a_folder(lenient: Settings, runs_d
             ids.append(run.id)
             assert run.dir is not None
     assert len(set(ids)) == 3000
-    assert sorted(p.name for p in runs_dir.iterdir()) == sorted(ids)
+    assert sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) == sorted(ids)
 
 
 def test_a_taken_folder_means_a_new_suffix(rt: Settings, runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +152,7 @@ def test_bad_span_limit_variable_is_dropped_with_a_warning(tmp_path: Path, clean
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ran True"
     assert "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in proc.stderr and "Traceback" not in proc.stderr
-    [folder] = (tmp_path / "runs").iterdir()
+    [folder] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))["status"] == "ok"
 
 

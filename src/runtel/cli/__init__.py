@@ -26,11 +26,36 @@ from runtel.errors import RuntelError
 __all__ = ("main", "problem", "run_root")
 
 #: sub-command modules, in help order (a module missing from an install is skipped)
-COMMANDS = ("run", "ls", "show", "compare", "diff", "reproduce", "info", "export", "report", "lineage", "completion")
+COMMANDS = ("run", "ls", "show", "compare", "diff", "reproduce", "info", "export", "report", "lineage", "index",
+            "completion")
+#: the module of each sub-command, where it is not named like the command
+_MODULES = {"ls": "show"}
+#: each sub-command's one-line help, as its module registers it: ``runtel --help`` and one command's parser
+#: are built without importing the other commands' modules (~60 ms: the SDK, rich, the environment
+#: probes); tests/integration/test_run_index.py checks these against the modules
+COMMAND_HELP = {
+    "run": "run a command as a recorded run",
+    "ls": "list recorded runs, newest first",
+    "show": "show a run's summary and span tree",
+    "compare": "compare runs block by block",
+    "diff": "what differs between two runs (config, code, packages, environment, machine)",
+    "reproduce": "re-run a run from its recorded commit, diff, environment and seed; --check compares artifacts",
+    "info": "show the machine and environment a run would record",
+    "export": "send recorded runs to an OTLP endpoint (replay offline runs)",
+    "report": "write an offline HTML report of one run, or a comparison of several",
+    "lineage": "show where a file or run came from (and who used it)",
+    "index": "bring the run index up to date (or --rebuild it) and say what it holds",
+    "completion": "print a shell completion script (bash, zsh, fish, tcsh)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to generate docs/cli.md)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser (also used to generate docs/cli.md).
+
+    ``only`` names the one sub-command whose module is imported and registered; the others get a
+    placeholder with their :data:`COMMAND_HELP` line (``""``: placeholders only, for ``runtel --help``).
+    None builds every sub-command.
+    """
     parser = argparse.ArgumentParser(
         prog="runtel",
         description="Record how a result was produced and what it cost (OpenTelemetry-native, offline first).",
@@ -40,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module_name = {"ls": "show", "compare": "compare", "lineage": "lineage"}.get(name, name)
+        if only is not None and name != only:
+            if name in COMMAND_HELP and name not in sub.choices:
+                sub.add_parser(name, help=COMMAND_HELP[name])
+            continue
+        module_name = _MODULES.get(name, name)
         try:
             module = importlib.import_module(f"runtel.cli.{module_name}")
         except ImportError:
@@ -49,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None and name not in sub.choices:
             register(sub)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The sub-command ``argv`` names (its first word that is not an option), or ``""``."""
+    for word in argv:
+        if word == "--":
+            return ""
+        if not word.startswith("-"):
+            return word if word in COMMANDS else ""
+    return ""
 
 
 _problems: list[str] = []
@@ -94,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Answered before the parser is built: building it imports every sub-command's module.
         sys.stdout.write(f"runtel {__version__}\n")
         return 0
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_command_in(words))
+    args = parser.parse_args(words)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="runtel: %(message)s")
     handler = getattr(args, "handler", None)
     if handler is None:

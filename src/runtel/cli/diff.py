@@ -13,7 +13,8 @@ from typing import Any
 
 from runtel.cli import render, run_root
 from runtel.query.diff import Difference, diff_runs
-from runtel.rundir.reader import read_record, resolve_run
+from runtel.rundir.index import resolve_run
+from runtel.rundir.reader import read_record
 
 __all__ = ("register",)
 

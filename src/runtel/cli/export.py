@@ -11,7 +11,8 @@ from pathlib import Path
 
 from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError, RunNotFound
-from runtel.rundir.reader import list_runs, parent_run_id, read_record_or_corrupt, resolve_run
+from runtel.rundir.index import resolve_run
+from runtel.rundir.reader import list_runs, parent_run_id, read_record_or_corrupt
 from runtel.rundir.schema import RunRecord
 
 __all__ = ("parse_since", "register")

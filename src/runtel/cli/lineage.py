@@ -84,6 +84,13 @@ def _add_upstream(tree: Any, graph: Lineage, names: dict[str, LineageNode], node
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
+    from runtel.rundir.index import session  # deferred: runtel.rundir.index (~5 ms)
+
+    with session():  # the file's producer, then the graph: one refresh of the run index
+        return _lineage(args)
+
+
+def _lineage(args: argparse.Namespace) -> int:
     from runtel.query.tracker import Tracker  # deferred: runtel.query.tracker (~9 ms)
 
     tracker = Tracker(run_root(args))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runtel.cli import render, run_root
 from runtel.query.report import write_report
-from runtel.rundir.reader import resolve_run
+from runtel.rundir.index import resolve_run
 
 __all__ = ("register",)
 

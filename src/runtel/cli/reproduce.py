@@ -29,7 +29,8 @@ from runtel.cli import problem, render, run_root
 from runtel.errors import RuntelError
 from runtel.query.diff import compare_artifacts, compare_results, diff_records
 from runtel.redaction import REDACTED
-from runtel.rundir.reader import environment, git_info, read_record, resolve_run
+from runtel.rundir.index import resolve_run
+from runtel.rundir.reader import environment, git_info, read_record
 from runtel.rundir.reproduce import SEED_ENV
 from runtel.rundir.schema import GIT_DIFF_FILE, RECORD_FILE, RunRecord
 

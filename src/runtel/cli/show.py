@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, cast
 
 from runtel import semconv
@@ -16,15 +17,14 @@ from runtel.errors import ConfigError
 from runtel.query.spanagg import FOLD_THRESHOLD, Level, aggregate_run, child_run_levels, level_json
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
+from runtel.rundir.index import complete_summaries, list_matching, list_summaries, newest_trees, resolve_run, session
 from runtel.rundir.reader import (
     LineStats,
     effective_status,
     git_info,
-    list_runs,
     parent_run_id,
     read_record,
     read_spans,
-    resolve_run,
     resource_usage,
 )
 from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord, span_segments
@@ -34,6 +34,8 @@ __all__ = ("MAX_TREE_DEPTH", "build_span_tree", "parse_since", "register_ls", "r
 #: a run whose spans files are larger than this is shown by folding while reading (bounded memory), not
 #: by building every span's node first; ``--all-spans`` always builds them
 FULL_TREE_BYTES = 8 << 20
+#: rows `runtel ls` draws without -n / --all (rich needs ~1 ms a row: 10,000 rows took 10 s)
+DEFAULT_LS_LIMIT = 50
 _USAGE = semconv.USAGE_PREFIX
 
 
@@ -54,13 +56,15 @@ def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("ls", help="list recorded runs, newest first", description="List recorded runs, newest first.")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-n", "--limit", type=int, default=None, help="show at most N runs")
+    p.add_argument("-n", "--limit", type=int, default=None,
+                   help=f"show at most N runs (default: the newest {DEFAULT_LS_LIMIT} in the table, all with --json; 0: all)")
     p.add_argument("--name", help="only runs with this name (shell wildcards allowed: 'train*')")
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
     p.add_argument("--status", choices=[*STATUSES, STATUS_CORRUPT], help="only runs with this status")
     p.add_argument("--since", help="only runs started since: an ISO date/time, or an age like 30m, 2h, 7d")
     p.add_argument("--parent", metavar="ID", help="only the child runs of this run (id or unique prefix)")
-    p.add_argument("--all", action="store_true", help="also list worker runs (hidden behind a count otherwise)")
+    p.add_argument("--all", action="store_true",
+                   help="list every run: worker runs too (hidden behind a count otherwise), and no default limit")
     p.set_defaults(handler=_cmd_ls)
 
 
@@ -154,17 +158,16 @@ def _resolve_parent(ref: str, runs: Sequence[RunRecord]) -> str:
     return found[0]
 
 
-def _filtered(runs: Sequence[RunRecord], args: argparse.Namespace) -> list[RunRecord]:
-    """``ls``'s filters (the Tracker's ``match_record``, plus wildcards in ``--name``)."""
-
-
+def _filtered(runs: Sequence[RunRecord], args: argparse.Namespace, parent: str | None = None) -> list[RunRecord]:
+    """``ls``'s filters (the Tracker's ``match_record``, plus wildcards in ``--name``); ``parent``: the
+    ``--parent`` run's id when already resolved."""
     filters: dict[str, Any] = {}
     if args.tag:
         filters["tag"] = list(args.tag)
     if args.since:
         filters["since"] = parse_since(args.since)
     if args.parent:
-        filters["parent"] = _resolve_parent(args.parent, runs)
+        filters["parent"] = parent or _resolve_parent(args.parent, runs)
     status = args.status
     out = []
     for record in runs:
@@ -208,18 +211,48 @@ def _tree_order(runs: Sequence[RunRecord]) -> list[tuple[int, RunRecord]]:
     return out
 
 
-def _cmd_ls(args: argparse.Namespace) -> int:
-    root = run_root(args)
-    all_runs = list_runs(root)
-    runs = _filtered(all_runs, args)
+def _listing(root: Path, args: argparse.Namespace) -> tuple[bool, list[tuple[int, RunRecord]], int, int]:
+    """(whether there are runs at all, the rows to show, rows left out, worker runs hidden)."""
+    limit = args.limit
+    if limit is None and not args.json and not args.all:
+        limit = DEFAULT_LS_LIMIT
+    filtered = bool(args.name or args.tag or args.status or args.since or args.parent)
+    if limit and not filtered and not args.all:  # the default `runtel ls`: the index reads only the rows shown
+        found = newest_trees(root, limit, WORKER_SUFFIX)
+        if found is not None and found[0]:
+            return True, *found
+    matched = None
+    if filtered:  # the index narrows the runs down; the exact filters below decide
+        tags = dict(t.partition("=")[::2] if "=" in t else (t, "true") for t in args.tag)
+        since = parse_since(args.since) if args.since else None
+        matched = list_matching(root, name=args.name, tags=tags, status=args.status, parent_ref=args.parent,
+                                since_ns=int(since.timestamp() * 1e9) if since else None,
+                                with_tags=bool(args.tag), with_results=args.json)
+    if matched is not None:
+        all_runs, total, parent = matched
+        runs = _filtered(all_runs, args, parent)
+    else:
+        all_runs = list_summaries(root, tags=bool(args.tag), results=args.json)  # results: of the rows shown, below
+        total = len(all_runs)
+        runs = _filtered(all_runs, args)
     hidden = 0
     if not args.all:
         workers = [r for r in runs if _is_worker(r)]
         hidden = len(workers)
         runs = [r for r in runs if not _is_worker(r)]
     ordered = _tree_order(runs)
-    if args.limit is not None:
-        ordered = ordered[: args.limit]
+    more = 0
+    if limit:
+        more = max(0, len(ordered) - limit)
+        ordered = ordered[:limit]
+    return total > 0, ordered, more, hidden
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    root = run_root(args)
+    any_runs, ordered, more, hidden = _listing(root, args)
+    if not args.json:
+        complete_summaries(root, [r for _, r in ordered])
     for _, record in ordered:
         report_record(record)
     rows = [{**_summary_row(r), "depth": depth} for depth, r in ordered]
@@ -228,7 +261,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         return 0
     console = render.console()
     if not rows:
-        console.print(f"no runs in {root}" if not all_runs else "no runs match")
+        console.print(f"no runs in {root}" if not any_runs else "no runs match")
     else:
         from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
 
@@ -244,6 +277,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 cells.append(escape(results_text(record)))
             table_rows.append(cells)
         console.print(render.table(None, columns, table_rows))
+    if more:
+        console.print(f"{more:,} more run{'s' if more != 1 else ''} not shown: -n N shows N, --all shows every run")
     if hidden:
         console.print(f"+{hidden} worker run{'s' if hidden != 1 else ''}; --all shows them")
     return 0
@@ -448,6 +483,11 @@ def _lineage_lines(record: RunRecord) -> list[str]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    with session():  # resolving the run and finding its child runs: one refresh of the run index
+        return _show(args)
+
+
+def _show(args: argparse.Namespace) -> int:
     root = run_root(args)
     run_dir = resolve_run(args.run, root)
     record = read_record(run_dir)

@@ -26,6 +26,7 @@ from typing import Any
 from runtel import semconv
 from runtel.query.spanagg import Usage, aggregate_run, child_run_levels, walk_paths
 from runtel.query.spantree import build_span_tree, child_run_trees
+from runtel.rundir.index import resolve_run
 from runtel.rundir.reader import (
     LineStats,
     effective_status,
@@ -33,7 +34,6 @@ from runtel.rundir.reader import (
     git_info,
     read_record,
     read_spans,
-    resolve_run,
     resource_usage,
 )
 from runtel.rundir.schema import RunRecord, span_segments

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from runtel import semconv
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir import schema
+from runtel.rundir.index import resolve_run
 from runtel.rundir.reader import (
     LineStats,
     SpanRecord,
@@ -37,7 +38,6 @@ from runtel.rundir.reader import (
     iter_spans,
     read_record,
     read_spans,
-    resolve_run,
 )
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
+from runtel.rundir.index import descendants
 from runtel.rundir.reader import LineStats, SpanRecord, list_runs, parent_run_id, read_spans
 from runtel.rundir.schema import RunRecord
 
@@ -108,8 +109,14 @@ def _limit_depth(roots: Sequence[dict[str, Any]], limit: int) -> int:
 
 def child_run_trees(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
                      runs: Sequence[RunRecord] | None = None) -> list[dict[str, Any]]:
-    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes)."""
-    runs = list_runs(root) if runs is None else runs
+    """Span trees of runs that name ``run_id`` as their parent (nested runs and child processes).
+
+    Without ``runs``, the run index finds them (or, without a usable index, a scan of every run.json).
+    """
+    if runs is None:
+        runs = descendants(root, run_id)
+    if runs is None:
+        runs = list_runs(root)
     trees: list[dict[str, Any]] = []
     for record in runs:
         child_id = str(record.get("id"))

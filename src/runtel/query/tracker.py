@@ -385,9 +385,10 @@ class FolderTracker(TrackerBackend):
         return f"FolderTracker({str(self.root)!r})"
 
     def _all(self) -> list[RunRecord]:
-        from runtel.rundir.reader import list_runs  # deferred: runtel.rundir.reader (~4 ms)
+        """Summary records (the run index's, or every run.json's when there is none)."""
+        from runtel.rundir.index import list_summaries  # deferred: runtel.rundir.index (~5 ms)
 
-        return list_runs(self.root)
+        return list_summaries(self.root)
 
     def run_ids(self, **filters: Any) -> list[str]:
         """Ids of the runs under the root, newest first, passing the filters of :func:`match_record`."""
@@ -395,27 +396,44 @@ class FolderTracker(TrackerBackend):
 
     def record(self, run_id: str) -> RunRecord:
         """run.json of a run (id, unique prefix, path or ``latest``); a stub with ``problems`` if unreadable."""
-        from runtel.rundir.reader import read_record_or_corrupt, resolve_run  # deferred: runtel.rundir.reader (~4 ms)
+        from runtel.rundir.index import resolve_run  # deferred: runtel.rundir.index (~5 ms)
+        from runtel.rundir.reader import read_record_or_corrupt  # deferred: runtel.rundir.reader (~4 ms)
 
         return read_record_or_corrupt(resolve_run(run_id, self.root))
 
     def children(self, run_id: str) -> list[str]:
         """Runs whose sources name ``run_id``, oldest first."""
+        from runtel.rundir.index import consumers  # deferred: runtel.rundir.index (~5 ms)
+
+        found = consumers(self.root)
+        if found is not None:
+            return list(dict.fromkeys(found.get(run_id, [])))
+        from runtel.rundir.reader import list_runs  # deferred: runtel.rundir.reader (~4 ms), without an index
+
         out = []
-        for r in reversed(self._all()):
+        for r in reversed(list_runs(self.root)):
             if any(s.get("run_id") == run_id for s in r.get("sources") or []):
                 out.append(str(r.get("id")))
         return out
 
     def find_artifacts(self, digest: str) -> list[TrackerArtifact]:
         """Artifacts with this content hash (artifact index, with a scan of unindexed run folders)."""
+        from runtel.rundir import index  # deferred: runtel.rundir.index (~5 ms)
         from runtel.rundir.artifacts import find_artifacts  # deferred: runtel.rundir.artifacts (~2 ms)
 
-        return [TrackerArtifact.from_record(str(e.get("run_id")), e) for e in find_artifacts(self.root, digest)]
+        found = index.find_artifacts(self.root, digest) or find_artifacts(self.root, digest)
+        return [TrackerArtifact.from_record(str(e.get("run_id")), e) for e in found]
 
     def lineage(self, run_id: str) -> Lineage:
-        """As :meth:`TrackerBackend.lineage`, reading every run.json once instead of per step."""
-        records = self._all()
+        """As :meth:`TrackerBackend.lineage`: the run index's source links and the records on the way,
+        else every run.json read once."""
+        from runtel.rundir import index  # deferred: runtel.rundir.index (~5 ms)
+        from runtel.rundir.reader import list_runs  # deferred: runtel.rundir.reader (~4 ms)
+
+        found = index.consumers(self.root)
+        if found is not None:
+            return _Cached(self, {}, found).lineage(run_id)
+        records = list_runs(self.root)
         by_id = {str(r.get("id")): r for r in records}
         consumers: dict[str, list[str]] = {}
         for r in reversed(records):
@@ -438,7 +456,9 @@ class _Cached(TrackerBackend):
 
     def record(self, run_id: str) -> RunRecord:
         found = self._by_id.get(run_id)
-        return found if found is not None else self._base.record(run_id)
+        if found is None:  # read once per query: a lineage walk asks for each record several times
+            found = self._by_id[run_id] = self._base.record(run_id)
+        return found
 
     def children(self, run_id: str) -> list[str]:
         return list(dict.fromkeys(self._consumers.get(run_id, [])))

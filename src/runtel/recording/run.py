@@ -27,6 +27,7 @@ from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.recording.lineage import LineageMixin
 from runtel.recording.safety import record_exception, safe_str
+from runtel.rundir.index import note_record
 from runtel.rundir.otlp_json import metrics_line
 from runtel.rundir.schema import (
     RECORD_FILE,
@@ -443,6 +444,8 @@ class Run(LineageMixin):
                 self._record_writer = RecordWriter(self.dir / RECORD_FILE)
             if not self._record_writer.write(clean):  # reported; the file keeps its last record
                 self._write_pending = True  # the next update tries again
+            else:
+                note_record(self.dir, clean)  # the run index (never raises: a reader repairs a missed row)
         for out in self._output_dirs if clean else ():
             with guard(f"record:{out}", f"write the run record into {out}"):
                 target = out / f"runtel-{self.id}.json"
