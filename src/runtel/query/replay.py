@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from runtel.errors import RunFolderError
 from runtel.exporters.otlp import PostError, classify, post, redact_url, resolve_config
+from runtel.rundir.journal import recover_spans
 from runtel.rundir.reader import LineStats, iter_jsonl_sized, read_record_or_corrupt
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE
 
@@ -248,6 +249,7 @@ def export_runs(
             error: str | None = None
             skipped: list[str] = []
             try:
+                recover_spans(run_dir)  # spans a killed process left in its journal (rundir/journal.py)
                 for signal, filename in (("traces", SPANS_FILE), ("metrics", METRICS_FILE)):
                     sender = senders[signal]
                     stats = LineStats()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Final, cast
 
 from runtel.errors import RunFolderError, RunNotFound
+from runtel.rundir.journal import recover_spans
 from runtel.rundir.otlp_json import attributes_from_otlp
 from runtel.rundir.schema import (
     RECORD_FILE,
@@ -491,6 +492,7 @@ def read_spans(run_dir: Path, stats: LineStats | None = None) -> list[SpanRecord
     """
     stats = stats if stats is not None else LineStats()
     seen: dict[str, SpanRecord] = {}
+    recover_spans(run_dir)  # spans a killed process left in its journal join spans.jsonl first
     try:
         for request in iter_jsonl(run_dir / SPANS_FILE, stats):
             for rs in _items(request.get("resourceSpans")):
