@@ -113,6 +113,8 @@ def _count_late(count: int, run_id: str) -> None:
 
 
 Frame = tuple[str, str, str, str]
+#: (resource, scope, gid, frame, journal record prefix); the objects are held so their ids stay theirs
+_Group = tuple[Any, Any, int, Frame, bytes]
 
 
 class _RunBatch:
@@ -149,9 +151,9 @@ class JsonlSpanWriter(SpanProcessor):
         #: runs closed recently (their files may still be routed for a moment; insertion-ordered, bounded)
         self._closed: dict[str, None] = {}
         self._lock = threading.Lock()
-        #: (id(resource), id(scope)) -> (resource, scope, gid, frame); the objects are held so ids stay theirs
-        self._groups: dict[tuple[int, int], tuple[Any, Any, int, Frame]] = {}
-        self._last: tuple[Any, Any, int, Frame] | None = None
+        self._groups: dict[tuple[int, int], _Group] = {}
+        self._last: _Group | None = None
+        self._next_gid = 0
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()
         self._stopped = False
@@ -178,6 +180,7 @@ class JsonlSpanWriter(SpanProcessor):
                     _count_late(1, run_id)
                     return
             text = span_text(span, _unsampled_marker if self.mark_unsampled else None)
+            data = (text + "\n").encode()  # the span's journal record, after its group's prefix
             resource, scope = span.resource, span.instrumentation_scope
             group = self._last
             if group is None or group[0] is not resource or group[1] is not scope:
@@ -197,10 +200,10 @@ class JsonlSpanWriter(SpanProcessor):
                 journal = state.journal
                 if journal is not None:
                     if gid in journal.declared:
-                        journal.write(b"%d\t%s\n" % (gid, text.encode()))
+                        journal.write(group[4] + data)
                     else:
                         journal.declared.add(gid)
-                        journal.write(journal_group(gid, group[3]) + b"%d\t%s\n" % (gid, text.encode()))
+                        journal.write(journal_group(gid, group[3]) + group[4] + data)
                 count = state.count = state.count + 1
                 end_ns = span.end_time or 0
                 if count == 1:
@@ -225,14 +228,15 @@ class JsonlSpanWriter(SpanProcessor):
                 state = self._runs[run_id] = _RunBatch(sink, journal)
         return state
 
-    def _group(self, resource: Any, scope: Any) -> tuple[Any, Any, int, Frame]:
+    def _group(self, resource: Any, scope: Any) -> _Group:
         key = (id(resource), id(scope))
         group = self._groups.get(key)
         if group is None or group[0] is not resource or group[1] is not scope:
             with self._lock:
                 if len(self._groups) > 64:
                     self._groups.clear()
-                group = self._groups[key] = (resource, scope, len(self._groups) + 1, span_frame(resource, scope))
+                gid = self._next_gid = self._next_gid + 1  # never reused: batches and journals key by it
+                group = self._groups[key] = (resource, scope, gid, span_frame(resource, scope), b"%d\t" % gid)
         self._last = group
         return group
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtel._internals import attribute_items, span_attributes
+from runtel._internals import attribute_items, span_attributes, span_events, span_links
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricsData
@@ -475,7 +475,7 @@ def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = 
         out += ',"attributes":[' + (pairs + "," + added if added else pairs) + "]"
     if span.dropped_attributes:
         out += ',"droppedAttributesCount":' + str(span.dropped_attributes)
-    if span.events or span.links or span.status.status_code.value:
+    if span_events(span) or span_links(span) or not span.status.is_unset:  # the stored ones: no tuple copies
         out += _span_tail(span)
     return out + "}"
 
