@@ -104,6 +104,12 @@ def span_links(span: Any) -> Any:
     return span.links if stored is _MISSING else stored
 
 
+def stored_dict(attributes: Any) -> Any:
+    """The plain dict inside the SDK's ``BoundedAttributes`` (a lookup without its lock), else ``attributes``."""
+    raw = getattr(attributes, "_dict", None)
+    return raw if isinstance(raw, dict) else attributes
+
+
 def attribute_items(attributes: Any) -> Any:
     """``attributes.items()``, through the plain dict inside the SDK's ``BoundedAttributes`` when there is one."""
     raw = getattr(attributes, "_dict", None)

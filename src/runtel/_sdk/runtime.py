@@ -7,8 +7,10 @@ Built once per process on the first run (see ``process.get_runtime``):
   join the run;
 * one :class:`~runtel._sdk.tracing.RunProcessor` per provider, attached once for the life of the
   process. It stamps each starting span with the id of the run open in its parent context and
-  forwards ended spans to the current exporters (the run folder's JSON Lines, and OTLP only when
-  opted in). Reconfiguring swaps what it forwards to;
+  forwards ended spans to the current processors: the run folder's
+  :class:`~runtel.exporters.jsonl.JsonlSpanWriter` (each span journaled on disk by the thread that
+  ends it, batched into spans.jsonl lines; no queue, no exporter thread), and OTLP's batch processor
+  only when opted in. Reconfiguring swaps what it forwards to;
 * per open run, a :class:`~runtel._sdk.metrics.RunMetrics` that calls runtel's observable
   instruments (which read the sampler's latest snapshot) and writes the run's metrics.jsonl (and
   OTLP when opted in) — no ``MeterProvider`` per run;
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from runtel._sdk.scrub import Scrubber
     from runtel._sdk.tracing import RunProcessor
     from runtel.environment import Environment
-    from runtel.exporters.jsonl import JsonlSpanExporter
+    from runtel.exporters.jsonl import JsonlSpanWriter
     from runtel.exporters.prometheus import PrometheusEndpoint
     from runtel.redaction import Redactor
     from runtel.rundir.writer import RunSinks
@@ -67,12 +69,9 @@ _ID_GENERATOR: Any = None
 _created: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-# Batch processor tuning for the local files: short delay so a killed process loses at most ~0.2 s of
-# finished spans, a large bounded queue so bursts do not drop spans while memory stays flat.
-_SCHEDULE_DELAY_MS = 200
-
-
-_MAX_QUEUE = 16_384
+# The run folder's span batches: a line of spans.jsonl per this many spans or this many seconds
+# (each span is on disk in the run's journal from the moment it ends; see exporters/jsonl.py).
+_BATCH_DELAY_S = 0.2
 
 
 _MAX_BATCH = 1_024
@@ -109,7 +108,7 @@ class Runtime:
         self.tracer: trace.Tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
         self.router: RunProcessor | None = None
         self.span_processors: list[SpanProcessor] = []
-        self._json_processor: SpanProcessor | None = None
+        self._json_processor: JsonlSpanWriter | None = None
         self.run_metrics: dict[str, RunMetrics | None] = {}
         self._instruments: tuple[Monitor, tuple[Instrument, ...], InstrumentationScope] | None = None
         self._ticker: MetricTicker | None = None
@@ -196,7 +195,7 @@ class Runtime:
         from opentelemetry.sdk.trace import TracerProvider  # deferred: the OTel SDK, loaded with the first run (~23 ms)
 
         from runtel._sdk.tracing import RunProcessor  # deferred: runtel._sdk.tracing (~23 ms)
-        from runtel.exporters.jsonl import JsonlSpanExporter  # deferred: runtel.exporters.jsonl (~24 ms)
+        from runtel.exporters.jsonl import JsonlSpanWriter  # deferred: runtel.exporters.jsonl (~24 ms)
 
         current = trace.get_tracer_provider()
         adopted = _sdk_provider(current)
@@ -226,12 +225,8 @@ class Runtime:
         router.warn_unattributed = self.owns_provider
         processors: list[SpanProcessor] = []
         if self.settings.json_enabled:
-            self._json_processor = lossless_span_processor()(
-                JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling),
-                max_queue_size=_MAX_QUEUE,
-                schedule_delay_millis=_SCHEDULE_DELAY_MS,
-                max_export_batch_size=_MAX_BATCH,
-            )
+            self._json_processor = JsonlSpanWriter(self.sinks, mark_unsampled=self.settings.sampling,
+                                                   batch=_MAX_BATCH, delay=_BATCH_DELAY_S)
             processors.append(self._json_processor)
         if self.settings.otlp_traces:
             with guard("otlp-build", "set up OTLP span export"):
@@ -391,7 +386,7 @@ class Runtime:
         signal and step.
         """
         timeout_ms = int(self.settings.export_timeout * 1000)
-        local = [p for p in self.span_processors if p is self._json_processor]
+        local: list[SpanProcessor] = [p for p in self.span_processors if p is self._json_processor]
         for processor in local:
             with guard("span-flush", "flush spans"):
                 processor.force_flush(timeout_ms)
@@ -455,6 +450,9 @@ class Runtime:
             if run in self._roots:
                 self._roots.remove(run)
             self._set_process_run()
+            if self._json_processor is not None:
+                with guard("span-close", "write the run's last spans"):
+                    self._json_processor.close_run(run.id)
             self.sinks.close(run.id)
             if self._bridge is not None:
                 self._bridge.run_closed(run.id)
@@ -549,32 +547,24 @@ class Runtime:
             self.router.after_fork()
 
         _propagation.after_fork_in_child()
-        self.write_spans_synchronously()
+        if self._json_processor is not None:
+            self._json_processor.after_fork()  # the parent's batches and journals stay the parent's
 
     def write_spans_synchronously(self, *, retire: bool = False) -> None:
-        """Write every span to the run folder as it ends (no batch thread): for worker processes.
+        """Write every span to the run folder as its own line when it ends (no batch): for worker processes.
 
         Workers leave through ``os._exit`` (multiprocessing, DataLoader) or are terminated, so a span
-        is on disk the moment it ends, at the cost of one ``write()`` per span. ``retire``: flush and
-        stop the batch processor replaced (not after a fork: the SDK gave it a fresh, empty thread).
+        is in spans.jsonl the moment it ends, with no journal left to recover. ``retire``: write the
+        batches first (not after a fork: the writer dropped the parent's batches already).
         """
-        if self.router is not None and self._json_processor is not None:
-            from opentelemetry.sdk.trace.export import (  # deferred: the OTel SDK, loaded with the first run (~24 ms)
-                SimpleSpanProcessor,  # loaded already: the batch one is its sibling
-            )
-
-            from runtel.exporters.jsonl import JsonlSpanExporter  # deferred: runtel.exporters.jsonl (~24 ms)
-
-            if isinstance(self._json_processor, SimpleSpanProcessor):
-                return
-            old = self._json_processor
-            sync = SimpleSpanProcessor(JsonlSpanExporter(self.sinks, mark_unsampled=self.settings.sampling))
-            self.span_processors = [sync if p is old else p for p in self.span_processors]
-            self._json_processor = sync
-            self.router.delegates = tuple(self.span_processors)
-            if retire:
-                with guard("batch-retire", "stop the batch span processor"):
-                    old.shutdown()
+        writer = self._json_processor
+        if writer is None:
+            return
+        if retire:
+            with guard("span-flush", "flush spans"):
+                writer.write_synchronously()
+        else:
+            writer.synchronous = True
 
 
 #: the one-time warning for a TracerProvider set up after runtel's first run (it says what to do)
@@ -617,52 +607,6 @@ def _watch_late_providers() -> None:
     if _late_filter is None:
         _late_filter = _LateProviderFilter()
         logging.getLogger("opentelemetry.trace").addFilter(_late_filter)
-
-
-_lossless: Any = None
-
-
-def lossless_span_processor() -> Any:
-    """The SDK's ``BatchSpanProcessor``, except that a full queue makes the producer write, not drop.
-
-    The SDK drops a span when its queue is full (a warning per span); threads ending spans faster
-    than the exporter thread gets the GIL to write them (64 threads in a tight loop) fill 16,384
-    slots in well under a second. This processor counts the spans in that queue itself, with public
-    hooks only (+1 in ``on_end``, -n when its exporter receives a batch of n; an upper bound, like
-    ``exporters.otlp.OtlpSpanProcessor``'s), and the thread ending a span into a nearly full queue
-    first flushes the queue itself (``force_flush``, the public way to export in the caller): it waits
-    for the disk, and nothing is lost.
-    """
-    global _lossless
-    if _lossless is not None:
-        return _lossless
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # deferred: the OTel SDK, loaded with the first run
-
-    class LosslessBatchSpanProcessor(BatchSpanProcessor):
-        def __init__(self, exporter: JsonlSpanExporter, *, max_queue_size: int, max_export_batch_size: int,
-                     schedule_delay_millis: float) -> None:
-            super().__init__(exporter, max_queue_size=max_queue_size, max_export_batch_size=max_export_batch_size,
-                             schedule_delay_millis=schedule_delay_millis)
-            self._high_water = max(1, max_queue_size - max_export_batch_size)
-            self._queued: int = 0
-            self._count_lock = threading.Lock()
-            exporter.on_batch = self._taken
-
-        def _taken(self, count: int) -> None:
-            with self._count_lock:
-                self._queued = max(0, self._queued - count)
-
-        def on_end(self, span: Any) -> None:
-            with self._count_lock:
-                full = self._queued >= self._high_water
-            if full:
-                self.force_flush()
-            with self._count_lock:
-                self._queued += 1
-            super().on_end(span)
-
-    _lossless = LosslessBatchSpanProcessor
-    return _lossless
 
 
 class _OnceFilter(logging.Filter):

@@ -4,25 +4,40 @@ Each line is one OTLP/JSON ``ExportTraceServiceRequest`` (or ``ExportMetricsServ
 the OpenTelemetry File Exporter specification. Spans are routed to the run they belong to by their
 ``runtel.run.id`` attribute (stamped when the span starts), so spans from other instrumentations made
 inside a run land in the same file. Lines are appended with a single ``write()`` on an ``O_APPEND``
-descriptor: a batch is on disk as soon as it is exported, and forked workers writing to the same file
-cannot interleave within a line. Export never raises; a write failure is logged once.
+descriptor: forked workers writing to the same file cannot interleave within a line.
+
+:class:`JsonlSpanWriter` is the span processor of the run folder: no queue and no exporter thread.
+The thread that ends a span encodes it and appends it to the run's journal (``rundir.journal``: on
+disk at once, whatever happens to the process next) and to an in-memory batch; the batch becomes one
+line of spans.jsonl when it holds ``batch`` spans, when its oldest span is ``delay`` old (checked by the
+next span to end, and by a small flusher thread for a program that went quiet), and at every flush.
+:class:`JsonlSpanExporter` is the same encoding as an SDK ``SpanExporter`` (batches handed in by a caller).
+Neither ever raises; a write failure is logged once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from runtel import semconv
-from runtel._guard import log_once
-from runtel.rundir.otlp_json import spans_line
-from runtel.rundir.writer import RunSinks
+from runtel._guard import guard, log_once
+from runtel._internals import span_attributes, stored_dict
+from runtel.rundir.journal import SpanJournal, journal_group
+from runtel.rundir.otlp_json import framed_line, span_frame, span_text, spans_line
+from runtel.rundir.writer import LineFile, RunSinks
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan, Span
 
 
 _logger = logging.getLogger("runtel.exporters")
@@ -75,9 +90,7 @@ class JsonlSpanExporter(SpanExporter):
             for run_id, group in groups.items():
                 target = self._sinks.spans(run_id)
                 if target is None:
-                    _late[0] += len(group)
-                    log_once("late-span", "runtel dropped %d span(s) that ended after run %s closed (work still "
-                             "running when its run ended; the total is reported at exit)", len(group), run_id)
+                    _count_late(len(group), run_id)
                     continue
                 ok = target.write(spans_line(group, _unsampled_marker if self.mark_unsampled else None)) and ok
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
@@ -91,6 +104,242 @@ class JsonlSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Writes are synchronous, so there is nothing buffered here."""
         return True
+
+
+def _count_late(count: int, run_id: str) -> None:
+    _late[0] += count
+    log_once("late-span", "runtel dropped %d span(s) that ended after run %s closed (work still running when "
+             "its run ended; the total is reported at exit)", count, run_id)
+
+
+Frame = tuple[str, str, str, str]
+#: (resource, scope, gid, frame, journal record prefix); the objects are held so their ids stay theirs
+_Group = tuple[Any, Any, int, Frame, bytes]
+
+
+#: a run's first spans written each as its own spans.jsonl line, before its journal is opened
+DIRECT_SPANS = 8
+
+
+class _RunBatch:
+    """One open run's spans not yet in its spans.jsonl, and its journal."""
+
+    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "sink")
+
+    def __init__(self, sink: LineFile, journal: SpanJournal | None) -> None:
+        self.sink = sink
+        self.journal = journal
+        self.direct = 0  # spans written as their own line, before the journal was opened
+        self.groups: dict[int, tuple[Frame, list[str]]] = {}
+        self.count = 0
+        self.first_ns = 0  # end time of the oldest span in the batch
+        self.closed = False
+
+
+class JsonlSpanWriter(SpanProcessor):
+    """The run folder's span processor: each span durable as it ends, batched into spans.jsonl lines.
+
+    Lossless by construction: there is no queue to fill; a thread that fills a batch writes it. With
+    ``synchronous`` (forked and pool workers, which often leave through ``os._exit``), every span is
+    its own line of spans.jsonl at once and no journal is kept.
+    """
+
+    def __init__(self, sinks: RunSinks, *, mark_unsampled: bool = False, batch: int = 1024, delay: float = 0.2,
+                 synchronous: bool = False) -> None:
+        self._sinks = sinks
+        self.mark_unsampled = mark_unsampled
+        self.batch = max(1, batch)
+        self.delay = delay
+        self._delay_ns = int(delay * 1e9)
+        self.synchronous = synchronous
+        self._runs: dict[str, _RunBatch] = {}
+        #: runs closed recently (their files may still be routed for a moment; insertion-ordered, bounded)
+        self._closed: dict[str, None] = {}
+        self._lock = threading.Lock()
+        self._groups: dict[tuple[int, int], _Group] = {}
+        self._last: _Group | None = None
+        self._next_gid = 0
+        self._flusher: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stopped = False
+        self._pid = os.getpid()
+
+    # --- the hot path ------------------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do at start."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Encode the span, journal it and add it to its run's batch (in the thread that ended it)."""
+        try:
+            ctx = span.context
+            if ctx is None or not ctx.trace_flags & 1:  # not sampled: not exported (as the SDK's processors)
+                return
+            attributes = span_attributes(span)
+            run_id = stored_dict(attributes).get(semconv.RUN_ID) if attributes else None
+            if type(run_id) is not str:
+                return
+            state = self._runs.get(run_id)
+            if state is None:
+                state = self._open(run_id)
+                if state is None:
+                    _count_late(1, run_id)
+                    return
+            text = span_text(span, _unsampled_marker if self.mark_unsampled else None)
+            data = (text + "\n").encode()  # the span's journal record, after its group's prefix
+            resource, scope = span.resource, span.instrumentation_scope
+            group = self._last
+            if group is None or group[0] is not resource or group[1] is not scope:
+                group = self._group(resource, scope)
+            gid = group[2]
+            if self.synchronous:
+                state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
+                return
+            with self._lock:
+                if state.closed:
+                    _count_late(1, run_id)
+                    return
+                if state.journal is None and state.direct < DIRECT_SPANS and not state.count:
+                    # A run's first spans are their own lines: durable at once, and a short run creates no
+                    # journal file (creating and removing one cost a short run more than these lines do).
+                    state.direct += 1
+                    state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
+                    return
+                if state.journal is None and state.direct >= 0:
+                    state.direct = -1  # the journal is opened once; -1: do not try again if it failed
+                    state.journal = SpanJournal(Path(state.sink.path).parent)
+                entry = state.groups.get(gid)
+                if entry is None:
+                    entry = state.groups[gid] = (group[3], [])
+                entry[1].append(text)
+                journal = state.journal
+                if journal is not None:
+                    if gid in journal.declared:
+                        journal.write(group[4] + data)
+                    else:
+                        journal.declared.add(gid)
+                        journal.write(journal_group(gid, group[3]) + group[4] + data)
+                count = state.count = state.count + 1
+                end_ns = span.end_time or 0
+                if count == 1:
+                    state.first_ns = end_ns
+                    if self._flusher is None:
+                        self._start_flusher()
+                if count >= self.batch or end_ns - state.first_ns >= self._delay_ns:
+                    self._commit(state)
+        except Exception as exc:  # never let an encoding or disk problem reach the user's code
+            log_once("span-write", "runtel could not write spans to the run folder: %r", exc, exc_info=True)
+
+    def _open(self, run_id: str) -> _RunBatch | None:
+        sink = self._sinks.spans(run_id)
+        if sink is None:
+            return None
+        with self._lock:
+            if run_id in self._closed:  # closed between the lookup above and now: the span is late
+                return None
+            state = self._runs.get(run_id)
+            if state is None:
+                state = self._runs[run_id] = _RunBatch(sink, None)  # the journal opens after DIRECT_SPANS
+        return state
+
+    def _group(self, resource: Any, scope: Any) -> _Group:
+        key = (id(resource), id(scope))
+        group = self._groups.get(key)
+        if group is None or group[0] is not resource or group[1] is not scope:
+            with self._lock:
+                if len(self._groups) > 64:
+                    self._groups.clear()
+                gid = self._next_gid = self._next_gid + 1  # never reused: batches and journals key by it
+                group = self._groups[key] = (resource, scope, gid, span_frame(resource, scope), b"%d\t" % gid)
+        self._last = group
+        return group
+
+    def _commit(self, state: _RunBatch) -> None:
+        """Write the run's batch as one line and empty its journal (under the lock)."""
+        if not state.count:
+            return
+        line = framed_line(state.groups.values()) + "\n"
+        state.groups = {}
+        state.count = 0
+        state.sink.write(line.encode())  # a failure is counted and reported by the LineFile
+        if state.journal is not None:
+            state.journal.truncate()
+
+    # --- the time bound for a program that went quiet ----------------------------------------------
+    def _start_flusher(self) -> None:
+        """Start the thread that writes batches older than ``delay`` (under the lock, once per process)."""
+        if self._stopped:
+            return
+        thread = threading.Thread(target=self._flush_loop, name="runtel-span-writer", daemon=True)
+        self._flusher = thread
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: the exit hook flushes
+            self._flusher = None
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._wake.wait(self.delay)
+            if self._stopped:
+                return
+            now = time.time_ns()
+            with guard("span-flush", "write spans to the run folder"), self._lock:
+                for state in self._runs.values():
+                    if state.count and now - state.first_ns >= self._delay_ns // 2:
+                        self._commit(state)
+
+    # --- flushes and run ends ----------------------------------------------------------------------
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Write every batch now (in the caller's thread)."""
+        with guard("span-flush", "write spans to the run folder"), self._lock:
+            for state in self._runs.values():
+                self._commit(state)
+        return True
+
+    def close_run(self, run_id: str) -> None:
+        """The run closes: write its batch, remove its journal and stop routing to it."""
+        with self._lock:
+            self._closed[run_id] = None
+            if len(self._closed) > 1024:
+                del self._closed[next(iter(self._closed))]
+            state = self._runs.pop(run_id, None)
+            if state is None:
+                return
+            state.closed = True
+            with guard("span-flush", "write spans to the run folder"):
+                self._commit(state)
+            if state.journal is not None:
+                state.journal.close()
+
+    def shutdown(self) -> None:
+        """Write everything and stop the flusher thread (journals stay until their runs close)."""
+        self._stopped = True
+        self._wake.set()
+        self.force_flush()
+
+    def after_fork(self) -> None:
+        """In a forked child: the batches and journals are the parent's (it writes them); write each span at once.
+
+        Called after the fork with no other thread running, so the parent's lock is replaced, not taken.
+        """
+        self._lock = threading.Lock()
+        for state in self._runs.values():
+            if state.journal is not None:
+                state.journal.abandon()
+        self._runs = {}
+        self._flusher = None
+        self._wake = threading.Event()
+        self.synchronous = True
+        self._pid = os.getpid()
+
+    def write_synchronously(self) -> None:
+        """From now on every span is its own line at once (a worker process that may leave via ``os._exit``)."""
+        self.force_flush()
+        with self._lock:
+            self.synchronous = True
+            for state in self._runs.values():
+                if state.journal is not None:
+                    state.journal.close()
+                    state.journal = None
 
 
 def _unsampled_marker(span: ReadableSpan) -> str:

@@ -30,6 +30,7 @@ from runtel.exporters.otlp import (
     resolve_config,
     server_reason,
 )
+from runtel.rundir.journal import recover_spans
 from runtel.rundir.otlp_json import run_id_on_points
 from runtel.rundir.reader import LineStats, iter_segments_sized, read_record_or_corrupt
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE, segments
@@ -347,6 +348,7 @@ def export_runs(
         for entry in run_dirs:
             run_dir = Path(entry)
             tally = _RunTally()
+            recover_spans(run_dir)  # never raises; spans a killed process left in its journal (rundir/journal.py)
             for sender in senders:
                 try:
                     _send_signal(run_dir, sender, tally, max_request_bytes, progress)

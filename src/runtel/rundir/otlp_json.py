@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runtel._internals import attribute_items, span_attributes, span_events, span_links
 from runtel.semconv import RUN_ID
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ __all__ = (
     "encode_metrics",
     "metrics_line",
     "run_id_on_points",
+    "framed_line",
+    "span_frame",
+    "span_text",
     "spans_line",
     "encode_resource",
     "encode_scope",
@@ -418,32 +422,68 @@ def metrics_line(
     return (line + "}]}\n").encode()
 
 
-def _span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None) -> str:
+_SPAN_HEAD = '{"traceId":"%032x","spanId":"%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
+
+
+def _attribute_texts(attributes: Mapping[str, object]) -> str:
+    """The ``KeyValue`` list of span attributes; (key, string value) pairs seen before are one dict lookup.
+
+    A run's spans repeat the same few pairs (run id, span kind, a block's phase...), so they are encoded once.
+    """
+    out = []
+    for key, value in attribute_items(attributes):
+        if type(value) is str:
+            text = _str_kv_cache.get((key, value))
+            if text is None:
+                text = '{"key":' + _quote(key) + ',"value":{"stringValue":' + _quote(value) + "}}"
+                if len(value) <= _STR_VALUE_CACHED:
+                    if len(_str_kv_cache) >= 4096:
+                        _str_kv_cache.clear()
+                    _str_kv_cache[(key, value)] = text
+            out.append(text)
+        else:
+            out.append(_kv_text(key, value))
+    return ",".join(out)
+
+
+def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = None) -> str:
+    """One span as its OTLP/JSON ``Span`` object (what :func:`encode_span` + ``json.dumps`` give).
+
+    The run folder encodes every span in the thread that ends it (see ``exporters.jsonl``), so the
+    common span (no events, links or status) is one ``%`` format and cached attribute texts.
+    """
     ctx = span.context
     assert ctx is not None
-    flags = int(ctx.trace_flags) | _SPAN_FLAGS_HAS_IS_REMOTE
-    out = ('{"traceId":"' + format(ctx.trace_id, "032x") + '","spanId":"' + format(ctx.span_id, "016x")
-           + '","name":' + _quote(span.name) + ',"kind":' + str(span.kind.value + 1)
-           + ',"startTimeUnixNano":"' + str(span.start_time or 0) + '","endTimeUnixNano":"' + str(span.end_time or 0)
-           + '"')
-    trace_state = ctx.trace_state.to_header() if ctx.trace_state else ""
+    flags = ctx.trace_flags | _SPAN_FLAGS_HAS_IS_REMOTE
+    out = _SPAN_HEAD % (ctx.trace_id, ctx.span_id, _quote(span.name), span.kind.value + 1, span.start_time or 0,
+                        span.end_time or 0)
+    trace_state = ctx.trace_state
     if trace_state:
-        out += ',"traceState":' + _quote(trace_state)
+        header = trace_state.to_header()
+        if header:
+            out += ',"traceState":' + _quote(header)
     parent = span.parent
     if parent is not None:
-        out += ',"parentSpanId":"' + format(parent.span_id, "016x") + '"'
+        out += f',"parentSpanId":"{parent.span_id:016x}"'
         if parent.is_remote:
             flags |= _SPAN_FLAGS_IS_REMOTE
-    out += ',"flags":' + str(flags)
-    attributes = span.attributes
+    out += f',"flags":{flags}'
+    attributes = span_attributes(span)
     if attributes:
-        pairs = [_kv_text(k, v) for k, v in attributes.items()]
+        pairs = _attribute_texts(attributes)
         added = extra(span) if extra is not None else ""
-        if added:
-            pairs.append(added)
-        out += ',"attributes":[' + ",".join(pairs) + "]"
+        out += ',"attributes":[' + (pairs + "," + added if added else pairs) + "]"
     if span.dropped_attributes:
         out += ',"droppedAttributesCount":' + str(span.dropped_attributes)
+    if span_events(span) or span_links(span) or not span.status.is_unset:  # the stored ones: no tuple copies
+        out += _span_tail(span)
+    return out + "}"
+
+
+def _span_tail(span: ReadableSpan) -> str:
+    """Events, links and status of a span (the rarer parts), in the order :func:`encode_span` writes them."""
+    out = ""
     if span.events:
         out += ',"events":[' + ",".join(
             '{"timeUnixNano":"' + str(event.timestamp) + '","name":' + _quote(event.name) + ',"attributes":['
@@ -470,7 +510,58 @@ def _span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None) 
         if status.description:
             out += ',"message":' + _quote(status.description)
         out += "}"
-    return out + "}"
+    return out
+
+
+_frames: dict[tuple[int, int], tuple[Any, Any, tuple[str, str, str, str]]] = {}
+
+
+def span_frame(resource: Resource, scope: InstrumentationScope | None) -> tuple[str, str, str, str]:
+    """The text around a group of spans of one resource and scope in an ``ExportTraceServiceRequest``.
+
+    ``(resource_open, resource_close, scope_open, scope_close)``: a line is ``{"resourceSpans":[`` +
+    per resource ``resource_open`` + its scopes (``scope_open`` + span texts joined by commas +
+    ``scope_close``, joined by commas) + ``resource_close``, joined by commas, + ``]}``. Kept per
+    (resource, scope) object pair: a process has a handful.
+    """
+    hit = _frames.get((id(resource), id(scope)))
+    if hit is not None and hit[0] is resource and hit[1] is scope:
+        return hit[2]
+    resource_close = "]"
+    if getattr(resource, "schema_url", ""):
+        resource_close += ',"schemaUrl":' + _quote(resource.schema_url)
+    scope_close = "]"
+    url = getattr(scope, "schema_url", "") if scope is not None else ""
+    if url:
+        scope_close += ',"schemaUrl":' + _quote(url)
+    frame = ('{"resource":' + _cached_text(resource, encode_resource) + ',"scopeSpans":[', resource_close + "}",
+             '{"scope":' + _cached_text(scope, encode_scope) + ',"spans":[', scope_close + "}")
+    if len(_frames) > 64:
+        _frames.clear()
+    _frames[(id(resource), id(scope))] = (resource, scope, frame)
+    return frame
+
+
+def framed_line(groups: Iterable[tuple[tuple[str, str, str, str], Iterable[str]]]) -> str:
+    """One ``ExportTraceServiceRequest`` line (without its newline) from encoded spans grouped by frame.
+
+    Groups of the same resource (equal ``resource_open``) share one ``resourceSpans`` entry, and of the
+    same scope within it one ``scopeSpans`` entry, in the order they first appear (as :func:`encode_spans`
+    groups them); see :func:`span_frame`.
+    """
+    by_resource: dict[str, tuple[str, dict[str, tuple[str, list[str]]]]] = {}
+    for (resource_open, resource_close, scope_open, scope_close), texts in groups:
+        entry = by_resource.get(resource_open)
+        if entry is None:
+            entry = by_resource[resource_open] = (resource_close, {})
+        scope = entry[1].get(scope_open)
+        if scope is None:
+            scope = entry[1][scope_open] = (scope_close, [])
+        scope[1].extend(texts)
+    return '{"resourceSpans":[' + ",".join(
+        resource_open + ",".join(scope_open + ",".join(texts) + scope_close
+                                 for scope_open, (scope_close, texts) in scopes.items()) + close
+        for resource_open, (close, scopes) in by_resource.items()) + "]}"
 
 
 def spans_line(spans: Iterable[ReadableSpan], extra: Callable[[ReadableSpan], str] | None = None) -> bytes:
@@ -478,29 +569,17 @@ def spans_line(spans: Iterable[ReadableSpan], extra: Callable[[ReadableSpan], st
 
     ``extra`` may return one more encoded ``KeyValue`` for a span with attributes (the run folder's
     "not sampled" marker), appended after its own attributes. Building the message as dicts and then
-    encoding them was half the cost of writing a span; the exporter thread does this for every span.
+    encoding them was half the cost of writing a span.
     """
-    by_resource: dict[int, tuple[Resource, dict[tuple[str, str | None], tuple[Any, list[str]]]]] = {}
+    groups: dict[tuple[int, int], tuple[tuple[str, str, str, str], list[str]]] = {}
     for span in spans:
-        resource = span.resource
-        entry = by_resource.setdefault(id(resource), (resource, {}))
-        scope = span.instrumentation_scope
-        key = (scope.name, scope.version) if scope is not None else ("", None)
-        entry[1].setdefault(key, (scope, []))[1].append(_span_text(span, extra))
-    resource_texts = []
-    for resource, scopes in by_resource.values():
-        scope_texts = []
-        for scope, texts in scopes.values():
-            scope_text = '{"scope":' + _cached_text(scope, encode_scope) + ',"spans":[' + ",".join(texts) + "]"
-            url = getattr(scope, "schema_url", "") if scope is not None else ""
-            if url:
-                scope_text += ',"schemaUrl":' + _quote(url)
-            scope_texts.append(scope_text + "}")
-        text = '{"resource":' + _cached_text(resource, encode_resource) + ',"scopeSpans":[' + ",".join(scope_texts) + "]"
-        if getattr(resource, "schema_url", ""):
-            text += ',"schemaUrl":' + _quote(resource.schema_url)
-        resource_texts.append(text + "}")
-    return ('{"resourceSpans":[' + ",".join(resource_texts) + "]}\n").encode()
+        resource, scope = span.resource, span.instrumentation_scope
+        key = (id(resource), id(scope))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (span_frame(resource, scope), [])
+        group[1].append(span_text(span, extra))
+    return (framed_line(groups.values()) + "\n").encode()
 
 
 def run_id_on_points(message: dict[str, Any]) -> dict[str, Any]:

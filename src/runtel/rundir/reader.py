@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any, Final, cast
 
 from runtel.errors import RunFolderError, RunNotFound
+from runtel.rundir.journal import recover_spans
 from runtel.rundir.otlp_json import attributes_from_otlp
 from runtel.rundir.schema import (
     METRICS_FILE,
@@ -593,6 +594,7 @@ def iter_spans(run_dir: Path, stats: LineStats | None = None) -> Iterator[SpanRe
 
     Lines and spans that are not OTLP/JSON are skipped and counted in ``stats``.
     """
+    recover_spans(run_dir)  # spans a killed process left in its journal join spans.jsonl first
     stats = stats if stats is not None else LineStats()
     for s in iter_span_dicts(run_dir, stats):
         record = span_from_otlp(s, stats)
@@ -643,6 +645,7 @@ def iter_span_rows(run_dir: Path, stats: LineStats | None = None) -> Iterator[Sp
     With msgspec (a dependency) well-formed lines are parsed by its typed
     decoder; every other line is read, checked and counted exactly as :func:`iter_spans` does.
     """
+    recover_spans(run_dir)  # spans a killed process left in its journal join spans.jsonl first
     stats = stats if stats is not None else LineStats()
     base = str(run_dir / SPANS_FILE)
     stats.path = base

@@ -1,0 +1,231 @@
+"""The span journal: each finished span on disk the moment it ends, until its batch reaches spans.jsonl.
+
+The run folder's span writer (``exporters.jsonl.JsonlSpanWriter``) keeps the last few hundred
+milliseconds of spans in memory and appends them to ``spans.jsonl`` as one OTLP/JSON line per batch.
+So that a process killed in that window (SIGKILL, the OOM killer, a main thread holding the GIL in a
+long C call so no other thread ever runs again) loses nothing, each span is also appended, in the
+thread that ends it, with one ``write()`` to a journal file of its run folder and process:
+``.spans.<pid>.journal``. After each batch line the journal is truncated: it holds exactly the spans
+not yet in ``spans.jsonl``. A run that ends normally removes its journal, so its folder is plain
+OTLP/JSON lines.
+
+The writing process holds an exclusive ``flock`` on its journal while it lives (the kernel drops it
+when the process dies, however it dies). :func:`recover_spans` (called by the readers before they read
+a run's spans) turns every journal nobody holds into standard lines appended to ``spans.jsonl``, skipping
+spans already there (a kill between a batch line and the truncation), and removes it.
+
+Journal lines (UTF-8, ``\\n``-terminated; texts are JSON, so they hold no raw tab or newline):
+
+* ``#<gid>\\t<resource_open>\\t<resource_close>\\t<scope_open>\\t<scope_close>`` declares the frame of
+  group ``gid`` (see :func:`runtel.rundir.otlp_json.span_frame`), before any span of that group;
+* ``<gid>\\t<span>`` is one OTLP/JSON ``Span`` object of that group.
+
+A torn or unknown line (a span of a group declared before a truncation) is skipped: its span was in a
+batch line already.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from runtel._guard import log_once
+from runtel.rundir.otlp_json import framed_line
+from runtel.rundir.schema import SPANS_FILE, span_segments
+from runtel.rundir.writer import LineFile, file_mode, open_run_file
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a journal is then recovered only once its run is no longer running
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ("JOURNAL_SUFFIX", "SpanJournal", "recover_spans")
+
+JOURNAL_PREFIX = ".spans."
+JOURNAL_SUFFIX = ".journal"
+#: how much of the end of the spans file is searched for journal spans already written (see recover_spans)
+TAIL_BYTES = 64 << 20
+
+_FRAME_FIELDS = 4
+_HEAD = re.compile(rb'\{"traceId":"([0-9a-f]{32})","spanId":"([0-9a-f]{16})","name":')
+#: a rotation size no file reaches: recovery appends to the newest segment and never starts one
+_NEVER = 1 << 62
+
+
+class SpanJournal:
+    """One process's journal in one run folder; opened at the first span, removed when the run closes.
+
+    Not thread-safe by itself: the span writer calls it under its own lock.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / f"{JOURNAL_PREFIX}{os.getpid()}{JOURNAL_SUFFIX}"
+        self._fd: int | None = None
+        self.declared: set[int] = set()  # groups declared since the last truncation
+        self.failed = False  # the journal could not be written: spans are durable only once batched
+
+    def _open(self) -> int:
+        fd = open_run_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a file system without locks: still a journal, recovered once the process is gone
+                pass
+        self._fd = fd
+        return fd
+
+    def write(self, data: bytes) -> None:
+        """Append records (whole lines) with one ``write()``; a failure is reported once and the journal stops."""
+        if self.failed:
+            return
+        try:
+            fd = self._fd if self._fd is not None else self._open()
+            os.write(fd, data)
+        except OSError as exc:
+            self.failed = True
+            log_once(f"journal:{self.path.parent}", "runtel could not write the span journal %s: %s (spans still "
+                     "reach spans.jsonl in batches, but a killed process may lose the last 0.2 s of them)",
+                     self.path, exc.strerror or exc)
+
+    def truncate(self) -> None:
+        """Every span in the journal is in spans.jsonl now: start it again empty."""
+        self.declared.clear()
+        if self._fd is not None and not self.failed:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError as exc:
+                self.failed = True
+                log_once(f"journal:{self.path.parent}", "runtel could not truncate the span journal %s: %s",
+                         self.path, exc.strerror or exc)
+
+    def close(self) -> None:
+        """The run is closed and its spans written: remove the journal."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Close the descriptor, leaving the file (a forked child: the journal is its parent's)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def journal_group(gid: int, frame: tuple[str, str, str, str]) -> bytes:
+    """The record declaring group ``gid``."""
+    return (f"#{gid}\t" + "\t".join(frame) + "\n").encode()
+
+
+def _written_heads(files: list[Path]) -> set[tuple[bytes, bytes]]:
+    """(trace id, span id) of the spans in the last :data:`TAIL_BYTES` of the spans files."""
+    heads: set[tuple[bytes, bytes]] = set()
+    left = TAIL_BYTES
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - left))
+                data = f.read(left)
+        except OSError:
+            continue
+        heads.update(_HEAD.findall(data))
+        left -= len(data)
+        if left <= 0:
+            break
+    return heads
+
+
+def _parse(data: bytes) -> list[tuple[tuple[str, str, str, str], list[bytes]]]:
+    """The journal's spans by group, in the order their groups were declared."""
+    frames: dict[int, tuple[tuple[str, str, str, str], list[bytes]]] = {}
+    for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn (or empty)
+        gid_text, sep, rest = line.partition(b"\t")
+        if not sep:
+            continue
+        try:
+            if gid_text.startswith(b"#"):
+                fields = rest.decode().split("\t")
+                if len(fields) == _FRAME_FIELDS:
+                    frames[int(gid_text[1:])] = ((fields[0], fields[1], fields[2], fields[3]), [])
+                continue
+            group = frames.get(int(gid_text))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if group is not None and rest.startswith(b'{"traceId":"') and rest.endswith(b"}"):
+            group[1].append(rest)
+    return [group for group in frames.values() if group[1]]
+
+
+def _recover_one(run_dir: Path, path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return 0  # gone meanwhile (another reader recovered it), or not ours to touch
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # its process is alive and still writing it
+            except OSError:
+                pass
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                return 0  # recovered and removed by another reader while this one waited for the lock
+        except FileNotFoundError:
+            return 0
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        groups = _parse(b"".join(chunks))
+        count = 0
+        if groups:
+            written = _written_heads(span_segments(run_dir)[::-1])
+            fresh = []
+            for frame, spans in groups:
+                kept = []
+                for span in spans:
+                    match = _HEAD.match(span)
+                    if match is not None and (match.group(1), match.group(2)) not in written:
+                        kept.append(span.decode())
+                if kept:
+                    fresh.append((frame, kept))
+                    count += len(kept)
+            if fresh:
+                target = LineFile(run_dir / SPANS_FILE, rotate_bytes=_NEVER)  # the newest segment, never a new one
+                ok = target.write((framed_line(fresh) + "\n").encode())
+                target.close()
+                if not ok:
+                    return 0  # reported by LineFile; the journal stays for a later try
+        os.unlink(path)
+        return count
+    finally:
+        os.close(fd)
+
+
+def recover_spans(run_dir: Path) -> int:
+    """Append the spans of journals left by processes that died to the run's spans.jsonl; how many.
+
+    Cheap when there is nothing to do (one directory listing). Never raises: a folder that cannot be
+    written (another user's run) keeps its journals, and its reader sees the spans batched before the kill.
+    """
+    try:
+        names = [n for n in os.listdir(run_dir) if n.startswith(JOURNAL_PREFIX) and n.endswith(JOURNAL_SUFFIX)]
+    except (OSError, ValueError):
+        return 0
+    count = 0
+    for name in names:
+        try:
+            count += _recover_one(run_dir, run_dir / name)
+        except OSError as exc:
+            log_once(f"recover:{run_dir}", "runtel could not recover the spans journal in %s: %s (the spans "
+                     "written before the process ended are still read)", run_dir, exc.strerror or exc)
+    return count
