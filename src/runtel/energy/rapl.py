@@ -15,6 +15,7 @@ then raises :class:`~runtel.errors.BackendUnavailable` and runtel falls back to 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,7 @@ class RaplSource:
             self.max_range_uj = int((path / "max_energy_range_uj").read_text().strip())
         except (OSError, ValueError):
             self.max_range_uj = 0  # unknown range: a decrease is then treated as a reset
+        self._lock = threading.Lock()  # the sampler and block edges read the same counter
         self._last = self._read_raw()
         self._last_t = clock()
         self._total_uj = 0
@@ -69,6 +71,10 @@ class RaplSource:
 
     def read(self) -> EnergyReading:
         """Joules since opening; handles one wrap-around per read (the counter wraps after minutes, not ms)."""
+        with self._lock:
+            return self._read_locked()
+
+    def _read_locked(self) -> EnergyReading:
         new = self._read_raw()
         old = self._last
         if new >= old:

@@ -16,20 +16,31 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtel import semconv
 from runtel.energy.estimate import CpuEnergyEstimator
 from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
-from runtel.energy.tdp import cpu_model_name, resolve_tdp
+from runtel.energy.tdp import estimate_basis
 from runtel.errors import BackendUnavailable
 from runtel.gpu import open_backend
+from runtel.sampling.edges import Edge, EdgeDelta, EdgeReader, edge_delta
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
 from runtel.sampling.samples import ProcessStats, Snapshot, SystemStats
-from runtel.sampling.summary import UsageSummary, resource_usage_record, summarize, usage_attributes
+from runtel.sampling.summary import (
+    AttributeValue,
+    UsageSummary,
+    edge_attributes,
+    resource_usage_record,
+    summarize,
+    usage_attributes,
+    with_edges,
+)
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -79,11 +90,16 @@ class Monitor:
     ``None``, :meth:`sample_now` returns ``None`` and :meth:`usage` has 0 samples.
     """
 
-    def __init__(self, sampler: Sampler | None, *, carbon_intensity: float = 475.0, reason: str = "") -> None:
+    def __init__(self, sampler: Sampler | None, *, carbon_intensity: float = 475.0, reason: str = "",
+                 edges: EdgeReader | None = None) -> None:
         self.sampler = sampler
         self.carbon_intensity = carbon_intensity
         self.reason = reason
         self.energy_method: dict[str, object] = {}
+        #: reads the cumulative counters at block/run edges (``None`` when inert)
+        self.edges = edges if edges is not None or sampler is None else EdgeReader()
+        #: ``(time_ns, rss, uss, pss)`` read at block edges where the process grew: a run's peaks include them
+        self._edge_peaks: deque[tuple[int, int | None, int | None, int | None]] = deque(maxlen=4096)
 
     @classmethod
     def open(
@@ -129,11 +145,12 @@ class Monitor:
             energy.extend(open_rapl(powercap_root or DEFAULT_POWERCAP))
             method = {"cpu": "rapl", "domains": [s.domain for s in energy]}
         except BackendUnavailable as exc:
-            model = cpu_model_name()
-            tdp, tdp_source = resolve_tdp(settings.cpu_tdp, model)
-            estimate = CpuEnergyEstimator(tdp, logical, tdp_source=tdp_source)
-            method = {"cpu": "estimate", "tdp_w": tdp, "tdp_source": tdp_source, "cpu_model": model}
-            _log.info("CPU energy is estimated (TDP %.0f W from %s): %s", tdp, tdp_source, exc)
+            basis = estimate_basis(settings.cpu_tdp)
+            tdp = float(basis["tdp_w"])  # type: ignore[arg-type]
+            estimate = CpuEnergyEstimator(tdp, logical, tdp_source=str(basis["tdp_source"]),
+                                          package_threads=float(basis["package_threads"]))  # type: ignore[arg-type]
+            method = {"cpu": "estimate", **basis}
+            _log.info("CPU energy is estimated (%s): %s", basis["assumption"], exc)
         method["gpu"] = gpu.name
         sampler = Sampler(
             interval=settings.sample_interval,
@@ -145,7 +162,12 @@ class Monitor:
             n_expected_cores=expected_cores(settings.n_expected_cores),
             logical_cores=logical,
         )
-        monitor = cls(sampler, carbon_intensity=settings.carbon_intensity)
+        edges = EdgeReader(
+            energy,
+            gpu_energy=sampler.gpu_edge_energy if sampler._has_gpu else None,
+            cpu_joules_per_s=None if estimate is None else estimate.joules_per_cpu_s,
+        )
+        monitor = cls(sampler, carbon_intensity=settings.carbon_intensity, edges=edges)
         monitor.energy_method = method
         return monitor
 
@@ -211,13 +233,85 @@ class Monitor:
             sampler = self.sampler
             self._guard("set_roots", lambda: sampler.set_roots(pids, include_self))
 
-    def usage(self, start_ns: int, end_ns: int, *, edges: Sequence[Snapshot | None] = ()) -> UsageSummary:
-        """Summary of ``[start_ns, end_ns]`` from the history plus explicit edge samples."""
+    def edge(self, end: bool = False) -> Edge | None:
+        """The cumulative counters now (a block's or run's edge; ~2-4 us); ``None`` when inert or failed."""
+        reader = self.edges
+        if reader is None:
+            return None
+        result = self._guard("edge", lambda: reader.read(end))
+        return result if isinstance(result, Edge) else None
+
+    def includes_self(self) -> bool:
+        """Whether the monitored tree counts this process (``runtel run``'s wrapper excludes itself)."""
+        sampler = self.sampler
+        if sampler is None:
+            return True
+        tree = sampler.tree
+        pid = os.getpid()
+        return tree.include_roots and pid in tree.root_pids and pid not in tree.exclude_pids
+
+    def block_attributes(self, start: Edge, start_ns: int) -> dict[str, AttributeValue]:
+        """``runtel.usage.*`` of a block that started at ``start`` and ends now (edge counters + samples)."""
+        reader = self.edges
+        end = self.edge(end=True)
+        if reader is None or end is None:
+            return {}
+        delta = edge_delta(start, end)
+        self._note_peak(end.time_ns, delta)
+        sampler = self.sampler
+        latest = sampler.latest if sampler is not None else None
+        jps = reader.cpu_joules_per_s
+        if latest is None or latest.time_ns < start_ns:  # no sample in the window: counters only (hot path)
+            return edge_attributes(delta, (end.time_ns - start_ns) / 1e9, jps, self.carbon_intensity)
+        summary = self.usage(start_ns, end.time_ns)
+        summary = with_edges(summary, delta, includes_self=True, cpu_joules_per_s=jps, block=True)
+        return usage_attributes(summary)
+
+    def _note_peak(self, time_ns: int, delta: EdgeDelta) -> None:
+        memory = delta.memory
+        if memory is not None:
+            self._edge_peaks.append((time_ns, delta.peak_rss_bytes, memory.uss, memory.pss))
+
+    def _with_edge_peaks(self, summary: UsageSummary, start_ns: int, end_ns: int) -> UsageSummary:
+        """``summary`` with the main/combined peaks raised by the block-edge memory reads inside the window."""
+        inside = [p for p in list(self._edge_peaks) if start_ns <= p[0] <= end_ns]
+        if not inside or not self.includes_self():
+            return summary
+        fields: dict[str, dict[str, int]] = {}
+        for index, name in ((1, "rss_max"), (2, "uss_max"), (3, "pss_max")):
+            peak = max((p[index] or 0) for p in inside)
+            values = dict(getattr(summary, name))
+            for scope in (semconv.SCOPE_MAIN, semconv.SCOPE_COMBINED):
+                if peak > values.get(scope, 0):
+                    values[scope] = peak
+            fields[name] = values
+        return summary._replace(**fields)  # type: ignore[arg-type]
+
+    def usage(self, start_ns: int, end_ns: int, *, edges: Sequence[Snapshot | None] = (),
+              counters: tuple[Edge | None, Edge | None] | None = None, block: bool = False) -> UsageSummary:
+        """Summary of ``[start_ns, end_ns]`` from the history plus explicit edge samples.
+
+        With ``counters`` (the edge counters of the window), CPU time, energy and the peaks they know of
+        are taken from them (:func:`~runtel.sampling.summary.with_edges`).
+        """
         if self.sampler is None:
             return _empty_usage(start_ns, end_ns)
         sampler = self.sampler
 
         def compute() -> UsageSummary:
+            summary = sampled()
+            if counters is not None and counters[0] is not None and counters[1] is not None:
+                reader = self.edges
+                delta = edge_delta(counters[0], counters[1])
+                self._note_peak(counters[1].time_ns, delta)
+                if not block:
+                    summary = self._with_edge_peaks(summary, start_ns, end_ns)
+                summary = with_edges(summary, delta, includes_self=self.includes_self(),
+                                     cpu_joules_per_s=None if reader is None else reader.cpu_joules_per_s,
+                                     block=block)
+            return summary
+
+        def sampled() -> UsageSummary:
             return summarize(
                 sampler.window(start_ns, end_ns),
                 edges=edges,
