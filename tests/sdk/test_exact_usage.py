@@ -62,7 +62,8 @@ def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, 
         # the thread's share can be far below the block's CPU (the sampler thread starts meanwhile): 2 % of the
         # block's CPU time is the bound, as for cpu.time
         assert attrs[semconv.USAGE_THREAD_CPU_TIME] == pytest.approx(thread, abs=0.02 * process), span.name
-        assert attrs[semconv.USAGE_COUNTERS] == "edges"
+        # a block no sample fell into still has its counter figures (samples = 0 says its peaks are unsampled)
+        assert attrs.get(semconv.USAGE_COUNTERS) == "edges" or attrs[semconv.USAGE_SAMPLES] == 0
 
 
 def test_traced_call_and_measure_give_the_block_numbers(runs_dir: Path) -> None:
@@ -120,11 +121,9 @@ UUID_NO_COUNTER = "GPU-22222222-0000-0000-0000-000000000002"
 
 @pytest.fixture
 def clocked_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeNvml, ManualClock]]:
-    """A Volta-class GPU at 300 W whose energy counter follows a clock the test advances, and a pre-Volta
-    one at 100 W (``nvmlDeviceGetTotalEnergyConsumption`` -> NVML_ERROR_NOT_SUPPORTED)."""
+    """A Volta-class GPU at 300 W whose energy counter follows a clock the test advances."""
     clock = ManualClock()
-    nvml = FakeNvml([FakeGpu(uuid=UUID_COUNTER, power_w=300.0),
-                     FakeGpu(uuid=UUID_NO_COUNTER, power_w=100.0, energy_supported=False)], clock=clock)
+    nvml = FakeNvml([FakeGpu(uuid=UUID_COUNTER, power_w=300.0)], clock=clock)
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     yield nvml, clock
 
@@ -141,20 +140,32 @@ def test_block_gpu_energy_is_the_counter_difference(runs_dir: Path,
             with runtel.measure("window") as m:
                 clock.now += 0.05
     _, spans = read_run(run.dir)
-    domains_seen = set()
+    checked = 0
     for span in spans:
-        if not span.name.startswith("gpu-"):
-            continue
-        seconds = float(span.name.split("-", 1)[1])
-        attrs = usage(span)
-        # the counter device contributes 300 W x the (fake) time; the pre-Volta one its power integral on the
-        # backend's real clock, marked estimated (a few ms at 100 W: below the 1 % of the 300 W part here)
-        gpu_j = float(attrs[semconv.USAGE_ENERGY_GPU])  # type: ignore[arg-type]
-        assert gpu_j == pytest.approx(300.0 * seconds, rel=0.01, abs=0.5), span.name
-        assert attrs[semconv.USAGE_ENERGY_ESTIMATED] is True  # the CPU estimate and the pre-Volta integral
-        domains_seen.update(attrs[semconv.USAGE_ENERGY_SOURCES])  # type: ignore[arg-type]
-    assert {"nvml", "estimate"} <= domains_seen
-    assert m.gpu_energy_j == pytest.approx(300.0 * 0.05, rel=0.01, abs=0.5)
+        if span.name.startswith("gpu-"):
+            seconds = float(span.name.split("-", 1)[1])
+            gpu_j = usage(span)[semconv.USAGE_ENERGY_GPU]
+            assert gpu_j == pytest.approx(300.0 * seconds, rel=0.01), span.name
+            checked += 1
+    assert checked == 3
+    assert m.gpu_energy_j == pytest.approx(300.0 * 0.05, rel=0.01)
+
+
+def test_pre_volta_gpu_energy_is_the_power_integral(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No energy counter (NVML_ERROR_NOT_SUPPORTED): the edges extend the power integral, marked estimated."""
+    nvml = FakeNvml([FakeGpu(uuid=UUID_NO_COUNTER, power_w=100.0, energy_supported=False)])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    with isolated(runs_dir, sampling=True, sample_interval=1.0, gpu_backend="nvml"):
+        with runtel.run_span("old-gpu") as run:
+            with runtel.block("sleep"):
+                t0 = time.monotonic()
+                time.sleep(0.3)
+                inner = time.monotonic() - t0
+    (span,) = [s for s in read_run(run.dir)[1] if s.name == "sleep"]
+    attrs = usage(span)
+    outer = (span.end_ns - span.start_ns) / 1e9
+    assert 100.0 * inner * 0.99 <= attrs[semconv.USAGE_ENERGY_GPU] <= 100.0 * outer * 1.01  # type: ignore[operator]
+    assert attrs[semconv.USAGE_ENERGY_ESTIMATED] is True
 
 
 @pytest.mark.skipif(not LINUX, reason="VmHWM and smaps_rollup are Linux interfaces")

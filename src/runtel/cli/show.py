@@ -254,12 +254,14 @@ def _usage_text(attributes: Mapping[str, Any]) -> str:
     """A span's usage in one line: counter figures (CPU, energy) always, sampled peaks where samples fell."""
     parts = []
     samples = attributes.get(_USAGE + "samples")
-    counters = attributes.get(semconv.USAGE_COUNTERS)
-    if samples == 0 and not counters:
+    cpu_time = attributes.get(semconv.USAGE_CPU_TIME)
+    if samples == 0 and not isinstance(cpu_time, (int, float)):
         return "[dim](unsampled)[/dim]"
     cpu = attributes.get(_USAGE + "cpu.utilization.mean")
     if isinstance(cpu, (int, float)):
         parts.append(f"cpu {cpu * 100:.0f}%")
+    elif isinstance(cpu_time, (int, float)):
+        parts.append(f"cpu {render.format_duration(cpu_time)}")  # counters at the edges, no sample inside
     rss = attributes.get(_USAGE + "memory.rss.max.combined") or attributes.get(_USAGE + "memory.rss.max")
     if isinstance(rss, (int, float)):
         parts.append(f"rss {render.format_bytes(rss)}")

@@ -190,7 +190,7 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
     Args:
         start / end: The edges (``end`` read after ``start``).
         cpu_joules_per_s: Adds the CPU estimate (``cpu:estimate``) as ``cpu_s x`` this.
-        memory_detail: Read VmHWM/USS/PSS when the high-water mark rose in the window.
+        memory_detail: Read USS/PSS (``smaps_rollup``) when the high-water mark rose in the window.
     """
     cpu = max(0.0, end.cpu_s - start.cpu_s)
     children = max(0.0, end.children_cpu_s - start.children_cpu_s)
@@ -210,9 +210,11 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
         energy["cpu:estimate"] = ((cpu + children) * cpu_joules_per_s, True, "estimate")
     peak: int | None = None
     memory: MemoryDetail | None = None
-    if end.hwm_bytes > start.hwm_bytes:  # a new high-water mark inside the window: its peak is that mark
+    if end.hwm_bytes > start.hwm_bytes:
+        # A new high-water mark inside the window: ru_maxrss is max(hiwater_rss, a pre-exec peak), so having
+        # risen it *is* the kernel's hiwater_rss (VmHWM) now, the window's exact peak.
         if memory_detail:
             memory = read_memory_detail()
-        peak = memory.hwm if memory is not None and memory.hwm else end.hwm_bytes
+        peak = end.hwm_bytes
     child_peak = end.children_hwm_bytes if end.children_hwm_bytes > start.children_hwm_bytes else None
     return EdgeDelta(cpu, thread, children, energy, peak, child_peak, memory)

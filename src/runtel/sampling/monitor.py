@@ -68,6 +68,10 @@ _log = logging.getLogger("runtel.sampling")
 EDGE_REUSE_S = 0.005
 
 
+def _reraise(exc: Exception) -> None:
+    raise exc
+
+
 def expected_cores(settings_value: int | None) -> int:
     """The ``n_expected_cores`` setting, else the CPUs this process may run on."""
     if settings_value:
@@ -100,6 +104,7 @@ class Monitor:
         self.edges = edges if edges is not None or sampler is None else EdgeReader()
         #: ``(time_ns, rss, uss, pss)`` read at block edges where the process grew: a run's peaks include them
         self._edge_peaks: deque[tuple[int, int | None, int | None, int | None]] = deque(maxlen=4096)
+        self._detail_hwm = 0  # the high-water mark when a block edge last read USS/PSS
 
     @classmethod
     def open(
@@ -238,8 +243,23 @@ class Monitor:
         reader = self.edges
         if reader is None:
             return None
-        result = self._guard("edge", lambda: reader.read(end))
-        return result if isinstance(result, Edge) else None
+        try:
+            return reader.read(end)
+        except Exception as exc:  # never into user code; logged once
+            error = exc
+            self._guard("edge", lambda: _reraise(error))
+            return None
+
+    def _memory_detail_due(self, end: Edge) -> bool:
+        """Whether a block edge should read USS/PSS: the high-water mark grew > 1 MiB / 1 % since the last read.
+
+        A growing process raises its high-water mark by a few KiB at many blocks; reading ``smaps_rollup``
+        (50-300 us) at each would cost more than the blocks.
+        """
+        if end.hwm_bytes <= self._detail_hwm + max(1 << 20, self._detail_hwm // 100):
+            return False
+        self._detail_hwm = end.hwm_bytes
+        return True
 
     def includes_self(self) -> bool:
         """Whether the monitored tree counts this process (``runtel run``'s wrapper excludes itself)."""
@@ -256,13 +276,14 @@ class Monitor:
         end = self.edge(end=True)
         if reader is None or end is None:
             return {}
-        delta = edge_delta(start, end)
-        self._note_peak(end.time_ns, delta)
+        delta = edge_delta(start, end, memory_detail=end.hwm_bytes > start.hwm_bytes and self._memory_detail_due(end))
+        if delta.memory is not None:
+            self._note_peak(end.time_ns, delta)
         sampler = self.sampler
         latest = sampler.latest if sampler is not None else None
         jps = reader.cpu_joules_per_s
         if latest is None or latest.time_ns < start_ns:  # no sample in the window: counters only (hot path)
-            return edge_attributes(delta, (end.time_ns - start_ns) / 1e9, jps, self.carbon_intensity)
+            return edge_attributes(delta, jps)
         summary = self.usage(start_ns, end.time_ns)
         summary = with_edges(summary, delta, includes_self=True, cpu_joules_per_s=jps, block=True)
         return usage_attributes(summary)

@@ -364,21 +364,21 @@ def with_floors(summary: UsageSummary, *, cpu_s: float | None, energy_j: float |
     return summary._replace(**fields) if fields else summary
 
 
-def edge_attributes(delta: EdgeDelta, duration_s: float, cpu_joules_per_s: float | None,
-                    carbon_intensity: float) -> dict[str, AttributeValue]:
+def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[str, AttributeValue]:
     """``runtel.usage.*`` of a window no sample fell into, from its edge counters only (the hot path).
 
-    The same keys and values :func:`usage_attributes` gives for ``with_edges(<0 samples>, delta, ...)``.
+    Only what the counters know, in as few attributes as possible (each costs ~1 us on the span):
+    ``cpu.time``, ``thread.cpu.time``, ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
+    apply, and the peaks when the process reached a new high-water mark inside the window. The run-folder
+    exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
+    duration) and emissions (energy x the run's carbon intensity).
     """
     cpu = delta.cpu_s + delta.children_cpu_s
-    attrs: dict[str, AttributeValue] = {semconv.USAGE_SAMPLES: 0, semconv.USAGE_COUNTERS: "edges",
-                                        semconv.USAGE_CPU_TIME: cpu}
+    attrs: dict[str, AttributeValue] = {semconv.USAGE_CPU_TIME: cpu}
     if delta.thread_cpu_s is not None:
         attrs[semconv.USAGE_THREAD_CPU_TIME] = delta.thread_cpu_s
     if delta.children_cpu_s:
         attrs[semconv.USAGE_CPU_TIME_CHILDREN] = delta.children_cpu_s
-    if duration_s > 0:
-        attrs[semconv.USAGE_CPU_UTILIZATION_MEAN] = cpu / duration_s
     if delta.peak_rss_bytes is not None:
         attrs[semconv.USAGE_RSS_MAX_MAIN] = attrs[semconv.USAGE_RSS_MAX_COMBINED] = delta.peak_rss_bytes
         attrs[semconv.USAGE_RSS_PEAK_EXACT] = True
@@ -389,38 +389,21 @@ def edge_attributes(delta: EdgeDelta, duration_s: float, cpu_joules_per_s: float
             attrs[semconv.USAGE_PSS_MAX_MAIN] = attrs[semconv.USAGE_PSS_MAX_COMBINED] = memory.pss
     if delta.children_peak_rss_bytes is not None:
         attrs[semconv.USAGE_MEMORY_PREFIX + "rss.max.descendants"] = delta.children_peak_rss_bytes
-        attrs[semconv.USAGE_RSS_MAX_COMBINED] = max(delta.children_peak_rss_bytes,
-                                                    int(attrs.get(semconv.USAGE_RSS_MAX_COMBINED, 0)))  # type: ignore[arg-type]
-    energy = delta.energy
-    if energy or cpu_joules_per_s is not None:
-        cpu_j = 0.0
-        gpu_j = 0.0
-        estimated = False
-        sources: set[str] = set()
-        has_cpu = has_gpu = False
-        for domain, (joules, est, source) in energy.items():
-            if domain.startswith("gpu:"):
-                gpu_j += joules
-                has_gpu = True
-            else:
-                cpu_j += joules
-                has_cpu = True
-            estimated = estimated or est
-            sources.add(source)
-        if cpu_joules_per_s is not None:
-            cpu_j += cpu * cpu_joules_per_s
-            has_cpu = estimated = True
-            sources.add("estimate")
-        total = cpu_j + gpu_j
-        if has_cpu:
-            attrs[semconv.USAGE_ENERGY_CPU] = cpu_j
-        if has_gpu:
-            attrs[semconv.USAGE_ENERGY_GPU] = gpu_j
+        attrs[semconv.USAGE_RSS_MAX_COMBINED] = max(delta.children_peak_rss_bytes, delta.peak_rss_bytes or 0)
+    total = cpu * cpu_joules_per_s if cpu_joules_per_s is not None else None
+    estimated = cpu_joules_per_s is not None
+    gpu: float | None = None
+    for domain, (joules, est, _source) in delta.energy.items():
+        if domain.startswith("gpu:"):
+            gpu = joules if gpu is None else gpu + joules
+        total = joules if total is None else total + joules
+        estimated = estimated or est
+    if total is not None:
         attrs[semconv.USAGE_ENERGY_TOTAL] = total
-        attrs[semconv.USAGE_ENERGY_ESTIMATED] = estimated
-        attrs[semconv.USAGE_ENERGY_SOURCES] = sorted(sources)
-        attrs[semconv.USAGE_EMISSIONS] = emissions_g(total, carbon_intensity)
-        attrs[semconv.USAGE_CARBON_INTENSITY] = carbon_intensity
+        if gpu is not None:
+            attrs[semconv.USAGE_ENERGY_GPU] = gpu
+        if estimated:
+            attrs[semconv.USAGE_ENERGY_ESTIMATED] = True
     return attrs
 
 
