@@ -367,15 +367,16 @@ def with_floors(summary: UsageSummary, *, cpu_s: float | None, energy_j: float |
 def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[str, AttributeValue]:
     """``runtel.usage.*`` of a window no sample fell into, from its edge counters only (the hot path).
 
-    Only what the counters know, in as few attributes as possible (each costs ~1 us on the span):
-    ``cpu.time``, ``thread.cpu.time``, ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
+    Only what the counters know, in as few attributes as possible (each costs ~2 us on the span):
+    ``cpu.time``, ``thread.cpu.time`` (only when it differs from ``cpu.time`` by more than 1 %: other threads
+    ran meanwhile), ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
     apply, and the peaks when the process reached a new high-water mark inside the window. The run-folder
     exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
     duration) and emissions (energy x the run's carbon intensity).
     """
     cpu = delta.cpu_s + delta.children_cpu_s
     attrs: dict[str, AttributeValue] = {semconv.USAGE_CPU_TIME: cpu}
-    if delta.thread_cpu_s is not None:
+    if delta.thread_cpu_s is not None and abs(delta.cpu_s - delta.thread_cpu_s) > 0.01 * delta.cpu_s:
         attrs[semconv.USAGE_THREAD_CPU_TIME] = delta.thread_cpu_s
     if delta.children_cpu_s:
         attrs[semconv.USAGE_CPU_TIME_CHILDREN] = delta.children_cpu_s
