@@ -270,3 +270,18 @@ def test_wrapper_is_at_least_its_children(tmp_path: Path, clean_env: dict[str, s
     assert usage_["compute_time"]["cpu_seconds"] >= child_cpu - 1e-6
     assert usage_["energy"]["total_joules"] >= child_energy - 1e-6
     assert child_cpu >= 0.6 * 0.98
+
+
+def test_block_counters_can_be_switched_off(runs_dir: Path) -> None:
+    """block_counters=false: an unsampled block has no counter figures again; runs and measure() keep theirs."""
+    with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none", block_counters=False):
+        with runtel.run_span("off") as run:
+            with runtel.block("quick"):
+                busy(0.005)
+            with runtel.measure("window") as m:
+                busy(0.005)
+    record, spans = read_run(run.dir)
+    (quick,) = [s for s in spans if s.name == "quick"]
+    assert usage(quick) == {semconv.USAGE_SAMPLES: 0}
+    assert m.cpu_s is not None and m.cpu_s >= 0.005 * 0.98
+    assert record["resource_usage"]["compute_time"]["cpu_seconds_source"] == "edge counters"

@@ -52,7 +52,7 @@ def _start_edge() -> Any:
     """The edge counters at a block's start (``None`` without sampling): ~2-4 us."""
     rt = _sdk.current_runtime()
     monitor = rt.monitor if rt is not None else None
-    if monitor is None:
+    if monitor is None or not monitor.block_edges:
         return None
     return monitor.edge()
 
@@ -134,8 +134,9 @@ class Block:
         if self._attributes:
             span.set_attributes(_user_attributes(self._attributes))
         self._token = otel_context.attach(otel_trace.set_span_in_context(span))
-        if rt is not None and rt.monitor is not None:
-            self._edge = rt.monitor.edge()  # last: the counters start with the block's own code
+        monitor = rt.monitor if rt is not None else None
+        if monitor is not None and monitor.block_edges:
+            self._edge = monitor.edge()  # last: the counters start with the block's own code
         return self
 
     def __exit__(
@@ -328,7 +329,8 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
             span = (rt.tracer if rt is not None else _fallback_tracer).start_span(name)
             span.set_attributes(static)  # cheaper than attributes= at start (no sampler/copy pass)
             token = otel_context.attach(otel_trace.set_span_in_context(span))
-            edge = rt.monitor.edge() if rt is not None and rt.monitor is not None else None
+            monitor = rt.monitor if rt is not None else None
+            edge = monitor.edge() if monitor is not None and monitor.block_edges else None
             try:
                 return fn(*args, **kwargs)
             except BaseException as exc:

@@ -106,6 +106,8 @@ class Monitor:
         #: ``(time_ns, rss, uss, pss)`` read at block edges where the process grew: a run's peaks include them
         self._edge_peaks: deque[tuple[int, int | None, int | None, int | None]] = deque(maxlen=4096)
         self._detail_hwm = 0  # the high-water mark when a block edge last read USS/PSS
+        #: blocks and @trace calls read the edge counters (setting ``block_counters``); runs always do
+        self.block_edges = True
 
     @classmethod
     def open(
@@ -175,6 +177,7 @@ class Monitor:
         )
         monitor = cls(sampler, carbon_intensity=settings.carbon_intensity, edges=edges)
         monitor.energy_method = method
+        monitor.block_edges = bool(getattr(settings, "block_counters", True))
         return monitor
 
     @property
