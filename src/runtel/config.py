@@ -237,7 +237,8 @@ PARAMS: Final[dict[str, Param]] = {
         ("RUNTEL_CPU_TDP",),
         None,
         _optional_positive_float,
-        "CPU package TDP in watts for the utilisation-based energy estimate when RAPL is not readable.",
+        "TDP of one CPU package in watts for the energy estimate when RAPL is not readable (a busy thread is "
+        "charged TDP / the package's threads, see docs/metrics.md).",
         "from the bundled table, else 85 W",
     ),
     "redact_patterns": Param(

@@ -357,7 +357,8 @@ def with_floors(summary: UsageSummary, *, cpu_s: float | None, energy_j: float |
         energy["cpu:estimate"] = EnergyDomain(cpu * cpu_joules_per_s, True, "estimate")
     total = sum(d.joules for d in energy.values())
     if energy_j is not None and energy_j > total:
-        energy["floor"] = EnergyDomain(energy_j - total, any(d.estimated for d in energy.values()) or True, source)
+        # the children's figures are partly measured, partly estimated: the floor's part is marked estimated
+        energy["floor"] = EnergyDomain(energy_j - total, True, source)
     if fields or energy != dict(summary.energy):
         fields.update(_energy_totals(energy, summary.carbon_intensity))
         fields["floors"] = (*summary.floors, source)
