@@ -40,7 +40,7 @@ def usage(span: object) -> dict[str, object]:
 @pytest.mark.parametrize("interval", [1.0, 10.0])
 def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, interval: float) -> None:
     """Blocks of 5 ms to 1 s: cpu.time within 2 % of process_time inside the block, at 1 s and 10 s sampling."""
-    truths: dict[str, tuple[float, float]] = {}
+    truths: dict[str, tuple[float, float, float]] = {}
     with isolated(runs_dir, sampling=True, sample_interval=interval, gpu_backend="none"):
         with runtel.run_span("cpu") as run:
             # The block's cpu.time is the whole process's (every thread): let the sampler thread finish
@@ -48,19 +48,24 @@ def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, 
             time.sleep(0.4)
             for size in (0.005, 0.02, 0.2, 1.0):
                 time.sleep(0.05)  # and the exporter thread write the previous block's span out
+                outer0 = time.process_time()
                 with runtel.block(f"busy-{size}"):
                     p0, t0 = time.process_time(), time.thread_time()
                     busy(size)
-                    truths[f"busy-{size}"] = (time.process_time() - p0, time.thread_time() - t0)
+                    process, thread = time.process_time() - p0, time.thread_time() - t0
+                truths[f"busy-{size}"] = (process, thread, time.process_time() - outer0)
     _, spans = read_run(run.dir)
     for span in spans:
         if span.name not in truths:
             continue
-        process, thread = truths[span.name]
+        process, thread, outer = truths[span.name]
         attrs = usage(span)
-        assert attrs[semconv.USAGE_CPU_TIME] == pytest.approx(process, rel=0.02), span.name
-        # the thread's share can be far below the block's CPU (the sampler thread starts meanwhile): 2 % of the
-        # block's CPU time is the bound, as for cpu.time
+        cpu = float(attrs[semconv.USAGE_CPU_TIME])  # type: ignore[arg-type]
+        # Within 2 % of the process_time delta of the block's body; another thread's CPU in the microseconds
+        # between an edge and the body (the exporter, a sampler tick on the other core) can only add to it,
+        # and never more than the whole `with` statement took (span creation and export included).
+        assert process * 0.98 <= cpu <= max(process * 1.02, outer * 1.02), (span.name, cpu, process, outer)
+        # the thread's own counter has no such neighbours: 2 % of the block's CPU time
         # (absent on an unsampled block = within 1 % of cpu.time: no other thread ran meanwhile)
         reported_thread = attrs.get(semconv.USAGE_THREAD_CPU_TIME, attrs[semconv.USAGE_CPU_TIME])
         assert reported_thread == pytest.approx(thread, abs=0.02 * process), span.name
