@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from runtel.recording.carrier import inject_env
     from runtel.recording.lifecycle import RunSpan, run_span
     from runtel.recording.lineage import use_artifact
+    from runtel.recording.measure import Measurement, measure
     from runtel.recording.run import Run, current_run
     from runtel.recording.seeding import seed_everything
     from runtel.recording.workers import init_worker, worker_context
@@ -41,6 +42,8 @@ _LAZY = {
     "RunSpan": "runtel.recording.lifecycle",
     "run_span": "runtel.recording.lifecycle",
     "use_artifact": "runtel.recording.lineage",
+    "Measurement": "runtel.recording.measure",
+    "measure": "runtel.recording.measure",
     "Run": "runtel.recording.run",
     "current_run": "runtel.recording.run",
     "seed_everything": "runtel.recording.seeding",
@@ -51,6 +54,7 @@ _LAZY = {
 
 __all__ = (
     "Block",
+    "Measurement",
     "Run",
     "RunSpan",
     "Settings",
@@ -64,6 +68,7 @@ __all__ = (
     "init_worker",
     "inject_env",
     "load",
+    "measure",
     "run_span",
     "seed_everything",
     "trace",

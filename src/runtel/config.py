@@ -212,6 +212,15 @@ PARAMS: Final[dict[str, Param]] = {
         "`false` turns the background resource sampler off (spans and records still work).",
         "`true`",
     ),
+    "block_counters": Param(
+        ("RUNTEL_BLOCK_COUNTERS",),
+        True,
+        _parse_bool,
+        "`false` stops blocks and `@trace` calls reading CPU/energy counters at their edges (~3 attributes and "
+        "~5-25 us a span, see docs/performance.md): they then carry only sampled usage, as before. Runs and "
+        "`runtel.measure()` always read them.",
+        "`true`",
+    ),
     "propagate": Param(
         ("RUNTEL_PROPAGATE",),
         True,
@@ -254,7 +263,8 @@ PARAMS: Final[dict[str, Param]] = {
         ("RUNTEL_CPU_TDP",),
         None,
         _optional_positive_float,
-        "CPU package TDP in watts for the utilisation-based energy estimate when RAPL is not readable.",
+        "TDP of one CPU package in watts for the energy estimate when RAPL is not readable (a busy thread is "
+        "charged TDP / the package's threads, see docs/metrics.md).",
         "from the bundled table, else 85 W",
     ),
     "redact_patterns": Param(
@@ -357,6 +367,7 @@ class Settings:
     memory_detail_interval: float = 10.0
     metric_interval: float = 5.0
     sampling: bool = True
+    block_counters: bool = True
     propagate: bool = True
     n_expected_cores: int | None = None
     gpu_backend: str = "auto"
@@ -427,7 +438,7 @@ def _check_arg(name: str, value: Any) -> Any:
 
 
 #: settings whose value is a bool, a number, or a sequence of strings (checked by type when not given as text)
-_BOOLS: Final = frozenset({"disabled", "sampling", "strict"})
+_BOOLS: Final = frozenset({"disabled", "sampling", "strict", "block_counters"})
 _NUMBERS: Final = frozenset({"attribute_max_length", "record_max_bytes", "sample_interval", "memory_detail_interval",
                              "metric_interval", "n_expected_cores", "carbon_intensity", "cpu_tdp",
                              "git_diff_max_bytes", "rotate_bytes", "export_timeout", "seed"})

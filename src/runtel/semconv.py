@@ -196,6 +196,17 @@ USAGE_ENERGY_ESTIMATED: Final = "runtel.usage.energy.estimated"
 USAGE_ENERGY_SOURCES: Final = "runtel.usage.energy.sources"
 USAGE_EMISSIONS: Final = "runtel.usage.emissions"
 USAGE_CARBON_INTENSITY: Final = "runtel.usage.carbon_intensity"
+USAGE_COUNTERS: Final = "runtel.usage.counters"  # "edges": CPU time and energy are edge-counter differences
+USAGE_THREAD_CPU_TIME: Final = "runtel.usage.thread.cpu.time"
+USAGE_CPU_TIME_CHILDREN: Final = "runtel.usage.cpu.time.children"  # children reaped inside the window
+USAGE_RSS_PEAK_EXACT: Final = "runtel.usage.memory.rss.max.exact"
+USAGE_FLOORS: Final = "runtel.usage.floors"  # what raised CPU time/energy to a floor ("wait4", "child runs")
+USAGE_RSS_MAX_MAIN: Final = "runtel.usage.memory.rss.max.main"
+USAGE_RSS_MAX_COMBINED: Final = "runtel.usage.memory.rss.max.combined"
+USAGE_USS_MAX_MAIN: Final = "runtel.usage.memory.uss.max.main"
+USAGE_USS_MAX_COMBINED: Final = "runtel.usage.memory.uss.max.combined"
+USAGE_PSS_MAX_MAIN: Final = "runtel.usage.memory.pss.max.main"
+USAGE_PSS_MAX_COMBINED: Final = "runtel.usage.memory.pss.max.combined"
 # request spans of a service (recording/service.py; docs/services.md says what the CPU time counts)
 REQUEST_CPU_TIME: Final = "runtel.request.cpu.time"  # s, this request's own CPU time, never shared
 REQUEST_CONCURRENCY: Final = "runtel.request.concurrency"  # requests in flight when it started, itself included

@@ -105,6 +105,22 @@ def test_facade_names_come_from_modules_that_own_them() -> None:
         assert name in module.__all__, f"{module_name}.__all__ lacks {name}"
 
 
+def test_measure_is_public_and_lazy(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """runtel.measure / runtel.Measurement come from the facade; a window works in a fresh interpreter."""
+    assert {"measure", "Measurement"} <= set(runtel.__all__)
+    code = (
+        "import json, runtel\n"
+        "with runtel.measure('w') as m:\n"
+        "    sum(range(10**5))\n"
+        "print(json.dumps({'cpu': m.cpu_s, 'wall': m.wall_s, 'type': type(m).__name__}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["type"] == "Measurement" and result["cpu"] > 0 and result["wall"] > 0
+
+
 def test_compatibility_aliases_are_the_moved_objects() -> None:
     """runtel.tracker, runtel.lineage and runtel.replay re-export the very objects of their new homes."""
     import importlib

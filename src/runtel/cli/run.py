@@ -180,7 +180,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 returncode, rusage = _wait(child)
                 exit_code = 128 - returncode if returncode < 0 else returncode
                 killer = signal.Signals(-returncode) if returncode < 0 else None
-                run.set_command_result(exit_code=exit_code, signal=killer.name if killer else None, rusage=rusage)
+                child_runs = _child_runs_usage(run.dir.parent, run.id, run.start_time_ns) if run.dir else None
+                run.set_command_result(exit_code=exit_code, signal=killer.name if killer else None, rusage=rusage,
+                                       child_runs=child_runs)
                 if killer is not None:
                     status = "interrupted" if killer in _INTERRUPTING else "error"
                     _mark_failed(run, exit_code, f"command killed by {killer.name}", status)
@@ -265,6 +267,39 @@ def _wait(child: subprocess.Popen[bytes]) -> tuple[int, dict[str, Any] | None]:
         "user_cpu_s": round(usage.ru_utime, 6),
         "system_cpu_s": round(usage.ru_stime, 6),
     }
+
+
+def _child_runs_usage(root: Path, parent_id: str, since_ns: int) -> dict[str, float] | None:
+    """CPU seconds and joules summed over the finished runs under ``root`` whose parent is ``parent_id``.
+
+    The wrapper's own figures must be at least these: its command's processes are inside its tree. Only
+    folders changed since the wrapper's run started are opened (a run folder's mtime moves when its
+    run.json is replaced), so a root of 10,000 old runs costs one ``scandir`` and a ``stat`` each.
+    """
+    from runtel.rundir.reader import parent_run_id, read_record  # deferred: runtel.rundir.reader (~3 ms)
+
+    since_s = since_ns / 1e9 - 1.0
+    runs, cpu, energy = 0, 0.0, 0.0
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            if not entry.is_dir() or entry.stat().st_mtime < since_s:
+                continue
+            record = read_record(Path(entry.path))
+        except Exception:  # an unreadable folder is not this run's business here
+            continue
+        if parent_run_id(record) != parent_id:
+            continue
+        usage = record.get("resource_usage") or {}
+        seconds = (usage.get("compute_time") or {}).get("cpu_seconds")
+        joules = (usage.get("energy") or {}).get("total_joules")
+        runs += 1
+        cpu += float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        energy += float(joules) if isinstance(joules, (int, float)) else 0.0
+    return {"runs": runs, "cpu_s": cpu, "energy_j": energy} if runs else None
 
 
 def _mark_failed(run: Any, exit_code: int, message: str, status: str) -> None:

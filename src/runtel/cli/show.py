@@ -288,22 +288,33 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _usage_text(attributes: Mapping[str, Any]) -> str:
+    """A span's usage in one line: counter figures (CPU, energy) always, sampled peaks where samples fell."""
     parts = []
     samples = attributes.get(_USAGE + "samples")
-    if samples == 0:
+    cpu_time = attributes.get(semconv.USAGE_CPU_TIME)
+    if samples == 0 and not isinstance(cpu_time, (int, float)):
         return "[dim](unsampled)[/dim]"
     cpu = attributes.get(_USAGE + "cpu.utilization.mean")
     if isinstance(cpu, (int, float)):
         parts.append(f"cpu {cpu * 100:.0f}%")
+    elif isinstance(cpu_time, (int, float)):
+        parts.append(f"cpu {render.format_duration(cpu_time)}")  # counters at the edges, no sample inside
     rss = attributes.get(_USAGE + "memory.rss.max.combined") or attributes.get(_USAGE + "memory.rss.max")
     if isinstance(rss, (int, float)):
         parts.append(f"rss {render.format_bytes(rss)}")
+    pss = attributes.get(_USAGE + "memory.pss.max.combined")
+    processes = attributes.get(semconv.USAGE_PROCESSES_MAX)
+    if isinstance(pss, (int, float)) and isinstance(processes, int) and processes > 1:
+        parts.append(f"pss {render.format_bytes(pss)}")  # a tree of forked workers: shared pages counted once
     gpu = attributes.get(semconv.USAGE_GPU_MEMORY_TREE_MAX) or attributes.get(semconv.USAGE_GPU_MEMORY_USED_MAX)
     if isinstance(gpu, (int, float)) and gpu:
         parts.append(f"gpu mem {render.format_bytes(gpu)}")
     energy = attributes.get(_USAGE + "energy.total")
     if isinstance(energy, (int, float)) and energy:
-        parts.append(f"{energy:.1f} J")
+        estimated = attributes.get(semconv.USAGE_ENERGY_ESTIMATED)
+        parts.append(f"{energy:.1f} J" + (" est." if estimated else ""))
+    if samples == 0 and not isinstance(rss, (int, float)):
+        parts.append("peaks unsampled")
     return "[dim]" + ", ".join(parts) + "[/dim]" if parts else ""
 
 
@@ -416,11 +427,22 @@ def _record_summary(record: RunRecord) -> dict[str, Any]:
         emissions = usage.get("emissions") or {}
         combined = (usage.get("max_ram") or {}).get("combined") or {}
         cpu_combined = (usage.get("cpu_utilization") or {}).get("combined") or {}
+        cpu_section: Any = usage.get("cpu_utilization") or {}
+        processes = cpu_section.get("max_processes") if isinstance(cpu_section.get("max_processes"), int) else 1
+        energy_section: Any = energy
+        method: Any = energy_section.get("method") or {}
         summary.update(
             {
-                "peak RAM (RSS)": render.format_bytes(combined.get("max_rss_bytes")),
+                "peak RAM (RSS)": render.format_bytes(combined.get("max_rss_bytes"))
+                + (" — shared pages counted in every process" if processes > 1 else "")
+                + (" (exact: kernel high-water mark)" if usage.get("peak_rss_exact") and processes <= 1 else "")
+                if combined.get("max_rss_bytes") else None,
                 "peak RAM (PSS)": render.format_bytes(combined.get("max_pss_bytes"))
+                + " — shared pages split among the processes sharing them"
                 if combined.get("max_pss_bytes") else None,
+                "peak RAM (USS)": render.format_bytes(combined.get("max_uss_bytes")) + " — private pages only"
+                if combined.get("max_uss_bytes") else None,
+                "CPU time": _cpu_time_text(usage.get("compute_time") or {}),
                 "peak GPU RAM": render.format_bytes(gpu_ram.get("tree_bytes") or gpu_ram.get("system_used_bytes"))
                 if (gpu_ram.get("tree_bytes") or gpu_ram.get("system_used_bytes")) else None,
                 "CPU cores (mean/max)": _pair_cores(cpu_combined.get("mean_sum_fraction"),
@@ -428,12 +450,24 @@ def _record_summary(record: RunRecord) -> dict[str, Any]:
                 "GPU util (mean/max)": _pair_pct(gpu.get("mean_fraction"), gpu.get("max_fraction")),
                 "energy": f"{energy['total_joules']:.1f} J" + (" (estimated)" if energy.get("estimated") else "")
                 if isinstance(energy.get("total_joules"), (int, float)) else None,
+                "energy estimate": method.get("assumption") if energy.get("estimated") else None,
                 "emissions": f"{emissions['grams_co2eq']:.4f} gCO2eq"
                 if isinstance(emissions.get("grams_co2eq"), (int, float)) else None,
                 "samples": usage.get("samples"),
             }
         )
     return summary
+
+
+def _cpu_time_text(compute: Mapping[str, Any]) -> str | None:
+    seconds = compute.get("cpu_seconds")
+    if not isinstance(seconds, (int, float)):
+        return None
+    how = "counters at the edges" if compute.get("cpu_seconds_source") == "edge counters" else "sampled"
+    floors = compute.get("floors") or []
+    if floors:
+        how += ", at least " + " and ".join(str(f) for f in floors)
+    return f"{seconds:.2f} s ({how})"
 
 
 def _pair_cores(mean: Any, peak: Any) -> str | None:

@@ -1,12 +1,14 @@
-"""CPU energy estimated from utilisation when no RAPL counter is readable, and energy -> emissions.
+"""CPU energy estimated from CPU seconds when no RAPL counter is readable, and energy -> emissions.
 
-Model (documented in docs/metrics.md): the machine's CPU power is ``TDP x (0.1 + 0.9 x u_sys)``, where ``u_sys``
-is whole-machine CPU utilisation (0-1): 10% of TDP at idle, linear up to TDP at full load (a linear curve keeps
-the interval average exact, because utilisation readings are averages over the interval). The tracked tree is
-charged that power times its share of the busy CPU time, ``u_tree / u_sys`` with
-``u_tree = tree CPU utilisation (sum of cores) / logical cores``. When the job is the only load the tree gets
-the whole curve (including the idle floor); an idle tree gets 0 W. Energy integrates power over each sample
-interval. Readings are ``estimated=True`` and ``source="estimate"``.
+Model (documented in docs/metrics.md, "Estimates"): a busy hardware thread draws its share of the package's
+TDP, ``TDP / threads of the package``; idle threads are not charged. The tree's estimated CPU energy is
+therefore ``CPU seconds x TDP / package threads``: a function of a cumulative counter, so the energy of any
+window (a block of 5 ms included) is exact given the model, and the process's power can never exceed
+``TDP x usable CPUs / package threads`` (a 2-vCPU VM slice of a 64-core package is charged 2/128 of it, not
+the whole package). Where the package's thread count and the usable CPUs come from is recorded with the
+estimate (:func:`runtel.energy.tdp.estimate_basis`). Readings are ``estimated=True`` and ``source="estimate"``.
+
+:func:`estimate_cpu_power_w` is the older utilisation curve, kept as the documented curve of the earlier model.
 """
 
 from __future__ import annotations
@@ -43,39 +45,42 @@ def estimate_cpu_power_w(tdp_w: float, tree_share: float, system_utilization: fl
 
 
 class CpuEnergyEstimator:
-    """Integrates :func:`estimate_cpu_power_w` over sample intervals into cumulative joules.
+    """Turns the tree's cumulative CPU seconds into cumulative estimated joules.
 
     Args:
-        tdp_w: CPU TDP (per package) in watts.
-        logical_cores: Logical CPUs of the machine (denominator of the tree share).
-        packages: CPU sockets; the modelled TDP is ``tdp_w x packages``.
+        tdp_w: CPU TDP per package in watts.
+        logical_cores: Logical CPUs the machine shows (used when ``package_threads`` is not given).
+        packages: CPU sockets (the visible threads are split evenly among them).
         tdp_source: Provenance of ``tdp_w`` (``"setting"``, ``"table"``, ``"default"``) for the record.
+        package_threads: Hardware threads of one package (the real package's, when known from the table).
     """
 
     domain = ESTIMATE_DOMAIN
     estimated = True
 
-    def __init__(self, tdp_w: float, logical_cores: int, *, packages: int = 1, tdp_source: str = "setting") -> None:
-        self.tdp_w = float(tdp_w) * max(1, packages)
+    def __init__(self, tdp_w: float, logical_cores: int, *, packages: int = 1, tdp_source: str = "setting",
+                 package_threads: float | None = None) -> None:
+        self.tdp_w = float(tdp_w)
         self.logical_cores = max(1, logical_cores)
         self.tdp_source = tdp_source
+        threads = package_threads if package_threads else self.logical_cores / max(1, packages)
+        self.package_threads = max(1.0, float(threads))
+        #: joules per CPU-second: one busy thread's share of the package TDP
+        self.joules_per_cpu_s = self.tdp_w / self.package_threads
         self._joules = 0.0
-        self._last_t: float | None = None
+        self._cpu0: float | None = None
+        self._last: tuple[float, float] | None = None
         self.last_power_w: float | None = None
 
-    def update(self, monotonic_s: float, process_utilization: float, system_utilization: float | None) -> EnergyReading:
-        """Add the energy of the interval ending now.
-
-        Args:
-            monotonic_s: Time of this sample.
-            process_utilization: Tree CPU use over the interval as a sum of cores (2.0 = two busy cores).
-            system_utilization: Machine CPU use over the interval (0-1), if known.
-        """
-        power = estimate_cpu_power_w(self.tdp_w, process_utilization / self.logical_cores, system_utilization)
-        if self._last_t is not None and monotonic_s > self._last_t:
-            self._joules += power * (monotonic_s - self._last_t)
-        self._last_t = monotonic_s
-        self.last_power_w = power
+    def update(self, monotonic_s: float, cpu_time_s: float) -> EnergyReading:
+        """The joules up to now from the tree's cumulative CPU seconds (user + system)."""
+        if self._cpu0 is None:
+            self._cpu0 = cpu_time_s
+        joules = max(0.0, cpu_time_s - self._cpu0) * self.joules_per_cpu_s
+        if self._last is not None and monotonic_s > self._last[0]:
+            self.last_power_w = max(0.0, joules - self._last[1]) / (monotonic_s - self._last[0])
+        self._last = (monotonic_s, joules)
+        self._joules = max(self._joules, joules)
         return self.read()
 
     def read(self) -> EnergyReading:

@@ -15,6 +15,8 @@ then raises :class:`~runtel.errors.BackendUnavailable` and runtel falls back to 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,13 +53,20 @@ class RaplSource:
             self.max_range_uj = int((path / "max_energy_range_uj").read_text().strip())
         except (OSError, ValueError):
             self.max_range_uj = 0  # unknown range: a decrease is then treated as a reset
+        self._lock = threading.Lock()  # the sampler and block edges read the same counter
+        self._fd: int | None = None
         self._last = self._read_raw()
         self._last_t = clock()
         self._total_uj = 0
 
     def _read_raw(self) -> int:
+        # One pread on a descriptor kept open: ~2 us, against ~30 us for open + read + close (Path.read_text),
+        # which matters because block edges read the counter too. sysfs regenerates the value on each read.
         try:
-            return int(self._file.read_text().strip())
+            fd = self._fd
+            if fd is None:
+                fd = self._fd = os.open(self._file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            return int(os.pread(fd, 32, 0).strip())
         except PermissionError as exc:
             raise BackendUnavailable(
                 f"{self._file} is not readable ({exc.strerror}); since Linux 5.10 (CVE-2020-8694) RAPL energy "
@@ -65,10 +74,26 @@ class RaplSource:
                 "energy; runtel estimates it from CPU utilisation meanwhile"
             ) from exc
         except (OSError, ValueError) as exc:
+            self._close()
             raise BackendUnavailable(f"cannot read {self._file}: {exc}") from exc
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        self._close()
 
     def read(self) -> EnergyReading:
         """Joules since opening; handles one wrap-around per read (the counter wraps after minutes, not ms)."""
+        with self._lock:
+            return self._read_locked()
+
+    def _read_locked(self) -> EnergyReading:
         new = self._read_raw()
         old = self._last
         if new >= old:

@@ -100,6 +100,30 @@ class NvmlBackend:
         except Exception as exc:  # never raise from cleanup
             _log.debug("nvmlShutdown failed: %s", exc)
 
+    def energy_counters(self) -> tuple[tuple[str, float, bool], ...]:
+        """``(uuid, joules, estimated)`` per device now, for block edges; never raises.
+
+        A device with the total-energy counter (Volta or newer) is read directly (one driver call); one
+        without it (``NVML_ERROR_NOT_SUPPORTED``, found at the first sample) gives its power integral
+        extended to now at the last power draw, marked estimated. A device whose counter state is not yet
+        known, or lost, is left out (its window energy then comes from the samples).
+        """
+        out: list[tuple[str, float, bool]] = []
+        now = self._clock()
+        for state in self._states:
+            if state.lost_at is not None:
+                continue
+            if state.energy_counter:
+                try:
+                    mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(state.handle)
+                except Exception:
+                    continue
+                out.append((state.device.uuid, float(mj) / 1000.0, False))
+            elif state.energy_counter is False and state.last_t is not None:
+                extra = (state.last_power_w or 0.0) * max(0.0, now - state.last_t)
+                out.append((state.device.uuid, state.integrated_j + extra, True))
+        return tuple(out)
+
     # --- internals --------------------------------------------------------------------------------------
     class _Lost(Exception):
         pass

@@ -1,9 +1,11 @@
 """Code blocks and traced functions as child spans: ``block()`` and ``@trace``.
 
 The hot path is kept short: a span is started on the current tracer, made current with one context
-attach, and ended; static attributes are computed once at decoration time. When a resource sampler
-is running, the span also gets the usage of its own time window (``runtel.usage.*``); a block that
-no sample fell into gets no usage numbers (the run folder marks it ``runtel.usage.samples = 0``).
+attach, and ended; static attributes are computed once at decoration time. When resource sampling
+is on, the span also gets the usage of its own time window (``runtel.usage.*``): CPU time and energy
+are the differences of cumulative counters read at the block's two edges (exact whatever its length,
+see runtel.sampling.edges), peaks and utilisation come from the samples that fell inside it, and a
+block no sample fell into says ``runtel.usage.samples = 0`` next to its counter figures.
 """
 
 from __future__ import annotations
@@ -47,11 +49,24 @@ def _record_error(span: Span, exc: BaseException) -> None:
     record_exception(span, exc)  # never raises: the user's exception is the one that propagates
 
 
-def _end(span: Span, start_ns: int) -> None:
+def _start_edge() -> Any:
+    """The edge counters at a block's start (``None`` without sampling): ~2-4 us."""
+    rt = _sdk.current_runtime()
+    monitor = rt.monitor if rt is not None else None
+    if monitor is None or not monitor.block_edges:
+        return None
+    return monitor.edge()
+
+
+def _end(span: Span, start_ns: int, edge: Any = None) -> None:
     """Attach the window's resource usage (when sampling) and end the span."""
     rt = _sdk.current_runtime()
     monitor = rt.monitor if rt is not None else None
-    if monitor is not None and span.is_recording():
+    if edge is not None and monitor is not None and span.is_recording():
+        with guard("block-usage", "summarise block resource usage"):
+            start_ns = start_ns or getattr(span, "start_time", 0) or 0
+            span.set_attributes(monitor.block_attributes(edge, start_ns))
+    elif monitor is not None and span.is_recording():
         with guard("block-usage", "summarise block resource usage"):
             start_ns = start_ns or getattr(span, "start_time", 0) or 0
             sampler = monitor.sampler  # None when sampling could not start: no usage numbers, no error
@@ -95,13 +110,14 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 class Block:
     """A code block recorded as a child span of whatever span is current (``with`` / ``async with``)."""
 
-    __slots__ = ("_attributes", "_name", "_span", "_token")
+    __slots__ = ("_attributes", "_edge", "_name", "_span", "_token")
 
     def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
         self._name = name if type(name) is str else coerce_name(name, "block(name=...)") or "block"
         self._attributes = attributes
         self._span: Span = otel_trace.INVALID_SPAN
         self._token: object = None
+        self._edge: Any = None
 
     @property
     def span(self) -> Span:
@@ -119,6 +135,9 @@ class Block:
         if self._attributes:
             span.set_attributes(_user_attributes(self._attributes))
         self._token = otel_context.attach(otel_trace.set_span_in_context(span))
+        monitor = rt.monitor if rt is not None else None
+        if monitor is not None and monitor.block_edges:
+            self._edge = monitor.edge()  # last: the counters start with the block's own code
         return self
 
     def __exit__(
@@ -132,7 +151,8 @@ class Block:
             if self._token is not None:
                 otel_context.detach(self._token)  # type: ignore[arg-type]
                 self._token = None
-            _end(span, 0)
+            edge, self._edge = self._edge, None
+            _end(span, 0, edge)
 
     async def __aenter__(self) -> Block:
         return self.__enter__()
@@ -310,6 +330,8 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
             span = (rt.tracer if rt is not None else _fallback_tracer).start_span(name)
             span.set_attributes(static)  # cheaper than attributes= at start (no sampler/copy pass)
             token = otel_context.attach(otel_trace.set_span_in_context(span))
+            monitor = rt.monitor if rt is not None else None
+            edge = monitor.edge() if monitor is not None and monitor.block_edges else None
             try:
                 return fn(*args, **kwargs)
             except BaseException as exc:
@@ -317,7 +339,7 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
                 raise
             finally:
                 otel_context.detach(token)
-                _end(span, 0)
+                _end(span, 0, edge)
 
         return simple_wrapper
 
@@ -336,6 +358,7 @@ def _call_sync(fn: Callable[..., Any], opts: _Options, call: _Call) -> Any:
     start_ns = time.time_ns()
     span = _tracer().start_span(opts.name, attributes=opts.static)
     token = otel_context.attach(otel_trace.set_span_in_context(span))
+    edge = _start_edge()
     try:
         call.on_start(opts, span)
         value = fn(*call.args, **call.kwargs)
@@ -346,7 +369,7 @@ def _call_sync(fn: Callable[..., Any], opts: _Options, call: _Call) -> Any:
         raise
     finally:
         otel_context.detach(token)
-        _end(span, start_ns)
+        _end(span, start_ns, edge)
 
 
 def _wrap_coroutine(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]:
@@ -365,6 +388,7 @@ async def _call_async(fn: Callable[..., Any], opts: _Options, call: _Call) -> An
     start_ns = time.time_ns()
     span = _tracer().start_span(opts.name, attributes=opts.static)
     token = otel_context.attach(otel_trace.set_span_in_context(span))
+    edge = _start_edge()
     try:
         call.on_start(opts, span)
         value = await fn(*call.args, **call.kwargs)
@@ -375,7 +399,7 @@ async def _call_async(fn: Callable[..., Any], opts: _Options, call: _Call) -> An
         raise
     finally:
         otel_context.detach(token)
-        _end(span, start_ns)
+        _end(span, start_ns, edge)
 
 
 def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], opts: _Options) -> Callable[..., Any]:
@@ -388,6 +412,7 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], opts: _Options)
         span = _tracer().start_span(opts.name, attributes=opts.static)
         ctx = otel_trace.set_span_in_context(span)
         items = 0
+        edge = _start_edge()
 
         def step(method: Callable[..., Any], *arg: Any) -> Any:
             token = otel_context.attach(ctx)
@@ -419,7 +444,7 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], opts: _Options)
             raise
         finally:
             span.set_attribute("runtel.generator.items", items)
-            _end(span, start_ns)
+            _end(span, start_ns, edge)
 
     return wrapper
 
@@ -432,6 +457,7 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], opts: _Op
         span = _tracer().start_span(opts.name, attributes=opts.static)
         ctx = otel_trace.set_span_in_context(span)
         items = 0
+        edge = _start_edge()
 
         async def step(awaitable_factory: Callable[[], Any]) -> Any:
             token = otel_context.attach(ctx)
@@ -466,7 +492,7 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], opts: _Op
             raise
         finally:
             span.set_attribute("runtel.generator.items", items)
-            _end(span, start_ns)
+            _end(span, start_ns, edge)
 
     return wrapper
 

@@ -240,6 +240,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     if runtime.monitor is not None:
         with guard("sample-edge", "take the run-start sample"):
             run._start_sample = runtime.monitor.edge_sample()
+            run._start_edge = runtime.monitor.edge()  # the counters after the sample: the run's own work
     if spec._output_dir is not None:
         run.add_output_dir(spec._output_dir)
         run.record["output_dir"] = spec._output_dir

@@ -144,6 +144,8 @@ class Run(LineageMixin):
         self._finished = False
         self._outcome: tuple[str, str, str] | None = None
         self._start_sample: Any = None
+        self._start_edge: Any = None  # cumulative counters at the start (runtel.sampling.edges.Edge)
+        self._floors: dict[str, Any] = {}  # runtel run: CPU/energy floors (wait4, child runs)
         self._rss_floor = 0  # a combined peak RSS the kernel measured (runtel run's command), bytes; 0 = none
         self._last_write = 0.0
         self._write_pending = False
@@ -333,11 +335,15 @@ class Run(LineageMixin):
             self._output_dirs.append(Path(os.fspath(path)))
 
     def set_command_result(self, *, exit_code: int, signal: str | None = None,
-                           rusage: Mapping[str, Any] | None = None) -> None:
+                           rusage: Mapping[str, Any] | None = None,
+                           child_runs: Mapping[str, float] | None = None) -> None:
         """What the wrapped command of ``runtel run`` did: exit code, killing signal, kernel resource usage.
 
         ``rusage["max_rss_bytes"]`` (the kernel's peak for the command's tree) becomes a floor for the
-        run's combined peak RSS: samples can miss a short spike, the kernel cannot.
+        run's combined peak RSS: samples can miss a short spike, the kernel cannot. Its CPU seconds
+        (user + system of every descendant the command waited for) floor the run's CPU time, and
+        ``child_runs`` (``cpu_s``/``energy_j`` summed over the runs the command's processes recorded as
+        this run's children) floors CPU time and energy: a run contains its children.
         """
         self.record["exit_code"] = exit_code
         if signal:
@@ -345,6 +351,10 @@ class Run(LineageMixin):
         if rusage:
             self.record["command_rusage"] = dict(rusage)
             self._rss_floor = int(rusage.get("max_rss_bytes") or 0)
+            cpu = float(rusage.get("user_cpu_s") or 0.0) + float(rusage.get("system_cpu_s") or 0.0)
+            self._floors["wait4_cpu_s"] = cpu
+        if child_runs:
+            self._floors["child_runs"] = dict(child_runs)  # recorded in resource_usage.compute_time
 
     def add_disk_info(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Record mount point, file-system type and free space of the disk holding ``path``."""
@@ -467,8 +477,10 @@ class Run(LineageMixin):
         runtime = _sdk.get_runtime()
         monitor = runtime.monitor if runtime is not None else None
         last_sample = None
+        end_edge = None
         if monitor is not None:
             with guard("sample-edge", "take the run-end sample"):
+                end_edge = monitor.edge(end=True)  # before the sample: the counters end with the run's own work
                 last_sample = monitor.edge_sample()
         self.end_time_ns = time.time_ns()  # after the edge sample, so the window includes it
         self.end_mono_ns = time.perf_counter_ns()
@@ -490,18 +502,33 @@ class Run(LineageMixin):
                 span.set_status(Status(StatusCode.OK))
         if monitor is not None:
             with guard("run-usage", "summarise resource usage"):
-                summary = monitor.usage(self.start_time_ns, self.end_time_ns, edges=(self._start_sample, last_sample))
+                summary = monitor.usage(self.start_time_ns, self.end_time_ns, edges=(self._start_sample, last_sample),
+                                        counters=(self._start_edge, end_edge))
                 from runtel.sampling.summary import (  # deferred: runtel.sampling.summary (~3 ms)
                     resource_usage_record,
                     usage_attributes,
+                    with_floors,
                     with_rss_floor,
                 )
 
                 if self._rss_floor and summary.samples:
                     summary = with_rss_floor(summary, semconv.SCOPE_COMBINED, self._rss_floor)
+                jps = monitor.edges.cpu_joules_per_s if monitor.edges is not None else None
+                if "wait4_cpu_s" in self._floors:
+                    summary = with_floors(summary, cpu_s=self._floors["wait4_cpu_s"], energy_j=None, source="wait4",
+                                          cpu_joules_per_s=jps)
+                children = self._floors.get("child_runs")
+                if children:
+                    summary = with_floors(summary, cpu_s=children.get("cpu_s"), energy_j=children.get("energy_j"),
+                                          source="child runs", cpu_joules_per_s=jps)
 
                 span.set_attributes(usage_attributes(summary))
-                self.record["resource_usage"] = resource_usage_record(summary)
+                usage_record = resource_usage_record(summary)
+                if children:
+                    usage_record["compute_time"]["child_runs"] = dict(children)  # type: ignore[index]
+                if monitor.energy_method:  # how CPU energy is obtained: RAPL, or the estimate and its assumptions
+                    usage_record["energy"]["method"] = dict(monitor.energy_method)  # type: ignore[index]
+                self.record["resource_usage"] = usage_record
         span.end(end_time=self.end_time_ns)
         if context_token is not None:
             with guard("context-detach", "restore the previous context"):

@@ -16,20 +16,32 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtel import semconv
 from runtel.energy.estimate import CpuEnergyEstimator
 from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
-from runtel.energy.tdp import cpu_model_name, resolve_tdp
+from runtel.energy.tdp import estimate_basis
 from runtel.errors import BackendUnavailable
 from runtel.gpu import open_backend
+from runtel.sampling.edges import Edge, EdgeDelta, EdgeReader, edge_delta
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
 from runtel.sampling.samples import ProcessStats, Snapshot, SystemStats
-from runtel.sampling.summary import UsageSummary, resource_usage_record, summarize, usage_attributes
+from runtel.sampling.summary import (
+    AttributeValue,
+    UsageSummary,
+    edge_attributes,
+    resource_usage_record,
+    summarize,
+    usage_attributes,
+    with_edges,
+)
+from runtel.semconv import USAGE_CPU_TIME, USAGE_ENERGY_ESTIMATED, USAGE_ENERGY_TOTAL, USAGE_THREAD_CPU_TIME
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -57,6 +69,10 @@ _log = logging.getLogger("runtel.sampling")
 EDGE_REUSE_S = 0.005
 
 
+def _reraise(exc: Exception) -> None:
+    raise exc
+
+
 def expected_cores(settings_value: int | None) -> int:
     """The ``n_expected_cores`` setting, else the CPUs this process may run on."""
     if settings_value:
@@ -79,11 +95,19 @@ class Monitor:
     ``None``, :meth:`sample_now` returns ``None`` and :meth:`usage` has 0 samples.
     """
 
-    def __init__(self, sampler: Sampler | None, *, carbon_intensity: float = 475.0, reason: str = "") -> None:
+    def __init__(self, sampler: Sampler | None, *, carbon_intensity: float = 475.0, reason: str = "",
+                 edges: EdgeReader | None = None) -> None:
         self.sampler = sampler
         self.carbon_intensity = carbon_intensity
         self.reason = reason
         self.energy_method: dict[str, object] = {}
+        #: reads the cumulative counters at block/run edges (``None`` when inert)
+        self.edges = edges if edges is not None or sampler is None else EdgeReader()
+        #: ``(time_ns, rss, uss, pss)`` read at block edges where the process grew: a run's peaks include them
+        self._edge_peaks: deque[tuple[int, int | None, int | None, int | None]] = deque(maxlen=4096)
+        self._detail_hwm = 0  # the high-water mark when a block edge last read USS/PSS
+        #: blocks and @trace calls read the edge counters (setting ``block_counters``); runs always do
+        self.block_edges = True
 
     @classmethod
     def open(
@@ -129,11 +153,12 @@ class Monitor:
             energy.extend(open_rapl(powercap_root or DEFAULT_POWERCAP))
             method = {"cpu": "rapl", "domains": [s.domain for s in energy]}
         except BackendUnavailable as exc:
-            model = cpu_model_name()
-            tdp, tdp_source = resolve_tdp(settings.cpu_tdp, model)
-            estimate = CpuEnergyEstimator(tdp, logical, tdp_source=tdp_source)
-            method = {"cpu": "estimate", "tdp_w": tdp, "tdp_source": tdp_source, "cpu_model": model}
-            _log.info("CPU energy is estimated (TDP %.0f W from %s): %s", tdp, tdp_source, exc)
+            basis = estimate_basis(settings.cpu_tdp)
+            tdp = float(basis["tdp_w"])  # type: ignore[arg-type]
+            estimate = CpuEnergyEstimator(tdp, logical, tdp_source=str(basis["tdp_source"]),
+                                          package_threads=float(basis["package_threads"]))  # type: ignore[arg-type]
+            method = {"cpu": "estimate", **basis}
+            _log.info("CPU energy is estimated (%s): %s", basis["assumption"], exc)
         method["gpu"] = gpu.name
         sampler = Sampler(
             interval=settings.sample_interval,
@@ -145,8 +170,14 @@ class Monitor:
             n_expected_cores=expected_cores(settings.n_expected_cores),
             logical_cores=logical,
         )
-        monitor = cls(sampler, carbon_intensity=settings.carbon_intensity)
+        edges = EdgeReader(
+            energy,
+            gpu_energy=sampler.gpu_edge_energy if sampler._has_gpu else None,
+            cpu_joules_per_s=None if estimate is None else estimate.joules_per_cpu_s,
+        )
+        monitor = cls(sampler, carbon_intensity=settings.carbon_intensity, edges=edges)
         monitor.energy_method = method
+        monitor.block_edges = bool(getattr(settings, "block_counters", True))
         return monitor
 
     @property
@@ -211,13 +242,118 @@ class Monitor:
             sampler = self.sampler
             self._guard("set_roots", lambda: sampler.set_roots(pids, include_self))
 
-    def usage(self, start_ns: int, end_ns: int, *, edges: Sequence[Snapshot | None] = ()) -> UsageSummary:
-        """Summary of ``[start_ns, end_ns]`` from the history plus explicit edge samples."""
+    def edge(self, end: bool = False) -> Edge | None:
+        """The cumulative counters now (a block's or run's edge; ~2-4 us); ``None`` when inert or failed."""
+        reader = self.edges
+        if reader is None:
+            return None
+        try:
+            return reader.read(end)
+        except Exception as exc:  # never into user code; logged once
+            error = exc
+            self._guard("edge", lambda: _reraise(error))
+            return None
+
+    def _memory_detail_due(self, end: Edge) -> bool:
+        """Whether a block edge should read USS/PSS: the high-water mark grew > 1 MiB / 1 % since the last read.
+
+        A growing process raises its high-water mark by a few KiB at many blocks; reading ``smaps_rollup``
+        (50-300 us) at each would cost more than the blocks.
+        """
+        if end.hwm_bytes <= self._detail_hwm + max(1 << 20, self._detail_hwm // 100):
+            return False
+        self._detail_hwm = end.hwm_bytes
+        return True
+
+    def includes_self(self) -> bool:
+        """Whether the monitored tree counts this process (``runtel run``'s wrapper excludes itself)."""
+        sampler = self.sampler
+        if sampler is None:
+            return True
+        tree = sampler.tree
+        pid = os.getpid()
+        return tree.include_roots and pid in tree.root_pids and pid not in tree.exclude_pids
+
+    def block_attributes(self, start: Edge, start_ns: int) -> dict[str, AttributeValue]:
+        """``runtel.usage.*`` of a block that started at ``start`` and ends now (edge counters + samples)."""
+        reader = self.edges
+        end = self.edge(end=True)
+        if reader is None or end is None:
+            return {}
+        sampler = self.sampler
+        latest = sampler.latest if sampler is not None else None
+        unsampled = latest is None or latest.time_ns < start_ns
+        if (unsampled and not end.energy and end.hwm_bytes <= start.hwm_bytes
+                and end.children_hwm_bytes <= start.children_hwm_bytes and end.thread_id == start.thread_id
+                and end.children_cpu_s == start.children_cpu_s):
+            # The common block (no GPU/RAPL, no new peak, no child reaped): its figures without building a delta,
+            # in as few attributes as possible (each costs ~2 us set, scrubbed and written): thread.cpu.time only
+            # when other threads ran meanwhile (it differs from cpu.time by more than 1 %).
+            cpu = max(0.0, end.cpu_s - start.cpu_s)
+            thread = max(0.0, end.thread_cpu_s - start.thread_cpu_s)
+            jps = reader.cpu_joules_per_s
+            attrs: dict[str, AttributeValue] = {USAGE_CPU_TIME: cpu}
+            if abs(cpu - thread) > 0.01 * cpu:
+                attrs[USAGE_THREAD_CPU_TIME] = thread
+            if jps is not None:
+                attrs[USAGE_ENERGY_TOTAL] = cpu * jps
+                attrs[USAGE_ENERGY_ESTIMATED] = True
+            return attrs
+        delta = edge_delta(start, end, memory_detail=end.hwm_bytes > start.hwm_bytes and self._memory_detail_due(end))
+        if delta.memory is not None:
+            self._note_peak(end.time_ns, delta)
+        jps = reader.cpu_joules_per_s
+        if unsampled:  # no sample in the window: counters only
+            return edge_attributes(delta, jps)
+        summary = self.usage(start_ns, end.time_ns)
+        summary = with_edges(summary, delta, includes_self=True, cpu_joules_per_s=jps, block=True)
+        return usage_attributes(summary)
+
+    def _note_peak(self, time_ns: int, delta: EdgeDelta) -> None:
+        memory = delta.memory
+        if memory is not None:
+            self._edge_peaks.append((time_ns, delta.peak_rss_bytes, memory.uss, memory.pss))
+
+    def _with_edge_peaks(self, summary: UsageSummary, start_ns: int, end_ns: int) -> UsageSummary:
+        """``summary`` with the main/combined peaks raised by the block-edge memory reads inside the window."""
+        inside = [p for p in list(self._edge_peaks) if start_ns <= p[0] <= end_ns]
+        if not inside or not self.includes_self():
+            return summary
+        fields: dict[str, dict[str, int]] = {}
+        for index, name in ((1, "rss_max"), (2, "uss_max"), (3, "pss_max")):
+            peak = max((p[index] or 0) for p in inside)
+            values = dict(getattr(summary, name))
+            for scope in (semconv.SCOPE_MAIN, semconv.SCOPE_COMBINED):
+                if peak > values.get(scope, 0):
+                    values[scope] = peak
+            fields[name] = values
+        return summary._replace(**fields)  # type: ignore[arg-type]
+
+    def usage(self, start_ns: int, end_ns: int, *, edges: Sequence[Snapshot | None] = (),
+              counters: tuple[Edge | None, Edge | None] | None = None, block: bool = False) -> UsageSummary:
+        """Summary of ``[start_ns, end_ns]`` from the history plus explicit edge samples.
+
+        With ``counters`` (the edge counters of the window), CPU time, energy and the peaks they know of
+        are taken from them (:func:`~runtel.sampling.summary.with_edges`).
+        """
         if self.sampler is None:
             return _empty_usage(start_ns, end_ns)
         sampler = self.sampler
 
         def compute() -> UsageSummary:
+            summary = sampled()
+            if counters is not None and counters[0] is not None and counters[1] is not None:
+                reader = self.edges
+                delta = edge_delta(counters[0], counters[1])
+                self._note_peak(counters[1].time_ns, delta)
+                if not block:
+                    summary = self._with_edge_peaks(summary, start_ns, end_ns)
+                summary = with_edges(summary, delta, includes_self=self.includes_self(),
+                                     cpu_joules_per_s=None if reader is None else reader.cpu_joules_per_s,
+                                     block=block)
+            return summary
+
+        def sampled() -> UsageSummary:
             return summarize(
                 sampler.window(start_ns, end_ns),
                 edges=edges,

@@ -14,8 +14,11 @@ CPU utilisation is computed from CPU-time deltas between two reads of the same c
 first read of a process reports its lifetime average (CPU seconds / seconds since it started), which is the
 best estimate available without waiting. Processes that start and end between two reads are not seen.
 
-USS/PSS (``memory_full_info``, ~1 ms per process) are read only when ``want_detail`` is true and on a process's
-first sighting; other reads reuse each process's last detail values. ``memory_maps`` and network connections
+USS/PSS (``memory_full_info``, ~1 ms per process) are read on a process's first sighting, whenever its RSS
+grew by more than 1 MiB / 1% since its last detail read, and when ``want_detail`` is true and its RSS moved;
+other reads reuse each process's last detail values. When processes join or leave the tree every member
+is re-read (PSS shares change with the number of sharers): at once for a burst of three changes, then at
+most once a second. ``memory_maps`` and network connections
 are never read.
 """
 
@@ -87,6 +90,8 @@ class _Tracked:
 
 
 _DETAIL_RSS_DELTA = 1 << 20
+_REFRESH_S = 1.0  # whole-tree USS/PSS refreshes when membership changes: one per second after a burst of 3
+_REFRESH_BURST = 3.0
 
 
 class _Acc:
@@ -164,6 +169,9 @@ class ProcessTree:
         self._dead = {"main": [0.0, 0.0], "descendants": [0.0, 0.0]}
         self._warned: set[str] = set()
         self._logical_cores = os.cpu_count() or 1
+        self._members: frozenset[int] = frozenset()
+        self._refreshed = 0.0
+        self._tokens = float(_REFRESH_BURST)
         self.set_roots(root_pids, include_roots=include_roots, exclude_pids=exclude_pids)
 
     def set_roots(
@@ -300,6 +308,17 @@ class ProcessTree:
         roots = [p for p in self.root_pids if p not in self.exclude_pids] if self.include_roots else []
         desc = [p for p in descendants if p not in self.exclude_pids]
         groups = {"main": _Acc(), "descendants": _Acc()}
+        # PSS splits shared pages among the processes sharing them: when processes join or leave the tree
+        # (a forked pool starts), every member's PSS changes although its RSS does not. Re-read all of them
+        # then: at once for the first few changes, then at most once a second (a token bucket), so a tree
+        # with constant churn does not pay it every tick.
+        members = frozenset(roots) | frozenset(desc)
+        self._tokens = min(_REFRESH_BURST, self._tokens + max(0.0, now_monotonic - self._refreshed) / _REFRESH_S)
+        self._refreshed = now_monotonic
+        refresh = members != self._members and self._tokens >= 1.0
+        if refresh:
+            self._members = members
+            self._tokens -= 1.0
         seen: set[int] = set()
         counted: set[int] = set()
         wall = time.time()
@@ -313,6 +332,8 @@ class ProcessTree:
                 if entry is None:
                     continue
                 try:
+                    if refresh:
+                        entry.detail_rss = -(1 << 62)  # counts as grown: USS/PSS re-read now
                     if self._read_one(entry, acc, now_monotonic, wall, want_detail):
                         counted.add(pid)
                 except psutil.NoSuchProcess:
@@ -361,8 +382,12 @@ class ProcessTree:
         # USS/PSS cost ~0.5 ms per process; re-read them only when the process's RSS moved (> 1 MiB or 1%)
         # since the last read, which keeps large idle trees (dataloader workers) cheap.
         # (PSS also moves when sharers come and go, so an unchanged process is still re-read once a minute.)
-        moved = abs(rss - entry.detail_rss) > max(_DETAIL_RSS_DELTA, rss // 100) or now - entry.detail_t > 60.0
-        if not entry.detail_read or (want_detail and moved):
+        # A process whose RSS *grew* past that threshold is re-read at once, detail interval or not: a held
+        # allocation shows in its USS/PSS at the next sample or edge instead of up to 10 s later (or never).
+        threshold = max(_DETAIL_RSS_DELTA, rss // 100)
+        moved = abs(rss - entry.detail_rss) > threshold or now - entry.detail_t > 60.0
+        grew = rss - entry.detail_rss > threshold
+        if not entry.detail_read or grew or (want_detail and moved):
             entry.detail_read, entry.detail_rss, entry.detail_t = True, rss, now
             try:
                 if entry.proc is None:

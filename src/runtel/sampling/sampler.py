@@ -150,6 +150,7 @@ class Sampler:
         self._history_lock = threading.Lock()
         self._state_lock = threading.Lock()  # tree, system reader, energy sources, estimator
         self._gpu_lock = threading.Lock()  # held while a GPU call is in flight (possibly forever)
+        self._gpu_busy_since: float | None = None  # monotonic start of the GPU call in flight
         self._last_detail: float | None = None
         self._logged: set[str] = set()
 
@@ -287,11 +288,7 @@ class Sampler:
                     except Exception as exc:
                         self._log_once(f"energy:{source.domain}", logging.INFO, "energy %s: %s", source.domain, exc)
                 if self.estimate is not None:
-                    energy.append(
-                        self.estimate.update(
-                            mono, tree.combined.cpu_utilization, None if system is None else system.cpu_utilization
-                        )
-                    )
+                    energy.append(self.estimate.update(mono, tree.combined.cpu_time_s))
                 return _ProcPart(time_ns, mono, tree, system, tuple(energy))
         except Exception as exc:
             self._log_once(f"proc:{type(exc).__name__}", logging.WARNING, "process read failed: %r", exc)
@@ -309,6 +306,7 @@ class Sampler:
     def _read_gpu(self, pids: set[int]) -> _GpuPart | None:
         if not self._gpu_lock.acquire(blocking=False):
             return None  # an earlier call is still stuck in the driver
+        self._gpu_busy_since = self._monotonic()
         try:
             gpus = tuple(self.gpu.read(pids))
             return _GpuPart(gpus, self._gpu_energy.readings(gpus))
@@ -316,7 +314,23 @@ class Sampler:
             self._log_once(f"gpu:{type(exc).__name__}", logging.WARNING, "GPU read failed: %r", exc)
             return None
         finally:
+            self._gpu_busy_since = None
             self._gpu_lock.release()
+
+    def gpu_edge_energy(self) -> tuple[EnergyReading, ...]:
+        """Each GPU's cumulative energy now, read directly for a block edge (empty without a counter).
+
+        Skipped while a sampler GPU call has been stuck in the driver for longer than ``gpu_timeout``, so an
+        edge never waits on a hung driver twice (the first stuck call is the sampler's, off the user's thread).
+        """
+        counters = getattr(self.gpu, "energy_counters", None)
+        if counters is None or not self._has_gpu:
+            return ()
+        busy = self._gpu_busy_since
+        if busy is not None and self._monotonic() - busy > self.gpu_timeout:
+            return ()
+        source = self._gpu_energy.source
+        return tuple(EnergyReading(f"gpu:{uuid}", joules, estimated, source) for uuid, joules, estimated in counters())
 
     def _read_gpu_bounded(self, pids: set[int]) -> _GpuPart | None:
         """GPU read for :meth:`sample_now`: in a helper thread so a hung driver cannot block the caller."""

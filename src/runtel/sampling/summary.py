@@ -14,9 +14,19 @@ from typing import Any, NamedTuple
 
 from runtel import semconv
 from runtel.energy.estimate import emissions_g
+from runtel.sampling.edges import EdgeDelta
 from runtel.sampling.samples import ProcessStats, Snapshot
 
-__all__ = ("UsageSummary", "resource_usage_record", "summarize", "usage_attributes", "with_rss_floor")
+__all__ = (
+    "UsageSummary",
+    "edge_attributes",
+    "resource_usage_record",
+    "summarize",
+    "usage_attributes",
+    "with_edges",
+    "with_floors",
+    "with_rss_floor",
+)
 
 #: the shared, read-only default of mapping fields (a NamedTuple cannot have per-instance factories)
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -56,6 +66,14 @@ class UsageSummary(NamedTuple):
         gpu_power_mean_w: Mean total GPU power draw.
         energy: Joules per domain over the window.
         energy_total_j / energy_estimated / emissions_g / carbon_intensity: Totals; ``emissions_g`` in gCO2eq.
+        counters: ``"edges"`` when CPU time and energy are differences of counters read at the window's
+            edges (exact), ``""`` when they come from samples.
+        thread_cpu_time_s: CPU seconds of the thread that opened and closed the window (blocks, measure).
+        cpu_time_children_s: CPU seconds of child processes reaped inside the window (``RUSAGE_CHILDREN``).
+        rss_peak_exact: The main peak RSS is the kernel's high-water mark (it rose inside the window);
+            ``False`` = the largest RSS seen at samples and edges (a lower bound); ``None`` = not known.
+        floors: What raised CPU time or energy to a floor (``"wait4"``, ``"child runs"``).
+        descendants_cpu_time_s: The sampled share of ``cpu_time_s`` of the roots' descendants.
     """
 
     samples: int
@@ -90,6 +108,12 @@ class UsageSummary(NamedTuple):
     energy_estimated: bool = False
     emissions_g: float | None = None
     carbon_intensity: float = 0.0
+    counters: str = ""
+    thread_cpu_time_s: float | None = None
+    cpu_time_children_s: float | None = None
+    rss_peak_exact: bool | None = None
+    floors: tuple[str, ...] = ()
+    descendants_cpu_time_s: float | None = None
 
 
 def _max(values: Iterable[float | None]) -> float | None:
@@ -204,6 +228,8 @@ def summarize(
         samples=len(snaps),
         logical_cores=last.logical_cores,
         cpu_time_s=max(0.0, last.combined.cpu_time_s - counters_from.combined.cpu_time_s) if known else None,
+        descendants_cpu_time_s=max(0.0, last.descendants.cpu_time_s - counters_from.descendants.cpu_time_s)
+        if known else None,
         cpu_utilization_max=util_max,
         cpu_utilization_mean=util_mean,
         cpu_hardware_utilization_max=util_max[semconv.SCOPE_COMBINED] / expected,
@@ -244,6 +270,145 @@ def with_rss_floor(summary: UsageSummary, scope: str, rss_bytes: int) -> UsageSu
     return summary._replace(rss_max={**summary.rss_max, scope: int(rss_bytes)})
 
 
+def _raise(values: Mapping[str, int], scope: str, value: int | None) -> Mapping[str, int]:
+    if value is None or value <= values.get(scope, 0):
+        return values
+    return {**values, scope: int(value)}
+
+
+def _energy_totals(energy: Mapping[str, EnergyDomain], carbon_intensity: float) -> dict[str, Any]:
+    total = sum(d.joules for d in energy.values()) if energy else None
+    return {
+        "energy": energy,
+        "energy_total_j": total,
+        "energy_estimated": any(d.estimated for d in energy.values()),
+        "emissions_g": None if total is None else emissions_g(total, carbon_intensity),
+    }
+
+
+def with_edges(
+    summary: UsageSummary,
+    delta: EdgeDelta,
+    *,
+    includes_self: bool,
+    cpu_joules_per_s: float | None,
+    block: bool,
+) -> UsageSummary:
+    """``summary`` with CPU time, energy and peaks taken from the window's edge counters.
+
+    Args:
+        summary: The sampled summary of the window (0 samples allowed).
+        delta: The edge counters' differences.
+        includes_self: The monitored tree contains this process (not so for ``runtel run``'s wrapper).
+        cpu_joules_per_s: The CPU estimate's joules per CPU-second (``None`` = RAPL or no estimate).
+        block: A block or measurement window: its ``cpu_time_s`` is this process plus children reaped in
+            it; a run's adds the sampled live descendants (whichever of those and the reaped is larger).
+    """
+    fields: dict[str, Any] = {"counters": "edges"}
+    cpu = summary.cpu_time_s
+    if includes_self:
+        descendants = 0.0 if block else summary.descendants_cpu_time_s or 0.0
+        cpu = delta.cpu_s + max(delta.children_cpu_s, descendants)
+        fields["thread_cpu_time_s"] = delta.thread_cpu_s
+        fields["cpu_time_children_s"] = delta.children_cpu_s
+        if summary.samples == 0 and summary.duration_s > 0:
+            mean = cpu / summary.duration_s
+            fields["cpu_utilization_mean"] = {semconv.SCOPE_MAIN: delta.cpu_s / summary.duration_s,
+                                              semconv.SCOPE_COMBINED: mean}
+        rss, uss, pss = summary.rss_max, summary.uss_max, summary.pss_max
+        if delta.peak_rss_bytes is not None:
+            rss = _raise(_raise(rss, semconv.SCOPE_MAIN, delta.peak_rss_bytes), semconv.SCOPE_COMBINED,
+                         delta.peak_rss_bytes)
+            fields["rss_peak_exact"] = True
+        elif summary.samples:
+            fields["rss_peak_exact"] = False
+        if delta.memory is not None:
+            for scope in (semconv.SCOPE_MAIN, semconv.SCOPE_COMBINED):
+                uss = _raise(uss, scope, delta.memory.uss)
+                pss = _raise(pss, scope, delta.memory.pss)
+        if delta.children_peak_rss_bytes is not None:
+            rss = _raise(_raise(rss, semconv.SCOPE_DESCENDANTS, delta.children_peak_rss_bytes),
+                         semconv.SCOPE_COMBINED, delta.children_peak_rss_bytes)
+        fields.update(rss_max=rss, uss_max=uss, pss_max=pss)
+    fields["cpu_time_s"] = cpu
+    energy = dict(summary.energy)
+    for domain, (joules, estimated, source) in delta.energy.items():
+        energy[domain] = EnergyDomain(joules, estimated, source)
+    if cpu_joules_per_s is not None and cpu is not None:
+        energy["cpu:estimate"] = EnergyDomain(cpu * cpu_joules_per_s, True, "estimate")
+    fields.update(_energy_totals(energy, summary.carbon_intensity))
+    return summary._replace(**fields)
+
+
+def with_floors(summary: UsageSummary, *, cpu_s: float | None, energy_j: float | None, source: str,
+                cpu_joules_per_s: float | None = None) -> UsageSummary:
+    """``summary`` with CPU time and energy raised to at least what a more complete account says.
+
+    ``runtel run``'s wrapper: the kernel's ``wait4`` rusage of its command covers every descendant the
+    command waited for, however short-lived; the runs its children recorded are each a part of it.
+    """
+    fields: dict[str, Any] = {}
+    cpu = summary.cpu_time_s
+    if cpu_s is not None and (cpu is None or cpu_s > cpu):
+        cpu = cpu_s
+        fields["cpu_time_s"] = cpu
+    energy = dict(summary.energy)
+    if cpu_joules_per_s is not None and cpu is not None and "cpu:estimate" in energy:
+        energy["cpu:estimate"] = EnergyDomain(cpu * cpu_joules_per_s, True, "estimate")
+    total = sum(d.joules for d in energy.values())
+    if energy_j is not None and energy_j > total:
+        # the children's figures are partly measured, partly estimated: the floor's part is marked estimated
+        energy["floor"] = EnergyDomain(energy_j - total, True, source)
+    if fields or energy != dict(summary.energy):
+        fields.update(_energy_totals(energy, summary.carbon_intensity))
+        fields["floors"] = (*summary.floors, source)
+    return summary._replace(**fields) if fields else summary
+
+
+def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[str, AttributeValue]:
+    """``runtel.usage.*`` of a window no sample fell into, from its edge counters only (the hot path).
+
+    Only what the counters know, in as few attributes as possible (each costs ~2 us on the span):
+    ``cpu.time``, ``thread.cpu.time`` (only when it differs from ``cpu.time`` by more than 1 %: other threads
+    ran meanwhile), ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
+    apply, and the peaks when the process reached a new high-water mark inside the window. The run-folder
+    exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
+    duration) and emissions (energy x the run's carbon intensity).
+    """
+    cpu = delta.cpu_s + delta.children_cpu_s
+    attrs: dict[str, AttributeValue] = {semconv.USAGE_CPU_TIME: cpu}
+    if delta.thread_cpu_s is not None and abs(delta.cpu_s - delta.thread_cpu_s) > 0.01 * delta.cpu_s:
+        attrs[semconv.USAGE_THREAD_CPU_TIME] = delta.thread_cpu_s
+    if delta.children_cpu_s:
+        attrs[semconv.USAGE_CPU_TIME_CHILDREN] = delta.children_cpu_s
+    if delta.peak_rss_bytes is not None:
+        attrs[semconv.USAGE_RSS_MAX_MAIN] = attrs[semconv.USAGE_RSS_MAX_COMBINED] = delta.peak_rss_bytes
+        attrs[semconv.USAGE_RSS_PEAK_EXACT] = True
+        memory = delta.memory
+        if memory is not None and memory.uss is not None:
+            attrs[semconv.USAGE_USS_MAX_MAIN] = attrs[semconv.USAGE_USS_MAX_COMBINED] = memory.uss
+        if memory is not None and memory.pss is not None:
+            attrs[semconv.USAGE_PSS_MAX_MAIN] = attrs[semconv.USAGE_PSS_MAX_COMBINED] = memory.pss
+    if delta.children_peak_rss_bytes is not None:
+        attrs[semconv.USAGE_MEMORY_PREFIX + "rss.max.descendants"] = delta.children_peak_rss_bytes
+        attrs[semconv.USAGE_RSS_MAX_COMBINED] = max(delta.children_peak_rss_bytes, delta.peak_rss_bytes or 0)
+    total = cpu * cpu_joules_per_s if cpu_joules_per_s is not None else None
+    estimated = cpu_joules_per_s is not None
+    gpu: float | None = None
+    for domain, (joules, est, _source) in delta.energy.items():
+        if domain.startswith("gpu:"):
+            gpu = joules if gpu is None else gpu + joules
+        total = joules if total is None else total + joules
+        estimated = estimated or est
+    if total is not None:
+        attrs[semconv.USAGE_ENERGY_TOTAL] = total
+        if gpu is not None:
+            attrs[semconv.USAGE_ENERGY_GPU] = gpu
+        if estimated:
+            attrs[semconv.USAGE_ENERGY_ESTIMATED] = True
+    return attrs
+
+
 def _energy_over(snaps: Sequence[Snapshot]) -> dict[str, EnergyDomain]:
     """Per domain: last cumulative reading minus the first one inside the window."""
     firsts: dict[str, float] = {}
@@ -266,12 +431,17 @@ def usage_attributes(summary: UsageSummary) -> dict[str, AttributeValue]:
         >>> usage_attributes(summarize([], start_ns=0, end_ns=1, n_expected_cores=1, carbon_intensity=1.0))
         {'runtel.usage.samples': 0}
     """
-    if summary.samples == 0:
+    if summary.samples == 0 and not summary.counters:
         return {semconv.USAGE_SAMPLES: 0}
     attrs: dict[str, AttributeValue | None] = {
         semconv.USAGE_SAMPLES: summary.samples,
-        semconv.USAGE_DURATION: summary.duration_s,
+        semconv.USAGE_DURATION: summary.duration_s if summary.samples else None,
+        semconv.USAGE_COUNTERS: summary.counters or None,
         semconv.USAGE_CPU_TIME: summary.cpu_time_s,
+        semconv.USAGE_THREAD_CPU_TIME: summary.thread_cpu_time_s,
+        semconv.USAGE_CPU_TIME_CHILDREN: summary.cpu_time_children_s or None,
+        semconv.USAGE_RSS_PEAK_EXACT: summary.rss_peak_exact,
+        semconv.USAGE_FLOORS: list(summary.floors) if summary.floors else None,
         semconv.USAGE_CPU_UTILIZATION_MAX: summary.cpu_utilization_max.get(semconv.SCOPE_COMBINED),
         semconv.USAGE_CPU_UTILIZATION_MEAN: summary.cpu_utilization_mean.get(semconv.SCOPE_COMBINED),
         semconv.USAGE_CPU_HARDWARE_UTILIZATION_MAX: summary.cpu_hardware_utilization_max,
@@ -359,7 +529,13 @@ def resource_usage_record(summary: UsageSummary) -> dict[str, object]:
             "mean_fraction": summary.gpu_utilization_mean,
             "mean_power_watts": summary.gpu_power_mean_w,
         },
-        "compute_time": {"wall_seconds": summary.duration_s, "cpu_seconds": summary.cpu_time_s},
+        "compute_time": {
+            "wall_seconds": summary.duration_s,
+            "cpu_seconds": summary.cpu_time_s,
+            "cpu_seconds_source": "edge counters" if summary.counters else "samples",
+            "floors": list(summary.floors),
+        },
+        "peak_rss_exact": summary.rss_peak_exact,
         "energy": {
             "total_joules": summary.energy_total_j,
             "estimated": summary.energy_estimated,

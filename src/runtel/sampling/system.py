@@ -1,7 +1,9 @@
 """Reads whole-machine CPU utilisation and memory/swap (:class:`SystemStats`) without blocking.
 
-``psutil.cpu_percent(None)`` compares with its previous call, so :class:`SystemReader` primes it at
-construction (the first real read then covers the time since construction, not since boot). On Linux memory
+CPU utilisation is the busy share of the difference of the machine's cumulative CPU times
+(``psutil.cpu_times``) between two reads. A read too soon after the previous one (an edge sample next
+to a tick: the counters move in 10 ms steps per CPU) keeps the last value instead of reporting 0; the
+first read uses the average since boot until a window is long enough. On Linux memory
 and swap come from one read of ``/proc/meminfo`` (``psutil.swap_memory`` also parses ``/proc/vmstat``, which we
 do not need); elsewhere from psutil.
 """
@@ -9,6 +11,7 @@ do not need); elsewhere from psutil.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from runtel.sampling.samples import SystemStats
@@ -16,6 +19,17 @@ from runtel.sampling.samples import SystemStats
 __all__ = ("SystemReader", "parse_meminfo")
 
 _log = logging.getLogger("runtel.sampling")
+_MIN_WINDOW_S = 0.05
+
+
+def _cpu_times() -> tuple[float, float]:
+    """``(busy, total)`` CPU seconds of the machine since boot (guest time is already in user time)."""
+    import psutil  # deferred: psutil (~14 ms)
+
+    t = psutil.cpu_times()
+    total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return total - idle, total
 
 
 def parse_meminfo(text: str) -> SystemStats | None:
@@ -46,16 +60,26 @@ class SystemReader:
     """Stateful reader of :class:`SystemStats` (CPU utilisation needs the previous read)."""
 
     def __init__(self, meminfo_path: str = "/proc/meminfo") -> None:
-        import psutil  # deferred: psutil (~14 ms)
-
         self._meminfo = meminfo_path if sys.platform.startswith("linux") else None
-        psutil.cpu_percent(None)  # prime: the next call reports use since now
+        busy, total = _cpu_times()
+        self._base = (busy, total)
+        self._util = busy / total if total > 0 else 0.0  # since boot, until a real window exists
+        self._min_window = _MIN_WINDOW_S * (os.cpu_count() or 1)
+
+    def cpu_utilization(self) -> float:
+        """Busy fraction of all CPUs since the last window of at least 50 ms (the last value if shorter)."""
+        busy, total = _cpu_times()
+        base_busy, base_total = self._base
+        if total - base_total >= self._min_window:
+            self._util = min(1.0, max(0.0, (busy - base_busy) / (total - base_total)))
+            self._base = (busy, total)
+        return self._util
 
     def read(self) -> SystemStats:
         """CPU use since the previous read, and current memory/swap."""
         import psutil  # deferred: psutil (~14 ms)
 
-        cpu = psutil.cpu_percent(None) / 100.0
+        cpu = self.cpu_utilization()
         stats: SystemStats | None = None
         if self._meminfo is not None:
             try:

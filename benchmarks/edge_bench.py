@@ -1,0 +1,171 @@
+"""What reading counters at block edges costs: per edge, per block, and the per-span ratio vs a plain SDK.
+
+Usage: python benchmarks/edge_bench.py [--quick]
+
+* per edge: ``EdgeReader.read()`` (process and thread CPU, RUSAGE_SELF/CHILDREN, wall clock), without
+  energy sources, with a fake RAPL zone (files in a temporary folder, the RAPL read path) and with a fake
+  NVML GPU (``runtel.testing.FakeNvml``: Python, so it bounds runtel's share, not a real driver's).
+* per block / @trace call, all in one process, paired repeats back to back: a plain SDK
+  ``TracerProvider`` + ``BatchSpanProcessor`` + no-op exporter against runtel with sampling off (no
+  edges) and sampling on at 1 s (edges read, the common case of a block no sample falls into). The
+  edge cost per block is the paired difference on - off; the ratio is on / plain SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import table
+
+PY = sys.executable
+
+EDGE_CODE = """
+import json, statistics, time, tempfile
+from pathlib import Path
+from runtel.energy.rapl import open_rapl
+from runtel.sampling.edges import EdgeReader
+from runtel.testing import make_powercap_tree
+N, R = {n}, {repeats}
+
+def per_read(reader):
+    best = []
+    for _ in range(R):
+        t = time.perf_counter_ns()
+        for _ in range(N):
+            reader.read()
+        best.append((time.perf_counter_ns() - t) / N / 1e3)
+    return statistics.median(best)
+
+out = {{"bare": per_read(EdgeReader())}}
+with tempfile.TemporaryDirectory() as tmp:
+    make_powercap_tree(Path(tmp), {{"package-0": (0, 2**32)}})
+    out["rapl"] = per_read(EdgeReader(open_rapl(Path(tmp))))
+from runtel.gpu.nvml import open_nvml
+from runtel.testing import FakeGpu, FakeNvml
+backend = open_nvml(FakeNvml([FakeGpu()]), env={{}})
+backend.read(())  # learns that the device has an energy counter
+from runtel.energy.base import EnergyReading
+gpu = lambda: tuple(EnergyReading("gpu:" + u, j, e, "nvml") for u, j, e in backend.energy_counters())
+out["gpu"] = per_read(EdgeReader(gpu_energy=gpu))
+print(json.dumps(out))
+"""
+
+SPAN_CODE = """
+import json, os, statistics, time
+import runtel
+from runtel import _sdk
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+class NoOp(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+
+plain = TracerProvider()
+plain_processor = BatchSpanProcessor(NoOp(), max_queue_size=16384, schedule_delay_millis=200, max_export_batch_size=1024)
+plain.add_span_processor(plain_processor)
+tracer = plain.get_tracer("bench")
+runtel.configure(dir=os.environ["BENCH_DIR"], sampling=True, sample_interval=1.0, gpu_backend="none")
+N, R = {n}, {repeats}
+
+@runtel.trace
+def traced():
+    pass
+
+def blk():
+    with runtel.block("blk"):
+        pass
+
+def bare():
+    with tracer.start_as_current_span("bare"):
+        pass
+
+names = ("bare", "block_off", "block_on", "trace_off", "trace_on")
+results = {{k: [] for k in names}}
+with runtel.run_span("edges") as run:
+    rt = _sdk.get_runtime()
+    monitor = rt.monitor
+    flush = rt.span_processors[0]
+
+    def timed(fn, processor, edges):
+        rt.monitor = monitor if edges else None  # the same runtime, its edge reads switched on or off
+        processor.force_flush()
+        t = time.perf_counter_ns()
+        for _ in range(N):
+            fn()
+        processor.force_flush()  # wall time includes writing them out
+        rt.monitor = monitor
+        return (time.perf_counter_ns() - t) / N / 1e3
+
+    for _ in range(2000):
+        bare(); traced(); blk()
+    for _ in range(R):
+        results["bare"].append(timed(bare, plain_processor, False))
+        results["block_off"].append(timed(blk, flush, False))
+        results["block_on"].append(timed(blk, flush, True))
+        results["trace_off"].append(timed(traced, flush, False))
+        results["trace_on"].append(timed(traced, flush, True))
+out = {{k: statistics.median(v) for k, v in results.items()}}
+for kind in ("block", "trace"):
+    on, off = results[kind + "_on"], results[kind + "_off"]
+    out[kind + "_edge_us"] = statistics.median(a - b for a, b in zip(on, off))
+    out[kind + "_ratio_on"] = statistics.median(a / b for a, b in zip(on, results["bare"]))
+    out[kind + "_ratio_off"] = statistics.median(a / b for a, b in zip(off, results["bare"]))
+print(json.dumps(out))
+"""
+
+
+def fresh(code: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "bench.py"
+        script.write_text(textwrap.dedent(code))
+        done = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "BENCH_DIR": str(Path(tmp) / "runs")})
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n, repeats = (2_000, 5) if args.quick else (20_000, 9)
+    e = fresh(EDGE_CODE.format(n=n * 5, repeats=repeats))
+    table(
+        f"one edge read (EdgeReader.read), median of {repeats} x {n * 5}",
+        ["counters", "us/edge"],
+        [
+            ["CPU (process, thread), RUSAGE_SELF/CHILDREN, clock", f"{e['bare']:.2f}"],
+            ["+ one RAPL zone (sysfs file read; fake tree)", f"{e['rapl']:.2f}"],
+            ["+ one GPU energy counter (FakeNvml: Python, not a driver)", f"{e['gpu']:.2f}"],
+        ],
+    )
+    r = fresh(SPAN_CODE.format(n=n, repeats=repeats))
+    table(
+        f"per span inside a run: plain SDK vs runtel with edge reads off/on (sampling at 1 s, no sample in the "
+        f"blocks), same process, paired median of {repeats} x {n}",
+        ["what", "us/span", "edge cost, us (paired on - off)", "ratio vs plain SDK", "target"],
+        [
+            ["plain SDK start_as_current_span", f"{r['bare']:.2f}", "-", "1.00", "-"],
+            ["runtel.block, edges off", f"{r['block_off']:.2f}", "-", f"{r['block_ratio_off']:.2f}", "-"],
+            ["runtel.block, edges on", f"{r['block_on']:.2f}", f"{r['block_edge_us']:+.2f}",
+             f"{r['block_ratio_on']:.2f}", "<= 1.25"],
+            ["@runtel.trace, edges off", f"{r['trace_off']:.2f}", "-", f"{r['trace_ratio_off']:.2f}", "-"],
+            ["@runtel.trace, edges on", f"{r['trace_on']:.2f}", f"{r['trace_edge_us']:+.2f}",
+             f"{r['trace_ratio_on']:.2f}", "<= 1.25"],
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
