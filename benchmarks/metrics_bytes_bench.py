@@ -3,7 +3,7 @@
 Usage: python benchmarks/metrics_bytes_bench.py [--baseline-rev REV] [--seconds S] [--quick]
 
 Each case is a fresh child process running one real sampled run (default settings: a sample every
-1 s, a metrics.jsonl line every 5 s, no GPU) of one process, idle (``time.sleep``) or busy (a spin
+1 s, a metrics.jsonl line every ``metric_interval`` s — 10 s now, 5 s before 2026-12-02 — no GPU) of one process, idle (``time.sleep``) or busy (a spin
 loop), for ``--seconds``; a "tiny" case is a sampled run of ~1 ms. ``--baseline-rev`` (e.g. the commit
 before the compact encoding) runs the same cases with that revision's ``src`` (``git archive``), so the
 ratio is measured on the same machine in the same minute. Reported: the file's bytes, its lines, the
@@ -40,7 +40,8 @@ CHILD = textwrap.dedent("""
                 sum(i * i for i in range(1000))
         elif mode == "idle":
             time.sleep(seconds)
-    print(json.dumps({"dir": str(run.dir)}))
+    from runtel.config import resolve_settings
+    print(json.dumps({"dir": str(run.dir), "interval": resolve_settings().metric_interval}))
 """)
 
 
@@ -59,13 +60,14 @@ def measure(src: Path, mode: str, seconds: float, workdir: Path) -> dict[str, An
     env.update(PYTHONPATH=str(src), RUNTEL_DIR=str(workdir / "runs"), RUNTEL_GPU="none")
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(seconds)], env=env, capture_output=True, text=True,
                          check=True, cwd=workdir)
-    run_dir = Path(json.loads(out.stdout.splitlines()[-1])["dir"])
+    reply = json.loads(out.stdout.splitlines()[-1])
+    run_dir = Path(reply["dir"])
     path = run_dir / "metrics.jsonl"
     sizes = [len(line) for line in path.read_bytes().splitlines(keepends=True)] if path.exists() else []
     steady = sizes[1:-1]
-    interval = 5.0  # the default metric_interval
+    interval = float(reply["interval"])  # that revision's default metric_interval: one line per interval
     mean_steady = sum(steady) / len(steady) if steady else 0.0
-    return {"bytes": sum(sizes), "lines": len(sizes), "first": sizes[0] if sizes else 0,
+    return {"bytes": sum(sizes), "lines": len(sizes), "first": sizes[0] if sizes else 0, "interval": interval,
             "mean_steady_line": mean_steady, "bytes_per_sample": mean_steady / interval if steady else None,
             "bytes_per_s_total": sum(sizes) / seconds if seconds else None}
 
@@ -99,7 +101,7 @@ def main() -> None:
                              f"{old['bytes_per_sample'] / new['bytes_per_sample']:.1f}x"])
             else:
                 rows.append([mode, "ratio old/new", f"{old['bytes'] / max(1, new['bytes']):.1f}x", "", "", "", ""])
-    table(f"metrics.jsonl of one process without GPU, {seconds:g} s runs (sample 1 s, line every 5 s)",
+    table(f"metrics.jsonl of one process without GPU, {seconds:g} s runs (sample 1 s, default metric_interval)",
           ["run", "encoding", "bytes", "lines", "first line", "steady line", "bytes / 1 Hz sample"], rows)
 
 

@@ -17,7 +17,7 @@ def test_defaults() -> None:
     s = resolve_settings({})
     assert s.dir == Path("runs")
     assert s.exporters == ("json",)
-    assert s.sample_interval == 1.0 and s.metric_interval == 5.0
+    assert s.sample_interval == 1.0 and s.metric_interval == 10.0
     assert s.telemetry == "full" and not s.disabled
     assert s.attribute_max_length == 4096
 
