@@ -168,3 +168,18 @@ def test_runtel_run_hook_runs_the_users_own_sitecustomize(tmp_path: Path, clean_
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "False"]  # once in this process
+
+
+def test_a_failing_user_sitecustomize_is_reported_as_python_reports_it(tmp_path: Path,
+                                                                        clean_env: dict[str, str]) -> None:
+    """A user's sitecustomize that raises: the error is printed (as Python prints it) and the program still runs."""
+    user = tmp_path / "user_site"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("raise RuntimeError('broken site')\n")
+    runtel = Path(sys.executable).with_name("runtel")
+    env = {**clean_env, "PYTHONPATH": f"{user}{os.pathsep}{clean_env['PYTHONPATH']}"}
+    done = subprocess.run([str(runtel), "run", "-q", "--dir", str(tmp_path / "runs"), "--", sys.executable, "-c",
+                           "print('ran')"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ran"]
+    assert "Error in sitecustomize" in done.stderr and "RuntimeError: broken site" in done.stderr

@@ -45,11 +45,19 @@ class _UvicornHook:
             original(module)
             try:
                 _patch_uvicorn(module)
-            except Exception:  # never stop the service from starting
-                pass
+            except Exception as exc:  # never stop the service from starting
+                _say("could not hook uvicorn", exc)
 
         loader.exec_module = exec_module
         return spec
+
+
+def _say(what: str, exc: BaseException) -> None:
+    """One stderr line: a failure here is never silent, and never stops the program (runtel's logging is not loaded)."""
+    try:
+        sys.stderr.write(f"runtel: {what}: {type(exc).__name__}: {exc}\n")
+    except Exception:  # a closed stderr: nothing else to tell
+        pass
 
 
 def _patch_uvicorn(config_module: Any) -> None:
@@ -64,8 +72,8 @@ def _patch_uvicorn(config_module: Any) -> None:
             if not isinstance(self.loaded_app, RequestSpans):
                 self.loaded_app = RequestSpans(self.loaded_app)
             _patch_shutdown()
-        except Exception:  # the service runs on without request spans
-            pass
+        except Exception as exc:  # the service runs on without request spans
+            _say("could not add request spans to the app uvicorn serves", exc)
 
     config_class.load = load
 
@@ -87,8 +95,8 @@ def _patch_shutdown() -> None:
                 from runtel.recording.workers import close_worker_run  # deferred: loaded already by RequestSpans
 
                 close_worker_run()
-            except Exception:
-                pass
+            except Exception as exc:
+                _say("could not close the service's worker run", exc)
 
     server_class.shutdown = shutdown  # type: ignore[method-assign]
 
@@ -113,5 +121,5 @@ if os.environ.get("RUNTEL_PARENT_RUN_ID") and os.environ.get("RUNTEL_PROPAGATE",
     sys.meta_path.insert(0, _UvicornHook())
 try:
     _chain_user_sitecustomize()
-except Exception:
-    pass
+except Exception as exc:  # what Python itself prints for a failing sitecustomize, and goes on
+    sys.stderr.write(f"Error in sitecustomize; set PYTHONVERBOSE for traceback:\n{type(exc).__name__}: {exc}\n")
