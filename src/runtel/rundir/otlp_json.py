@@ -423,6 +423,7 @@ def metrics_line(
 
 
 _SPAN_HEAD = '{"traceId":"%032x","spanId":"%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_double_heads: dict[str, str] = {}
 _STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
 
 
@@ -433,7 +434,8 @@ def _attribute_texts(attributes: Mapping[str, object]) -> str:
     """
     out = []
     for key, value in attribute_items(attributes):
-        if type(value) is str:
+        cls = type(value)
+        if cls is str:
             text = _str_kv_cache.get((key, value))
             if text is None:
                 text = '{"key":' + _quote(key) + ',"value":{"stringValue":' + _quote(value) + "}}"
@@ -442,6 +444,13 @@ def _attribute_texts(attributes: Mapping[str, object]) -> str:
                         _str_kv_cache.clear()
                     _str_kv_cache[(key, value)] = text
             out.append(text)
+        elif cls is float and _isfinite(value):  # usage figures: a new number on every span, the key text kept
+            head = _double_heads.get(key)
+            if head is None:
+                if len(_double_heads) >= 4096:
+                    _double_heads.clear()
+                head = _double_heads[key] = '{"key":' + _quote(key) + ',"value":{"doubleValue":'
+            out.append(head + repr(value) + "}}")
         else:
             out.append(_kv_text(key, value))
     return ",".join(out)
