@@ -422,7 +422,8 @@ def metrics_line(
     return (line + "}]}\n").encode()
 
 
-_SPAN_HEAD = '{"traceId":"%032x","spanId":"%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_SPAN_REST = '%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_trace_heads: dict[int, str] = {}
 _double_heads: dict[str, str] = {}
 _STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
 
@@ -452,7 +453,8 @@ def _attribute_texts(attributes: Mapping[str, object]) -> str:
                 head = _double_heads[key] = '{"key":' + _quote(key) + ',"value":{"doubleValue":'
             out.append(head + repr(value) + "}}")
         else:
-            out.append(_kv_text(key, value))
+            text = _kv_cache.get((key, cls, value)) if cls is bool or cls is int else None  # _kv_text's own cache
+            out.append(text if text is not None else _kv_text(key, value))
     return ",".join(out)
 
 
@@ -465,8 +467,14 @@ def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = 
     ctx = span.context
     assert ctx is not None
     flags = ctx.trace_flags | _SPAN_FLAGS_HAS_IS_REMOTE
-    out = _SPAN_HEAD % (ctx.trace_id, ctx.span_id, _quote(span.name), span.kind.value + 1, span.start_time or 0,
-                        span.end_time or 0)
+    trace_id = ctx.trace_id
+    head = _trace_heads.get(trace_id)  # a run's spans share a trace: its hex is formatted once
+    if head is None:
+        if len(_trace_heads) >= 256:
+            _trace_heads.clear()
+        head = _trace_heads[trace_id] = f'{{"traceId":"{trace_id:032x}","spanId":"'
+    out = head + _SPAN_REST % (ctx.span_id, _quote(span.name), span.kind.value + 1, span.start_time or 0,
+                               span.end_time or 0)
     trace_state = ctx.trace_state
     if trace_state:
         header = trace_state.to_header()
