@@ -423,6 +423,7 @@ def metrics_line(
 
 
 _SPAN_REST = '%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_PARENT_FLAGS = ',"parentSpanId":"%016x","flags":%d'
 _trace_heads: dict[int, str] = {}
 _double_heads: dict[str, str] = {}
 _STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
@@ -482,10 +483,11 @@ def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = 
             out += ',"traceState":' + _quote(header)
     parent = span.parent
     if parent is not None:
-        out += f',"parentSpanId":"{parent.span_id:016x}"'
         if parent.is_remote:
             flags |= _SPAN_FLAGS_IS_REMOTE
-    out += f',"flags":{flags}'
+        out += _PARENT_FLAGS % (parent.span_id, flags)
+    else:
+        out += ',"flags":' + str(flags)
     attributes = span_attributes(span)
     if attributes:
         pairs = _attribute_texts(attributes)
