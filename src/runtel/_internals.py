@@ -23,7 +23,8 @@ from typing import Any
 
 __all__ = (
     "FAST_JSON", "attribute_items", "compact_json", "json_string", "process_start_method", "process_target",
-    "in_multiprocessing_exit", "set_process_target", "span_attributes", "span_events", "span_links",
+    "in_multiprocessing_exit", "set_owned_attributes", "set_process_target", "span_attributes", "span_events",
+    "span_links",
 )
 
 #: ``s`` as a JSON string literal, non-ASCII kept (undocumented but public name; the C function when available)
@@ -114,6 +115,44 @@ def attribute_items(attributes: Any) -> Any:
     """``attributes.items()``, through the plain dict inside the SDK's ``BoundedAttributes`` when there is one."""
     raw = getattr(attributes, "_dict", None)
     return (raw if isinstance(raw, dict) else attributes).items()
+
+
+def set_owned_attributes(span: Any, attributes: dict[str, Any]) -> None:
+    """Add runtel's own attributes (numbers, booleans, short strings it made) to an open span.
+
+    ``span.set_attributes`` runs the SDK's value cleaning over every item (~0.5 us each) and takes two locks;
+    runtel's usage figures and span kind are already valid OTel values, so when the span's stored dict has
+    room for all of them and holds none of their keys they are added under the span's lock in one
+    ``update``. Anything else (a full dict, a key already set, an ended span, another SDK) takes the public
+    path, so the SDK's limits and "set on an ended span" warning still apply.
+    """
+    try:
+        stored = span._attributes
+        raw = stored._dict
+        lock = span._lock
+        usable = type(raw) is dict and not stored._immutable and _fits(attributes, stored.max_value_len)
+        maxlen = stored.maxlen
+    except AttributeError:  # another SDK or a changed one: the public path
+        usable = False
+    if usable:
+        with lock:
+            if span._end_time is None and (maxlen is None or len(raw) + len(attributes) <= maxlen) \
+                    and raw.keys().isdisjoint(attributes):
+                raw.update(attributes)
+                return
+    span.set_attributes(attributes)
+
+
+def _fits(attributes: dict[str, Any], max_value_len: int | None) -> bool:
+    """Whether every value is a scalar the SDK would store unchanged (no string cut by its length limit)."""
+    for value in attributes.values():
+        cls = type(value)
+        if cls is str:
+            if max_value_len is not None and len(value) > max_value_len:
+                return False
+        elif cls is not float and cls is not int and cls is not bool:
+            return False
+    return True
 
 
 _MISSING: Any = object()

@@ -189,3 +189,33 @@ def test_multiprocessing_exit_function_is_recognised() -> None:
         multiprocessing.util._exiting = exiting  # type: ignore[attr-defined]
     assert seen and all(seen)
     assert not _internals.in_multiprocessing_exit(sys._getframe())
+
+
+def test_owned_attributes_go_in_directly_and_otherwise_through_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """set_owned_attributes stores scalars as set_attributes would; limits, ended spans and odd values take the SDK path."""
+    from opentelemetry.sdk.trace import Span as SdkSpan
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    tracer = TracerProvider(span_limits=SpanLimits(max_attributes=4, max_attribute_length=5)).get_tracer("t")
+    public: list[dict[str, Any]] = []
+    original = SdkSpan.set_attributes
+
+    def counting(self: SdkSpan, attributes: Any) -> None:
+        public.append(dict(attributes))
+        original(self, attributes)
+
+    monkeypatch.setattr(SdkSpan, "set_attributes", counting)
+    span = tracer.start_span("s")
+    _internals.set_owned_attributes(span, {"f": 1.5, "b": True, "i": 3, "s": "short"})
+    assert not public, "the SDK moved a span's attribute store or lock: the fast path is off"
+    assert dict(span.attributes) == {"f": 1.5, "b": True, "i": 3, "s": "short"}
+    _internals.set_owned_attributes(span, {"x": 1.0})  # full (max_attributes=4): the SDK drops the oldest
+    assert public == [{"x": 1.0}] and span.dropped_attributes == 1
+    other = tracer.start_span("o")
+    _internals.set_owned_attributes(other, {"s": "too long"})  # cut by the length limit: the SDK cuts it
+    _internals.set_owned_attributes(other, {"t": (1, 2)})  # not a scalar: the SDK copes
+    assert dict(other.attributes) == {"s": "too l", "t": (1, 2)}
+    other.end()
+    _internals.set_owned_attributes(other, {"late": 1})  # ended: the SDK's warning, nothing stored
+    assert "late" not in other.attributes
+    span.end()

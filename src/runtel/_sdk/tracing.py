@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from runtel import semconv
 from runtel._context import run_in
 from runtel._guard import log_once
+from runtel._internals import set_owned_attributes
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -53,7 +54,7 @@ class RunProcessor(SpanProcessor):
             if run is None or run.end_time_ns is not None:  # no run here, or one that already ended
                 run = self.default_run
             if run is not None and run.id:
-                span.set_attribute(semconv.RUN_ID, run.id)
+                set_owned_attributes(span, {semconv.RUN_ID: run.id})  # a short id runtel made: no cleaning pass
             else:
                 with self._count_lock:  # the rare path: exact counts across threads
                     self.unattributed += 1

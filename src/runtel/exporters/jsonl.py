@@ -344,7 +344,7 @@ class JsonlSpanWriter(SpanProcessor):
 
 def _unsampled_marker(span: ReadableSpan) -> str:
     """``runtel.usage.samples = 0`` for a block or function span that no sample fell into, else nothing."""
-    attributes = span.attributes
+    attributes = stored_dict(span_attributes(span))  # no read-only proxy per span
     if attributes and attributes.get(semconv.SPAN_KIND) in _MARKED_KINDS and _SAMPLES_KEY not in attributes:
         return _UNSAMPLED
     return ""

@@ -25,6 +25,7 @@ from opentelemetry.trace import Span
 
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard
+from runtel._internals import set_owned_attributes
 from runtel.recording.safety import bad_argument, coerce_int, coerce_name, record_exception, safe_str
 from runtel.recording.workers import child_runtime
 
@@ -34,6 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _PRIMITIVES = (str, bool, int, float)
 _fallback_tracer = otel_trace.get_tracer(semconv.INSTRUMENTATION_SCOPE)
+_BLOCK_KIND: dict[str, Any] = {semconv.SPAN_KIND: semconv.KIND_BLOCK}
 
 
 def _tracer() -> otel_trace.Tracer:
@@ -65,7 +67,7 @@ def _end(span: Span, start_ns: int, edge: Any = None) -> None:
     if edge is not None and monitor is not None and span.is_recording():
         with guard("block-usage", "summarise block resource usage"):
             start_ns = start_ns or getattr(span, "start_time", 0) or 0
-            span.set_attributes(monitor.block_attributes(edge, start_ns))
+            set_owned_attributes(span, monitor.block_attributes(edge, start_ns))  # runtel's numbers: valid as made
     elif monitor is not None and span.is_recording():
         with guard("block-usage", "summarise block resource usage"):
             start_ns = start_ns or getattr(span, "start_time", 0) or 0
@@ -131,7 +133,7 @@ class Block:
     def __enter__(self) -> Block:
         rt = _sdk.current_runtime() or child_runtime()  # a child of a run records into a worker run
         span = self._span = (rt.tracer if rt is not None else _fallback_tracer).start_span(self._name)
-        span.set_attribute(semconv.SPAN_KIND, semconv.KIND_BLOCK)
+        set_owned_attributes(span, _BLOCK_KIND)
         if self._attributes:
             span.set_attributes(_user_attributes(self._attributes))
         self._token = otel_context.attach(otel_trace.set_span_in_context(span))
@@ -328,7 +330,7 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
             # The hot path: every line here is paid per call (see benchmarks/core_bench.py).
             rt = _sdk.current_runtime() or child_runtime()
             span = (rt.tracer if rt is not None else _fallback_tracer).start_span(name)
-            span.set_attributes(static)  # cheaper than attributes= at start (no sampler/copy pass)
+            set_owned_attributes(span, static)  # cleaned at decoration: cheaper than attributes= or set_attributes
             token = otel_context.attach(otel_trace.set_span_in_context(span))
             monitor = rt.monitor if rt is not None else None
             edge = monitor.edge() if monitor is not None and monitor.block_edges else None

@@ -422,7 +422,10 @@ def metrics_line(
     return (line + "}]}\n").encode()
 
 
-_SPAN_HEAD = '{"traceId":"%032x","spanId":"%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_SPAN_REST = '%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+_PARENT_FLAGS = ',"parentSpanId":"%016x","flags":%d'
+_trace_heads: dict[int, str] = {}
+_double_heads: dict[str, str] = {}
 _STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
 
 
@@ -433,7 +436,8 @@ def _attribute_texts(attributes: Mapping[str, object]) -> str:
     """
     out = []
     for key, value in attribute_items(attributes):
-        if type(value) is str:
+        cls = type(value)
+        if cls is str:
             text = _str_kv_cache.get((key, value))
             if text is None:
                 text = '{"key":' + _quote(key) + ',"value":{"stringValue":' + _quote(value) + "}}"
@@ -442,8 +446,16 @@ def _attribute_texts(attributes: Mapping[str, object]) -> str:
                         _str_kv_cache.clear()
                     _str_kv_cache[(key, value)] = text
             out.append(text)
+        elif cls is float and _isfinite(value):  # usage figures: a new number on every span, the key text kept
+            head = _double_heads.get(key)
+            if head is None:
+                if len(_double_heads) >= 4096:
+                    _double_heads.clear()
+                head = _double_heads[key] = '{"key":' + _quote(key) + ',"value":{"doubleValue":'
+            out.append(head + repr(value) + "}}")
         else:
-            out.append(_kv_text(key, value))
+            text = _kv_cache.get((key, cls, value)) if cls is bool or cls is int else None  # _kv_text's own cache
+            out.append(text if text is not None else _kv_text(key, value))
     return ",".join(out)
 
 
@@ -456,8 +468,14 @@ def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = 
     ctx = span.context
     assert ctx is not None
     flags = ctx.trace_flags | _SPAN_FLAGS_HAS_IS_REMOTE
-    out = _SPAN_HEAD % (ctx.trace_id, ctx.span_id, _quote(span.name), span.kind.value + 1, span.start_time or 0,
-                        span.end_time or 0)
+    trace_id = ctx.trace_id
+    head = _trace_heads.get(trace_id)  # a run's spans share a trace: its hex is formatted once
+    if head is None:
+        if len(_trace_heads) >= 256:
+            _trace_heads.clear()
+        head = _trace_heads[trace_id] = f'{{"traceId":"{trace_id:032x}","spanId":"'
+    out = head + _SPAN_REST % (ctx.span_id, _quote(span.name), span.kind.value + 1, span.start_time or 0,
+                               span.end_time or 0)
     trace_state = ctx.trace_state
     if trace_state:
         header = trace_state.to_header()
@@ -465,10 +483,11 @@ def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = 
             out += ',"traceState":' + _quote(header)
     parent = span.parent
     if parent is not None:
-        out += f',"parentSpanId":"{parent.span_id:016x}"'
         if parent.is_remote:
             flags |= _SPAN_FLAGS_IS_REMOTE
-    out += f',"flags":{flags}'
+        out += _PARENT_FLAGS % (parent.span_id, flags)
+    else:
+        out += ',"flags":' + str(flags)
     attributes = span_attributes(span)
     if attributes:
         pairs = _attribute_texts(attributes)
