@@ -365,19 +365,23 @@ def with_floors(summary: UsageSummary, *, cpu_s: float | None, energy_j: float |
     return summary._replace(**fields) if fields else summary
 
 
+#: below this the process and thread clocks of one window differ by reading noise (~1 us each), not by work
+_THREAD_CPU_FLOOR_S = 20e-6
+
+
 def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[str, AttributeValue]:
     """``runtel.usage.*`` of a window no sample fell into, from its edge counters only (the hot path).
 
     Only what the counters know, in as few attributes as possible (each costs ~2 us on the span):
-    ``cpu.time``, ``thread.cpu.time`` (only when it differs from ``cpu.time`` by more than 1 %: other threads
-    ran meanwhile), ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
+    ``cpu.time``, ``thread.cpu.time`` (only when it differs from ``cpu.time`` by more than 1 % and 20 us:
+    other threads ran meanwhile; below that the two clocks differ by their own reading noise), ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
     apply, and the peaks when the process reached a new high-water mark inside the window. The run-folder
     exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
     duration) and emissions (energy x the run's carbon intensity).
     """
     cpu = delta.cpu_s + delta.children_cpu_s
     attrs: dict[str, AttributeValue] = {semconv.USAGE_CPU_TIME: cpu}
-    if delta.thread_cpu_s is not None and abs(delta.cpu_s - delta.thread_cpu_s) > 0.01 * delta.cpu_s:
+    if delta.thread_cpu_s is not None and abs(delta.cpu_s - delta.thread_cpu_s) > max(0.01 * delta.cpu_s, _THREAD_CPU_FLOOR_S):
         attrs[semconv.USAGE_THREAD_CPU_TIME] = delta.thread_cpu_s
     if delta.children_cpu_s:
         attrs[semconv.USAGE_CPU_TIME_CHILDREN] = delta.children_cpu_s
