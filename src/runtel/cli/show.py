@@ -14,7 +14,15 @@ from typing import Any, cast
 from runtel import semconv
 from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
-from runtel.query.spanagg import FOLD_THRESHOLD, Level, aggregate_run, child_run_levels, level_json
+from runtel.query.spanagg import (
+    FOLD_THRESHOLD,
+    FULL_TREE_BYTES,
+    Level,
+    aggregate_run,
+    child_run_levels,
+    level_json,
+    spans_bytes,
+)
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
 from runtel.rundir.index import complete_summaries, list_matching, list_summaries, newest_trees, resolve_run, session
@@ -27,13 +35,10 @@ from runtel.rundir.reader import (
     read_spans,
     resource_usage,
 )
-from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord, span_segments
+from runtel.rundir.schema import STATUS_CORRUPT, STATUSES, RunRecord
 
 __all__ = ("MAX_TREE_DEPTH", "build_span_tree", "parse_since", "register_ls", "register_show", "results_text")
 
-#: a run whose spans files are larger than this is shown by folding while reading (bounded memory), not
-#: by building every span's node first; ``--all-spans`` always builds them
-FULL_TREE_BYTES = 8 << 20
 #: rows `runtel ls` draws without -n / --all (rich needs ~1 ms a row: 10,000 rows took 10 s)
 DEFAULT_LS_LIMIT = 50
 _USAGE = semconv.USAGE_PREFIX
@@ -386,15 +391,6 @@ def _add_levels(tree: Any, level: Level, depth: int = 1) -> None:
             _add_levels(branch, children, depth + 1)
 
 
-def _spans_bytes(run_dir: Any) -> int:
-    total = 0
-    for path in span_segments(run_dir):
-        try:
-            total += path.stat().st_size
-        except OSError:
-            pass
-    return total
-
 
 def _record_summary(record: RunRecord) -> dict[str, Any]:
     git = git_info(record)
@@ -531,7 +527,7 @@ def _show(args: argparse.Namespace) -> int:
     folded: Level | None = None
     trees: list[dict[str, Any]] = []
     span_count = 0
-    if args.all_spans or _spans_bytes(run_dir) <= FULL_TREE_BYTES:
+    if args.all_spans or spans_bytes(run_dir) <= FULL_TREE_BYTES:
         spans = read_spans(run_dir, stats)
         children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
         own = [*record.get("problems", ()), *stats.problems()]

@@ -23,8 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtel import semconv
-from runtel.query.spanagg import Usage, aggregate_run, child_run_levels, walk_paths
+from runtel.query.spanagg import (
+    FULL_TREE_BYTES,
+    Usage,
+    aggregate_run,
+    child_run_levels,
+    spans_bytes,
+    usage_figures,
+    walk_paths,
+)
 from runtel.query.spantree import build_span_tree, child_run_trees
 from runtel.rundir.index import resolve_run
 from runtel.rundir.reader import (
@@ -36,7 +43,7 @@ from runtel.rundir.reader import (
     read_spans,
     resource_usage,
 )
-from runtel.rundir.schema import RunRecord, span_segments
+from runtel.rundir.schema import RunRecord
 from runtel.values.attributes import to_attributes
 
 __all__ = (
@@ -51,7 +58,6 @@ __all__ = (
     "load_run",
 )
 
-_RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
 _SEP = "/"
 
 #: per-block statistics ``stat`` may name
@@ -140,15 +146,11 @@ class BlockStats:
         self.durations.append(float(node.get("duration_s") or 0.0))
         if node.get("status") == "error":
             self.errors += 1
-        rss = _num(attrs.get(_RSS))
+        rss, gpu, energy = usage_figures(attrs)
         if rss is not None:
             self.rss.append(rss)
-        gpu = _num(attrs.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
-        if gpu is None:
-            gpu = _num(attrs.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
         if gpu is not None:
             self.gpu_memory.append(gpu)
-        energy = _num(attrs.get(semconv.USAGE_ENERGY_TOTAL))
         if energy is not None:
             self.energy.append(energy)
 
@@ -252,19 +254,7 @@ class StreamedBlockStats:
         }
 
 
-#: a run whose spans files are larger than this is compared from running sums while reading (bounded
-#: memory) instead of from every span's values
-FULL_TREE_BYTES = 8 << 20
 
-
-def _spans_bytes(run_dir: Path) -> int:
-    total = 0
-    for path in span_segments(run_dir):
-        try:
-            total += path.stat().st_size
-        except OSError:
-            pass
-    return total
 
 
 def _streamed_blocks(run_dir: Path, record: RunRecord, run_id: str, stats: LineStats,
@@ -304,7 +294,7 @@ def load_run(ref: str, root: Path) -> LoadedRun:
     run_id = str(record.get("id"))
     stats = LineStats()
     problems: list[str] = []
-    if _spans_bytes(run_dir) > FULL_TREE_BYTES:  # a large run: aggregate while reading, in bounded memory
+    if spans_bytes(run_dir) > FULL_TREE_BYTES:  # a large run: aggregate while reading, in bounded memory
         blocks, late = _streamed_blocks(run_dir, record, run_id, stats, problems)
         own = [*record.get("problems", ()), *stats.problems(), *late]
         problems[:0] = [f"run {run_id}: {p}" for p in own]

@@ -18,16 +18,18 @@ Attributes are decoded only for the spans shown one by one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtel import semconv
+from runtel.rundir.index import descendants
 from runtel.rundir.reader import LineStats, SpanRow, decode_attributes, iter_span_rows, list_runs, parent_run_id
-from runtel.rundir.schema import RunRecord
+from runtel.rundir.schema import RunRecord, span_segments
 
-__all__ = ("FOLD_THRESHOLD", "Aggregate", "Group", "Node", "aggregate_run", "child_run_levels")
+__all__ = ("FOLD_THRESHOLD", "FULL_TREE_BYTES", "Aggregate", "Group", "Node", "aggregate_run", "child_run_levels",
+           "spans_bytes", "usage_figures")
 
 #: siblings with the same name are folded into one group when there are more than this many
 FOLD_THRESHOLD = 5
@@ -116,16 +118,11 @@ class Usage:
             if not any(h in raw for h in _USAGE_HINTS):
                 return
             attrs = raw
-        a = decode_attributes(attrs)
-        rss = _number(a.get(_RSS))
+        rss, gpu, energy = usage_figures(decode_attributes(attrs))
         if rss is not None:
             self.rss.add(rss)
-        gpu = _number(a.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
-        if gpu is None:
-            gpu = _number(a.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
         if gpu is not None:
             self.gpu.add(gpu)
-        energy = _number(a.get(semconv.USAGE_ENERGY_TOTAL))
         if energy is not None:
             self.energy.add(energy)
 
@@ -142,6 +139,14 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def usage_figures(attrs: Mapping[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """A span's compared usage: peak tree RSS, peak GPU memory (the tree's, else the device's), energy (J)."""
+    gpu = _number(attrs.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
+    if gpu is None:
+        gpu = _number(attrs.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
+    return _number(attrs.get(_RSS)), gpu, _number(attrs.get(semconv.USAGE_ENERGY_TOTAL))
 
 
 class Node:
@@ -337,6 +342,22 @@ def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None =
     return agg
 
 
+#: a run whose spans files are larger than this is read by folding (show) or running sums (compare) while
+#: reading, in bounded memory, instead of building every span's node first
+FULL_TREE_BYTES = 8 << 20
+
+
+def spans_bytes(run_dir: Path) -> int:
+    """Bytes of a run's spans files (every segment; an unreadable one counts 0): which way to read it."""
+    total = 0
+    for path in span_segments(run_dir):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | None = None, *,
                   usage: bool = False) -> Aggregate:
     """:func:`aggregate_spans` of a run folder's spans (every segment), streamed."""
@@ -344,9 +365,15 @@ def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | 
 
 
 def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
-                     runs: list[RunRecord] | None = None, *, usage: bool = False) -> dict[str, Level]:
-    """Folded trees of the runs that name ``run_id`` as parent (recursively), by the span id they hang under."""
-    runs = list_runs(root) if runs is None else runs
+                     runs: Sequence[RunRecord] | None = None, *, usage: bool = False) -> dict[str, Level]:
+    """Folded trees of the runs that name ``run_id`` as parent (recursively), by the span id they hang under.
+
+    Without ``runs``, the run index finds them (or, without a usable index, a scan of every run.json).
+    """
+    if runs is None:
+        runs = descendants(root, run_id)
+    if runs is None:
+        runs = list_runs(root)
     out: dict[str, Level] = {}
     for record in runs:
         child_id = str(record.get("id"))
