@@ -7,7 +7,8 @@ inside a run land in the same file. Lines are appended with a single ``write()``
 descriptor: forked workers writing to the same file cannot interleave within a line.
 
 :class:`JsonlSpanWriter` is the span processor of the run folder: no queue and no exporter thread.
-The thread that ends a span encodes it and appends it to the run's journal (``rundir.journal``: on
+A run's first ``DIRECT_SPANS`` spans are each written as their own line when they end (a short run
+creates no journal file); after them, the thread that ends a span encodes it and appends it to the run's journal (``rundir.journal``: on
 disk at once, whatever happens to the process next) and to an in-memory batch; the batch becomes one
 line of spans.jsonl when it holds ``batch`` spans, when its oldest span is ``delay`` old (checked by the
 next span to end, and by a small flusher thread for a program that went quiet), and at every flush.
