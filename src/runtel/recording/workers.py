@@ -133,9 +133,9 @@ def child_runtime(*, batched: bool = False) -> Any:
     parent run, in its trace, named after the child's program, its spans written as they end — the
     same one :func:`init_worker` opens. Cheap when there is nothing to do: one environment lookup.
 
-    ``batched``: keep the batch span processor (a server opening it for its requests: one ``write()``
-    per span in the event loop would cost ~30% of a small request's CPU; a service shut down normally
-    or by SIGTERM flushes at its end, a SIGKILL loses the last ~0.2 s as in any runtel process).
+    ``batched``: keep the batched span writer (a server opening it for its requests: a line per span
+    in the event loop would cost ~30% of a small request's CPU); its journal still puts every span on
+    disk as it ends, as in any runtel process.
     """
     if not os.environ.get(PARENT_RUN_ENV) or _worker_state.get("pid") == os.getpid():
         return _sdk.current_runtime()
