@@ -1,6 +1,6 @@
 """What following the work costs: per-span wall time against a plain SDK, thread and child-process starts.
 
-Usage: python benchmarks/propagation_bench.py [--quick]
+Usage: python benchmarks/propagation_bench.py [--quick] [--spans-only]
 
 * per span: ``@runtel.trace`` / ``runtel.block`` inside a run against a plain SDK ``TracerProvider``
   + ``BatchSpanProcessor`` + a no-op exporter in the same process (not the global provider, so
@@ -163,9 +163,11 @@ def bench_starts(n: int, repeats: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--spans-only", action="store_true", help="only the per-span table")
     args = parser.parse_args()
     bench_spans(2_000 if args.quick else 20_000, 3 if args.quick else 7)
-    bench_starts(200 if args.quick else 1_000, 3 if args.quick else 5, 3 if args.quick else 5)
+    if not args.spans_only:
+        bench_starts(200 if args.quick else 1_000, 3 if args.quick else 5, 3 if args.quick else 5)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from typing import Any
 
 __all__ = (
     "FAST_JSON", "attribute_items", "compact_json", "json_string", "process_start_method", "process_target",
-    "in_multiprocessing_exit", "set_owned_attributes", "set_process_target", "span_attributes", "span_events",
-    "span_links",
+    "in_multiprocessing_exit", "set_owned_attributes", "set_process_target", "stamp_new_span", "span_attributes", "span_events",
+    "span_fields", "span_links", "SpanFields",
 )
 
 #: ``s`` as a JSON string literal, non-ASCII kept (undocumented but public name; the C function when available)
@@ -105,6 +105,55 @@ def span_links(span: Any) -> Any:
     return span.links if stored is _MISSING else stored
 
 
+#: a finished span's fields, as :func:`span_fields` returns them
+SpanFields = tuple[str, int, int, int, Any, "int | None", bool, Any, Any, Any, Any, Any, Any, Any]
+
+
+def _context_is_tuple(ctx: Any) -> bool:
+    """Whether the API's ``SpanContext`` is still the tuple ``(trace_id, span_id, is_remote, flags, state, valid)``.
+
+    Checked on the first real context against its public properties (this module imports no OpenTelemetry).
+    """
+    try:
+        trace_id, span_id, remote, flags, trace_state, valid = ctx
+    except (TypeError, ValueError):
+        return False
+    return (trace_id == ctx.trace_id and span_id == ctx.span_id and remote is ctx.is_remote
+            and flags == ctx.trace_flags and trace_state is ctx.trace_state and valid is ctx.is_valid)
+
+
+_CONTEXT_TUPLE: bool | None = None
+
+
+def span_fields(span: Any) -> SpanFields:
+    """A finished span's fields in one call, for the run folder's encoder (which reads all of them for every span).
+
+    ``(name, trace_id, span_id, trace_flags, trace_state, parent_span_id or None, parent_is_remote, kind,
+    start_time, end_time, attributes, events, links, status)``; ``attributes``/``events``/``links`` are the
+    stored containers (see above). Through the public properties that is fourteen property calls (each a
+    Python frame, ~60-100 ns): read here as the SDK's ``ReadableSpan`` fields and the ``SpanContext``
+    tuple, checked once against the properties; anything else takes the public path.
+    """
+    global _CONTEXT_TUPLE
+    try:
+        name, ctx, parent = span._name, span._context, span._parent
+        rest = (span._kind, span._start_time, span._end_time, span._attributes, span._events, span._links,
+                span._status)
+    except AttributeError:  # another SDK or a changed one: the public properties
+        name, ctx, parent = span.name, span.context, span.parent
+        rest = (span.kind, span.start_time, span.end_time, span.attributes, span.events, span.links, span.status)
+    if _CONTEXT_TUPLE is None:
+        _CONTEXT_TUPLE = _context_is_tuple(ctx)
+    if _CONTEXT_TUPLE:
+        trace_id, span_id, _, flags, trace_state, _ = ctx
+        if parent is None:
+            return (name, trace_id, span_id, flags, trace_state, None, False, *rest)
+        return (name, trace_id, span_id, flags, trace_state, parent[1], parent[2], *rest)
+    parent_id = parent.span_id if parent is not None else None
+    remote = parent.is_remote if parent is not None else False
+    return (name, ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state, parent_id, remote, *rest)
+
+
 def stored_dict(attributes: Any) -> Any:
     """The plain dict inside the SDK's ``BoundedAttributes`` (a lookup without its lock), else ``attributes``."""
     raw = getattr(attributes, "_dict", None)
@@ -140,6 +189,27 @@ def set_owned_attributes(span: Any, attributes: dict[str, Any]) -> None:
                     and raw.keys().isdisjoint(attributes):
                 raw.update(attributes)
                 return
+    span.set_attributes(attributes)
+
+
+def stamp_new_span(span: Any, attributes: dict[str, Any]) -> None:
+    """:func:`set_owned_attributes` for a span that is being started by this thread (no other thread has it yet).
+
+    Called from a processor's ``on_start`` and right after ``start_span`` by runtel's wrappers: the span's
+    lock and "ended?" check guard against other threads and cannot matter yet, so the attributes go into
+    the stored dict directly (~0.3 us instead of ~0.8 us). The public path otherwise, as above.
+    """
+    try:
+        stored = span._attributes
+        raw = stored._dict
+        maxlen = stored.maxlen
+        usable = (type(raw) is dict and not stored._immutable and (maxlen is None or len(raw) + len(attributes) <= maxlen)
+                  and _fits(attributes, stored.max_value_len))
+    except AttributeError:  # another SDK or a changed one: the public path
+        usable = False
+    if usable and raw.keys().isdisjoint(attributes):
+        raw.update(attributes)
+        return
     span.set_attributes(attributes)
 
 

@@ -219,3 +219,50 @@ def test_owned_attributes_go_in_directly_and_otherwise_through_the_sdk(monkeypat
     _internals.set_owned_attributes(other, {"late": 1})  # ended: the SDK's warning, nothing stored
     assert "late" not in other.attributes
     span.end()
+
+
+def test_stamping_a_new_span_is_set_owned_attributes_without_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stamp_new_span stores what set_attributes would; limits and odd values take the SDK path."""
+    from opentelemetry.sdk.trace import Span as SdkSpan
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    tracer = TracerProvider(span_limits=SpanLimits(max_attributes=3, max_attribute_length=5)).get_tracer("t")
+    public: list[dict[str, Any]] = []
+    original = SdkSpan.set_attributes
+
+    def counting(self: SdkSpan, attributes: Any) -> None:
+        public.append(dict(attributes))
+        original(self, attributes)
+
+    monkeypatch.setattr(SdkSpan, "set_attributes", counting)
+    span = tracer.start_span("s")
+    _internals.stamp_new_span(span, {"a": "id", "k": 2})
+    assert not public, "the SDK moved a span's attribute store: the fast path is off"
+    _internals.stamp_new_span(span, {"a": "again"})  # a key already there: the SDK replaces it
+    _internals.stamp_new_span(span, {"long": "too long", "t": (1, 2)})  # cut, and the dict is full: the SDK copes
+    assert len(public) == 2
+    assert dict(span.attributes) == {k: v for k, v in span.attributes.items()}  # still a valid SDK mapping
+    assert span.attributes["a"] == "again" and span.attributes.get("long") in (None, "too l")
+    span.end()
+
+
+def test_span_fields_are_what_the_public_properties_show() -> None:
+    """span_fields reads the SDK's stored fields and the SpanContext tuple; both agree with the properties."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState, set_span_in_context
+
+    tracer = TracerProvider().get_tracer("t")
+    remote = SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("k", "v")]))
+    for parent in (None, set_span_in_context(NonRecordingSpan(remote))):
+        span = tracer.start_span("s", context=parent, attributes={"a": 1})
+        span.add_event("e")
+        span.end()
+        ctx = span.context
+        expected = (span.name, ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state,
+                    span.parent.span_id if span.parent else None, bool(span.parent and span.parent.is_remote),
+                    span.kind, span.start_time, span.end_time)
+        fields = _internals.span_fields(span)
+        assert fields[:10] == expected
+        assert dict(fields[10]) == dict(span.attributes) and list(fields[11]) == list(span.events)
+        assert list(fields[12]) == list(span.links) and fields[13] is span.status
+    assert _internals._CONTEXT_TUPLE is True, "SpanContext is no longer the tuple span_fields unpacks"

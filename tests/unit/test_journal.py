@@ -136,3 +136,43 @@ def test_a_short_run_writes_its_spans_at_once_and_opens_no_journal(rt: Settings)
         assert [p for p in os.listdir(run_dir) if p.endswith(".journal")]  # later spans: journal and batch
     assert not [p for p in os.listdir(run_dir) if p.endswith(".journal")]
     assert len(read_spans(run_dir)) == DIRECT_SPANS + 3 + 1
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["memory-mapped", "pwrite"])
+def test_journal_grows_empties_and_recovers_mapped_or_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          mapped: bool) -> None:
+    """Records past the first map grow it; emptying leaves zeros (read as nothing); the same spans either way."""
+    from runtel.rundir import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "MAP_BYTES", 4096)
+    monkeypatch.setattr(journal_module, "MAX_MAP_BYTES", 8192)  # then pwrite past the map
+    if not mapped:
+        def refuse(fd: int, offset: int, length: int) -> None:
+            raise OSError(95, "Operation not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", refuse)
+    spans = _finished_spans(60)  # ~13 KB of records: past both the first map and the largest
+    journal = _journal(tmp_path, spans[:30])
+    assert (journal._map is not None) is mapped
+    journal.truncate()
+    data = journal.path.read_bytes()
+    assert data.strip(b"\0") == b"" and (len(data) == 8192 if mapped else len(data) == 0)
+    frame = span_frame(spans[0].resource, spans[0].instrumentation_scope)
+    journal.write(journal_group(2, frame))
+    for span in spans[30:]:
+        journal.write(b"2\t" + span_text(span).encode() + b"\n")
+    assert not journal.failed
+    journal.abandon()
+    assert recover_spans(tmp_path) == 30
+    (line,) = _lines(tmp_path)
+    assert [s["name"] for s in line["resourceSpans"][0]["scopeSpans"][0]["spans"]] == [f"s{i}" for i in range(30, 60)]
+
+
+def test_a_torn_record_before_the_zeros_is_skipped(tmp_path: Path) -> None:
+    """A process killed in the middle of copying a record leaves part of it before the zeros: it is not recovered."""
+    spans = _finished_spans(3)
+    journal = _journal(tmp_path, spans[:2])
+    journal.write((b"1\t" + span_text(spans[2]).encode())[:50])  # no newline: torn
+    journal.abandon()
+    assert recover_spans(tmp_path) == 2
+    assert [s["name"] for s in _lines(tmp_path)[0]["resourceSpans"][0]["scopeSpans"][0]["spans"]] == ["s0", "s1"]

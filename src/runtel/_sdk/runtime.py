@@ -205,8 +205,15 @@ class Runtime:
         else:
             # Redacted once here (OTEL_RESOURCE_ATTRIBUTES is merged in by create): spans and metrics share it.
             resource = self.scrubber.resource(Resource.create(self._resource_attributes(run_name)))
+            from runtel._sdk.sampler import (  # deferred: the OTel SDK's sampling, loaded with the first run (~1 ms)
+                ParentBasedAlwaysOn,
+                is_default_sampler,
+            )
+
+            # The SDK's default decision without its per-span allocations; any sampler the user names is the SDK's.
+            sampler = ParentBasedAlwaysOn() if is_default_sampler(self.settings.env.get("OTEL_TRACES_SAMPLER")) else None
             provider = TracerProvider(resource=resource, shutdown_on_exit=False, span_limits=self._span_limits(),
-                                      id_generator=_ID_GENERATOR)
+                                      id_generator=_ID_GENERATOR, sampler=sampler)
             _created.add(provider)
             self.owns_provider = True
             if isinstance(current, trace.ProxyTracerProvider):

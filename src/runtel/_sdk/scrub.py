@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, Status
 
 from runtel import semconv
 from runtel._guard import log_once
-from runtel._internals import attribute_items, span_attributes, span_events, span_links
+from runtel._internals import attribute_items, span_fields
 from runtel.redaction import REDACTED, TRUNCATED
 
 if TYPE_CHECKING:
@@ -145,26 +145,29 @@ class Scrubber:
     # --- spans -------------------------------------------------------------------------------------
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """``span`` itself when clean, else a redacted, capped copy."""
-        name = self.text(span.name, NAME_MAX_LENGTH, "span name")
-        # The stored attributes/events/links (the public properties build a proxy or a tuple on every access).
-        attributes = self.attributes(span_attributes(span))
-        stored = span_events(span)
-        events = self._events(stored) if stored else None
-        stored = span_links(span)
-        links = self._links(stored) if stored else None
-        status = span.status
+        # The stored fields (the public properties build a proxy or a tuple on every access).
+        fields = span_fields(span)
+        name, stored_events, stored_links, status = fields[0], fields[11], fields[12], fields[13]
+        hit = self.redactor.text_results.get(name)
+        if hit is None or not (hit is name or hit == name) or len(name) > NAME_MAX_LENGTH:
+            name = self.text(name, NAME_MAX_LENGTH, "span name")
+        attributes = self.attributes(fields[10])
+        events = self._events(stored_events) if stored_events else None
+        links = self._links(stored_links) if stored_links else None
         description = status.description
         new_description = self.text(description, STATUS_MAX_LENGTH, "status") if description else description
-        resource = self.resource(span.resource)
-        if (name is span.name and attributes is None and events is None and links is None
-                and new_description is description and resource is span.resource):
+        resource = span.resource
+        cached = self._resources.get(id(resource))
+        clean = cached[1] if cached is not None and cached[0] is resource else self.resource(resource)
+        if (name is fields[0] and attributes is None and events is None and links is None
+                and new_description is description and clean is resource):
             return span
         return _ScrubbedSpan(
             span,
             name=name,
             context=span.context,
             parent=span.parent,
-            resource=resource,
+            resource=clean,
             attributes=attributes if attributes is not None else span.attributes,
             events=events if events is not None else span.events,
             links=links if links is not None else span.links,

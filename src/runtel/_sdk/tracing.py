@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from runtel import semconv
 from runtel._context import run_in
 from runtel._guard import log_once
-from runtel._internals import set_owned_attributes
+from runtel._internals import span_attributes, stamp_new_span, stored_dict
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -48,13 +48,15 @@ class RunProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Attribute the span to the run open in the context it starts in (cheap: one context lookup)."""
-        attributes = span.attributes
-        if span.is_recording() and (attributes is None or semconv.RUN_ID not in attributes):
+        # The stored dict, not ``span.attributes``: that is a read-only proxy whose ``in`` raises and catches
+        # a KeyError inside the SDK's mapping for every span that has no run id yet (~1 us).
+        attributes = stored_dict(span_attributes(span))
+        if span.is_recording() and (not attributes or semconv.RUN_ID not in attributes):
             run = run_in(parent_context)
             if run is None or run.end_time_ns is not None:  # no run here, or one that already ended
                 run = self.default_run
             if run is not None and run.id:
-                set_owned_attributes(span, {semconv.RUN_ID: run.id})  # a short id runtel made: no cleaning pass
+                stamp_new_span(span, {semconv.RUN_ID: run.id})  # a short id runtel made: no cleaning pass
             else:
                 with self._count_lock:  # the rare path: exact counts across threads
                     self.unattributed += 1

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from runtel import semconv
 from runtel._guard import guard, log_once
-from runtel._internals import span_attributes, stored_dict
+from runtel._internals import span_fields, stored_dict
 from runtel.rundir.journal import SpanJournal, journal_group
-from runtel.rundir.otlp_json import framed_line, span_frame, span_text, spans_line
+from runtel.rundir.otlp_json import fields_text, framed_line, span_frame, spans_line
 from runtel.rundir.writer import LineFile, RunSinks
 
 if TYPE_CHECKING:
@@ -172,10 +172,10 @@ class JsonlSpanWriter(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span, journal it and add it to its run's batch (in the thread that ended it)."""
         try:
-            ctx = span.context
-            if ctx is None or not ctx.trace_flags & 1:  # not sampled: not exported (as the SDK's processors)
+            fields = span_fields(span)
+            if not fields[3] & 1:  # not sampled: not exported (as the SDK's processors)
                 return
-            attributes = span_attributes(span)
+            attributes = fields[10]
             run_id = stored_dict(attributes).get(semconv.RUN_ID) if attributes else None
             if type(run_id) is not str:
                 return
@@ -185,42 +185,42 @@ class JsonlSpanWriter(SpanProcessor):
                 if state is None:
                     _count_late(1, run_id)
                     return
-            text = span_text(span, _unsampled_marker if self.mark_unsampled else None)
-            data = (text + "\n").encode()  # the span's journal record, after its group's prefix
+            text = fields_text(fields, span, _unsampled_marker if self.mark_unsampled else None)
             resource, scope = span.resource, span.instrumentation_scope
             group = self._last
             if group is None or group[0] is not resource or group[1] is not scope:
                 group = self._group(resource, scope)
-            gid = group[2]
             if self.synchronous:
                 state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
                 return
+            gid = group[2]
             with self._lock:
                 if state.closed:
                     _count_late(1, run_id)
                     return
-                if state.journal is None and state.direct < DIRECT_SPANS and not state.count:
-                    # A run's first spans are their own lines: durable at once, and a short run creates no
-                    # journal file (creating and removing one cost a short run more than these lines do).
-                    state.direct += 1
-                    state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
-                    return
-                if state.journal is None and state.direct >= 0:
-                    state.direct = -1  # the journal is opened once; -1: do not try again if it failed
-                    state.journal = SpanJournal(Path(state.sink.path).parent)
+                journal = state.journal
+                if journal is None:
+                    if state.direct < DIRECT_SPANS and not state.count:
+                        # A run's first spans are their own lines: durable at once, and a short run creates no
+                        # journal file (creating and removing one cost a short run more than these lines do).
+                        state.direct += 1
+                        state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
+                        return
+                    if state.direct >= 0:
+                        state.direct = -1  # the journal is opened once; -1: do not try again if it failed
+                        journal = state.journal = SpanJournal(Path(state.sink.path).parent)
                 entry = state.groups.get(gid)
                 if entry is None:
                     entry = state.groups[gid] = (group[3], [])
                 entry[1].append(text)
-                journal = state.journal
-                if journal is not None:
+                if journal is not None:  # the span's journal record: its group's prefix, its text
                     if gid in journal.declared:
-                        journal.write(group[4] + data)
+                        journal.write(group[4] + text.encode() + b"\n")
                     else:
                         journal.declared.add(gid)
-                        journal.write(journal_group(gid, group[3]) + group[4] + data)
+                        journal.write(journal_group(gid, group[3]) + group[4] + text.encode() + b"\n")
                 count = state.count = state.count + 1
-                end_ns = span.end_time or 0
+                end_ns = fields[9] or 0
                 if count == 1:
                     state.first_ns = end_ns
                     if self._flusher is None:
@@ -343,9 +343,8 @@ class JsonlSpanWriter(SpanProcessor):
                     state.journal = None
 
 
-def _unsampled_marker(span: ReadableSpan) -> str:
+def _unsampled_marker(attributes: Mapping[str, object]) -> str:
     """``runtel.usage.samples = 0`` for a block or function span that no sample fell into, else nothing."""
-    attributes = stored_dict(span_attributes(span))  # no read-only proxy per span
-    if attributes and attributes.get(semconv.SPAN_KIND) in _MARKED_KINDS and _SAMPLES_KEY not in attributes:
+    if attributes.get(semconv.SPAN_KIND) in _MARKED_KINDS and _SAMPLES_KEY not in attributes:
         return _UNSAMPLED
     return ""

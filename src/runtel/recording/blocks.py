@@ -25,7 +25,7 @@ from opentelemetry.trace import Span
 
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard
-from runtel._internals import set_owned_attributes
+from runtel._internals import set_owned_attributes, stamp_new_span
 from runtel.recording.safety import bad_argument, coerce_int, coerce_name, record_exception, safe_str
 from runtel.recording.workers import child_runtime
 
@@ -133,7 +133,7 @@ class Block:
     def __enter__(self) -> Block:
         rt = _sdk.current_runtime() or child_runtime()  # a child of a run records into a worker run
         span = self._span = (rt.tracer if rt is not None else _fallback_tracer).start_span(self._name)
-        set_owned_attributes(span, _BLOCK_KIND)
+        stamp_new_span(span, _BLOCK_KIND)
         if self._attributes:
             span.set_attributes(_user_attributes(self._attributes))
         self._token = otel_context.attach(otel_trace.set_span_in_context(span))
@@ -330,7 +330,7 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
             # The hot path: every line here is paid per call (see benchmarks/core_bench.py).
             rt = _sdk.current_runtime() or child_runtime()
             span = (rt.tracer if rt is not None else _fallback_tracer).start_span(name)
-            set_owned_attributes(span, static)  # cleaned at decoration: cheaper than attributes= or set_attributes
+            stamp_new_span(span, static)  # cleaned at decoration: cheaper than attributes= or set_attributes
             token = otel_context.attach(otel_trace.set_span_in_context(span))
             monitor = rt.monitor if rt is not None else None
             edge = monitor.edge() if monitor is not None and monitor.block_edges else None

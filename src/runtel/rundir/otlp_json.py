@@ -18,7 +18,11 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtel._internals import attribute_items, span_attributes, span_events, span_links
+from runtel._internals import (
+    SpanFields,
+    span_fields,
+    stored_dict,
+)
 from runtel.semconv import RUN_ID
 
 if TYPE_CHECKING:
@@ -37,6 +41,7 @@ __all__ = (
     "framed_line",
     "span_frame",
     "span_text",
+    "fields_text",
     "spans_line",
     "encode_resource",
     "encode_scope",
@@ -429,13 +434,13 @@ _double_heads: dict[str, str] = {}
 _STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
 
 
-def _attribute_texts(attributes: Mapping[str, object]) -> str:
+def _attribute_texts(attributes: Mapping[str, Any]) -> str:
     """The ``KeyValue`` list of span attributes; (key, string value) pairs seen before are one dict lookup.
 
     A run's spans repeat the same few pairs (run id, span kind, a block's phase...), so they are encoded once.
     """
     out = []
-    for key, value in attribute_items(attributes):
+    for key, value in attributes.items():
         cls = type(value)
         if cls is str:
             text = _str_kv_cache.get((key, value))
@@ -459,43 +464,54 @@ def _attribute_texts(attributes: Mapping[str, object]) -> str:
     return ",".join(out)
 
 
-def span_text(span: ReadableSpan, extra: Callable[[ReadableSpan], str] | None = None) -> str:
+_kind_codes: dict[int, int] = {}  # id(SpanKind member) -> its OTLP number (``.value`` is a Python-level property)
+
+
+def span_text(span: ReadableSpan, extra: Callable[[Mapping[str, object]], str] | None = None) -> str:
     """One span as its OTLP/JSON ``Span`` object (what :func:`encode_span` + ``json.dumps`` give).
 
-    The run folder encodes every span in the thread that ends it (see ``exporters.jsonl``), so the
-    common span (no events, links or status) is one ``%`` format and cached attribute texts.
+    ``extra`` gets the span's attributes and returns encoded ``KeyValue`` text to add (or ``""``).
     """
-    ctx = span.context
-    assert ctx is not None
-    flags = ctx.trace_flags | _SPAN_FLAGS_HAS_IS_REMOTE
-    trace_id = ctx.trace_id
+    return fields_text(span_fields(span), span, extra)
+
+
+def fields_text(fields: SpanFields, span: ReadableSpan, extra: Callable[[Mapping[str, object]], str] | None = None) -> str:
+    """:func:`span_text` of a span whose ``span_fields`` the caller read already.
+
+    The run folder encodes every span in the thread that ends it (see ``exporters.jsonl``), so the
+    common span (no events, links or status) is one ``%`` format over its fields and cached attribute texts.
+    """
+    (name, trace_id, span_id, flags, trace_state, parent_id, parent_remote, kind, start, end, attributes, events,
+     links, status) = fields
     head = _trace_heads.get(trace_id)  # a run's spans share a trace: its hex is formatted once
     if head is None:
         if len(_trace_heads) >= 256:
             _trace_heads.clear()
         head = _trace_heads[trace_id] = f'{{"traceId":"{trace_id:032x}","spanId":"'
-    out = head + _SPAN_REST % (ctx.span_id, _quote(span.name), span.kind.value + 1, span.start_time or 0,
-                               span.end_time or 0)
-    trace_state = ctx.trace_state
+    code = _kind_codes.get(id(kind))
+    if code is None:
+        code = _kind_codes[id(kind)] = kind.value + 1  # SDK enum starts at INTERNAL=0; OTLP reserves 0
+    out = head + _SPAN_REST % (span_id, _quote(name), code, start or 0, end or 0)
     if trace_state:
         header = trace_state.to_header()
         if header:
             out += ',"traceState":' + _quote(header)
-    parent = span.parent
-    if parent is not None:
-        if parent.is_remote:
+    flags |= _SPAN_FLAGS_HAS_IS_REMOTE
+    if parent_id is not None:
+        if parent_remote:
             flags |= _SPAN_FLAGS_IS_REMOTE
-        out += _PARENT_FLAGS % (parent.span_id, flags)
+        out += _PARENT_FLAGS % (parent_id, flags)
     else:
         out += ',"flags":' + str(flags)
-    attributes = span_attributes(span)
     if attributes:
-        pairs = _attribute_texts(attributes)
-        added = extra(span) if extra is not None else ""
+        raw = stored_dict(attributes)
+        pairs = _attribute_texts(raw)
+        added = extra(raw) if extra is not None else ""
         out += ',"attributes":[' + (pairs + "," + added if added else pairs) + "]"
-    if span.dropped_attributes:
-        out += ',"droppedAttributesCount":' + str(span.dropped_attributes)
-    if span_events(span) or span_links(span) or not span.status.is_unset:  # the stored ones: no tuple copies
+        dropped = getattr(attributes, "dropped", 0)
+        if dropped:
+            out += ',"droppedAttributesCount":' + str(dropped)
+    if events or links or not status.is_unset:  # the stored containers: no tuple copies
         out += _span_tail(span)
     return out + "}"
 
@@ -583,7 +599,7 @@ def framed_line(groups: Iterable[tuple[tuple[str, str, str, str], Iterable[str]]
         for resource_open, (close, scopes) in by_resource.items()) + "]}"
 
 
-def spans_line(spans: Iterable[ReadableSpan], extra: Callable[[ReadableSpan], str] | None = None) -> bytes:
+def spans_line(spans: Iterable[ReadableSpan], extra: Callable[[Mapping[str, object]], str] | None = None) -> bytes:
     """One ``ExportTraceServiceRequest`` line, written as text: what ``dumps_line(encode_spans(spans))`` gives.
 
     ``extra`` may return one more encoded ``KeyValue`` for a span with attributes (the run folder's
