@@ -164,8 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--spans-only", action="store_true", help="only the per-span table")
+    parser.add_argument("--repeats", type=int, help="paired repeats of the per-span loops (default 7, quick 3)")
     args = parser.parse_args()
-    bench_spans(2_000 if args.quick else 20_000, 3 if args.quick else 7)
+    bench_spans(2_000 if args.quick else 20_000, args.repeats or (3 if args.quick else 7))
     if not args.spans_only:
         bench_starts(200 if args.quick else 1_000, 3 if args.quick else 5, 3 if args.quick else 5)
 

@@ -106,7 +106,7 @@ def span_links(span: Any) -> Any:
 
 
 #: a finished span's fields, as :func:`span_fields` returns them
-SpanFields = tuple[str, int, int, int, Any, "int | None", bool, Any, Any, Any, Any, Any, Any, Any]
+SpanFields = tuple[str, int, int, int, Any, "int | None", bool, Any, Any, Any, Any, Any, Any, Any, Any, Any]
 
 
 def _context_is_tuple(ctx: Any) -> bool:
@@ -125,33 +125,48 @@ def _context_is_tuple(ctx: Any) -> bool:
 _CONTEXT_TUPLE: bool | None = None
 
 
+_last_fields: tuple[Any, SpanFields] | None = None
+
+
 def span_fields(span: Any) -> SpanFields:
-    """A finished span's fields in one call, for the run folder's encoder (which reads all of them for every span).
+    """A finished span's fields in one call, for the scrubber and the run folder's encoder (both read all of them).
 
     ``(name, trace_id, span_id, trace_flags, trace_state, parent_span_id or None, parent_is_remote, kind,
-    start_time, end_time, attributes, events, links, status)``; ``attributes``/``events``/``links`` are the
-    stored containers (see above). Through the public properties that is fourteen property calls (each a
-    Python frame, ~60-100 ns): read here as the SDK's ``ReadableSpan`` fields and the ``SpanContext``
-    tuple, checked once against the properties; anything else takes the public path.
+    start_time, end_time, attributes, events, links, status, resource, instrumentation_scope)``;
+    ``attributes`` is the stored container, and so are ``events``/``links`` unless empty (then ``()``:
+    the SDK's ``BoundedList`` answers ``len()`` in Python). Through the public properties that is sixteen
+    property calls (each a Python frame, ~60-100 ns): read here as the SDK's ``ReadableSpan`` fields and
+    the ``SpanContext`` tuple, checked once against the properties; anything else (another SDK, a span
+    built by hand) takes the public path. The last span's fields are kept: the scrubber and then the
+    writer ask for the same ended span (held, so the identity check cannot be fooled by a reused id).
     """
-    global _CONTEXT_TUPLE
+    global _CONTEXT_TUPLE, _last_fields
+    last = _last_fields
+    if last is not None and last[0] is span:
+        return last[1]
     try:
-        name, ctx, parent = span._name, span._context, span._parent
-        rest = (span._kind, span._start_time, span._end_time, span._attributes, span._events, span._links,
-                span._status)
-    except AttributeError:  # another SDK or a changed one: the public properties
+        name, ctx, parent, events, links = span._name, span._context, span._parent, span._events, span._links
+        rest = (span._kind, span._start_time, span._end_time, span._attributes, events if events._dq else (),
+                links if links._dq else (), span._status, span._resource, span._instrumentation_scope)
+    except AttributeError:  # another SDK, a changed one, or events/links that are not the SDK's BoundedList
         name, ctx, parent = span.name, span.context, span.parent
-        rest = (span.kind, span.start_time, span.end_time, span.attributes, span.events, span.links, span.status)
+        rest = (span.kind, span.start_time, span.end_time, span_attributes(span), span.events, span.links,
+                span.status, span.resource, span.instrumentation_scope)
     if _CONTEXT_TUPLE is None:
         _CONTEXT_TUPLE = _context_is_tuple(ctx)
+    fields: SpanFields
     if _CONTEXT_TUPLE:
         trace_id, span_id, _, flags, trace_state, _ = ctx
         if parent is None:
-            return (name, trace_id, span_id, flags, trace_state, None, False, *rest)
-        return (name, trace_id, span_id, flags, trace_state, parent[1], parent[2], *rest)
-    parent_id = parent.span_id if parent is not None else None
-    remote = parent.is_remote if parent is not None else False
-    return (name, ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state, parent_id, remote, *rest)
+            fields = (name, trace_id, span_id, flags, trace_state, None, False, *rest)
+        else:
+            fields = (name, trace_id, span_id, flags, trace_state, parent[1], parent[2], *rest)
+    else:
+        parent_id = parent.span_id if parent is not None else None
+        remote = parent.is_remote if parent is not None else False
+        fields = (name, ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state, parent_id, remote, *rest)
+    _last_fields = (span, fields)
+    return fields
 
 
 def stored_dict(attributes: Any) -> Any:

@@ -156,7 +156,7 @@ class Scrubber:
         links = self._links(stored_links) if stored_links else None
         description = status.description
         new_description = self.text(description, STATUS_MAX_LENGTH, "status") if description else description
-        resource = span.resource
+        resource = fields[14]
         cached = self._resources.get(id(resource))
         clean = cached[1] if cached is not None and cached[0] is resource else self.resource(resource)
         if (name is fields[0] and attributes is None and events is None and links is None

@@ -186,7 +186,7 @@ class JsonlSpanWriter(SpanProcessor):
                     _count_late(1, run_id)
                     return
             text = fields_text(fields, span, _unsampled_marker if self.mark_unsampled else None)
-            resource, scope = span.resource, span.instrumentation_scope
+            resource, scope = fields[14], fields[15]
             group = self._last
             if group is None or group[0] is not resource or group[1] is not scope:
                 group = self._group(resource, scope)

@@ -429,6 +429,7 @@ def metrics_line(
 
 _SPAN_REST = '%016x","name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
 _PARENT_FLAGS = ',"parentSpanId":"%016x","flags":%d'
+_SPAN_REST_PARENT = _SPAN_REST + _PARENT_FLAGS
 _trace_heads: dict[int, str] = {}
 _double_heads: dict[str, str] = {}
 _STR_VALUE_CACHED = 256  # string attribute values up to this length have their KeyValue text cached
@@ -482,7 +483,7 @@ def fields_text(fields: SpanFields, span: ReadableSpan, extra: Callable[[Mapping
     common span (no events, links or status) is one ``%`` format over its fields and cached attribute texts.
     """
     (name, trace_id, span_id, flags, trace_state, parent_id, parent_remote, kind, start, end, attributes, events,
-     links, status) = fields
+     links, status, _, _) = fields
     head = _trace_heads.get(trace_id)  # a run's spans share a trace: its hex is formatted once
     if head is None:
         if len(_trace_heads) >= 256:
@@ -491,18 +492,19 @@ def fields_text(fields: SpanFields, span: ReadableSpan, extra: Callable[[Mapping
     code = _kind_codes.get(id(kind))
     if code is None:
         code = _kind_codes[id(kind)] = kind.value + 1  # SDK enum starts at INTERNAL=0; OTLP reserves 0
-    out = head + _SPAN_REST % (span_id, _quote(name), code, start or 0, end or 0)
-    if trace_state:
-        header = trace_state.to_header()
+    flags = flags | _SPAN_FLAGS_HAS_IS_REMOTE  # an int (TraceFlags is an int subclass)
+    header = trace_state.to_header() if trace_state else ""
+    if parent_id is not None and not header:  # the common span: one format
+        out = head + _SPAN_REST_PARENT % (span_id, _quote(name), code, start or 0, end or 0, parent_id,
+                                          flags | _SPAN_FLAGS_IS_REMOTE if parent_remote else flags)
+    else:
+        out = head + _SPAN_REST % (span_id, _quote(name), code, start or 0, end or 0)
         if header:
             out += ',"traceState":' + _quote(header)
-    flags |= _SPAN_FLAGS_HAS_IS_REMOTE
-    if parent_id is not None:
-        if parent_remote:
-            flags |= _SPAN_FLAGS_IS_REMOTE
-        out += _PARENT_FLAGS % (parent_id, flags)
-    else:
-        out += ',"flags":' + str(flags)
+        if parent_id is not None:
+            out += _PARENT_FLAGS % (parent_id, flags | _SPAN_FLAGS_IS_REMOTE if parent_remote else flags)
+        else:
+            out += ',"flags":' + str(flags)
     if attributes:
         raw = stored_dict(attributes)
         pairs = _attribute_texts(raw)
