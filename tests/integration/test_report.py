@@ -97,6 +97,9 @@ def test_report_renders_offline_in_chromium(which: str, two_runs: tuple[Path, li
     charts, series, points = int(status["charts"]), list(status["series"]), list(status["points"])  # type: ignore[call-overload]
     assert charts >= 6 * len(chosen) and len(series) == charts and all(s >= 1 for s in series)
     assert max(points) >= 4, points  # metrics every 0.2 s over ~1 s, and the 4-step loss series
+    # resource series are drawn as steps (a point is written only when a value changed), result series by step
+    results = dom.stdout.count("runtel.result.")
+    assert 0 < int(status["stepped"]) < charts and results > 0  # type: ignore[call-overload]
     if which == "comparison":
         assert "runtel.result.loss by step (overlaid)" in dom.stdout and series[0] == 2 and points[0] == 4
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

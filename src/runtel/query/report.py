@@ -174,7 +174,7 @@ _APP = r"""
 (function () {
   const data = JSON.parse(document.getElementById("report-data").textContent);
   const root = document.getElementById("report");
-  const status = {charts: 0, series: [], points: [], spans: 0, runs: data.runs.length};
+  const status = {charts: 0, stepped: 0, series: [], points: [], spans: 0, runs: data.runs.length};
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
   const el = (tag, html) => { const e = document.createElement(tag); if (html !== undefined) e.innerHTML = html; return e; };
   const table = (rows) => "<table>" + rows.map((r) => "<tr>" + r.map((c) => "<td>" + esc(c) + "</td>").join("") + "</tr>").join("") + "</table>";
@@ -187,14 +187,17 @@ _APP = r"""
   }
   function chart(parent, title, named, times) {
     const xlabel = title.startsWith("runtel.result.") ? "step" : "seconds";
+    // metrics.jsonl holds a point only when a value changed: a sampled value holds until the next point
+    const stepped = xlabel === "seconds" && uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({align: 1}) : null;
     const xs = Array.from(new Set(named.flatMap(([, pts]) => pts.map((p) => p[0])))).sort((a, b) => a - b);
     const index = new Map(xs.map((x, i) => [x, i]));
     const cols = named.map(([, pts]) => { const c = new Array(xs.length).fill(null); for (const [x, y] of pts) c[index.get(x)] = y; return c; });
     const opts = {title: title, width: 560, height: 220, plugins: times && times.length ? [marks(times)] : [],
       scales: {x: {time: false}}, axes: [{label: xlabel}, {}],
-      series: [{label: xlabel}, ...named.map(([label], i) => ({label: label, stroke: colors[i % colors.length], spanGaps: true}))]};
+      series: [{label: xlabel}, ...named.map(([label], i) => ({label: label, stroke: colors[i % colors.length], spanGaps: true,
+        paths: stepped ? stepped : undefined}))]};
     new uPlot(opts, [xs, ...cols], parent);
-    status.charts += 1; status.series.push(named.length); status.points.push(xs.length);
+    status.charts += 1; status.series.push(named.length); status.points.push(xs.length); if (stepped) status.stepped += 1;
   }
   function timeline(run) {
     const box = el("div"); box.className = "timeline";
