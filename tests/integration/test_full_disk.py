@@ -120,6 +120,14 @@ def test_run_survives_a_full_disk_and_records_after_space_returns(
     assert [(r["id"], r["status"]) for r in _ls(runs)] == [(run.id, "ok")]
     full = [r.getMessage() for r in caplog.records if "no space left" in r.getMessage()]
     assert len(full) == 1, full
+    # what could not be written is kept with the run, and `runtel show` says it
+    lost = record["telemetry_losses"]
+    assert isinstance(lost, dict) and lost.get("spans_lines", 0) >= 1, lost
+    env = {**os.environ, "RUNTEL_DIR": str(runs), "PYTHONPATH": str(ROOT / "src")}
+    shown = subprocess.run([sys.executable, "-m", "runtel", "show", run.id], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert f"{lost['spans_lines']} line(s) of spans.jsonl were lost" in shown.stderr, shown.stderr
+    assert shown.returncode == 1  # like every problem a reader reports: the data is incomplete
 
 
 def _parsable(lines: list[bytes]) -> list[object]:

@@ -450,8 +450,13 @@ class Runtime:
     def _collected_runs(self) -> list[RunMetrics]:
         return [m for m in list(self.run_metrics.values()) if m is not None]
 
-    def close_run(self, run: OpenRun) -> None:
-        """Stop routing to the run; stop sampling with the last run."""
+    def close_run(self, run: OpenRun) -> dict[str, Any]:
+        """Stop routing to the run; stop sampling with the last run. What telemetry of it was lost, by kind.
+
+        Lines of its files lost to a full or failing disk (``spans_lines``, ``metrics_lines``) and, with OTLP
+        on, what the process's export lost so far (``otlp``, per signal and endpoint; the run folder keeps it).
+        """
+        lost: dict[str, Any] = {}
         with self._lock:
             self.open_runs.pop(run.id, None)
             if run in self._roots:
@@ -460,7 +465,7 @@ class Runtime:
             if self._json_processor is not None:
                 with guard("span-close", "write the run's last spans"):
                     self._json_processor.close_run(run.id)
-            self.sinks.close(run.id)
+            lost.update(self.sinks.close(run.id))
             if self._bridge is not None:
                 self._bridge.run_closed(run.id)
             if not self.open_runs:
@@ -469,6 +474,14 @@ class Runtime:
                 if self._ticker is None and self.monitor is not None:
                     with guard("monitor-stop", "stop the resource sampler"):
                         self.monitor.stop()
+        if self.settings.otlp_enabled:
+            from runtel.exporters.otlp import losses  # deferred: loaded already whenever OTLP is on (~55 ms)
+
+            with guard("otlp-losses", "read what OTLP export lost"):
+                exported = {where: counts for where, counts in losses().items() if any(counts.values())}
+                if exported:
+                    lost["otlp"] = exported
+        return lost
 
     def _stop_if_idle(self) -> bool:
         """Called by the metric ticker: stop the sampler once no run was open for ``_LINGER`` seconds."""

@@ -30,6 +30,7 @@ from runtel.rundir.reader import (
     LineStats,
     effective_status,
     git_info,
+    loss_notes,
     parent_run_id,
     read_record,
     read_spans,
@@ -530,13 +531,13 @@ def _show(args: argparse.Namespace) -> int:
     if args.all_spans or spans_bytes(run_dir) <= FULL_TREE_BYTES:
         spans = read_spans(run_dir, stats)
         children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
-        own = [*record.get("problems", ()), *stats.problems()]
+        own = [*record.get("problems", ()), *loss_notes(record), *stats.problems()]
         trees = build_span_tree(spans, children, own)
     else:  # a large run: fold while reading, in bounded memory
         graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems)
         agg = aggregate_run(run_dir, stats, graft)
         span_count = agg.spans
-        own = [*record.get("problems", ()), *stats.problems(), *agg.problems()]
+        own = [*record.get("problems", ()), *loss_notes(record), *stats.problems(), *agg.problems()]
         folded = agg.root_level()
     problems[:0] = [f"run {run_id}: {p}" for p in own]
     for text in problems:

@@ -541,7 +541,9 @@ class Run(LineageMixin):
         runtime = _sdk.get_runtime()
         if runtime is not None:
             runtime.flush_run(self)
-            runtime.close_run(self)
+            lost = runtime.close_run(self)
+            if lost:  # counted and kept with the run, not only logged (show prints it)
+                self.record["telemetry_losses"] = lost
         end = self.end_time_ns or time.time_ns()
         end_mono = self.end_mono_ns or time.perf_counter_ns()
         record = self.record

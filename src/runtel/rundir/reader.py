@@ -51,6 +51,7 @@ from runtel.rundir.schema import (
 )
 
 __all__ = (
+    "loss_notes",
     "MAX_LINE_BYTES",
     "MAX_RECORD_BYTES",
     "LineStats",
@@ -366,6 +367,26 @@ def effective_status(record: Mapping[str, Any]) -> str:
         return "running"
     except Exception:
         return "interrupted"
+
+
+def loss_notes(record: Mapping[str, Any]) -> list[str]:
+    """One sentence per kind of telemetry the run could not record (its ``telemetry_losses``), for readers to show."""
+    lost = record.get("telemetry_losses")
+    if not isinstance(lost, Mapping):
+        return []
+    notes = []
+    for kind, file in (("spans_lines", "spans.jsonl"), ("metrics_lines", "metrics.jsonl")):
+        count = lost.get(kind)
+        if isinstance(count, int) and count > 0:
+            notes.append(f"{count} line(s) of {file} were lost while recording (the disk was full or failing)")
+    otlp = lost.get("otlp")
+    if isinstance(otlp, Mapping):
+        for where, counts in otlp.items():
+            if isinstance(counts, Mapping):
+                told = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if isinstance(v, int) and v)
+                if told:
+                    notes.append(f"OTLP export to {where} lost {told} (the run folder has them: `runtel export`)")
+    return notes
 
 
 def resource_usage(record: RunRecord) -> ResourceUsage:

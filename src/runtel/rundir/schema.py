@@ -368,6 +368,9 @@ class RunRecord(TypedDict, total=False):
     results: Results
     #: tracker backends besides the run folder (RUNTEL_TRACKER): per name, its ids for the run and errors
     trackers: dict[str, dict[str, Any]]
+    #: telemetry of the run that could not be recorded: lines lost to a full or failing disk (``spans_lines``,
+    #: ``metrics_lines``) and what OTLP export lost (``otlp``, per ``signal endpoint``; the run folder keeps it)
+    telemetry_losses: dict[str, Any]
     # added by readers, never written
     dir: str
     problems: list[str]
@@ -545,7 +548,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
     "seed_libraries": _str_list, "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
     "output_dir": _str, "notebook": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
-    "command_rusage": _dict, "trackers": _dict,
+    "command_rusage": _dict, "trackers": _dict, "telemetry_losses": _dict,
 }
 
 

@@ -405,16 +405,22 @@ class RunSinks:
             self._spans[run_id] = LineFile(run_dir / SPANS_FILE, self.rotate_bytes)
             self._metrics[run_id] = LineFile(run_dir / METRICS_FILE, self.rotate_bytes)
 
-    def close(self, run_id: str) -> None:
-        """Stop routing to the run (after its final flush) and close its files."""
+    def close(self, run_id: str) -> dict[str, int]:
+        """Stop routing to the run (after its final flush) and close its files; the lines they lost, by kind.
+
+        ``{"spans_lines": n, "metrics_lines": m}`` with only the kinds that lost any (a full or failing disk).
+        """
         with self._lock:
-            files = [self._spans.pop(run_id, None), self._metrics.pop(run_id, None)]
-        for f in files:
+            files = {"spans_lines": self._spans.pop(run_id, None), "metrics_lines": self._metrics.pop(run_id, None)}
+        lost: dict[str, int] = {}
+        for kind, f in files.items():
             if f is not None:
                 f.close()
                 if f.dropped:
+                    lost[kind] = f.dropped
                     log_once(f"dropped:{f.path}", "runtel lost %d line(s) of %s (the disk was full or failing)",
                              f.dropped, f.path)
+        return lost
 
     def spans(self, run_id: str) -> LineFile | None:
         """The spans file of an open run."""
