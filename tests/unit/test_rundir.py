@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -307,22 +308,28 @@ def test_read_record_of_a_corrupt_file_raises(tmp_path: Path) -> None:
     assert time.monotonic() - started < 0.5
 
 
-def test_read_record_retries_a_torn_write(tmp_path: Path) -> None:
-    """A reader that meets a half-written record reads again and gets the complete one written a moment later."""
+def test_read_record_retries_a_torn_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that meets a half-written record reads again and gets the complete one written a moment later.
+
+    The writer finishes during the reader's pause (its ``time.sleep``), so the test does not depend on a
+    thread being scheduled within the few milliseconds the reader waits.
+    """
+    from runtel.rundir import reader as reader_module
+
     path = tmp_path / RECORD_FILE
     path.write_text('{"id": "run-1", "sta', encoding="utf-8")
+    pauses: list[float] = []
 
-    def finish_write() -> None:
-        time.sleep(0.003)
+    def finish_write(seconds: float) -> None:
+        pauses.append(seconds)
         path.write_text('{"id": "run-1", "status": "ok"}', encoding="utf-8")
 
-    thread = threading.Thread(target=finish_write)
-    thread.start()
-    try:
-        record = read_record(tmp_path)
-    finally:
-        thread.join()
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    clock.sleep = finish_write
+    monkeypatch.setattr(reader_module, "time", clock)
+    record = read_record(tmp_path)
     assert record == {"id": "run-1", "status": "ok", "dir": str(tmp_path)}
+    assert len(pauses) == 1 and 0 < pauses[0] <= 0.01
 
 
 def test_read_record_of_a_missing_file_raises_at_once(tmp_path: Path) -> None:
