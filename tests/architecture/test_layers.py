@@ -102,3 +102,26 @@ def test_every_function_level_import_says_what_it_defers() -> None:
             if not any("#" in line for line in span):
                 missing.append(f"{path.relative_to(ROOT)}:{first}: {lines[first - 1].strip()}")
     assert missing == [], "\n".join(missing)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """``from runtel.a import _helper`` hides a dependency: a name used by another module is public there.
+
+    Private *modules* (``runtel._context``, ``runtel._sdk``...) are the base layer's named parts and may be
+    imported; private *names* inside a module belong to that module.
+    """
+    import ast
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    found = []
+    for path in sorted((src / "runtel").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and node.module.startswith("runtel")):
+                continue
+            package = src / node.module.replace(".", "/")
+            for alias in node.names:
+                is_module = (package / f"{alias.name}.py").exists() or (package / alias.name).is_dir()
+                if alias.name.startswith("_") and not alias.name.startswith("__") and not is_module:
+                    found.append(f"{path.relative_to(src)}: from {node.module} import {alias.name}")
+    assert not found, "\n".join(found)

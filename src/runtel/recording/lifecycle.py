@@ -28,7 +28,7 @@ from runtel import _context, _sdk, semconv
 from runtel._guard import guard, is_strict, log_once
 from runtel._version import __version__
 from runtel.backends.base import FOLDER_NAMES, writers_for
-from runtel.recording.run import Run, _iso, _process_create_time, _script_path
+from runtel.recording.run import Run
 from runtel.recording.safety import (
     coerce_name,
     coerce_output_dir,
@@ -45,6 +45,7 @@ from runtel.rundir.schema import (
     ParentRef,
     ProcessInfo,
     RunRecord,
+    iso_from_ns,
 )
 from runtel.rundir.writer import dir_mode, file_mode, new_run_id, report_write_error, write_new_file
 
@@ -62,6 +63,28 @@ NAME_MAX_LENGTH = 256
 
 _KERNEL_LAUNCHERS = ("ipykernel_launcher", "ipykernel", "colab_kernel_launcher")
 
+
+
+_create_time: tuple[int, float] | None = None
+
+
+def _process_create_time() -> float:
+    """This process's start time (cached per pid; lets readers tell a dead run's pid from a reused one)."""
+    global _create_time
+    pid = os.getpid()
+    if _create_time is None or _create_time[0] != pid:
+        import psutil  # deferred: psutil (~13 ms)
+
+        _create_time = (pid, psutil.Process(pid).create_time())
+    return _create_time[1]
+
+
+def _script_path(argv: list[str]) -> str | None:
+    if argv and argv[0] and os.path.isfile(argv[0]):
+        return os.path.abspath(argv[0])
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.abspath(path) if isinstance(path, str) else None
 
 def notebook_path(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
     """The notebook a kernel process runs, when the kernel knows it; None outside a notebook kernel.
@@ -352,7 +375,7 @@ def _initial_record(run: Run, level: str, parent: ParentRef | None) -> RunRecord
         "id": run.id,
         "name": run.name,
         "status": STATUS_RUNNING,
-        "start_time": _iso(run.start_time_ns),
+        "start_time": iso_from_ns(run.start_time_ns),
         "start_time_unix_nano": str(run.start_time_ns),
         "end_time": None,
         "duration_s": None,

@@ -23,7 +23,7 @@ from runtel import _context, _sdk, semconv
 from runtel._guard import guard, log_once
 from runtel.errors import RuntelError
 from runtel.recording.safety import safe_str
-from runtel.rundir.artifacts import PARTIAL_HASH_LIMIT, _append_index, _index_entry, _now_iso, find_artifacts, hash_path
+from runtel.rundir.artifacts import PARTIAL_HASH_LIMIT, find_artifacts, hash_path, index_artifact, now_iso
 
 if TYPE_CHECKING:
     from opentelemetry import trace
@@ -131,7 +131,7 @@ class LineageMixin:
                 artifact["error"] = f"{type(exc).__name__}: {exc.strerror or exc}"
                 log_once(f"artifact-missing:{abspath}", "runtel could not hash artifact %r at %s (%s); recorded "
                          "without a hash", artifact["name"], abspath, exc.strerror or exc, level=logging.WARNING)
-            artifact["time"] = _now_iso()
+            artifact["time"] = now_iso()
             if metadata:
                 artifact["metadata"] = self.convert(metadata, prefix="")[1]
             if not self.enabled:
@@ -151,7 +151,7 @@ class LineageMixin:
                                     entry=dict(artifact))
             if self.dir is not None and artifact.get("hash"):
                 with guard("artifact-index", "update the artifact index"):
-                    _append_index(_root_of(self), _index_entry(self.id, artifact))
+                    index_artifact(_root_of(self), self.id, artifact)
         return artifact
 
     # --- metadata ---------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class LineageMixin:
 
     def _source_entry(self, source: str | os.PathLike[str] | Run, artifact_name: str | None) -> dict[str, Any]:
         root = _root_of(self)
-        entry: dict[str, Any] = {"time": _now_iso()}
+        entry: dict[str, Any] = {"time": now_iso()}
         if isinstance(source, LineageMixin):
             entry.update(kind="run", run_id=source.id, artifact_name=artifact_name,
                          trace_id=source.trace_id, span_id=source.span_id)
@@ -263,7 +263,7 @@ def _file_source(
     root: Path, abspath: str, artifact_name: str | None, own_run_id: str | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(source entry, producer index entry or None) for an input path: hash it, find the run that wrote it."""
-    entry: dict[str, Any] = {"time": _now_iso(), "kind": "file", "path": abspath, "artifact_name": artifact_name}
+    entry: dict[str, Any] = {"time": now_iso(), "kind": "file", "path": abspath, "artifact_name": artifact_name}
     try:
         info = hash_path(abspath)
     except OSError as exc:

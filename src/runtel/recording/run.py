@@ -11,10 +11,8 @@ import logging
 import math
 import numbers
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +34,7 @@ from runtel.rundir.schema import (
     STATUS_OK,
     STATUS_RUNNING,
     RunRecord,
+    iso_from_ns,
 )
 from runtel.rundir.writer import RecordWriter, atomic_write_json, report_write_error
 
@@ -76,10 +75,6 @@ def _number(value: object) -> float | int | None:
     return None
 
 
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def _status_for(exc: BaseException | None) -> str:
     if exc is None:
         return STATUS_OK
@@ -90,26 +85,6 @@ def _status_for(exc: BaseException | None) -> str:
     return STATUS_ERROR
 
 
-_create_time: tuple[int, float] | None = None
-
-
-def _process_create_time() -> float:
-    """This process's start time (cached per pid; lets readers tell a dead run's pid from a reused one)."""
-    global _create_time
-    pid = os.getpid()
-    if _create_time is None or _create_time[0] != pid:
-        import psutil  # deferred: psutil (~13 ms)
-
-        _create_time = (pid, psutil.Process(pid).create_time())
-    return _create_time[1]
-
-
-def _script_path(argv: list[str]) -> str | None:
-    if argv and argv[0] and os.path.isfile(argv[0]):
-        return os.path.abspath(argv[0])
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    return os.path.abspath(path) if isinstance(path, str) else None
 
 
 class Run(LineageMixin):
@@ -548,7 +523,7 @@ class Run(LineageMixin):
         end_mono = self.end_mono_ns or time.perf_counter_ns()
         record = self.record
         record["status"] = self.status
-        record["end_time"] = _iso(end)
+        record["end_time"] = iso_from_ns(end)
         record["end_time_unix_nano"] = str(end)
         elapsed = end_mono - self.start_mono_ns if self.start_mono_ns else end - self.start_time_ns
         record["duration_s"] = round(max(0, elapsed) / 1e9, 6)

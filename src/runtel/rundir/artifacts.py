@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from runtel._guard import guard
 from runtel.errors import RunFolderError
+from runtel.rundir.schema import iso_from_ns
 from runtel.rundir.writer import file_mode, open_run_file
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ __all__ = (
     "PARTIAL_HASH_LIMIT",
     "find_artifacts",
     "hash_path",
+    "index_artifact",
+    "now_iso",
     "rebuild_index",
 )
 
@@ -61,12 +64,9 @@ _INDEX_VERSION: Final = 1
 _RUN_ID_IN_LINE: Final = re.compile(r'"run_id":\s*"([^"\\]+)"')
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
+    """Now as the ISO-8601 UTC text artifact and source entries carry (microseconds, ``Z``)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _iso_from_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _hash_file(path: Path, size: int, partial_limit: int) -> tuple[str, str]:
@@ -148,12 +148,12 @@ def hash_path(path: str | os.PathLike[str], *, partial_limit: int = PARTIAL_HASH
                                "size": total, "files": files}
         if partial:
             out["partial_files"] = True
-        out["mtime"] = _iso_from_ns(st.st_mtime_ns)
+        out["mtime"] = iso_from_ns(st.st_mtime_ns)
         return out
     if not p.is_file():  # a FIFO or device would block or never end
         raise OSError(f"{p} is not a regular file or directory")
     digest, kind = _hash_file(p, st.st_size, partial_limit)
-    return {"hash": digest, "hash_kind": kind, "kind": "file", "size": st.st_size, "mtime": _iso_from_ns(st.st_mtime_ns)}
+    return {"hash": digest, "hash_kind": kind, "kind": "file", "size": st.st_size, "mtime": iso_from_ns(st.st_mtime_ns)}
 
 
 def _append_index(root: Path, entry: Mapping[str, Any]) -> None:
@@ -192,6 +192,11 @@ def _read_index(root: Path, digest: str | None) -> tuple[list[dict[str, Any]], s
     except RunFolderError:
         return matches, known, False
     return matches, known, True
+
+
+def index_artifact(root: Path, run_id: str, artifact: Mapping[str, Any]) -> None:
+    """Add a run's artifact to the runs root's artifact index (one appended line; raises ``OSError``)."""
+    _append_index(root, _index_entry(run_id, artifact))
 
 
 def _index_entry(run_id: str, artifact: Mapping[str, Any]) -> dict[str, Any]:

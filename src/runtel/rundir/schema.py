@@ -30,10 +30,12 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, Literal, TypedDict, cast
 
 __all__ = (
+    "iso_from_ns",
     "METRICS_FILE",
     "RECORD_FILE",
     "RECORD_SCHEMA",
@@ -64,6 +66,11 @@ __all__ = (
     "span_segments",
     "validate_record",
 )
+
+
+def iso_from_ns(ns: int) -> str:
+    """A Unix time in nanoseconds as the ISO-8601 UTC text of the run folder (``start_time``, artifact times)."""
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 RECORD_SCHEMA: Final = "runtel.run/1"
 RECORD_FILE: Final = "run.json"
