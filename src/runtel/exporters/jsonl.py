@@ -213,18 +213,18 @@ class JsonlSpanWriter(SpanProcessor):
                 if entry is None:
                     entry = state.groups[gid] = (group[3], [])
                 entry[1].append(text)
+                count = state.count = state.count + 1  # counted with the batch first: a failing journal loses nothing
+                end_ns = fields[9] or 0
+                if count == 1:
+                    state.first_ns = end_ns
+                    if self._flusher is None:
+                        self._start_flusher()
                 if journal is not None:  # the span's journal record: its group's prefix, its text
                     if gid in journal.declared:
                         journal.write(group[4] + text.encode() + b"\n")
                     else:
                         journal.declared.add(gid)
                         journal.write(journal_group(gid, group[3]) + group[4] + text.encode() + b"\n")
-                count = state.count = state.count + 1
-                end_ns = fields[9] or 0
-                if count == 1:
-                    state.first_ns = end_ns
-                    if self._flusher is None:
-                        self._start_flusher()
                 if count >= self.batch or end_ns - state.first_ns >= self._delay_ns:
                     self._commit(state)
         except Exception as exc:  # never let an encoding or disk problem reach the user's code

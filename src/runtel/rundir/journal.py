@@ -128,8 +128,11 @@ class SpanJournal:
                 mapped = self._map
             if mapped is not None and end <= self._mapped:
                 mapped[pos:end] = data
-            else:
+            elif hasattr(os, "pwrite"):
                 os.pwrite(fd, data, pos)
+            else:  # Windows: no pwrite (and the writer's lock keeps the seek and write together)
+                os.lseek(fd, pos, os.SEEK_SET)
+                os.write(fd, data)
             self._pos = end
         except OSError as exc:
             self.failed = True
