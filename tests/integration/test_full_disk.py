@@ -147,7 +147,7 @@ def test_run_that_ends_on_a_full_disk_keeps_its_last_record(small_fs: Path) -> N
     with isolated(runs, sampling=False, strict=False):
         with runtel.run_span("train") as run:
             assert run.dir is not None
-            # fewer spans than are written directly: no span journal (whose reserved megabyte, freed at the
+            # fewer spans than are written directly: no span journal (whose reserved space, freed at the
             # run's end, would let the final record fit)
             _spans("before", DIRECT_SPANS - 1)
             _fill(small_fs)

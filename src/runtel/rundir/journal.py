@@ -55,8 +55,9 @@ _HEAD = re.compile(rb'\{"traceId":"([0-9a-f]{32})","spanId":"([0-9a-f]{16})","na
 _NEVER = 1 << 62
 
 
-#: bytes of a journal mapped at first (a batch of 1,024 common spans is ~0.5 MB); doubled when a batch needs more
-MAP_BYTES = 1 << 20
+#: bytes of a journal mapped at first, doubled whenever a batch needs more (a batch of 1,024 common spans is
+#: ~0.5 MB: four doublings); small, because every open run with more than a few spans has a journal per process
+MAP_BYTES = 64 << 10
 #: the most a journal maps; records beyond it are written with ``pwrite`` until the next batch empties it
 MAX_MAP_BYTES = 64 << 20
 
@@ -67,7 +68,7 @@ class SpanJournal:
     Records are copied into a shared memory map of the file (``MAP_SHARED``): the bytes are in the page
     cache as soon as the copy is done, which a killed process cannot take back, and no system call is
     made per span (``os.write`` was ~1.3 us of a ~25 us span on this VM; the copy is ~0.2 us; see
-    docs/performance.md, durable spans). The mapped bytes are reserved with ``posix_fallocate`` first,
+    docs/performance.md, durable spans). The mapped bytes are reserved with ``posix_fallocate`` first (the map grows by doubling),
     so a full disk is an ``OSError`` at reservation, never a ``SIGBUS`` at a copy; where that cannot be
     had (no ``fallocate``, a file system that refuses it, Windows) each record is one ``pwrite``.
     Unused bytes are zeros: the reader stops at the first NUL. Emptying zeroes what was used.
