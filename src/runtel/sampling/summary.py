@@ -18,6 +18,7 @@ from runtel.sampling.edges import EdgeDelta
 from runtel.sampling.samples import ProcessStats, Snapshot
 
 __all__ = (
+    "THREAD_CPU_FLOOR_NS",
     "UsageSummary",
     "edge_attributes",
     "resource_usage_record",
@@ -366,7 +367,8 @@ def with_floors(summary: UsageSummary, *, cpu_s: float | None, energy_j: float |
 
 
 #: below this the process and thread clocks of one window differ by reading noise (~1 us each), not by work
-_THREAD_CPU_FLOOR_S = 20e-6
+THREAD_CPU_FLOOR_NS = 20_000
+_THREAD_CPU_FLOOR_S = THREAD_CPU_FLOOR_NS / 1e9
 
 
 def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[str, AttributeValue]:
