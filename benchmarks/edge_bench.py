@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/edge_bench.py [--quick] [--baseline-rev REV] [--rounds N]
 
-* per edge: ``EdgeReader.read()`` (process and thread CPU, RUSAGE_SELF/CHILDREN, wall clock), without
+* per edge: ``EdgeReader.read()`` (process and thread CPU, two ``getrusage``, wall clock), without
   energy sources, with a fake RAPL zone (files in a temporary folder, the RAPL read path) and with a fake
   NVML GPU (``runtel.testing.FakeNvml``: Python, so it bounds runtel's share, not a real driver's).
 * per block / @trace call, all in one process, paired repeats back to back: a plain SDK
@@ -186,7 +186,7 @@ def main() -> None:
         f"one edge read (EdgeReader.read), median of {repeats} x {n * 5}{note}",
         ["counters", *(f"us/edge ({k})" for k in labels)],
         [
-            ["CPU (process, thread), RUSAGE_SELF/CHILDREN, clock", *(f"{e[k]['bare']:.2f}" for k in labels)],
+            ["CPU (process, thread), getrusage x2 (high-water mark, children), clock", *(f"{e[k]['bare']:.2f}" for k in labels)],
             ["+ one RAPL zone (sysfs file read; fake tree)", *(f"{e[k]['rapl']:.2f}" for k in labels)],
             ["+ one GPU energy counter (FakeNvml: Python, not a driver)", *(f"{e[k]['gpu']:.2f}" for k in labels)],
         ],
