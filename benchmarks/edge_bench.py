@@ -1,14 +1,17 @@
 """What reading counters at block edges costs: per edge, per block, and the per-span ratio vs a plain SDK.
 
-Usage: python benchmarks/edge_bench.py [--quick]
+Usage: python benchmarks/edge_bench.py [--quick] [--baseline-rev REV] [--rounds N]
 
-* per edge: ``EdgeReader.read()`` (process and thread CPU, RUSAGE_SELF/CHILDREN, wall clock), without
+* per edge: ``EdgeReader.read()`` (process and thread CPU, two ``getrusage``, wall clock), without
   energy sources, with a fake RAPL zone (files in a temporary folder, the RAPL read path) and with a fake
   NVML GPU (``runtel.testing.FakeNvml``: Python, so it bounds runtel's share, not a real driver's).
 * per block / @trace call, all in one process, paired repeats back to back: a plain SDK
   ``TracerProvider`` + ``BatchSpanProcessor`` + no-op exporter against runtel with sampling off (no
   edges) and sampling on at 1 s (edges read, the common case of a block no sample falls into). The
   edge cost per block is the paired difference on - off; the ratio is on / plain SDK.
+* ``--baseline-rev REV``: the same two scripts also run with ``src`` of git revision REV (the "before"),
+  alternating processes before / after for ``--rounds`` rounds, so both sides see the same load; each
+  cell is the median over rounds of the in-process figures.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 from pathlib import Path
@@ -26,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import table
 
 PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
 
 EDGE_CODE = """
 import json, statistics, time, tempfile
@@ -123,48 +129,84 @@ print(json.dumps(out))
 """
 
 
-def fresh(code: str) -> dict[str, float]:
+def fresh(code: str, src: Path | None = None) -> dict[str, float]:
+    """Run ``code`` in a new interpreter (with ``src`` first on the path when given); its last line as JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTEL_", "OTEL_"))}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.py"
         script.write_text(textwrap.dedent(code))
         done = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=900,
-                              env={**os.environ, "BENCH_DIR": str(Path(tmp) / "runs")})
+                              env={**env, "BENCH_DIR": str(Path(tmp) / "runs")})
     if done.returncode != 0:
         raise SystemExit(done.stderr)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
+def source_of(rev: str, into: Path) -> Path:
+    """``src`` of revision ``rev`` unpacked under ``into``."""
+    archive = into / "src.tar"
+    with archive.open("wb") as f:
+        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], stdout=f, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def medians(results: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in results) for k in results[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline-rev", help="git revision whose src runs the same cases (the 'before')")
+    parser.add_argument("--rounds", type=int, default=2, help="before/after process pairs with --baseline-rev")
     args = parser.parse_args()
     n, repeats = (2_000, 5) if args.quick else (20_000, 9)
-    e = fresh(EDGE_CODE.format(n=n * 5, repeats=repeats))
+    with tempfile.TemporaryDirectory() as tmp:
+        sides: dict[str, Path | None] = {"this checkout": None}
+        if args.baseline_rev:
+            sides = {args.baseline_rev: source_of(args.baseline_rev, Path(tmp)), "this checkout": None}
+        rounds = max(1, args.rounds) if args.baseline_rev else 1
+        edges: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
+        spans: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
+        for _ in range(rounds):
+            for label, src in sides.items():
+                edges[label].append(fresh(EDGE_CODE.format(n=n * 5, repeats=repeats), src))
+            for label, src in sides.items():
+                spans[label].append(fresh(SPAN_CODE.format(n=n, repeats=repeats), src))
+    labels = list(sides)
+    e = {k: medians(v) for k, v in edges.items()}
+    r = {k: medians(v) for k, v in spans.items()}
+    note = f", median of {rounds} alternating processes per side" if rounds > 1 else ""
     table(
-        f"one edge read (EdgeReader.read), median of {repeats} x {n * 5}",
-        ["counters", "us/edge"],
+        f"one edge read (EdgeReader.read), median of {repeats} x {n * 5}{note}",
+        ["counters", *(f"us/edge ({k})" for k in labels)],
         [
-            ["CPU (process, thread), RUSAGE_SELF/CHILDREN, clock", f"{e['bare']:.2f}"],
-            ["+ one RAPL zone (sysfs file read; fake tree)", f"{e['rapl']:.2f}"],
-            ["+ one GPU energy counter (FakeNvml: Python, not a driver)", f"{e['gpu']:.2f}"],
+            ["CPU (process, thread), getrusage x2 (high-water mark, children), clock", *(f"{e[k]['bare']:.2f}" for k in labels)],
+            ["+ one RAPL zone (sysfs file read; fake tree)", *(f"{e[k]['rapl']:.2f}" for k in labels)],
+            ["+ one GPU energy counter (FakeNvml: Python, not a driver)", *(f"{e[k]['gpu']:.2f}" for k in labels)],
         ],
     )
-    r = fresh(SPAN_CODE.format(n=n, repeats=repeats))
-    table(
-        f"per span inside a run: plain SDK vs runtel with edge reads off/on (sampling at 1 s, no sample in the "
-        f"blocks), same process, paired median of {repeats} x {n}",
-        ["what", "us/span", "edge cost, us (paired on - off)", "ratio vs plain SDK", "target"],
-        [
-            ["plain SDK start_as_current_span", f"{r['bare']:.2f}", "-", "1.00", "-"],
-            ["runtel.block, edges off", f"{r['block_off']:.2f}", "-", f"{r['block_ratio_off']:.2f}", "-"],
-            ["runtel.block, edges on", f"{r['block_on']:.2f}", f"{r['block_edge_us']:+.2f}",
-             f"{r['block_ratio_on']:.2f}", "<= 1.25"],
-            ["@runtel.trace, edges off", f"{r['trace_off']:.2f}", "-", f"{r['trace_ratio_off']:.2f}", "-"],
-            ["@runtel.trace, edges on", f"{r['trace_on']:.2f}", f"{r['trace_edge_us']:+.2f}",
-             f"{r['trace_ratio_on']:.2f}", "<= 1.25"],
-        ],
-    )
+    for label in labels:
+        x = r[label]
+        table(
+            f"{label}: per span inside a run: plain SDK vs runtel with edge reads off/on (sampling at 1 s, no sample "
+            f"in the blocks), same process, paired median of {repeats} x {n}{note}",
+            ["what", "us/span", "edge cost, us (paired on - off)", "ratio vs plain SDK", "target"],
+            [
+                ["plain SDK start_as_current_span", f"{x['bare']:.2f}", "-", "1.00", "-"],
+                ["runtel.block, edges off", f"{x['block_off']:.2f}", "-", f"{x['block_ratio_off']:.2f}", "-"],
+                ["runtel.block, edges on", f"{x['block_on']:.2f}", f"{x['block_edge_us']:+.2f}",
+                 f"{x['block_ratio_on']:.2f}", "<= 1.25"],
+                ["@runtel.trace, edges off", f"{x['trace_off']:.2f}", "-", f"{x['trace_ratio_off']:.2f}", "-"],
+                ["@runtel.trace, edges on", f"{x['trace_on']:.2f}", f"{x['trace_edge_us']:+.2f}",
+                 f"{x['trace_ratio_on']:.2f}", "<= 1.25"],
+            ],
+        )
 
 
 if __name__ == "__main__":

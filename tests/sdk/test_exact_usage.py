@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -112,6 +113,27 @@ def test_measure_without_a_run(runs_dir: Path) -> None:
             truth = time.process_time() - p0
     assert m.cpu_s == pytest.approx(truth, rel=0.02)
     assert m.peak_rss_bytes and m.wall_s
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="RUSAGE_CHILDREN is POSIX")
+def test_block_counts_the_children_it_reaped(runs_dir: Path) -> None:
+    """A child reaped inside a block is in its cpu.time (RUSAGE_CHILDREN at both edges); the next block has none."""
+    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.05: pass\n"
+    with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none"):
+        with runtel.run_span("children") as run:
+            with runtel.block("spawn"):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run([sys.executable, "-c", code], check=True)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with runtel.block("after"):
+                busy(0.005)
+    reaped = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert reaped >= 0.04
+    spans = {s.name: usage(s) for s in read_run(run.dir)[1]}
+    spawn, later = spans["spawn"], spans["after"]
+    assert spawn[semconv.USAGE_CPU_TIME_CHILDREN] == pytest.approx(reaped, rel=0.02)
+    assert float(spawn[semconv.USAGE_CPU_TIME]) >= reaped  # type: ignore[arg-type]
+    assert semconv.USAGE_CPU_TIME_CHILDREN not in later and semconv.USAGE_CPU_TIME in later
 
 
 class ManualClock:

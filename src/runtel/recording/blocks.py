@@ -52,7 +52,7 @@ def _record_error(span: Span, exc: BaseException) -> None:
 
 
 def _start_edge() -> Any:
-    """The edge counters at a block's start (``None`` without sampling): ~2-4 us."""
+    """The edge counters at a block's start (``None`` without sampling): ~1.3 us."""
     rt = _sdk.current_runtime()
     monitor = rt.monitor if rt is not None else None
     if monitor is None or not monitor.block_edges:
@@ -60,14 +60,23 @@ def _start_edge() -> Any:
     return monitor.edge()
 
 
+#: the failure handling of the edge path, shared (a guard holds no state): ``with guard(...)`` per block cost ~0.3 us
+_USAGE_GUARD = guard("block-usage", "summarise block resource usage")
+
+
 def _end(span: Span, start_ns: int, edge: Any = None) -> None:
     """Attach the window's resource usage (when sampling) and end the span."""
     rt = _sdk.current_runtime()
     monitor = rt.monitor if rt is not None else None
-    if edge is not None and monitor is not None and span.is_recording():
-        with guard("block-usage", "summarise block resource usage"):
-            start_ns = start_ns or getattr(span, "start_time", 0) or 0
-            set_owned_attributes(span, monitor.block_attributes(edge, start_ns))  # runtel's numbers: valid as made
+    if edge is not None:
+        if monitor is not None and span.is_recording():
+            try:  # the hot path: one end edge, a dict of one to three numbers, one locked update
+                attributes = monitor.block_attributes(edge, start_ns)
+                if attributes:
+                    set_owned_attributes(span, attributes)  # runtel's numbers: valid as made
+            except Exception as exc:
+                if not _USAGE_GUARD.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
     elif monitor is not None and span.is_recording():
         with guard("block-usage", "summarise block resource usage"):
             start_ns = start_ns or getattr(span, "start_time", 0) or 0

@@ -4,21 +4,23 @@ A sampled counter misses the part of a window between its edge and the nearest t
 than the interval gets nothing. The counters that are cheap to read are therefore read at both edges and
 the window's figure is their difference:
 
-* ``cpu.time``: CPU seconds of **this process** (every thread, user + system, ``time.process_time``:
-  ``CLOCK_PROCESS_CPUTIME_ID``, nanoseconds; ``getrusage``'s figure of a threaded process drifts by
-  ~25 us per 5 ms from it, measured) plus those of its children **reaped** in the window (``RUSAGE_CHILDREN``, the
-  kernel's ``wait4`` accounting). Live descendants are not read at block edges (a ``/proc`` read per
-  process); the sampler supplies their share for runs.
-* ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time``), reported
+* ``cpu.time``: CPU seconds of **this process** (every thread, user + system, ``time.process_time_ns``:
+  ``CLOCK_PROCESS_CPUTIME_ID``, integer nanoseconds, so a difference is a short decimal; ``getrusage``'s
+  figure of a threaded process drifts by ~25 us per 5 ms from it, measured) plus those of its children
+  **reaped** in the window (``RUSAGE_CHILDREN``, the kernel's ``wait4`` accounting). Live descendants are
+  not read at block edges (a ``/proc`` read per process); the sampler supplies their share for runs.
+* ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
   only when the window also ended in that thread.
-* peak RSS: the kernel's high-water mark (``ru_maxrss``, the same figure as ``VmHWM`` for a process that
+* peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
+  process's; the same figure as ``VmHWM`` for a process that
   was not forked from a bigger one); when it rose inside the window the window's peak is exact, read from
   ``VmHWM``, and USS/PSS are read at once (``/proc/self/smaps_rollup``) so an allocation held at the edge is
   never missed.
 * energy: the NVML total-energy counter of each GPU that has one, RAPL package counters where readable,
   and the CPU estimate, which is a function of CPU seconds (so it is exact at the edges too).
 
-Cost per edge on the project's VM: ~2-4 us without GPU or RAPL (three C calls), see benchmarks/edge_bench.py.
+Cost per edge on the project's VM: ~1.3 us without GPU or RAPL (four C calls: two clocks, two ``getrusage``), see
+benchmarks/edge_bench.py.
 """
 
 from __future__ import annotations
@@ -34,29 +36,52 @@ from runtel.energy.base import EnergyReading, EnergySource
 
 __all__ = ("Edge", "EdgeDelta", "EdgeReader", "MemoryDetail", "edge_delta", "read_memory_detail", "read_vm_hwm")
 
-_RUSAGE_SELF = resource.RUSAGE_SELF
 _RUSAGE_CHILDREN = resource.RUSAGE_CHILDREN
+_LINUX = sys.platform.startswith("linux")
+#: whose ``getrusage`` gives the high-water mark: on Linux the calling thread's record carries the process's
+#: ``ru_maxrss`` too (the mm's ``hiwater_rss``, shared by every thread), and reading it does not walk the
+#: process's threads as RUSAGE_SELF does (~0.3 us against ~0.42 us with 9 threads, more with more)
+_RUSAGE_HWM = resource.RUSAGE_THREAD if _LINUX else resource.RUSAGE_SELF
 _getrusage = resource.getrusage
-_thread_time = time.thread_time
-_process_time = time.process_time
+_thread_time_ns = time.thread_time_ns
+_process_time_ns = time.process_time_ns
 _get_ident = threading.get_ident
 _time_ns = time.time_ns
+_tuple_new = tuple.__new__  # builds an Edge without the NamedTuple's Python-level __new__ (~0.15 us)
 #: ru_maxrss is in bytes on macOS, KiB on Linux and the BSDs
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
-_LINUX = sys.platform.startswith("linux")
 
 
 class Edge(NamedTuple):
-    """The cumulative counters at one edge of a window."""
+    """The cumulative counters at one edge of a window (CPU clocks as integer nanoseconds)."""
 
     time_ns: int
-    cpu_s: float  #: this process, every thread, user + system
-    thread_cpu_s: float  #: the calling thread
+    cpu_ns: int  #: this process, every thread, user + system (``process_time_ns``)
+    thread_cpu_ns: int  #: the calling thread (``thread_time_ns``)
     thread_id: int
-    children_cpu_s: float  #: children reaped so far (RUSAGE_CHILDREN)
-    hwm_bytes: int  #: ru_maxrss of this process
-    children_hwm_bytes: int  #: largest ru_maxrss of a reaped child
+    hwm_bytes: int  #: ru_maxrss of this process (its high-water mark)
+    #: ``getrusage(RUSAGE_CHILDREN)`` as read: every field of it changes only when a child is reaped, so two
+    #: edges with equal ``children`` had none reaped between them (one C-level tuple comparison)
+    children: resource.struct_rusage
     energy: tuple[EnergyReading, ...] = ()
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_ns / 1e9
+
+    @property
+    def thread_cpu_s(self) -> float:
+        return self.thread_cpu_ns / 1e9
+
+    @property
+    def children_cpu_s(self) -> float:
+        """CPU seconds of the children reaped so far (RUSAGE_CHILDREN user + system)."""
+        return self.children.ru_utime + self.children.ru_stime
+
+    @property
+    def children_hwm_bytes(self) -> int:
+        """The largest ru_maxrss of a reaped child."""
+        return self.children.ru_maxrss * _MAXRSS_UNIT
 
 
 class MemoryDetail(NamedTuple):
@@ -134,39 +159,30 @@ class EdgeReader:
         self._sources = tuple(energy)
         self._gpu_energy = gpu_energy
         self.cpu_joules_per_s = cpu_joules_per_s
+        self._has_energy = bool(self._sources) or gpu_energy is not None
         self.failures = 0
 
     def read(self, end: bool = False) -> Edge:
-        """The counters now (~2-4 us without energy sources).
+        """The counters now (~1.3 us without energy sources: two clocks, two ``getrusage``).
 
         The thread's counter is read last at a start edge and first at an end edge (``end=True``), so the
-        edge's own cost stays out of ``thread_cpu_s`` as far as it can.
+        edge's own cost stays out of ``thread_cpu_ns`` as far as it can.
         """
         if end:
-            thread_cpu = _thread_time()
-            cpu = _process_time()
-            me = _getrusage(_RUSAGE_SELF)
+            thread_cpu = _thread_time_ns()
+            cpu = _process_time_ns()
+            hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             children = _getrusage(_RUSAGE_CHILDREN)
             now = _time_ns()
         else:
             now = _time_ns()
             children = _getrusage(_RUSAGE_CHILDREN)
-            me = _getrusage(_RUSAGE_SELF)
-            cpu = _process_time()
-            thread_cpu = _thread_time()
-        energy: tuple[EnergyReading, ...] = ()
-        if self._sources or self._gpu_energy is not None:
-            energy = self._read_energy()
-        return Edge(
-            now,
-            cpu,
-            thread_cpu,
-            _get_ident(),
-            children.ru_utime + children.ru_stime,
-            me.ru_maxrss * _MAXRSS_UNIT,
-            children.ru_maxrss * _MAXRSS_UNIT,
-            energy,
-        )
+            hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
+            cpu = _process_time_ns()
+            thread_cpu = _thread_time_ns()
+        energy = self._read_energy() if self._has_energy else ()
+        edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy))
+        return edge
 
     def _read_energy(self) -> tuple[EnergyReading, ...]:
         out: list[EnergyReading] = []
@@ -192,9 +208,9 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
         cpu_joules_per_s: Adds the CPU estimate (``cpu:estimate``) as ``cpu_s x`` this.
         memory_detail: Read USS/PSS (``smaps_rollup``) when the high-water mark rose in the window.
     """
-    cpu = max(0.0, end.cpu_s - start.cpu_s)
-    children = max(0.0, end.children_cpu_s - start.children_cpu_s)
-    thread = max(0.0, end.thread_cpu_s - start.thread_cpu_s) if end.thread_id == start.thread_id else None
+    cpu = max(0, end.cpu_ns - start.cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
+    children = 0.0 if end.children == start.children else max(0.0, end.children_cpu_s - start.children_cpu_s)
+    thread = max(0, end.thread_cpu_ns - start.thread_cpu_ns) / 1e9 if end.thread_id == start.thread_id else None
     energy: dict[str, tuple[float, bool, str]] = {}
     if end.energy:
         first = {r.domain: r for r in start.energy}
@@ -216,5 +232,7 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
         if memory_detail:
             memory = read_memory_detail()
         peak = end.hwm_bytes
-    child_peak = end.children_hwm_bytes if end.children_hwm_bytes > start.children_hwm_bytes else None
+    child_peak = None
+    if end.children != start.children and end.children_hwm_bytes > start.children_hwm_bytes:
+        child_peak = end.children_hwm_bytes
     return EdgeDelta(cpu, thread, children, energy, peak, child_peak, memory)

@@ -33,6 +33,7 @@ from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
 from runtel.sampling.samples import ProcessStats, Snapshot, SystemStats
 from runtel.sampling.summary import (
+    THREAD_CPU_FLOOR_NS,
     AttributeValue,
     UsageSummary,
     edge_attributes,
@@ -67,6 +68,8 @@ _log = logging.getLogger("runtel.sampling")
 
 #: a run edge reuses the sampler's latest sample when it is younger than this (seconds)
 EDGE_REUSE_S = 0.005
+#: above this many CPU nanoseconds 1 % of a block's CPU time exceeds the thread-clock floor
+_THREAD_LIMIT_FROM_NS = 100 * THREAD_CPU_FLOOR_NS
 
 
 def _reraise(exc: Exception) -> None:
@@ -243,16 +246,18 @@ class Monitor:
             self._guard("set_roots", lambda: sampler.set_roots(pids, include_self))
 
     def edge(self, end: bool = False) -> Edge | None:
-        """The cumulative counters now (a block's or run's edge; ~2-4 us); ``None`` when inert or failed."""
+        """The cumulative counters now (a block's or run's edge; ~1.3 us); ``None`` when inert or failed."""
         reader = self.edges
         if reader is None:
             return None
         try:
             return reader.read(end)
         except Exception as exc:  # never into user code; logged once
-            error = exc
-            self._guard("edge", lambda: _reraise(error))
+            self._edge_failed(exc)
             return None
+
+    def _edge_failed(self, exc: Exception) -> None:
+        self._guard("edge", lambda: _reraise(exc))
 
     def _memory_detail_due(self, end: Edge) -> bool:
         """Whether a block edge should read USS/PSS: the high-water mark grew > 1 MiB / 1 % since the last read.
@@ -274,30 +279,44 @@ class Monitor:
         pid = os.getpid()
         return tree.include_roots and pid in tree.root_pids and pid not in tree.exclude_pids
 
-    def block_attributes(self, start: Edge, start_ns: int) -> dict[str, AttributeValue]:
-        """``runtel.usage.*`` of a block that started at ``start`` and ends now (edge counters + samples)."""
+    def block_attributes(self, start: Edge, start_ns: int = 0) -> dict[str, AttributeValue]:
+        """``runtel.usage.*`` of a block that started at ``start`` and ends now (edge counters + samples).
+
+        Args:
+            start: The block's start edge.
+            start_ns: Where the block's sampled window starts (default: the start edge's clock).
+        """
         reader = self.edges
-        end = self.edge(end=True)
-        if reader is None or end is None:
+        if reader is None:
+            return {}
+        try:
+            end = reader.read(True)
+        except Exception as exc:  # never into user code; logged once
+            self._edge_failed(exc)
             return {}
         sampler = self.sampler
         latest = sampler.latest if sampler is not None else None
+        start_ns = start_ns or start.time_ns
         unsampled = latest is None or latest.time_ns < start_ns
-        if (unsampled and not end.energy and end.hwm_bytes <= start.hwm_bytes
-                and end.children_hwm_bytes <= start.children_hwm_bytes and end.thread_id == start.thread_id
-                and end.children_cpu_s == start.children_cpu_s):
-            # The common block (no GPU/RAPL, no new peak, no child reaped): its figures without building a delta,
-            # in as few attributes as possible (each costs ~2 us set, scrubbed and written): thread.cpu.time only
-            # when other threads ran meanwhile (it differs from cpu.time by more than 1 %).
-            cpu = max(0.0, end.cpu_s - start.cpu_s)
-            thread = max(0.0, end.thread_cpu_s - start.thread_cpu_s)
+        if (unsampled and end.hwm_bytes <= start.hwm_bytes and end.children == start.children
+                and end.thread_id == start.thread_id and not end.energy):
+            # The common block (no sample inside, no GPU/RAPL, no new peak, no child reaped): its figures straight
+            # from the integer clocks, in as few attributes as possible (each costs ~1 us set, scrubbed and
+            # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes).
+            cpu = end.cpu_ns - start.cpu_ns
+            if cpu < 0:
+                cpu = 0
             jps = reader.cpu_joules_per_s
-            attrs: dict[str, AttributeValue] = {USAGE_CPU_TIME: cpu}
-            if abs(cpu - thread) > 0.01 * cpu:
-                attrs[USAGE_THREAD_CPU_TIME] = thread
-            if jps is not None:
-                attrs[USAGE_ENERGY_TOTAL] = cpu * jps
-                attrs[USAGE_ENERGY_ESTIMATED] = True
+            attrs: dict[str, AttributeValue]
+            if jps is None:
+                attrs = {USAGE_CPU_TIME: cpu / 1e9}
+            else:  # the estimate in whole nanojoules: a short decimal, a cheaper repr
+                attrs = {USAGE_CPU_TIME: cpu / 1e9, USAGE_ENERGY_TOTAL: round(cpu * jps) / 1e9,
+                         USAGE_ENERGY_ESTIMATED: True}
+            other = cpu - end.thread_cpu_ns + start.thread_cpu_ns  # CPU of other threads meanwhile
+            limit = cpu // 100 if cpu > _THREAD_LIMIT_FROM_NS else THREAD_CPU_FLOOR_NS
+            if other > limit or other < -limit:
+                attrs[USAGE_THREAD_CPU_TIME] = max(0, cpu - other) / 1e9
             return attrs
         delta = edge_delta(start, end, memory_detail=end.hwm_bytes > start.hwm_bytes and self._memory_detail_due(end))
         if delta.memory is not None:
