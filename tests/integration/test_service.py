@@ -491,3 +491,57 @@ def test_aiohttp_server_with_runtels_middleware(tmp_path: Path, clean_env: dict[
     (missing,) = [s for s in spans if s.attributes.get("url.path") == "/missing"]
     assert missing.attributes["http.response.status_code"] == 404 and missing.status_code == 0
     assert len(spans) == 1 + 3 * N + 1  # the run span, 3 per request, the 404: nothing else, nothing lost
+
+
+#: PLAIN_APP answering with the pid of the worker process that served the request
+PID_APP = PLAIN_APP.replace('body": b"ok"', 'body": str(os.getpid()).encode()').replace("import asyncio", "import asyncio, os")
+
+
+def test_runtel_run_uvicorn_with_two_workers(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run -- uvicorn app:app --workers 2`: each worker process gets a worker run of its own (a child
+    of the wrapper's run), holding exactly the requests that worker served, each its own trace; none lost."""
+    (tmp_path / "pid_app.py").write_text(PID_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+    runtel = Path(sys.executable).with_name("runtel")
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    env = {**clean_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{clean_env['PYTHONPATH']}"}
+    served: list[str] = []
+
+    def load() -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(N) as pool:
+            for _ in range(10):  # bounded: until both workers have served requests (the kernel spreads them)
+                served.extend(pool.map(lambda i: _get(port, len(served) + i), range(N)))
+                if len(set(served)) == 2:
+                    break
+        return served
+
+    _, err, code = _serve([str(runtel), "run", "--dir", str(runs), "-q", "--", str(uvicorn), "pid_app:app",
+                           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", "2"],
+                          env, port, stop=signal.SIGTERM, load=load)
+    assert code == 0, err  # uvicorn's supervisor stops its workers and exits 0 on SIGTERM
+    assert len(set(served)) == 2
+    records = list_runs(runs)
+    (wrapper,) = [r for r in records if r["parent"] is None]
+    workers = [r for r in records if r["parent"] is not None]
+    assert wrapper["status"] == "ok" and len(workers) == 2
+    assert {w["process"]["pid"] for w in workers} == {int(pid) for pid in served}
+    every: list[SpanRecord] = []
+    for worker in workers:
+        assert worker["parent"]["run_id"] == wrapper["id"] and worker["name"] == "uvicorn"
+        assert worker["status"] == "ok"  # closed by each worker's own shutdown
+        spans = read_spans(Path(worker["dir"]))
+        requests = [s for s in spans if s.name == "GET"]
+        handlers = [s for s in spans if s.name == "plain-handler"]
+        assert len(requests) == served.count(str(worker["process"]["pid"])) == len(handlers)
+        assert len(spans) == 1 + 2 * len(requests)  # its run span, and exactly its requests' spans
+        assert all(s.attributes["runtel.run.id"] == worker["id"] for s in requests)
+        assert {h.parent_span_id for h in handlers} == {s.span_id for s in requests}
+        assert worker["trace_id"] not in {s.trace_id for s in requests}
+        every += requests
+    by_path = {s.attributes["url.path"]: s for s in every}
+    assert len(every) == len(by_path) == len(served)  # every request once, none lost
+    assert set(by_path) == {f"/item/{i}" for i in range(len(served))}
+    assert len({s.trace_id for s in every}) == len(served)  # each its own trace, or its caller's
+    for i in range(0, len(served), 3):  # callers' traces continued in whichever worker served them
+        assert by_path[f"/item/{i}"].trace_id == TRACE.format(i)
+        assert by_path[f"/item/{i}"].parent_span_id == CALLER_SPAN
