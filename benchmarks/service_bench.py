@@ -1,6 +1,7 @@
 """What recording a service costs: server CPU per request of a real uvicorn, with and without runtel.
 
 Usage: python benchmarks/service_bench.py [--app hello|starlette] [--requests 3000] [--repeats 3] [--quick]
+       [--baseline-rev REV] [--modes none,runtel,...]
 
 The same ASGI app (``hello``: a bare ASGI callable answering "ok"; ``starlette``: a Starlette route
 returning a small JSON body) is served by uvicorn (httptools/h11 as installed, one process) in each
@@ -11,13 +12,21 @@ read before and after the load, so start-up and shutdown are not counted.
 * ``none``: no instrumentation;
 * ``otel-asgi``: the OpenTelemetry ASGI middleware on an SDK ``TracerProvider`` + ``BatchSpanProcessor``
   + a no-op exporter (what plain OpenTelemetry costs, writing nothing);
+* ``sdk span``: no middleware, one plain SDK span per request with the request span's content (server
+  kind, its own trace, a link, the same 8 attributes, current while the app runs) on a
+  ``BatchSpanProcessor`` + no-op exporter: the floor any one-span-per-request design pays;
+* ``runtel span``: the same span started on runtel's tracer in a lifetime run, written to the run
+  folder, no middleware: ``runtel`` minus this is ``RequestSpans``'s own cost, this minus ``sdk span``
+  is runtel's span pipeline (scrubbing, OTLP/JSON encoding, the journal write);
 * ``runtel``: the lifetime-run model — a run opened in the ASGI lifespan, ``RequestSpans``, spans to
   the run folder, resource sampling off;
 * ``runtel+sampling``: the same with runtel's default resource sampling (a sampler thread in the server);
 * ``runtel run``: ``runtel run -- uvicorn app:app`` with no runtel code in the app (the service gets a
-  worker run; its spans are written as they end, one ``write()`` each);
+  worker run, with the same span writer as an in-app run);
 * ``run-per-request``: ``async with runtel.run_span()`` around each request, for comparison (the
-  model the lifetime run replaces).
+  model the lifetime run replaces);
+* ``runtel @REV`` (with ``--baseline-rev REV``): the ``runtel`` set-up with revision REV's ``src`` first
+  on ``PYTHONPATH``, so a change is measured against what it replaced in the same run.
 
 Each repeat runs every set-up once, in turn; the table gives the median CPU per request and the ratio
 to ``none`` of the same repeat (median of the ratios). Keep-alive and a handler that does nothing make
@@ -34,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 import time
@@ -44,6 +54,7 @@ from _table import table
 
 PY = sys.executable
 BIN = Path(PY).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 APP = textwrap.dedent(
     """
@@ -56,7 +67,7 @@ APP = textwrap.dedent(
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    if MODE in ("runtel", "runtel+sampling"):
+                    if MODE in ("runtel", "runtel+sampling", "runtel span"):
                         import runtel
                         runtel.configure(dir=os.environ["BENCH_DIR"], sampling=MODE == "runtel+sampling")
                         spec = runtel.run_span("service")
@@ -105,6 +116,64 @@ APP = textwrap.dedent(
         provider.add_span_processor(BatchSpanProcessor(NoOp()))
         trace.set_tracer_provider(provider)
         app = OpenTelemetryMiddleware(hello)
+    elif MODE in ("sdk span", "runtel span"):
+        # One span per request with the request span's content (server kind, its own trace, the link,
+        # the 8 attributes, current while the app runs), no middleware: what the span itself costs.
+        from opentelemetry import context, trace
+        from opentelemetry.context import Context
+        from opentelemetry.trace import Link, SpanKind
+
+        if MODE == "sdk span":
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+            class NoOp(SpanExporter):
+                def export(self, spans):
+                    return SpanExportResult.SUCCESS
+
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(NoOp()))
+            tracer = provider.get_tracer("bench")
+            root = tracer.start_span("service")
+            links = [Link(root.get_span_context())]
+
+            def start(path):
+                return tracer.start_span("GET", context=Context(), kind=SpanKind.SERVER, links=links, attributes={
+                    "runtel.run.id": "20261202T000000Z-service-abcdef", "http.request.method": "GET",
+                    "url.path": path, "url.scheme": "http", "runtel.request.concurrency": 1, "url.query": "q=x",
+                    "client.address": "127.0.0.1"})
+
+            def end(span):
+                span.set_attributes({"runtel.request.cpu.time": 0.000123, "http.response.status_code": 200})
+                span.end()
+        else:
+            from runtel import _context, _sdk
+            from runtel._internals import set_owned_attributes
+
+            def start(path):
+                runtime = _sdk.current_runtime()
+                run = runtime.process_run
+                span = runtime.tracer.start_span("GET", context=_context.with_run(run, Context()),
+                                                 kind=SpanKind.SERVER, links=[Link(run.span.get_span_context())])
+                set_owned_attributes(span, {"http.request.method": "GET", "url.path": path, "url.scheme": "http",
+                                            "runtel.request.concurrency": 1, "url.query": "q=x",
+                                            "client.address": "127.0.0.1"})
+                return span
+
+            def end(span):
+                set_owned_attributes(span, {"runtel.request.cpu.time": 0.000123, "http.response.status_code": 200})
+                span.end()
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return await hello(scope, receive, send)
+            span = start(scope["path"])
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                await hello(scope, receive, send)
+            finally:
+                context.detach(token)
+                end(span)
     elif MODE == "run-per-request":
         import runtel
         runtel.configure(dir=os.environ["BENCH_DIR"], sampling=False)
@@ -137,7 +206,7 @@ CLIENT = textwrap.dedent(
     """
 )
 
-MODES = ("none", "otel-asgi", "runtel", "runtel+sampling", "runtel run", "run-per-request")
+MODES = ("none", "otel-asgi", "sdk span", "runtel span", "runtel", "runtel+sampling", "runtel run", "run-per-request")
 
 
 def _free_port() -> int:
@@ -162,12 +231,26 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text]
 
 
+def _source_of(rev: str, into: Path) -> Path:
+    """``src`` of revision ``rev`` unpacked under ``into``."""
+    archive = into / "src.tar"
+    with archive.open("wb") as f:
+        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], stdout=f, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
 def _measure(mode: str, work: Path, requests: int, app: str) -> float:
     """Server CPU seconds per request for ``mode`` (one server start, warm-up, one measured load)."""
     port = _free_port()
     runs = work / "runs"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTEL_", "OTEL_", "TRACEPARENT"))}
-    env.update(BENCH_MODE=mode, BENCH_APP=app, BENCH_DIR=str(runs), PYTHONPATH=f"{work}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    path = f"{work}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    if mode.startswith("runtel @"):
+        path = f"{work / 'baseline' / 'src'}{os.pathsep}{path}"  # that revision's runtel, found first
+        mode = "runtel"
+    env.update(BENCH_MODE=mode, BENCH_APP=app, BENCH_DIR=str(runs), PYTHONPATH=path)
     uvicorn = [str(BIN / "uvicorn"), "bench_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log", "--lifespan", "on"]
     if mode == "runtel run":
@@ -205,13 +288,23 @@ def main() -> None:
     parser.add_argument("--app", choices=("hello", "starlette"), default="hello",
                         help="hello: a bare ASGI app; starlette: a route returning JSON")
     parser.add_argument("--quick", action="store_true", help="1000 requests, 1 repeat")
+    parser.add_argument("--baseline-rev", help="git revision whose src runs the runtel set-up too (the 'before')")
+    parser.add_argument("--modes", help="comma-separated set-ups to run (default: all; 'none' is always run)")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.repeats = 1000, 1
     modes = [m for m in MODES if m != "otel-asgi" or importlib.util.find_spec("opentelemetry.instrumentation.asgi")]
+    if args.baseline_rev:
+        modes.insert(modes.index("runtel"), f"runtel @{args.baseline_rev}")
+    if args.modes:
+        wanted = {m.strip() for m in args.modes.split(",")} | {"none"}
+        modes = [m for m in modes if m in wanted or (m.startswith("runtel @") and "runtel @" in wanted)]
     per: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="runtel-service-bench-") as tmp:
         work = Path(tmp)
+        if args.baseline_rev:
+            (work / "baseline").mkdir()
+            _source_of(args.baseline_rev, work / "baseline")
         (work / "bench_app.py").write_text(APP)
         (work / "bench_client.py").write_text(CLIENT)
         for _ in range(args.repeats):
