@@ -30,7 +30,6 @@ import functools
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
@@ -201,8 +200,9 @@ def _trace_headers(headers: Any) -> dict[str, str] | None:
 #: the last service run seen and the link to its span (a service has one run: the link is made once)
 _linked: tuple[Any, list[Link]] = (None, [])
 
-#: the event loops whose task factory meters the tasks a request spawns (weakly: a loop may be closed)
-_metered_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+#: the event loop seen last, whose task factory meters the tasks a request spawns (no weak reference:
+#: uvloop's loop may not take one; a loop closed since is one object kept)
+_metered_loop: list[Any] = [None]
 
 
 def _start(runtime: Any, run: Any, current: Context, carrier: dict[str, str] | None, method: str, path: str,
@@ -250,9 +250,9 @@ def _meter_spawned_work() -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # another async library (trio): spawned tasks are not metered
         return
-    if loop not in _metered_loops:
-        _meter_tasks(loop)
-        _metered_loops.add(loop)
+    if loop is not _metered_loop[0]:
+        _meter_tasks(loop)  # once per loop: a loop already metered is left as it is
+        _metered_loop[0] = loop
 
 
 def _failed(span: Any, exc: BaseException) -> None:
