@@ -1,7 +1,7 @@
 """What recording a service costs: server CPU per request of a real uvicorn, with and without runtel.
 
 Usage: python benchmarks/service_bench.py [--app hello|starlette] [--requests 3000] [--repeats 3] [--quick]
-       [--baseline-rev REV] [--modes none,runtel,...]
+       [--baseline-rev REV] [--modes none,runtel,...] [--in-process]
 
 The same ASGI app (``hello``: a bare ASGI callable answering "ok"; ``starlette``: a Starlette route
 returning a small JSON body) is served by uvicorn (httptools/h11 as installed, one process) in each
@@ -36,6 +36,7 @@ the per-request overhead look as large as it can: a real handler's own work dilu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -48,6 +49,16 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
+
+import runtel
+from runtel import _context, _sdk
+from runtel._internals import set_owned_attributes
+from runtel.recording.service import RequestSpans
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import table
@@ -281,6 +292,122 @@ def _measure(mode: str, work: Path, requests: int, app: str) -> float:
     return (after - before) / requests
 
 
+def in_process(n: int = 20_000, repeats: int = 3) -> None:
+    """Thread CPU per request with no server: RequestSpans around a no-op ASGI app, and its parts.
+
+    Each part is the request span's content made another way in the same process (one run open, spans
+    to its run folder), so the differences say what each costs: the span's start and end through
+    runtel's pipeline with and without its link and attributes, and RequestSpans's own work (a tracer
+    that makes no span). Best of ``repeats``, ``n`` calls each.
+    """
+    async def hello(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        pass
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench"), (b"accept", b"*/*")]
+    scope = {"type": "http", "method": "GET", "path": "/item/1", "scheme": "http", "query_string": b"q=x",
+             "client": ("127.0.0.1", 5555), "headers": headers}
+    with_parent = dict(scope, headers=[*headers, (b"traceparent",
+                                                  b"00-4bf92f3577b34da6a3ce929d0e0e0001-00f067aa0ba902b7-01")])
+
+    def per_call(fn: Any) -> float:
+        for _ in range(500):
+            fn()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time_ns()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.thread_time_ns() - start) / n / 1e3)
+        return best
+
+    def timed_app(app: Any, scope: dict[str, Any]) -> float:
+        async def loop(count: int) -> None:
+            for _ in range(count):
+                await app(dict(scope), receive, send)
+        asyncio.run(loop(500))
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time_ns()
+            asyncio.run(loop(n))
+            best = min(best, (time.thread_time_ns() - start) / n / 1e3)
+        return best
+
+    with tempfile.TemporaryDirectory(prefix="runtel-service-bench-") as tmp:
+        runtel.configure(dir=tmp, sampling=False)
+        with runtel.run_span("service") as run:
+            runtime = _sdk.current_runtime()
+            assert runtime is not None
+            tracer = runtime.tracer
+            parent = _context.with_run(run, Context())
+            links = [Link(run.span.get_span_context())]
+            attrs = {"http.request.method": "GET", "url.path": "/item/1", "url.scheme": "http",
+                     "runtel.request.concurrency": 1, "url.query": "q=x", "client.address": "127.0.0.1"}
+            done = {"runtel.request.cpu.time": 0.000123, "http.response.status_code": 200}
+
+            def span(link: bool, attributes: bool) -> Any:
+                def make() -> None:
+                    s = tracer.start_span("GET", context=parent, kind=SpanKind.SERVER, links=links if link else None)
+                    if attributes:
+                        set_owned_attributes(s, dict(attrs))
+                        set_owned_attributes(s, dict(done))
+                    s.end()
+                return make
+
+            rows = [
+                ["no-op ASGI app, no middleware", f"{timed_app(hello, scope):.1f}"],
+                ["RequestSpans (the whole request span)", f"{timed_app(RequestSpans(hello), scope):.1f}"],
+                ["RequestSpans, request with a traceparent", f"{timed_app(RequestSpans(hello), with_parent):.1f}"],
+                ["span start+end on runtel's tracer (server kind, no link/attributes)",
+                 f"{per_call(span(False, False)):.1f}"],
+                ["  + the link to the run span", f"{per_call(span(True, False)):.1f}"],
+                ["  + the link and the 8 attributes (the request span's content)", f"{per_call(span(True, True)):.1f}"],
+            ]
+
+            from opentelemetry.sdk.trace import TracerProvider  # deferred: the OTel SDK (runtel's run loaded it)
+            from opentelemetry.sdk.trace.export import (  # deferred: loaded with the SDK already
+                BatchSpanProcessor,
+                SpanExporter,
+                SpanExportResult,
+            )
+
+            class NoOp(SpanExporter):
+                def export(self, spans: Any) -> SpanExportResult:
+                    return SpanExportResult.SUCCESS
+
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(NoOp()))
+            sdk = provider.get_tracer("bench")
+
+            def sdk_span() -> None:
+                s = sdk.start_span("GET", context=Context(), kind=SpanKind.SERVER, links=links,
+                                   attributes={**attrs, "runtel.run.id": run.id})
+                s.set_attributes(done)
+                s.end()
+
+            rows.append(["the same span on a plain SDK provider + BatchSpanProcessor + no-op exporter",
+                         f"{per_call(sdk_span):.1f}"])
+            provider.shutdown()
+
+            class NoSpans:
+                def start_span(self, *args: Any, **kwargs: Any) -> Any:
+                    return trace.INVALID_SPAN
+
+            runtime.tracer = NoSpans()  # type: ignore[assignment]
+            try:
+                rows.append(["RequestSpans's own work (a tracer that makes no span)",
+                             f"{timed_app(RequestSpans(hello), scope):.1f}"])
+            finally:
+                runtime.tracer = tracer
+    table(f"in process, no server: thread CPU per request or span (best of {repeats} x {n})", ["what", "us"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -290,7 +417,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1000 requests, 1 repeat")
     parser.add_argument("--baseline-rev", help="git revision whose src runs the runtel set-up too (the 'before')")
     parser.add_argument("--modes", help="comma-separated set-ups to run (default: all; 'none' is always run)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no server: what the request span and its parts cost in one process")
     args = parser.parse_args()
+    if args.in_process:
+        in_process()
+        return
     if args.quick:
         args.requests, args.repeats = 1000, 1
     modes = [m for m in MODES if m != "otel-asgi" or importlib.util.find_spec("opentelemetry.instrumentation.asgi")]
