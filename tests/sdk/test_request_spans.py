@@ -209,3 +209,64 @@ def test_traceparent_is_continued_and_baggage_reaches_the_handler(rt: Settings) 
 
 async def _discard(message: MutableMapping[str, Any]) -> None:
     pass
+
+
+def test_spawned_task_metering_keeps_anyio_task_groups_working(rt: Settings) -> None:
+    """Starlette's BaseHTTPMiddleware and StreamingResponse run anyio task groups in the request; a task
+    group cancelled from inside a handler still cancels its metered tasks, and every response is whole."""
+    pytest.importorskip("starlette")
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def stream(request: Any) -> StreamingResponse:
+        async def parts() -> Any:
+            for i in range(3):
+                yield f"{i}\n"
+                await asyncio.sleep(0)
+        return StreamingResponse(parts())
+
+    async def cancelled(request: Any) -> PlainTextResponse:
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.sleep, 100)
+            with anyio.move_on_after(0.01):
+                await anyio.sleep(100)
+            group.cancel_scope.cancel()
+        return PlainTextResponse("cancelled")
+
+    class Passing(BaseHTTPMiddleware):
+        async def dispatch(self, request: Any, call_next: Any) -> Any:
+            return await call_next(request)
+
+    inner = Starlette(routes=[Route("/stream", stream), Route("/cancel", cancelled)])
+    inner.add_middleware(Passing)
+    app = RequestSpans(inner)
+
+    async def call(path: str) -> bytes:
+        sent: list[MutableMapping[str, Any]] = []
+        received: list[int] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            if not received:
+                received.append(1)
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {**_scope(path), "query_string": b"", "root_path": "", "server": ("127.0.0.1", 80)}
+        await app(scope, receive, send)
+        return b"".join(m.get("body", b"") for m in sent)
+
+    async def main() -> list[bytes]:
+        return list(await asyncio.gather(call("/stream"), call("/cancel"), call("/stream")))
+
+    with runtel.run_span("svc") as run:
+        assert asyncio.run(main()) == [b"0\n1\n2\n", b"cancelled", b"0\n1\n2\n"]
+    spans = _requests(run.dir)
+    assert sorted(s.name for s in spans) == ["GET /cancel", "GET /stream", "GET /stream"]
+    assert all(s.attributes["http.response.status_code"] == 200 for s in spans)
