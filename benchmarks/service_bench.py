@@ -1,6 +1,7 @@
 """What recording a service costs: server CPU per request of a real uvicorn, with and without runtel.
 
 Usage: python benchmarks/service_bench.py [--app hello|starlette] [--requests 3000] [--repeats 3] [--quick]
+       [--baseline-rev REV] [--modes none,runtel,...] [--in-process]
 
 The same ASGI app (``hello``: a bare ASGI callable answering "ok"; ``starlette``: a Starlette route
 returning a small JSON body) is served by uvicorn (httptools/h11 as installed, one process) in each
@@ -11,13 +12,21 @@ read before and after the load, so start-up and shutdown are not counted.
 * ``none``: no instrumentation;
 * ``otel-asgi``: the OpenTelemetry ASGI middleware on an SDK ``TracerProvider`` + ``BatchSpanProcessor``
   + a no-op exporter (what plain OpenTelemetry costs, writing nothing);
+* ``sdk span``: no middleware, one plain SDK span per request with the request span's content (server
+  kind, its own trace, a link, the same 8 attributes, current while the app runs) on a
+  ``BatchSpanProcessor`` + no-op exporter: the floor any one-span-per-request design pays;
+* ``runtel span``: the same span started on runtel's tracer in a lifetime run, written to the run
+  folder, no middleware: ``runtel`` minus this is ``RequestSpans``'s own cost, this minus ``sdk span``
+  is runtel's span pipeline (scrubbing, OTLP/JSON encoding, the journal write);
 * ``runtel``: the lifetime-run model — a run opened in the ASGI lifespan, ``RequestSpans``, spans to
   the run folder, resource sampling off;
 * ``runtel+sampling``: the same with runtel's default resource sampling (a sampler thread in the server);
 * ``runtel run``: ``runtel run -- uvicorn app:app`` with no runtel code in the app (the service gets a
-  worker run; its spans are written as they end, one ``write()`` each);
+  worker run, with the same span writer as an in-app run);
 * ``run-per-request``: ``async with runtel.run_span()`` around each request, for comparison (the
-  model the lifetime run replaces).
+  model the lifetime run replaces);
+* ``runtel @REV`` (with ``--baseline-rev REV``): the ``runtel`` set-up with revision REV's ``src`` first
+  on ``PYTHONPATH``, so a change is measured against what it replaced in the same run.
 
 Each repeat runs every set-up once, in turn; the table gives the median CPU per request and the ratio
 to ``none`` of the same repeat (median of the ratios). Keep-alive and a handler that does nothing make
@@ -27,6 +36,7 @@ the per-request overhead look as large as it can: a real handler's own work dilu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -34,16 +44,28 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
+
+import runtel
+from runtel import _context, _sdk
+from runtel._internals import set_owned_attributes
+from runtel.recording.service import RequestSpans
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import table
 
 PY = sys.executable
 BIN = Path(PY).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 APP = textwrap.dedent(
     """
@@ -56,7 +78,7 @@ APP = textwrap.dedent(
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    if MODE in ("runtel", "runtel+sampling"):
+                    if MODE in ("runtel", "runtel+sampling", "runtel span"):
                         import runtel
                         runtel.configure(dir=os.environ["BENCH_DIR"], sampling=MODE == "runtel+sampling")
                         spec = runtel.run_span("service")
@@ -105,6 +127,64 @@ APP = textwrap.dedent(
         provider.add_span_processor(BatchSpanProcessor(NoOp()))
         trace.set_tracer_provider(provider)
         app = OpenTelemetryMiddleware(hello)
+    elif MODE in ("sdk span", "runtel span"):
+        # One span per request with the request span's content (server kind, its own trace, the link,
+        # the 8 attributes, current while the app runs), no middleware: what the span itself costs.
+        from opentelemetry import context, trace
+        from opentelemetry.context import Context
+        from opentelemetry.trace import Link, SpanKind
+
+        if MODE == "sdk span":
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+            class NoOp(SpanExporter):
+                def export(self, spans):
+                    return SpanExportResult.SUCCESS
+
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(NoOp()))
+            tracer = provider.get_tracer("bench")
+            root = tracer.start_span("service")
+            links = [Link(root.get_span_context())]
+
+            def start(path):
+                return tracer.start_span("GET", context=Context(), kind=SpanKind.SERVER, links=links, attributes={
+                    "runtel.run.id": "20261202T000000Z-service-abcdef", "http.request.method": "GET",
+                    "url.path": path, "url.scheme": "http", "runtel.request.concurrency": 1, "url.query": "q=x",
+                    "client.address": "127.0.0.1"})
+
+            def end(span):
+                span.set_attributes({"runtel.request.cpu.time": 0.000123, "http.response.status_code": 200})
+                span.end()
+        else:
+            from runtel import _context, _sdk
+            from runtel._internals import set_owned_attributes
+
+            def start(path):
+                runtime = _sdk.current_runtime()
+                run = runtime.process_run
+                span = runtime.tracer.start_span("GET", context=_context.with_run(run, Context()),
+                                                 kind=SpanKind.SERVER, links=[Link(run.span.get_span_context())])
+                set_owned_attributes(span, {"http.request.method": "GET", "url.path": path, "url.scheme": "http",
+                                            "runtel.request.concurrency": 1, "url.query": "q=x",
+                                            "client.address": "127.0.0.1"})
+                return span
+
+            def end(span):
+                set_owned_attributes(span, {"runtel.request.cpu.time": 0.000123, "http.response.status_code": 200})
+                span.end()
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return await hello(scope, receive, send)
+            span = start(scope["path"])
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                await hello(scope, receive, send)
+            finally:
+                context.detach(token)
+                end(span)
     elif MODE == "run-per-request":
         import runtel
         runtel.configure(dir=os.environ["BENCH_DIR"], sampling=False)
@@ -137,7 +217,7 @@ CLIENT = textwrap.dedent(
     """
 )
 
-MODES = ("none", "otel-asgi", "runtel", "runtel+sampling", "runtel run", "run-per-request")
+MODES = ("none", "otel-asgi", "sdk span", "runtel span", "runtel", "runtel+sampling", "runtel run", "run-per-request")
 
 
 def _free_port() -> int:
@@ -162,12 +242,26 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text]
 
 
+def _source_of(rev: str, into: Path) -> Path:
+    """``src`` of revision ``rev`` unpacked under ``into``."""
+    archive = into / "src.tar"
+    with archive.open("wb") as f:
+        subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], stdout=f, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
 def _measure(mode: str, work: Path, requests: int, app: str) -> float:
     """Server CPU seconds per request for ``mode`` (one server start, warm-up, one measured load)."""
     port = _free_port()
     runs = work / "runs"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTEL_", "OTEL_", "TRACEPARENT"))}
-    env.update(BENCH_MODE=mode, BENCH_APP=app, BENCH_DIR=str(runs), PYTHONPATH=f"{work}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    path = f"{work}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    if mode.startswith("runtel @"):
+        path = f"{work / 'baseline' / 'src'}{os.pathsep}{path}"  # that revision's runtel, found first
+        mode = "runtel"
+    env.update(BENCH_MODE=mode, BENCH_APP=app, BENCH_DIR=str(runs), PYTHONPATH=path)
     uvicorn = [str(BIN / "uvicorn"), "bench_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log", "--lifespan", "on"]
     if mode == "runtel run":
@@ -198,6 +292,122 @@ def _measure(mode: str, work: Path, requests: int, app: str) -> float:
     return (after - before) / requests
 
 
+def in_process(n: int = 20_000, repeats: int = 3) -> None:
+    """Thread CPU per request with no server: RequestSpans around a no-op ASGI app, and its parts.
+
+    Each part is the request span's content made another way in the same process (one run open, spans
+    to its run folder), so the differences say what each costs: the span's start and end through
+    runtel's pipeline with and without its link and attributes, and RequestSpans's own work (a tracer
+    that makes no span). Best of ``repeats``, ``n`` calls each.
+    """
+    async def hello(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        pass
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench"), (b"accept", b"*/*")]
+    scope = {"type": "http", "method": "GET", "path": "/item/1", "scheme": "http", "query_string": b"q=x",
+             "client": ("127.0.0.1", 5555), "headers": headers}
+    with_parent = dict(scope, headers=[*headers, (b"traceparent",
+                                                  b"00-4bf92f3577b34da6a3ce929d0e0e0001-00f067aa0ba902b7-01")])
+
+    def per_call(fn: Any) -> float:
+        for _ in range(500):
+            fn()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time_ns()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.thread_time_ns() - start) / n / 1e3)
+        return best
+
+    def timed_app(app: Any, scope: dict[str, Any]) -> float:
+        async def loop(count: int) -> None:
+            for _ in range(count):
+                await app(dict(scope), receive, send)
+        asyncio.run(loop(500))
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.thread_time_ns()
+            asyncio.run(loop(n))
+            best = min(best, (time.thread_time_ns() - start) / n / 1e3)
+        return best
+
+    with tempfile.TemporaryDirectory(prefix="runtel-service-bench-") as tmp:
+        runtel.configure(dir=tmp, sampling=False)
+        with runtel.run_span("service") as run:
+            runtime = _sdk.current_runtime()
+            assert runtime is not None
+            tracer = runtime.tracer
+            parent = _context.with_run(run, Context())
+            links = [Link(run.span.get_span_context())]
+            attrs = {"http.request.method": "GET", "url.path": "/item/1", "url.scheme": "http",
+                     "runtel.request.concurrency": 1, "url.query": "q=x", "client.address": "127.0.0.1"}
+            done = {"runtel.request.cpu.time": 0.000123, "http.response.status_code": 200}
+
+            def span(link: bool, attributes: bool) -> Any:
+                def make() -> None:
+                    s = tracer.start_span("GET", context=parent, kind=SpanKind.SERVER, links=links if link else None)
+                    if attributes:
+                        set_owned_attributes(s, dict(attrs))
+                        set_owned_attributes(s, dict(done))
+                    s.end()
+                return make
+
+            rows = [
+                ["no-op ASGI app, no middleware", f"{timed_app(hello, scope):.1f}"],
+                ["RequestSpans (the whole request span)", f"{timed_app(RequestSpans(hello), scope):.1f}"],
+                ["RequestSpans, request with a traceparent", f"{timed_app(RequestSpans(hello), with_parent):.1f}"],
+                ["span start+end on runtel's tracer (server kind, no link/attributes)",
+                 f"{per_call(span(False, False)):.1f}"],
+                ["  + the link to the run span", f"{per_call(span(True, False)):.1f}"],
+                ["  + the link and the 8 attributes (the request span's content)", f"{per_call(span(True, True)):.1f}"],
+            ]
+
+            from opentelemetry.sdk.trace import TracerProvider  # deferred: the OTel SDK (runtel's run loaded it)
+            from opentelemetry.sdk.trace.export import (  # deferred: loaded with the SDK already
+                BatchSpanProcessor,
+                SpanExporter,
+                SpanExportResult,
+            )
+
+            class NoOp(SpanExporter):
+                def export(self, spans: Any) -> SpanExportResult:
+                    return SpanExportResult.SUCCESS
+
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(NoOp()))
+            sdk = provider.get_tracer("bench")
+
+            def sdk_span() -> None:
+                s = sdk.start_span("GET", context=Context(), kind=SpanKind.SERVER, links=links,
+                                   attributes={**attrs, "runtel.run.id": run.id})
+                s.set_attributes(done)
+                s.end()
+
+            rows.append(["the same span on a plain SDK provider + BatchSpanProcessor + no-op exporter",
+                         f"{per_call(sdk_span):.1f}"])
+            provider.shutdown()
+
+            class NoSpans:
+                def start_span(self, *args: Any, **kwargs: Any) -> Any:
+                    return trace.INVALID_SPAN
+
+            runtime.tracer = NoSpans()  # type: ignore[assignment]
+            try:
+                rows.append(["RequestSpans's own work (a tracer that makes no span)",
+                             f"{timed_app(RequestSpans(hello), scope):.1f}"])
+            finally:
+                runtime.tracer = tracer
+    table(f"in process, no server: thread CPU per request or span (best of {repeats} x {n})", ["what", "us"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -205,13 +415,28 @@ def main() -> None:
     parser.add_argument("--app", choices=("hello", "starlette"), default="hello",
                         help="hello: a bare ASGI app; starlette: a route returning JSON")
     parser.add_argument("--quick", action="store_true", help="1000 requests, 1 repeat")
+    parser.add_argument("--baseline-rev", help="git revision whose src runs the runtel set-up too (the 'before')")
+    parser.add_argument("--modes", help="comma-separated set-ups to run (default: all; 'none' is always run)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no server: what the request span and its parts cost in one process")
     args = parser.parse_args()
+    if args.in_process:
+        in_process()
+        return
     if args.quick:
         args.requests, args.repeats = 1000, 1
     modes = [m for m in MODES if m != "otel-asgi" or importlib.util.find_spec("opentelemetry.instrumentation.asgi")]
+    if args.baseline_rev:
+        modes.insert(modes.index("runtel"), f"runtel @{args.baseline_rev}")
+    if args.modes:
+        wanted = {m.strip() for m in args.modes.split(",")} | {"none"}
+        modes = [m for m in modes if m in wanted or (m.startswith("runtel @") and "runtel @" in wanted)]
     per: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="runtel-service-bench-") as tmp:
         work = Path(tmp)
+        if args.baseline_rev:
+            (work / "baseline").mkdir()
+            _source_of(args.baseline_rev, work / "baseline")
         (work / "bench_app.py").write_text(APP)
         (work / "bench_client.py").write_text(CLIENT)
         for _ in range(args.repeats):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ CALLER_SPAN = "00f067aa0ba902b7"
 
 LIFESPAN_APP = textwrap.dedent(
     """
-    import asyncio, json, os, sys
+    import asyncio, json, os, sys, time
     import runtel
     import uvicorn
     from runtel.recording.service import RequestSpans
@@ -54,7 +55,7 @@ LIFESPAN_APP = textwrap.dedent(
                     await spec.__aexit__(None, None, None)
                     t = os.times()
                     with open(sys.argv[3], "w") as f:  # the server's whole CPU time, for the per-request sum
-                        json.dump({"cpu_s": t.user + t.system}, f)
+                        json.dump({"cpu_s": t.user + t.system, "spawned": SPAWNED}, f)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         with runtel.block("handler", path=scope["path"]):
@@ -63,6 +64,7 @@ LIFESPAN_APP = textwrap.dedent(
             await asyncio.to_thread(traced, scope["path"])  # work in a pool thread
             with runtel.block("inner"):
                 sum(range(2000))
+            await asyncio.create_task(spawned(scope["path"]))  # a task the handler spawns
         body = runtel.current_run().id.encode() if runtel.current_run() else b"none"
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": body})
@@ -70,6 +72,18 @@ LIFESPAN_APP = textwrap.dedent(
     @runtel.trace
     def traced(path):
         return sum(range(5000))
+
+    SPAWNED = {}
+
+    async def spawned(path):  # its CPU time, as it measures itself, is part of its request's
+        with runtel.block("spawned"):
+            own = 0.0
+            for _ in range(2):  # two steps, timed each (other requests run in between)
+                start = time.thread_time()
+                sum(range(20000))
+                own += time.thread_time() - start
+                await asyncio.sleep(0)
+            SPAWNED[path] = own
 
     @runtel.trace
     async def traced_async(path):
@@ -175,8 +189,10 @@ def _get(port: int, i: int) -> str:
         return str(response.read().decode())
 
 
-def _serve(command: list[str], env: dict[str, str], port: int, stop: int = signal.SIGINT) -> tuple[list[str], str, int]:
-    """Start the server, send N concurrent requests, stop it with ``stop``: (bodies, stderr, exit code)."""
+def _serve(command: list[str], env: dict[str, str], port: int, stop: int = signal.SIGINT,
+           load: Callable[[], list[str]] | None = None) -> tuple[list[str], str, int]:
+    """Start the server, send N concurrent requests (or run ``load``), stop it with ``stop``: (bodies, stderr,
+    exit code)."""
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -187,8 +203,11 @@ def _serve(command: list[str], env: dict[str, str], port: int, stop: int = signa
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, server.communicate()[1]
                 time.sleep(0.05)
-        with concurrent.futures.ThreadPoolExecutor(N) as pool:
-            bodies = list(pool.map(lambda i: _get(port, i), range(N)))
+        if load is not None:
+            bodies = load()
+        else:
+            with concurrent.futures.ThreadPoolExecutor(N) as pool:
+                bodies = list(pool.map(lambda i: _get(port, i), range(N)))
     finally:
         server.send_signal(stop)  # uvicorn's graceful shutdown runs the lifespan's end
         _, err = server.communicate(timeout=60)
@@ -220,8 +239,9 @@ def _check_requests(requests: list[SpanRecord], run: dict[str, Any], kinds: dict
 
 
 def test_lifespan_run_requests_are_their_own_traces(tmp_path: Path, clean_env: dict[str, str]) -> None:
-    """60 concurrent requests: 60 server spans, each with exactly its 5 sub-spans (blocks, an awaited
-    traced call, a to_thread call) in its own trace; the run id, the link, and its own CPU time."""
+    """60 concurrent requests: 60 server spans, each with exactly its 6 sub-spans (blocks, an awaited
+    traced call, a to_thread call, a spawned task) in its own trace; the run id, the link, and its own
+    CPU time, which includes the task it spawned."""
     (tmp_path / "app.py").write_text(LIFESPAN_APP)
     port, runs, usage = _free_port(), tmp_path / "runs", tmp_path / "usage.json"
     bodies, err, code = _serve([sys.executable, str(tmp_path / "app.py"), str(port), str(runs), str(usage)],
@@ -235,13 +255,13 @@ def test_lifespan_run_requests_are_their_own_traces(tmp_path: Path, clean_env: d
     by_path = _check_requests(requests, service, _raw_kinds(Path(service["dir"])), lambda s: s.attributes["url.path"])
     assert all(s.links and s.links[0]["span_id"] == service["span_id"] for s in requests)
     by_id = {s.span_id: s for s in spans}
-    subs = [s for s in spans if s.name in ("handler", "inner", "deep") or s.name.endswith("traced") or
+    subs = [s for s in spans if s.name in ("handler", "inner", "deep", "spawned") or s.name.endswith("traced") or
             s.name.endswith("traced_async")]
-    assert len(subs) == 5 * N
-    for i in range(N):  # never mixed: exactly its own 5 sub-spans, each chained up to its own request
+    assert len(subs) == 6 * N
+    for i in range(N):  # never mixed: exactly its own 6 sub-spans, each chained up to its own request
         req = by_path[f"/item/{i}"]
         mine = [s for s in subs if s.trace_id == req.trace_id]
-        assert sorted(s.name.rsplit(".", 1)[-1] for s in mine) == ["deep", "handler", "inner", "traced",
+        assert sorted(s.name.rsplit(".", 1)[-1] for s in mine) == ["deep", "handler", "inner", "spawned", "traced",
                                                                    "traced_async"]
         for s in mine:
             parent = by_id[s.parent_span_id]
@@ -252,7 +272,11 @@ def test_lifespan_run_requests_are_their_own_traces(tmp_path: Path, clean_env: d
     # Per-request CPU: each request's own, so together never more than the server's whole CPU time.
     cpu = [s.attributes["runtel.request.cpu.time"] for s in requests]
     assert all(isinstance(c, float) and c > 0 for c in cpu)
-    assert sum(cpu) <= json.loads(usage.read_text())["cpu_s"]
+    server = json.loads(usage.read_text())
+    assert sum(cpu) <= server["cpu_s"]
+    # the task each handler spawned is counted in its own request's figure (it measured itself inside it)
+    assert len(server["spawned"]) == N
+    assert all(by_path[p].attributes["runtel.request.cpu.time"] >= own for p, own in server["spawned"].items())
     assert all(1 <= s.attributes["runtel.request.concurrency"] <= N for s in requests)
     assert max(s.attributes["runtel.request.concurrency"] for s in requests) > 1  # they did overlap
 
@@ -388,3 +412,136 @@ def test_grpc_server_through_the_otel_instrumentation(tmp_path: Path, clean_env:
     by_path = _check_requests(calls, service, kinds, lambda s: "/item/" + str(handlers[s.span_id].attributes["item"]))
     assert len(by_item) == N and len(by_path) == N
     assert all(handlers[s.span_id].trace_id == s.trace_id for s in calls)
+
+
+AIOHTTP_APP = textwrap.dedent(
+    """
+    import asyncio, sys
+    import runtel
+    from aiohttp import web
+    from runtel.recording.service import aiohttp_middleware
+
+    runtel.configure(dir=sys.argv[2], sampling=False, strict=True)
+
+    async def service_run(app):  # one run while the server is up (aiohttp's cleanup context)
+        async with runtel.run_span("aiohttp-service"):
+            yield
+
+    async def spawned():
+        with runtel.block("spawned"):
+            await asyncio.sleep(0)
+        return "done"
+
+    async def item(request):
+        with runtel.block("handler", item=request.match_info["i"]):
+            await asyncio.sleep(0.02)
+            assert await asyncio.create_task(spawned()) == "done"
+        return web.Response(text=runtel.current_run().id)
+
+    async def missing(request):
+        raise web.HTTPNotFound()
+
+    app = web.Application(middlewares=[aiohttp_middleware()])
+    app.cleanup_ctx.append(service_run)
+    app.add_routes([web.get("/item/{i}", item), web.get("/missing", missing)])
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, handle_signals=True)
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None and os.environ.get("CI") != "true",
+                    reason="aiohttp is not installed")
+def test_aiohttp_server_with_runtels_middleware(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A plain aiohttp.web server, the run in its cleanup context, ``aiohttp_middleware()``: 60 concurrent
+    requests are 60 server spans named after the route, own traces or the callers', with the run id and
+    the link, each with exactly its handler block and its spawned task's block; a 404 is a status, not an error."""
+    (tmp_path / "app.py").write_text(AIOHTTP_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+
+    def requests() -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(N) as pool:
+            bodies = list(pool.map(lambda i: _get(port, i), range(N)))
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/missing", timeout=60)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+        return bodies
+
+    bodies, err, code = _serve([sys.executable, str(tmp_path / "app.py"), str(port), str(runs)], clean_env, port,
+                               load=requests)
+    assert code == 0, err
+    (service,) = list_runs(runs)
+    assert service["status"] == "ok" and service["name"] == "aiohttp-service"
+    assert bodies == [service["id"]] * N
+    run_dir = Path(service["dir"])
+    spans = read_spans(run_dir)
+    requests_ = [s for s in spans if s.name == "GET /item/{i}"]
+    by_path = _check_requests(requests_, service, _raw_kinds(run_dir), lambda s: s.attributes["url.path"])
+    assert all(s.links and s.links[0]["span_id"] == service["span_id"] for s in requests_)
+    assert all(s.attributes["http.route"] == "/item/{i}" and s.attributes["http.response.status_code"] == 200
+               for s in requests_)
+    by_id = {s.span_id: s for s in spans}
+    for i in range(N):
+        req = by_path[f"/item/{i}"]
+        mine = [s for s in spans if s.trace_id == req.trace_id and s.span_id != req.span_id]
+        assert sorted(s.name for s in mine) == ["handler", "spawned"]
+        handler = next(s for s in mine if s.name == "handler")
+        assert handler.parent_span_id == req.span_id and handler.attributes["item"] == str(i)
+        assert by_id[next(s for s in mine if s.name == "spawned").parent_span_id] is handler
+    (missing,) = [s for s in spans if s.attributes.get("url.path") == "/missing"]
+    assert missing.attributes["http.response.status_code"] == 404 and missing.status_code == 0
+    assert len(spans) == 1 + 3 * N + 1  # the run span, 3 per request, the 404: nothing else, nothing lost
+
+
+#: PLAIN_APP answering with the pid of the worker process that served the request
+PID_APP = PLAIN_APP.replace('body": b"ok"', 'body": str(os.getpid()).encode()').replace("import asyncio", "import asyncio, os")
+
+
+def test_runtel_run_uvicorn_with_two_workers(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run -- uvicorn app:app --workers 2`: each worker process gets a worker run of its own (a child
+    of the wrapper's run), holding exactly the requests that worker served, each its own trace; none lost."""
+    (tmp_path / "pid_app.py").write_text(PID_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+    runtel = Path(sys.executable).with_name("runtel")
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    env = {**clean_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{clean_env['PYTHONPATH']}"}
+    served: list[str] = []
+
+    def load() -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(N) as pool:
+            for _ in range(10):  # bounded: until both workers have served requests (the kernel spreads them)
+                served.extend(pool.map(lambda i: _get(port, len(served) + i), range(N)))
+                if len(set(served)) == 2:
+                    break
+        return served
+
+    _, err, code = _serve([str(runtel), "run", "--dir", str(runs), "-q", "--", str(uvicorn), "pid_app:app",
+                           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", "2"],
+                          env, port, stop=signal.SIGTERM, load=load)
+    assert code == 0, err  # uvicorn's supervisor stops its workers and exits 0 on SIGTERM
+    assert len(set(served)) == 2
+    records = list_runs(runs)
+    (wrapper,) = [r for r in records if r["parent"] is None]
+    workers = [r for r in records if r["parent"] is not None]
+    assert wrapper["status"] == "ok" and len(workers) == 2
+    assert {w["process"]["pid"] for w in workers} == {int(pid) for pid in served}
+    every: list[SpanRecord] = []
+    for worker in workers:
+        assert worker["parent"]["run_id"] == wrapper["id"] and worker["name"] == "uvicorn"
+        assert worker["status"] == "ok"  # closed by each worker's own shutdown
+        spans = read_spans(Path(worker["dir"]))
+        requests = [s for s in spans if s.name == "GET"]
+        handlers = [s for s in spans if s.name == "plain-handler"]
+        assert len(requests) == served.count(str(worker["process"]["pid"])) == len(handlers)
+        assert len(spans) == 1 + 2 * len(requests)  # its run span, and exactly its requests' spans
+        assert all(s.attributes["runtel.run.id"] == worker["id"] for s in requests)
+        assert {h.parent_span_id for h in handlers} == {s.span_id for s in requests}
+        assert worker["trace_id"] not in {s.trace_id for s in requests}
+        every += requests
+    by_path = {s.attributes["url.path"]: s for s in every}
+    assert len(every) == len(by_path) == len(served)  # every request once, none lost
+    assert set(by_path) == {f"/item/{i}" for i in range(len(served))}
+    assert len({s.trace_id for s in every}) == len(served)  # each its own trace, or its caller's
+    for i in range(0, len(served), 3):  # callers' traces continued in whichever worker served them
+        assert by_path[f"/item/{i}"].trace_id == TRACE.format(i)
+        assert by_path[f"/item/{i}"].parent_span_id == CALLER_SPAN

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -117,8 +119,6 @@ def test_cpu_time_counts_anyio_worker_threads_of_sync_endpoints(rt: Settings) ->
     """Starlette runs a sync endpoint in an anyio worker thread: that thread's CPU time for the request is
     in the request's figure (at least what the endpoint measured of itself)."""
     pytest.importorskip("starlette")
-    import time
-
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
@@ -138,3 +138,135 @@ def test_cpu_time_counts_anyio_worker_threads_of_sync_endpoints(rt: Settings) ->
     spans = _requests(run.dir)
     assert len(spans) == 2 and len(own) == 2
     assert spans[-1].attributes["runtel.request.cpu.time"] >= own[-1]
+
+
+def test_cpu_time_counts_tasks_the_request_spawns(rt: Settings) -> None:
+    """Tasks a handler spawns (create_task, gather of coroutines, tasks those spawn) count for its request,
+    not for a neighbour; a task factory the application set is kept, and tasks outside requests are untouched."""
+    own: dict[str, float] = {"/spawn": 0.0}
+
+    async def burn(path: str) -> int:
+        for _ in range(2):  # each step timed by itself: other requests run in between
+            start = time.thread_time()
+            sum(i * i for i in range(100_000))
+            own[path] += time.thread_time() - start
+            await asyncio.sleep(0)
+        return 7
+
+    async def nested(path: str) -> int:
+        return await asyncio.create_task(burn(path))  # a task spawned by a spawned task
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/spawn":
+            assert await asyncio.create_task(burn("/spawn")) == 7  # results pass through
+            assert await asyncio.gather(burn("/spawn"), nested("/spawn")) == [7, 7]
+        else:
+            await asyncio.sleep(0.05)
+        await _ok(scope, receive, send)
+
+    made: list[Any] = []
+
+    def app_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(app_factory)
+        wrapped = RequestSpans(app)
+        await asyncio.gather(_call(wrapped, "/spawn"), _call(wrapped, "/sleep"))
+        outside = asyncio.create_task(asyncio.sleep(0))  # no request: its coroutine is the one given
+        assert inspect.getcoroutinestate(outside.get_coro()) == inspect.CORO_CREATED
+        assert outside.get_coro().__qualname__ == "sleep"
+        await outside
+
+    with runtel.run_span("svc") as run:
+        asyncio.run(main())
+    assert len(made) >= 5  # the application's factory still made every task
+    spans = {s.attributes["url.path"]: s for s in _requests(run.dir)}
+    spawn_cpu, sleep_cpu = (spans[p].attributes["runtel.request.cpu.time"] for p in ("/spawn", "/sleep"))
+    assert spawn_cpu >= own["/spawn"] > 0
+    assert sleep_cpu < own["/spawn"]  # the neighbour's figure holds none of it
+
+
+def test_traceparent_is_continued_and_baggage_reaches_the_handler(rt: Settings) -> None:
+    from opentelemetry import baggage
+
+    seen: list[object] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(baggage.get_baggage("tenant"))
+        await _ok(scope, receive, send)
+
+    scope = _scope()
+    scope["headers"] = [(b"host", b"x"), (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                        (b"Baggage", b"tenant=acme")]
+    with runtel.run_span("svc") as run:
+        asyncio.run(RequestSpans(app)(scope, _receive, _discard))
+    (span,) = _requests(run.dir)
+    assert span.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and span.parent_span_id == "00f067aa0ba902b7"
+    assert span.attributes["runtel.run.id"] == run.id and seen == ["acme"]
+
+
+async def _discard(message: MutableMapping[str, Any]) -> None:
+    pass
+
+
+def test_spawned_task_metering_keeps_anyio_task_groups_working(rt: Settings) -> None:
+    """Starlette's BaseHTTPMiddleware and StreamingResponse run anyio task groups in the request; a task
+    group cancelled from inside a handler still cancels its metered tasks, and every response is whole."""
+    pytest.importorskip("starlette")
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def stream(request: Any) -> StreamingResponse:
+        async def parts() -> Any:
+            for i in range(3):
+                yield f"{i}\n"
+                await asyncio.sleep(0)
+        return StreamingResponse(parts())
+
+    async def cancelled(request: Any) -> PlainTextResponse:
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.sleep, 100)
+            with anyio.move_on_after(0.01):
+                await anyio.sleep(100)
+            group.cancel_scope.cancel()
+        return PlainTextResponse("cancelled")
+
+    class Passing(BaseHTTPMiddleware):
+        async def dispatch(self, request: Any, call_next: Any) -> Any:
+            return await call_next(request)
+
+    inner = Starlette(routes=[Route("/stream", stream), Route("/cancel", cancelled)])
+    inner.add_middleware(Passing)
+    app = RequestSpans(inner)
+
+    async def call(path: str) -> bytes:
+        sent: list[MutableMapping[str, Any]] = []
+        received: list[int] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            if not received:
+                received.append(1)
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {**_scope(path), "query_string": b"", "root_path": "", "server": ("127.0.0.1", 80)}
+        await app(scope, receive, send)
+        return b"".join(m.get("body", b"") for m in sent)
+
+    async def main() -> list[bytes]:
+        return list(await asyncio.gather(call("/stream"), call("/cancel"), call("/stream")))
+
+    with runtel.run_span("svc") as run:
+        assert asyncio.run(main()) == [b"0\n1\n2\n", b"cancelled", b"0\n1\n2\n"]
+    spans = _requests(run.dir)
+    assert sorted(s.name for s in spans) == ["GET /cancel", "GET /stream", "GET /stream"]
+    assert all(s.attributes["http.response.status_code"] == 200 for s in spans)
