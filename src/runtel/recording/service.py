@@ -8,7 +8,10 @@ while the app handles the request, so the request's blocks and traced calls are 
 land in the service run's folder. The run is the one open in the request's context, else the
 process run (a run opened in a FastAPI ``lifespan`` or around ``uvicorn.run``); in a process
 started from inside a run (``runtel run -- uvicorn app:app``) with neither, the worker run that
-``recording.workers.child_runtime`` opens.
+``recording.workers.child_runtime`` opens. A request that already has a server span when it reaches
+``RequestSpans`` (FastAPI's own telemetry, OpenTelemetry's ASGI middleware further out) keeps it as
+its span (see ``RequestSpans._adopt``); further in, such instrumentations get the request span's
+``traceparent`` in the headers and continue its trace.
 
 **Per-request CPU** (``runtel.request.cpu.time``): the thread CPU time spent running *this request*
 — the event-loop thread only while the request's own ASGI coroutine, or a task it spawned
@@ -74,6 +77,10 @@ class RequestSpans:
         if run is None:
             await self.app(scope, receive, send)
             return
+        outer = trace.get_current_span(current)
+        if outer.is_recording() and getattr(outer, "kind", None) is SpanKind.SERVER:
+            await self._adopt(outer, run, current, scope, receive, send)
+            return
         span: Any = None
         token: object = None
         meter = _Meter()
@@ -88,6 +95,7 @@ class RequestSpans:
                                        query.decode("latin-1") if query else None, client[0] if client else None,
                                        self._in_flight)
             token = otel_context.attach(otel_context.set_value(_context.CPU_METER_KEY, meter, request_ctx))
+            scope = _with_trace_headers(scope, span)
         except Exception as exc:  # the request goes on unrecorded
             _start_failed(exc)
         sender = _StatusSend(send)
@@ -107,6 +115,37 @@ class RequestSpans:
             if span is not None:
                 route = getattr(scope.get("route"), "path", None)  # Starlette/FastAPI set the matched route
                 _end(span, route if isinstance(route, str) else None, sender.status, meter)
+
+    async def _adopt(self, span: Any, run: Any, current: Context, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request already has a server span, made further out (FastAPI's own telemetry, OpenTelemetry's
+        ASGI middleware): it is the request's span. No second one: it gets the run id, the link to the run,
+        the concurrency and the request's CPU time (set before the final body is sent, after which its owner
+        ends it); its owner names it, sets its status and ends it."""
+        meter = _Meter()
+        self._in_flight += 1
+        token: object = None
+        sender = _AdoptedSend(send, span, meter)
+        try:
+            attributes: dict[str, Any] = {semconv.REQUEST_CONCURRENCY: self._in_flight}
+            if semconv.RUN_ID not in (getattr(span, "attributes", None) or {}):
+                attributes[semconv.RUN_ID] = run.id
+            set_owned_attributes(span, attributes)
+            add_link = getattr(span, "add_link", None)
+            if callable(add_link):
+                add_link(run.span.get_span_context())
+            _meter_spawned_work()
+            token = otel_context.attach(otel_context.set_value(_context.CPU_METER_KEY, meter,
+                                                               _context.with_run(run, current)))
+        except Exception as exc:  # the request goes on, its span as its owner made it
+            _start_failed(exc)
+        try:
+            await _Metered(self.app(scope, receive, sender), meter)
+        finally:
+            self._in_flight -= 1
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            if not sender.done and span.is_recording():  # no final body went out (an error): still the owner's span
+                sender.usage()
 
 
 def aiohttp_middleware() -> Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]:
@@ -274,6 +313,51 @@ class _StatusSend:
         if not self.status and message.get("type") == "http.response.start":
             self.status = int(message.get("status", 0))
         return self.send(message)
+
+
+class _AdoptedSend(_StatusSend):
+    """``send`` for an adopted span: the request's CPU time goes on it just before the final body is sent."""
+
+    __slots__ = ("done", "meter", "span")
+
+    def __init__(self, send: Send, span: Any, meter: _Meter) -> None:
+        super().__init__(send)
+        self.span, self.meter, self.done = span, meter, False
+
+    def __call__(self, message: MutableMapping[str, Any]) -> Awaitable[None]:
+        if not self.done and (message.get("type") == "http.response.body" and not message.get("more_body")
+                              or message.get("type") == "http.response.pathsend"):
+            self.usage()
+        return self.send(message)
+
+    def usage(self) -> None:
+        self.done = True
+        with guard("request-span-end", "add the request's CPU time"):
+            set_owned_attributes(self.span, {semconv.REQUEST_CPU_TIME: round(self.meter.seconds, 9)})
+
+
+def _with_trace_headers(scope: Scope, span: Any) -> Scope:
+    """``scope`` for the app, its ``traceparent``/``tracestate`` naming the request span.
+
+    Instrumentations further in start their server span from the request headers, not from the current
+    context (FastAPI's own telemetry, OpenTelemetry's ASGI middleware): they then continue the request's
+    trace under its span instead of starting a second trace for the same request, as a tracing proxy
+    would have them do. The caller's own headers are kept in the request span (its parent).
+    """
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return scope
+    headers = [(k, v) for k, v in scope.get("headers") or () if k.lower() not in _REPLACED_HEADERS]
+    headers.append((b"traceparent", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)))
+    state = ctx.trace_state.to_header() if ctx.trace_state else ""
+    if state:
+        headers.append((b"tracestate", state.encode("latin-1")))
+    inner = dict(scope)
+    inner["headers"] = headers
+    return inner
+
+
+_REPLACED_HEADERS = (b"traceparent", b"tracestate")
 
 
 def _start_failed(exc: Exception) -> None:
