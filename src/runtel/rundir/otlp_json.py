@@ -514,31 +514,47 @@ def fields_text(fields: SpanFields, span: ReadableSpan, extra: Callable[[Mapping
         if dropped:
             out += ',"droppedAttributesCount":' + str(dropped)
     if events or links or not status.is_unset:  # the stored containers: no tuple copies
-        out += _span_tail(span)
+        out += _span_tail(span, events, links)
     return out + "}"
 
 
-def _span_tail(span: ReadableSpan) -> str:
-    """Events, links and status of a span (the rarer parts), in the order :func:`encode_span` writes them."""
+_link_texts: dict[int, tuple[Any, str]] = {}
+
+
+def _link_text(link: Any) -> str:
+    """One ``Span.Link``; kept per link object while it lives (a service hands every request the same link)."""
+    hit = _link_texts.get(id(link))
+    if hit is not None and hit[0] is link:
+        return hit[1]
+    ctx = link.context
+    flags = int(ctx.trace_flags) | _SPAN_FLAGS_HAS_IS_REMOTE | (_SPAN_FLAGS_IS_REMOTE if ctx.is_remote else 0)
+    text = ('{"traceId":"' + format(ctx.trace_id, "032x") + '","spanId":"' + format(ctx.span_id, "016x")
+            + '","attributes":[' + ",".join([_kv_text(k, v) for k, v in (link.attributes or {}).items()])
+            + '],"flags":' + str(flags) + "}")
+    if len(_link_texts) >= 256:
+        _link_texts.clear()
+    _link_texts[id(link)] = (link, text)
+    return text
+
+
+def _span_tail(span: ReadableSpan, events: Any = None, links: Any = None) -> str:
+    """Events, links and status of a span (the rarer parts), in the order :func:`encode_span` writes them.
+
+    ``events``/``links``: the stored containers when the caller has them (``span.events``/``links`` copy them).
+    """
     out = ""
-    if span.events:
+    events = span.events if events is None else events
+    if events:
         out += ',"events":[' + ",".join(
             '{"timeUnixNano":"' + str(event.timestamp) + '","name":' + _quote(event.name) + ',"attributes":['
             + ",".join([_kv_text(k, v) for k, v in (event.attributes or {}).items()]) + "]}"
-            for event in span.events
+            for event in events
         ) + "]"
     if span.dropped_events:
         out += ',"droppedEventsCount":' + str(span.dropped_events)
-    if span.links:
-        links = []
-        for link in span.links:
-            link_flags = (int(link.context.trace_flags) | _SPAN_FLAGS_HAS_IS_REMOTE
-                          | (_SPAN_FLAGS_IS_REMOTE if link.context.is_remote else 0))
-            links.append('{"traceId":"' + format(link.context.trace_id, "032x") + '","spanId":"'
-                         + format(link.context.span_id, "016x") + '","attributes":['
-                         + ",".join([_kv_text(k, v) for k, v in (link.attributes or {}).items()])
-                         + '],"flags":' + str(link_flags) + "}")
-        out += ',"links":[' + ",".join(links) + "]"
+    links = span.links if links is None else links
+    if links:
+        out += ',"links":[' + ",".join([_link_text(link) for link in links]) + "]"
     if span.dropped_links:
         out += ',"droppedLinksCount":' + str(span.dropped_links)
     status = span.status
