@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = (
     "FAST_JSON", "attribute_items", "compact_json", "json_string", "process_start_method", "process_target",
-    "in_multiprocessing_exit", "set_owned_attributes", "set_process_target", "stamp_new_span", "span_attributes", "span_events",
+    "in_multiprocessing_exit", "set_owned_attributes", "set_process_target", "stamp_new_span", "stamp_run_id", "span_attributes", "span_events",
     "span_fields", "span_links", "SpanFields",
 )
 
@@ -226,6 +226,21 @@ def stamp_new_span(span: Any, attributes: dict[str, Any]) -> None:
         raw.update(attributes)
         return
     span.set_attributes(attributes)
+
+
+def stamp_run_id(span: Any, key: str, value: str) -> None:
+    """:func:`stamp_new_span` of one short string (the run id every span gets at start): no dict, no loop."""
+    try:
+        stored = span._attributes
+        raw = stored._dict
+        maxlen, max_value_len = stored.maxlen, stored.max_value_len
+        if (type(raw) is dict and not stored._immutable and key not in raw
+                and (maxlen is None or len(raw) < maxlen) and (max_value_len is None or len(value) <= max_value_len)):
+            raw[key] = value
+            return
+    except AttributeError:  # another SDK or a changed one: the public path
+        pass
+    span.set_attribute(key, value)
 
 
 def _fits(attributes: dict[str, Any], max_value_len: int | None) -> bool:

@@ -75,6 +75,7 @@ class Scrubber:
         self.redactor = redactor
         self.max_length = max(1, max_length)
         self._resources: dict[int, tuple[Resource, Resource]] = {}
+        self._last_resource: tuple[Any, Any] = (None, None)
 
     # --- strings -----------------------------------------------------------------------------------
     def _cut(self, text: str, limit: int, kind: str, *, tail: bool = False) -> str:
@@ -157,8 +158,12 @@ class Scrubber:
         description = status.description
         new_description = self.text(description, STATUS_MAX_LENGTH, "status") if description else description
         resource = fields[14]
-        cached = self._resources.get(id(resource))
-        clean = cached[1] if cached is not None and cached[0] is resource else self.resource(resource)
+        last = self._last_resource  # a process's spans share one or two resources
+        if last[0] is resource:
+            clean = last[1]
+        else:
+            clean = self.resource(resource)
+            self._last_resource = (resource, clean)
         if (name is fields[0] and attributes is None and events is None and links is None
                 and new_description is description and clean is resource):
             return span

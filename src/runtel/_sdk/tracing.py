@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from runtel import semconv
 from runtel._context import run_in
 from runtel._guard import log_once
-from runtel._internals import span_attributes, stamp_new_span, stored_dict
+from runtel._internals import span_attributes, stamp_run_id, stored_dict
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -56,7 +56,7 @@ class RunProcessor(SpanProcessor):
             if run is None or run.end_time_ns is not None:  # no run here, or one that already ended
                 run = self.default_run
             if run is not None and run.id:
-                stamp_new_span(span, {semconv.RUN_ID: run.id})  # a short id runtel made: no cleaning pass
+                stamp_run_id(span, semconv.RUN_ID, run.id)  # a short id runtel made: no cleaning pass
             else:
                 with self._count_lock:  # the rare path: exact counts across threads
                     self.unattributed += 1
