@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from runtel import semconv
 from runtel._context import run_in
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ("RunProcessor",)
 
+#: ``on_start`` methods known to do nothing: the SDK's base and batch processors'
+_NO_OP_STARTS = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start})
+
 
 class RunProcessor(SpanProcessor):
     """Stamps spans with the active run id on start; scrubs ended spans and forwards them to the delegates.
@@ -34,7 +38,8 @@ class RunProcessor(SpanProcessor):
     """
 
     def __init__(self) -> None:
-        self.delegates: tuple[SpanProcessor, ...] = ()
+        self._delegates: tuple[SpanProcessor, ...] = ()
+        self._starters: tuple[SpanProcessor, ...] = ()  # the delegates whose on_start does something
         self.scrubber: Scrubber | None = None
         self.dropped = 0  # spans not forwarded because scrubbing them failed (never forwarded raw)
         #: the run a span with no open run in its context is attributed to (set by the runtime)
@@ -45,6 +50,18 @@ class RunProcessor(SpanProcessor):
         #: provider exports spans outside runs itself)
         self.warn_unattributed = True
         self._count_lock = threading.Lock()
+
+    @property
+    def delegates(self) -> tuple[SpanProcessor, ...]:
+        """The processors ended (scrubbed) spans are forwarded to: the run folder's, OTLP's."""
+        return self._delegates
+
+    @delegates.setter
+    def delegates(self, processors: tuple[SpanProcessor, ...]) -> None:
+        # Calling an inherited no-op ``on_start`` (the run folder's writer, the SDK's batch processor) for
+        # every span costs ~0.1 us each: only overriding delegates are called.
+        self._starters = tuple(p for p in processors if getattr(type(p), "on_start", None) not in _NO_OP_STARTS)
+        self._delegates = processors
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Attribute the span to the run open in the context it starts in (cheap: one context lookup)."""
@@ -63,7 +80,7 @@ class RunProcessor(SpanProcessor):
                 if self.warn_unattributed:
                     log_once("unattributed-span", "runtel: span %r started while no run was open; it is not "
                              "recorded (such spans are counted and the total reported at exit)", span.name)
-        for delegate in self.delegates:
+        for delegate in self._starters:
             delegate.on_start(span, parent_context)
 
     def after_fork(self) -> None:

@@ -37,8 +37,7 @@ from runtel.rundir.otlp_json import fields_text, framed_line, span_frame, spans_
 from runtel.rundir.writer import LineFile, RunSinks
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, Span
+    from opentelemetry.sdk.trace import ReadableSpan
 
 
 _logger = logging.getLogger("runtel.exporters")
@@ -165,10 +164,7 @@ class JsonlSpanWriter(SpanProcessor):
         self._stopped = False
         self._pid = os.getpid()
 
-    # --- the hot path ------------------------------------------------------------------------------
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do at start."""
-
+    # --- the hot path (``on_start`` is the base class's no-op: the router does not call it) -------------
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span, journal it and add it to its run's batch (in the thread that ended it)."""
         try:
