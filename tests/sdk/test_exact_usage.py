@@ -312,3 +312,21 @@ def test_block_counters_can_be_switched_off(runs_dir: Path) -> None:
     assert usage(quick) == {semconv.USAGE_SAMPLES: 0}
     assert m.cpu_s is not None and m.cpu_s >= 0.005 * 0.98
     assert record["resource_usage"]["compute_time"]["cpu_seconds_source"] == "edge counters"
+
+
+def test_a_run_after_a_busy_one_reports_only_its_own_cores(runs_dir: Path) -> None:
+    """A sample's utilisation is the rate since the sample before it: the one taken as a run starts
+    describes the time before it. An idle run right after a busy one must not show the busy one's cores."""
+    with isolated(runs_dir, sample_interval=0.2):
+        with runtel.run_span("busy"):
+            busy(0.6)
+        with runtel.run_span("idle") as idle:
+            time.sleep(0.5)  # no CPU: the truth is ~0 cores (the run's own start and end work aside)
+    assert idle.dir is not None
+    record, _ = read_run(idle.dir)
+    cores = record["resource_usage"]["cpu_utilization"]["combined"]
+    assert cores["mean_sum_fraction"] < 0.2, cores
+    assert cores["max_sum_fraction"] < 0.5, cores  # the busy run ran at ~1 core
+    cpu_s = record["resource_usage"]["compute_time"]["cpu_seconds"]
+    duration = record["duration_s"]
+    assert cores["mean_sum_fraction"] == pytest.approx(cpu_s / duration, rel=0.05, abs=1e-3)  # exact, from edges

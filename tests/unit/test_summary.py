@@ -43,7 +43,7 @@ def snap(
 
 
 def test_peaks_means_and_energy_over_window() -> None:
-    """Max/mean use only in-window samples; energy is last minus first cumulative reading."""
+    """Max/mean use only in-window samples (rates of in-window intervals); energy is last minus first reading."""
     snaps = [
         snap(0, 9.0, 10**9, 0.0),
         snap(1, 1.0, 100, 10.0, uss=50),
@@ -53,7 +53,8 @@ def test_peaks_means_and_energy_over_window() -> None:
     s = summarize(snaps, start_ns=1 * S, end_ns=2 * S, n_expected_cores=4, carbon_intensity=360.0)
     assert s.samples == 2
     assert s.duration_s == 1.0
-    assert s.cpu_utilization_max["combined"] == 6.0 and s.cpu_utilization_mean["combined"] == 4.0
+    # the sample at the window's start holds the rate of the second before it: not a rate of the window
+    assert s.cpu_utilization_max["combined"] == 6.0 and s.cpu_utilization_mean["combined"] == 6.0
     assert s.cpu_hardware_utilization_max == 1.5
     assert s.rss_max == {"main": 300, "descendants": 150, "combined": 450}
     assert s.uss_max == {"main": 50, "combined": 50}
@@ -139,7 +140,7 @@ def test_edges_already_in_the_window_are_not_counted_twice() -> None:
     s = summarize([first, last], start_ns=1 * S, end_ns=2 * S, n_expected_cores=1, carbon_intensity=0.0,
                   edges=(first, None, last))
     assert s.samples == 2
-    assert s.cpu_utilization_mean["main"] == 2.0
+    assert s.cpu_utilization_mean["main"] == 3.0  # the start edge's rate is of the time before the window
     assert s.energy["cpu:estimate"].joules == 20.0
 
 

@@ -190,10 +190,16 @@ def summarize(
     uss: dict[str, int] = {}
     pss: dict[str, int] = {}
     threads: dict[str, int] = {}
+    # A sample's utilisation is the rate since the sample before it (a process's first: since it started),
+    # so one taken at or before the window's start describes time before the window: left out of the rates
+    # when a later one exists (an idle run right after a busy one showed the busy one's cores).
+    start_edge = edges[0] if edges else None
+    rated = [s for s in snaps if s.time_ns > start_ns and s is not start_edge] or snaps
     for scope in _SCOPES:
         stats = [_scopes(s)[scope] for s in snaps]
-        util_max[scope] = max(p.cpu_utilization for p in stats)
-        util_mean[scope] = sum(p.cpu_utilization for p in stats) / len(stats)
+        rates = [_scopes(s)[scope].cpu_utilization for s in rated]
+        util_max[scope] = max(rates)
+        util_mean[scope] = sum(rates) / len(rates)
         rss[scope] = max(p.rss_bytes for p in stats)
         threads[scope] = max(p.threads for p in stats)
         for target, attr in ((uss, "uss_bytes"), (pss, "pss_bytes")):
@@ -312,10 +318,18 @@ def with_edges(
         cpu = delta.cpu_s + max(delta.children_cpu_s, descendants)
         fields["thread_cpu_time_s"] = delta.thread_cpu_s
         fields["cpu_time_children_s"] = delta.children_cpu_s
-        if summary.samples == 0 and summary.duration_s > 0:
+        if summary.duration_s > 0:  # the exact mean, from the counters at the edges (samples only estimate it)
             mean = cpu / summary.duration_s
-            fields["cpu_utilization_mean"] = {semconv.SCOPE_MAIN: delta.cpu_s / summary.duration_s,
-                                              semconv.SCOPE_COMBINED: mean}
+            means = {**summary.cpu_utilization_mean, semconv.SCOPE_MAIN: delta.cpu_s / summary.duration_s,
+                     semconv.SCOPE_COMBINED: mean}
+            if not block and semconv.SCOPE_DESCENDANTS in means:
+                means[semconv.SCOPE_DESCENDANTS] = max(0.0, cpu - delta.cpu_s) / summary.duration_s
+            fields["cpu_utilization_mean"] = means
+            fields["cpu_hardware_utilization_mean"] = mean / summary.n_expected_cores
+            if summary.samples:  # a peak is never below the mean (a sampled max can miss a busy stretch)
+                peaks = {scope: max(value, means.get(scope, 0.0)) for scope, value in summary.cpu_utilization_max.items()}
+                fields["cpu_utilization_max"] = peaks
+                fields["cpu_hardware_utilization_max"] = peaks.get(semconv.SCOPE_COMBINED, mean) / summary.n_expected_cores
         rss, uss, pss = summary.rss_max, summary.uss_max, summary.pss_max
         if delta.peak_rss_bytes is not None:
             rss = _raise(_raise(rss, semconv.SCOPE_MAIN, delta.peak_rss_bytes), semconv.SCOPE_COMBINED,
