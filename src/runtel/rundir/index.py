@@ -298,27 +298,53 @@ def _connect(root: Path, busy_ms: int) -> sqlite3.Connection:
         if version != SCHEMA_VERSION:
             if version > SCHEMA_VERSION:
                 raise IndexUnavailable(f"{path} was written by a newer runtel (schema {version})")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                    for table in ("runs", "artifacts", "sources"):
-                        conn.execute(f"DROP TABLE IF EXISTS {table}")
-                    schema = "\n".join(line.split("--")[0] for line in _SCHEMA.splitlines())
-                    for statement in schema.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            _while_locked(lambda: _migrate(conn), busy_ms, sqlite3.OperationalError)
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL: fsync at checkpoints only; the index is rebuildable
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Switch a new (or older) index to WAL and create the current schema, in one immediate transaction."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            for table in ("runs", "artifacts", "sources"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            schema = "\n".join(line.split("--")[0] for line in _SCHEMA.splitlines())
+            for statement in schema.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _while_locked(step: Callable[[], None], busy_ms: int, error: type[Exception]) -> None:
+    """Run ``step``, again while SQLite answers "locked"/"busy", for up to ``busy_ms``.
+
+    Switching to WAL needs the database to itself, and SQLite returns SQLITE_BUSY at once there rather
+    than waiting in its busy handler: processes that create the index together (a pool's workers ending
+    their first runs) failed with "database is locked" while the other was still creating it.
+    """
+    deadline = time.monotonic() + busy_ms / 1000
+    pause = 0.005
+    while True:
+        try:
+            step()
+            return
+        except error as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _remove_index(root: Path) -> None:
