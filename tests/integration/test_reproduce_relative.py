@@ -1,0 +1,117 @@
+"""``runtel reproduce`` as a new user runs it: the default relative ``./runs``.
+
+Each test is the shell session of the audit: a real git repository, ``python job.py`` recording into
+``./runs`` (no RUNTEL_DIR), then ``runtel reproduce latest --check`` from the repository, as real
+subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PY = sys.executable
+
+JOB = """\
+import runtel
+with runtel.run_span("job", seed=True) as run:
+    open("out.txt","w").write("x")
+    run.add_artifact("out","out.txt")
+"""
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path: Path, clean_env: dict[str, str]) -> Path:
+    """The audit's repository: job.py committed, runs/ and out.txt ignored, one run recorded into ./runs."""
+    repo = tmp_path / "r"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "i")
+    (repo / ".gitignore").write_text("runs/\nout.txt\n")
+    (repo / "job.py").write_text(JOB)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "j")
+    return repo
+
+
+def _job(repo: Path, env: dict[str, str]) -> None:
+    subprocess.run([PY, "job.py"], cwd=repo, env=env, check=True, timeout=60, capture_output=True)
+
+
+def _reproduce(repo: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "runtel", "reproduce", "latest", "--check", *extra], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _records(repo: Path) -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads((p / "run.json").read_text()) for p in (repo / "runs").iterdir() if p.is_dir()}
+
+
+def _worktrees(repo: Path) -> int:
+    listed = subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True, text=True, check=True)
+    return len(listed.stdout.splitlines())
+
+
+def _assert_identical(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "identical" in proc.stdout and "missing" not in proc.stdout and "differs" not in proc.stdout
+
+
+@pytest.mark.parametrize("edit", ["clean", "dirty"])
+def test_default_relative_runs_folder(repo: Path, clean_env: dict[str, str], edit: str) -> None:
+    """No RUNTEL_DIR: the re-run lands in ./runs beside the original (not in the worktree) and is identical."""
+    if edit == "dirty":
+        with (repo / "job.py").open("a") as f:
+            f.write("#d\n")
+    _job(repo, clean_env)
+    (original,) = _records(repo)
+    proc = _reproduce(repo, clean_env)
+    _assert_identical(proc)
+    records = _records(repo)
+    assert len(records) == 2
+    (rerun,) = [r for name, r in records.items() if name != original]
+    assert rerun["environment"]["git"]["script"]["dirty"] is (edit == "dirty")
+    assert _worktrees(repo) == 1
+
+
+def test_relative_dir_option(repo: Path, clean_env: dict[str, str]) -> None:
+    """``--dir runs`` (relative) from the repository, and a relative run path, with a dirty tree."""
+    with (repo / "job.py").open("a") as f:
+        f.write("#d\n")
+    _job(repo, clean_env)
+    (original,) = _records(repo)
+    _assert_identical(_reproduce(repo, clean_env, "--dir", "runs"))
+    proc = subprocess.run([PY, "-m", "runtel", "reproduce", f"runs/{original}", "--check"], cwd=repo, env=clean_env,
+                          capture_output=True, text=True, timeout=120)
+    _assert_identical(proc)
+
+
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_vanished_repository_is_one_clear_line(tmp_path: Path, repo: Path, clean_env: dict[str, str],
+                                               json_flag: bool) -> None:
+    """A run whose repository was deleted since: one error line (a RuntelError with --json), exit 1."""
+    runs = tmp_path / "kept-runs"
+    env = {**clean_env, "RUNTEL_DIR": str(runs)}
+    _job(repo, env)
+    shutil.rmtree(repo)
+    proc = subprocess.run([PY, "-m", "runtel", "reproduce", "latest", "--check", *(["--json"] if json_flag else [])],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    if json_flag:
+        error = json.loads(proc.stdout)
+        assert error["type"] == "RuntelError" and f"repository {repo} no longer exists" in error["error"]
+    else:
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("runtel: error: ") and f"repository {repo} no longer exists" in line
