@@ -1,4 +1,4 @@
-"""``runtel reproduce`` as a new user runs it: the default relative ``./runs``.
+"""``runtel reproduce`` as a new user runs it: the default relative ``./runs``, and a re-run reproduced again.
 
 Each test is the shell session of the audit: a real git repository, ``python job.py`` recording into
 ``./runs`` (no RUNTEL_DIR), then ``runtel reproduce latest --check`` from the repository, as real
@@ -81,7 +81,13 @@ def test_default_relative_runs_folder(repo: Path, clean_env: dict[str, str], edi
     records = _records(repo)
     assert len(records) == 2
     (rerun,) = [r for name, r in records.items() if name != original]
+    # The re-run's record names the repository, not the removed worktree, and the run it reproduces.
+    assert rerun["reproduces"] == original
+    assert rerun["environment"]["git"]["script"]["toplevel"] == str(repo)
     assert rerun["environment"]["git"]["script"]["dirty"] is (edit == "dirty")
+    assert rerun["environment"]["process"]["cwd"] == str(repo)
+    place = [rerun["argv"], rerun["environment"]["git"], rerun["environment"]["process"]]
+    assert "runtel-reproduce-" not in json.dumps(place)  # (artifact paths do name the worktree they were in)
     assert _worktrees(repo) == 1
 
 
@@ -95,6 +101,35 @@ def test_relative_dir_option(repo: Path, clean_env: dict[str, str]) -> None:
     proc = subprocess.run([PY, "-m", "runtel", "reproduce", f"runs/{original}", "--check"], cwd=repo, env=clean_env,
                           capture_output=True, text=True, timeout=120)
     _assert_identical(proc)
+
+
+def test_a_rerun_is_itself_reproducible(repo: Path, clean_env: dict[str, str]) -> None:
+    """The re-run becomes ``latest``; reproducing it (twice, then with --json, then its reproduce.sh) works."""
+    with (repo / "job.py").open("a") as f:
+        f.write("#d\n")
+    _job(repo, clean_env)
+    _assert_identical(_reproduce(repo, clean_env))
+    _assert_identical(_reproduce(repo, clean_env))
+    proc = _reproduce(repo, clean_env, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [(v["name"], v["verdict"]) for v in out["artifacts"]] == [("out", "identical")]
+    records = _records(repo)
+    assert len(records) == 4
+    chain = {r["id"]: r.get("reproduces") for r in records.values()}
+    assert chain[out["rerun"]] == out["run"] and chain[out["run"]] in chain
+    # The re-run's reproduce.sh (no runtel involved) re-creates a worktree from the repository, too.
+    script = repo / "runs" / out["rerun"] / "reproduce.sh"
+    assert "runtel-reproduce-" not in script.read_text().split("mktemp", 1)[0]
+    sh = subprocess.run(["bash", str(script)], cwd="/", env=clean_env, capture_output=True, text=True, timeout=120)
+    assert sh.returncode == 0, sh.stderr
+    (line,) = [x for x in sh.stderr.splitlines() if x.startswith("runtel: re-running in ")]
+    worktree = Path(line.split()[3])
+    (new,) = [r for name, r in _records(repo).items() if name not in records]
+    assert new["reproduces"] == out["rerun"]
+    assert new["environment"]["git"]["script"]["toplevel"] == str(repo)
+    assert (worktree / "out.txt").read_text() == "x"
+    subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=repo, check=True)
 
 
 @pytest.mark.parametrize("json_flag", [False, True])

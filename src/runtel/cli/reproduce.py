@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel.cli import problem, render, run_root
+from runtel.environment.worktree import OF_ENV, TOPLEVEL_ENV, WORKTREE_ENV
 from runtel.errors import RuntelError
 from runtel.query.diff import compare_artifacts, compare_results, diff_records
 from runtel.redaction import REDACTED
@@ -127,11 +128,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _child_env(record: RunRecord, root: Path) -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(record: RunRecord, root: Path, worktree: Path | None, toplevel: str | None) -> dict[str, str]:
+    """The re-run's variables; the ``RUNTEL_REPRODUCE_*`` ones say what it re-runs and where (never the recorded ones)."""
+    ours = (OF_ENV, WORKTREE_ENV, TOPLEVEL_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     redacted = []
     for name, value in _mapping(environment(record).get("env")).items():
-        if not isinstance(value, str):
+        if not isinstance(value, str) or name in ours:  # a re-run's record holds those of its own re-run
             continue
         if REDACTED in value:
             redacted.append(name)
@@ -144,6 +147,9 @@ def _child_env(record: RunRecord, root: Path) -> dict[str, str]:
     if isinstance(seed, int):
         env[SEED_ENV] = str(seed)
     env["RUNTEL_DIR"] = str(root)  # the re-run is recorded next to the original, where we look for it
+    env[OF_ENV] = str(record.get("id") or "")
+    if worktree is not None and toplevel is not None:  # the re-run records the repository, not the worktree
+        env[WORKTREE_ENV], env[TOPLEVEL_ENV] = str(worktree), toplevel
     return env
 
 
@@ -251,7 +257,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     worktree, cwd, toplevel = _prepare_worktree(record, run_dir, args.into)
     try:
         command = _command(record, toplevel, worktree)
-        env = _child_env(record, root)
+        env = _child_env(record, root, worktree, toplevel)
         before = _run_folders(root)
         sys.stdout.flush()
         try:
