@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runtel.redaction import REDACTED
+from runtel.environment import collect_environment
+from runtel.environment.worktree import TOPLEVEL_ENV, WORKTREE_ENV, relocation
+from runtel.redaction import REDACTED, Redactor
 from runtel.rundir.reproduce import pin_seed, render_reproduce_script
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
@@ -176,3 +178,67 @@ def test_repository_paths_point_into_the_worktree() -> None:
                                    git={"commit": "abc", "dirty": False, "toplevel": "/repo"}, env={}, run_id="r")
     assert "worktree add -q --detach" in text and "git apply" not in text
     assert text.splitlines()[-1] == 'exec /repo/.venv/bin/python "${runtel_work:-/repo}"/src/t.py /data/x'
+
+
+def test_per_rerun_variables_are_set_by_the_script_not_replayed(tmp_path: Path) -> None:
+    """A re-run's recorded RUNTEL_REPRODUCE_* name its own, gone worktree: the script sets fresh ones."""
+    folder = tmp_path / "20261202T000000Z-job-abc123"
+    folder.mkdir()
+    (folder / "record.py").write_text(
+        "import json, os\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if k.startswith('RUNTEL_REPRODUCE_')}))\n")
+    stale = {"RUNTEL_REPRODUCE_WORKTREE": "/tmp/runtel-reproduce-gone/worktree",
+             "RUNTEL_REPRODUCE_TOPLEVEL": "/gone", "RUNTEL_REPRODUCE_OF": "older-run"}
+    text = render_reproduce_script(argv=["record.py"], cwd=str(folder), python_executable=sys.executable, git=None,
+                                   env=stale, run_id="20261202T000000Z-job-abc123")
+    assert "/gone" not in text and "older-run" not in text
+    script = folder / "reproduce.sh"
+    script.write_text(text)
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": os.environ["PATH"]},
+                          cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"RUNTEL_REPRODUCE_OF": folder.name}
+
+
+def test_worktree_script_names_the_repository_for_the_rerun() -> None:
+    """In the worktree branch the re-run is told which repository the worktree stands for."""
+    text = render_reproduce_script(argv=["t.py"], cwd="/repo", python_executable=None,
+                                   git={"commit": "abc", "dirty": False, "toplevel": "/repo"}, env={}, run_id="r")
+    assert 'export RUNTEL_REPRODUCE_WORKTREE="$runtel_work" RUNTEL_REPRODUCE_TOPLEVEL=/repo' in text
+
+
+def test_relocation_maps_worktree_paths_to_the_repository(tmp_path: Path) -> None:
+    """Paths in the worktree (given or symlink-resolved) become repository paths; others and half-set pairs stay."""
+    real = tmp_path / "real"
+    (real / "worktree").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    moved = relocation({WORKTREE_ENV: str(link / "worktree"), TOPLEVEL_ENV: "/src/repo"})
+    assert moved is not None
+    assert moved.path(str(link / "worktree")) == "/src/repo"
+    assert moved.path(str(real / "worktree" / "a" / "job.py")) == "/src/repo/a/job.py"
+    assert moved.path(str(real / "worktree2")) == str(real / "worktree2")
+    assert moved.argv(["--out", str(link / "worktree" / "o.txt"), "x"]) == ["--out", "/src/repo/o.txt", "x"]
+    assert relocation({WORKTREE_ENV: str(link)}) is None
+    assert relocation({WORKTREE_ENV: "relative", TOPLEVEL_ENV: "/src/repo"}) is None
+
+
+def test_environment_capture_records_the_repository_not_the_worktree(tmp_path: Path) -> None:
+    """collect_environment in a worktree told to stand for a repository: toplevel, cwd and argv are relocated."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "job.py").write_text("pass\n")
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "j"], cwd=repo, check=True)
+    worktree = tmp_path / "wt" / "worktree"
+    subprocess.run([*git, "worktree", "add", "-q", "--detach", str(worktree)], cwd=repo, check=True)
+    env = {"PATH": os.environ["PATH"], WORKTREE_ENV: str(worktree), TOPLEVEL_ENV: str(repo)}
+    e = collect_environment(level="full", env=env, argv=[str(worktree / "job.py"), "--x"], cwd=str(worktree),
+                            script_path=str(worktree / "job.py"), redactor=Redactor(), git_diff_max_bytes=1024)
+    assert e.record["git"]["script"]["toplevel"] == str(repo)
+    assert e.record["git"]["script"]["commit"]
+    assert e.record["process"]["cwd"] == str(repo)
+    assert e.record["process"]["argv"] == [str(repo / "job.py"), "--x"]
+    assert str(worktree) not in json.dumps([e.record["git"], e.record["process"], e.resource])

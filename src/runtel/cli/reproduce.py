@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel.cli import problem, render, run_root
+from runtel.environment.worktree import OF_ENV, TOPLEVEL_ENV, WORKTREE_ENV
 from runtel.errors import RuntelError
 from runtel.query.diff import compare_artifacts, compare_results, diff_records
 from runtel.redaction import REDACTED
@@ -69,7 +70,10 @@ def _say(text: str) -> None:
 
 
 def _git(args: Sequence[str], cwd: Path | str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:  # no git on PATH, or ``cwd`` vanished since it was checked
+        raise RuntelError(f"cannot run git {args[0]} in {cwd}: {exc.strerror or exc}") from exc
 
 
 def _check_diff(run_dir: Path, record: RunRecord, dirty: bool) -> Path | None:
@@ -91,7 +95,8 @@ def _check_diff(run_dir: Path, record: RunRecord, dirty: bool) -> Path | None:
     return path
 
 
-def _command(record: RunRecord, toplevel: str | None, worktree: Path | None) -> list[str]:
+def _recorded_argv(record: RunRecord) -> list[str]:
+    """The recorded command line, or the one-line reason it cannot be re-run (checked before any worktree)."""
     argv = [str(a) for a in (record.get("argv") or [])]
     if not argv:
         raise RuntelError(f"run {record.get('id')}: no command line was recorded (telemetry below 'full'?)")
@@ -100,6 +105,12 @@ def _command(record: RunRecord, toplevel: str | None, worktree: Path | None) -> 
     if Path(argv[0]).name in _NOTEBOOK_LAUNCHERS or "ipykernel" in argv[0]:
         raise RuntelError(f"run {record.get('id')}: a notebook kernel session cannot be re-run; "
                           "re-run the notebook itself")
+    return argv
+
+
+def _command(record: RunRecord, toplevel: str | None, worktree: Path | None) -> list[str]:
+    """The command to run: paths in the repository mapped into the worktree, a script run by its interpreter."""
+    argv = _recorded_argv(record)
     if toplevel and worktree is not None:
         prefix = toplevel.rstrip("/") + "/"
         argv = [str(worktree / a[len(prefix):]) if a.startswith(prefix) else a for a in argv]
@@ -117,11 +128,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _child_env(record: RunRecord, root: Path) -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(record: RunRecord, root: Path, worktree: Path | None, toplevel: str | None) -> dict[str, str]:
+    """The re-run's variables; the ``RUNTEL_REPRODUCE_*`` ones say what it re-runs and where (never the recorded ones)."""
+    ours = (OF_ENV, WORKTREE_ENV, TOPLEVEL_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     redacted = []
     for name, value in _mapping(environment(record).get("env")).items():
-        if not isinstance(value, str):
+        if not isinstance(value, str) or name in ours:  # a re-run's record holds those of its own re-run
             continue
         if REDACTED in value:
             redacted.append(name)
@@ -134,6 +147,9 @@ def _child_env(record: RunRecord, root: Path) -> dict[str, str]:
     if isinstance(seed, int):
         env[SEED_ENV] = str(seed)
     env["RUNTEL_DIR"] = str(root)  # the re-run is recorded next to the original, where we look for it
+    env[OF_ENV] = str(record.get("id") or "")
+    if worktree is not None and toplevel is not None:  # the re-run records the repository, not the worktree
+        env[WORKTREE_ENV], env[TOPLEVEL_ENV] = str(worktree), toplevel
     return env
 
 
@@ -184,14 +200,16 @@ def _prepare_worktree(record: RunRecord, run_dir: Path, into: str | None) -> tup
         if not cwd:
             raise RuntelError(f"run {record.get('id')}: neither a git commit nor a directory was recorded")
         _say(f"warning: no git commit recorded; re-running in {cwd} as it is now")
-        return None, Path(cwd), None
+        return None, _existing(Path(cwd).absolute(), record, "directory"), None
+    _existing(Path(toplevel), record, "repository")
     diff = _check_diff(run_dir, record, bool(git.get("dirty")))
     if into:
         worktree = Path(into).resolve()
         if worktree.exists() and any(worktree.iterdir()):
             raise RuntelError(f"--in {into}: not an empty directory")
     else:
-        worktree = Path(tempfile.mkdtemp(prefix="runtel-reproduce-")) / "worktree"
+        # resolved: the path the re-run sees as its cwd (tempfile may name /tmp through a symlink)
+        worktree = Path(tempfile.mkdtemp(prefix="runtel-reproduce-")).resolve() / "worktree"
     added = _git(["worktree", "add", "--detach", str(worktree), commit], toplevel)
     if added.returncode != 0:
         raise RuntelError(f"git worktree add at {commit[:12]} failed: {' '.join(added.stderr.split())}")
@@ -201,11 +219,25 @@ def _prepare_worktree(record: RunRecord, run_dir: Path, into: str | None) -> tup
             _remove_worktree(toplevel, worktree, keep=bool(into))
             raise RuntelError(f"git apply of the recorded git.diff failed: {' '.join(applied.stderr.split())}")
     rel = os.path.relpath(cwd, toplevel) if cwd else "."
-    if rel.startswith(".."):
-        _say(f"warning: the run started outside its repository ({cwd}); running there")
-        return worktree, Path(cwd), toplevel
-    _say(f"worktree at {commit[:12]}{' + git.diff' if diff else ''}: {worktree}")
-    return worktree, worktree / rel, toplevel
+    try:
+        if rel.startswith(".."):
+            _say(f"warning: the run started outside its repository ({cwd}); running there")
+            return worktree, _existing(Path(cwd), record, "directory"), toplevel
+        _say(f"worktree at {commit[:12]}{' + git.diff' if diff else ''}: {worktree}")
+        if not (worktree / rel).is_dir():
+            raise RuntelError(f"run {record.get('id')}: the directory {rel} it started in is not in commit "
+                              f"{commit[:12]} (untracked?)")
+        return worktree, worktree / rel, toplevel
+    except RuntelError:
+        _remove_worktree(toplevel, worktree, keep=bool(into))
+        raise
+
+
+def _existing(path: Path, record: RunRecord, what: str) -> Path:
+    """``path`` if it is a directory; else the one-line error that the recorded ``what`` is gone."""
+    if not path.is_dir():
+        raise RuntelError(f"run {record.get('id')}: the recorded {what} {path} no longer exists")
+    return path
 
 
 def _remove_worktree(toplevel: str, worktree: Path, *, keep: bool) -> None:
@@ -217,17 +249,22 @@ def _remove_worktree(toplevel: str, worktree: Path, *, keep: bool) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    run_dir = resolve_run(args.run, run_root(args))
+    # absolute before anything runs in the worktree: a relative ./runs (the default) means the caller's cwd
+    run_dir = Path(os.path.abspath(resolve_run(args.run, run_root(args))))
     record = read_record(run_dir)
     root = run_dir.parent
+    _recorded_argv(record)
     worktree, cwd, toplevel = _prepare_worktree(record, run_dir, args.into)
     try:
         command = _command(record, toplevel, worktree)
-        env = _child_env(record, root)
+        env = _child_env(record, root, worktree, toplevel)
         before = _run_folders(root)
         sys.stdout.flush()
-        code = subprocess.run(command, cwd=cwd, env=env, check=False,
-                              stdout=sys.stderr.fileno() if args.json else None).returncode
+        try:
+            code = subprocess.run(command, cwd=cwd, env=env, check=False,
+                                  stdout=sys.stderr.fileno() if args.json else None).returncode
+        except OSError as exc:  # the interpreter or program of argv[0] is gone
+            raise RuntelError(f"cannot start the re-run {command[0]}: {exc.strerror or exc}") from exc
         rerun = _find_rerun(root, before, record)
     finally:
         if worktree is not None and toplevel is not None:

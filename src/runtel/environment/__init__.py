@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runtel import semconv
-from runtel.environment import cluster, git, host, packages, process
+from runtel.environment import cluster, git, host, packages, process, worktree
 from runtel.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -148,6 +148,10 @@ def _vcs_span(info: git.GitInfo | None, *, full: bool) -> dict[str, AttributeVal
     return span
 
 
+def _moved_git(info: git.GitInfo, moved: worktree.Relocation | None) -> git.GitInfo:
+    return info if moved is None else info._replace(toplevel=moved.path(info.toplevel))
+
+
 def collect_environment(
     *,
     level: str,
@@ -243,11 +247,13 @@ def _collect(
     if inventory is not None:
         span[semconv.PACKAGES_COUNT] = inventory.count
         span[semconv.PACKAGES_HASH] = inventory.hash
+    # a `runtel reproduce` re-run in a temporary worktree records the repository it stands for
+    moved = worktree.relocation(env)
     git_record: dict[str, Any] = {}
     if script_git is not None:
-        git_record["script"] = script_git.to_record(include_paths=full)
+        git_record["script"] = _moved_git(script_git, moved).to_record(include_paths=full)
     if cwd_git is not None:
-        git_record["cwd"] = cwd_git.to_record(include_paths=full)
+        git_record["cwd"] = _moved_git(cwd_git, moved).to_record(include_paths=full)
     _put(record, "git", git_record)
     if inventory is not None:
         record["packages_summary"] = {"count": inventory.count, "hash": inventory.hash}
@@ -309,6 +315,8 @@ def _collect(
     else:
         record["machine"] = {"gpus": [dict(g) for g in gpus]}
 
+    if moved is not None:
+        redacted_argv, cwd = moved.argv(redacted_argv), moved.path(cwd)
     process_record = {"argv": redacted_argv, "cwd": cwd}
     if proc is not None:
         resource[semconv.PROCESS_PID] = proc.pid

@@ -417,12 +417,26 @@ def _record_inputs(run: Run, spec: RunSpan, level: str, argv: list[str], env_inf
     if notebook and level == "full":
         record["notebook"] = redactor.redact_text(notebook) if redactor is not None else notebook
     if env_info is not None:
+        _record_reproduction(run, record, run._settings.env if run._settings is not None else os.environ)
         attributes.update(env_info.span)
         record["environment"] = env_info.record
         if not own_resource:  # the application's Resource is kept; carry ours on the span
             attributes.update(env_info.resource)
         if level == "minimal":
             record["argv"] = env_info.record.get("argv", record["argv"])
+
+
+def _record_reproduction(run: Run, record: RunRecord, env: Mapping[str, str]) -> None:
+    """A `runtel reproduce` re-run: the run it reproduces, and its command line as run in the repository."""
+    # deferred: runtel.environment, already imported by the capture that made env_info (~0 ms here)
+    from runtel.environment.worktree import OF_ENV, relocation
+
+    of = env.get(OF_ENV)
+    if of:
+        record["reproduces"] = run._redactor.redact_text(of) if run._redactor is not None else of
+    moved = relocation(env)
+    if moved is not None and record.get("argv"):
+        record["argv"] = moved.argv(record.get("argv") or [])
 
 
 def _start_span(run: Run, runtime: _sdk.Runtime, parent_ctx: Context | None, attributes: dict[str, Any]) -> object:
@@ -468,7 +482,8 @@ _last_reproduce: list[Any] = [None, "", ""]
 def _reproduce_script(run: Run, env_info: Environment) -> str:
     """reproduce.sh for ``run`` (``env_info`` is the process's environment capture, reused between runs)."""
     argv = run.record.get("argv") or []  # at telemetry "full": the command line as recorded, already redacted
-    cwd = os.getcwd()
+    # as recorded: a `runtel reproduce` re-run's worktree stands for its repository (runtel.environment.worktree)
+    cwd = str((env_info.record.get("process") or {}).get("cwd") or os.getcwd())
     seed = run.record.get("seed")
     runs_root = os.path.dirname(os.path.abspath(run.dir)) if run.dir is not None else None
     key = (env_info, tuple(argv), cwd, sys.executable, seed, runs_root)

@@ -367,6 +367,8 @@ class RunRecord(TypedDict, total=False):
     notebook: str
     git_diff_file: str
     reproduce: str
+    #: the id of the run this one re-ran (``runtel reproduce``, reproduce.sh)
+    reproduces: str
     # written by `runtel run` about the wrapped command
     exit_code: int
     signal: str
@@ -554,7 +556,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "duration_s": _opt_num, "telemetry": _str, "runtel_version": _str, "trace_id": _str, "span_id": _str,
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
     "seed_libraries": _str_list, "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
-    "output_dir": _str, "notebook": _str, "git_diff_file": _str, "reproduce": _str, "exit_code": _int, "signal": _str,
+    "output_dir": _str, "notebook": _str, "git_diff_file": _str, "reproduce": _str, "reproduces": _str, "exit_code": _int, "signal": _str,
     "command_rusage": _dict, "trackers": _dict, "telemetry_losses": _dict,
 }
 
