@@ -1,4 +1,4 @@
-"""Keep credentials out of everything runtel records: keys, free text, URLs, argv and nested values.
+"""Keep credentials out of everything runtel records: keys, free text, URLs, argv, pairs and nested values.
 
 Run records travel (shared folders, OTLP backends, bug reports), so anything that looks like a secret is
 replaced by :data:`REDACTED` before it is stored. Redaction is deliberately eager: a false positive costs a
@@ -593,7 +593,9 @@ class Redactor:
 
     # --- structures ------------------------------------------------------------------------------------
     def redact_value(self, key: str | None, value: object, *, max_str: int | None = None) -> object:
-        """Redact one value: whole value under a secret key, text inside strings, recursively in containers.
+        """Redact one value: whole value under a secret key, text inside strings, recursively in containers
+        (where pairs count as keys: ``[("X-Api-Key", v)]``, ``{"name": "DB_PASSWORD", "value": v}``,
+        ``["--token", v]``).
 
         Tuples come back as lists (records are JSON); other scalars are returned unchanged. With
         ``max_str``, every string is cut to that many characters (plus :data:`TRUNCATED`) *before* it is
