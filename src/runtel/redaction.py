@@ -1,4 +1,4 @@
-"""Keep credentials out of everything runtel records: keys, free text, URLs, argv and nested values.
+"""Keep credentials out of everything runtel records: keys, free text, URLs, argv, pairs and nested values.
 
 Run records travel (shared folders, OTLP backends, bug reports), so anything that looks like a secret is
 replaced by :data:`REDACTED` before it is stored. Redaction is deliberately eager: a false positive costs a
@@ -14,6 +14,7 @@ The rules are documented in ``docs/privacy.md``; keep the two in step.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,12 @@ _TOKEN_SOURCES: Final = (
     (("npm_",), r"npm_[A-Za-z0-9]{36}"),
     (("pypi-",), r"pypi-[A-Za-z0-9_\-]{50,}"),
     (("eyJ",), r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),  # JWT (signature may be empty)
+    # Incoming-webhook URLs: the path is the credential (anyone holding it can post). A rule with a group
+    # named "keep" keeps that part (the host and route, so the record still says what it was).
+    (("hooks.slack.com/",), r"(?P<keep>hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[A-Za-z0-9/_\-]+"),
+    (("/webhooks/",), r"(?P<keep>discord(?:app)?\.com/api/(?:v\d+/)?webhooks/)[0-9]+/[A-Za-z0-9_\-]+"),
+    (("webhook.office.com/", "outlook.office.com/webhook"),
+     r"(?P<keep>(?:[A-Za-z0-9\-]+\.webhook\.office\.com/webhookb2/|outlook\.office\.com/webhook/))[A-Za-z0-9@/_\-]+"),
 )
 _BEARER: Final = r"(?i)\b(bearer)([ \t]+)[A-Za-z0-9._~+/\-]{8,}=*"
 _AUTH_HEADER: Final = (
@@ -129,6 +136,37 @@ _ASSIGN_HINTS: Final = (
     "pw",
 )
 _AUTH_SCHEMES: Final = frozenset({"basic", "digest", "negotiate", "bearer", "token"})
+# Pairs inside text (a JSON attribute, a repr): `["X-Api-Key","v"]`, `('token', 'v')`, `(b'authorization', b'v')`,
+# with the JSON form of bytes `{"__bytes__":N,"base64":"..."}` as a key; and `"--token","v"` inside a longer
+# list. A key is at most _PAIR_KEY_MAX characters (bounded work per opening bracket or comma); a value runs to
+# its closing quote (work bounded by the distance to the next quote).
+_PAIR_KEY_MAX: Final = 256
+_PAIR_KEY_ITEM: Final = (
+    r"b?\"(?:[^\"\\\n]|\\.){0,256}\"|b?'(?:[^'\\\n]|\\.){0,256}'"
+    r"|\{\"__bytes__\":[ ]?\d+,[ ]?\"base64\":[ ]?\"[A-Za-z0-9+/=]{0,344}\"\}"
+)
+_PAIR_VALUE_ITEM: Final = (
+    r"b?\"(?!--)(?:[^\"\\\n]|\\.)*\"|b?'(?!--)(?:[^'\\\n]|\\.)*'"
+    r"|\{\"__bytes__\":[ ]?\d+,[ ]?\"(?:base64|sha256)\":[ ]?\"[^\"\n]*\"\}|[^\s,()\[\]{}\"']+"
+)
+_PAIR_SEP: Final = r"(?P<sep>[ \t]*,[ \t]*)(?P<value>" + _PAIR_VALUE_ITEM + ")"
+#: a bracketed pair: ( key , value )
+_TEXT_PAIR: Final = r"(?P<open>[\[(])(?P<ws>[ \t]*)(?P<key>" + _PAIR_KEY_ITEM + ")" + _PAIR_SEP + r"(?=[ \t]*[\])])"
+#: an option and the item after it, anywhere in a list: , "--token" , value
+_TEXT_FLAG_ITEM: Final = (
+    r"(?P<open>[\[(,])(?P<ws>[ \t]*)(?P<key>b?\"-[^\"\\\n]{1,255}\"|b?'-[^'\\\n]{1,255}')" + _PAIR_SEP
+    + r"(?=[ \t]*[\]),])"
+)
+_PAIR_HINT: Final = "__bytes__"
+# A dict of two to four entries with one of these names and one of these value keys is a name/value pair.
+_NAME_KEYS: Final = ("name", "key", "Name", "Key")
+_NAMED_VALUE_KEYS: Final = ("value", "Value")
+# ... and its JSON or repr text, name first: {"name": "DB_PASSWORD", "value": "..."}
+_TEXT_NAMED_VALUE: Final = (
+    r"(?P<head>(?P<q1>[\"'])(?:name|key|Name|Key)(?P=q1)[ \t]*:[ \t]*(?P<q>[\"'])"
+    r"(?P<key>(?:(?!(?P=q))[^\\\n]|\\.){1,256})(?P=q)[ \t]*,[ \t]*(?P<q2>[\"'])(?:value|Value)(?P=q2)[ \t]*:[ \t]*)"
+    r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|[^\s,}\]\"']+)"
+)
 _ENV_PAIR: Final = r"([A-Za-z_][A-Za-z0-9_.\-]*)=(.*)"
 
 
@@ -237,6 +275,18 @@ class _Compiled:
         return re.compile(_TEXT_FLAG)
 
     @functools.cached_property
+    def text_pair(self) -> re.Pattern[str]:
+        return re.compile(_TEXT_PAIR)
+
+    @functools.cached_property
+    def text_flag_item(self) -> re.Pattern[str]:
+        return re.compile(_TEXT_FLAG_ITEM)
+
+    @functools.cached_property
+    def text_named_value(self) -> re.Pattern[str]:
+        return re.compile(_TEXT_NAMED_VALUE)
+
+    @functools.cached_property
     def env_pair(self) -> re.Pattern[str]:
         return re.compile(_ENV_PAIR, re.DOTALL)
 
@@ -252,6 +302,8 @@ class _LazyPattern:
         pattern = self._pattern
         if pattern is None:
             pattern = self._pattern = re.compile(self.source)
+        if "keep" in pattern.groupindex:
+            return pattern.sub(lambda m: m.group("keep") + repl, text)
         return pattern.sub(repl, text)
 
 
@@ -381,10 +433,19 @@ class Redactor:
         return out
 
     def _redact_line(self, out: str, c: _Compiled) -> str:
+        lower = ""
+        if "," in out and ('"' in out or "'" in out):  # a pair in JSON or a repr: ["X-Api-Key","v"]
+            lower = out.lower()
+            if self._extra or _PAIR_HINT in out or any(hint in lower for hint in _ASSIGN_HINTS):
+                out = c.text_pair.sub(self._text_pair_sub, out)
+                if "\"-" in out or "'-" in out:
+                    out = c.text_flag_item.sub(self._text_flag_item_sub, out)
+                if "value" in lower:
+                    out = c.text_named_value.sub(self._text_named_value_sub, out)
         # Every rule below needs a separator ("=", ":", "@") or a blank ("Bearer x", "--password x").
         if "=" not in out and ":" not in out and " " not in out and "\t" not in out:
             return out
-        lower = out.lower()
+        lower = lower or out.lower()
         if "authorization" in lower:
             out = c.auth_header.sub(self._auth_header_sub, out)
         if "bearer" in lower:
@@ -398,6 +459,84 @@ class Redactor:
             out = c.assign.sub(self._assign_sub, out)
         if hinted and "-" in out and (" " in out or "\t" in out):
             out = c.text_flag.sub(self._text_flag_sub, out)
+        return out
+
+    def _text_pair_sub(self, match: re.Match[str]) -> str:
+        """``["X-Api-Key","v"]`` -> ``["X-Api-Key","[REDACTED]"]`` (a repr's quotes are kept)."""
+        key = match.group("key")
+        if key[0] == "{":  # the JSON form of bytes: the key is its base64 text
+            try:
+                name = _pair_key_name(binascii.a2b_base64(key.rpartition(":")[2].strip(' "}')))
+            except (binascii.Error, ValueError):
+                return match.group(0)
+        else:
+            name = key[2:-1] if key[0] == "b" else key[1:-1]
+        return self._hide_text_value(match, self.is_secret_key(name))
+
+    def _text_flag_item_sub(self, match: re.Match[str]) -> str:
+        """``"--token","v"`` inside a listed command line -> ``"--token","[REDACTED]"``."""
+        key = match.group("key")
+        return self._hide_text_value(match, self._is_secret_flag(key[2:-1] if key[0] == "b" else key[1:-1]))
+
+    def _text_named_value_sub(self, match: re.Match[str]) -> str:
+        """``{"name": "DB_PASSWORD", "value": "v"}`` -> ``{"name": "DB_PASSWORD", "value": "[REDACTED]"}``."""
+        value = match.group("value")
+        if value in ("None", "null") or value.strip("'\"") == REDACTED or not self.is_secret_key(match.group("key")):
+            return match.group(0)
+        quote = "'" if value[0] == "'" else '"'
+        return f"{match.group('head')}{quote}{REDACTED}{quote}"
+
+    @staticmethod
+    def _hide_text_value(match: re.Match[str], secret: bool) -> str:
+        value = match.group("value")
+        if not secret or value in ("None", "null") or value.lstrip("b").strip("'\"") == REDACTED:
+            return match.group(0)
+        quote = "'" if match.group("key")[-1] == "'" else '"'
+        return f"{match.group('open')}{match.group('ws')}{match.group('key')}{match.group('sep')}{quote}{REDACTED}{quote}"
+
+    def _is_secret_flag(self, item: str) -> bool:
+        """``--token``/``-password``/``--key``: an option whose next word on a command line is a credential."""
+        if item[:1] != "-" or len(item) > _PAIR_KEY_MAX or "=" in item:
+            return False
+        name = item.lstrip("-")
+        return (len(name) >= 3 and name[:1].isalpha() and self.is_secret_key(name)) or (
+            item.startswith("--") and name in _ARGV_SECRET_NAMES)
+
+    def _pair_key(self, first: object) -> bool:
+        """Whether ``first`` (the first item of a 2-item sequence) is a secret key: a string, bytes (ASGI
+        headers), or bytes in their run.json form ``{"__bytes__": n, "base64": ...}``; at most 256 long."""
+        cls = type(first)
+        if cls is str:
+            text: Any = first
+            return len(text) <= _PAIR_KEY_MAX and self.is_secret_key(text)
+        if cls is bytes or cls is bytearray:
+            raw: Any = first
+            return len(raw) <= _PAIR_KEY_MAX and self.is_secret_key(_pair_key_name(raw))
+        if cls is dict and len(first) == 2:  # type: ignore[arg-type]
+            b64 = first.get("base64")  # type: ignore[attr-defined]
+            if "__bytes__" in first and type(b64) is str and len(b64) <= 344:  # type: ignore[operator]
+                try:
+                    return self.is_secret_key(_pair_key_name(binascii.a2b_base64(b64)))
+                except (binascii.Error, ValueError):
+                    return False
+        return False
+
+    def redact_flag_values(self, items: list[Any]) -> list[Any]:
+        """``["--token", "x"]`` -> ``["--token", "[REDACTED]"]`` for a list of (already scanned) strings,
+        e.g. a span's list attribute; the same list back when nothing changed. One pass, no copies else."""
+        out = items
+        hide = False
+        for i, item in enumerate(items):
+            if type(item) is not str:
+                hide = False
+                continue
+            if hide and not item.startswith("--") and item != REDACTED:
+                if out is items:
+                    out = list(items)
+                out[i] = REDACTED
+                hide = False
+                continue
+            hide = item[:1] == "-" and self._is_secret_flag(item)
         return out
 
     @staticmethod
@@ -454,7 +593,9 @@ class Redactor:
 
     # --- structures ------------------------------------------------------------------------------------
     def redact_value(self, key: str | None, value: object, *, max_str: int | None = None) -> object:
-        """Redact one value: whole value under a secret key, text inside strings, recursively in containers.
+        """Redact one value: whole value under a secret key, text inside strings, recursively in containers
+        (where pairs count as keys: ``[("X-Api-Key", v)]``, ``{"name": "DB_PASSWORD", "value": v}``,
+        ``["--token", v]``).
 
         Tuples come back as lists (records are JSON); other scalars are returned unchanged. With
         ``max_str``, every string is cut to that many characters (plus :data:`TRUNCATED`) *before* it is
@@ -474,8 +615,30 @@ class Redactor:
         if isinstance(value, Mapping):
             return self._mapping(value, depth + 1, max_str)
         if isinstance(value, (list, tuple)):
-            return [self._value(None, item, depth + 1, max_str) for item in value]
+            return self._sequence(value, depth + 1, max_str)
         return value
+
+    def _sequence(self, seq: Sequence[Any], depth: int, max_str: int | None) -> list[object]:
+        """Items redacted one by one, plus what a sequence says by position: in ``[(key, value), ...]``
+        (HTTP header lists, ``dict.items()``, ``[b"authorization", b"..."]``) a secret key hides its value,
+        and in ``[..., "--token", value]`` a secret option hides the word after it. O(1) per item."""
+        out: list[object] = []
+        hide = False
+        for item in seq:
+            cls = type(item)
+            if hide:
+                hide = False
+                if item is not None and not (cls is str and item.startswith("--")):
+                    out.append(REDACTED)
+                    continue
+            if cls is str:
+                hide = item[:1] == "-" and self._is_secret_flag(item)
+            elif (cls is tuple or cls is list) and len(item) == 2 and self._pair_key(item[0]):
+                second = item[1]
+                out.append([self._value(None, item[0], depth + 1, max_str), None if second is None else REDACTED])
+                continue
+            out.append(self._value(None, item, depth, max_str))
+        return out
 
     def redact_mapping(self, mapping: Mapping[str, object], *, max_str: int | None = None) -> dict[str, object]:
         """A redacted copy of ``mapping``; keys are checked at every nesting level (``max_str``: as above)."""
@@ -484,8 +647,14 @@ class Redactor:
     def _mapping(self, mapping: Mapping[Any, object], depth: int, max_str: int | None = None) -> dict[str, object]:
         result: dict[str, object] = {}
         verdicts = self.key_verdicts
+        # {"name": "DB_PASSWORD", "value": ...} (Kubernetes env, HAR headers, AWS {"Key", "Value"} tags) is a
+        # pair spelled as a dict: its value entry is hidden when the name is a secret key.
+        hidden = self._named_value(mapping) if 2 <= len(mapping) <= 4 else None
         for raw_key, value in mapping.items():
             key = raw_key if type(raw_key) is str else _key_text(raw_key)
+            if key == hidden and value is not None:
+                result[key] = REDACTED
+                continue
             cls = type(value)
             if cls is int or cls is float or cls is bool or value is None:  # the common leaf, inline
                 if value is not None:
@@ -499,6 +668,20 @@ class Redactor:
                 continue
             result[key] = self._value(key, value, depth, max_str)
         return result
+
+    def _named_value(self, mapping: Mapping[Any, object]) -> str | None:
+        """The key of the value entry of a name/value dict whose name is a secret key, else None."""
+        for value_key in _NAMED_VALUE_KEYS:
+            if value_key in mapping:
+                break
+        else:
+            return None
+        for name_key in _NAME_KEYS:
+            name = mapping.get(name_key)
+            if type(name) is str:
+                text: Any = name
+                return value_key if len(text) <= _PAIR_KEY_MAX and self.is_secret_key(text) else None
+        return None
 
     def redact_record(self, record: Mapping[str, Any], *, max_str: int) -> dict[str, Any]:
         """run.json as it is written: the whole record redacted, every string capped at ``max_str`` first.
@@ -584,6 +767,11 @@ class Redactor:
                     continue
             out.append(self.redact_text(arg))
         return out
+
+
+def _pair_key_name(raw: bytes | bytearray) -> str:
+    """A bytes key (an ASGI header name) as text for the key rules."""
+    return bytes(raw[:_PAIR_KEY_MAX]).decode("latin-1")
 
 
 def _key_text(key: object) -> str:

@@ -285,7 +285,8 @@ def test_in_process_runs_index_and_a_stale_row_heals(rt: Settings, runs_dir: Pat
 def test_rebuild_command(corpus: tuple[Path, Path], tmp_path: Path, clean_env: dict[str, str]) -> None:
     runs = _copy(corpus, tmp_path)
     env = _env(clean_env, runs)
-    assert _json(["index", "--rebuild"], env) == {"index": str(runs / index.INDEX_FILE), "runs": 12, "rebuilt": True}
+    assert _json(["index", "--rebuild"], env) == {"index": str(runs / index.INDEX_FILE), "runs": 12, "rebuilt": True,
+                                                  "created": False, "exists": True}
     assert _json(["index"], env)["runs"] == 12
 
 

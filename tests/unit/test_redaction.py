@@ -349,3 +349,168 @@ print(json.dumps({{"plain": plain, "before": before, "text": text, "after": afte
     assert token not in out["text"]
     assert out["after"]["ghp_"] is True
     assert [prefix for prefix, compiled in out["after"].items() if compiled] == ["ghp_"]
+
+
+# --- key/value pairs (HTTP header lists, dict.items(), ASGI bytes headers, argv-style lists) ---------------
+
+
+def test_pairs_with_a_secret_key_lose_their_value(redactor: Redactor) -> None:
+    """A sequence of 2-item sequences whose first item is a secret key: the second item is replaced."""
+    value = {
+        "headers": [("X-Api-Key", "S1"), ("Authorization", "S2"), ("Accept", "json")],
+        "env": [["DB_PASSWORD", "S3"], ["HOME", "/h"]],
+        "items": list({"api_key": "S4", "lr": 0.1}.items()),
+        "asgi": [(b"authorization", b"Bearer S5x"), (b"x-api-key", b"S6"), (b"host", b"h")],
+        "none": [("token", None)],
+        "nested": [("cookie", {"a": "S7"}), ("session", ["S8"])],
+    }
+    assert redactor.redact_value(None, value) == {
+        "headers": [["X-Api-Key", REDACTED], ["Authorization", REDACTED], ["Accept", "json"]],
+        "env": [["DB_PASSWORD", REDACTED], ["HOME", "/h"]],
+        "items": [["api_key", REDACTED], ["lr", 0.1]],
+        "asgi": [[b"authorization", REDACTED], [b"x-api-key", REDACTED], [b"host", b"h"]],
+        "none": [["token", None]],
+        "nested": [["cookie", REDACTED], ["session", REDACTED]],
+    }
+
+
+def test_pairs_in_their_run_json_form_lose_their_value(redactor: Redactor) -> None:
+    """Bytes become {"__bytes__", "base64"} before run.json is redacted: the decoded key still counts."""
+    from runtel.values.jsonable import to_jsonable
+
+    record = to_jsonable({"asgi": [(b"authorization", b"S1"), (b"accept", b"S2")]}, max_str=1000)
+    out = redactor.redact_mapping(record)  # type: ignore[arg-type]
+    assert out["asgi"][0][1] == REDACTED
+    assert out["asgi"][1] == record["asgi"][1]  # type: ignore[index]
+
+
+def test_lone_pairs_and_ordinary_lists_are_kept(redactor: Redactor) -> None:
+    """Only pairs inside a sequence count (a list of field names is not a header); long first items are
+    not keys; 3-item tuples are not pairs."""
+    value = {
+        "fields": ["password", "email"],
+        "triples": [("token", "a", "b")],
+        "long": [("token" + "x" * 300, "kept")],
+        "numbers": [(1, 2), (3, 4)],
+        "plain": [("max_tokens", 512), ("author", "ana")],
+    }
+    assert redactor.redact_value(None, value) == {
+        "fields": ["password", "email"],
+        "triples": [["token", "a", "b"]],
+        "long": [["token" + "x" * 300, "kept"]],
+        "numbers": [[1, 2], [3, 4]],
+        "plain": [["max_tokens", 512], ["author", "ana"]],
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["train.py", "--token", "S1", "--lr", "0.1"], ["train.py", "--token", REDACTED, "--lr", "0.1"]),
+        (["-password", "S1"], ["-password", REDACTED]),
+        (["--key", "S1"], ["--key", REDACTED]),
+        (["--api-key", 12345], ["--api-key", REDACTED]),
+        (["--token", "--verbose"], ["--token", "--verbose"]),  # no value: the next option is kept
+        (["--token", None], ["--token", None]),
+        (["--tokenizer", "bpe", "-p", "dir"], ["--tokenizer", "bpe", "-p", "dir"]),  # only long/secret flags
+        (["--token=S1"], ["--token=" + REDACTED]),
+    ],
+)
+def test_argv_style_lists_hide_the_word_after_a_secret_option(
+    redactor: Redactor, value: list[object], expected: list[object]
+) -> None:
+    """A list like a command line: the value after --token/-password/--key is replaced."""
+    assert redactor.redact_value(None, value) == expected
+    strings = [v for v in value if isinstance(v, str)]
+    if len(strings) == len(value):  # the scrubber's form: a list attribute of (already scanned) strings
+        scanned = [redactor.redact_text(v) for v in strings]
+        assert redactor.redact_flag_values(scanned) == expected
+
+
+def test_flag_values_returns_the_same_list_when_clean(redactor: Redactor) -> None:
+    """The scrubber's hot path: nothing to hide, no copy."""
+    items = ["train.py", "--lr", "0.1"]
+    assert redactor.redact_flag_values(items) is items
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[["X-Api-Key","S1"],["Authorization","S2"]]', '[["X-Api-Key","[REDACTED]"],["Authorization","[REDACTED]"]]'),
+        ('[["DB_PASSWORD", "S3"], ["HOME", "/h"]]', '[["DB_PASSWORD", "[REDACTED]"], ["HOME", "/h"]]'),
+        ("[('X-Api-Key', 'S1'), ('Accept', 'json')]", "[('X-Api-Key', '[REDACTED]'), ('Accept', 'json')]"),
+        ("dict_items([('api_key', 'S1'), ('lr', 0.1)])", "dict_items([('api_key', '[REDACTED]'), ('lr', 0.1)])"),
+        ("[(b'x-api-key', b'S1')]", "[(b'x-api-key', '[REDACTED]')]"),
+        ("('password', 1234)", "('password', '[REDACTED]')"),
+        ("('password', None)", "('password', None)"),
+        ('[{"__bytes__":9,"base64":"eC1hcGkta2V5"},{"__bytes__":2,"base64":"UzE="}]',
+         '[{"__bytes__":9,"base64":"eC1hcGkta2V5"},"[REDACTED]"]'),
+        ('["run","--token","S1","--lr","0.1"]', '["run","--token","[REDACTED]","--lr","0.1"]'),
+        ('["max_tokens","author"]', '["max_tokens","author"]'),
+        ('["a","password","b"]', '["a","password","b"]'),  # in a longer list only an option hides its next item
+    ],
+)
+def test_pairs_inside_text(redactor: Redactor, text: str, expected: str) -> None:
+    """Pairs rendered as JSON (a span attribute) or a repr (captured arguments) are redacted too."""
+    assert redactor.redact_text(text) == expected
+
+
+def test_pairs_inside_text_cost_is_linear(redactor: Redactor) -> None:
+    """Adversarial texts for the pair rule (unterminated quotes after every comma) finish: no quadratic scan.
+
+    Not a timing assertion: a quadratic scan of these 400 kB texts would take minutes, not seconds.
+    """
+    for text in ('["key' + ',"' * 200_000, "(\"token\", '" + "x," * 200_000, "[" * 400_000 + 'key"'):
+        assert redactor._compute_redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/XXXXsecret", "https://hooks.slack.com/services/[REDACTED]"),
+        ("post to https://hooks.slack.com/workflows/T1/A2/33/abc now", "post to https://hooks.slack.com/workflows/[REDACTED] now"),
+        ("https://discord.com/api/webhooks/123456/abc-DEF_ghi", "https://discord.com/api/webhooks/[REDACTED]"),
+        ("https://discordapp.com/api/v10/webhooks/1/tok", "https://discordapp.com/api/v10/webhooks/[REDACTED]"),
+        ("https://contoso.webhook.office.com/webhookb2/1-2@3-4/IncomingWebhook/abc/5-6",
+         "https://contoso.webhook.office.com/webhookb2/[REDACTED]"),
+        ("https://outlook.office.com/webhook/1-2@3/IncomingWebhook/abc/5", "https://outlook.office.com/webhook/[REDACTED]"),
+        ("https://hooks.slack.com/", "https://hooks.slack.com/"),
+        ("see https://discord.com/channels/1/2", "see https://discord.com/channels/1/2"),
+    ],
+)
+def test_webhook_urls_are_redacted(redactor: Redactor, url: str, expected: str) -> None:
+    """Incoming-webhook URLs carry their credential in the path: the path goes, the host stays."""
+    assert redactor.redact_text(url) == expected
+
+
+def test_name_value_dicts_are_pairs(redactor: Redactor) -> None:
+    """Kubernetes env entries, HAR headers and AWS tags spell a pair as a dict: a secret name hides the value."""
+    value = {
+        "env": [{"name": "DB_PASSWORD", "value": "S1"}, {"name": "HOME", "value": "/h"}],
+        "tags": [{"Key": "api_token", "Value": "S2"}],
+        "har": [{"name": "Authorization", "value": "S3", "comment": ""}],
+        "none": {"name": "token", "value": None},
+        "wide": {"name": "token", "value": "kept", "a": 1, "b": 2, "c": 3},  # 5 entries: not a pair
+    }
+    assert redactor.redact_value(None, value) == {
+        "env": [{"name": "DB_PASSWORD", "value": REDACTED}, {"name": "HOME", "value": "/h"}],
+        "tags": [{"Key": "api_token", "Value": REDACTED}],
+        "har": [{"name": "Authorization", "value": REDACTED, "comment": ""}],
+        "none": {"name": "token", "value": None},
+        "wide": {"name": "token", "value": "kept", "a": 1, "b": 2, "c": 3},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[{"name":"DB_PASSWORD","value":"S1"},{"name":"HOME","value":"/h"}]',
+         '[{"name":"DB_PASSWORD","value":"[REDACTED]"},{"name":"HOME","value":"/h"}]'),
+        ("{'Key': 'api_token', 'Value': 'S2'}", "{'Key': 'api_token', 'Value': '[REDACTED]'}"),
+        ('{"name": "X-Api-Key", "value": 12345}', '{"name": "X-Api-Key", "value": "[REDACTED]"}'),
+        ('{"name":"lr","value":"0.1"}', '{"name":"lr","value":"0.1"}'),
+    ],
+)
+def test_name_value_dicts_inside_text(redactor: Redactor, text: str, expected: str) -> None:
+    """The JSON or repr form of a name/value dict (name first, as these formats write it)."""
+    assert redactor.redact_text(text) == expected

@@ -138,7 +138,7 @@ class Scrubber:
                 return self.text(value, limit * STACKTRACE_FACTOR, "stack trace", tail=True)
             return self.text(value, limit)
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], str):
-            items = [self.text(v, limit) if isinstance(v, str) else v for v in value]
+            items = self.redactor.redact_flag_values([self.text(v, limit) if isinstance(v, str) else v for v in value])
             if any(a is not b for a, b in zip(items, value, strict=True)):
                 return tuple(items)
         return value

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -62,16 +64,28 @@ def register_ls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("ls", help="list recorded runs, newest first", description="List recorded runs, newest first.")
     p.add_argument("--dir", help="run folder root (default: $RUNTEL_DIR or ./runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-n", "--limit", type=int, default=None,
+    p.add_argument("-n", "--limit", type=_non_negative_int, default=None, metavar="N",
                    help=f"show at most N runs (default: the newest {DEFAULT_LS_LIMIT} in the table, all with --json; 0: all)")
     p.add_argument("--name", help="only runs with this name (shell wildcards allowed: 'train*')")
-    p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V",
+                   help="only runs with this tag (repeatable; a bare tag K of run_span(tags=[...]) is K=true)")
     p.add_argument("--status", choices=[*STATUSES, STATUS_CORRUPT], help="only runs with this status")
     p.add_argument("--since", help="only runs started since: an ISO date/time, or an age like 30m, 2h, 7d")
     p.add_argument("--parent", metavar="ID", help="only the child runs of this run (id or unique prefix)")
     p.add_argument("--all", action="store_true",
                    help="list every run: worker runs too (hidden behind a count otherwise), and no default limit")
     p.set_defaults(handler=_cmd_ls)
+
+
+def _non_negative_int(text: str) -> int:
+    """``-n``'s value: a whole number, 0 or more (argparse reports anything else, exit code 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid non-negative int value: {text!r}")
+    return value
 
 
 def register_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -148,6 +162,14 @@ def _summary_row(record: RunRecord) -> dict[str, Any]:
     if record.get("problems"):
         row["problems"] = record.get("problems")
     return row
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """One ``runtel: error:`` line (and the JSON error object under ``--json``), exit code 2: as ``runtel run``."""
+    sys.stderr.write(f"runtel: error: {message}\n")
+    if args.json:
+        sys.stdout.write(json.dumps({"error": message, "type": "UsageError", "problems": []}) + "\n")
+    return 2
 
 
 def _is_worker(record: RunRecord) -> bool:
@@ -255,6 +277,9 @@ def _listing(root: Path, args: argparse.Namespace) -> tuple[bool, list[tuple[int
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
+    for item in args.tag:
+        if "=" not in item:  # as `runtel run --tag` says it (a bare tag K of run_span(tags=[...]) is K=true)
+            return _usage_error(args, f"--tag expects K=V, got {item!r}")
     root = run_root(args)
     any_runs, ordered, more, hidden = _listing(root, args)
     if not args.json:
