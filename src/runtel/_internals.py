@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = (
-    "FAST_JSON", "attribute_items", "compact_json", "json_string", "process_start_method", "process_target",
-    "in_multiprocessing_exit", "set_owned_attributes", "set_process_target", "stamp_new_span", "stamp_run_id", "span_attributes", "span_events",
-    "span_fields", "span_links", "SpanFields",
+    "FAST_JSON", "SIGNAL_TICK_S", "SpanFields", "attribute_items", "compact_json", "in_multiprocessing_exit",
+    "json_string", "process_start_method", "process_target", "set_owned_attributes", "set_process_target",
+    "signal_friendly_get", "span_attributes", "span_events", "span_fields", "span_links", "stamp_new_span",
+    "stamp_run_id",
 )
 
 #: ``s`` as a JSON string literal, non-ASCII kept (undocumented but public name; the C function when available)
@@ -288,6 +289,42 @@ def process_start_method(process: Any) -> str | None:
 # fails if the function is renamed.
 
 _EXIT_FUNCTION = "_exit_function"
+
+
+#: seconds a pool worker waiting for its next task sleeps between checks for a signal (see below)
+SIGNAL_TICK_S = 0.2
+
+
+def signal_friendly_get(queue: Any) -> Any:
+    """A ``SimpleQueue.get`` for a pool worker that wakes every :data:`SIGNAL_TICK_S` while it waits, or None.
+
+    A process with a Python SIGTERM handler (runtel's, in a worker with a run) can lose a SIGTERM that
+    arrives between the interpreter's last signal check and a blocking ``sem_wait``/``read``: the C
+    handler has run, the Python one never does, and the call blocks for good. ``Pool.terminate()`` sends
+    SIGTERM exactly while idle workers go back to ``inqueue.get()`` — and holds the queue's lock — so
+    ``with Pool(...)`` hung in about 1 of 15 runs (a spawn pool of 4). Waiting with timeouts gives the
+    handler its chance at the next tick. Reads ``SimpleQueue``'s lock and reader (``_rlock``,
+    ``_reader``); tests/unit/test_internals.py fails when CPython renames them.
+    """
+    from multiprocessing.reduction import ForkingPickler  # deferred: multiprocessing, in pool workers only (~8 ms)
+
+    lock, reader = getattr(queue, "_rlock", None), getattr(queue, "_reader", None)
+    if lock is None or reader is None or not hasattr(reader, "poll") or not hasattr(reader, "recv_bytes"):
+        return None
+    tick = SIGNAL_TICK_S
+
+    def get() -> Any:
+        while not lock.acquire(timeout=tick):
+            pass
+        try:
+            while not reader.poll(tick):
+                pass
+            data = reader.recv_bytes()
+        finally:
+            lock.release()
+        return ForkingPickler.loads(data)
+
+    return get
 
 
 def in_multiprocessing_exit(frame: Any) -> bool:

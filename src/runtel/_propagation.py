@@ -41,7 +41,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from runtel._context import CPU_METER_KEY, current_run
-from runtel._internals import process_start_method, process_target, set_process_target
+from runtel._internals import process_start_method, process_target, set_process_target, signal_friendly_get
 
 __all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "WORKER_NAME_ENV", "WorkerTarget", "child_context", "install_processes",
            "install_threads", "set_process_carrier", "w3c_propagator")
@@ -292,4 +292,11 @@ class WorkerTarget:
             importlib.import_module("runtel.recording.workers").init_worker(self.context)
         except Exception:  # the worker's own work goes on without telemetry
             pass
+        pool = sys.modules.get("multiprocessing.pool")
+        if args and pool is not None and self.target is getattr(pool, "worker", None):
+            # A pool worker now has runtel's SIGTERM handler: its waits for the next task must let it run
+            # (see _internals.signal_friendly_get: Pool.terminate() could hang on a lost SIGTERM).
+            get = signal_friendly_get(args[0])
+            if get is not None:
+                args[0].get = get
         return self.target(*args, **kwargs)

@@ -266,3 +266,16 @@ def test_span_fields_are_what_the_public_properties_show() -> None:
         assert dict(fields[10]) == dict(span.attributes) and list(fields[11]) == list(span.events)
         assert list(fields[12]) == list(span.links) and fields[13] is span.status
     assert _internals._CONTEXT_TUPLE is True, "SpanContext is no longer the tuple span_fields unpacks"
+
+
+def test_signal_friendly_get_reads_what_simple_queue_get_reads() -> None:
+    """SimpleQueue still keeps its lock and reader where signal_friendly_get reads them, and gives the same items."""
+    import multiprocessing
+
+    queue = multiprocessing.get_context("spawn").SimpleQueue()
+    get = _internals.signal_friendly_get(queue)
+    assert get is not None, "SimpleQueue moved its _rlock/_reader: pool workers may hang on a lost SIGTERM again"
+    queue.put({"task": 1})
+    queue.put(None)
+    assert get() == {"task": 1} and get() is None
+    assert _internals.signal_friendly_get(object()) is None  # anything else: left alone

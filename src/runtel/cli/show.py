@@ -432,7 +432,7 @@ def _record_summary(record: RunRecord) -> dict[str, Any]:
         "started": record.get("start_time"),
         "duration": render.format_duration(record.get("duration_s")),
         "exit code": record.get("exit_code"),
-        "error": (record.get("error") or {}).get("message"),
+        "error": _error_text(record.get("error")),
         "trace id": record.get("trace_id"),
         "parent run": parent_run_id(record),
         "command": (record.get("attributes") or {}).get("runtel.command") or " ".join(record.get("argv") or []),
@@ -490,6 +490,17 @@ def _cpu_time_text(compute: Mapping[str, Any]) -> str | None:
     if floors:
         how += ", at least " + " and ".join(str(f) for f in floors)
     return f"{seconds:.2f} s ({how})"
+
+
+def _error_text(error: object) -> str | None:
+    """``KeyError: 'k'`` from the record's ``error`` (its type's last dotted part, then the message)."""
+    if not isinstance(error, dict):
+        return None
+    kind = str(error.get("type") or "").rsplit(".", 1)[-1]
+    message = error.get("message")
+    if kind and message:
+        return f"{kind}: {message}"
+    return kind or (str(message) if message else None)
 
 
 def _pair_cores(mean: Any, peak: Any) -> str | None:
