@@ -15,12 +15,16 @@ S = 1_000_000_000
 
 
 def snap(
-    t: int, util: float, rss: int, joules: float, gpu_util: float | None = None, uss: int | None = None
+    t: int, util: float, rss: int, joules: float, gpu_util: float | None = None, uss: int | None = None,
+    cpu: float | None = None,
 ) -> Snapshot:
-    main = ProcessStats(cpu_time_s=float(t), cpu_utilization=util, rss_bytes=rss, uss_bytes=uss, threads=2, processes=1)
-    child = ProcessStats(cpu_utilization=util, rss_bytes=rss // 2, threads=3, processes=1)
+    """A sample at ``t`` s; ``cpu``: the main process's cumulative CPU seconds (default ``t``), the child's the
+    same, so the combined tree's is twice it (as its ``cpu_utilization`` is twice ``util``)."""
+    cpu = float(t) if cpu is None else cpu
+    main = ProcessStats(cpu_time_s=cpu, cpu_utilization=util, rss_bytes=rss, uss_bytes=uss, threads=2, processes=1)
+    child = ProcessStats(cpu_time_s=cpu, cpu_utilization=util, rss_bytes=rss // 2, threads=3, processes=1)
     combined = ProcessStats(
-        cpu_time_s=float(t), cpu_utilization=2 * util, rss_bytes=rss + rss // 2, uss_bytes=uss, threads=5, processes=2
+        cpu_time_s=2 * cpu, cpu_utilization=2 * util, rss_bytes=rss + rss // 2, uss_bytes=uss, threads=5, processes=2
     )
     gpus = (
         ()
@@ -45,15 +49,16 @@ def snap(
 def test_peaks_means_and_energy_over_window() -> None:
     """Max/mean use only in-window samples (rates of in-window intervals); energy is last minus first reading."""
     snaps = [
-        snap(0, 9.0, 10**9, 0.0),
-        snap(1, 1.0, 100, 10.0, uss=50),
-        snap(2, 3.0, 300, 30.0),
-        snap(3, 9.0, 999, 90.0),
+        snap(0, 9.0, 10**9, 0.0, cpu=0.0),
+        snap(1, 1.0, 100, 10.0, uss=50, cpu=1.0),
+        snap(2, 3.0, 300, 30.0, cpu=4.0),  # 3 CPU-s of the main process in the window's second: 6 for the tree
+        snap(3, 9.0, 999, 90.0, cpu=13.0),
     ]
     s = summarize(snaps, start_ns=1 * S, end_ns=2 * S, n_expected_cores=4, carbon_intensity=360.0)
     assert s.samples == 2
     assert s.duration_s == 1.0
-    # the sample at the window's start holds the rate of the second before it: not a rate of the window
+    # rates from the CPU time between the window's own samples (the sample at its start holds the rate of the
+    # second before it: not a rate of the window)
     assert s.cpu_utilization_max["combined"] == 6.0 and s.cpu_utilization_mean["combined"] == 6.0
     assert s.cpu_hardware_utilization_max == 1.5
     assert s.rss_max == {"main": 300, "descendants": 150, "combined": 450}
@@ -61,7 +66,7 @@ def test_peaks_means_and_energy_over_window() -> None:
     assert s.threads_max["combined"] == 5
     assert s.energy["cpu:estimate"].joules == 20.0 and s.energy_estimated
     assert s.emissions_g == pytest.approx(20.0 / 3.6e6 * 360.0)
-    assert s.cpu_time_s == 1.0
+    assert s.cpu_time_s == 6.0
     assert s.system_memory_used_max == 1002
 
 
@@ -94,13 +99,13 @@ def test_attributes_are_namespaced_and_otel_legal() -> None:
 
 def test_resource_usage_record_has_units_in_keys_and_is_json() -> None:
     """run.json's resource_usage mirrors gpu_tracker's sections with explicit units and serialises to JSON."""
-    snaps = [snap(1, 1.0, 100, 0.0), snap(2, 2.0, 200, 5.0)]
+    snaps = [snap(1, 1.0, 100, 0.0, cpu=1.0), snap(2, 2.0, 200, 5.0, cpu=3.0)]  # the tree: 4 CPU-s in 1 s
     record = resource_usage_record(summarize(snaps, start_ns=0, end_ns=3 * S, n_expected_cores=2, carbon_intensity=1.0))
     json.dumps(record)
     assert record["max_ram"]["combined"]["max_rss_bytes"] == 300  # type: ignore[index]
     assert record["cpu_utilization"]["max_hardware_fraction"] == 2.0  # type: ignore[index]
     assert record["energy"]["domains"]["cpu:estimate"]["joules"] == 5.0  # type: ignore[index]
-    assert record["compute_time"] == {"wall_seconds": 3.0, "cpu_seconds": 1.0, "cpu_seconds_source": "samples",
+    assert record["compute_time"] == {"wall_seconds": 3.0, "cpu_seconds": 4.0, "cpu_seconds_source": "samples",
                                      "floors": []}
 
 
@@ -111,7 +116,7 @@ def test_counters_use_the_baseline_before_the_window() -> None:
                   baseline=before)
     assert s.samples == 1
     assert s.energy["cpu:estimate"].joules == 20.0
-    assert s.cpu_time_s == 1.0
+    assert s.cpu_time_s == 2.0  # the tree's (main and child: 1 CPU-s each since the baseline)
     assert s.rss_max["main"] == 100  # the baseline's 1 GB is outside the window
 
 
@@ -136,11 +141,11 @@ def test_edge_sample_before_the_start_is_counted() -> None:
 
 def test_edges_already_in_the_window_are_not_counted_twice() -> None:
     """An edge sample that is also in the history is one sample, not two; a missing edge (None) is ignored."""
-    first, last = snap(1, 1.0, 100, 10.0), snap(2, 3.0, 300, 30.0)
+    first, last = snap(1, 1.0, 100, 10.0, cpu=1.0), snap(2, 3.0, 300, 30.0, cpu=4.0)
     s = summarize([first, last], start_ns=1 * S, end_ns=2 * S, n_expected_cores=1, carbon_intensity=0.0,
                   edges=(first, None, last))
     assert s.samples == 2
-    assert s.cpu_utilization_mean["main"] == 3.0  # the start edge's rate is of the time before the window
+    assert s.cpu_utilization_mean["main"] == 3.0  # 3 CPU-s between the two edges (not the start edge's own rate)
     assert s.energy["cpu:estimate"].joules == 20.0
 
 

@@ -140,6 +140,10 @@ def _scopes(snap: Snapshot) -> dict[str, ProcessStats]:
     }
 
 
+#: the shortest interval between two samples whose CPU-time difference gives a rate (the kernel's ticks are 10 ms)
+_RATE_MIN_S = 0.05
+
+
 def summarize(
     snapshots: Sequence[Snapshot],
     *,
@@ -193,13 +197,23 @@ def summarize(
     # A sample's utilisation is the rate since the sample before it (a process's first: since it started),
     # so one taken at or before the window's start describes time before the window: left out of the rates
     # when a later one exists (an idle run right after a busy one showed the busy one's cores).
+    # So the window's rates are computed from the cumulative CPU time between its own samples (intervals of
+    # at least _RATE_MIN_S: the kernel counts in 10 ms ticks); a sample's own rate only when there are none.
     start_edge = edges[0] if edges else None
     rated = [s for s in snaps if s.time_ns > start_ns and s is not start_edge] or snaps
+    pairs = [(a, b) for a, b in zip(snaps, snaps[1:], strict=False) if b.monotonic_s - a.monotonic_s >= _RATE_MIN_S]
     for scope in _SCOPES:
         stats = [_scopes(s)[scope] for s in snaps]
-        rates = [_scopes(s)[scope].cpu_utilization for s in rated]
-        util_max[scope] = max(rates)
-        util_mean[scope] = sum(rates) / len(rates)
+        if pairs:
+            rates = [max(0.0, _scopes(b)[scope].cpu_time_s - _scopes(a)[scope].cpu_time_s)
+                     / (b.monotonic_s - a.monotonic_s) for a, b in pairs]
+            elapsed = snaps[-1].monotonic_s - snaps[0].monotonic_s
+            util_max[scope] = max(rates)
+            util_mean[scope] = max(0.0, stats[-1].cpu_time_s - stats[0].cpu_time_s) / elapsed
+        else:
+            rates = [_scopes(s)[scope].cpu_utilization for s in rated]
+            util_max[scope] = max(rates)
+            util_mean[scope] = sum(rates) / len(rates)
         rss[scope] = max(p.rss_bytes for p in stats)
         threads[scope] = max(p.threads for p in stats)
         for target, attr in ((uss, "uss_bytes"), (pss, "pss_bytes")):
