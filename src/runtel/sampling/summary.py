@@ -140,8 +140,22 @@ def _scopes(snap: Snapshot) -> dict[str, ProcessStats]:
     }
 
 
-#: the shortest interval between two samples whose CPU-time difference gives a rate (the kernel's ticks are 10 ms)
-_RATE_MIN_S = 0.05
+#: the shortest interval between two samples whose CPU-time difference gives a rate (the kernel counts CPU
+#: time in 10 ms ticks: within 4 % over 0.25 s)
+_RATE_MIN_S = 0.25
+
+
+def _rate_pairs(snaps: Sequence[Snapshot]) -> list[tuple[Snapshot, Snapshot]]:
+    """For each sample, the latest earlier one at least :data:`_RATE_MIN_S` before it (rolling rate windows)."""
+    pairs = []
+    j = 0
+    for b in snaps[1:]:
+        while j + 1 < len(snaps) and b.monotonic_s - snaps[j + 1].monotonic_s >= _RATE_MIN_S:
+            j += 1
+        a = snaps[j]
+        if a is not b and b.monotonic_s - a.monotonic_s >= _RATE_MIN_S:
+            pairs.append((a, b))
+    return pairs
 
 
 def summarize(
@@ -201,16 +215,17 @@ def summarize(
     # at least _RATE_MIN_S: the kernel counts in 10 ms ticks); a sample's own rate only when there are none.
     start_edge = edges[0] if edges else None
     rated = [s for s in snaps if s.time_ns > start_ns and s is not start_edge] or snaps
-    pairs = [(a, b) for a, b in zip(snaps, snaps[1:], strict=False) if b.monotonic_s - a.monotonic_s >= _RATE_MIN_S]
+    pairs = _rate_pairs(snaps)
     for scope in _SCOPES:
         stats = [_scopes(s)[scope] for s in snaps]
-        if pairs:
+        elapsed = snaps[-1].monotonic_s - snaps[0].monotonic_s
+        if len(snaps) >= 2 and elapsed > 0:
+            mean = max(0.0, stats[-1].cpu_time_s - stats[0].cpu_time_s) / elapsed
             rates = [max(0.0, _scopes(b)[scope].cpu_time_s - _scopes(a)[scope].cpu_time_s)
                      / (b.monotonic_s - a.monotonic_s) for a, b in pairs]
-            elapsed = snaps[-1].monotonic_s - snaps[0].monotonic_s
-            util_max[scope] = max(rates)
-            util_mean[scope] = max(0.0, stats[-1].cpu_time_s - stats[0].cpu_time_s) / elapsed
-        else:
+            util_mean[scope] = mean
+            util_max[scope] = max([mean, *rates])  # a window shorter than _RATE_MIN_S: its mean is its peak
+        else:  # one sample: only its own rate is known
             rates = [_scopes(s)[scope].cpu_utilization for s in rated]
             util_max[scope] = max(rates)
             util_mean[scope] = sum(rates) / len(rates)
