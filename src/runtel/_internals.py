@@ -1,6 +1,7 @@
 """The one place runtel uses private internals of other projects, each behind a fallback and a test.
 
-The C JSON encoder (below), the SDK's span storage and multiprocessing's process target (further down).
+The C JSON encoder (below); the SDK's span storage, a span's fields and the API's ``SpanContext`` tuple (the
+run folder's hot path); multiprocessing's process target and ``SimpleQueue``'s lock and reader (further down).
 
 ``compact_json(value)`` is ``json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode(value)``.
 run.json is encoded one top-level value at a time, and the public ``encode`` spends ~0.4 us a value in
