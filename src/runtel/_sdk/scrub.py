@@ -109,6 +109,8 @@ class Scrubber:
         limit = self.max_length
         changed: dict[str, Any] | None = None
         for key, value in attribute_items(attributes):
+            if key in _IDS:
+                continue  # runtel's routing ids (every span's first attribute): never redacted nor cut
             secret = key_verdicts.get(key)
             if secret is None:
                 secret = redactor.is_secret_key(key)
@@ -120,8 +122,6 @@ class Scrubber:
                         continue
                 elif cls is not tuple and cls is not list:
                     continue  # numbers and booleans hold no text
-            if key in _IDS:
-                continue
             new = self._value(key, value, secret)
             if new is not value:
                 if changed is None:

@@ -64,10 +64,17 @@ def _start_edge() -> Any:
 _USAGE_GUARD = guard("block-usage", "summarise block resource usage")
 
 
-def _end(span: Span, start_ns: int, edge: Any = None) -> None:
-    """Attach the window's resource usage (when sampling) and end the span."""
-    rt = _sdk.current_runtime()
-    monitor = rt.monitor if rt is not None else None
+_LOOK_UP: Any = object()
+
+
+def _end(span: Span, start_ns: int, edge: Any = None, monitor: Any = _LOOK_UP) -> None:
+    """Attach the window's resource usage (when sampling) and end the span.
+
+    ``monitor``: the runtime's monitor as the caller read it at the start (saves a second lookup per span).
+    """
+    if monitor is _LOOK_UP:
+        rt = _sdk.current_runtime()
+        monitor = rt.monitor if rt is not None else None
     if edge is not None:
         if monitor is not None and span.is_recording():
             try:  # the hot path: one end edge, a dict of one to three numbers, one locked update
@@ -121,7 +128,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 class Block:
     """A code block recorded as a child span of whatever span is current (``with`` / ``async with``)."""
 
-    __slots__ = ("_attributes", "_edge", "_name", "_span", "_token")
+    __slots__ = ("_attributes", "_edge", "_monitor", "_name", "_span", "_token")
 
     def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
         self._name = name if type(name) is str else coerce_name(name, "block(name=...)") or "block"
@@ -129,6 +136,7 @@ class Block:
         self._span: Span = otel_trace.INVALID_SPAN
         self._token: object = None
         self._edge: Any = None
+        self._monitor: Any = None
 
     @property
     def span(self) -> Span:
@@ -146,7 +154,7 @@ class Block:
         if self._attributes:
             span.set_attributes(_user_attributes(self._attributes))
         self._token = otel_context.attach(otel_trace.set_span_in_context(span))
-        monitor = rt.monitor if rt is not None else None
+        monitor = self._monitor = rt.monitor if rt is not None else None
         if monitor is not None and monitor.block_edges:
             self._edge = monitor.edge()  # last: the counters start with the block's own code
         return self
@@ -163,7 +171,8 @@ class Block:
                 otel_context.detach(self._token)  # type: ignore[arg-type]
                 self._token = None
             edge, self._edge = self._edge, None
-            _end(span, 0, edge)
+            monitor, self._monitor = self._monitor, None
+            _end(span, 0, edge, monitor)
 
     async def __aenter__(self) -> Block:
         return self.__enter__()
@@ -350,7 +359,7 @@ def _wrap_function(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]
                 raise
             finally:
                 otel_context.detach(token)
-                _end(span, 0, edge)
+                _end(span, 0, edge, monitor)
 
         return simple_wrapper
 
