@@ -99,6 +99,24 @@ def test_show_results_and_series(runs: dict[str, str], runs_dir: Path, capsys: p
     assert "accuracy = 0.5" in capsys.readouterr().out
 
 
+def test_a_nan_last_value_shows_as_nan(rt: Settings, runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON holds no NaN: the record keeps null and says it as text; ls and show print nan, not None."""
+    with runtel.run_span("diverged") as run:
+        run.log(step=0, loss=1.0)
+        run.log(step=1, loss=float("nan"))
+        run.log(step=0, grad=float("inf"))
+    summary = run.record["results"]["series"]
+    assert summary["loss"]["last"] is None and summary["loss"]["last_text"] == "nan"
+    assert summary["grad"]["last_text"] == "inf"
+    capsys.readouterr()
+    assert cli_main(["show", run.id, "--dir", str(runs_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "loss: last nan (step 1), min 1, max 1, 2 points" in text and "None" not in text
+    assert "grad: last inf (step 0), min -, max -, 1 points" in text  # no finite value: no min or max
+    assert cli_main(["ls", "--dir", str(runs_dir)]) == 0
+    assert "loss~nan" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("command", "name"), [
     (["python", "train.py"], "train"),
     (["/usr/bin/python3.11", "-u", "-X", "dev", "src/train.py", "--lr", "1"], "train"),

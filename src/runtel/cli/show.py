@@ -142,7 +142,7 @@ def results_text(record: RunRecord, limit: int = 4) -> str:
     series = cast("Mapping[str, Any]", results.get("series") or {})  # validated as a dict, not each entry
     for name, summary in series.items():
         if isinstance(summary, Mapping) and name not in (results.get("final") or {}):
-            parts.append(f"{name}~{_short_number(summary.get('last'))}")
+            parts.append(f"{name}~{_series_last(summary)}")
     more = f" +{len(parts) - limit}" if len(parts) > limit else ""
     return " ".join(parts[:limit]) + more
 
@@ -492,6 +492,16 @@ def _cpu_time_text(compute: Mapping[str, Any]) -> str | None:
     return f"{seconds:.2f} s ({how})"
 
 
+def _series_last(summary: Any) -> str:
+    """A series' last value; ``nan``/``inf`` for one JSON cannot hold (``last_text``)."""
+    if not isinstance(summary, dict):
+        return str(_short_number(None))
+    text = summary.get("last_text")
+    if summary.get("last") is None and isinstance(text, str) and text in ("nan", "inf", "-inf"):
+        return text
+    return str(_short_number(summary.get("last")))
+
+
 def _error_text(error: object) -> str | None:
     """``KeyError: 'k'`` from the record's ``error`` (its type's last dotted part, then the message)."""
     if not isinstance(error, dict):
@@ -524,8 +534,8 @@ def _result_lines(record: RunRecord) -> list[str]:
     for name, summary in series.items():
         if not isinstance(summary, Mapping):
             continue
-        lines.append(f"{name}: last {_short_number(summary.get('last'))} (step {summary.get('last_step')}), "
-                     f"min {_short_number(summary.get('min'))}, max {_short_number(summary.get('max'))}, "
+        lines.append(f"{name}: last {_series_last(summary)} (step {summary.get('last_step')}), "
+                     f"min {_short_number(summary.get('min', '-'))}, max {_short_number(summary.get('max', '-'))}, "
                      f"{summary.get('count')} points")
     if results.get("series_dropped"):
         lines.append(f"({results['series_dropped']} series not recorded: over the limit)")

@@ -226,6 +226,10 @@ class Run(LineageMixin):
             points.append((name, value))
             finite = math.isfinite(value)
             summary["last"], summary["last_step"] = value if finite else None, step  # JSON has no NaN
+            if finite:
+                summary.pop("last_text", None)
+            else:  # said as text, so readers show "nan", not an absent value
+                summary["last_text"] = "nan" if value != value else ("inf" if value > 0 else "-inf")
             summary["count"] = int(summary.get("count", 0)) + 1
             if finite:  # a NaN loss is a point in metrics.jsonl and counted, but neither min nor max
                 summary["min"] = value if "min" not in summary else min(summary["min"], value)
