@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from runtel.query.spantree import UNENDED
+from runtel.rundir.reader import UNENDED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,3 +54,8 @@ def test_steps_of_a_killed_child_hang_under_a_stand_in_of_its_run_span(tmp_path:
     (stand_in,) = [n for n in _find(tree, "k") if n["status_message"] == UNENDED]  # the child's run span
     assert stand_in["status"] == "error" and stand_in in tree[0]["children"]
     assert [c["name"] for c in stand_in["children"]] == ["step"] * 5
+    # compare's folded trees hang them under the same stand-in (paths below the wrapper's run span)
+    compared = json.loads(subprocess.run([*runtel, "compare", "--dir", str(runs), wrapper["id"], wrapper["id"],
+                                          "--json"], env=clean_env, capture_output=True, text=True, timeout=60).stdout)
+    assert [b["path"] for b in compared["blocks"]] == ["k", "k/step"]
+    assert compared["blocks"][1]["metrics"]["count"]["values"] == [5, 5]

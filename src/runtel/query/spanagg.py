@@ -25,7 +25,16 @@ from typing import Any
 
 from runtel import semconv
 from runtel.rundir.index import descendants
-from runtel.rundir.reader import LineStats, SpanRow, decode_attributes, iter_span_rows, list_runs, parent_run_id
+from runtel.rundir.reader import (
+    UNENDED,
+    LineStats,
+    SpanRow,
+    decode_attributes,
+    iter_span_rows,
+    list_runs,
+    parent_run_id,
+    run_span_ref,
+)
 from runtel.rundir.schema import RunRecord, span_segments
 
 __all__ = ("FOLD_THRESHOLD", "FULL_TREE_BYTES", "Aggregate", "Group", "Node", "aggregate_run", "child_run_levels",
@@ -383,12 +392,34 @@ def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str
         stats = LineStats()
         graft = child_run_levels(child_id, root, seen, problems, runs, usage=usage)
         agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage)
+        _stand_in_for_unended(record, agg.roots, usage)
         for parent, level in agg.roots.items():
             merge_level(out.setdefault(parent, {}), level)
         if problems is not None:
             problems.extend(f"child run {child_id}: {p}"
                             for p in [*record.get("problems", ()), *stats.problems(), *agg.problems()])
     return out
+
+
+def _stand_in_for_unended(record: RunRecord, roots: dict[str, Level], usage: bool) -> None:
+    """Hang a killed run's spans under a stand-in of its run span (as ``spantree`` does), not loose.
+
+    ``roots`` holds the run's spans by the span id they name as parent; the run span of a run killed before
+    it ended is not among its spans, so its children would be grafted nowhere and shown as roots.
+    """
+    if not roots or set(roots) <= {""}:
+        return
+    ref = run_span_ref(record)
+    if ref is None or ref[0] not in roots:
+        return
+    span_id, trace_id, parent, name, start = ref
+    level = roots.pop(span_id)
+    end = max([start, *(g.first + g.max_ns for g in level.values() if g.first >= 0)])
+    attrs = [{"key": semconv.SPAN_KIND, "value": {"stringValue": semconv.KIND_RUN}},
+             {"key": semconv.RUN_ID, "value": {"stringValue": str(record.get("id"))}}]
+    stand_in: Level = {}
+    add_node(stand_in, Node(name, span_id, trace_id, start, end - start, 2, UNENDED, attrs, level), usage)
+    merge_level(roots.setdefault(parent or "", {}), stand_in)
 
 
 def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str, Any]]:

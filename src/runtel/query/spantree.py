@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
-from runtel.errors import RunFolderError
 from runtel.rundir.index import descendants
-from runtel.rundir.reader import LineStats, SpanRecord, list_runs, parent_run_id, read_record, read_spans
+from runtel.rundir.reader import UNENDED, LineStats, SpanRecord, list_runs, parent_run_id, read_spans, run_span_ref
 from runtel.rundir.schema import RunRecord
 
 __all__ = ("MAX_TREE_DEPTH", "build_span_tree", "child_run_trees")
@@ -136,10 +135,6 @@ def child_run_trees(run_id: str, root: Path, seen: set[str], problems: list[str]
     return trees
 
 
-#: the status message of a run span that never ended (its process was killed)
-UNENDED = "did not end: its process was gone before the run closed"
-
-
 def _missing_run_span(record: RunRecord, spans: Sequence[SpanRecord]) -> SpanRecord | None:
     """A stand-in for the run span of a run killed before it ended, when its spans name it as their parent.
 
@@ -149,21 +144,11 @@ def _missing_run_span(record: RunRecord, spans: Sequence[SpanRecord]) -> SpanRec
     ids = {s.span_id for s in spans}
     if not any(s.parent_span_id and s.parent_span_id not in ids for s in spans):
         return None  # the common case: every parent is there
-    if not record.get("span_id") and record.get("dir"):
-        try:  # a row of the run index holds only some of the record
-            record = read_record(Path(str(record["dir"])))
-        except RunFolderError:
-            return None
-    span_id, trace_id = record.get("span_id"), record.get("trace_id")
-    if not span_id or span_id in ids or not any(s.parent_span_id == span_id for s in spans):
+    ref = run_span_ref(record)
+    if ref is None or ref[0] in ids or not any(s.parent_span_id == ref[0] for s in spans):
         return None
-    parent = record.get("parent") or {}
-    try:
-        start = int(record.get("start_time_unix_nano") or 0)
-    except ValueError:
-        start = 0
-    end = max([start, *(s.end_ns for s in spans)])
-    return SpanRecord(trace_id=str(trace_id or ""), span_id=str(span_id), parent_span_id=parent.get("span_id"),
-                      name=str(record.get("name") or "run"), start_ns=start, end_ns=end,
+    span_id, trace_id, parent, name, start = ref
+    return SpanRecord(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, start_ns=start,
+                      end_ns=max([start, *(s.end_ns for s in spans)]),
                       attributes={semconv.SPAN_KIND: semconv.KIND_RUN, semconv.RUN_ID: str(record.get("id"))},
                       status_code=2, status_message=UNENDED)

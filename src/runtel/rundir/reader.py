@@ -51,7 +51,9 @@ from runtel.rundir.schema import (
 )
 
 __all__ = (
+    "UNENDED",
     "loss_notes",
+    "run_span_ref",
     "MAX_LINE_BYTES",
     "MAX_RECORD_BYTES",
     "LineStats",
@@ -367,6 +369,35 @@ def effective_status(record: Mapping[str, Any]) -> str:
         return "running"
     except Exception:
         return "interrupted"
+
+
+#: the status message of a stand-in for a run span that never ended (its process was killed)
+UNENDED = "did not end: its process was gone before the run closed"
+
+
+def run_span_ref(record: Mapping[str, Any]) -> tuple[str, str, str | None, str, int] | None:
+    """``(span_id, trace_id, parent_span_id, name, start_ns)`` of a run's own span, from its record.
+
+    For readers that draw a stand-in when the run span never reached spans.jsonl (the process was killed
+    before the run ended): a row of the run index holds only part of the record, so the full record is read
+    then. None when the record does not say.
+    """
+    if not record.get("span_id") and record.get("dir"):
+        try:
+            record = read_record(Path(str(record["dir"])))
+        except RunFolderError:
+            return None
+    span_id = record.get("span_id")
+    if not isinstance(span_id, str) or not span_id:
+        return None
+    parent = record.get("parent")
+    parent_span = parent.get("span_id") if isinstance(parent, Mapping) else None
+    try:
+        start = int(record.get("start_time_unix_nano") or 0)
+    except (TypeError, ValueError):
+        start = 0
+    return (span_id, str(record.get("trace_id") or ""), parent_span if isinstance(parent_span, str) else None,
+            str(record.get("name") or "run"), start)
 
 
 def loss_notes(record: Mapping[str, Any]) -> list[str]:
