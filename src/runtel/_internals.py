@@ -135,8 +135,9 @@ def span_fields(span: Any) -> SpanFields:
 
     ``(name, trace_id, span_id, trace_flags, trace_state, parent_span_id or None, parent_is_remote, kind,
     start_time, end_time, attributes, events, links, status, resource, instrumentation_scope)``;
-    ``attributes`` is the stored container, and so are ``events``/``links`` unless empty (then ``()``:
-    the SDK's ``BoundedList`` answers ``len()`` in Python). Through the public properties that is sixteen
+    ``attributes`` is the stored container; ``events``/``links`` are the deques inside the SDK's
+    ``BoundedList`` (which answers ``len()`` in Python and copies itself under its lock to be iterated),
+    or ``()`` when empty. An ended span's are not changed any more. Through the public properties that is sixteen
     property calls (each a Python frame, ~60-100 ns): read here as the SDK's ``ReadableSpan`` fields and
     the ``SpanContext`` tuple, checked once against the properties; anything else (another SDK, a span
     built by hand) takes the public path. The last span's fields are kept: the scrubber and then the
@@ -148,8 +149,9 @@ def span_fields(span: Any) -> SpanFields:
         return last[1]
     try:
         name, ctx, parent, events, links = span._name, span._context, span._parent, span._events, span._links
-        rest = (span._kind, span._start_time, span._end_time, span._attributes, events if events._dq else (),
-                links if links._dq else (), span._status, span._resource, span._instrumentation_scope)
+        events, links = events._dq, links._dq  # the SDK's BoundedList copies itself, under its lock, to iterate
+        rest = (span._kind, span._start_time, span._end_time, span._attributes, events if events else (),
+                links if links else (), span._status, span._resource, span._instrumentation_scope)
     except AttributeError:  # another SDK, a changed one, or events/links that are not the SDK's BoundedList
         name, ctx, parent = span.name, span.context, span.parent
         rest = (span.kind, span.start_time, span.end_time, span_attributes(span), span.events, span.links,
