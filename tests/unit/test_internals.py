@@ -191,20 +191,36 @@ def test_multiprocessing_exit_function_is_recognised() -> None:
     assert not _internals.in_multiprocessing_exit(sys._getframe())
 
 
-def test_owned_attributes_go_in_directly_and_otherwise_through_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """set_owned_attributes stores scalars as set_attributes would; limits, ended spans and odd values take the SDK path."""
+@pytest.fixture
+def public(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What reached the SDK's public ``Span.set_attributes`` / ``set_attribute`` (the slow path), call by call."""
     from opentelemetry.sdk.trace import Span as SdkSpan
-    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    tracer = TracerProvider(span_limits=SpanLimits(max_attributes=4, max_attribute_length=5)).get_tracer("t")
-    public: list[dict[str, Any]] = []
-    original = SdkSpan.set_attributes
+    calls: list[dict[str, Any]] = []
+    many, one = SdkSpan.set_attributes, SdkSpan.set_attribute
 
     def counting(self: SdkSpan, attributes: Any) -> None:
-        public.append(dict(attributes))
-        original(self, attributes)
+        calls.append(dict(attributes))
+        many(self, attributes)
+
+    def counting_one(self: SdkSpan, key: str, value: Any) -> None:
+        calls.append({key: value})
+        one(self, key, value)
 
     monkeypatch.setattr(SdkSpan, "set_attributes", counting)
+    monkeypatch.setattr(SdkSpan, "set_attribute", counting_one)
+    return calls
+
+
+def _tracer(max_attributes: int) -> Any:
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    return TracerProvider(span_limits=SpanLimits(max_attributes=max_attributes, max_attribute_length=5)).get_tracer("t")
+
+
+def test_owned_attributes_go_in_directly_and_otherwise_through_the_sdk(public: list[dict[str, Any]]) -> None:
+    """set_owned_attributes stores scalars as set_attributes would; limits, ended spans and odd values take the SDK path."""
+    tracer = _tracer(4)
     span = tracer.start_span("s")
     _internals.set_owned_attributes(span, {"f": 1.5, "b": True, "i": 3, "s": "short"})
     assert not public, "the SDK moved a span's attribute store or lock: the fast path is off"
@@ -221,29 +237,24 @@ def test_owned_attributes_go_in_directly_and_otherwise_through_the_sdk(monkeypat
     span.end()
 
 
-def test_stamping_a_new_span_is_set_owned_attributes_without_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """stamp_new_span stores what set_attributes would; limits and odd values take the SDK path."""
-    from opentelemetry.sdk.trace import Span as SdkSpan
-    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-
-    tracer = TracerProvider(span_limits=SpanLimits(max_attributes=3, max_attribute_length=5)).get_tracer("t")
-    public: list[dict[str, Any]] = []
-    original = SdkSpan.set_attributes
-
-    def counting(self: SdkSpan, attributes: Any) -> None:
-        public.append(dict(attributes))
-        original(self, attributes)
-
-    monkeypatch.setattr(SdkSpan, "set_attributes", counting)
-    span = tracer.start_span("s")
+def test_stamping_a_new_span_is_set_owned_attributes_without_the_lock(public: list[dict[str, Any]]) -> None:
+    """stamp_new_span / stamp_run_id store what set_attributes would; limits and odd values take the SDK path."""
+    span = _tracer(3).start_span("s")
     _internals.stamp_new_span(span, {"a": "id", "k": 2})
     assert not public, "the SDK moved a span's attribute store: the fast path is off"
     _internals.stamp_new_span(span, {"a": "again"})  # a key already there: the SDK replaces it
     _internals.stamp_new_span(span, {"long": "too long", "t": (1, 2)})  # cut, and the dict is full: the SDK copes
     assert len(public) == 2
-    assert dict(span.attributes) == {k: v for k, v in span.attributes.items()}  # still a valid SDK mapping
     assert span.attributes["a"] == "again" and span.attributes.get("long") in (None, "too l")
     span.end()
+    other = _tracer(3).start_span("o")
+    _internals.stamp_run_id(other, "runtel.run.id", "r-1")
+    assert not public[2:] and dict(other.attributes) == {"runtel.run.id": "r-1"}
+    _internals.stamp_run_id(other, "runtel.run.id", "r-2")  # already there: the SDK path
+    _internals.stamp_run_id(other, "id", "much too long")  # over the length limit: the SDK cuts it
+    assert public[2:] == [{"runtel.run.id": "r-2"}, {"id": "much too long"}]
+    assert dict(other.attributes) == {"runtel.run.id": "r-2", "id": "much "}
+    other.end()
 
 
 def test_span_fields_are_what_the_public_properties_show() -> None:

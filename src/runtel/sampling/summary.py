@@ -208,27 +208,23 @@ def summarize(
     uss: dict[str, int] = {}
     pss: dict[str, int] = {}
     threads: dict[str, int] = {}
-    # A sample's utilisation is the rate since the sample before it (a process's first: since it started),
-    # so one taken at or before the window's start describes time before the window: left out of the rates
-    # when a later one exists (an idle run right after a busy one showed the busy one's cores).
-    # So the window's rates are computed from the cumulative CPU time between its own samples (intervals of
-    # at least _RATE_MIN_S: the kernel counts in 10 ms ticks); a sample's own rate only when there are none.
-    start_edge = edges[0] if edges else None
-    rated = [s for s in snaps if s.time_ns > start_ns and s is not start_edge] or snaps
+    # A sample's own utilisation is the rate since the sampler's previous tick (a process's first: since it
+    # started), which can lie before the window (an idle run right after a busy one showed the busy one's
+    # cores). So the window's rates come from the cumulative CPU time between its own samples, over intervals
+    # of at least _RATE_MIN_S; a sample's own rate is used only for a window of one sample.
     pairs = _rate_pairs(snaps)
+    elapsed = snaps[-1].monotonic_s - snaps[0].monotonic_s
     for scope in _SCOPES:
         stats = [_scopes(s)[scope] for s in snaps]
-        elapsed = snaps[-1].monotonic_s - snaps[0].monotonic_s
-        if len(snaps) >= 2 and elapsed > 0:
+        if elapsed > 0:
             mean = max(0.0, stats[-1].cpu_time_s - stats[0].cpu_time_s) / elapsed
             rates = [max(0.0, _scopes(b)[scope].cpu_time_s - _scopes(a)[scope].cpu_time_s)
                      / (b.monotonic_s - a.monotonic_s) for a, b in pairs]
             util_mean[scope] = mean
             util_max[scope] = max([mean, *rates])  # a window shorter than _RATE_MIN_S: its mean is its peak
-        else:  # one sample: only its own rate is known
-            rates = [_scopes(s)[scope].cpu_utilization for s in rated]
-            util_max[scope] = max(rates)
-            util_mean[scope] = sum(rates) / len(rates)
+        else:  # one sample (or several at one instant): only their own rates are known
+            own = [p.cpu_utilization for p in stats]
+            util_max[scope], util_mean[scope] = max(own), sum(own) / len(own)
         rss[scope] = max(p.rss_bytes for p in stats)
         threads[scope] = max(p.threads for p in stats)
         for target, attr in ((uss, "uss_bytes"), (pss, "pss_bytes")):
