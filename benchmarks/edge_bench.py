@@ -3,8 +3,9 @@
 Usage: python benchmarks/edge_bench.py [--quick] [--baseline-rev REV] [--rounds N]
 
 * per edge: ``EdgeReader.read()`` (process and thread CPU, two ``getrusage``, wall clock), without
-  energy sources, with a fake RAPL zone (files in a temporary folder, the RAPL read path) and with a fake
-  NVML GPU (``runtel.testing.FakeNvml``: Python, so it bounds runtel's share, not a real driver's).
+  energy sources, with a fake RAPL zone (files in a temporary folder, the RAPL read path), with a fake
+  NVML GPU (``runtel.testing.FakeNvml``: Python, so it bounds runtel's share, not a real driver's) and with
+  four live child processes (their ``/proc/<pid>/stat`` read at every edge, and reused within 5 ms).
 * per block / @trace call, all in one process, paired repeats back to back: a plain SDK
   ``TracerProvider`` + ``BatchSpanProcessor`` + no-op exporter against runtel with sampling off (no
   edges) and sampling on at 1 s (edges read, the common case of a block no sample falls into). The
@@ -61,6 +62,18 @@ backend.read(())  # learns that the device has an energy counter
 from runtel.energy.base import EnergyReading
 gpu = lambda: tuple(EnergyReading("gpu:" + u, j, e, "nvml") for u, j, e in backend.energy_counters())
 out["gpu"] = per_read(EdgeReader(gpu_energy=gpu))
+import subprocess, sys
+children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(4)]
+try:
+    pids = [c.pid for c in children]
+    # a new tuple per edge: the reader's 5 ms reuse keys on the object, so every edge reads the four processes
+    out["tree"] = per_read(EdgeReader(descendants=lambda: tuple(pids)))
+    fixed = tuple(pids)
+    out["tree_reused"] = per_read(EdgeReader(descendants=lambda: fixed))
+finally:
+    for c in children:
+        c.kill()
+        c.wait()
 print(json.dumps(out))
 """
 
@@ -189,6 +202,9 @@ def main() -> None:
             ["CPU (process, thread), getrusage x2 (high-water mark, children), clock", *(f"{e[k]['bare']:.2f}" for k in labels)],
             ["+ one RAPL zone (sysfs file read; fake tree)", *(f"{e[k]['rapl']:.2f}" for k in labels)],
             ["+ one GPU energy counter (FakeNvml: Python, not a driver)", *(f"{e[k]['gpu']:.2f}" for k in labels)],
+            ["+ 4 live child processes (/proc/<pid>/stat each)", *(f"{e[k].get('tree', float('nan')):.2f}" for k in labels)],
+            ["+ 4 live child processes, read reused (edges within 5 ms)",
+             *(f"{e[k].get('tree_reused', float('nan')):.2f}" for k in labels)],
         ],
     )
     for label in labels:

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,6 +135,141 @@ def test_block_counts_the_children_it_reaped(runs_dir: Path) -> None:
     assert spawn[semconv.USAGE_CPU_TIME_CHILDREN] == pytest.approx(reaped, rel=0.02)
     assert float(spawn[semconv.USAGE_CPU_TIME]) >= reaped  # type: ignore[arg-type]
     assert semconv.USAGE_CPU_TIME_CHILDREN not in later and semconv.USAGE_CPU_TIME in later
+
+
+def _spin_until(stop: Any) -> None:
+    while not stop.is_set():
+        pass
+
+
+def _spin_for(cpu_s: float, started: Any) -> None:
+    started.set()
+    busy(cpu_s)
+
+
+def _known_to_edges(pid: int, timeout: float = 10.0) -> None:
+    """Wait until the sampler's tree lists ``pid`` (what a block edge reads), instead of a fixed sleep."""
+    from runtel import _sdk
+
+    rt = _sdk.get_runtime()
+    tree = rt.monitor.sampler.tree  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout
+    while pid not in tree.edge_pids():
+        assert time.monotonic() < deadline, f"the sampler never saw pid {pid}"
+        time.sleep(0.02)
+
+
+def _process_cpu(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+@pytest.mark.skipif(not LINUX, reason="live descendants are read from /proc at edges on Linux only")
+def test_block_counts_its_live_children(runs_dir: Path) -> None:
+    """A worker alive across a block, one born inside it, one that ends inside it: each counts only its CPU
+    inside the block (the kernel's 10 ms ticks per process), an idle block after them none."""
+    ctx = multiprocessing.get_context("fork")
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    with isolated(runs_dir, sampling=True, sample_interval=0.05, gpu_backend="none"):
+        with runtel.run_span("children") as run:
+            stop = ctx.Event()
+            across = ctx.Process(target=_spin_until, args=(stop,))
+            across.start()
+            _known_to_edges(across.pid)  # type: ignore[arg-type]
+            before = _process_cpu(across.pid)  # type: ignore[arg-type]
+            with runtel.block("across"):
+                time.sleep(0.6)
+            across_truth = _process_cpu(across.pid) - before  # type: ignore[arg-type]
+            stop.set()
+            across.join()
+
+            stop = ctx.Event()
+            with runtel.block("born"):
+                born = ctx.Process(target=_spin_until, args=(stop,))
+                born.start()
+                _known_to_edges(born.pid)  # type: ignore[arg-type]
+                time.sleep(0.4)
+                born_truth = _process_cpu(born.pid)  # type: ignore[arg-type]  # all of it is inside the block
+            stop.set()
+            born.join()
+
+            started = ctx.Event()
+            ending = ctx.Process(target=_spin_for, args=(0.8, started))
+            ending.start()
+            started.wait()
+            _known_to_edges(ending.pid)  # type: ignore[arg-type]
+            time.sleep(0.2)
+            reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with runtel.block("ending"):
+                early = _process_cpu(ending.pid)  # type: ignore[arg-type]
+                ending.join()
+                reaped1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            lifetime = (reaped1.ru_utime + reaped1.ru_stime) - (reaped0.ru_utime + reaped0.ru_stime)
+            ending_truth = lifetime - early
+            time.sleep(0.2)  # the sampler drops the ended workers from its tree
+            with runtel.block("idle"):
+                time.sleep(0.05)
+    spans = {s.name: usage(s) for s in read_run(run.dir)[1]}
+    slack = 3 * tick + 0.05  # a tick per process per edge, the edge read and the truth read not at one instant
+    assert across_truth > 0.3 and born_truth > 0.2 and lifetime > 0.7
+    assert float(spans["across"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(across_truth, abs=slack)  # type: ignore[arg-type]
+    assert float(spans["across"][semconv.USAGE_CPU_TIME]) >= across_truth - slack  # type: ignore[arg-type]
+    assert float(spans["born"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(born_truth, abs=slack)  # type: ignore[arg-type]
+    # the part before the block (~0.2 s of spinning plus the wait) is not the block's, though it was reaped in it
+    assert float(spans["ending"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(ending_truth, abs=slack)  # type: ignore[arg-type]
+    assert float(spans["ending"][semconv.USAGE_CPU_TIME_CHILDREN]) < lifetime - 0.1  # type: ignore[arg-type]
+    assert semconv.USAGE_CPU_TIME_CHILDREN not in spans["idle"]
+
+
+def _edge(time_ns: int, tree: Any) -> Any:
+    from runtel.sampling.edges import Edge
+
+    rusage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Edge(time_ns, 0, 0, 1, 0, rusage, (), tree)
+
+
+def test_tree_change_between_edges() -> None:
+    """The tree figure's rules on made-up reads (ticks): alive at both, born inside, ended inside, unknown
+    before, too many to read."""
+    from runtel.sampling.edges import TREE_UNREAD, edge_delta
+
+    hz = os.sysconf("SC_CLK_TCK")
+    start = _edge(0, (1000, ((11, 500, 40), (12, 600, 70))))
+    end = _edge(10**9, (1100, ((11, 500, 90), (13, 1050, 30), (14, 800, 25))))
+    # 11: +50; 13 born inside: +30; 14 older than the window, not known at its start: left out; 12 ended: -70,
+    # its lifetime being in its reaper's figure (here none was reaped: the reaper is not this process)
+    assert edge_delta(start, end).children_cpu_s == pytest.approx(10 / hz)
+    assert edge_delta(_edge(0, (1000, ((12, 600, 70),))), _edge(10**9, None)).children_cpu_s == 0.0  # floored at 0
+    end_alive = _edge(10**9, (1100, ((11, 500, 90), (12, 600, 75), (13, 1050, 30))))
+    assert edge_delta(start, end_alive).children_cpu_s == pytest.approx((50 + 5 + 30) / hz)
+    # no descendants known at the start edge: only those born after it count (its time from the end's clock)
+    assert edge_delta(_edge(0, None), _edge(10**9, (1000 + hz, ((13, 1050, 30), (14, 900, 25))))).children_cpu_s \
+        == pytest.approx(30 / hz)
+    assert edge_delta(_edge(0, TREE_UNREAD), end_alive).children_cpu_s == 0.0
+    assert edge_delta(start, _edge(10**9, TREE_UNREAD)).children_cpu_s == 0.0
+
+
+def test_tree_counters_read_this_process_children() -> None:
+    """read_tree_counters on a real child: its start time and CPU as /proc says; a gone pid left out."""
+    from runtel.sampling.edges import read_tree_counters
+
+    if not LINUX:
+        assert read_tree_counters([os.getpid()]) is None
+        return
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    fds: dict[int, int] = {}
+    try:
+        now, read = read_tree_counters([child.pid, 2**22 + 7])  # type: ignore[misc]
+        ((pid, born, cpu),) = read
+        assert pid == child.pid and 0 < born <= now and cpu >= 0
+        assert read_tree_counters([child.pid], fds)[1] == read and list(fds) == [child.pid]  # type: ignore[index]
+        assert read_tree_counters([child.pid], fds)[1] == read  # type: ignore[index]  # the kept file, read again
+    finally:
+        child.kill()
+        child.wait()
+    assert read_tree_counters([child.pid], fds)[1] == () and fds == {}  # type: ignore[index]  # gone: file closed
 
 
 class ManualClock:

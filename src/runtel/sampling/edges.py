@@ -7,8 +7,13 @@ the window's figure is their difference:
 * ``cpu.time``: CPU seconds of **this process** (every thread, user + system, ``time.process_time_ns``:
   ``CLOCK_PROCESS_CPUTIME_ID``, integer nanoseconds, so a difference is a short decimal; ``getrusage``'s
   figure of a threaded process drifts by ~25 us per 5 ms from it, measured) plus those of its children
-  **reaped** in the window (``RUSAGE_CHILDREN``, the kernel's ``wait4`` accounting). Live descendants are
-  not read at block edges (a ``/proc`` read per process); the sampler supplies their share for runs.
+  **reaped** in the window (``RUSAGE_CHILDREN``, the kernel's ``wait4`` accounting) plus the change of the
+  **live descendants** the sampler knows of, when there are at most :data:`TREE_EDGE_LIMIT` of them (Linux:
+  one ``pread`` of a kept-open ``/proc/<pid>/stat`` each, utime + stime + the CPU of the children it reaped,
+  in the kernel's 10 ms clock ticks; a read is reused for :data:`TREE_REUSE_NS` so a tight loop of tiny blocks
+  in a process with workers does not pay it at every edge). A descendant that ended inside the window had its lifetime
+  counted by whoever reaped it, so its CPU from before the window is taken off; one the sampler had not yet
+  seen at the window's start counts only if it was born inside the window.
 * ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
   only when the window also ended in that thread.
 * peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
@@ -19,12 +24,13 @@ the window's figure is their difference:
 * energy: the NVML total-energy counter of each GPU that has one, RAPL package counters where readable,
   and the CPU estimate, which is a function of CPU seconds (so it is exact at the edges too).
 
-Cost per edge on the project's VM: ~1.3 us without GPU or RAPL (four C calls: two clocks, two ``getrusage``), see
-benchmarks/edge_bench.py.
+Cost per edge on the project's VM: ~1.3-2.4 us without GPU, RAPL or live children (four C calls: two clocks, two
+``getrusage``), ~5 us more per live descendant, see benchmarks/edge_bench.py.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import threading
@@ -34,7 +40,20 @@ from typing import NamedTuple
 
 from runtel.energy.base import EnergyReading, EnergySource
 
-__all__ = ("Edge", "EdgeDelta", "EdgeReader", "MemoryDetail", "edge_delta", "read_memory_detail", "read_vm_hwm")
+__all__ = (
+    "TREE_EDGE_LIMIT",
+    "TREE_REUSE_NS",
+    "TREE_UNREAD",
+    "Edge",
+    "EdgeDelta",
+    "EdgeReader",
+    "MemoryDetail",
+    "TreeCounters",
+    "edge_delta",
+    "read_memory_detail",
+    "read_tree_counters",
+    "read_vm_hwm",
+)
 
 _RUSAGE_CHILDREN = resource.RUSAGE_CHILDREN
 _LINUX = sys.platform.startswith("linux")
@@ -50,6 +69,80 @@ _time_ns = time.time_ns
 _tuple_new = tuple.__new__  # builds an Edge without the NamedTuple's Python-level __new__ (~0.15 us)
 #: ru_maxrss is in bytes on macOS, KiB on Linux and the BSDs
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
+#: live descendants read at an edge at most: beyond this the tree is not "small" and the sampler's share is used
+TREE_EDGE_LIMIT = 16
+#: a tree read is reused by the edges of the next this-many nanoseconds (the counters tick in 10 ms steps anyway)
+TREE_REUSE_NS = 5_000_000
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+_monotonic_ns = time.monotonic_ns
+
+#: ``(boot_ticks, ((pid, start_ticks, cpu_ticks), ...))``: when the tree was read (clock ticks since boot, the
+#: unit of a process's start time) and each live descendant's cumulative CPU (its own + its reaped children's)
+TreeCounters = tuple[int, tuple[tuple[int, int, int], ...]]
+#: an edge whose live descendants were too many (or unreadable): its window gets no tree figure
+TREE_UNREAD: TreeCounters = (-1, ())
+
+
+def read_tree_counters(pids: Sequence[int], fds: dict[int, int] | None = None) -> TreeCounters | None:
+    """Each pid's cumulative CPU in clock ticks from ``/proc/<pid>/stat`` (Linux); ``None`` elsewhere.
+
+    A pid that is gone or unreadable is left out (a zombie is still readable: its figures stand until reaped).
+    ``fds``: kept-open descriptors by pid, filled and pruned here; ``pread`` on one re-reads the file fresh
+    (~3.4 us a process against ~7.2 us to open, read and close it; a descriptor of a process that died
+    answers ESRCH even if its pid is reused, so a reused pid is never read as the old process).
+    """
+    if not _LINUX or _BOOTTIME is None:
+        return None
+    now = int(time.clock_gettime(_BOOTTIME) * _CLK_TCK)
+    out = []
+    for pid in pids:
+        try:
+            fd = fds.get(pid) if fds is not None else None
+            if fd is None:
+                fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+                if fds is None:
+                    try:
+                        data = os.read(fd, 2048)
+                    finally:
+                        os.close(fd)
+                else:
+                    fds[pid] = fd
+                    data = os.pread(fd, 2048, 0)
+            else:
+                data = os.pread(fd, 2048, 0)
+            fields = data[data.rindex(b")") + 2:].split()
+            # utime, stime, cutime, cstime are fields 14-17 of stat(5); the start time is field 22
+            out.append((pid, int(fields[19]), int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])))
+        except (OSError, ValueError, IndexError):
+            if fds is not None:
+                _close_fd(fds.pop(pid, None))
+            continue
+    return now, tuple(out)
+
+
+def _close_fd(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _tree_change_s(start: TreeCounters, end: TreeCounters) -> float:
+    """CPU seconds the live descendants used between two tree reads (see the module docstring)."""
+    before = {(pid, born): cpu for pid, born, cpu in start[1]}
+    ticks = 0
+    for pid, born, cpu in end[1]:
+        first = before.pop((pid, born), None)
+        if first is not None:
+            ticks += cpu - first
+        elif born >= start[0]:  # born inside the window: all of its CPU is
+            ticks += cpu
+        # else: alive before the window but not yet known at its start: its part in the window is unknown
+    for first in before.values():  # ended in the window: its whole lifetime is in its reaper's figure
+        ticks -= first
+    return ticks / _CLK_TCK
 
 
 class Edge(NamedTuple):
@@ -64,6 +157,9 @@ class Edge(NamedTuple):
     #: edges with equal ``children`` had none reaped between them (one C-level tuple comparison)
     children: resource.struct_rusage
     energy: tuple[EnergyReading, ...] = ()
+    #: the live descendants' counters: ``None`` when none are known, :data:`TREE_UNREAD` when there were more
+    #: than TREE_EDGE_LIMIT or they could not be read
+    tree: TreeCounters | None = None
 
     @property
     def cpu_s(self) -> float:
@@ -98,6 +194,7 @@ class EdgeDelta(NamedTuple):
 
     cpu_s: float
     thread_cpu_s: float | None
+    #: child processes' CPU inside the window: reaped ones (RUSAGE_CHILDREN) + the live descendants' change
     children_cpu_s: float
     energy: Mapping[str, tuple[float, bool, str]]  #: domain -> (joules, estimated, source)
     peak_rss_bytes: int | None  #: exact peak when the high-water mark rose in the window, else None
@@ -148,6 +245,8 @@ class EdgeReader:
         gpu_energy: Returns the raw cumulative GPU readings (the NVML counter), or ``()`` when the GPU is not
             answering; ``None`` when no GPU is monitored.
         cpu_joules_per_s: The CPU estimate's joules per CPU-second (``None`` = no estimate).
+        descendants: Returns the live descendants known now (the sampler's last tree read, an immutable
+            tuple); their CPU is read at each edge while there are 1 to TREE_EDGE_LIMIT of them.
     """
 
     def __init__(
@@ -155,11 +254,16 @@ class EdgeReader:
         energy: Sequence[EnergySource] = (),
         gpu_energy: Callable[[], Sequence[EnergyReading]] | None = None,
         cpu_joules_per_s: float | None = None,
+        descendants: Callable[[], tuple[int, ...]] | None = None,
     ) -> None:
         self._sources = tuple(energy)
         self._gpu_energy = gpu_energy
         self.cpu_joules_per_s = cpu_joules_per_s
         self._has_energy = bool(self._sources) or gpu_energy is not None
+        self._descendants = descendants if _LINUX else None
+        self._tree_last: tuple[int, tuple[int, ...], TreeCounters | None] = (0, (), None)
+        self._tree_fds: dict[int, int] = {}  #: kept-open /proc/<pid>/stat of the descendants, under _tree_lock
+        self._tree_lock = threading.Lock()
         self.failures = 0
 
     def read(self, end: bool = False) -> Edge:
@@ -181,8 +285,38 @@ class EdgeReader:
             cpu = _process_time_ns()
             thread_cpu = _thread_time_ns()
         energy = self._read_energy() if self._has_energy else ()
-        edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy))
+        tree = None
+        if self._descendants is not None:
+            pids = self._descendants()
+            if pids:
+                tree = self._read_tree(pids) if len(pids) <= TREE_EDGE_LIMIT else TREE_UNREAD
+        edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree))
         return edge
+
+    def _read_tree(self, pids: tuple[int, ...]) -> TreeCounters:
+        at, known, counters = self._tree_last
+        now = _monotonic_ns()
+        if known is pids and counters is not None and now - at < TREE_REUSE_NS:
+            return counters
+        try:
+            with self._tree_lock:  # the descriptors are shared: none is closed while another thread reads it
+                fds = self._tree_fds
+                if known is not pids:
+                    for pid in fds.keys() - set(pids):
+                        _close_fd(fds.pop(pid))
+                counters = read_tree_counters(pids, fds) or TREE_UNREAD
+        except Exception:
+            self.failures += 1
+            return TREE_UNREAD
+        self._tree_last = (now, pids, counters)  # one tuple: threads reading it see the old or the new read
+        return counters
+
+    def close(self) -> None:
+        """Close the descendants' kept-open ``/proc`` files (the reader still works; it reopens them)."""
+        with self._tree_lock:
+            for fd in self._tree_fds.values():
+                _close_fd(fd)
+            self._tree_fds.clear()
 
     def _read_energy(self) -> tuple[EnergyReading, ...]:
         out: list[EnergyReading] = []
@@ -210,6 +344,15 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
     """
     cpu = max(0, end.cpu_ns - start.cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
     children = 0.0 if end.children == start.children else max(0.0, end.children_cpu_s - start.children_cpu_s)
+    tree_start, tree_end = start.tree, end.tree
+    if (tree_start is not None or tree_end is not None) and (tree_start is None or tree_start[0] >= 0) \
+            and (tree_end is None or tree_end[0] >= 0):
+        # No descendants known at one edge: none lived then (up to the sampler's lag); born since the start
+        # edge (its clock in ticks since boot, from the other edge's) or ended before the end edge
+        if tree_start is None and tree_end is not None:
+            tree_start = (tree_end[0] - (end.time_ns - start.time_ns) * _CLK_TCK // 1_000_000_000, ())
+        if tree_start is not None:
+            children = max(0.0, children + _tree_change_s(tree_start, tree_end if tree_end is not None else (0, ())))
     thread = max(0, end.thread_cpu_ns - start.thread_cpu_ns) / 1e9 if end.thread_id == start.thread_id else None
     energy: dict[str, tuple[float, bool, str]] = {}
     if end.energy:

@@ -177,6 +177,7 @@ class Monitor:
             energy,
             gpu_energy=sampler.gpu_edge_energy if sampler._has_gpu else None,
             cpu_joules_per_s=None if estimate is None else estimate.joules_per_cpu_s,
+            descendants=tree.edge_pids,
         )
         monitor = cls(sampler, carbon_intensity=settings.carbon_intensity, edges=edges)
         monitor.energy_method = method
@@ -210,9 +211,11 @@ class Monitor:
             self._guard("stop", lambda: sampler.stop(timeout))
 
     def close(self) -> None:
-        """Stop and release the GPU driver."""
+        """Stop and release the GPU driver and the edge reader's open files."""
         if self.sampler is not None:
             self._guard("close", self.sampler.close)
+        if self.edges is not None:
+            self._guard("close-edges", self.edges.close)
 
     def sample_now(self) -> Snapshot | None:
         """One synchronous sample; ``None`` when inert or failed."""
@@ -299,7 +302,7 @@ class Monitor:
         start_ns = start_ns or start.time_ns
         unsampled = latest is None or latest.time_ns < start_ns
         if (unsampled and end.hwm_bytes <= start.hwm_bytes and end.children == start.children
-                and end.thread_id == start.thread_id and not end.energy):
+                and end.thread_id == start.thread_id and not end.energy and end.tree is start.tree):
             # The common block (no sample inside, no GPU/RAPL, no new peak, no child reaped): its figures straight
             # from the integer clocks, in as few attributes as possible (each costs ~1 us set, scrubbed and
             # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes).

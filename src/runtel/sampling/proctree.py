@@ -170,6 +170,8 @@ class ProcessTree:
         self._warned: set[str] = set()
         self._logical_cores = os.cpu_count() or 1
         self._members: frozenset[int] = frozenset()
+        #: the live descendants of this process at the last read, for the edge counters (see ``edge_pids``)
+        self._edge_pids: tuple[int, ...] = ()
         self._refreshed = 0.0
         self._tokens = float(_REFRESH_BURST)
         self.set_roots(root_pids, include_roots=include_roots, exclude_pids=exclude_pids)
@@ -346,6 +348,10 @@ class ProcessTree:
         for pid in [p for p in self._procs if p not in seen]:
             self._forget(pid, "main" if pid in self.root_pids else "descendants")
         self._tracked_desc = set(desc) & seen
+        own = self.include_roots and self.root_pids == (os.getpid(),)
+        live = tuple(sorted(self._tracked_desc)) if own else ()
+        if live != self._edge_pids:
+            self._edge_pids = live  # a new tuple only on a change: the edge reader's cache keys on the object
         main = groups["main"].stats(*self._dead["main"])
         des = groups["descendants"].stats(*self._dead["descendants"])
         return TreeRead(main, des, _combine(main, des), counted)
@@ -419,6 +425,13 @@ class ProcessTree:
         if key not in self._warned:
             self._warned.add(key)
             _log.info(msg, *args)
+
+    def edge_pids(self) -> tuple[int, ...]:
+        """The live descendants of this process found by the last read (empty when the tree is another's).
+
+        Read by block and run edges in any thread: the tuple is replaced whole, never changed in place.
+        """
+        return self._edge_pids
 
     def known_pids(self) -> Iterable[int]:
         """Pids currently cached (for diagnostics)."""
