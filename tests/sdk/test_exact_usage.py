@@ -175,7 +175,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
     with isolated(runs_dir, sampling=True, sample_interval=0.05, gpu_backend="none"):
         with runtel.run_span("children") as run:
             stop = ctx.Event()
-            across = ctx.Process(target=_spin_until, args=(stop,))
+            across = ctx.Process(target=_spin_until, args=(stop,), daemon=True)
             across.start()
             _known_to_edges(across.pid)  # type: ignore[arg-type]
             before = _process_cpu(across.pid)  # type: ignore[arg-type]
@@ -187,7 +187,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
 
             stop = ctx.Event()
             with runtel.block("born"):
-                born = ctx.Process(target=_spin_until, args=(stop,))
+                born = ctx.Process(target=_spin_until, args=(stop,), daemon=True)
                 born.start()
                 _known_to_edges(born.pid)  # type: ignore[arg-type]
                 time.sleep(0.4)
@@ -196,7 +196,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
             born.join()
 
             started = ctx.Event()
-            ending = ctx.Process(target=_spin_for, args=(0.8, started))
+            ending = ctx.Process(target=_spin_for, args=(0.8, started), daemon=True)
             ending.start()
             started.wait()
             _known_to_edges(ending.pid)  # type: ignore[arg-type]
@@ -221,6 +221,54 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
     assert float(spans["ending"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(ending_truth, abs=slack)  # type: ignore[arg-type]
     assert float(spans["ending"][semconv.USAGE_CPU_TIME_CHILDREN]) < lifetime - 0.1  # type: ignore[arg-type]
     assert semconv.USAGE_CPU_TIME_CHILDREN not in spans["idle"]
+
+
+def _proc_stat_fds(pid: int) -> int:
+    """How many of ``pid``'s open files are some process's ``/proc/<n>/stat``."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        count += target.startswith("/proc/") and target.endswith("/stat")
+    return count
+
+
+def _report_stat_fds(queue: Any) -> None:
+    queue.put(_proc_stat_fds(os.getpid()))
+
+
+@pytest.mark.skipif(not LINUX, reason="live descendants are read from /proc at edges on Linux only")
+def test_edge_files_follow_the_workers(runs_dir: Path) -> None:
+    """The kept-open /proc files: one per live worker, closed as workers go, none in a forked child, none
+    after the run."""
+    ctx = multiprocessing.get_context("fork")
+    with isolated(runs_dir, sampling=True, sample_interval=0.05, gpu_backend="none"):
+        with runtel.run_span("files"):
+            for _ in range(3):  # generations of workers: the files of the gone ones do not pile up
+                stop = ctx.Event()
+                workers = [ctx.Process(target=_spin_until, args=(stop,), daemon=True) for _ in range(2)]
+                try:
+                    for w in workers:
+                        w.start()
+                    for w in workers:
+                        _known_to_edges(w.pid)  # type: ignore[arg-type]
+                    time.sleep(0.01)  # past the 5 ms reuse: the next edges read the two workers
+                    with runtel.block("gen"):
+                        time.sleep(0.01)
+                    assert _proc_stat_fds(os.getpid()) <= 2
+                    queue = ctx.Queue()
+                    child = ctx.Process(target=_report_stat_fds, args=(queue,), daemon=True)
+                    child.start()
+                    assert queue.get(timeout=30) == 0  # the forked child closed its copies
+                    child.join()
+                finally:
+                    stop.set()
+                    for w in workers:
+                        w.join(timeout=30)
+        assert _proc_stat_fds(os.getpid()) <= 2
+    assert _proc_stat_fds(os.getpid()) == 0  # the runtime closed them with its monitor
 
 
 def _edge(time_ns: int, tree: Any) -> Any:

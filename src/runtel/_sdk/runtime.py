@@ -559,6 +559,10 @@ class Runtime:
         """
         self._lock = threading.RLock()
         self._pid = os.getpid()
+        edges = getattr(self.monitor, "edges", None)
+        if edges is not None:
+            with guard("fork-edges", "close the parent's edge files in a forked child"):
+                edges.after_fork_in_child()
         self.monitor = None
         self.open_runs = {}
         self._roots = []  # the router keeps the parent's process run: the child's stray spans land there

@@ -316,6 +316,15 @@ class EdgeReader:
         self._tree_last = (now, pids, counters)  # one tuple: threads reading it see the old or the new read
         return counters
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: close the inherited copies of the parent's open files, without the lock (a
+        parent thread may have held it at the fork)."""
+        self._tree_lock = threading.Lock()
+        fds, self._tree_fds = self._tree_fds, {}
+        for fd in fds.values():
+            _close_fd(fd)
+        self._tree_last = (0, (), None)
+
     def close(self) -> None:
         """Close the descendants' kept-open ``/proc`` files (the reader still works; it reopens them)."""
         with self._tree_lock:
