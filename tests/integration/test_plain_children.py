@@ -183,3 +183,33 @@ def test_a_failing_user_sitecustomize_is_reported_as_python_reports_it(tmp_path:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ran"]
     assert "Error in sitecustomize" in done.stderr and "RuntimeError: broken site" in done.stderr
+
+
+EARLY_SIGNAL = """
+import os, signal, subprocess, sys
+from runtel.cli import main
+
+real = subprocess.Popen
+
+
+class SignalledWhileStarting(real):  # SIGTERM reaches the wrapper while it is still starting the command
+    def __init__(self, args, *rest, **kwargs):
+        if "import time; time.sleep(60)" in args:  # the command, not git or another tool runtel asks
+            os.kill(os.getpid(), signal.SIGTERM)
+        super().__init__(args, *rest, **kwargs)
+
+
+subprocess.Popen = SignalledWhileStarting
+sys.exit(main(["run", "-q", "--dir", sys.argv[1], "--", sys.executable, "-c", "import time; time.sleep(60)"]))
+"""
+
+
+def test_runtel_run_passes_on_a_signal_that_came_while_starting(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A SIGTERM that reaches `runtel run` before the command's Popen returned is passed on once it has
+    (it used to be dropped, and the command ran to its end): the command ends on it, the run is interrupted."""
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-c", EARLY_SIGNAL, str(runs)], env=clean_env, capture_output=True,
+                          text=True, timeout=50)
+    assert done.returncode == 128 + 15, done.stderr
+    (record,) = list_runs(runs)
+    assert record["status"] == "interrupted"

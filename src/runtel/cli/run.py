@@ -10,6 +10,7 @@ the wrapper): its parent-death signal (``PR_SET_PDEATHSIG``) is set between fork
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -139,9 +140,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     forwarded: list[int] = []
 
+    early: list[int] = []  # signals that came while the command was being started (no child to pass them to yet)
+
     def forward(signum: int, frame: FrameType | None) -> None:
         forwarded.append(signum)
-        if child is not None and child.poll() is None:
+        if child is None:
+            early.append(signum)
+        elif child.poll() is None:
             if signum == signal.SIGINT and from_terminal:
                 return  # the terminal already delivered it to the child's process group
             try:
@@ -177,6 +182,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 monitor = runtime.monitor if runtime is not None else None
                 if monitor is not None:
                     monitor.set_roots([child.pid], include_self=False)
+                for signum in early:  # came while it was starting: passed on now, not lost
+                    with contextlib.suppress(ProcessLookupError):
+                        child.send_signal(signum)
                 returncode, rusage = _wait(child)
                 exit_code = 128 - returncode if returncode < 0 else returncode
                 killer = signal.Signals(-returncode) if returncode < 0 else None
