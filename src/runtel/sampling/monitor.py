@@ -205,10 +205,13 @@ class Monitor:
             self._guard("start", self.sampler.start)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop background sampling promptly (history and ``latest`` stay readable)."""
+        """Stop background sampling promptly (history and ``latest`` stay readable); the edge reader's open
+        ``/proc`` files are closed (edges read later reopen what they need)."""
         if self.sampler is not None:
             sampler = self.sampler
             self._guard("stop", lambda: sampler.stop(timeout))
+        if self.edges is not None:
+            self._guard("close-edges", self.edges.close)
 
     def close(self) -> None:
         """Stop and release the GPU driver and the edge reader's open files."""
