@@ -62,14 +62,15 @@ def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, 
             continue
         process, thread, outer = truths[span.name]
         attrs = usage(span)
-        cpu = float(attrs[semconv.USAGE_CPU_TIME])  # type: ignore[arg-type]
+        # this process's part: the test process may have live children of other tests (xdist), counted apart
+        cpu = float(attrs[semconv.USAGE_CPU_TIME]) - float(attrs.get(semconv.USAGE_CPU_TIME_CHILDREN) or 0.0)  # type: ignore[arg-type]
         # Within 2 % of the process_time delta of the block's body; another thread's CPU in the microseconds
         # between an edge and the body (the exporter, a sampler tick on the other core) can only add to it,
         # and never more than the whole `with` statement took (span creation and export included).
         assert process * 0.98 <= cpu <= max(process * 1.02, outer * 1.02), (span.name, cpu, process, outer)
         # the thread's own counter has no such neighbours: 2 % of the block's CPU time
         # (absent on an unsampled block = within 1 % of cpu.time: no other thread ran meanwhile)
-        reported_thread = attrs.get(semconv.USAGE_THREAD_CPU_TIME, attrs[semconv.USAGE_CPU_TIME])
+        reported_thread = attrs.get(semconv.USAGE_THREAD_CPU_TIME, cpu)
         assert reported_thread == pytest.approx(thread, abs=0.02 * process), span.name
         # a block no sample fell into still has its counter figures (samples = 0 says its peaks are unsampled)
         assert attrs.get(semconv.USAGE_COUNTERS) == "edges" or attrs[semconv.USAGE_SAMPLES] == 0
@@ -122,19 +123,41 @@ def test_block_counts_the_children_it_reaped(runs_dir: Path) -> None:
     code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.05: pass\n"
     with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none"):
         with runtel.run_span("children") as run:
+            others0 = _others_cpu()
             with runtel.block("spawn"):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 subprocess.run([sys.executable, "-c", code], check=True)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            others1 = _others_cpu()
             with runtel.block("after"):
                 busy(0.005)
     reaped = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert reaped >= 0.04
+    # The test process may have live children of other tests (servers under xdist), which block edges count
+    # too: their CPU inside the block, to a tick a process, is allowed on top of the reaped child's.
+    tick = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+    others = sum(others1.get(pid, 0.0) - cpu for pid, cpu in others0.items())
     spans = {s.name: usage(s) for s in read_run(run.dir)[1]}
     spawn, later = spans["spawn"], spans["after"]
-    assert spawn[semconv.USAGE_CPU_TIME_CHILDREN] == pytest.approx(reaped, rel=0.02)
+    children = float(spawn[semconv.USAGE_CPU_TIME_CHILDREN])  # type: ignore[arg-type]
+    assert reaped * 0.98 <= children <= reaped * 1.02 + max(0.0, others) + 2 * tick * len(others0)
     assert float(spawn[semconv.USAGE_CPU_TIME]) >= reaped  # type: ignore[arg-type]
-    assert semconv.USAGE_CPU_TIME_CHILDREN not in later and semconv.USAGE_CPU_TIME in later
+    assert semconv.USAGE_CPU_TIME_CHILDREN not in later or others0  # other tests' children may tick
+    assert semconv.USAGE_CPU_TIME in later
+
+
+def _others_cpu() -> dict[int, float]:
+    """CPU seconds of this process's live descendants (other tests' servers under xdist), by pid."""
+    import psutil
+
+    out: dict[int, float] = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        out[child.pid] = float(times.user + times.system + times.children_user + times.children_system)
+    return out
 
 
 def _spin_until(stop: Any) -> None:
@@ -172,6 +195,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
     inside the block (the kernel's 10 ms ticks per process), an idle block after them none."""
     ctx = multiprocessing.get_context("fork")
     tick = 1 / os.sysconf("SC_CLK_TCK")
+    foreign0 = _others_cpu()  # children of other tests (xdist) that block edges count too
     with isolated(runs_dir, sampling=True, sample_interval=0.05, gpu_backend="none"):
         with runtel.run_span("children") as run:
             stop = ctx.Event()
@@ -213,14 +237,19 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
                 time.sleep(0.05)
     spans = {s.name: usage(s) for s in read_run(run.dir)[1]}
     slack = 3 * tick + 0.05  # a tick per process per edge, the edge read and the truth read not at one instant
+    foreign1 = _others_cpu()
+    foreign = sum(max(0.0, foreign1.get(pid, cpu) - cpu) + 2 * tick for pid, cpu in foreign0.items())
+
+    def children(name: str) -> float:
+        return float(spans[name].get(semconv.USAGE_CPU_TIME_CHILDREN) or 0.0)  # type: ignore[arg-type]
+
     assert across_truth > 0.3 and born_truth > 0.2 and lifetime > 0.7
-    assert float(spans["across"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(across_truth, abs=slack)  # type: ignore[arg-type]
+    for name, truth in (("across", across_truth), ("born", born_truth), ("ending", ending_truth)):
+        assert truth - slack <= children(name) <= truth + slack + foreign, name
     assert float(spans["across"][semconv.USAGE_CPU_TIME]) >= across_truth - slack  # type: ignore[arg-type]
-    assert float(spans["born"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(born_truth, abs=slack)  # type: ignore[arg-type]
     # the part before the block (~0.2 s of spinning plus the wait) is not the block's, though it was reaped in it
-    assert float(spans["ending"][semconv.USAGE_CPU_TIME_CHILDREN]) == pytest.approx(ending_truth, abs=slack)  # type: ignore[arg-type]
-    assert float(spans["ending"][semconv.USAGE_CPU_TIME_CHILDREN]) < lifetime - 0.1  # type: ignore[arg-type]
-    assert semconv.USAGE_CPU_TIME_CHILDREN not in spans["idle"]
+    assert children("ending") < lifetime - 0.1 + foreign
+    assert children("idle") <= foreign
 
 
 def _proc_stat_fds(pid: int, of: Any) -> int:
