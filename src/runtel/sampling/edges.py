@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from runtel.energy.base import EnergyReading, EnergySource
+from runtel.sampling.proctree import stat_fields
 
 __all__ = (
     "TREE_EDGE_LIMIT",
@@ -88,36 +89,31 @@ def read_tree_counters(pids: Sequence[int], fds: dict[int, int] | None = None) -
     """Each pid's cumulative CPU in clock ticks from ``/proc/<pid>/stat`` (Linux); ``None`` elsewhere.
 
     A pid that is gone or unreadable is left out (a zombie is still readable: its figures stand until reaped).
-    ``fds``: kept-open descriptors by pid, filled and pruned here; ``pread`` on one re-reads the file fresh
-    (~3.4 us a process against ~7.2 us to open, read and close it; a descriptor of a process that died
-    answers ESRCH even if its pid is reused, so a reused pid is never read as the old process).
+    ``fds``: kept-open descriptors by pid, filled and pruned here (without it, each file is closed after its
+    read); ``pread`` on one re-reads the file fresh (~3.4 us a process against ~7.2 us to open, read and
+    close it; a descriptor of a process that died answers ESRCH even if its pid is reused, so a reused pid
+    is never read as the old process).
     """
     if not _LINUX or _BOOTTIME is None:
         return None
+    kept = fds is not None
+    open_fds: dict[int, int] = fds if fds is not None else {}
     now = int(time.clock_gettime(_BOOTTIME) * _CLK_TCK)
     out = []
-    for pid in pids:
-        try:
-            fd = fds.get(pid) if fds is not None else None
-            if fd is None:
-                fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-                if fds is None:
-                    try:
-                        data = os.read(fd, 2048)
-                    finally:
-                        os.close(fd)
-                else:
-                    fds[pid] = fd
-                    data = os.pread(fd, 2048, 0)
-            else:
-                data = os.pread(fd, 2048, 0)
-            fields = data[data.rindex(b")") + 2:].split()
-            # utime, stime, cutime, cstime are fields 14-17 of stat(5); the start time is field 22
-            out.append((pid, int(fields[19]), int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])))
-        except (OSError, ValueError, IndexError):
-            if fds is not None:
-                _close_fd(fds.pop(pid, None))
-            continue
+    try:
+        for pid in pids:
+            try:
+                fd = open_fds.get(pid)
+                if fd is None:
+                    fd = open_fds[pid] = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+                fields = stat_fields(os.pread(fd, 2048, 0))
+                out.append((pid, int(fields[19]), int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])))
+            except (OSError, ValueError, IndexError):
+                _close_fd(open_fds.pop(pid, None))
+    finally:
+        if not kept:
+            for fd in open_fds.values():
+                _close_fd(fd)
     return now, tuple(out)
 
 
@@ -280,10 +276,12 @@ class EdgeReader:
             children = _getrusage(_RUSAGE_CHILDREN)
             now = _time_ns()
             energy = self._read_energy() if self._has_energy else ()
-            tree = self._tree() if self._descendants is not None else None
+            pids = self._descendants() if self._descendants is not None else ()
+            tree = self._tree(pids) if pids else None
         else:
             energy = self._read_energy() if self._has_energy else ()
-            tree = self._tree() if self._descendants is not None else None
+            pids = self._descendants() if self._descendants is not None else ()
+            tree = self._tree(pids) if pids else None
             now = _time_ns()
             children = _getrusage(_RUSAGE_CHILDREN)
             hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
@@ -292,10 +290,7 @@ class EdgeReader:
         edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree))
         return edge
 
-    def _tree(self) -> TreeCounters | None:
-        pids = self._descendants() if self._descendants is not None else ()
-        if not pids:
-            return None
+    def _tree(self, pids: tuple[int, ...]) -> TreeCounters:
         return self._read_tree(pids) if len(pids) <= TREE_EDGE_LIMIT else TREE_UNREAD
 
     def _read_tree(self, pids: tuple[int, ...]) -> TreeCounters:
@@ -358,15 +353,12 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
     """
     cpu = max(0, end.cpu_ns - start.cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
     children = 0.0 if end.children == start.children else max(0.0, end.children_cpu_s - start.children_cpu_s)
-    tree_start, tree_end = start.tree, end.tree
-    if (tree_start is not None or tree_end is not None) and (tree_start is None or tree_start[0] >= 0) \
-            and (tree_end is None or tree_end[0] >= 0):
-        # No descendants known at one edge: none lived then (up to the sampler's lag); born since the start
-        # edge (its clock in ticks since boot, from the other edge's) or ended before the end edge
-        if tree_start is None and tree_end is not None:
-            tree_start = (tree_end[0] - (end.time_ns - start.time_ns) * _CLK_TCK // 1_000_000_000, ())
-        if tree_start is not None:
-            children = max(0.0, children + _tree_change_s(tree_start, tree_end if tree_end is not None else (0, ())))
+    if (start.tree or end.tree) and TREE_UNREAD not in (start.tree, end.tree):
+        # No descendants known at one edge: none lived then (up to the sampler's lag); those at the other edge
+        # were born since the start (its clock in ticks since boot, from the end's) or ended before the end
+        tree_end = end.tree or (0, ())
+        tree_start = start.tree or (tree_end[0] - (end.time_ns - start.time_ns) * _CLK_TCK // 1_000_000_000, ())
+        children = max(0.0, children + _tree_change_s(tree_start, tree_end))
     thread = max(0, end.thread_cpu_ns - start.thread_cpu_ns) / 1e9 if end.thread_id == start.thread_id else None
     energy: dict[str, tuple[float, bool, str]] = {}
     if end.energy:

@@ -36,7 +36,7 @@ from runtel.sampling.samples import ProcessStats
 if TYPE_CHECKING:
     import psutil
 
-__all__ = ("ProcessTree", "TreeRead")
+__all__ = ("ProcessTree", "TreeRead", "stat_fields")
 
 _log = logging.getLogger("runtel.sampling")
 _PROC = "/proc"
@@ -133,6 +133,12 @@ def _add_opt(total: int | None, value: int | None) -> int | None:
     if value is None:
         return total
     return value if total is None else total + value
+
+
+def stat_fields(data: bytes) -> list[bytes]:
+    """The fields of a ``/proc/<pid>/stat`` line after the command name (which may hold spaces and
+    parentheses): index 0 is stat(5)'s field 3 (state), 11/12 utime/stime, 13/14 cutime/cstime, 19 starttime."""
+    return data[data.rindex(b")") + 2 :].split()
 
 
 def _read_ppid(pid: int) -> int | None:
@@ -265,7 +271,7 @@ class ProcessTree:
                 data = fh.read()
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise psutil.NoSuchProcess(entry.pid) from exc
-        fields = data[data.rindex(b")") + 2 :].split()
+        fields = stat_fields(data)
         start = int(fields[19])
         if entry.start_ticks is None:
             entry.start_ticks = start
