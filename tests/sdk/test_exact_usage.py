@@ -98,12 +98,18 @@ def test_traced_call_and_measure_give_the_block_numbers(runs_dir: Path) -> None:
                 busy(0.01)
                 truth["outer"] = time.process_time() - p0
     (span,) = [s for s in read_run(run.dir)[1] if s.name.endswith("work")]
-    assert usage(span)[semconv.USAGE_CPU_TIME] == pytest.approx(truth["work"], rel=0.02)
-    assert inner.cpu_s == pytest.approx(truth["inner"], rel=0.02)
-    assert outer.cpu_s == pytest.approx(truth["outer"], rel=0.02)
+    # this process's part: under xdist the test process has other tests' children, which edges count too
+    assert _own_cpu(usage(span)) == pytest.approx(truth["work"], rel=0.02)
+    assert _own_cpu(inner.attributes) == pytest.approx(truth["inner"], rel=0.02)
+    assert _own_cpu(outer.attributes) == pytest.approx(truth["outer"], rel=0.02)
     assert inner.energy_j is not None and inner.estimated  # the CPU estimate: CPU seconds x W per thread
     assert inner.attributes[semconv.USAGE_CPU_TIME] == inner.cpu_s
     assert outer.wall_s is not None and inner.wall_s is not None and outer.wall_s >= inner.wall_s
+
+
+def _own_cpu(attributes: Any) -> float:
+    """``cpu.time`` less ``cpu.time.children``: the CPU of this process alone."""
+    return float(attributes[semconv.USAGE_CPU_TIME]) - float(attributes.get(semconv.USAGE_CPU_TIME_CHILDREN) or 0.0)
 
 
 def test_measure_without_a_run(runs_dir: Path) -> None:
