@@ -24,6 +24,10 @@ run of this process that itself is a child) are put back when the last run close
 (:func:`install_processes`): the child opens a *worker run* in the parent's trace before the target
 runs, under the span current at ``start()`` (a forkserver child inherits the server's stale
 environment, so the environment alone would not do).
+
+**Child starts.** The same ``BaseProcess.start`` patch and one of ``subprocess.Popen.__init__`` tell the
+runtime each child's pid as it starts (:data:`child_started`), with or without propagation, so the block
+edges count a worker from the first block after its start rather than from the sampler's next tick.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from opentelemetry import trace
 from runtel._context import CPU_METER_KEY, current_run
 from runtel._internals import process_start_method, process_target, set_process_target, signal_friendly_get
 
-__all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "WORKER_NAME_ENV", "WorkerTarget", "child_context", "install_processes",
-           "install_threads", "set_process_carrier", "w3c_propagator")
+__all__ = ("CARRIER_KEYS", "PARENT_RUN_ENV", "WORKER_NAME_ENV", "WorkerTarget", "child_context", "child_started",
+           "install_processes", "install_threads", "set_process_carrier", "w3c_propagator")
 
 PARENT_RUN_ENV = "RUNTEL_PARENT_RUN_ID"
 
@@ -209,9 +213,22 @@ WORKER_NAME_ENV = "RUNTEL_WORKER_NAME"
 
 
 _processes_installed = False
+_popen_installed = False
 
 
 _sources: list[Any] = [dict, lambda: None]
+
+
+#: told the pid of every child process started through ``multiprocessing`` or ``subprocess`` (set by the runtime)
+child_started: list[Callable[[int], None]] = []
+
+
+def _tell_started(pid: object) -> None:
+    if type(pid) is int and child_started:
+        try:
+            child_started[0](pid)
+        except Exception:  # a child's start is never made to fail by telemetry
+            pass
 
 
 def install_processes(settings_env: Callable[[], Mapping[str, str]], process_run: Callable[[], Any]) -> None:
@@ -230,6 +247,7 @@ def install_processes(settings_env: Callable[[], Mapping[str, str]], process_run
     """
     global _processes_installed
     _sources[:] = [settings_env, process_run]
+    _install_popen()
     if _processes_installed or "multiprocessing.process" not in sys.modules:
         return
     _processes_installed = True
@@ -251,8 +269,27 @@ def install_processes(settings_env: Callable[[], Mapping[str, str]], process_run
             except Exception:  # never stop the user's process from starting
                 pass
         original_start(self)
+        _tell_started(self.pid)
 
     BaseProcess.start = start  # type: ignore[method-assign]
+
+
+def _install_popen() -> None:
+    """Patch ``subprocess.Popen.__init__`` to tell :data:`child_started` (idempotent)."""
+    global _popen_installed
+    if _popen_installed:
+        return
+    _popen_installed = True
+    import subprocess  # loaded already by runtel's environment capture (git)
+
+    original_init = subprocess.Popen.__init__
+
+    @functools.wraps(original_init)
+    def init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        _tell_started(self.pid)
+
+    subprocess.Popen.__init__ = init  # type: ignore[method-assign]
 
 
 def child_context(settings: Mapping[str, str], process_run: Any) -> dict[str, str] | None:

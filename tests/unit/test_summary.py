@@ -105,8 +105,8 @@ def test_resource_usage_record_has_units_in_keys_and_is_json() -> None:
     assert record["max_ram"]["combined"]["max_rss_bytes"] == 300  # type: ignore[index]
     assert record["cpu_utilization"]["max_hardware_fraction"] == 2.0  # type: ignore[index]
     assert record["energy"]["domains"]["cpu:estimate"]["joules"] == 5.0  # type: ignore[index]
-    assert record["compute_time"] == {"wall_seconds": 3.0, "cpu_seconds": 4.0, "cpu_seconds_source": "samples",
-                                     "floors": []}
+    assert record["compute_time"] == {"wall_seconds": 3.0, "cpu_seconds": 4.0, "children_cpu_seconds": None,
+                                     "cpu_seconds_source": "samples", "floors": []}  # children: edge counters only
 
 
 def test_counters_use_the_baseline_before_the_window() -> None:

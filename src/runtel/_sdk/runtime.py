@@ -439,10 +439,17 @@ class Runtime:
             self.router.default_run = run
         with guard("propagate", "carry the run into threads and child processes"):
             _propagation.active = self.settings.propagate
+            _propagation.child_started[:] = [self._child_started]
+            # installed with or without propagation: its patch also tells the monitor of child starts
+            _propagation.install_processes(self._settings_env, lambda: self.process_run)
             if self.settings.propagate:
                 _propagation.install_threads()
-                _propagation.install_processes(self._settings_env, lambda: self.process_run)
                 _propagation.set_process_carrier(run)
+
+    def _child_started(self, pid: int) -> None:
+        monitor = self.monitor
+        if monitor is not None and os.getpid() == self._pid:
+            monitor.child_started(pid)
 
     def _settings_env(self) -> dict[str, str]:
         return settings_env(self.settings)

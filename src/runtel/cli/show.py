@@ -326,10 +326,14 @@ def _usage_text(attributes: Mapping[str, Any]) -> str:
     if samples == 0 and not isinstance(cpu_time, (int, float)):
         return "[dim](unsampled)[/dim]"
     cpu = attributes.get(_USAGE + "cpu.utilization.mean")
-    if isinstance(cpu, (int, float)):
+    if isinstance(cpu_time, (int, float)):  # counters at the edges: every block has it, sampled or not
+        text = f"cpu {render.format_duration(cpu_time)}"
+        children = attributes.get(semconv.USAGE_CPU_TIME_CHILDREN)
+        if isinstance(children, (int, float)) and children > 0:
+            text += f" ({render.format_duration(children)} child processes)"
+        parts.append(text + (f" at {cpu * 100:.0f}%" if isinstance(cpu, (int, float)) else ""))
+    elif isinstance(cpu, (int, float)):
         parts.append(f"cpu {cpu * 100:.0f}%")
-    elif isinstance(cpu_time, (int, float)):
-        parts.append(f"cpu {render.format_duration(cpu_time)}")  # counters at the edges, no sample inside
     rss = attributes.get(_USAGE + "memory.rss.max.combined") or attributes.get(_USAGE + "memory.rss.max")
     if isinstance(rss, (int, float)):
         parts.append(f"rss {render.format_bytes(rss)}")
@@ -489,6 +493,9 @@ def _cpu_time_text(compute: Mapping[str, Any]) -> str | None:
     floors = compute.get("floors") or []
     if floors:
         how += ", at least " + " and ".join(str(f) for f in floors)
+    children = compute.get("children_cpu_seconds")
+    if isinstance(children, (int, float)) and children > 0:
+        how += f"; {children:.2f} s of it child processes"
     return f"{seconds:.2f} s ({how})"
 
 

@@ -259,6 +259,7 @@ class ComputeTime(TypedDict, total=False):
 
     wall_seconds: float | None
     cpu_seconds: float | None
+    children_cpu_seconds: float | None  #: the part of cpu_seconds that is child processes (edge counters only)
 
 
 class Energy(TypedDict, total=False):
@@ -534,7 +535,7 @@ _RESOURCE_USAGE: Final = _nested({
     "cpu_utilization": (_nested({"system_core_count": _opt(_count), **{s: (_nested(_CPU_SCOPE),) for s in _SCOPES}}),),
     "gpu_utilization": (_nested({"gpu_count": _opt(_count), "max_fraction": _opt_num, "mean_fraction": _opt_num,
                                  "mean_power_watts": _opt_num}),),
-    "compute_time": (_nested({"wall_seconds": _opt_num, "cpu_seconds": _opt_num}),),
+    "compute_time": (_nested({"wall_seconds": _opt_num, "cpu_seconds": _opt_num, "children_cpu_seconds": _opt_num}),),
     "energy": (_nested({"total_joules": _opt_num, "estimated": _opt(_bool), "domains": _dict}),),
     "emissions": (_nested({"grams_co2eq": _opt_num, "carbon_intensity_g_per_kwh": _opt_num}),),
 })

@@ -11,9 +11,13 @@ the window's figure is their difference:
   **live descendants** the sampler knows of, when there are at most :data:`TREE_EDGE_LIMIT` of them (Linux:
   one ``pread`` of a kept-open ``/proc/<pid>/stat`` each, utime + stime + the CPU of the children it reaped,
   in the kernel's 10 ms clock ticks; a read is reused for :data:`TREE_REUSE_NS` so a tight loop of tiny blocks
-  in a process with workers does not pay it at every edge). A descendant that ended inside the window had its lifetime
-  counted by whoever reaped it, so its CPU from before the window is taken off; one the sampler had not yet
-  seen at the window's start counts only if it was born inside the window.
+  in a process with workers does not pay it at every edge). A descendant that ended inside the window had its
+  lifetime counted by whoever reaped it, so its CPU from before the window is taken off, when that reaper is
+  this process or another descendant (its parent at the start edge); one re-parented to a reaper outside the
+  tree (a daemonised grandchild) is not counted by anyone of the tree, so nothing is taken off and its CPU
+  between the start and its end is missing. One not known at the window's start (neither found by the
+  sampler nor told at its start, see ``ProcessTree.child_started``) counts only if it was born inside the
+  window.
 * ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
   only when the window also ended in that thread.
 * peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
@@ -78,9 +82,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 _monotonic_ns = time.monotonic_ns
 
-#: ``(boot_ticks, ((pid, start_ticks, cpu_ticks), ...))``: when the tree was read (clock ticks since boot, the
-#: unit of a process's start time) and each live descendant's cumulative CPU (its own + its reaped children's)
-TreeCounters = tuple[int, tuple[tuple[int, int, int], ...]]
+#: ``(boot_ticks, ((pid, start_ticks, cpu_ticks, ppid), ...))``: when the tree was read (clock ticks since boot,
+#: the unit of a process's start time) and each live descendant's cumulative CPU (its own + its reaped
+#: children's) and parent
+TreeCounters = tuple[int, tuple[tuple[int, int, int, int], ...]]
 #: an edge whose live descendants were too many (or unreadable): its window gets no tree figure
 TREE_UNREAD: TreeCounters = (-1, ())
 
@@ -107,7 +112,8 @@ def read_tree_counters(pids: Sequence[int], fds: dict[int, int] | None = None) -
                 if fd is None:
                     fd = open_fds[pid] = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
                 fields = stat_fields(os.pread(fd, 2048, 0))
-                out.append((pid, int(fields[19]), int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])))
+                out.append((pid, int(fields[19]), int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14]),
+                            int(fields[1])))
             except (OSError, ValueError, IndexError):
                 _close_fd(open_fds.pop(pid, None))
     finally:
@@ -127,17 +133,20 @@ def _close_fd(fd: int | None) -> None:
 
 def _tree_change_s(start: TreeCounters, end: TreeCounters) -> float:
     """CPU seconds the live descendants used between two tree reads (see the module docstring)."""
-    before = {(pid, born): cpu for pid, born, cpu in start[1]}
+    before = {(pid, born): (cpu, ppid) for pid, born, cpu, ppid in start[1]}
     ticks = 0
-    for pid, born, cpu in end[1]:
+    for pid, born, cpu, _ in end[1]:
         first = before.pop((pid, born), None)
         if first is not None:
-            ticks += cpu - first
+            ticks += cpu - first[0]
         elif born >= start[0]:  # born inside the window: all of its CPU is
             ticks += cpu
         # else: alive before the window but not yet known at its start: its part in the window is unknown
-    for first in before.values():  # ended in the window: its whole lifetime is in its reaper's figure
-        ticks -= first
+    reapers = {entry[0] for entry in start[1]}
+    reapers.add(os.getpid())
+    for cpu, ppid in before.values():
+        if ppid in reapers:  # ended in the window: its whole lifetime is in its reaper's figure
+            ticks -= cpu
     return ticks / _CLK_TCK
 
 

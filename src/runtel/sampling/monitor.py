@@ -251,6 +251,12 @@ class Monitor:
             sampler = self.sampler
             self._guard("set_roots", lambda: sampler.set_roots(pids, include_self))
 
+    def child_started(self, pid: int) -> None:
+        """This process started child ``pid``: block edges read it from now on (see ProcessTree.child_started)."""
+        sampler = self.sampler
+        if sampler is not None:
+            self._guard("child_started", lambda: sampler.tree.child_started(pid))
+
     def edge(self, end: bool = False) -> Edge | None:
         """The cumulative counters now (a block's or run's edge; ~1.3 us); ``None`` when inert or failed."""
         reader = self.edges

@@ -13,6 +13,8 @@ CPU utilisation is computed from CPU-time deltas between two reads of the same c
 50 ms, because the counters tick in 10 ms steps), so no ``cpu_percent(interval)`` sleep is needed. The
 first read of a process reports its lifetime average (CPU seconds / seconds since it started), which is the
 best estimate available without waiting. Processes that start and end between two reads are not seen.
+Children this process starts through ``multiprocessing`` or ``subprocess`` are told at once
+(:meth:`ProcessTree.child_started`), so the block edges read them before the next read finds them.
 
 USS/PSS (``memory_full_info``, ~1 ms per process) are read on a process's first sighting, whenever its RSS
 grew by more than 1 MiB / 1% since its last detail read, and when ``want_detail`` is true and its RSS moved;
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -44,6 +47,8 @@ _MIN_UTIL_WINDOW_S = 0.05
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _BOOT_TIME: list[float] = []
+#: children told by :meth:`ProcessTree.child_started` and not yet found by a read, at most
+_STARTED_MAX = 64
 
 
 def _boot_time() -> float:
@@ -178,6 +183,9 @@ class ProcessTree:
         self._members: frozenset[int] = frozenset()
         #: the live descendants of this process at the last read, for the edge counters (see ``edge_pids``)
         self._edge_pids: tuple[int, ...] = ()
+        #: children this process started that no read has found yet: pid -> when told (monotonic ns)
+        self._started: dict[int, int] = {}
+        self._started_lock = threading.Lock()
         self._refreshed = 0.0
         self._tokens = float(_REFRESH_BURST)
         self.set_roots(root_pids, include_roots=include_roots, exclude_pids=exclude_pids)
@@ -312,6 +320,7 @@ class ProcessTree:
         """
         import psutil  # deferred: psutil (~15 ms)
 
+        began = time.monotonic_ns()
         descendants = self._descendants()
         roots = [p for p in self.root_pids if p not in self.exclude_pids] if self.include_roots else []
         desc = [p for p in descendants if p not in self.exclude_pids]
@@ -354,10 +363,14 @@ class ProcessTree:
         for pid in [p for p in self._procs if p not in seen]:
             self._forget(pid, "main" if pid in self.root_pids else "descendants")
         self._tracked_desc = set(desc) & seen
-        own = self.include_roots and self.root_pids == (os.getpid(),)
-        live = tuple(sorted(self._tracked_desc)) if own else ()
-        if live != self._edge_pids:
-            self._edge_pids = live  # a new tuple only on a change: the edge reader's cache keys on the object
+        own = self._own()
+        with self._started_lock:
+            started = self._started
+            for pid in [p for p, told in started.items() if p in seen or told < began]:
+                del started[pid]  # found by this read, or gone before a discovery that began after it was told
+            live = tuple(sorted(self._tracked_desc | started.keys())) if own else ()
+            if live != self._edge_pids:
+                self._edge_pids = live  # a new tuple only on a change: the edge reader's cache keys on the object
         main = groups["main"].stats(*self._dead["main"])
         des = groups["descendants"].stats(*self._dead["descendants"])
         return TreeRead(main, des, _combine(main, des), counted)
@@ -432,12 +445,31 @@ class ProcessTree:
             self._warned.add(key)
             _log.info(msg, *args)
 
+    def _own(self) -> bool:
+        return self.include_roots and self.root_pids == (os.getpid(),)
+
     def edge_pids(self) -> tuple[int, ...]:
-        """The live descendants of this process found by the last read (empty when the tree is another's).
+        """The live descendants of this process found by the last read, and the children it started since
+        (:meth:`child_started`); empty when the tree is another's.
 
         Read by block and run edges in any thread: the tuple is replaced whole, never changed in place.
         """
         return self._edge_pids
+
+    def child_started(self, pid: int) -> None:
+        """This process just started child ``pid`` (any thread; told by the process-start hooks).
+
+        The next block edge reads it, so a worker started just before a block counts from the block's start
+        instead of being missing until the next sampler tick finds it. Bounded: beyond ``_STARTED_MAX``
+        children not yet found, later ones wait for the tick.
+        """
+        if not self._own():
+            return
+        with self._started_lock:
+            if pid in self._edge_pids or len(self._started) >= _STARTED_MAX:
+                return
+            self._started[pid] = time.monotonic_ns()
+            self._edge_pids = tuple(sorted((*self._edge_pids, pid)))
 
     def known_pids(self) -> Iterable[int]:
         """Pids currently cached (for diagnostics)."""

@@ -70,7 +70,9 @@ class UsageSummary(NamedTuple):
         counters: ``"edges"`` when CPU time and energy are differences of counters read at the window's
             edges (exact), ``""`` when they come from samples.
         thread_cpu_time_s: CPU seconds of the thread that opened and closed the window (blocks, measure).
-        cpu_time_children_s: CPU seconds of child processes reaped inside the window (``RUSAGE_CHILDREN``).
+        cpu_time_children_s: The part of ``cpu_time_s`` that is child processes: with edge counters, those
+            reaped inside the window (``RUSAGE_CHILDREN``) plus the live descendants' change; a run's, the
+            sampled descendants instead when larger.
         rss_peak_exact: The main peak RSS is the kernel's high-water mark (it rose inside the window);
             ``False`` = the largest RSS seen at samples and edges (a lower bound); ``None`` = not known.
         floors: What raised CPU time or energy to a floor (``"wait4"``, ``"child runs"``).
@@ -342,7 +344,7 @@ def with_edges(
         descendants = 0.0 if block else summary.descendants_cpu_time_s or 0.0
         cpu = delta.cpu_s + max(delta.children_cpu_s, descendants)
         fields["thread_cpu_time_s"] = delta.thread_cpu_s
-        fields["cpu_time_children_s"] = delta.children_cpu_s
+        fields["cpu_time_children_s"] = cpu - delta.cpu_s
         if summary.duration_s > 0:  # the exact mean, from the counters at the edges (samples only estimate it)
             mean = cpu / summary.duration_s
             means = {**summary.cpu_utilization_mean, semconv.SCOPE_MAIN: delta.cpu_s / summary.duration_s,
@@ -577,6 +579,7 @@ def resource_usage_record(summary: UsageSummary) -> dict[str, object]:
         "compute_time": {
             "wall_seconds": summary.duration_s,
             "cpu_seconds": summary.cpu_time_s,
+            "children_cpu_seconds": summary.cpu_time_children_s,
             "cpu_seconds_source": "edge counters" if summary.counters else "samples",
             "floors": list(summary.floors),
         },
