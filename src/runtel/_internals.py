@@ -1,7 +1,8 @@
 """The one place runtel uses private internals of other projects, each behind a fallback and a test.
 
 The C JSON encoder (below); the SDK's span storage, a span's fields and the API's ``SpanContext`` tuple (the
-run folder's hot path); multiprocessing's process target and ``SimpleQueue``'s lock and reader (further down).
+run folder's hot path), and an open span's fields under its lock (the checkpoints of open spans);
+multiprocessing's process target and ``SimpleQueue``'s lock and reader (further down).
 
 ``compact_json(value)`` is ``json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode(value)``.
 run.json is encoded one top-level value at a time, and the public ``encode`` spends ~0.4 us a value in
@@ -24,7 +25,7 @@ from typing import Any
 
 __all__ = (
     "FAST_JSON", "SIGNAL_TICK_S", "SpanFields", "attribute_items", "compact_json", "in_multiprocessing_exit",
-    "json_string", "process_start_method", "process_target", "set_owned_attributes", "set_process_target",
+    "json_string", "open_span_snapshot", "process_start_method", "process_target", "set_owned_attributes", "set_process_target",
     "signal_friendly_get", "span_attributes", "span_events", "span_fields", "span_links", "stamp_new_span",
     "stamp_run_id",
 )
@@ -171,6 +172,26 @@ def span_fields(span: Any) -> SpanFields:
         fields = (name, ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state, parent_id, remote, *rest)
     _last_fields = (span, fields)
     return fields
+
+
+def open_span_snapshot(span: Any, now: int, readable: Callable[..., Any]) -> Any:
+    """An open SDK span as a finished span ending at ``now`` (built by ``readable``, the SDK's ``ReadableSpan``),
+    for the run folder's checkpoints of open spans; ``None`` when it has ended meanwhile or is not the SDK's.
+
+    Taken under the span's own lock, under which the SDK changes its attributes, events and status (another
+    thread may be setting them); the stored containers are copied, so the snapshot never changes after.
+    """
+    try:
+        with span._lock:
+            if span._end_time is not None:
+                return None
+            attributes = dict(stored_dict(span._attributes))
+            events, links, status = tuple(span._events), tuple(span._links), span._status
+        return readable(name=span._name, context=span._context, parent=span._parent, resource=span._resource,
+                        attributes=attributes, events=events, links=links, kind=span._kind, status=status,
+                        start_time=span._start_time, end_time=now, instrumentation_scope=span._instrumentation_scope)
+    except Exception:  # another SDK, or a changed one: no checkpoints of it
+        return None
 
 
 def stored_dict(attributes: Any) -> Any:

@@ -61,6 +61,8 @@ KIND_RUN: Final = "run"
 KIND_BLOCK: Final = "block"
 KIND_FUNCTION: Final = "function"
 STAGE: Final = "runtel.stage"
+#: true on a span that was still open when its process died (recovered from its last checkpoint: see rundir.journal)
+SPAN_UNENDED: Final = "runtel.span.unended"
 TAG_PREFIX: Final = "runtel.tag."
 CONFIG_PREFIX: Final = "config."
 ATTRIBUTE_TRUNCATED: Final = "runtel.truncated"

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,110 @@ def test_spans_survive_sigkill_during_a_gil_holding_c_call(tmp_path: Path, threa
     assert not [p for p in os.listdir(run_dir) if p.endswith(".journal")]
     assert recover_spans(run_dir) == 0
     assert len([s for s in read_spans(run_dir) if s.name == "step"]) == n
+
+
+OPEN_CHILD = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import runtel
+
+    runs, marker = sys.argv[1], sys.argv[2]
+    runtel.configure(dir=runs, sampling=False)
+    with runtel.run_span("train", config={"lr": 0.1, "api_key": "sk-live-0123456789abcdef"}) as run:
+        print(json.dumps({"dir": str(run.dir), "trace_id": run.trace_id}), flush=True)
+        with runtel.block("long", token="sk-live-0123456789abcdef"):  # checkpointed while open, then ends
+            time.sleep(1.2)
+        for epoch in range(3):
+            with runtel.block("epoch", index=epoch):
+                for i in range(20):
+                    with runtel.block("step", i=i):
+                        pass
+                if epoch == 2:
+                    with runtel.block("eval", password="hunter2-hunter2"):
+                        with open(marker, "w"):
+                            pass
+                        time.sleep(120)
+    """
+)
+
+
+def test_open_spans_survive_sigkill(tmp_path: Path) -> None:
+    """Killed with its run span, an epoch block and an eval block open for 1.5 s: all three are read back from
+    their last checkpoint, marked as not ended (status ERROR, ``runtel.span.unended``), lasting at least 0.5 s,
+    redacted; every ended span once and unmarked, a span checkpointed and then ended too."""
+    from runtel import semconv
+    from runtel.rundir.journal import UNENDED_MESSAGE
+
+    script = tmp_path / "child.py"
+    script.write_text(OPEN_CHILD)
+    marker = tmp_path / "in-eval"
+    with subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), str(marker)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            info = json.loads(child.stdout.readline())
+            deadline = time.monotonic() + 120
+            while not marker.exists():
+                assert child.poll() is None, child.stderr.read() if child.stderr else ""
+                assert time.monotonic() < deadline, "the child never reached the eval block"
+                time.sleep(0.02)
+            time.sleep(1.5)
+            killed_ns = time.time_ns()
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(30)
+    run_dir = Path(info["dir"])
+    spans = read_spans(run_dir)
+    by_name: dict[str, list[Any]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    assert len(by_name["step"]) == 60 and len(by_name["long"]) == 1 and len(by_name["epoch"]) == 3
+    unended = [s for s in spans if s.attributes.get(semconv.SPAN_UNENDED) is True]
+    assert sorted(s.name for s in unended) == ["epoch", "eval", "train"]
+    for span in unended:
+        assert span.status_code == 2 and span.status_message == UNENDED_MESSAGE
+        assert span.end_ns - span.start_ns >= 500_000_000 and span.end_ns <= killed_ns
+        assert span.trace_id == info["trace_id"]
+    assert {s.attributes.get("index") for s in unended if s.name == "epoch"} == {2}
+    assert [s.attributes.get("index") for s in by_name["epoch"] if semconv.SPAN_UNENDED not in s.attributes] \
+        in ([0, 1], [1, 0])
+    long = by_name["long"][0]  # checkpointed twice while open; its own record wins
+    assert semconv.SPAN_UNENDED not in long.attributes and long.status_code != 2
+    assert long.end_ns - long.start_ns >= 1_200_000_000
+    text = (run_dir / "spans.jsonl").read_text()
+    assert "sk-live-0123456789abcdef" not in text and "hunter2-hunter2" not in text  # checkpoints are redacted
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".journal")]
+    assert recover_spans(run_dir) == 0 and len(read_spans(run_dir)) == len(spans)
+
+
+def test_checkpoints_of_a_long_open_span_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quiet service: its run span open for hours, nothing ending. Its checkpoints are rewritten, not piled
+    up: the journal stays under the compaction size, holding the latest checkpoint."""
+    import runtel
+    from runtel import _sdk
+    from runtel.exporters import jsonl
+    from runtel.rundir import journal
+    from runtel.testing import isolated
+
+    monkeypatch.setattr(jsonl, "OPEN_COMPACT_BYTES", 8 << 10)
+    with isolated(tmp_path / "runs", sampling=False):
+        with runtel.run_span("service", config={"x": "y" * 500}) as run:
+            writer = _sdk.get_runtime()._json_processor
+            assert writer is not None
+            now = time.time_ns()
+            for k in range(2000):  # 2000 checkpoints: ~17 minutes of a quiet service
+                writer._checkpoint(now + (k + 1) * jsonl.OPEN_CHECKPOINT_NS)
+            path = run.dir / f".spans.{os.getpid()}.journal"
+            state = writer._runs[run.id]
+            assert state.journal is not None and state.journal.size <= (8 << 10) + 4096
+            data = path.read_bytes()
+            groups = journal._parse(data)
+            opens = [s for _, _, o in groups for s in o]
+            assert opens and all(b'"name":"service"' in s for s in opens)
+            last_end = json.loads(opens[-1])["endTimeUnixNano"]
+            assert int(last_end) == now + 2000 * jsonl.OPEN_CHECKPOINT_NS
+        assert not path.exists()  # the run closed normally: journal removed, no unended span written
+    assert not [s for s in read_spans(run.dir) if "runtel.span.unended" in s.attributes]

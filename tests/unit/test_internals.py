@@ -279,6 +279,33 @@ def test_span_fields_are_what_the_public_properties_show() -> None:
     assert _internals._CONTEXT_TUPLE is True, "SpanContext is no longer the tuple span_fields unpacks"
 
 
+def test_open_span_snapshot_is_the_open_span_ending_now() -> None:
+    """A snapshot of an open SDK span has its public fields and the given end; it does not follow later changes;
+    an ended span, or one of another SDK, gives None."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.trace import Status, StatusCode, set_span_in_context
+
+    tracer = TracerProvider().get_tracer("t")
+    parent = tracer.start_span("parent")
+
+    span = tracer.start_span("open", context=set_span_in_context(parent), attributes={"a": 1})
+    span.add_event("e", {"k": "v"})
+    span.set_status(Status(StatusCode.OK))
+    now = span.start_time + 5
+    snap = _internals.open_span_snapshot(span, now, ReadableSpan)
+    assert snap is not None and snap.end_time == now and snap.start_time == span.start_time
+    assert (snap.name, snap.context, snap.parent, snap.kind, snap.resource, snap.instrumentation_scope) == \
+        (span.name, span.context, span.parent, span.kind, span.resource, span.instrumentation_scope)
+    assert dict(snap.attributes) == {"a": 1} and [e.name for e in snap.events] == ["e"]
+    assert snap.status.status_code is StatusCode.OK
+    span.set_attribute("b", 2)
+    assert dict(snap.attributes) == {"a": 1}  # a copy
+    span.end()
+    assert _internals.open_span_snapshot(span, now, ReadableSpan) is None
+    assert _internals.open_span_snapshot(object(), now, ReadableSpan) is None
+    parent.end()
+
+
 def test_signal_friendly_get_reads_what_simple_queue_get_reads() -> None:
     """SimpleQueue still keeps its lock and reader where signal_friendly_get reads them, and gives the same items."""
     import multiprocessing

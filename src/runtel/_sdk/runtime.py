@@ -234,6 +234,7 @@ class Runtime:
         if self.settings.json_enabled:
             self._json_processor = JsonlSpanWriter(self.sinks, mark_unsampled=self.settings.sampling,
                                                    batch=_MAX_BATCH, delay=_BATCH_DELAY_S)
+            self._json_processor.scrub = self.scrubber.span  # open spans are checkpointed redacted, as ended ones
             processors.append(self._json_processor)
         if self.settings.otlp_traces:
             with guard("otlp-build", "set up OTLP span export"):

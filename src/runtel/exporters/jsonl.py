@@ -12,6 +12,10 @@ creates no journal file); after them, the thread that ends a span encodes it and
 disk at once, whatever happens to the process next) and to an in-memory batch; the batch becomes one
 line of spans.jsonl when it holds ``batch`` spans, when its oldest span is ``delay`` old (checked by the
 next span to end, and by a small flusher thread for a program that went quiet), and at every flush.
+Spans still **open** are checkpointed too: the flusher journals each span open longer than
+``OPEN_CHECKPOINT_NS`` (scrubbed, its end time the checkpoint's) at that interval, so a process killed
+with its run span or an epoch block open leaves them, marked as not ended (``rundir.journal``). That costs
+the hot path one dict insert at start and one removal at end (~0.3 us a span).
 :class:`JsonlSpanExporter` is the same encoding as an SDK ``SpanExporter`` (batches handed in by a caller).
 Neither ever raises; a write failure is logged once.
 """
@@ -24,21 +28,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from runtel import semconv
 from runtel._guard import guard, log_once
-from runtel._internals import span_fields, stored_dict
+from runtel._internals import open_span_snapshot, span_fields, stored_dict
 from runtel.rundir.journal import SpanJournal, journal_group
 from runtel.rundir.otlp_json import fields_text, framed_line, span_frame, spans_line
 from runtel.rundir.writer import LineFile, RunSinks
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
-
 
 _logger = logging.getLogger("runtel.exporters")
 
@@ -119,12 +119,18 @@ _Group = tuple[Any, Any, int, Frame, bytes]
 
 #: a run's first spans written each as its own spans.jsonl line, before its journal is opened
 DIRECT_SPANS = 8
+#: a span open this long is checkpointed into its run's journal, and again at this interval while it stays open
+OPEN_CHECKPOINT_NS = 500_000_000
+#: spans tracked as open at most (beyond: not checkpointed; a program leaking open spans is not tracked forever)
+OPEN_MAX = 4096
+#: a journal holding only checkpoints is emptied and rewritten with the latest ones past this size
+OPEN_COMPACT_BYTES = 256 << 10
 
 
 class _RunBatch:
     """One open run's spans not yet in its spans.jsonl, and its journal."""
 
-    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "sink")
+    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_records", "sink")
 
     def __init__(self, sink: LineFile, journal: SpanJournal | None) -> None:
         self.sink = sink
@@ -134,6 +140,8 @@ class _RunBatch:
         self.count = 0
         self.first_ns = 0  # end time of the oldest span in the batch
         self.closed = False
+        #: the latest checkpoint record of each open span of the run (span id -> (gid, frame, record))
+        self.open_records: dict[int, tuple[int, Frame, bytes]] = {}
 
 
 class JsonlSpanWriter(SpanProcessor):
@@ -163,12 +171,29 @@ class JsonlSpanWriter(SpanProcessor):
         self._wake = threading.Event()
         self._stopped = False
         self._pid = os.getpid()
+        #: redacts a snapshot of an open span before it is checkpointed (set by the runtime; None: no checkpoints)
+        self.scrub: Callable[[ReadableSpan], ReadableSpan] | None = None
+        self._opened: dict[int, Any] = {}  # span id -> the open SDK span, while it is open
+        self._checkpointed_ns = 0
 
-    # --- the hot path (``on_start`` is the base class's no-op: the router does not call it) -------------
+    # --- the hot path ----------------------------------------------------------------------------------
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        """Track the span while it is open, for the checkpoints (a dict insert)."""
+        opened = self._opened
+        if self.synchronous or self.scrub is None or len(opened) >= OPEN_MAX:
+            return
+        opened[span.get_span_context().span_id] = span
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._start_flusher()
+
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span, journal it and add it to its run's batch (in the thread that ended it)."""
         try:
             fields = span_fields(span)
+            if self._opened:
+                self._opened.pop(fields[2], None)
             if not fields[3] & 1:  # not sampled: not exported (as the SDK's processors)
                 return
             attributes = fields[10]
@@ -205,6 +230,8 @@ class JsonlSpanWriter(SpanProcessor):
                     if state.direct >= 0:
                         state.direct = -1  # the journal is opened once; -1: do not try again if it failed
                         journal = state.journal = SpanJournal(Path(state.sink.path).parent)
+                if state.open_records:
+                    state.open_records.pop(fields[2], None)  # its checkpoint is stale now: its own record rules
                 entry = state.groups.get(gid)
                 if entry is None:
                     entry = state.groups[gid] = (group[3], [])
@@ -260,6 +287,74 @@ class JsonlSpanWriter(SpanProcessor):
         state.sink.write(line.encode())  # a failure is counted and reported by the LineFile
         if state.journal is not None:
             state.journal.truncate()
+            self._rejournal(state)
+
+    def _rejournal(self, state: _RunBatch) -> None:
+        """Journal the open spans' latest checkpoints again after a truncation (copies of kept bytes)."""
+        journal = state.journal
+        if journal is None:
+            return
+        for gid, frame, record in state.open_records.values():
+            if gid not in journal.declared:
+                journal.declared.add(gid)
+                journal.write(journal_group(gid, frame))
+            journal.write(record)
+
+    # --- checkpoints of open spans -------------------------------------------------------------------
+    def _checkpoint(self, now: int) -> None:
+        """Journal every span open longer than OPEN_CHECKPOINT_NS as it is now (in the flusher thread).
+
+        The snapshot is taken under the span's own lock (its attributes and events may be changing in
+        another thread), scrubbed like an ended span and encoded outside the writer's lock.
+        """
+        scrub = self.scrub
+        if scrub is None or not self._opened or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
+            return
+        self._checkpointed_ns = now
+        records: list[tuple[_RunBatch, int, _Group, str]] = []
+        for span_id, span in list(self._opened.items()):
+            start = span.start_time or now
+            if now - start < OPEN_CHECKPOINT_NS:
+                continue
+            snapshot = open_span_snapshot(span, now, ReadableSpan)
+            if snapshot is None:
+                continue
+            run_id = snapshot.attributes.get(semconv.RUN_ID) if snapshot.attributes else None
+            if type(run_id) is not str:
+                continue
+            state = self._runs.get(run_id) or self._open(run_id)
+            if state is None:
+                continue
+            clean = scrub(snapshot)
+            fields = span_fields(clean)
+            group = self._group(fields[14], fields[15])
+            records.append((state, span_id, group, fields_text(fields, clean)))
+        with self._lock:
+            for state, span_id, group, text in records:
+                if state.closed or span_id not in self._opened:
+                    continue  # ended meanwhile: its own record is the truth
+                journal = state.journal
+                if journal is None:
+                    if state.direct < 0:
+                        continue  # the journal failed to open before
+                    state.direct = -1
+                    journal = state.journal = SpanJournal(Path(state.sink.path).parent)
+                    if self._flusher is None:
+                        self._start_flusher()
+                gid = group[2]
+                record = b"o" + group[4] + text.encode() + b"\n"
+                state.open_records[span_id] = (gid, group[3], record)
+                if journal.size > OPEN_COMPACT_BYTES:  # bounded: old checkpoints go, the latest stay
+                    if state.count:
+                        self._commit(state)  # writes the batch, truncates and re-journals
+                    else:
+                        journal.truncate()
+                        self._rejournal(state)
+                    continue
+                if gid not in journal.declared:
+                    journal.declared.add(gid)
+                    journal.write(journal_group(gid, group[3]))
+                journal.write(record)
 
     # --- the time bound for a program that went quiet ----------------------------------------------
     def _start_flusher(self) -> None:
@@ -283,6 +378,8 @@ class JsonlSpanWriter(SpanProcessor):
                 for state in self._runs.values():
                     if state.count and now - state.first_ns >= self._delay_ns // 2:
                         self._commit(state)
+            with guard("span-checkpoint", "checkpoint open spans in the run folder"):
+                self._checkpoint(now)
 
     # --- flushes and run ends ----------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -326,6 +423,7 @@ class JsonlSpanWriter(SpanProcessor):
         self._flusher = None
         self._wake = threading.Event()
         self.synchronous = True
+        self._opened = {}  # the parent's open spans are the parent's to checkpoint
         self._pid = os.getpid()
 
     def write_synchronously(self) -> None:
@@ -333,6 +431,7 @@ class JsonlSpanWriter(SpanProcessor):
         self.force_flush()
         with self._lock:
             self.synchronous = True
+            self._opened = {}  # every span is on disk as it ends: no journal, so no checkpoints
             for state in self._runs.values():
                 if state.journal is not None:
                     state.journal.close()

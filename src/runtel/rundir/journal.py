@@ -19,19 +19,28 @@ file's unused rest is NUL bytes):
 
 * ``#<gid>\\t<resource_open>\\t<resource_close>\\t<scope_open>\\t<scope_close>`` declares the frame of
   group ``gid`` (see :func:`runtel.rundir.otlp_json.span_frame`), before any span of that group;
-* ``<gid>\\t<span>`` is one OTLP/JSON ``Span`` object of that group.
+* ``<gid>\\t<span>`` is one OTLP/JSON ``Span`` object of that group;
+* ``o<gid>\\t<span>`` is a checkpoint of a span that is still **open**: the span as it was at the
+  checkpoint, its end time the checkpoint's time. The span writer journals every span open longer than
+  ``OPEN_CHECKPOINT_NS`` again at that interval (and again after each truncation), so a process that dies
+  with a run span, an epoch block or a request still open leaves them too.
 
 A torn or unknown line (a span of a group declared before a truncation) is skipped: its span was in a
-batch line already.
+batch line already. At recovery an open span's latest checkpoint is written unless the span itself ended
+(its own record in the journal or in spans.jsonl): with status ERROR, the message :data:`UNENDED_MESSAGE`
+and ``runtel.span.unended = true``, so readers show the epoch block that was running, for at least as long
+as it ran, instead of nothing.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import re
 from pathlib import Path
 
+from runtel import semconv
 from runtel._guard import log_once
 from runtel.rundir.otlp_json import framed_line
 from runtel.rundir.schema import SPANS_FILE, span_segments
@@ -42,7 +51,7 @@ try:
 except ImportError:  # Windows: no flock; a journal is then recovered only once its run is no longer running
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ("JOURNAL_SUFFIX", "SpanJournal", "recover_spans")
+__all__ = ("JOURNAL_SUFFIX", "UNENDED_MESSAGE", "SpanJournal", "recover_spans")
 
 JOURNAL_PREFIX = ".spans."
 JOURNAL_SUFFIX = ".journal"
@@ -53,6 +62,9 @@ _FRAME_FIELDS = 4
 _HEAD = re.compile(rb'\{"traceId":"([0-9a-f]{32})","spanId":"([0-9a-f]{16})","name":')
 #: a rotation size no file reaches: recovery appends to the newest segment and never starts one
 _NEVER = 1 << 62
+#: the status message of a recovered open span (its end time is its last checkpoint's)
+UNENDED_MESSAGE = "did not end: its process was gone (it ran at least this long: its end is the last checkpoint)"
+_UNENDED_KV = {"key": semconv.SPAN_UNENDED, "value": {"boolValue": True}}
 
 
 #: bytes of a journal mapped at first, doubled whenever a batch needs more (a batch of 1,024 common spans is
@@ -84,6 +96,11 @@ class SpanJournal:
         self._pos = 0  # where the next record goes
         self.declared: set[int] = set()  # groups declared since the last truncation
         self.failed = False  # the journal could not be written: spans are durable only once batched
+
+    @property
+    def size(self) -> int:
+        """Bytes of records since the last truncation."""
+        return self._pos
 
     def _open(self) -> int:
         fd = open_run_file(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode())
@@ -210,26 +227,44 @@ def _written_heads(files: list[Path]) -> set[tuple[bytes, bytes]]:
     return heads
 
 
-def _parse(data: bytes) -> list[tuple[tuple[str, str, str, str], list[bytes]]]:
-    """The journal's spans by group, in the order their groups were declared."""
-    frames: dict[int, tuple[tuple[str, str, str, str], list[bytes]]] = {}
+_Frame = tuple[str, str, str, str]
+
+
+def _parse(data: bytes) -> list[tuple[_Frame, list[bytes], list[bytes]]]:
+    """The journal's ended spans and open-span checkpoints by group, in the order their groups were declared."""
+    frames: dict[int, tuple[_Frame, list[bytes], list[bytes]]] = {}
     data = data.partition(b"\0")[0]  # the unused, zeroed rest of a mapped journal
     for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn (or empty)
         gid_text, sep, rest = line.partition(b"\t")
         if not sep:
             continue
+        is_open = gid_text.startswith(b"o")
         try:
             if gid_text.startswith(b"#"):
                 fields = rest.decode().split("\t")
                 if len(fields) == _FRAME_FIELDS:
-                    frames[int(gid_text[1:])] = ((fields[0], fields[1], fields[2], fields[3]), [])
+                    frames[int(gid_text[1:])] = ((fields[0], fields[1], fields[2], fields[3]), [], [])
                 continue
-            group = frames.get(int(gid_text))
+            group = frames.get(int(gid_text[1:] if is_open else gid_text))
         except (ValueError, UnicodeDecodeError):
             continue
         if group is not None and rest.startswith(b'{"traceId":"') and rest.endswith(b"}"):
-            group[1].append(rest)
-    return [group for group in frames.values() if group[1]]
+            (group[2] if is_open else group[1]).append(rest)
+    return [group for group in frames.values() if group[1] or group[2]]
+
+
+def _unended(span: bytes) -> str | None:
+    """An open span's checkpoint as a finished span that says it did not end (``None``: not valid JSON)."""
+    try:
+        obj = json.loads(span)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    obj["status"] = {"code": 2, "message": UNENDED_MESSAGE}
+    attributes = obj.get("attributes")
+    obj["attributes"] = [*(attributes if isinstance(attributes, list) else ()), _UNENDED_KV]
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def _recover_one(run_dir: Path, path: Path) -> int:
@@ -257,13 +292,26 @@ def _recover_one(run_dir: Path, path: Path) -> int:
         count = 0
         if groups:
             written = _written_heads(span_segments(run_dir)[::-1])
+            ended = set(written)
+            for _, spans, _ in groups:
+                ended.update((m.group(1), m.group(2)) for m in map(_HEAD.match, spans) if m is not None)
+            unended: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}  # the latest checkpoint of each open span
+            for index, (_, _, opens) in enumerate(groups):
+                for span in opens:
+                    match = _HEAD.match(span)
+                    if match is not None and (match.group(1), match.group(2)) not in ended:
+                        unended[(match.group(1), match.group(2))] = (index, span)
             fresh = []
-            for frame, spans in groups:
+            for index, (frame, spans, _) in enumerate(groups):
                 kept = []
                 for span in spans:
                     match = _HEAD.match(span)
                     if match is not None and (match.group(1), match.group(2)) not in written:
                         kept.append(span.decode())
+                for at, span in unended.values():
+                    text = _unended(span) if at == index else None
+                    if text is not None:
+                        kept.append(text)
                 if kept:
                     fresh.append((frame, kept))
                     count += len(kept)
