@@ -25,9 +25,11 @@ run of this process that itself is a child) are put back when the last run close
 runs, under the span current at ``start()`` (a forkserver child inherits the server's stale
 environment, so the environment alone would not do).
 
-**Child starts.** The same ``BaseProcess.start`` patch and one of ``subprocess.Popen.__init__`` tell the
-runtime each child's pid as it starts (:data:`child_started`), with or without propagation, so the block
-edges count a worker from the first block after its start rather than from the sampler's next tick.
+**Child starts.** The same ``BaseProcess.start`` patch, one of ``multiprocessing.util.spawnv_passfds`` (the
+fork server and the resource tracker: a forkserver pool's workers are the server's children, so its CPU
+holds theirs once it reaps them) and one of ``subprocess.Popen.__init__`` tell the runtime each child's pid
+as it starts (:data:`child_started`), with or without propagation, so the block edges count a worker from the
+first block after its start rather than from the sampler's next tick.
 """
 
 from __future__ import annotations
@@ -272,6 +274,18 @@ def install_processes(settings_env: Callable[[], Mapping[str, str]], process_run
         _tell_started(self.pid)
 
     BaseProcess.start = start  # type: ignore[method-assign]
+
+    from multiprocessing import util  # loaded already (by multiprocessing.process)
+
+    original_spawn = util.spawnv_passfds
+
+    @functools.wraps(original_spawn)
+    def spawnv_passfds(path: Any, args: Any, passfds: Any) -> int:
+        pid: int = original_spawn(path, args, passfds)
+        _tell_started(pid)  # the fork server and the resource tracker, which Process.start never sees
+        return pid
+
+    util.spawnv_passfds = spawnv_passfds
 
 
 def _install_popen() -> None:

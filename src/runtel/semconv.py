@@ -201,6 +201,9 @@ USAGE_CARBON_INTENSITY: Final = "runtel.usage.carbon_intensity"
 USAGE_COUNTERS: Final = "runtel.usage.counters"  # "edges": CPU time and energy are edge-counter differences
 USAGE_THREAD_CPU_TIME: Final = "runtel.usage.thread.cpu.time"
 USAGE_CPU_TIME_CHILDREN: Final = "runtel.usage.cpu.time.children"  # child processes inside the window: reaped + live
+#: true on a block whose live descendants could not be read at an edge (more than 16, or unreadable): its
+#: ``cpu.time.children`` holds only the children reaped inside it
+USAGE_CPU_TIME_CHILDREN_PARTIAL: Final = "runtel.usage.cpu.time.children.partial"
 USAGE_RSS_PEAK_EXACT: Final = "runtel.usage.memory.rss.max.exact"
 USAGE_FLOORS: Final = "runtel.usage.floors"  # what raised CPU time/energy to a floor ("wait4", "child runs")
 USAGE_RSS_MAX_MAIN: Final = "runtel.usage.memory.rss.max.main"

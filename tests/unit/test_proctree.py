@@ -148,3 +148,25 @@ def test_cpu_time_never_decreases_when_a_child_exits() -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_pss_is_left_out_while_members_changed_without_a_refresh() -> None:
+    """Workers joining faster than the refresh bucket allows: a read that could not re-read every member gives
+    no PSS (its shares would be of different sharer counts) instead of a too-high one; the next refresh does."""
+    tree = _self_tree()
+    now = time.monotonic()
+    assert tree.read(now, want_detail=False).combined.pss_bytes is not None
+    children = []
+    try:
+        for _ in range(4):  # four membership changes at one instant: the bucket holds three refreshes
+            children.append(subprocess.Popen(SLEEPER))
+            deadline = time.monotonic() + 10
+            while tree.read(now, want_detail=False).descendants.processes < len(children):
+                assert time.monotonic() < deadline
+        assert tree.read(now, want_detail=False).combined.pss_bytes is None  # changed, not re-read: no PSS
+        later = tree.read(now + 1.5, want_detail=False)  # a token back: every member re-read
+        assert later.combined.pss_bytes is not None and later.descendants.processes == 4
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()

@@ -10,8 +10,9 @@ the window's figure is their difference:
   **reaped** in the window (``RUSAGE_CHILDREN``, the kernel's ``wait4`` accounting) plus the change of the
   **live descendants** the sampler knows of, when there are at most :data:`TREE_EDGE_LIMIT` of them (Linux:
   one ``pread`` of a kept-open ``/proc/<pid>/stat`` each, utime + stime + the CPU of the children it reaped,
-  in the kernel's 10 ms clock ticks; a read is reused for :data:`TREE_REUSE_NS` so a tight loop of tiny blocks
-  in a process with workers does not pay it at every edge). A descendant that ended inside the window had its
+  in the kernel's 10 ms clock ticks; a read is reused for :data:`TREE_REUSE_NS`, while no child was reaped
+  since, so a tight loop of tiny blocks in a process with workers does not pay it at every edge). Beyond the
+  limit, or when the reads fail, the window says so (``EdgeDelta.children_partial``). A descendant that ended inside the window had its
   lifetime counted by whoever reaped it, so its CPU from before the window is taken off, when that reaper is
   this process or another descendant (its parent at the start edge); one re-parented to a reaper outside the
   tree (a daemonised grandchild) is not counted by anyone of the tree, so nothing is taken off and its CPU
@@ -205,6 +206,9 @@ class EdgeDelta(NamedTuple):
     peak_rss_bytes: int | None  #: exact peak when the high-water mark rose in the window, else None
     children_peak_rss_bytes: int | None  #: a reaped child's peak when that rose in the window
     memory: MemoryDetail | None  #: read at the end edge because the process grew in the window
+    #: the live descendants were not read at an edge (more than TREE_EDGE_LIMIT, or unreadable): only the
+    #: children reaped in the window are in ``children_cpu_s``
+    children_partial: bool = False
 
 
 def read_vm_hwm() -> int | None:
@@ -266,7 +270,8 @@ class EdgeReader:
         self.cpu_joules_per_s = cpu_joules_per_s
         self._has_energy = bool(self._sources) or gpu_energy is not None
         self._descendants = descendants if _LINUX else None
-        self._tree_last: tuple[int, tuple[int, ...], TreeCounters | None] = (0, (), None)
+        #: the last tree read: (when, the pids it read, RUSAGE_CHILDREN then, the counters)
+        self._tree_last: tuple[int, tuple[int, ...], object, TreeCounters | None] = (0, (), None, None)
         self._tree_fds: dict[int, int] = {}  #: kept-open /proc/<pid>/stat of the descendants, under _tree_lock
         self._tree_lock = threading.Lock()
         self.failures = 0
@@ -286,26 +291,28 @@ class EdgeReader:
             now = _time_ns()
             energy = self._read_energy() if self._has_energy else ()
             pids = self._descendants() if self._descendants is not None else ()
-            tree = self._tree(pids) if pids else None
+            tree = self._tree(pids, children) if pids else None
         else:
             energy = self._read_energy() if self._has_energy else ()
             pids = self._descendants() if self._descendants is not None else ()
-            tree = self._tree(pids) if pids else None
+            children = _getrusage(_RUSAGE_CHILDREN)  # before the tree: a reuse of its last read must match it
+            tree = self._tree(pids, children) if pids else None
             now = _time_ns()
-            children = _getrusage(_RUSAGE_CHILDREN)
             hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             cpu = _process_time_ns()
             thread_cpu = _thread_time_ns()
         edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree))
         return edge
 
-    def _tree(self, pids: tuple[int, ...]) -> TreeCounters:
-        return self._read_tree(pids) if len(pids) <= TREE_EDGE_LIMIT else TREE_UNREAD
+    def _tree(self, pids: tuple[int, ...], children: object) -> TreeCounters:
+        return self._read_tree(pids, children) if len(pids) <= TREE_EDGE_LIMIT else TREE_UNREAD
 
-    def _read_tree(self, pids: tuple[int, ...]) -> TreeCounters:
-        at, known, counters = self._tree_last
+    def _read_tree(self, pids: tuple[int, ...], children: object) -> TreeCounters:
+        at, known, reaped, counters = self._tree_last
         now = _monotonic_ns()
-        if known is pids and counters is not None and now - at < TREE_REUSE_NS:
+        # Reused only while no child was reaped since: a reaped child's lifetime moves into RUSAGE_CHILDREN at
+        # once, and an old read still listing it would have the next edge take its CPU off a second time.
+        if known is pids and counters is not None and now - at < TREE_REUSE_NS and reaped == children:
             return counters
         try:
             with self._tree_lock:  # the descriptors are shared: none is closed while another thread reads it
@@ -317,7 +324,7 @@ class EdgeReader:
         except Exception:
             self.failures += 1
             return TREE_UNREAD
-        self._tree_last = (now, pids, counters)  # one tuple: threads reading it see the old or the new read
+        self._tree_last = (now, pids, children, counters)  # one tuple: threads see the old or the new read
         return counters
 
     def after_fork_in_child(self) -> None:
@@ -327,7 +334,7 @@ class EdgeReader:
         fds, self._tree_fds = self._tree_fds, {}
         for fd in fds.values():
             _close_fd(fd)
-        self._tree_last = (0, (), None)
+        self._tree_last = (0, (), None, None)
 
     def close(self) -> None:
         """Close the descendants' kept-open ``/proc`` files (the reader still works; it reopens them)."""
@@ -362,12 +369,14 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
     """
     cpu = max(0, end.cpu_ns - start.cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
     children = 0.0 if end.children == start.children else max(0.0, end.children_cpu_s - start.children_cpu_s)
-    if (start.tree or end.tree) and TREE_UNREAD not in (start.tree, end.tree):
+    partial = start.tree is TREE_UNREAD or end.tree is TREE_UNREAD
+    if (start.tree or end.tree) and not partial:
         # No descendants known at one edge: none lived then (up to the sampler's lag); those at the other edge
-        # were born since the start (its clock in ticks since boot, from the end's) or ended before the end
+        # were born since the start (its clock in ticks since boot, from the end's, rounded down: a child born
+        # in the start's own tick counts as born inside) or ended before the end
         tree_end = end.tree or (0, ())
-        tree_start = start.tree or (tree_end[0] - (end.time_ns - start.time_ns) * _CLK_TCK // 1_000_000_000, ())
-        children = max(0.0, children + _tree_change_s(tree_start, tree_end))
+        tree_start = start.tree or (tree_end[0] + (start.time_ns - end.time_ns) * _CLK_TCK // 1_000_000_000, ())
+        children = round(max(0.0, children + _tree_change_s(tree_start, tree_end)), 6)  # ticks + rusage's us
     thread = max(0, end.thread_cpu_ns - start.thread_cpu_ns) / 1e9 if end.thread_id == start.thread_id else None
     energy: dict[str, tuple[float, bool, str]] = {}
     if end.energy:
@@ -393,4 +402,4 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
     child_peak = None
     if end.children != start.children and end.children_hwm_bytes > start.children_hwm_bytes:
         child_peak = end.children_hwm_bytes
-    return EdgeDelta(cpu, thread, children, energy, peak, child_peak, memory)
+    return EdgeDelta(cpu, thread, children, energy, peak, child_peak, memory, partial)

@@ -27,7 +27,7 @@ from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
 from runtel.energy.tdp import estimate_basis
 from runtel.errors import BackendUnavailable
 from runtel.gpu import open_backend
-from runtel.sampling.edges import Edge, EdgeDelta, EdgeReader, edge_delta
+from runtel.sampling.edges import TREE_UNREAD, Edge, EdgeDelta, EdgeReader, edge_delta
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
@@ -311,7 +311,8 @@ class Monitor:
         start_ns = start_ns or start.time_ns
         unsampled = latest is None or latest.time_ns < start_ns
         if (unsampled and end.hwm_bytes <= start.hwm_bytes and end.children == start.children
-                and end.thread_id == start.thread_id and not end.energy and end.tree is start.tree):
+                and end.thread_id == start.thread_id and not end.energy and end.tree is start.tree
+                and start.tree is not TREE_UNREAD):
             # The common block (no sample inside, no GPU/RAPL, no new peak, no child reaped): its figures straight
             # from the integer clocks, in as few attributes as possible (each costs ~1 us set, scrubbed and
             # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes).

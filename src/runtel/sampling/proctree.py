@@ -20,7 +20,8 @@ USS/PSS (``memory_full_info``, ~1 ms per process) are read on a process's first 
 grew by more than 1 MiB / 1% since its last detail read, and when ``want_detail`` is true and its RSS moved;
 other reads reuse each process's last detail values. When processes join or leave the tree every member
 is re-read (PSS shares change with the number of sharers): at once for a burst of three changes, then at
-most once a second. ``memory_maps`` and network connections
+most once a second; a read in between reports no PSS (its members' shares would be of different sharer
+counts, and a peak taken from them too high). ``memory_maps`` and network connections
 are never read.
 """
 
@@ -144,6 +145,17 @@ def stat_fields(data: bytes) -> list[bytes]:
     """The fields of a ``/proc/<pid>/stat`` line after the command name (which may hold spaces and
     parentheses): index 0 is stat(5)'s field 3 (state), 11/12 utime/stime, 13/14 cutime/cstime, 19 starttime."""
     return data[data.rindex(b")") + 2 :].split()
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` is still a process (a zombie is: its figures stand until it is reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a process, not ours to signal
+        return True
+    return True
 
 
 def _read_ppid(pid: int) -> int | None:
@@ -371,6 +383,13 @@ class ProcessTree:
             live = tuple(sorted(self._tracked_desc | started.keys())) if own else ()
             if live != self._edge_pids:
                 self._edge_pids = live  # a new tuple only on a change: the edge reader's cache keys on the object
+        if members != self._members:
+            # The tree changed and its members were not all re-read (the bucket is empty): their PSS shares are
+            # of different sharer counts (three workers forked between two reads left the earlier members at
+            # a third where a quarter is now: a sum 30 MB over the truth for 120 MB shared), so this read
+            # reports no PSS rather than a wrong one; the next refresh, within a second, gives a whole one.
+            for acc in groups.values():
+                acc.pss = None
         main = groups["main"].stats(*self._dead["main"])
         des = groups["descendants"].stats(*self._dead["descendants"])
         return TreeRead(main, des, _combine(main, des), counted)
@@ -460,16 +479,20 @@ class ProcessTree:
         """This process just started child ``pid`` (any thread; told by the process-start hooks).
 
         The next block edge reads it, so a worker started just before a block counts from the block's start
-        instead of being missing until the next sampler tick finds it. Bounded: beyond ``_STARTED_MAX``
-        children not yet found, later ones wait for the tick.
+        instead of being missing until the next sampler tick finds it. Pids of processes already gone (a
+        loop of short ``subprocess.run`` calls) are dropped here, so they never crowd live workers out of the
+        edges' limit. Bounded: beyond ``_STARTED_MAX`` children not yet found, later ones wait for the tick.
         """
         if not self._own():
             return
         with self._started_lock:
-            if pid in self._edge_pids or len(self._started) >= _STARTED_MAX:
-                return
-            self._started[pid] = time.monotonic_ns()
-            self._edge_pids = tuple(sorted((*self._edge_pids, pid)))
+            live = [p for p in self._edge_pids if _exists(p)]
+            for gone in self._started.keys() - live:
+                del self._started[gone]
+            if pid not in live and len(self._started) < _STARTED_MAX:
+                self._started[pid] = time.monotonic_ns()
+                live.append(pid)
+            self._edge_pids = tuple(sorted(live))
 
     def known_pids(self) -> Iterable[int]:
         """Pids currently cached (for diagnostics)."""

@@ -117,6 +117,7 @@ class UsageSummary(NamedTuple):
     rss_peak_exact: bool | None = None
     floors: tuple[str, ...] = ()
     descendants_cpu_time_s: float | None = None
+    children_partial: bool = False
 
 
 def _max(values: Iterable[float | None]) -> float | None:
@@ -344,7 +345,8 @@ def with_edges(
         descendants = 0.0 if block else summary.descendants_cpu_time_s or 0.0
         cpu = delta.cpu_s + max(delta.children_cpu_s, descendants)
         fields["thread_cpu_time_s"] = delta.thread_cpu_s
-        fields["cpu_time_children_s"] = cpu - delta.cpu_s
+        fields["cpu_time_children_s"] = round(cpu - delta.cpu_s, 9)
+        fields["children_partial"] = block and delta.children_partial  # a run's samples cover its whole tree
         if summary.duration_s > 0:  # the exact mean, from the counters at the edges (samples only estimate it)
             mean = cpu / summary.duration_s
             means = {**summary.cpu_utilization_mean, semconv.SCOPE_MAIN: delta.cpu_s / summary.duration_s,
@@ -428,6 +430,8 @@ def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[st
         attrs[semconv.USAGE_THREAD_CPU_TIME] = delta.thread_cpu_s
     if delta.children_cpu_s:
         attrs[semconv.USAGE_CPU_TIME_CHILDREN] = delta.children_cpu_s
+    if delta.children_partial:
+        attrs[semconv.USAGE_CPU_TIME_CHILDREN_PARTIAL] = True
     if delta.peak_rss_bytes is not None:
         attrs[semconv.USAGE_RSS_MAX_MAIN] = attrs[semconv.USAGE_RSS_MAX_COMBINED] = delta.peak_rss_bytes
         attrs[semconv.USAGE_RSS_PEAK_EXACT] = True
@@ -487,6 +491,7 @@ def usage_attributes(summary: UsageSummary) -> dict[str, AttributeValue]:
         semconv.USAGE_CPU_TIME: summary.cpu_time_s,
         semconv.USAGE_THREAD_CPU_TIME: summary.thread_cpu_time_s,
         semconv.USAGE_CPU_TIME_CHILDREN: summary.cpu_time_children_s or None,
+        semconv.USAGE_CPU_TIME_CHILDREN_PARTIAL: True if summary.children_partial else None,
         semconv.USAGE_RSS_PEAK_EXACT: summary.rss_peak_exact,
         semconv.USAGE_FLOORS: list(summary.floors) if summary.floors else None,
         semconv.USAGE_CPU_UTILIZATION_MAX: summary.cpu_utilization_max.get(semconv.SCOPE_COMBINED),
