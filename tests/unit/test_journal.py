@@ -55,6 +55,32 @@ def test_a_dead_writers_journal_becomes_standard_lines(tmp_path: Path) -> None:
     assert recover_spans(tmp_path) == 0
 
 
+def test_open_span_checkpoints_recover_as_unended_unless_the_span_ended(tmp_path: Path) -> None:
+    """Checkpoints (``o<gid>`` records): the latest one of a span that never ended is written, marked; a span
+    whose own record is in the journal (or already in spans.jsonl) is written once, unmarked."""
+    from runtel import semconv
+    from runtel.rundir.journal import UNENDED_MESSAGE
+
+    spans = _finished_spans(4)
+    journal = _journal(tmp_path, spans[:1])  # s0 ended (its own record)
+    for span, end in ((spans[0], 15), (spans[1], 15), (spans[1], 19), (spans[2], 17), (spans[3], 16)):
+        checkpoint = span_text(span).replace(f'"endTimeUnixNano":"{span.end_time}"', f'"endTimeUnixNano":"{end}"')
+        journal.write(b"o1\t" + checkpoint.encode() + b"\n")
+    (tmp_path / "spans.jsonl").write_text(framed_line(((span_frame(spans[3].resource, spans[3].instrumentation_scope),
+                                                       (span_text(spans[3]),)),)) + "\n")  # s3 ended, batched
+    journal.abandon()
+    assert recover_spans(tmp_path) == 3  # s0 once, s1 and s2 unended
+    got = {s.name: s for s in read_spans(tmp_path)}
+    assert sorted(got) == ["s0", "s1", "s2", "s3"]
+    for name in ("s0", "s3"):
+        assert semconv.SPAN_UNENDED not in got[name].attributes and got[name].status_code != 2
+    assert got["s1"].end_ns == 19 and got["s2"].end_ns == 17  # the latest checkpoint
+    for name in ("s1", "s2"):
+        assert got[name].attributes[semconv.SPAN_UNENDED] is True and got[name].attributes["i"] in (1, 2)
+        assert got[name].status_code == 2 and got[name].status_message == UNENDED_MESSAGE
+    assert recover_spans(tmp_path) == 0 and len(read_spans(tmp_path)) == 4
+
+
 def test_a_live_writers_journal_is_left_alone(tmp_path: Path) -> None:
     """The writer holds an exclusive flock while it lives: a reader (even in the same process) skips it."""
     journal = _journal(tmp_path, _finished_spans(2))

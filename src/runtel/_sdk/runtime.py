@@ -243,6 +243,7 @@ class Runtime:
                 processors.append(build_span_processor(self.settings))
         self.span_processors = processors
         router.delegates = tuple(processors)
+        router.open_spans = self._json_processor.open_spans if self._json_processor is not None else None
         self.tracer = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
 
     def _open_run_metrics(self, run: OpenRun, monitor: Monitor) -> RunMetrics | None:
@@ -325,6 +326,8 @@ class Runtime:
             self._idle_since = None
             if run.dir is not None:
                 self.sinks.open(run.id, run.dir)
+                if self._json_processor is not None:
+                    self._json_processor.start()
             if first:
                 self._start_monitor()
         monitor = self.monitor

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from runtel import semconv
 from runtel._context import run_in
 from runtel._guard import log_once
-from runtel._internals import span_attributes, stamp_run_id, stored_dict
+from runtel._internals import span_attributes, span_fields, stamp_run_id, stored_dict
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ("RunProcessor",)
 
+#: spans tracked as open at most (beyond: not checkpointed; a program leaking open spans is not tracked forever)
+OPEN_SPANS_MAX = 4096
 #: ``on_start`` methods known to do nothing: the SDK's base and batch processors'
 _NO_OP_STARTS = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start})
 
@@ -50,6 +52,10 @@ class RunProcessor(SpanProcessor):
         #: provider exports spans outside runs itself)
         self.warn_unattributed = True
         self._count_lock = threading.Lock()
+        #: the spans open now, by span id (the run folder's writer checkpoints them; set by the runtime, None: not
+        #: tracked). Kept here, before the delegates: one dict insert at start and one removal at end, no extra
+        #: call. (By span id, not ``id(span)``: the SDK ends a span by handing on a copy of it.)
+        self.open_spans: dict[int, Any] | None = None
 
     @property
     def delegates(self) -> tuple[SpanProcessor, ...]:
@@ -80,6 +86,9 @@ class RunProcessor(SpanProcessor):
                 if self.warn_unattributed:
                     log_once("unattributed-span", "runtel: span %r started while no run was open; it is not "
                              "recorded (such spans are counted and the total reported at exit)", span.name)
+        opened = self.open_spans
+        if opened is not None and len(opened) < OPEN_SPANS_MAX:
+            opened[span.get_span_context().span_id] = span
         for delegate in self._starters:
             delegate.on_start(span, parent_context)
 
@@ -89,6 +98,9 @@ class RunProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Redact and cap the span (see ``scrub.py``), then forward it to the exporters' processors."""
+        opened = self.open_spans
+        if opened:
+            opened.pop(span_fields(span)[2], None)  # the scrubber and the writer read the same fields (cached)
         scrubber = self.scrubber
         if scrubber is not None and self.delegates:
             try:

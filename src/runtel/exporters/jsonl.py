@@ -15,7 +15,7 @@ next span to end, and by a small flusher thread for a program that went quiet), 
 Spans still **open** are checkpointed too: the flusher journals each span open longer than
 ``OPEN_CHECKPOINT_NS`` (scrubbed, its end time the checkpoint's) at that interval, so a process killed
 with its run span or an epoch block open leaves them, marked as not ended (``rundir.journal``). That costs
-the hot path one dict insert at start and one removal at end (~0.3 us a span).
+the hot path one dict insert at start and one removal at end, done by the router (``RunProcessor``).
 :class:`JsonlSpanExporter` is the same encoding as an SDK ``SpanExporter`` (batches handed in by a caller).
 Neither ever raises; a write failure is logged once.
 """
@@ -121,8 +121,6 @@ _Group = tuple[Any, Any, int, Frame, bytes]
 DIRECT_SPANS = 8
 #: a span open this long is checkpointed into its run's journal, and again at this interval while it stays open
 OPEN_CHECKPOINT_NS = 500_000_000
-#: spans tracked as open at most (beyond: not checkpointed; a program leaking open spans is not tracked forever)
-OPEN_MAX = 4096
 #: a journal holding only checkpoints is emptied and rewritten with the latest ones past this size
 OPEN_COMPACT_BYTES = 256 << 10
 
@@ -173,27 +171,22 @@ class JsonlSpanWriter(SpanProcessor):
         self._pid = os.getpid()
         #: redacts a snapshot of an open span before it is checkpointed (set by the runtime; None: no checkpoints)
         self.scrub: Callable[[ReadableSpan], ReadableSpan] | None = None
-        self._opened: dict[int, Any] = {}  # span id -> the open SDK span, while it is open
+        #: the SDK spans open now, by span id: filled and emptied by the router (``RunProcessor.open_spans``)
+        self.open_spans: dict[int, Any] = {}
         self._checkpointed_ns = 0
 
-    # --- the hot path ----------------------------------------------------------------------------------
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        """Track the span while it is open, for the checkpoints (a dict insert)."""
-        opened = self._opened
-        if self.synchronous or self.scrub is None or len(opened) >= OPEN_MAX:
-            return
-        opened[span.get_span_context().span_id] = span
-        if self._flusher is None:
+    def start(self) -> None:
+        """A run opened: start the flusher thread now (it also checkpoints open spans, before any span ended)."""
+        if self._flusher is None and not self.synchronous:
             with self._lock:
                 if self._flusher is None:
                     self._start_flusher()
 
+    # --- the hot path (``on_start`` is the base class's no-op: the router does not call it) -------------
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span, journal it and add it to its run's batch (in the thread that ended it)."""
         try:
             fields = span_fields(span)
-            if self._opened:
-                self._opened.pop(fields[2], None)
             if not fields[3] & 1:  # not sampled: not exported (as the SDK's processors)
                 return
             attributes = fields[10]
@@ -308,11 +301,11 @@ class JsonlSpanWriter(SpanProcessor):
         another thread), scrubbed like an ended span and encoded outside the writer's lock.
         """
         scrub = self.scrub
-        if scrub is None or not self._opened or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
+        if scrub is None or self.synchronous or not self.open_spans or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
             return
         self._checkpointed_ns = now
-        records: list[tuple[_RunBatch, int, _Group, str]] = []
-        for span_id, span in list(self._opened.items()):
+        records: list[tuple[_RunBatch, int, int, _Group, str]] = []
+        for key, span in list(self.open_spans.items()):
             start = span.start_time or now
             if now - start < OPEN_CHECKPOINT_NS:
                 continue
@@ -328,10 +321,10 @@ class JsonlSpanWriter(SpanProcessor):
             clean = scrub(snapshot)
             fields = span_fields(clean)
             group = self._group(fields[14], fields[15])
-            records.append((state, span_id, group, fields_text(fields, clean)))
+            records.append((state, key, fields[2], group, fields_text(fields, clean)))
         with self._lock:
-            for state, span_id, group, text in records:
-                if state.closed or span_id not in self._opened:
+            for state, key, span_id, group, text in records:
+                if state.closed or key not in self.open_spans:
                     continue  # ended meanwhile: its own record is the truth
                 journal = state.journal
                 if journal is None:
@@ -422,16 +415,14 @@ class JsonlSpanWriter(SpanProcessor):
         self._runs = {}
         self._flusher = None
         self._wake = threading.Event()
-        self.synchronous = True
-        self._opened = {}  # the parent's open spans are the parent's to checkpoint
+        self.synchronous = True  # and so no checkpoints: the parent's open spans are the parent's
         self._pid = os.getpid()
 
     def write_synchronously(self) -> None:
         """From now on every span is its own line at once (a worker process that may leave via ``os._exit``)."""
         self.force_flush()
         with self._lock:
-            self.synchronous = True
-            self._opened = {}  # every span is on disk as it ends: no journal, so no checkpoints
+            self.synchronous = True  # every span is on disk as it ends: no journal, so no checkpoints
             for state in self._runs.values():
                 if state.journal is not None:
                     state.journal.close()
