@@ -13,9 +13,11 @@ disk at once, whatever happens to the process next) and to an in-memory batch; t
 line of spans.jsonl when it holds ``batch`` spans, when its oldest span is ``delay`` old (checked by the
 next span to end, and by a small flusher thread for a program that went quiet), and at every flush.
 Spans still **open** are checkpointed too: the flusher journals each span open longer than
-``OPEN_CHECKPOINT_NS`` (scrubbed, its end time the checkpoint's) at that interval, so a process killed
-with its run span or an epoch block open leaves them, marked as not ended (``rundir.journal``). That costs
-the hot path one dict insert at start and one removal at end, done by the router (``RunProcessor``).
+``OPEN_CHECKPOINT_NS`` (scrubbed, its end time the checkpoint's), again after twice the previous wait (up to
+``OPEN_CHECKPOINT_MAX_NS``) and at most ``OPEN_CHECKPOINT_BUDGET`` spans a round, so a process killed with its
+run span or an epoch block open leaves them, marked as not ended (``rundir.journal``), and a service with
+thousands of open requests pays a bounded share of a core for it (~25 us a checkpoint). That costs the hot
+path one dict insert at start and one removal at end, done by the router (``RunProcessor``).
 :class:`JsonlSpanExporter` is the same encoding as an SDK ``SpanExporter`` (batches handed in by a caller).
 Neither ever raises; a write failure is logged once.
 """
@@ -119,16 +121,21 @@ _Group = tuple[Any, Any, int, Frame, bytes]
 
 #: a run's first spans written each as its own spans.jsonl line, before its journal is opened
 DIRECT_SPANS = 8
-#: a span open this long is checkpointed into its run's journal, and again at this interval while it stays open
+#: a span open this long is checkpointed into its run's journal (the flusher looks this often)
 OPEN_CHECKPOINT_NS = 500_000_000
-#: a journal holding only checkpoints is emptied and rewritten with the latest ones past this size
+#: ... and again after twice its previous wait while it stays open, at most this long: a recovered span that
+#: ran for hours ends at most a minute before its process died
+OPEN_CHECKPOINT_MAX_NS = 60_000_000_000
+#: open spans checkpointed per round at most (the most overdue first; the others wait for the next round)
+OPEN_CHECKPOINT_BUDGET = 256
+#: a journal is emptied and rewritten with the latest checkpoints when it grows past this or twice their size
 OPEN_COMPACT_BYTES = 256 << 10
 
 
 class _RunBatch:
     """One open run's spans not yet in its spans.jsonl, and its journal."""
 
-    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_records", "sink")
+    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_bytes", "open_records", "sink")
 
     def __init__(self, sink: LineFile, journal: SpanJournal | None) -> None:
         self.sink = sink
@@ -140,6 +147,7 @@ class _RunBatch:
         self.closed = False
         #: the latest checkpoint record of each open span of the run (span id -> (gid, frame, record))
         self.open_records: dict[int, tuple[int, Frame, bytes]] = {}
+        self.open_bytes = 0  # their size (the journal is compacted against it)
 
 
 class JsonlSpanWriter(SpanProcessor):
@@ -174,6 +182,8 @@ class JsonlSpanWriter(SpanProcessor):
         #: the SDK spans open now, by span id: filled and emptied by the router (``RunProcessor.open_spans``)
         self.open_spans: dict[int, Any] = {}
         self._checkpointed_ns = 0
+        #: when each open span is due for its next checkpoint, and the wait after that (flusher thread only)
+        self._due: dict[int, tuple[int, int]] = {}
 
     def start(self) -> None:
         """A run opened: start the flusher thread now (it also checkpoints open spans, before any span ended)."""
@@ -224,7 +234,9 @@ class JsonlSpanWriter(SpanProcessor):
                         state.direct = -1  # the journal is opened once; -1: do not try again if it failed
                         journal = state.journal = SpanJournal(Path(state.sink.path).parent)
                 if state.open_records:
-                    state.open_records.pop(fields[2], None)  # its checkpoint is stale now: its own record rules
+                    stale = state.open_records.pop(fields[2], None)  # its own record rules now
+                    if stale is not None:
+                        state.open_bytes -= len(stale[2])
                 entry = state.groups.get(gid)
                 if entry is None:
                     entry = state.groups[gid] = (group[3], [])
@@ -301,14 +313,26 @@ class JsonlSpanWriter(SpanProcessor):
         another thread), scrubbed like an ended span and encoded outside the writer's lock.
         """
         scrub = self.scrub
-        if scrub is None or self.synchronous or not self.open_spans or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
+        if scrub is None or self.synchronous or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
             return
         self._checkpointed_ns = now
-        records: list[tuple[_RunBatch, int, int, _Group, str]] = []
-        for key, span in list(self.open_spans.items()):
+        opened = list(self.open_spans.items())
+        due = self._due
+        if len(due) > len(opened):
+            live = {key for key, _ in opened}
+            for gone in [k for k in due if k not in live]:
+                del due[gone]
+        ready = []
+        for key, span in opened:
             start = span.start_time or now
-            if now - start < OPEN_CHECKPOINT_NS:
-                continue
+            if now - start >= OPEN_CHECKPOINT_NS:
+                at, wait = due.get(key, (0, OPEN_CHECKPOINT_NS))
+                if at <= now:
+                    ready.append((at, key, wait, span))
+        ready.sort(key=lambda item: item[0])  # the most overdue first (never checkpointed: 0)
+        records: list[tuple[_RunBatch, int, int, _Group, str]] = []
+        for _, key, wait, span in ready[:OPEN_CHECKPOINT_BUDGET]:
+            due[key] = (now + wait, min(2 * wait, OPEN_CHECKPOINT_MAX_NS))
             snapshot = open_span_snapshot(span, now, ReadableSpan)
             if snapshot is None:
                 continue
@@ -322,7 +346,10 @@ class JsonlSpanWriter(SpanProcessor):
             fields = span_fields(clean)
             group = self._group(fields[14], fields[15])
             records.append((state, key, fields[2], group, fields_text(fields, clean)))
+        if not records:
+            return
         with self._lock:
+            written: dict[int, _RunBatch] = {}
             for state, key, span_id, group, text in records:
                 if state.closed or key not in self.open_spans:
                     continue  # ended meanwhile: its own record is the truth
@@ -332,22 +359,24 @@ class JsonlSpanWriter(SpanProcessor):
                         continue  # the journal failed to open before
                     state.direct = -1
                     journal = state.journal = SpanJournal(Path(state.sink.path).parent)
-                    if self._flusher is None:
-                        self._start_flusher()
                 gid = group[2]
                 record = b"o" + group[4] + text.encode() + b"\n"
+                old = state.open_records.get(span_id)
                 state.open_records[span_id] = (gid, group[3], record)
-                if journal.size > OPEN_COMPACT_BYTES:  # bounded: old checkpoints go, the latest stay
+                state.open_bytes += len(record) - (len(old[2]) if old is not None else 0)
+                if gid not in journal.declared:
+                    journal.declared.add(gid)
+                    journal.write(journal_group(gid, group[3]))
+                journal.write(record)
+                written[id(state)] = state
+            for state in written.values():  # bounded: old checkpoints go, the latest stay
+                journal = state.journal
+                if journal is not None and journal.size > max(OPEN_COMPACT_BYTES, 2 * state.open_bytes):
                     if state.count:
                         self._commit(state)  # writes the batch, truncates and re-journals
                     else:
                         journal.truncate()
                         self._rejournal(state)
-                    continue
-                if gid not in journal.declared:
-                    journal.declared.add(gid)
-                    journal.write(journal_group(gid, group[3]))
-                journal.write(record)
 
     # --- the time bound for a program that went quiet ----------------------------------------------
     def _start_flusher(self) -> None:
