@@ -297,6 +297,8 @@ def test_workers_started_just_before_a_block_count(runs_dir: Path, method: str) 
         got = float(spans[name].get(semconv.USAGE_CPU_TIME_CHILDREN) or 0.0)  # type: ignore[arg-type]
         slack = 2 * processes * tick + 0.05
         assert truth - slack <= got <= truth + slack + foreign, (name, got, truth)
+        for figure in (got, spans[name][semconv.USAGE_CPU_TIME]):  # short decimals: ticks, us and ns, no float noise
+            assert len(repr(figure).partition(".")[2]) <= 9, figure
     # the run's record and `runtel show` say which part of the CPU time is child processes
     record = json.loads((run.dir / "run.json").read_text())
     children = record["resource_usage"]["compute_time"]["children_cpu_seconds"]

@@ -368,7 +368,8 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
         memory_detail: Read USS/PSS (``smaps_rollup``) when the high-water mark rose in the window.
     """
     cpu = max(0, end.cpu_ns - start.cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
-    children = 0.0 if end.children == start.children else max(0.0, end.children_cpu_s - start.children_cpu_s)
+    # rusage's figures are whole microseconds: rounded to them, a difference is a short decimal (not 0.51200000001)
+    children = 0.0 if end.children == start.children else round(max(0.0, end.children_cpu_s - start.children_cpu_s), 6)
     partial = start.tree is TREE_UNREAD or end.tree is TREE_UNREAD
     if (start.tree or end.tree) and not partial:
         # No descendants known at one edge: none lived then (up to the sampler's lag); those at the other edge

@@ -343,7 +343,8 @@ def with_edges(
     cpu = summary.cpu_time_s
     if includes_self:
         descendants = 0.0 if block else summary.descendants_cpu_time_s or 0.0
-        cpu = delta.cpu_s + max(delta.children_cpu_s, descendants)
+        children = max(delta.children_cpu_s, descendants)
+        cpu = round(delta.cpu_s + children, 9) if children else delta.cpu_s  # ns: a short decimal
         fields["thread_cpu_time_s"] = delta.thread_cpu_s
         fields["cpu_time_children_s"] = round(cpu - delta.cpu_s, 9)
         fields["children_partial"] = block and delta.children_partial  # a run's samples cover its whole tree
@@ -424,7 +425,7 @@ def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[st
     exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
     duration) and emissions (energy x the run's carbon intensity).
     """
-    cpu = delta.cpu_s + delta.children_cpu_s
+    cpu = round(delta.cpu_s + delta.children_cpu_s, 9) if delta.children_cpu_s else delta.cpu_s  # ns: a short decimal
     attrs: dict[str, AttributeValue] = {semconv.USAGE_CPU_TIME: cpu}
     if delta.thread_cpu_s is not None and abs(delta.cpu_s - delta.thread_cpu_s) > max(0.01 * delta.cpu_s, _THREAD_CPU_FLOOR_S):
         attrs[semconv.USAGE_THREAD_CPU_TIME] = delta.thread_cpu_s
