@@ -211,12 +211,12 @@ def test_checkpoints_of_a_long_open_span_stay_bounded(tmp_path: Path, monkeypatc
             now = time.time_ns()
             for k in range(2000):  # 2000 checkpoints: ~17 minutes of a quiet service
                 writer._checkpoint(now + (k + 1) * jsonl.OPEN_CHECKPOINT_NS)
-            path = run.dir / f".spans.{os.getpid()}.journal"
+            path = run.dir / f".spans.{os.getpid()}.open.journal"
             state = writer._runs[run.id]
-            assert state.journal is not None and state.journal.size <= (8 << 10) + 4096
-            data = path.read_bytes()
-            groups = journal._parse(data)
-            opens = [s for _, _, o in groups for s in o]
+            assert state.open_journal is not None and state.open_journal.size <= (8 << 10) + 4096
+            frames: dict[int, Any] = {}
+            journal._parse(path.read_bytes(), frames)
+            opens = [s for _, _, o in frames.values() for s in o]
             assert opens and all(b'"name":"service"' in s for s in opens)
             last_end = int(json.loads(opens[-1])["endTimeUnixNano"])
             final = now + 2000 * jsonl.OPEN_CHECKPOINT_NS
@@ -244,11 +244,11 @@ def test_many_open_spans_are_checkpointed_within_a_budget(tmp_path: Path) -> Non
             for k in range(4):
                 state = writer._runs.get(run.id)
                 before = len(state.open_records) if state is not None else 0
-                written_before = state.journal.size if state is not None and state.journal else 0
+                written_before = state.open_journal.size if state is not None and state.open_journal else 0
                 writer._checkpoint(now + k * jsonl.OPEN_CHECKPOINT_NS)
                 state = writer._runs[run.id]
-                assert state.journal is not None
-                counts.append((len(state.open_records) - before, state.journal.size > written_before))
+                assert state.open_journal is not None
+                counts.append((len(state.open_records) - before, state.open_journal.size > written_before))
             assert counts[0] == (jsonl.OPEN_CHECKPOINT_BUDGET, True)  # the oldest first, up to the budget
             assert counts[1] == (301 - jsonl.OPEN_CHECKPOINT_BUDGET, True)  # the rest (and the run span)
             assert counts[3] == (0, False)  # none due yet: each waits twice as long as before
@@ -257,3 +257,56 @@ def test_many_open_spans_are_checkpointed_within_a_budget(tmp_path: Path) -> Non
             # ended: their own records rule; only the run span's checkpoint is left
             assert list(writer._runs[run.id].open_records) == [run.span.get_span_context().span_id]
     assert not [s for s in read_spans(run.dir) if "runtel.span.unended" in s.attributes]
+
+
+WORKER_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    import runtel
+
+    marker = sys.argv[1]
+    for epoch in range(3):  # no run_span: under `runtel run` the first block opens a worker run
+        with runtel.block("epoch", index=epoch):
+            for i in range(5):
+                with runtel.block("step", i=i):
+                    pass
+            if epoch == 1:
+                with runtel.block("eval"):
+                    with open(marker, "w") as fh:
+                        fh.write(str(os.getpid()))
+                    time.sleep(120)
+    """
+)
+
+
+def test_open_spans_of_a_worker_run_survive_sigkill(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`runtel run -- python train.py` where train.py only uses blocks (its spans go to a worker run, written
+    synchronously, with no journal): its open epoch and eval come back as not ended after a SIGKILL."""
+    from runtel import semconv
+
+    script = tmp_path / "train.py"
+    script.write_text(WORKER_CHILD)
+    marker = tmp_path / "in-eval"
+    runs = tmp_path / "runs"
+    with subprocess.Popen([sys.executable, "-m", "runtel", "run", "--dir", str(runs), "-q", "--", sys.executable,
+                           str(script), str(marker)], env=clean_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as wrapper:
+        try:
+            deadline = time.monotonic() + 120
+            while not (marker.exists() and marker.read_text()):
+                assert wrapper.poll() is None, wrapper.stderr.read() if wrapper.stderr else ""
+                assert time.monotonic() < deadline, "the child never reached the eval block"
+                time.sleep(0.02)
+            time.sleep(1.5)
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+            wrapper.wait(60)
+        finally:
+            if wrapper.poll() is None:
+                wrapper.kill()
+                wrapper.wait(30)
+    spans = [s for d in runs.iterdir() if d.is_dir() for s in read_spans(d)]
+    unended = sorted((s.name, s.attributes.get("index")) for s in spans if s.attributes.get(semconv.SPAN_UNENDED))
+    assert ("epoch", 1) in unended and ("eval", None) in unended, unended
+    assert len([s for s in spans if s.name == "step"]) == 10
+    assert not [s for s in spans if s.name == "epoch" and s.attributes.get("index") == 0
+                and semconv.SPAN_UNENDED in s.attributes]

@@ -65,6 +65,8 @@ def test_open_span_checkpoints_recover_as_unended_unless_the_span_ended(tmp_path
     journal = _journal(tmp_path, spans[:1])  # s0 ended (its own record)
     for span, end in ((spans[0], 15), (spans[1], 15), (spans[1], 19), (spans[2], 17), (spans[3], 16)):
         checkpoint = span_text(span).replace(f'"endTimeUnixNano":"{span.end_time}"', f'"endTimeUnixNano":"{end}"')
+        if span is spans[2]:  # an error the span had already: its own message stays
+            checkpoint = checkpoint[:-1] + ',"status":{"code":2,"message":"failed: disk"}}'
         journal.write(b"o1\t" + checkpoint.encode() + b"\n")
     (tmp_path / "spans.jsonl").write_text(framed_line(((span_frame(spans[3].resource, spans[3].instrumentation_scope),
                                                        (span_text(spans[3]),)),)) + "\n")  # s3 ended, batched
@@ -74,10 +76,12 @@ def test_open_span_checkpoints_recover_as_unended_unless_the_span_ended(tmp_path
     assert sorted(got) == ["s0", "s1", "s2", "s3"]
     for name in ("s0", "s3"):
         assert semconv.SPAN_UNENDED not in got[name].attributes and got[name].status_code != 2
-    assert got["s1"].end_ns == 19 and got["s2"].end_ns == 17  # the latest checkpoint
+    # each ends when its process was last seen: the latest end or checkpoint in its journals (s0's end, 20)
+    assert got["s1"].end_ns == 20 and got["s2"].end_ns == 20
     for name in ("s1", "s2"):
         assert got[name].attributes[semconv.SPAN_UNENDED] is True and got[name].attributes["i"] in (1, 2)
-        assert got[name].status_code == 2 and got[name].status_message == UNENDED_MESSAGE
+        assert got[name].status_code == 2
+    assert got["s1"].status_message == UNENDED_MESSAGE and got["s2"].status_message == "failed: disk"
     assert recover_spans(tmp_path) == 0 and len(read_spans(tmp_path)) == 4
 
 
@@ -202,3 +206,13 @@ def test_a_torn_record_before_the_zeros_is_skipped(tmp_path: Path) -> None:
     journal.abandon()
     assert recover_spans(tmp_path) == 2
     assert [s["name"] for s in _lines(tmp_path)[0]["resourceSpans"][0]["scopeSpans"][0]["spans"]] == ["s0", "s1"]
+
+
+def test_recovery_after_a_torn_last_line_starts_a_fresh_line(tmp_path: Path) -> None:
+    """spans.jsonl ends in a fragment (a write cut by a full disk or a kill): the recovered line is not glued
+    to it (which lost every recovered span), and the fragment stays one skipped line."""
+    spans = _finished_spans(3)
+    (tmp_path / "spans.jsonl").write_text('{"resourceSpans":[{"resource":{"attri')  # torn, no newline
+    _journal(tmp_path, spans).abandon()
+    assert recover_spans(tmp_path) == 3
+    assert [s.name for s in read_spans(tmp_path)] == ["s0", "s1", "s2"]

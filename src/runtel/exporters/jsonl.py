@@ -13,7 +13,8 @@ disk at once, whatever happens to the process next) and to an in-memory batch; t
 line of spans.jsonl when it holds ``batch`` spans, when its oldest span is ``delay`` old (checked by the
 next span to end, and by a small flusher thread for a program that went quiet), and at every flush.
 Spans still **open** are checkpointed too: the flusher journals each span open longer than
-``OPEN_CHECKPOINT_NS`` (scrubbed, its end time the checkpoint's), again after twice the previous wait (up to
+``OPEN_CHECKPOINT_NS`` (scrubbed, its end time the checkpoint's) into the run's open journal
+(``.spans.<pid>.open.journal``, which batch lines never empty), again after twice the previous wait (up to
 ``OPEN_CHECKPOINT_MAX_NS``) and at most ``OPEN_CHECKPOINT_BUDGET`` spans a round, so a process killed with its
 run span or an epoch block open leaves them, marked as not ended (``rundir.journal``), and a service with
 thousands of open requests pays a bounded share of a core for it (~25 us a checkpoint). That costs the hot
@@ -135,7 +136,8 @@ OPEN_COMPACT_BYTES = 256 << 10
 class _RunBatch:
     """One open run's spans not yet in its spans.jsonl, and its journal."""
 
-    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_bytes", "open_records", "sink")
+    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_bytes", "open_journal",
+                 "open_records", "sink")
 
     def __init__(self, sink: LineFile, journal: SpanJournal | None) -> None:
         self.sink = sink
@@ -147,7 +149,9 @@ class _RunBatch:
         self.closed = False
         #: the latest checkpoint record of each open span of the run (span id -> (gid, frame, record))
         self.open_records: dict[int, tuple[int, Frame, bytes]] = {}
-        self.open_bytes = 0  # their size (the journal is compacted against it)
+        self.open_bytes = 0  # their size (the open journal is compacted against it)
+        #: where the checkpoints go (``.spans.<pid>.open.journal``): batch lines never empty it
+        self.open_journal: SpanJournal | None = None
 
 
 class JsonlSpanWriter(SpanProcessor):
@@ -187,7 +191,7 @@ class JsonlSpanWriter(SpanProcessor):
 
     def start(self) -> None:
         """A run opened: start the flusher thread now (it also checkpoints open spans, before any span ended)."""
-        if self._flusher is None and not self.synchronous:
+        if self._flusher is None:
             with self._lock:
                 if self._flusher is None:
                     self._start_flusher()
@@ -216,12 +220,21 @@ class JsonlSpanWriter(SpanProcessor):
                 group = self._group(resource, scope)
             if self.synchronous:
                 state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
+                if state.open_records:
+                    with self._lock:
+                        stale = state.open_records.pop(fields[2], None)  # its own record rules now
+                        if stale is not None:
+                            state.open_bytes -= len(stale[2])
                 return
             gid = group[2]
             with self._lock:
                 if state.closed:
                     _count_late(1, run_id)
                     return
+                if state.open_records:
+                    stale = state.open_records.pop(fields[2], None)  # its own record rules now
+                    if stale is not None:
+                        state.open_bytes -= len(stale[2])
                 journal = state.journal
                 if journal is None:
                     if state.direct < DIRECT_SPANS and not state.count:
@@ -233,10 +246,6 @@ class JsonlSpanWriter(SpanProcessor):
                     if state.direct >= 0:
                         state.direct = -1  # the journal is opened once; -1: do not try again if it failed
                         journal = state.journal = SpanJournal(Path(state.sink.path).parent)
-                if state.open_records:
-                    stale = state.open_records.pop(fields[2], None)  # its own record rules now
-                    if stale is not None:
-                        state.open_bytes -= len(stale[2])
                 entry = state.groups.get(gid)
                 if entry is None:
                     entry = state.groups[gid] = (group[3], [])
@@ -292,11 +301,10 @@ class JsonlSpanWriter(SpanProcessor):
         state.sink.write(line.encode())  # a failure is counted and reported by the LineFile
         if state.journal is not None:
             state.journal.truncate()
-            self._rejournal(state)
 
     def _rejournal(self, state: _RunBatch) -> None:
-        """Journal the open spans' latest checkpoints again after a truncation (copies of kept bytes)."""
-        journal = state.journal
+        """Write the open spans' latest checkpoints into the emptied open journal (copies of kept bytes)."""
+        journal = state.open_journal
         if journal is None:
             return
         for gid, frame, record in state.open_records.values():
@@ -313,7 +321,7 @@ class JsonlSpanWriter(SpanProcessor):
         another thread), scrubbed like an ended span and encoded outside the writer's lock.
         """
         scrub = self.scrub
-        if scrub is None or self.synchronous or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
+        if scrub is None or now - self._checkpointed_ns < OPEN_CHECKPOINT_NS:
             return
         self._checkpointed_ns = now
         opened = list(self.open_spans.items())
@@ -353,12 +361,9 @@ class JsonlSpanWriter(SpanProcessor):
             for state, key, span_id, group, text in records:
                 if state.closed or key not in self.open_spans:
                     continue  # ended meanwhile: its own record is the truth
-                journal = state.journal
+                journal = state.open_journal
                 if journal is None:
-                    if state.direct < 0:
-                        continue  # the journal failed to open before
-                    state.direct = -1
-                    journal = state.journal = SpanJournal(Path(state.sink.path).parent)
+                    journal = state.open_journal = SpanJournal(Path(state.sink.path).parent, open_spans=True)
                 gid = group[2]
                 record = b"o" + group[4] + text.encode() + b"\n"
                 old = state.open_records.get(span_id)
@@ -370,13 +375,10 @@ class JsonlSpanWriter(SpanProcessor):
                 journal.write(record)
                 written[id(state)] = state
             for state in written.values():  # bounded: old checkpoints go, the latest stay
-                journal = state.journal
+                journal = state.open_journal
                 if journal is not None and journal.size > max(OPEN_COMPACT_BYTES, 2 * state.open_bytes):
-                    if state.count:
-                        self._commit(state)  # writes the batch, truncates and re-journals
-                    else:
-                        journal.truncate()
-                        self._rejournal(state)
+                    journal.truncate()
+                    self._rejournal(state)
 
     # --- the time bound for a program that went quiet ----------------------------------------------
     def _start_flusher(self) -> None:
@@ -418,13 +420,24 @@ class JsonlSpanWriter(SpanProcessor):
             if len(self._closed) > 1024:
                 del self._closed[next(iter(self._closed))]
             state = self._runs.pop(run_id, None)
+            self._forget_open(run_id)
             if state is None:
                 return
             state.closed = True
             with guard("span-flush", "write spans to the run folder"):
                 self._commit(state)
-            if state.journal is not None:
-                state.journal.close()
+            for journal in (state.journal, state.open_journal):
+                if journal is not None:
+                    journal.close()
+
+    def _forget_open(self, run_id: str) -> None:
+        """Drop the run's spans from the open registry: any still open will end late (counted then), and one
+        that never ends (a leak) must not hold a registry slot, or its memory, for the rest of the process."""
+        opened = self.open_spans
+        for key, span in list(opened.items()):
+            attributes = getattr(span, "attributes", None)
+            if attributes is not None and attributes.get(semconv.RUN_ID) == run_id:
+                opened.pop(key, None)
 
     def shutdown(self) -> None:
         """Write everything and stop the flusher thread (journals stay until their runs close)."""
@@ -439,19 +452,21 @@ class JsonlSpanWriter(SpanProcessor):
         """
         self._lock = threading.Lock()
         for state in self._runs.values():
-            if state.journal is not None:
-                state.journal.abandon()
+            for journal in (state.journal, state.open_journal):
+                if journal is not None:
+                    journal.abandon()
         self._runs = {}
         self._flusher = None
         self._wake = threading.Event()
-        self.synchronous = True  # and so no checkpoints: the parent's open spans are the parent's
+        self.synchronous = True
+        self.open_spans.clear()  # the parent's open spans are the parent's to checkpoint (the router shares it)
         self._pid = os.getpid()
 
     def write_synchronously(self) -> None:
         """From now on every span is its own line at once (a worker process that may leave via ``os._exit``)."""
         self.force_flush()
         with self._lock:
-            self.synchronous = True  # every span is on disk as it ends: no journal, so no checkpoints
+            self.synchronous = True  # every span is on disk as it ends: no journal (checkpoints still are)
             for state in self._runs.values():
                 if state.journal is not None:
                     state.journal.close()

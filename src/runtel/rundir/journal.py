@@ -21,15 +21,18 @@ file's unused rest is NUL bytes):
   group ``gid`` (see :func:`runtel.rundir.otlp_json.span_frame`), before any span of that group;
 * ``<gid>\\t<span>`` is one OTLP/JSON ``Span`` object of that group;
 * ``o<gid>\\t<span>`` is a checkpoint of a span that is still **open**: the span as it was at the
-  checkpoint, its end time the checkpoint's time. The span writer journals every span open longer than
-  ``OPEN_CHECKPOINT_NS`` again at that interval (and again after each truncation), so a process that dies
-  with a run span, an epoch block or a request still open leaves them too.
+  checkpoint, its end time the checkpoint's time. The span writer writes them to a second journal of the
+  process, ``.spans.<pid>.open.journal`` (``open_spans=True``), which batch lines never empty, so a process
+  that dies with a run span, an epoch block or a request still open leaves them too.
+
+A process's two journals are recovered together.
 
 A torn or unknown line (a span of a group declared before a truncation) is skipped: its span was in a
 batch line already. At recovery an open span's latest checkpoint is written unless the span itself ended
-(its own record in the journal or in spans.jsonl): with status ERROR, the message :data:`UNENDED_MESSAGE`
-and ``runtel.span.unended = true``, so readers show the epoch block that was running, for at least as long
-as it ran, instead of nothing.
+(its own record in the journal or in spans.jsonl): with status ERROR (unless it had an error status of its
+own), the message :data:`UNENDED_MESSAGE`, ``runtel.span.unended = true`` and its end at the last moment its
+process was seen (the latest end or checkpoint in its journals), so readers show the epoch block that was
+running, for at least as long as it ran, instead of nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ __all__ = ("JOURNAL_SUFFIX", "UNENDED_MESSAGE", "SpanJournal", "recover_spans")
 
 JOURNAL_PREFIX = ".spans."
 JOURNAL_SUFFIX = ".journal"
+#: the open-span checkpoints of a process go to ``.spans.<pid>.open.journal``: batch lines never empty it
+OPEN_INFIX = ".open"
 #: how much of the end of the spans file is searched for journal spans already written (see recover_spans)
 TAIL_BYTES = 64 << 20
 
@@ -62,8 +67,8 @@ _FRAME_FIELDS = 4
 _HEAD = re.compile(rb'\{"traceId":"([0-9a-f]{32})","spanId":"([0-9a-f]{16})","name":')
 #: a rotation size no file reaches: recovery appends to the newest segment and never starts one
 _NEVER = 1 << 62
-#: the status message of a recovered open span (its end time is its last checkpoint's)
-UNENDED_MESSAGE = "did not end: its process was gone (it ran at least this long: its end is the last checkpoint)"
+#: the status message of a recovered open span (its end: the last moment its process was seen, a span end or checkpoint)
+UNENDED_MESSAGE = "did not end: its process was gone (it ran at least this long: until its process was last seen)"
 _UNENDED_KV = {"key": semconv.SPAN_UNENDED, "value": {"boolValue": True}}
 
 
@@ -88,8 +93,10 @@ class SpanJournal:
     Not thread-safe by itself: the span writer calls it under its own lock.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / f"{JOURNAL_PREFIX}{os.getpid()}{JOURNAL_SUFFIX}"
+    def __init__(self, run_dir: Path, *, open_spans: bool = False) -> None:
+        infix = OPEN_INFIX if open_spans else ""
+        self.open_spans = open_spans  #: the open-span checkpoints' journal
+        self.path = run_dir / f"{JOURNAL_PREFIX}{os.getpid()}{infix}{JOURNAL_SUFFIX}"
         self._fd: int | None = None
         self._map: mmap.mmap | None = None
         self._mapped = 0  # bytes of the file that are mapped (and reserved)
@@ -154,9 +161,10 @@ class SpanJournal:
             self._pos = end
         except OSError as exc:
             self.failed = True
-            log_once(f"journal:{self.path.parent}", "runtel could not write the span journal %s: %s (spans still "
-                     "reach spans.jsonl in batches, but a killed process may lose the last 0.2 s of them)",
-                     self.path, exc.strerror or exc)
+            what = ("spans still open when the process is killed will be missing from the run" if self.open_spans
+                    else "spans still reach spans.jsonl in batches, but a killed process may lose the last 0.2 s of them")
+            log_once(f"journal:{self.path}", "runtel could not write the span journal %s: %s (%s)",
+                     self.path, exc.strerror or exc, what)
 
     def truncate(self) -> None:
         """Every span in the journal is in spans.jsonl now: start it again empty."""
@@ -230,9 +238,10 @@ def _written_heads(files: list[Path]) -> set[tuple[bytes, bytes]]:
 _Frame = tuple[str, str, str, str]
 
 
-def _parse(data: bytes) -> list[tuple[_Frame, list[bytes], list[bytes]]]:
-    """The journal's ended spans and open-span checkpoints by group, in the order their groups were declared."""
-    frames: dict[int, tuple[_Frame, list[bytes], list[bytes]]] = {}
+def _parse(data: bytes, frames: dict[int, tuple[_Frame, list[bytes], list[bytes]]]) -> None:
+    """Add a journal's ended spans and open-span checkpoints to ``frames``, by group id (a process's two
+    journals share its group ids)."""
+    declared: dict[int, _Frame] = {}
     data = data.partition(b"\0")[0]  # the unused, zeroed rest of a mapped journal
     for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn (or empty)
         gid_text, sep, rest = line.partition(b"\t")
@@ -243,64 +252,99 @@ def _parse(data: bytes) -> list[tuple[_Frame, list[bytes], list[bytes]]]:
             if gid_text.startswith(b"#"):
                 fields = rest.decode().split("\t")
                 if len(fields) == _FRAME_FIELDS:
-                    frames[int(gid_text[1:])] = ((fields[0], fields[1], fields[2], fields[3]), [], [])
+                    gid = int(gid_text[1:])
+                    declared[gid] = (fields[0], fields[1], fields[2], fields[3])
+                    if gid not in frames:
+                        frames[gid] = (declared[gid], [], [])
                 continue
-            group = frames.get(int(gid_text[1:] if is_open else gid_text))
+            gid = int(gid_text[1:] if is_open else gid_text)
         except (ValueError, UnicodeDecodeError):
             continue
+        group = frames.get(gid) if gid in declared else None  # a group declared in this journal, since its truncation
         if group is not None and rest.startswith(b'{"traceId":"') and rest.endswith(b"}"):
             (group[2] if is_open else group[1]).append(rest)
-    return [group for group in frames.values() if group[1] or group[2]]
 
 
-def _unended(span: bytes) -> str | None:
-    """An open span's checkpoint as a finished span that says it did not end (``None``: not valid JSON)."""
+_END = re.compile(rb'"endTimeUnixNano":"(\d+)"')
+
+
+def _end_ns(span: bytes) -> int:
+    match = _END.search(span)
+    return int(match.group(1)) if match is not None else 0
+
+
+def _unended(span: bytes, seen_ns: int) -> str | None:
+    """An open span's checkpoint as a finished span that says it did not end (``None``: not valid JSON).
+
+    Its end is the last moment its process was seen alive (its latest span end or checkpoint), when that is
+    later than the checkpoint's; a status the span already had as an error (its own message) is kept.
+    """
     try:
         obj = json.loads(span)
     except ValueError:
         return None
     if not isinstance(obj, dict):
         return None
-    obj["status"] = {"code": 2, "message": UNENDED_MESSAGE}
+    try:
+        if seen_ns > int(obj.get("endTimeUnixNano", 0)):
+            obj["endTimeUnixNano"] = str(seen_ns)
+    except (TypeError, ValueError):
+        pass
+    status = obj.get("status")
+    if not (isinstance(status, dict) and status.get("code") == 2):
+        obj["status"] = {"code": 2, "message": UNENDED_MESSAGE}
     attributes = obj.get("attributes")
     obj["attributes"] = [*(attributes if isinstance(attributes, list) else ()), _UNENDED_KV]
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def _recover_one(run_dir: Path, path: Path) -> int:
+def _recover_one(run_dir: Path, paths: list[Path]) -> int:
+    """Recover one dead process's journals (its spans and its open-span checkpoints) as one line."""
+    fds: list[int] = []
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return 0  # gone meanwhile (another reader recovered it), or not ours to touch
-    try:
-        if fcntl is not None:
+        for path in paths:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0  # its process is alive and still writing it
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
             except OSError:
-                pass
-        try:
-            if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
-                return 0  # recovered and removed by another reader while this one waited for the lock
-        except FileNotFoundError:
+                continue  # gone meanwhile (another reader recovered it), or not ours to touch
+            fds.append(fd)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # its process is alive and still writing it
+                except OSError:
+                    pass
+            try:
+                if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                    return 0  # recovered and removed by another reader while this one waited for the lock
+            except FileNotFoundError:
+                return 0
+        if not fds:
             return 0
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        groups = _parse(b"".join(chunks))
+        frames: dict[int, tuple[_Frame, list[bytes], list[bytes]]] = {}
+        for fd in fds:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            _parse(b"".join(chunks), frames)
+        groups = [group for group in frames.values() if group[1] or group[2]]
         count = 0
         if groups:
             written = _written_heads(span_segments(run_dir)[::-1])
             ended = set(written)
-            for _, spans, _ in groups:
+            seen_ns = 0  # the last moment the process was seen: its latest span end or checkpoint
+            for _, spans, opens in groups:
                 ended.update((m.group(1), m.group(2)) for m in map(_HEAD.match, spans) if m is not None)
+                seen_ns = max([seen_ns, *map(_end_ns, spans), *map(_end_ns, opens)])
             unended: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}  # the latest checkpoint of each open span
             for index, (_, _, opens) in enumerate(groups):
                 for span in opens:
                     match = _HEAD.match(span)
                     if match is not None and (match.group(1), match.group(2)) not in ended:
-                        unended[(match.group(1), match.group(2))] = (index, span)
+                        key = (match.group(1), match.group(2))
+                        if key not in unended or _end_ns(span) >= _end_ns(unended[key][1]):
+                            unended[key] = (index, span)
             fresh = []
             for index, (frame, spans, _) in enumerate(groups):
                 kept = []
@@ -309,7 +353,7 @@ def _recover_one(run_dir: Path, path: Path) -> int:
                     if match is not None and (match.group(1), match.group(2)) not in written:
                         kept.append(span.decode())
                 for at, span in unended.values():
-                    text = _unended(span) if at == index else None
+                    text = _unended(span, seen_ns) if at == index else None
                     if text is not None:
                         kept.append(text)
                 if kept:
@@ -321,15 +365,21 @@ def _recover_one(run_dir: Path, path: Path) -> int:
                 target.close()
                 if not ok:
                     return 0  # reported by LineFile; the journal stays for a later try
-        os.unlink(path)
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         return count
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def recover_spans(run_dir: Path) -> int:
     """Append the spans of journals left by processes that died to the run's spans.jsonl; how many.
 
+    A process's journal and its open-span journal (``.spans.<pid>.open.journal``) are recovered together.
     Cheap when there is nothing to do (one directory listing). Never raises: a folder that cannot be
     written (another user's run) keeps its journals, and its reader sees the spans batched before the kill.
     """
@@ -337,10 +387,14 @@ def recover_spans(run_dir: Path) -> int:
         names = [n for n in os.listdir(run_dir) if n.startswith(JOURNAL_PREFIX) and n.endswith(JOURNAL_SUFFIX)]
     except (OSError, ValueError):
         return 0
+    by_process: dict[str, list[Path]] = {}
+    for name in sorted(names):
+        stem = name[len(JOURNAL_PREFIX):-len(JOURNAL_SUFFIX)]
+        by_process.setdefault(stem.removesuffix(OPEN_INFIX), []).append(run_dir / name)
     count = 0
-    for name in names:
+    for paths in by_process.values():
         try:
-            count += _recover_one(run_dir, run_dir / name)
+            count += _recover_one(run_dir, paths)
         except OSError as exc:
             log_once(f"recover:{run_dir}", "runtel could not recover the spans journal in %s: %s (the spans "
                      "written before the process ended are still read)", run_dir, exc.strerror or exc)

@@ -308,13 +308,25 @@ class LineFile:
         self.rotations = 0
 
     def _open(self) -> int:
-        """Open the newest existing segment (a writer joining a rotated run appends to the live one)."""
+        """Open the newest existing segment (a writer joining a rotated run appends to the live one).
+
+        A file that already ends in a fragment (a process cut off mid-write: a full disk, a kill) counts as
+        torn, so this writer's first line starts on a fresh line instead of being glued to the fragment
+        (a journal recovered after a full disk lost every span that way).
+        """
         if self._segment == 0:
             existing = segments(self.base.parent, self.base.name) if self.rotate_bytes else []
             number = segment_number(existing[-1], self.base.name) if existing else None
             self._segment = number or 1
             self.path = segment_path(self.base.parent, self.base.name, self._segment)
-        return open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+        fd = open_run_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode())
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                self._torn = True
+        except (OSError, AttributeError):  # no pread (Windows): as before
+            pass
+        return fd
 
     def _rotate_if_full(self, fd: int) -> int:
         """The descriptor to write to: ``fd``, or that of the first segment after it not yet full."""
