@@ -207,7 +207,7 @@ def test_checkpoints_of_a_long_open_span_stay_bounded(tmp_path: Path, monkeypatc
             for i in range(100):
                 with runtel.block("step", i=i):
                     pass
-            assert list(writer.open_spans) == [run.span.get_span_context().span_id]  # ended spans leave it
+            assert list(writer.open_spans.values()) == [run.span]  # ended spans leave it
             now = time.time_ns()
             for k in range(2000):  # 2000 checkpoints: ~17 minutes of a quiet service
                 writer._checkpoint(now + (k + 1) * jsonl.OPEN_CHECKPOINT_NS)

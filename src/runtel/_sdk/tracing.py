@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from runtel import semconv
 from runtel._context import run_in
 from runtel._guard import log_once
-from runtel._internals import span_attributes, span_fields, stamp_run_id, stored_dict
+from runtel._internals import span_attributes, stamp_run_id, stored_dict
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -52,9 +52,10 @@ class RunProcessor(SpanProcessor):
         #: provider exports spans outside runs itself)
         self.warn_unattributed = True
         self._count_lock = threading.Lock()
-        #: the spans open now, by span id (the run folder's writer checkpoints them; set by the runtime, None: not
-        #: tracked). Kept here, before the delegates: one dict insert at start and one removal at end, no extra
-        #: call. (By span id, not ``id(span)``: the SDK ends a span by handing on a copy of it.)
+        #: the spans open now, by the ``id`` of their SpanContext (the run folder's writer checkpoints them; set by
+        #: the runtime, None: not tracked). Kept here, before the delegates: one dict insert at start and one
+        #: removal at end, no extra call. Not by ``id(span)``: the SDK ends a span by handing on a copy of it,
+        #: which shares the span's SpanContext object (held by the span, so its id is not reused meanwhile).
         self.open_spans: dict[int, Any] | None = None
 
     @property
@@ -88,7 +89,7 @@ class RunProcessor(SpanProcessor):
                              "recorded (such spans are counted and the total reported at exit)", span.name)
         opened = self.open_spans
         if opened is not None and len(opened) < OPEN_SPANS_MAX:
-            opened[span.get_span_context().span_id] = span
+            opened[id(span.get_span_context())] = span
         for delegate in self._starters:
             delegate.on_start(span, parent_context)
 
@@ -100,7 +101,7 @@ class RunProcessor(SpanProcessor):
         """Redact and cap the span (see ``scrub.py``), then forward it to the exporters' processors."""
         opened = self.open_spans
         if opened:
-            opened.pop(span_fields(span)[2], None)  # the scrubber and the writer read the same fields (cached)
+            opened.pop(id(span.context), None)
         scrubber = self.scrubber
         if scrubber is not None and self.delegates:
             try:

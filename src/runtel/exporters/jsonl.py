@@ -183,7 +183,8 @@ class JsonlSpanWriter(SpanProcessor):
         self._pid = os.getpid()
         #: redacts a snapshot of an open span before it is checkpointed (set by the runtime; None: no checkpoints)
         self.scrub: Callable[[ReadableSpan], ReadableSpan] | None = None
-        #: the SDK spans open now, by span id: filled and emptied by the router (``RunProcessor.open_spans``)
+        #: the SDK spans open now, by the id of their SpanContext: filled and emptied by the router
+        #: (``RunProcessor.open_spans``)
         self.open_spans: dict[int, Any] = {}
         self._checkpointed_ns = 0
         #: when each open span is due for its next checkpoint, and the wait after that (flusher thread only)
