@@ -62,16 +62,25 @@ def _killed_child(tmp_path: Path, n: int, threads: int = 1) -> tuple[Path, str]:
 
 
 def _kill_in_c_call(child: subprocess.Popen[str], marker: Path) -> tuple[Path, str]:
+    # the spans ended more than 0.5 s ago; the child is still inside re.fullmatch
+    info, _ = _kill_after_marker(child, marker, 0.6, "the C call")
+    return Path(info["dir"]), info["trace_id"]
+
+
+def _kill_after_marker(child: subprocess.Popen[str], marker: Path, hold_s: float, what: str) -> tuple[Any, int]:
+    """The child's first stdout line (JSON), after SIGKILLing it ``hold_s`` after it wrote ``marker``; and
+    when it was killed (``time_ns``). The child must still be running at the kill."""
     try:
         assert child.stdout is not None
         info = json.loads(child.stdout.readline())
         deadline = time.monotonic() + 120
         while not marker.exists():
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
-            assert time.monotonic() < deadline, "the child never reached the C call"
+            assert time.monotonic() < deadline, f"the child never reached {what}"
             time.sleep(0.02)
-        time.sleep(0.6)  # the spans ended more than 0.5 s ago; the child is still inside re.fullmatch
+        time.sleep(hold_s)
         assert child.poll() is None
+        killed_ns = time.time_ns()
         child.send_signal(signal.SIGKILL)
         child.wait(30)
     finally:
@@ -79,7 +88,7 @@ def _kill_in_c_call(child: subprocess.Popen[str], marker: Path) -> tuple[Path, s
             child.kill()
             child.wait(30)
     assert child.returncode == -signal.SIGKILL
-    return Path(info["dir"]), info["trace_id"]
+    return info, killed_ns
 
 
 def _raw_spans(run_dir: Path) -> list[dict[str, object]]:
@@ -150,22 +159,7 @@ def test_open_spans_survive_sigkill(tmp_path: Path) -> None:
     marker = tmp_path / "in-eval"
     with subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), str(marker)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
-        try:
-            assert child.stdout is not None
-            info = json.loads(child.stdout.readline())
-            deadline = time.monotonic() + 120
-            while not marker.exists():
-                assert child.poll() is None, child.stderr.read() if child.stderr else ""
-                assert time.monotonic() < deadline, "the child never reached the eval block"
-                time.sleep(0.02)
-            time.sleep(1.5)
-            killed_ns = time.time_ns()
-            child.send_signal(signal.SIGKILL)
-            child.wait(30)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(30)
+        info, killed_ns = _kill_after_marker(child, marker, 1.5, "the eval block")
     run_dir = Path(info["dir"])
     spans = read_spans(run_dir)
     by_name: dict[str, list[Any]] = {}

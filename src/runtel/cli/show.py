@@ -332,7 +332,7 @@ def _usage_text(attributes: Mapping[str, Any]) -> str:
         if isinstance(children, (int, float)) and children > 0:
             text += f" ({render.format_duration(children)} child processes)"
         if attributes.get(semconv.USAGE_CPU_TIME_CHILDREN_PARTIAL) is True:
-            text += " (live child processes not counted: more than 16)"
+            text += " (live child processes not counted: more than 16, or unreadable)"
         parts.append(text + (f" at {cpu * 100:.0f}%" if isinstance(cpu, (int, float)) else ""))
     elif isinstance(cpu, (int, float)):
         parts.append(f"cpu {cpu * 100:.0f}%")

@@ -136,8 +136,7 @@ OPEN_COMPACT_BYTES = 256 << 10
 class _RunBatch:
     """One open run's spans not yet in its spans.jsonl, and its journal."""
 
-    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_bytes", "open_journal",
-                 "open_records", "sink")
+    __slots__ = ("closed", "count", "direct", "first_ns", "groups", "journal", "open_journal", "open_records", "sink")
 
     def __init__(self, sink: LineFile, journal: SpanJournal | None) -> None:
         self.sink = sink
@@ -149,7 +148,6 @@ class _RunBatch:
         self.closed = False
         #: the latest checkpoint record of each open span of the run (span id -> (gid, frame, record))
         self.open_records: dict[int, tuple[int, Frame, bytes]] = {}
-        self.open_bytes = 0  # their size (the open journal is compacted against it)
         #: where the checkpoints go (``.spans.<pid>.open.journal``): batch lines never empty it
         self.open_journal: SpanJournal | None = None
 
@@ -223,9 +221,7 @@ class JsonlSpanWriter(SpanProcessor):
                 state.sink.write((framed_line(((group[3], (text,)),)) + "\n").encode())
                 if state.open_records:
                     with self._lock:
-                        stale = state.open_records.pop(fields[2], None)  # its own record rules now
-                        if stale is not None:
-                            state.open_bytes -= len(stale[2])
+                        state.open_records.pop(fields[2], None)  # its own record rules now
                 return
             gid = group[2]
             with self._lock:
@@ -233,9 +229,7 @@ class JsonlSpanWriter(SpanProcessor):
                     _count_late(1, run_id)
                     return
                 if state.open_records:
-                    stale = state.open_records.pop(fields[2], None)  # its own record rules now
-                    if stale is not None:
-                        state.open_bytes -= len(stale[2])
+                    state.open_records.pop(fields[2], None)  # its own record rules now
                 journal = state.journal
                 if journal is None:
                     if state.direct < DIRECT_SPANS and not state.count:
@@ -367,9 +361,7 @@ class JsonlSpanWriter(SpanProcessor):
                     journal = state.open_journal = SpanJournal(Path(state.sink.path).parent, open_spans=True)
                 gid = group[2]
                 record = b"o" + group[4] + text.encode() + b"\n"
-                old = state.open_records.get(span_id)
                 state.open_records[span_id] = (gid, group[3], record)
-                state.open_bytes += len(record) - (len(old[2]) if old is not None else 0)
                 if gid not in journal.declared:
                     journal.declared.add(gid)
                     journal.write(journal_group(gid, group[3]))
@@ -377,7 +369,8 @@ class JsonlSpanWriter(SpanProcessor):
                 written[id(state)] = state
             for state in written.values():  # bounded: old checkpoints go, the latest stay
                 journal = state.open_journal
-                if journal is not None and journal.size > max(OPEN_COMPACT_BYTES, 2 * state.open_bytes):
+                latest = sum(len(entry[2]) for entry in state.open_records.values())
+                if journal is not None and journal.size > max(OPEN_COMPACT_BYTES, 2 * latest):
                     journal.truncate()
                     self._rejournal(state)
 
