@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = (
     "FAST_JSON", "SIGNAL_TICK_S", "SpanFields", "attribute_items", "compact_json", "in_multiprocessing_exit",
-    "json_string", "open_span_snapshot", "process_start_method", "process_target", "set_owned_attributes", "set_process_target",
+    "json_string", "lean_span_starter", "open_span_snapshot", "process_start_method", "process_target", "set_owned_attributes", "set_process_target",
     "signal_friendly_get", "span_attributes", "span_events", "span_fields", "span_links", "stamp_new_span",
     "stamp_run_id",
 )
@@ -281,6 +281,149 @@ def _fits(attributes: dict[str, Any], max_value_len: int | None) -> bool:
 
 
 _MISSING: Any = object()
+
+
+# --- the SDK's spans, started without its per-span overhead ----------------------------------------------------
+# ``Tracer.start_span`` builds an SDK span in ~7.6 us of a ~11.5 us start + end on the project's VM: it looks
+# the parent up twice more inside the sampler, builds two ``TraceFlags`` and a ``SamplingResult``, creates
+# four locks (the span's, its attributes', and the ``BoundedList``s of events and links that most spans never
+# use) and goes through ``Span.__init__``'s keyword chain. For runtel's own tracer on a provider it built with
+# the default decision (``runtel._sdk.sampler.ParentBasedAlwaysOn``), :func:`lean_span_starter` makes the same
+# span — the SDK's ``Span`` class, the same fields with the same values — directly, and makes the events
+# and links lists at a span's first event or link. It is checked at build time against a span the SDK's
+# constructor made (the same field names, the same types), and returns ``None`` (the SDK's own path) when
+# anything differs. tests/unit/test_internals.py compares its spans with the SDK's for every kind of parent.
+
+
+def lean_span_starter(tracer: Any, sampler: Any, *, api: Any, sdk: Any, bounded_attributes: Any,
+                      bounded_list: Any) -> Callable[..., Any] | None:
+    """A ``start_span`` with the SDK ``tracer``'s signature and results, for spans sampled by ``sampler``
+    (a :class:`~runtel._sdk.sampler.ParentBasedAlwaysOn`); ``None`` when the SDK is not the one checked.
+
+    ``api``/``sdk``: the modules ``opentelemetry.trace`` and ``opentelemetry.sdk.trace``; ``bounded_attributes``
+    and ``bounded_list``: the classes of ``opentelemetry.attributes`` and ``opentelemetry.sdk.util`` (this
+    module imports only the standard library). Falls back to ``tracer.start_span`` itself whenever the tracer
+    is disabled or its sampler was replaced.
+    """
+    try:
+        return _lean_starter(tracer, sampler, api, sdk, bounded_attributes, bounded_list)
+    except Exception:  # another SDK, or a changed one
+        return None
+
+
+def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttributes: Any,
+                  BoundedList: Any) -> Callable[..., Any] | None:
+    import logging  # deferred: runs once, when runtel builds its provider
+    import threading  # deferred: as above
+    import time  # deferred: as above
+
+    # the SDK's own span metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) are recorded on its path only
+    if type(tracer) is not sdk.Tracer or tracer.sampler is not sampler \
+            or type(tracer._tracer_metrics).__name__ != "NoOpTracerMetrics":
+        return None
+    span_processor = tracer.span_processor
+    limits = tracer._span_limits
+    generator = tracer.id_generator
+    resource, scope, info = tracer.resource, tracer._instrumentation_scope, tracer.instrumentation_info
+    max_attributes, max_length = limits.max_span_attributes, limits.max_span_attribute_length
+    sdk_start = tracer.start_span
+    logger = logging.getLogger(sdk.__name__)
+    no_list = BoundedList(None)  # shared by every span without events (or links); never appended to
+    # The check's reference: a span the SDK's constructor makes (not started: no processor sees it).
+    made = sdk._Span(name="probe", context=api.INVALID_SPAN_CONTEXT, sampler=sampler, resource=resource,
+                     span_processor=span_processor, instrumentation_info=info, limits=limits,
+                     instrumentation_scope=scope, record_end_metrics=None)
+    unset = made._status  # the Status(UNSET) every new SDK span shares
+    if not isinstance(unset, sdk.Status) or unset.status_code is not sdk.StatusCode.UNSET:
+        return None
+
+    class LeanSpan(sdk.Span):  # type: ignore[misc]
+        """The SDK's span; its events and links lists are made at the first event or link."""
+
+        def _add_event(self, event: Any) -> None:
+            with self._lock:
+                if self._end_time is None:
+                    events: Any = self.__dict__["_events"]
+                    if events is no_list:
+                        events = BoundedList(self._limits.max_events)
+                        self.__dict__["_events"] = events
+                    events.append(event)
+                    return
+            logger.warning("Tried calling %s on an ended span.", "_add_event")
+
+        def _add_link(self, link: Any) -> None:
+            with self._lock:
+                if self._end_time is None:
+                    links: Any = self.__dict__["_links"]
+                    if links is no_list:
+                        links = BoundedList(self._limits.max_links)
+                        self.__dict__["_links"] = links
+                    links.append(link)
+                    return
+            logger.warning("Tried calling %s on an ended span.", "_add_link")
+
+    LeanSpan.__qualname__ = "LeanSpan"
+    get_current_span, span_context, non_recording = api.get_current_span, api.SpanContext, api.NonRecordingSpan
+    default_state = api.DEFAULT_TRACE_STATE
+    random_root = generator.is_trace_id_random()
+    flags = {(sampled, random): api.TraceFlags((api.TraceFlags.SAMPLED if sampled else api.TraceFlags.DEFAULT)
+                                               | (api.TraceFlags.RANDOM_TRACE_ID if random else 0))
+             for sampled in (False, True) for random in (False, True)}
+    root_flags, sampled_flags, sampled_random_flags = flags[True, random_root], flags[True, False], flags[True, True]
+    internal = api.SpanKind.INTERNAL
+    new, make_lock, time_ns = object.__new__, threading.Lock, time.time_ns
+    trace_id_of, span_id_of = generator.generate_trace_id, generator.generate_span_id
+
+    def start_span(name: str, context: Any = None, kind: Any = internal, attributes: Any = None, links: Any = (),
+                   start_time: int | None = None, record_exception: bool = True,
+                   set_status_on_exception: bool = True) -> Any:
+        if tracer.sampler is not sampler or not tracer._tracer_config.is_enabled:
+            return sdk_start(name, context=context, kind=kind, attributes=attributes, links=links,
+                             start_time=start_time, record_exception=record_exception,
+                             set_status_on_exception=set_status_on_exception)
+        parent = get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, span_context):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id, state, trace_flags = trace_id_of(), default_state, root_flags
+        else:
+            trace_id, state = parent.trace_id, parent.trace_state
+            random = parent.trace_flags.random_trace_id
+            if not parent.trace_flags.sampled:  # the default sampler drops what an unsampled parent dropped
+                return non_recording(context=span_context(trace_id, span_id_of(), False, flags[False, random], state))
+            trace_flags = sampled_random_flags if random else sampled_flags
+        span = new(LeanSpan)
+        span.__dict__ = {
+            "_name": name, "_context": span_context(trace_id, span_id_of(), False, trace_flags, state),
+            "_kind": kind, "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": parent,
+            "_start_time": None, "_end_time": None,
+            "_attributes": BoundedAttributes(max_attributes, attributes, immutable=False, max_value_len=max_length),
+            "_events": no_list, "_links": no_list, "_resource": resource, "_status": unset,
+            "_sampler": sampler, "_trace_config": None, "_record_exception": record_exception,
+            "_set_status_on_exception": set_status_on_exception, "_span_processor": span_processor,
+            "_limits": limits, "_lock": make_lock(), "_record_end_metrics": None,
+        }
+        if links:
+            span._links = span._new_links(links)
+        span._start_time = start_time if start_time is not None else time_ns()
+        span_processor.on_start(span, parent_context=context)
+        return span
+
+    # The check: the SDK's span and one made here have the same fields, of the same types.
+    mine = new(LeanSpan)
+    mine.__dict__ = {"_name": "probe", "_context": api.INVALID_SPAN_CONTEXT, "_kind": internal,
+                     "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": None,
+                     "_start_time": None, "_end_time": None,
+                     "_attributes": BoundedAttributes(max_attributes, None, immutable=False, max_value_len=max_length),
+                     "_events": no_list, "_links": no_list, "_resource": resource, "_status": unset,
+                     "_sampler": sampler, "_trace_config": None, "_record_exception": True,
+                     "_set_status_on_exception": True, "_span_processor": span_processor, "_limits": limits,
+                     "_lock": make_lock(), "_record_end_metrics": None}
+    theirs = vars(made)
+    if theirs.keys() != mine.__dict__.keys() or any(type(v) is not type(theirs[k]) for k, v in vars(mine).items()):
+        return None
+    return start_span
 
 
 # --- multiprocessing's process objects -------------------------------------------------------------------------

@@ -244,7 +244,10 @@ class Runtime:
         self.span_processors = processors
         router.delegates = tuple(processors)
         router.open_spans = self._json_processor.open_spans if self._json_processor is not None else None
-        self.tracer = provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
+        from runtel._sdk.tracer import lean_tracer  # deferred: runtel._sdk.tracer (~1 ms)
+
+        self.tracer = lean_tracer(provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__,
+                                                      schema_url=semconv.SCHEMA_URL))
 
     def _open_run_metrics(self, run: OpenRun, monitor: Monitor) -> RunMetrics | None:
         """The run's own metrics: runtel's instruments read the sampler and carry the run id.
