@@ -1,8 +1,8 @@
 """The one place runtel uses private internals of other projects, each behind a fallback and a test.
 
 The C JSON encoder (below); the SDK's span storage, a span's fields and the API's ``SpanContext`` tuple (the
-run folder's hot path), and an open span's fields under its lock (the checkpoints of open spans);
-multiprocessing's process target and ``SimpleQueue``'s lock and reader (further down).
+run folder's hot path), an open span's fields under its lock (the checkpoints of open spans), and the SDK
+span's fields for starting one without ``Tracer.start_span`` (runtel's lean tracer); multiprocessing's process target and ``SimpleQueue``'s lock and reader (further down).
 
 ``compact_json(value)`` is ``json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode(value)``.
 run.json is encoded one top-level value at a time, and the public ``encode`` spends ~0.4 us a value in
@@ -292,7 +292,7 @@ _MISSING: Any = object()
 # span — the SDK's ``Span`` class, the same fields with the same values — directly, and makes the events
 # and links lists at a span's first event or link. It is checked at build time against a span the SDK's
 # constructor made (the same field names, the same types), and returns ``None`` (the SDK's own path) when
-# anything differs. tests/unit/test_internals.py compares its spans with the SDK's for every kind of parent.
+# anything differs. tests/sdk/test_lean_tracer.py compares its spans with the SDK's for every kind of parent.
 
 
 def lean_span_starter(tracer: Any, sampler: Any, *, api: Any, sdk: Any, bounded_attributes: Any,
@@ -337,27 +337,47 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
     if not isinstance(unset, sdk.Status) or unset.status_code is not sdk.StatusCode.UNSET:
         return None
 
+    on_ending = getattr(span_processor, "_on_ending", None)
+    if not callable(on_ending):
+        return None
+
     class LeanSpan(sdk.Span):  # type: ignore[misc]
-        """The SDK's span; its events and links lists are made at the first event or link."""
+        """The SDK's span; its events and links lists are made at the first event or link, and the processors
+        are handed the ended span itself (the SDK hands on a ``ReadableSpan`` copy of the same fields and
+        containers: an ended span changes no more, so the copy adds only its cost)."""
+
+        def end(self, end_time: int | None = None) -> None:
+            fields: dict[str, Any] = self.__dict__  # the SDK's own fields (typed loosely by the SDK)
+            with fields["_lock"]:
+                if fields["_start_time"] is None:
+                    raise RuntimeError("Calling end() on a not started span.")
+                if fields["_end_time"] is not None:
+                    logger.warning("Calling end() on an ended span.")
+                    return
+                fields["_end_time"] = end_time if end_time is not None else time_ns()
+                fields["_attributes"]._immutable = True
+            processor = fields["_span_processor"]
+            processor._on_ending(self)
+            processor.on_end(self)
 
         def _add_event(self, event: Any) -> None:
-            with self._lock:
-                if self._end_time is None:
-                    events: Any = self.__dict__["_events"]
+            fields: dict[str, Any] = self.__dict__
+            with fields["_lock"]:
+                if fields["_end_time"] is None:
+                    events = fields["_events"]
                     if events is no_list:
-                        events = BoundedList(self._limits.max_events)
-                        self.__dict__["_events"] = events
+                        events = fields["_events"] = BoundedList(fields["_limits"].max_events)
                     events.append(event)
                     return
             logger.warning("Tried calling %s on an ended span.", "_add_event")
 
         def _add_link(self, link: Any) -> None:
-            with self._lock:
-                if self._end_time is None:
-                    links: Any = self.__dict__["_links"]
+            fields: dict[str, Any] = self.__dict__
+            with fields["_lock"]:
+                if fields["_end_time"] is None:
+                    links = fields["_links"]
                     if links is no_list:
-                        links = BoundedList(self._limits.max_links)
-                        self.__dict__["_links"] = links
+                        links = fields["_links"] = BoundedList(fields["_limits"].max_links)
                     links.append(link)
                     return
             logger.warning("Tried calling %s on an ended span.", "_add_link")
@@ -373,6 +393,17 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
     internal = api.SpanKind.INTERNAL
     new, make_lock, time_ns = object.__new__, threading.Lock, time.time_ns
     trace_id_of, span_id_of = generator.generate_trace_id, generator.generate_span_id
+    tuple_new, max_trace_id, max_span_id = tuple.__new__, 2**128 - 1, 2**64 - 1
+
+    def context_of(trace_id: int, span_id: int, trace_flags: Any, state: Any) -> Any:
+        """``SpanContext(trace_id, span_id, False, trace_flags, state)`` without its Python-level ``__new__``."""
+        return tuple_new(span_context, (trace_id, span_id, False, trace_flags, state,
+                                        0 < trace_id <= max_trace_id and 0 < span_id <= max_span_id))
+
+    probe_state = api.TraceState([("k", "v")])
+    for ids in ((1, 2), (0, 2), (1, 0), (2**128, 2), (1, 2**64)):
+        if tuple(context_of(*ids, root_flags, probe_state)) != tuple(span_context(*ids, False, root_flags, probe_state)):
+            return None
 
     def start_span(name: str, context: Any = None, kind: Any = internal, attributes: Any = None, links: Any = (),
                    start_time: int | None = None, record_exception: bool = True,
@@ -395,7 +426,7 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
             trace_flags = sampled_random_flags if random else sampled_flags
         span = new(LeanSpan)
         span.__dict__ = {
-            "_name": name, "_context": span_context(trace_id, span_id_of(), False, trace_flags, state),
+            "_name": name, "_context": context_of(trace_id, span_id_of(), trace_flags, state),
             "_kind": kind, "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": parent,
             "_start_time": None, "_end_time": None,
             "_attributes": BoundedAttributes(max_attributes, attributes, immutable=False, max_value_len=max_length),

@@ -64,9 +64,10 @@ def _parents() -> list[tuple[str, Any]]:
 def _view(span: Any) -> dict[str, Any]:
     """What a processor or exporter reads of a span, without its own ids and clock (a root's trace id is new)."""
     ctx = span.get_span_context() if not isinstance(span, ReadableSpan) else span.context
+    finished = isinstance(span, ReadableSpan) and span.end_time is not None
     out: dict[str, Any] = {
-        "type": type(span).__name__ == "NonRecordingSpan", "recording": span.is_recording()
-        if not isinstance(span, ReadableSpan) or hasattr(span, "is_recording") else None,
+        # an exporter is handed the SDK's ReadableSpan copy, or the lean span itself: the same fields
+        "type": type(span).__name__ == "NonRecordingSpan", "recording": None if finished else span.is_recording(),
         "flags": int(ctx.trace_flags), "state": ctx.trace_state.to_header(),
         "remote": ctx.is_remote, "valid": ctx.is_valid,
     }
