@@ -328,7 +328,26 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
     max_attributes, max_length = limits.max_span_attributes, limits.max_span_attribute_length
     sdk_start = tracer.start_span
     logger = logging.getLogger(sdk.__name__)
-    no_list = BoundedList(None)  # shared by every span without events (or links); never appended to
+    class NoList(BoundedList):  # type: ignore[misc]
+        """The empty events (or links) list every lean span shares until its first event (or link).
+
+        Iterated without the lock a BoundedList takes: one lock shared by every span could be held by another
+        thread at a fork and block the child's first read of any span. Never appended to (LeanSpan replaces it
+        first); an append would be every span's, so it raises instead.
+        """
+
+        def __iter__(self) -> Any:
+            return iter(())
+
+        def append(self, item: Any) -> None:
+            raise TypeError("the shared empty list of lean spans is not appended to")
+
+        def extend(self, seq: Any) -> None:
+            raise TypeError("the shared empty list of lean spans is not appended to")
+
+    no_list = NoList(None)
+    if not isinstance(tracer._tracer_config.is_enabled, bool):  # read at every start: it must be there
+        return None
     # The check's reference: a span the SDK's constructor makes (not started: no processor sees it).
     made = sdk._Span(name="probe", context=api.INVALID_SPAN_CONTEXT, sampler=sampler, resource=resource,
                      span_processor=span_processor, instrumentation_info=info, limits=limits,
@@ -441,7 +460,7 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
         span_processor.on_start(span, parent_context=context)
         return span
 
-    # The check: the SDK's span and one made here have the same fields, of the same types.
+    # The check: the SDK's span and one made here have the same fields, of the same types (or subtypes).
     mine = new(LeanSpan)
     mine.__dict__ = {"_name": "probe", "_context": api.INVALID_SPAN_CONTEXT, "_kind": internal,
                      "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": None,
@@ -452,7 +471,7 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
                      "_set_status_on_exception": True, "_span_processor": span_processor, "_limits": limits,
                      "_lock": make_lock(), "_record_end_metrics": None}
     theirs = vars(made)
-    if theirs.keys() != mine.__dict__.keys() or any(type(v) is not type(theirs[k]) for k, v in vars(mine).items()):
+    if theirs.keys() != mine.__dict__.keys() or any(not isinstance(v, type(theirs[k])) for k, v in vars(mine).items()):
         return None
     return start_span
 

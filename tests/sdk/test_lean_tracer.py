@@ -211,3 +211,22 @@ def test_runtel_starts_its_spans_on_the_lean_path(tmp_path: Any) -> None:
         runtime = _sdk.get_runtime()
         assert runtime is not None and isinstance(runtime.tracer, LeanTracer)
         assert type(block.span).__name__ == "LeanSpan"
+
+
+def test_spans_without_events_share_no_lock() -> None:
+    """Every lean span without events or links shares one empty list: reading it takes no lock that another
+    thread (or a parent at a fork) could hold; appending to it is refused, never shared."""
+    provider, _, _ = _provider()
+    _, lean = _both(provider)
+    first, second = lean.start_span("a"), lean.start_span("b")
+    shared = first._events  # type: ignore[attr-defined]
+    assert shared is second._events  # type: ignore[attr-defined]
+    with shared._lock:  # held, as by a thread at a fork
+        assert second.events == () and second.links == () and tuple(shared) == ()
+    with pytest.raises(TypeError):
+        shared.append("x")
+    second.add_event("own")
+    assert second._events is not shared and [e.name for e in second.events] == ["own"]  # type: ignore[attr-defined]
+    assert first.events == ()
+    first.end()
+    second.end()
