@@ -356,28 +356,8 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
     if not isinstance(unset, sdk.Status) or unset.status_code is not sdk.StatusCode.UNSET:
         return None
 
-    on_ending = getattr(span_processor, "_on_ending", None)
-    if not callable(on_ending):
-        return None
-
     class LeanSpan(sdk.Span):  # type: ignore[misc]
-        """The SDK's span; its events and links lists are made at the first event or link, and the processors
-        are handed the ended span itself (the SDK hands on a ``ReadableSpan`` copy of the same fields and
-        containers: an ended span changes no more, so the copy adds only its cost)."""
-
-        def end(self, end_time: int | None = None) -> None:
-            fields: dict[str, Any] = self.__dict__  # the SDK's own fields (typed loosely by the SDK)
-            with fields["_lock"]:
-                if fields["_start_time"] is None:
-                    raise RuntimeError("Calling end() on a not started span.")
-                if fields["_end_time"] is not None:
-                    logger.warning("Calling end() on an ended span.")
-                    return
-                fields["_end_time"] = end_time if end_time is not None else time_ns()
-                fields["_attributes"]._immutable = True
-            processor = fields["_span_processor"]
-            processor._on_ending(self)
-            processor.on_end(self)
+        """The SDK's span; its events and links lists are made at the first event or link."""
 
         def _add_event(self, event: Any) -> None:
             fields: dict[str, Any] = self.__dict__
@@ -410,7 +390,7 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
              for sampled in (False, True) for random in (False, True)}
     root_flags, sampled_flags, sampled_random_flags = flags[True, random_root], flags[True, False], flags[True, True]
     internal = api.SpanKind.INTERNAL
-    new, make_lock, time_ns = object.__new__, threading.Lock, time.time_ns
+    new, make_lock = object.__new__, threading.Lock
     trace_id_of, span_id_of = generator.generate_trace_id, generator.generate_span_id
     tuple_new, max_trace_id, max_span_id = tuple.__new__, 2**128 - 1, 2**64 - 1
 
@@ -449,14 +429,14 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
             "_kind": kind, "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": parent,
             "_start_time": None, "_end_time": None,
             "_attributes": BoundedAttributes(max_attributes, attributes, immutable=False, max_value_len=max_length),
-            "_events": no_list, "_links": no_list, "_resource": resource, "_status": unset,
+            "_events": no_list, "_links": no_list, "_resource": tracer.resource, "_status": unset,
             "_sampler": sampler, "_trace_config": None, "_record_exception": record_exception,
             "_set_status_on_exception": set_status_on_exception, "_span_processor": span_processor,
             "_limits": limits, "_lock": make_lock(), "_record_end_metrics": None,
         }
         if links:
             span._links = span._new_links(links)
-        span._start_time = start_time if start_time is not None else time_ns()
+        span._start_time = start_time if start_time is not None else time.time_ns()
         span_processor.on_start(span, parent_context=context)
         return span
 

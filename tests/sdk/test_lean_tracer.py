@@ -230,3 +230,21 @@ def test_spans_without_events_share_no_lock() -> None:
     assert first.events == ()
     first.end()
     second.end()
+
+
+def test_processors_get_a_copy_and_a_forked_child_its_own_resource() -> None:
+    """As the SDK: on_end receives a ReadableSpan copy (deep-copyable), and the tracer's resource is read at
+    each start (a forked child's provider replaces it)."""
+    import copy
+
+    from opentelemetry.sdk.resources import Resource
+
+    provider, exporter, _ = _provider()
+    sdk, lean = _both(provider)
+    lean.start_span("s").end()
+    (done,) = exporter.get_finished_spans()
+    assert type(done) is ReadableSpan and copy.deepcopy(done).name == "s"
+    sdk._set_resource(Resource.create({"service.instance.id": "child"}))  # what the SDK does after a fork
+    span = lean.start_span("after")
+    assert span.resource.attributes["service.instance.id"] == "child"  # type: ignore[attr-defined]
+    span.end()
