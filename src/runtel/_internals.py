@@ -2,7 +2,8 @@
 
 The C JSON encoder (below); the SDK's span storage, a span's fields and the API's ``SpanContext`` tuple (the
 run folder's hot path), an open span's fields under its lock (the checkpoints of open spans), and the SDK
-span's fields for starting one without ``Tracer.start_span`` (runtel's lean tracer); multiprocessing's process target and ``SimpleQueue``'s lock and reader (further down).
+span's fields for starting one without ``Tracer.start_span`` (runtel's lean tracer); multiprocessing's
+process target and ``SimpleQueue``'s lock and reader (further down).
 
 ``compact_json(value)`` is ``json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode(value)``.
 run.json is encoded one top-level value at a time, and the public ``encode`` spends ~0.4 us a value in
@@ -360,26 +361,23 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
         """The SDK's span; its events and links lists are made at the first event or link."""
 
         def _add_event(self, event: Any) -> None:
-            fields: dict[str, Any] = self.__dict__
-            with fields["_lock"]:
-                if fields["_end_time"] is None:
-                    events = fields["_events"]
-                    if events is no_list:
-                        events = fields["_events"] = BoundedList(fields["_limits"].max_events)
-                    events.append(event)
-                    return
-            logger.warning("Tried calling %s on an ended span.", "_add_event")
+            self._append("_events", "max_events", event, "_add_event")
 
         def _add_link(self, link: Any) -> None:
+            self._append("_links", "max_links", link, "_add_link")
+
+        def _append(self, key: str, limit: str, item: Any, what: str) -> None:
+            """Append to the span's own events (or links) list, made here the first time; the SDK's warning
+            when the span has ended."""
             fields: dict[str, Any] = self.__dict__
             with fields["_lock"]:
                 if fields["_end_time"] is None:
-                    links = fields["_links"]
-                    if links is no_list:
-                        links = fields["_links"] = BoundedList(fields["_limits"].max_links)
-                    links.append(link)
+                    items = fields[key]
+                    if items is no_list:
+                        items = fields[key] = BoundedList(getattr(fields["_limits"], limit))
+                    items.append(item)
                     return
-            logger.warning("Tried calling %s on an ended span.", "_add_link")
+            logger.warning("Tried calling %s on an ended span.", what)
 
     LeanSpan.__qualname__ = "LeanSpan"
     get_current_span, span_context, non_recording = api.get_current_span, api.SpanContext, api.NonRecordingSpan
@@ -404,6 +402,20 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
         if tuple(context_of(*ids, root_flags, probe_state)) != tuple(span_context(*ids, False, root_flags, probe_state)):
             return None
 
+    def build(name: str, context: Any, kind: Any, parent: Any, attributes: Any, record_exception: bool,
+              set_status_on_exception: bool) -> Any:
+        """A not yet started LeanSpan with the fields ``Span.__init__`` gives (checked below)."""
+        span = new(LeanSpan)
+        span.__dict__ = {
+            "_name": name, "_context": context, "_kind": kind, "_instrumentation_info": info,
+            "_instrumentation_scope": scope, "_parent": parent, "_start_time": None, "_end_time": None,
+            "_attributes": attributes, "_events": no_list, "_links": no_list, "_resource": tracer.resource,
+            "_status": unset, "_sampler": sampler, "_trace_config": None, "_record_exception": record_exception,
+            "_set_status_on_exception": set_status_on_exception, "_span_processor": span_processor,
+            "_limits": limits, "_lock": make_lock(), "_record_end_metrics": None,
+        }
+        return span
+
     def start_span(name: str, context: Any = None, kind: Any = internal, attributes: Any = None, links: Any = (),
                    start_time: int | None = None, record_exception: bool = True,
                    set_status_on_exception: bool = True) -> Any:
@@ -423,17 +435,9 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
             if not parent.trace_flags.sampled:  # the default sampler drops what an unsampled parent dropped
                 return non_recording(context=span_context(trace_id, span_id_of(), False, flags[False, random], state))
             trace_flags = sampled_random_flags if random else sampled_flags
-        span = new(LeanSpan)
-        span.__dict__ = {
-            "_name": name, "_context": context_of(trace_id, span_id_of(), trace_flags, state),
-            "_kind": kind, "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": parent,
-            "_start_time": None, "_end_time": None,
-            "_attributes": BoundedAttributes(max_attributes, attributes, immutable=False, max_value_len=max_length),
-            "_events": no_list, "_links": no_list, "_resource": tracer.resource, "_status": unset,
-            "_sampler": sampler, "_trace_config": None, "_record_exception": record_exception,
-            "_set_status_on_exception": set_status_on_exception, "_span_processor": span_processor,
-            "_limits": limits, "_lock": make_lock(), "_record_end_metrics": None,
-        }
+        span = build(name, context_of(trace_id, span_id_of(), trace_flags, state), kind, parent,
+                     BoundedAttributes(max_attributes, attributes, immutable=False, max_value_len=max_length),
+                     record_exception, set_status_on_exception)
         if links:
             span._links = span._new_links(links)
         span._start_time = start_time if start_time is not None else time.time_ns()
@@ -441,15 +445,8 @@ def _lean_starter(tracer: Any, sampler: Any, api: Any, sdk: Any, BoundedAttribut
         return span
 
     # The check: the SDK's span and one made here have the same fields, of the same types (or subtypes).
-    mine = new(LeanSpan)
-    mine.__dict__ = {"_name": "probe", "_context": api.INVALID_SPAN_CONTEXT, "_kind": internal,
-                     "_instrumentation_info": info, "_instrumentation_scope": scope, "_parent": None,
-                     "_start_time": None, "_end_time": None,
-                     "_attributes": BoundedAttributes(max_attributes, None, immutable=False, max_value_len=max_length),
-                     "_events": no_list, "_links": no_list, "_resource": resource, "_status": unset,
-                     "_sampler": sampler, "_trace_config": None, "_record_exception": True,
-                     "_set_status_on_exception": True, "_span_processor": span_processor, "_limits": limits,
-                     "_lock": make_lock(), "_record_end_metrics": None}
+    mine = build("probe", api.INVALID_SPAN_CONTEXT, internal, None,
+                 BoundedAttributes(max_attributes, None, immutable=False, max_value_len=max_length), True, True)
     theirs = vars(made)
     if theirs.keys() != mine.__dict__.keys() or any(not isinstance(v, type(theirs[k])) for k, v in vars(mine).items()):
         return None

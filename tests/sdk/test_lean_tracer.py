@@ -67,7 +67,7 @@ def _view(span: Any) -> dict[str, Any]:
     finished = isinstance(span, ReadableSpan) and span.end_time is not None
     out: dict[str, Any] = {
         # an exporter is handed the SDK's ReadableSpan copy, or the lean span itself: the same fields
-        "type": type(span).__name__ == "NonRecordingSpan", "recording": None if finished else span.is_recording(),
+        "non_recording": type(span).__name__ == "NonRecordingSpan", "recording": None if finished else span.is_recording(),
         "flags": int(ctx.trace_flags), "state": ctx.trace_state.to_header(),
         "remote": ctx.is_remote, "valid": ctx.is_valid,
     }
