@@ -631,7 +631,8 @@ def test_runtel_run_uvicorn_with_two_workers(tmp_path: Path, clean_env: dict[str
         deadline = time.monotonic() + 60  # until both workers have served requests: the second may still be
         with concurrent.futures.ThreadPoolExecutor(N) as pool:  # starting when the first answers (under load)
             while len(set(served)) < 2 and time.monotonic() < deadline:
-                served.extend(pool.map(lambda i: _get(port, len(served) + i), range(N)))
+                base = len(served)  # read once: extend() appends while later requests are still being sent
+                served.extend(pool.map(lambda i, base=base: _get(port, base + i), range(N)))
                 if len(set(served)) < 2:
                     time.sleep(0.2)
         return served
