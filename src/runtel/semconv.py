@@ -196,6 +196,9 @@ USAGE_ENERGY_GPU: Final = "runtel.usage.energy.gpu"
 USAGE_ENERGY_TOTAL: Final = "runtel.usage.energy.total"
 USAGE_ENERGY_ESTIMATED: Final = "runtel.usage.energy.estimated"
 USAGE_ENERGY_SOURCES: Final = "runtel.usage.energy.sources"
+#: on a run span whose CPU energy is estimated: joules per CPU-second. A span with ``cpu.time`` and no
+#: ``energy.total`` (a block no sample fell into, no energy counter) used ``cpu.time`` x this much, estimated
+ENERGY_CPU_JOULES_PER_CPU_S: Final = "runtel.energy.cpu.joules_per_cpu_second"
 USAGE_EMISSIONS: Final = "runtel.usage.emissions"
 USAGE_CARBON_INTENSITY: Final = "runtel.usage.carbon_intensity"
 USAGE_COUNTERS: Final = "runtel.usage.counters"  # "edges": CPU time and energy are edge-counter differences

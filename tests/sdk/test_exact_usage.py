@@ -788,3 +788,64 @@ def test_a_run_after_a_busy_one_reports_only_its_own_cores(runs_dir: Path) -> No
     assert cores["max_sum_fraction"] < 0.5, cores  # the busy run ran at ~1 core
     cpu_s = record["resource_usage"]["compute_time"]["cpu_seconds"]
     assert cores["mean_sum_fraction"] == pytest.approx(cpu_s / record["duration_s"], rel=0.05, abs=1e-3)  # edges
+
+
+def test_estimated_block_energy_is_its_cpu_time_times_the_run_factor(
+        runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """No RAPL, no GPU: an unsampled block records only cpu.time, the run its estimate's factor once, and show
+    and compare (full and streamed) give the block cpu.time x factor joules, marked estimated."""
+    from runtel.cli import main
+    from runtel.query import compare as compare_mod
+
+    monkeypatch.setattr("runtel.sampling.monitor.DEFAULT_POWERCAP", tmp_path / "no-powercap")
+    with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none"):
+        with runtel.run_span("estimate") as run:
+            for _ in range(3):
+                with runtel.block("step"):
+                    busy(0.01)
+    record, spans = read_run(run.dir)
+    factor = record["energy_method"]["joules_per_cpu_second"]
+    assert record["energy_method"]["cpu"] == "estimate" and factor > 0
+    (run_span,) = [s for s in spans if s.attributes.get(semconv.SPAN_KIND) == semconv.KIND_RUN]
+    assert run_span.attributes[semconv.ENERGY_CPU_JOULES_PER_CPU_S] == factor
+    steps = [s for s in spans if s.name == "step"]
+    assert len(steps) == 3
+    for step in steps:  # the estimate is not repeated on the span: cpu.time says it all
+        assert semconv.USAGE_ENERGY_TOTAL not in step.attributes and step.attributes[semconv.USAGE_CPU_TIME] > 0
+    want = [round(float(s.attributes[semconv.USAGE_CPU_TIME]) * factor, 9) for s in steps]
+
+    assert main(["show", "--json", str(run.dir)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    nodes = [n for n in shown["spans"][0]["children"] if n["name"] == "step"]
+    assert [n["attributes"][semconv.USAGE_ENERGY_TOTAL] for n in nodes] == want
+    assert all(n["attributes"][semconv.USAGE_ENERGY_ESTIMATED] is True for n in nodes)
+    assert main(["show", str(run.dir)]) == 0
+    text = capsys.readouterr().out
+    assert " J est." in text
+    from runtel.cli import show as show_cmd
+
+    monkeypatch.setattr(show_cmd, "FULL_TREE_BYTES", 0)  # the folded (streaming) tree says the same
+    assert main(["show", str(run.dir)]) == 0
+    folded = capsys.readouterr().out
+    assert "folded while reading" in folded and folded.count(" J est.") == text.count(" J est.") >= 3
+
+    full = compare_mod.load_run(str(run.dir), runs_dir)
+    assert full.blocks["step"].metrics()["energy_j"] == pytest.approx(sum(want), rel=1e-9)
+    monkeypatch.setattr(compare_mod, "FULL_TREE_BYTES", 0)
+    streamed = compare_mod.load_run(str(run.dir), runs_dir)
+    assert isinstance(streamed.blocks["step"], compare_mod.StreamedBlockStats)
+    assert streamed.blocks["step"].metrics()["energy_j"] == pytest.approx(sum(want), rel=1e-9)
+    from runtel.query.chrome_trace import iter_chrome_trace
+    from runtel.query.report import _run_data, _RunEvents
+
+    stream, _other = iter_chrome_trace([run.dir])
+    events = _RunEvents()
+    for event in stream:
+        events.add(event)
+    page = _run_data(events, record, 0)  # the HTML report's block table shows the same joules
+    assert sorted(b["usage"]["energy.total"] for b in page["blocks"] if b["name"] == "step") == sorted(want)
+    # the run's own energy is on its record as before: cpu seconds x the same factor
+    energy = record["resource_usage"]["energy"]
+    assert energy["estimated"] is True
+    assert energy["total_joules"] == pytest.approx(record["resource_usage"]["compute_time"]["cpu_seconds"] * factor,
+                                                   rel=1e-6)

@@ -16,6 +16,7 @@ from typing import Any, cast
 from runtel import semconv
 from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError
+from runtel.query.energy import cpu_energy_factor
 from runtel.query.spanagg import (
     FOLD_THRESHOLD,
     FULL_TREE_BYTES,
@@ -587,10 +588,10 @@ def _show(args: argparse.Namespace) -> int:
         spans = read_spans(run_dir, stats)
         children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
         own = [*record.get("problems", ()), *loss_notes(record), *stats.problems()]
-        trees = build_span_tree(spans, children, own)
+        trees = build_span_tree(spans, children, own, cpu_energy=cpu_energy_factor(record))
     else:  # a large run: fold while reading, in bounded memory
         graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems)
-        agg = aggregate_run(run_dir, stats, graft)
+        agg = aggregate_run(run_dir, stats, graft, cpu_energy=cpu_energy_factor(record))
         span_count = agg.spans
         own = [*record.get("problems", ()), *loss_notes(record), *stats.problems(), *agg.problems()]
         folded = agg.root_level()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtel.query.energy import cpu_energy_factor
 from runtel.query.spanagg import (
     FULL_TREE_BYTES,
     Usage,
@@ -260,7 +261,7 @@ class StreamedBlockStats:
 def _streamed_blocks(run_dir: Path, record: RunRecord, run_id: str, stats: LineStats,
                      problems: list[str]) -> tuple[dict[str, Any], list[str]]:
     graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems, usage=True)
-    agg = aggregate_run(run_dir, stats, graft, usage=True)
+    agg = aggregate_run(run_dir, stats, graft, usage=True, cpu_energy=cpu_energy_factor(record))
     blocks: dict[str, Any] = {}
     for path, group in walk_paths(agg.root_level(), record.get("span_id")):
         block = blocks.get(path)
@@ -302,7 +303,7 @@ def load_run(ref: str, root: Path) -> LoadedRun:
     spans = read_spans(run_dir, stats)
     children = child_run_trees(run_id, run_dir.parent, {run_id}, problems)
     own = [*record.get("problems", ()), *stats.problems()]
-    trees = build_span_tree(spans, children, own)
+    trees = build_span_tree(spans, children, own, cpu_energy=cpu_energy_factor(record))
     problems[:0] = [f"run {run_id}: {p}" for p in own]
     return LoadedRun(ref, record, dict(block_stats(trees, record.get("span_id"))), problems)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from runtel import semconv
 from runtel.query.chrome_trace import iter_chrome_trace
+from runtel.query.energy import cpu_energy_factor, with_estimated_energy
 from runtel.rundir.reader import read_record
 from runtel.rundir.schema import RunRecord
 
@@ -94,7 +95,9 @@ def _run_data(events: _RunEvents, record: RunRecord, origin_ns: int) -> dict[str
     metrics = {name: {label: _thin(sorted(points)) for label, points in by_label.items()}
                for name, by_label in sorted(series.items())}
     top = [e for e in shown if e.get("cat") == semconv.KIND_BLOCK]
-    blocks = [_usage_row(str(e.get("name")), float(e.get("dur") or 0) / 1000, e.get("args") or {})
+    factor = cpu_energy_factor(record)  # a short block's CPU estimate is its cpu.time x this (query.energy)
+    blocks = [_usage_row(str(e.get("name")), float(e.get("dur") or 0) / 1000,
+                         with_estimated_energy(e.get("args") or {}, factor))
               for e in shown if e.get("cat") == semconv.KIND_BLOCK]
     results = record.get("results") or {}
     final = results.get("final") if isinstance(results, Mapping) else None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
+from runtel.query.energy import cpu_energy_factor, with_estimated_energy
 from runtel.rundir.index import descendants
 from runtel.rundir.reader import (
     UNENDED,
@@ -98,16 +99,23 @@ class Acc:
 _RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
 #: byte strings one of which is in the raw attributes of a span that has usage worth decoding
 _USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
+#: the same, in a run whose CPU energy is estimated: a span's CPU time is then its energy too (runtel.query.energy)
+_ESTIMATED_USAGE_HINTS = (*_USAGE_HINTS, b"cpu.time")
 _USAGE_KEYS = frozenset({_RSS, semconv.USAGE_GPU_MEMORY_TREE_MAX, semconv.USAGE_GPU_MEMORY_USED_MAX,
                          semconv.USAGE_ENERGY_TOTAL})
+_ESTIMATED_USAGE_KEYS = _USAGE_KEYS | {semconv.USAGE_CPU_TIME}
 
 
 class Usage:
-    """What ``compare`` aggregates of a group's spans: durations, peak RSS, peak GPU memory, energy."""
+    """What ``compare`` aggregates of a group's spans: durations, peak RSS, peak GPU memory, energy.
 
-    __slots__ = ("durations", "energy", "gpu", "kind", "rss")
+    ``cpu_energy``: the run's CPU estimate in joules per CPU-second, for spans that record only CPU time.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("cpu_energy", "durations", "energy", "gpu", "kind", "rss")
+
+    def __init__(self, cpu_energy: float | None = None) -> None:
+        self.cpu_energy = cpu_energy
         self.durations = Acc()
         self.rss = Acc()
         self.gpu = Acc()
@@ -119,15 +127,17 @@ class Usage:
         self.durations.add(duration_ns / 1e9)
         if attrs is None:
             return
+        estimated = self.cpu_energy is not None
         if attrs.__class__ is list:  # parsed already (the json path): look at the keys before decoding
-            if not any(kv.__class__ is dict and kv.get("key") in _USAGE_KEYS for kv in attrs):
+            keys = _ESTIMATED_USAGE_KEYS if estimated else _USAGE_KEYS
+            if not any(kv.__class__ is dict and kv.get("key") in keys for kv in attrs):
                 return
         else:
             raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
-            if not any(h in raw for h in _USAGE_HINTS):
+            if not any(h in raw for h in (_ESTIMATED_USAGE_HINTS if estimated else _USAGE_HINTS)):
                 return
             attrs = raw
-        rss, gpu, energy = usage_figures(decode_attributes(attrs))
+        rss, gpu, energy = usage_figures(decode_attributes(attrs), self.cpu_energy)
         if rss is not None:
             self.rss.add(rss)
         if gpu is not None:
@@ -150,22 +160,28 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def usage_figures(attrs: Mapping[str, Any]) -> tuple[float | None, float | None, float | None]:
-    """A span's compared usage: peak tree RSS, peak GPU memory (the tree's, else the device's), energy (J)."""
+def usage_figures(attrs: Mapping[str, Any],
+                  cpu_energy: float | None = None) -> tuple[float | None, float | None, float | None]:
+    """A span's compared usage: peak tree RSS, peak GPU memory (the tree's, else the device's), energy (J).
+
+    ``cpu_energy``: the run's joules per CPU-second where its CPU energy is estimated (a span with CPU time
+    and no energy figure used that much, see :mod:`runtel.query.energy`).
+    """
     gpu = _number(attrs.get(semconv.USAGE_GPU_MEMORY_TREE_MAX))
     if gpu is None:
         gpu = _number(attrs.get(semconv.USAGE_GPU_MEMORY_USED_MAX))
-    return _number(attrs.get(_RSS)), gpu, _number(attrs.get(semconv.USAGE_ENERGY_TOTAL))
+    energy = _number(with_estimated_energy(attrs, cpu_energy).get(semconv.USAGE_ENERGY_TOTAL))
+    return _number(attrs.get(_RSS)), gpu, energy
 
 
 class Node:
     """One span kept as itself (a group of at most FOLD_THRESHOLD members)."""
 
-    __slots__ = ("attrs_raw", "children", "duration_ns", "name", "span_id", "start", "status", "status_message",
-                 "trace_id")
+    __slots__ = ("attrs_raw", "children", "cpu_energy", "duration_ns", "name", "span_id", "start", "status",
+                 "status_message", "trace_id")
 
     def __init__(self, name: str, span_id: str, trace_id: str, start: int, duration_ns: int, status: int,
-                 status_message: str, attrs_raw: object, children: Level) -> None:
+                 status_message: str, attrs_raw: object, children: Level, cpu_energy: float | None = None) -> None:
         self.name = name
         self.span_id = span_id
         self.trace_id = trace_id
@@ -175,10 +191,12 @@ class Node:
         self.status_message = status_message
         self.attrs_raw = attrs_raw
         self.children = children
+        self.cpu_energy = cpu_energy  #: the run's CPU estimate (J per CPU-second), see runtel.query.energy
 
     def attributes(self, stats: LineStats | None = None) -> dict[str, Any]:
-        """The span's attributes, decoded now (malformed entries skipped and counted)."""
-        return decode_attributes(self.attrs_raw, stats)
+        """The span's attributes, decoded now (malformed entries skipped and counted), estimated energy added."""
+        attributes = decode_attributes(self.attrs_raw, stats)
+        return dict(with_estimated_energy(attributes, self.cpu_energy)) if self.cpu_energy is not None else attributes
 
 
 class Group:
@@ -228,7 +246,7 @@ def add_node(level: Level, node: Node, usage: bool = False) -> None:
     if group is None:
         group = level[node.name] = Group(node.name)
         if usage:
-            group.usage = Usage()
+            group.usage = Usage(node.cpu_energy)
             kind = node.attributes().get(semconv.SPAN_KIND)
             group.usage.kind = kind if isinstance(kind, str) else None
     group._count(node.duration_ns, node.status, node.start)
@@ -298,11 +316,12 @@ class Aggregate:
 
 
 def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None = None, *,
-                    usage: bool = False) -> Aggregate:
+                    usage: bool = False, cpu_energy: float | None = None) -> Aggregate:
     """Fold spans (file order) into an :class:`Aggregate`.
 
     ``graft`` are levels (child runs' trees) waiting for the span id they name as parent, as if written
     as that span's children. With ``usage``, every group also aggregates its spans' :class:`Usage`.
+    ``cpu_energy``: the run's CPU estimate (:func:`runtel.query.energy.cpu_energy_factor`).
     """
     agg = Aggregate()
     pending: dict[str, Level] = {k: dict(v) for k, v in (graft or {}).items()}
@@ -345,7 +364,7 @@ def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None =
             continue
         if attrs is not None and attrs.__class__ is not list:
             attrs = bytes(attrs)  # a view into the whole line (msgspec): keep only its own bytes
-        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}), usage)
+        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}, cpu_energy), usage)
     agg.spans = count
     agg.roots = pending
     return agg
@@ -368,9 +387,9 @@ def spans_bytes(run_dir: Path) -> int:
 
 
 def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | None = None, *,
-                  usage: bool = False) -> Aggregate:
+                  usage: bool = False, cpu_energy: float | None = None) -> Aggregate:
     """:func:`aggregate_spans` of a run folder's spans (every segment), streamed."""
-    return aggregate_spans(iter_span_rows(run_dir, stats), graft, usage=usage)
+    return aggregate_spans(iter_span_rows(run_dir, stats), graft, usage=usage, cpu_energy=cpu_energy)
 
 
 def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
@@ -391,7 +410,8 @@ def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str
         seen.add(child_id)
         stats = LineStats()
         graft = child_run_levels(child_id, root, seen, problems, runs, usage=usage)
-        agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage)
+        agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage,
+                            cpu_energy=cpu_energy_factor(record))
         _stand_in_for_unended(record, agg.roots, usage)
         for parent, level in agg.roots.items():
             merge_level(out.setdefault(parent, {}), level)

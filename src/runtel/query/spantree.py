@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtel import semconv
+from runtel.query.energy import cpu_energy_factor, with_estimated_energy
 from runtel.rundir.index import descendants
 from runtel.rundir.reader import UNENDED, LineStats, SpanRecord, list_runs, parent_run_id, read_spans, run_span_ref
 from runtel.rundir.schema import RunRecord
@@ -20,7 +21,8 @@ __all__ = ("MAX_TREE_DEPTH", "build_span_tree", "child_run_trees")
 MAX_TREE_DEPTH = 128
 
 
-def _node(span: SpanRecord) -> dict[str, Any]:
+def _node(span: SpanRecord, cpu_energy: float | None) -> dict[str, Any]:
+    attributes = span.attributes if cpu_energy is None else dict(with_estimated_energy(span.attributes, cpu_energy))
     return {
         "name": span.name,
         "span_id": span.span_id,
@@ -32,7 +34,7 @@ def _node(span: SpanRecord) -> dict[str, Any]:
         "status_message": span.status_message,
         "kind": span.attributes.get(semconv.SPAN_KIND),
         "run_id": span.attributes.get(semconv.RUN_ID),
-        "attributes": span.attributes,
+        "attributes": attributes,
         "events": span.events,
         "links": span.links,
         "children": [],
@@ -40,14 +42,15 @@ def _node(span: SpanRecord) -> dict[str, Any]:
 
 
 def build_span_tree(spans: Sequence[SpanRecord], extra_roots: Sequence[dict[str, Any]] = (),
-                    problems: list[str] | None = None) -> list[dict[str, Any]]:
+                    problems: list[str] | None = None, *, cpu_energy: float | None = None) -> list[dict[str, Any]]:
     """Nest spans under their parents; spans whose parent is not in the file become roots.
 
     ``extra_roots`` are already-built trees (child runs' spans) grafted under the span they name as parent.
     Parent links that form a cycle are cut (the earliest span of the cycle becomes a root), and spans
-    nested deeper than :data:`MAX_TREE_DEPTH` are left out; both are said in ``problems``.
+    nested deeper than :data:`MAX_TREE_DEPTH` are left out; both are said in ``problems``. ``cpu_energy``: the
+    run's CPU estimate, added to spans that record only CPU time (:mod:`runtel.query.energy`).
     """
-    nodes = {s.span_id: _node(s) for s in spans}
+    nodes = {s.span_id: _node(s, cpu_energy) for s in spans}
     parent_of: dict[str, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
     for node in nodes.values():
@@ -129,7 +132,8 @@ def child_run_trees(run_id: str, root: Path, seen: set[str], problems: list[str]
         missing = _missing_run_span(record, spans)
         if missing is not None:  # killed before its run span ended: its spans hang from a stand-in, not loose
             spans = [missing, *spans]
-        trees.extend(build_span_tree(spans, child_run_trees(child_id, root, seen, problems, runs), found))
+        trees.extend(build_span_tree(spans, child_run_trees(child_id, root, seen, problems, runs), found,
+                                     cpu_energy=cpu_energy_factor(record)))
         if problems is not None:
             problems.extend(f"child run {child_id}: {p}" for p in found)
     return trees

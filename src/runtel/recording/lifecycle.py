@@ -248,6 +248,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     if run.parent_id:
         attributes[semconv.RUN_PARENT_ID] = run.parent_id
     run.record = _initial_record(run, level, parent)
+    _record_energy_method(run, runtime.monitor, attributes)
     if level != "off":
         _record_inputs(run, spec, level, argv, env_info, attributes, own_resource=runtime.owns_provider)
     token = _start_span(run, runtime, parent_ctx, attributes)
@@ -276,6 +277,23 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
                 run.start_trackers(trackers)
     run._write_record(force=True)
     return run, token
+
+
+def _record_energy_method(run: Run, monitor: Any, attributes: dict[str, Any]) -> None:
+    """How energy is obtained, at the start: block spans that carry only ``cpu.time`` rely on its factor.
+
+    A block no sample fell into, in a process without energy counters, records its CPU time only (each
+    attribute costs ~1-2 us a span); its estimated energy is that times ``joules_per_cpu_second``, applied by
+    readers (:mod:`runtel.query.energy`). The run span carries the factor for OTLP backends too.
+    """
+    if monitor is None or not monitor.energy_method:
+        return
+    method = dict(monitor.energy_method)
+    jps = monitor.edges.cpu_joules_per_s if monitor.edges is not None else None
+    if jps is not None:
+        method["joules_per_cpu_second"] = jps
+        attributes[semconv.ENERGY_CPU_JOULES_PER_CPU_S] = jps
+    run.record["energy_method"] = method
 
 
 def _new_run(settings: Settings, name: str, start_ns: int) -> Run:

@@ -358,6 +358,9 @@ class RunRecord(TypedDict, total=False):
     process: ProcessInfo
     environment: dict[str, Any]  # readers: reader.environment(record) is an Environment
     resource_usage: dict[str, Any]  # readers: reader.resource_usage(record) is a ResourceUsage
+    #: how CPU and GPU energy are obtained, from the run's start (RAPL, or the CPU estimate: its assumptions and
+    #: ``joules_per_cpu_second``, which readers apply to spans that carry only ``cpu.time``)
+    energy_method: dict[str, Any]
     error: ErrorInfo
     artifacts: dict[str, ArtifactEntry]
     sources: list[SourceEntry]
@@ -558,7 +561,7 @@ _FIELDS: Final[Mapping[str, _Check]] = {
     "tags": _str_map, "config": _any, "attributes": _dict, "metadata": _dict, "seed": _opt_int,
     "seed_libraries": _str_list, "argv": _str_list, "disks": _dict_list, "devices": _dict_list,
     "output_dir": _str, "notebook": _str, "git_diff_file": _str, "reproduce": _str, "reproduces": _str, "exit_code": _int, "signal": _str,
-    "command_rusage": _dict, "trackers": _dict, "telemetry_losses": _dict,
+    "command_rusage": _dict, "trackers": _dict, "telemetry_losses": _dict, "energy_method": _dict,
 }
 
 

@@ -42,7 +42,7 @@ from runtel.sampling.summary import (
     usage_attributes,
     with_edges,
 )
-from runtel.semconv import USAGE_CPU_TIME, USAGE_ENERGY_ESTIMATED, USAGE_ENERGY_TOTAL, USAGE_THREAD_CPU_TIME
+from runtel.semconv import USAGE_CPU_TIME, USAGE_THREAD_CPU_TIME
 
 if TYPE_CHECKING:
     from runtel.config import Settings
@@ -314,18 +314,13 @@ class Monitor:
                 and end.thread_id == start.thread_id and not end.energy and end.tree is start.tree
                 and start.tree is not TREE_UNREAD):
             # The common block (no sample inside, no GPU/RAPL, no new peak, no child reaped): its figures straight
-            # from the integer clocks, in as few attributes as possible (each costs ~1 us set, scrubbed and
-            # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes).
+            # from the integer clocks, in as few attributes as possible (each costs ~1-2 us set, scrubbed and
+            # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes). The CPU
+            # energy estimate is cpu.time x the run's factor, so it is not repeated here (see edge_attributes).
             cpu = end.cpu_ns - start.cpu_ns
             if cpu < 0:
                 cpu = 0
-            jps = reader.cpu_joules_per_s
-            attrs: dict[str, AttributeValue]
-            if jps is None:
-                attrs = {USAGE_CPU_TIME: cpu / 1e9}
-            else:  # the estimate in whole nanojoules: a short decimal, a cheaper repr
-                attrs = {USAGE_CPU_TIME: cpu / 1e9, USAGE_ENERGY_TOTAL: round(cpu * jps) / 1e9,
-                         USAGE_ENERGY_ESTIMATED: True}
+            attrs: dict[str, AttributeValue] = {USAGE_CPU_TIME: cpu / 1e9}
             other = cpu - end.thread_cpu_ns + start.thread_cpu_ns  # CPU of other threads meanwhile
             limit = cpu // 100 if cpu > _THREAD_LIMIT_FROM_NS else THREAD_CPU_FLOOR_NS
             if other > limit or other < -limit:

@@ -420,9 +420,10 @@ def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[st
 
     Only what the counters know, in as few attributes as possible (each costs ~1 us on the span):
     ``cpu.time``, ``thread.cpu.time`` (only when it differs from ``cpu.time`` by more than 1 % and 20 us:
-    other threads ran meanwhile; below that the two clocks differ by their own reading noise), ``energy.total`` with ``energy.gpu``/``energy.estimated`` where they
-    apply, and the peaks when the process reached a new high-water mark inside the window. The run-folder
-    exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
+    other threads ran meanwhile; below that the two clocks differ by their own reading noise), ``energy.total`` with
+    ``energy.gpu``/``energy.estimated`` where an energy counter measured part of it (a CPU estimate alone is
+    left to readers: ``cpu.time`` x the run's ``runtel.energy.cpu.joules_per_cpu_second``), and the peaks when
+    the process reached a new high-water mark inside the window. The run-folder exporter adds ``runtel.usage.samples = 0`` off the hot path; readers derive utilisation (cpu.time /
     duration) and emissions (energy x the run's carbon intensity).
     """
     cpu = round(delta.cpu_s + delta.children_cpu_s, 9) if delta.children_cpu_s else delta.cpu_s  # ns: a short decimal
@@ -444,7 +445,9 @@ def edge_attributes(delta: EdgeDelta, cpu_joules_per_s: float | None) -> dict[st
     if delta.children_peak_rss_bytes is not None:
         attrs[semconv.USAGE_MEMORY_PREFIX + "rss.max.descendants"] = delta.children_peak_rss_bytes
         attrs[semconv.USAGE_RSS_MAX_COMBINED] = max(delta.children_peak_rss_bytes, delta.peak_rss_bytes or 0)
-    total = cpu * cpu_joules_per_s if cpu_joules_per_s is not None else None
+    # Energy only where a counter (RAPL, NVML) measured some: an estimate alone is cpu.time x the run's
+    # factor (``runtel.energy.cpu.joules_per_cpu_second``), which readers apply (runtel.query.energy).
+    total = cpu * cpu_joules_per_s if cpu_joules_per_s is not None and delta.energy else None
     estimated = cpu_joules_per_s is not None
     gpu: float | None = None
     for domain, (joules, est, _source) in delta.energy.items():

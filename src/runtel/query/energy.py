@@ -1,0 +1,52 @@
+"""The estimated CPU energy of spans that record only their CPU time, for readers (show, compare, report).
+
+Where no counter measures CPU energy (no RAPL), runtel estimates it as CPU seconds x a factor from the
+CPU's TDP (``runtel.energy.tdp``). A block no sample fell into, in a process without energy counters,
+therefore records only ``runtel.usage.cpu.time``: its energy would be that number times a constant, and
+each attribute costs a block ~1-2 us to set, scrub and encode (``benchmarks/edge_bench.py``). The run
+records the factor once (run.json ``energy_method.joules_per_cpu_second``, and the run span's
+``runtel.energy.cpu.joules_per_cpu_second``), and readers apply it here, so every reader shows the
+same figure the span would have carried, marked estimated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from runtel import semconv
+
+__all__ = ("cpu_energy_factor", "with_estimated_energy")
+
+
+def _positive(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def cpu_energy_factor(record: Mapping[str, Any]) -> float | None:
+    """Joules per CPU-second of the run's CPU estimate, or None when its CPU energy is not estimated.
+
+    From run.json's start section ``energy_method``; a record written before it existed has none, and its
+    spans carry their estimate themselves.
+    """
+    method = record.get("energy_method")
+    if not isinstance(method, Mapping) or method.get("cpu") != "estimate":
+        return None
+    return _positive(method.get("joules_per_cpu_second"))
+
+
+def with_estimated_energy(attributes: Mapping[str, Any], factor: float | None) -> Mapping[str, Any]:
+    """``attributes`` with ``energy.total`` (estimated) from ``cpu.time`` when it has CPU time and no energy.
+
+    Returned as is when there is nothing to add (no factor, no CPU time, or an energy figure already).
+    """
+    if factor is None or semconv.USAGE_ENERGY_TOTAL in attributes:
+        return attributes
+    cpu = _positive(attributes.get(semconv.USAGE_CPU_TIME))
+    if cpu is None:
+        return attributes
+    return {**attributes, semconv.USAGE_ENERGY_TOTAL: round(cpu * factor, 9), semconv.USAGE_ENERGY_ESTIMATED: True}

@@ -1,0 +1,50 @@
+"""runtel.query.energy: a span's estimated energy from its CPU time and the run's factor, on any input."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from runtel import semconv
+from runtel.query.energy import cpu_energy_factor, with_estimated_energy
+
+CPU, TOTAL, EST = semconv.USAGE_CPU_TIME, semconv.USAGE_ENERGY_TOTAL, semconv.USAGE_ENERGY_ESTIMATED
+
+
+def test_cpu_time_times_the_factor_marked_estimated() -> None:
+    attrs = {CPU: 0.25, "other": "x"}
+    out = with_estimated_energy(attrs, 5.3125)
+    assert out == {CPU: 0.25, "other": "x", TOTAL: 1.328125, EST: True}
+    assert attrs == {CPU: 0.25, "other": "x"}  # the span's own attributes are not changed
+
+
+@pytest.mark.parametrize("attrs", [
+    {CPU: 0.25, TOTAL: 9.0},  # measured (RAPL, NVML) or written by an older runtel: kept as written
+    {},
+    {CPU: True}, {CPU: "0.25"}, {CPU: math.nan}, {CPU: math.inf}, {CPU: -1.0}, {CPU: 0.0},
+])
+def test_nothing_added_without_a_usable_cpu_time_or_with_an_energy_figure(attrs: dict[str, Any]) -> None:
+    assert with_estimated_energy(attrs, 5.0) is attrs
+
+
+def test_no_factor_no_estimate() -> None:
+    attrs = {CPU: 0.25}
+    assert with_estimated_energy(attrs, None) is attrs
+
+
+@pytest.mark.parametrize(("record", "factor"), [
+    ({"energy_method": {"cpu": "estimate", "joules_per_cpu_second": 5.3125}}, 5.3125),
+    ({"energy_method": {"cpu": "estimate", "joules_per_cpu_second": 2}}, 2.0),
+    ({"energy_method": {"cpu": "rapl", "joules_per_cpu_second": 5.0}}, None),  # measured: nothing to estimate
+    ({"energy_method": {"cpu": "estimate"}}, None),
+    ({"energy_method": {"cpu": "estimate", "joules_per_cpu_second": "5"}}, None),
+    ({"energy_method": {"cpu": "estimate", "joules_per_cpu_second": True}}, None),
+    ({"energy_method": {"cpu": "estimate", "joules_per_cpu_second": -1.0}}, None),
+    ({"energy_method": {"cpu": "estimate", "joules_per_cpu_second": 1e999}}, None),
+    ({"energy_method": "estimate"}, None),
+    ({}, None),  # a record written before the factor was recorded: its spans carry their estimate
+])
+def test_the_factor_comes_from_the_start_record_only_when_valid(record: dict[str, Any], factor: float | None) -> None:
+    assert cpu_energy_factor(record) == factor
