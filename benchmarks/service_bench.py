@@ -28,6 +28,12 @@ read before and after the load, so start-up and shutdown are not counted.
 * ``runtel @REV`` (with ``--baseline-rev REV``): the ``runtel`` set-up with revision REV's ``src`` first
   on ``PYTHONPATH``, so a change is measured against what it replaced in the same run.
 
+``--parts`` runs the ``runtel`` set-up with thread-CPU timers around the parts of a span's end (the router's
+``on_end``, the scrubber, the encoder, the run-folder writer, its journal write and batch commit) inside the
+real server, and prints each part's CPU per call: where a request's span costs under a server, as against
+in a tight loop (``--in-process``, whose last rows encode the same span hot and between other work). Each
+timer adds ~1.5 us to the part it wraps and to the parts around it.
+
 Each repeat runs every set-up once, in turn; the table gives the median CPU per request and the ratio
 to ``none`` of the same repeat (median of the ratios). Keep-alive and a handler that does nothing make
 the per-request overhead look as large as it can: a real handler's own work dilutes it.
@@ -57,8 +63,9 @@ from opentelemetry.trace import Link, SpanKind
 
 import runtel
 from runtel import _context, _sdk
-from runtel._internals import set_owned_attributes
+from runtel._internals import set_owned_attributes, span_fields
 from runtel.recording.service import RequestSpans
+from runtel.rundir.otlp_json import fields_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import table
@@ -71,6 +78,8 @@ APP = textwrap.dedent(
     """
     import os, sys
     MODE = os.environ["BENCH_MODE"]
+    if os.environ.get("BENCH_PARTS"):
+        import bench_parts
 
     async def hello(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -197,6 +206,46 @@ APP = textwrap.dedent(
     """
 )
 
+PARTS = textwrap.dedent(
+    """
+    # Imported by bench_app when BENCH_PARTS names a file: thread-CPU timers around the parts of a span's
+    # end; cumulative totals written to that file every 500 spans.
+    import json, os, time
+    import runtel._sdk.scrub as scrub
+    import runtel._sdk.tracing as tracing
+    import runtel.exporters.jsonl as jsonl
+    import runtel.rundir.journal as journal
+
+    OUT = os.environ["BENCH_PARTS"]
+    TOTALS = {}
+
+    def _wrap(owner, name, label):
+        fn = getattr(owner, name)
+        clock = time.thread_time_ns
+
+        def timed(*args, **kwargs):
+            start = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                c = TOTALS.setdefault(label, [0, 0])
+                c[0] += clock() - start
+                c[1] += 1
+                if label == "router on_end (all of a span's end)" and c[1] % 500 == 0:
+                    with open(OUT + ".tmp", "w") as f:
+                        json.dump(TOTALS, f)
+                    os.replace(OUT + ".tmp", OUT)
+        setattr(owner, name, timed)
+
+    _wrap(tracing.RunProcessor, "on_end", "router on_end (all of a span's end)")
+    _wrap(scrub.Scrubber, "span", "  scrub (redact, cap)")
+    _wrap(jsonl.JsonlSpanWriter, "on_end", "  run-folder writer on_end")
+    _wrap(jsonl, "fields_text", "    encode (OTLP/JSON text)")
+    _wrap(journal.SpanJournal, "write", "    journal write")
+    _wrap(jsonl.JsonlSpanWriter, "_commit", "    batch commit (per commit)")
+    """
+)
+
 CLIENT = textwrap.dedent(
     """
     import http.client, sys, threading
@@ -252,8 +301,18 @@ def _source_of(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def _measure(mode: str, work: Path, requests: int, app: str) -> float:
-    """Server CPU seconds per request for ``mode`` (one server start, warm-up, one measured load)."""
+def _read_parts(path: Path) -> dict[str, list[int]]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _measure(mode: str, work: Path, requests: int, app: str, parts: list[dict[str, float]] | None = None) -> float:
+    """Server CPU seconds per request for ``mode`` (one server start, warm-up, one measured load).
+
+    With ``parts``, the span end's parts are timed in the server and their CPU per call appended to it.
+    """
     port = _free_port()
     runs = work / "runs"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTEL_", "OTEL_", "TRACEPARENT"))}
@@ -262,6 +321,10 @@ def _measure(mode: str, work: Path, requests: int, app: str) -> float:
         path = f"{work / 'baseline' / 'src'}{os.pathsep}{path}"  # that revision's runtel, found first
         mode = "runtel"
     env.update(BENCH_MODE=mode, BENCH_APP=app, BENCH_DIR=str(runs), PYTHONPATH=path)
+    parts_file = work / "parts.json"
+    if parts is not None:
+        parts_file.unlink(missing_ok=True)
+        env["BENCH_PARTS"] = str(parts_file)
     uvicorn = [str(BIN / "uvicorn"), "bench_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log", "--lifespan", "on"]
     if mode == "runtel run":
@@ -283,9 +346,13 @@ def _measure(mode: str, work: Path, requests: int, app: str) -> float:
         server = proc.pid if mode != "runtel run" else _children(proc.pid)[0]
         client = [PY, str(work / "bench_client.py"), str(port)]
         subprocess.run([*client, "304"], check=True)  # warm-up (a first request opens the worker run)
-        before = _cpu_s(server)
+        before, timed = _cpu_s(server), _read_parts(parts_file)
         subprocess.run([*client, str(requests)], check=True)
         after = _cpu_s(server)
+        if parts is not None:  # the totals of the last multiple of 500 spans: the measured load's, about
+            done = _read_parts(parts_file)
+            parts.append({k: (v[0] - timed.get(k, [0, 0])[0]) / max(1, v[1] - timed.get(k, [0, 0])[1]) / 1e3
+                          for k, v in done.items()})
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -395,6 +462,35 @@ def in_process(n: int = 20_000, repeats: int = 3) -> None:
                          f"{per_call(sdk_span):.1f}"])
             provider.shutdown()
 
+            # The request span's scrub and encode, in a tight loop and with other work between spans (the
+            # server's own code runs between two requests' span ends: the caches hold less of runtel's).
+            ended = []
+            for i in range(2000):
+                s = tracer.start_span("GET", context=parent, kind=SpanKind.SERVER, links=links)
+                set_owned_attributes(s, {**attrs, "url.path": f"/item/{i % 375}"})
+                set_owned_attributes(s, {**done, "runtel.request.cpu.time": 0.000123 + i * 1e-9})
+                s.end()
+                ended.append(s)
+            scrubber = runtime.scrubber
+            other = {f"k{i}": [i, str(i), {"x": i * 1.5}] for i in range(300)}
+            for label, between in (("hot", False), ("with other work between spans", True)):
+                costs = {"scrub": float("inf"), "encode": float("inf")}
+                for _ in range(repeats):
+                    scrub_ns = encode_ns = 0
+                    for s in ended:
+                        if between:
+                            json.loads(json.dumps(other))
+                        t0 = time.thread_time_ns()
+                        clean = scrubber.span(s)
+                        t1 = time.thread_time_ns()
+                        fields_text(span_fields(clean), clean, None)
+                        encode_ns += time.thread_time_ns() - t1
+                        scrub_ns += t1 - t0
+                    costs["scrub"] = min(costs["scrub"], scrub_ns / len(ended) / 1e3)
+                    costs["encode"] = min(costs["encode"], encode_ns / len(ended) / 1e3)
+                rows.append([f"the request span's scrub / encode, {label}",
+                             f"{costs['scrub']:.1f} / {costs['encode']:.1f}"])
+
             class NoSpans:
                 def start_span(self, *args: Any, **kwargs: Any) -> Any:
                     return trace.INVALID_SPAN
@@ -408,6 +504,26 @@ def in_process(n: int = 20_000, repeats: int = 3) -> None:
     table(f"in process, no server: thread CPU per request or span (best of {repeats} x {n})", ["what", "us"], rows)
 
 
+def server_parts(requests: int, repeats: int, app: str) -> None:
+    """The span end's parts, timed inside a real server running the ``runtel`` set-up (median of repeats)."""
+    parts: list[dict[str, float]] = []
+    per_request: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="runtel-service-bench-") as tmp:
+        work = Path(tmp)
+        (work / "bench_app.py").write_text(APP)
+        (work / "bench_client.py").write_text(CLIENT)
+        (work / "bench_parts.py").write_text(PARTS)
+        for _ in range(repeats):
+            per_request.append(_measure("runtel", work, requests, app, parts))
+    order = ("router on_end (all of a span's end)", "  scrub (redact, cap)", "  run-folder writer on_end",
+             "    encode (OTLP/JSON text)", "    journal write", "    batch commit (per commit)")
+    rows = [[label, f"{statistics.median(p[label] for p in parts if label in p):.1f}"]
+            for label in order if any(label in p for p in parts)] or [["(no part was timed)", "-"]]
+    rows.append(["server CPU per request, with the timers", f"{statistics.median(per_request) * 1e6:.0f}"])
+    table(f"the span end's parts inside the server, app {app}, {requests} requests x {repeats} (median)",
+          ["part", "CPU us per call"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -419,9 +535,14 @@ def main() -> None:
     parser.add_argument("--modes", help="comma-separated set-ups to run (default: all; 'none' is always run)")
     parser.add_argument("--in-process", action="store_true",
                         help="no server: what the request span and its parts cost in one process")
+    parser.add_argument("--parts", action="store_true",
+                        help="the runtel set-up with timers around the parts of a span's end, in the server")
     args = parser.parse_args()
     if args.in_process:
         in_process()
+        return
+    if args.parts:
+        server_parts(args.requests, args.repeats, args.app)
         return
     if args.quick:
         args.requests, args.repeats = 1000, 1
