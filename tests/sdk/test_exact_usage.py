@@ -849,3 +849,45 @@ def test_estimated_block_energy_is_its_cpu_time_times_the_run_factor(
     assert energy["estimated"] is True
     assert energy["total_joules"] == pytest.approx(record["resource_usage"]["compute_time"]["cpu_seconds"] * factor,
                                                    rel=1e-6)
+
+
+def test_a_child_runs_estimated_block_energy_uses_its_own_factor(
+        runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The parent's show and compare list a child run's unsampled blocks with joules too: the run index's
+    summary of the child has no energy_method, so the child's own run.json gives the factor."""
+    from runtel.cli import main
+    from runtel.cli import show as show_cmd
+    from runtel.query import compare as compare_mod
+
+    monkeypatch.setattr("runtel.sampling.monitor.DEFAULT_POWERCAP", tmp_path / "no-powercap")
+    with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none"):
+        with runtel.run_span("parent") as parent:
+            with runtel.run_span("child") as child:
+                for _ in range(2):
+                    with runtel.block("step"):
+                        busy(0.01)
+    record, spans = read_run(child.dir)
+    factor = record["energy_method"]["joules_per_cpu_second"]
+    want = sorted(round(float(s.attributes[semconv.USAGE_CPU_TIME]) * factor, 9) for s in spans if s.name == "step")
+    assert len(want) == 2 and all(semconv.USAGE_ENERGY_TOTAL not in s.attributes for s in spans if s.name == "step")
+
+    assert main(["show", "--json", str(parent.dir)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    nodes: list[dict[str, object]] = []
+    stack = list(shown["spans"])
+    while stack:
+        node = stack.pop()
+        stack.extend(node["children"])
+        if node["name"] == "step":
+            nodes.append(node)
+    assert sorted(n["attributes"][semconv.USAGE_ENERGY_TOTAL] for n in nodes) == want  # type: ignore[index]
+    monkeypatch.setattr(show_cmd, "FULL_TREE_BYTES", 0)  # the folded tree grafts the child the other way
+    assert main(["show", str(parent.dir)]) == 0
+    folded = capsys.readouterr().out
+    step_lines = [line for line in folded.splitlines() if "step" in line]
+    assert step_lines and all(" J est." in line for line in step_lines), folded
+    full = compare_mod.load_run(str(parent.dir), runs_dir)
+    assert full.blocks["child/step"].metrics()["energy_j"] == pytest.approx(sum(want), rel=1e-9)
+    monkeypatch.setattr(compare_mod, "FULL_TREE_BYTES", 0)
+    streamed = compare_mod.load_run(str(parent.dir), runs_dir)
+    assert streamed.blocks["child/step"].metrics()["energy_j"] == pytest.approx(sum(want), rel=1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +49,20 @@ def test_no_factor_no_estimate() -> None:
 ])
 def test_the_factor_comes_from_the_start_record_only_when_valid(record: dict[str, Any], factor: float | None) -> None:
     assert cpu_energy_factor(record) == factor
+
+
+def test_an_index_summary_reads_the_factor_from_its_run_json(tmp_path: Path) -> None:
+    """The run index's summaries (how child runs are listed) have no energy_method: run.json has it."""
+    import json
+
+    run_dir = tmp_path / "20261203T000000Z-child-abcdef"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({
+        "schema": "runtel.run/1", "id": "20261203T000000Z-child-abcdef", "name": "child", "status": "ok",
+        "energy_method": {"cpu": "estimate", "joules_per_cpu_second": 4.25}}))
+    assert cpu_energy_factor({"id": "x", "dir": str(run_dir)}) == 4.25
+    assert cpu_energy_factor({"id": "x", "dir": str(tmp_path / "gone")}) is None  # unreadable: no joules
+    (run_dir / "run.json").write_text("not json")
+    assert cpu_energy_factor({"id": "x", "dir": str(run_dir)}) is None
+    # a full record (it has its schema key) is never re-read
+    assert cpu_energy_factor({"schema": "runtel.run/1", "dir": str(run_dir)}) is None

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from runtel import semconv
+from runtel.errors import RunFolderError
+from runtel.rundir.reader import read_record
 
 __all__ = ("cpu_energy_factor", "with_estimated_energy")
 
@@ -31,9 +34,15 @@ def cpu_energy_factor(record: Mapping[str, Any]) -> float | None:
     """Joules per CPU-second of the run's CPU estimate, or None when its CPU energy is not estimated.
 
     From run.json's start section ``energy_method``; a record written before it existed has none, and its
-    spans carry their estimate themselves.
+    spans carry their estimate themselves. A summary record (the run index's, which lists child runs) has
+    no ``energy_method`` either: then the run's own run.json, in its ``dir``, is read for it.
     """
     method = record.get("energy_method")
+    if method is None and "schema" not in record and record.get("dir"):  # an index summary: no schema key
+        try:
+            method = read_record(Path(str(record["dir"]))).get("energy_method")
+        except (RunFolderError, OSError):
+            return None  # an unreadable child run: its blocks show their CPU time without joules
     if not isinstance(method, Mapping) or method.get("cpu") != "estimate":
         return None
     return _positive(method.get("joules_per_cpu_second"))
