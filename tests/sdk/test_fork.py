@@ -33,6 +33,40 @@ def test_forked_child_span_on_disk_despite_os_exit(rt: Settings) -> None:
     assert record["status"] == "ok"  # the child never finalised the parent's run
 
 
+def _pids_by_span(run_dir: Path) -> dict[str, tuple[object, object]]:
+    """Span name -> (process.pid, process.parent_pid) of the Resource it was written with."""
+    import json
+
+    out: dict[str, tuple[object, object]] = {}
+    for line in (run_dir / "spans.jsonl").read_text().splitlines():
+        for rs in json.loads(line)["resourceSpans"]:
+            attrs = {a["key"]: a["value"].get("intValue") for a in rs["resource"]["attributes"]}
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    out[span["name"]] = (attrs.get("process.pid"), attrs.get("process.parent_pid"))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:This process.*is multi-threaded:DeprecationWarning")
+def test_forked_childs_spans_name_its_own_process(rt: Settings) -> None:
+    """A forked child's spans carry its own process.pid (and the parent's as process.parent_pid), not the
+    parent's: Perfetto and Jaeger draw them on the child's process; the parent's spans keep the parent's."""
+    with runtel.run_span("parent") as run:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with runtel.block("in-child"):
+                    pass
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        with runtel.block("in-parent"):
+            pass
+    pids = _pids_by_span(run.dir)  # type: ignore[arg-type]
+    assert pids["in-child"] == (str(pid), str(os.getpid()))
+    assert pids["in-parent"][0] == pids["parent"][0] == str(os.getpid())
+
+
 FORK_DRIVER = """
 import os, sys
 import runtel

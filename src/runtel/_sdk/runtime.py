@@ -572,7 +572,9 @@ class Runtime:
         spans are written synchronously: every span a worker ends is on disk at once.
         """
         self._lock = threading.RLock()
-        self._pid = os.getpid()
+        parent_pid, self._pid = self._pid, os.getpid()
+        with guard("fork-resource", "give a forked child's spans its own process id"):
+            self._child_resource(parent_pid)
         edges = getattr(self.monitor, "edges", None)
         if edges is not None:
             with guard("fork-edges", "close the parent's edge files in a forked child"):
@@ -587,6 +589,32 @@ class Runtime:
         _propagation.after_fork_in_child()
         if self._json_processor is not None:
             self._json_processor.after_fork()  # the parent's batches and journals stay the parent's
+
+    def _child_resource(self, parent_pid: int) -> None:
+        """A forked child's spans name its own process: ``process.pid`` (and ``process.parent_pid``) renewed.
+
+        The child inherits the parent's Resource, so without this its spans (written into the parent's run
+        folder) would claim the parent's pid, and Perfetto or Jaeger would draw them on the parent's process.
+        Only a provider runtel built (an application's Resource is the application's): its new tracers and
+        runtel's own tracer get the new Resource; a tracer another library made before the fork keeps the
+        parent's (the SDK has no list of its tracers).
+        """
+        provider = self.provider
+        if provider is None or not self.owns_provider:
+            return
+        from opentelemetry.sdk.resources import Resource  # loaded already: the provider holds one
+
+        old = provider.resource
+        if old.attributes.get(semconv.PROCESS_PID) == self._pid:
+            return
+        attributes = dict(old.attributes)
+        attributes[semconv.PROCESS_PID] = self._pid
+        attributes[semconv.PROCESS_PARENT_PID] = parent_pid
+        new = self.scrubber.resource(Resource(attributes, old.schema_url))
+        provider._resource = new  # what the SDK's get_tracer hands new tracers
+        for tracer in (self.tracer, getattr(self.tracer, "sdk_tracer", None)):
+            if tracer is not None and hasattr(tracer, "resource"):
+                tracer.resource = new  # the lean start reads it at each span
 
     def write_spans_synchronously(self, *, retire: bool = False) -> None:
         """Write every span to the run folder as its own line when it ends (no batch): for worker processes.
