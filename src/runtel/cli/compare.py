@@ -49,10 +49,6 @@ def _fmt_cores(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _fmt_joules(value: float) -> str:
-    return f"{value:.1f} J" if abs(value) >= 1 else f"{value * 1000:.0f} mJ"
-
-
 def _fmt_grams(value: float) -> str:
     return f"{value:.4f} g"
 
@@ -69,7 +65,7 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "s": _fmt_seconds,
     "bytes": _fmt_bytes,
     "cores": _fmt_cores,
-    "J": _fmt_joules,
+    "J": render.format_joules,
     "gCO2eq": _fmt_grams,
     "": _fmt_count,
 }

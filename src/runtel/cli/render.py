@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
-__all__ = ("console", "escape_controls", "format_bytes", "format_duration", "print_json", "table")
+__all__ = ("console", "escape_controls", "format_bytes", "format_duration", "format_joules", "print_json", "table")
 
 # Control characters (C0 but newline and tab, DEL, C1) and the bidirectional overrides that reorder what a
 # terminal shows: recorded data (run names, attributes, error messages) may hold any of them, and printed
@@ -72,6 +72,14 @@ def format_bytes(value: float | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def format_joules(value: float) -> str:
+    """Joules, or millijoules below 1 J (a 5 ms block's ~0.03 J reads ``27 mJ``, not ``0.0 J``)."""
+    if abs(value) >= 1:
+        return f"{value:.1f} J"
+    mj = value * 1000
+    return f"{mj:.0f} mJ" if abs(mj) >= 10 or mj == 0 else f"{mj:.2g} mJ"
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], **kwargs: Any) -> Any:

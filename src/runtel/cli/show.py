@@ -350,7 +350,7 @@ def _usage_text(attributes: Mapping[str, Any]) -> str:
     energy = attributes.get(_USAGE + "energy.total")
     if isinstance(energy, (int, float)) and energy:
         estimated = attributes.get(semconv.USAGE_ENERGY_ESTIMATED)
-        parts.append(f"{energy:.1f} J" + (" est." if estimated else ""))
+        parts.append(render.format_joules(energy) + (" est." if estimated else ""))
     if samples == 0 and not isinstance(rss, (int, float)):
         parts.append("peaks unsampled")
     return "[dim]" + ", ".join(parts) + "[/dim]" if parts else ""
