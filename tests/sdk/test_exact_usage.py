@@ -831,6 +831,9 @@ def test_estimated_block_energy_is_its_cpu_time_times_the_run_factor(
 
     full = compare_mod.load_run(str(run.dir), runs_dir)
     assert full.blocks["step"].metrics()["energy_j"] == pytest.approx(sum(want), rel=1e-9)
+    assert main(["compare", "--dir", str(runs_dir), str(run.dir), str(run.dir)]) == 0  # compare says it is modelled
+    assert "energy is estimated for every run" in " ".join(capsys.readouterr().out.split())
+    assert compare_mod.compare(run.dir, run.dir, dir=runs_dir)["runs"][0]["energy_estimated"] is True
     monkeypatch.setattr(compare_mod, "FULL_TREE_BYTES", 0)
     streamed = compare_mod.load_run(str(run.dir), runs_dir)
     assert isinstance(streamed.blocks["step"], compare_mod.StreamedBlockStats)

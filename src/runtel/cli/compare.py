@@ -164,6 +164,11 @@ def _print(result: Mapping[str, Any]) -> None:
             continue
         run_table.add_row(labels.get(key, key), *(_cell(metric, i) for i in range(len(runs))))
     console.print(run_table)
+    estimated = [str(r["id"]) for r in runs if r.get("energy_estimated")]
+    if estimated:
+        which = "every run" if len(estimated) == len(runs) else ", ".join(escape(e) for e in estimated)
+        console.print(f"[dim]energy is estimated for {which} (CPU time x a TDP model, no energy counter; "
+                      "`runtel show` gives the assumption)[/dim]")
 
     if not result["blocks"]:
         console.print("[dim](no blocks recorded in these runs)[/dim]")

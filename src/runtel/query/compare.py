@@ -458,6 +458,8 @@ def compare_runs(runs: Sequence[LoadedRun], stat: str | None = None) -> dict[str
                 "status": effective_status(run.record),
                 "dir": run.record.get("dir"),
                 "samples": resource_usage(run.record).get("samples"),
+                # the run's energy (and so its blocks') is modelled, not measured, in part at least
+                "energy_estimated": _energy_estimated(run.record),
             }
             for run in runs
         ],
@@ -468,6 +470,13 @@ def compare_runs(runs: Sequence[LoadedRun], stat: str | None = None) -> dict[str
         "run": {"metrics": _metric_table(RUN_METRICS, [run_metrics(run.record) for run in runs])},
         "blocks": blocks,
     }
+
+
+def _energy_estimated(record: RunRecord) -> bool:
+    energy = resource_usage(record).get("energy")
+    if isinstance(energy, Mapping) and "estimated" in energy:
+        return energy.get("estimated") is True
+    return cpu_energy_factor(record) is not None  # a run still open or killed: its start record says so
 
 
 def compare(*runs: str | os.PathLike[str] | Any, stat: str | None = None,
