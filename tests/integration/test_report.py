@@ -106,3 +106,59 @@ def test_report_renders_offline_in_chromium(which: str, two_runs: tuple[Path, li
     shot = ARTIFACTS / f"report-{which.replace(' ', '-')}.png"
     taken = _browser(page, tmp_path, "--window-size=1300,2400", f"--screenshot={shot}")
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+
+
+CHILD_JOB = """
+import runtel, time
+with runtel.run_span("train"):
+    for epoch in range(3):
+        with runtel.block("epoch", index=epoch):
+            t = time.process_time()
+            while time.process_time() - t < 0.01:
+                pass
+"""
+
+
+def test_a_wrapper_runs_report_holds_its_commands_runs(tmp_path: Path) -> None:
+    """`runtel report` of a `runtel run` wrapper shows the command's run after it (its timeline, its blocks with
+    their joules), in Chromium; the wrapper's own spans are only its run span."""
+    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLE_INTERVAL": "10"}
+    subprocess.run([PY, "-m", "runtel", "run", "-q", "--name", "wrapper", "--", PY, "-c", CHILD_JOB], env=env,
+                   cwd=tmp_path, check=True, timeout=120, capture_output=True, text=True)
+    page = _report(tmp_path, ["latest"], "wrapper.html")
+    text = page.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1))  # type: ignore[union-attr]
+    wrapper, child = data["runs"]
+    assert wrapper["name"] == "wrapper" and wrapper["child_of"] is None and wrapper["blocks"] == []
+    assert child["name"] == "train" and child["child_of"] == wrapper["id"]
+    assert [b["name"] for b in child["blocks"]] == ["epoch"] * 3
+    assert all(b["usage"]["energy.total"] > 0 for b in child["blocks"])  # estimated or measured, never blank
+    dom = _browser(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_errors(dom.stderr) == []
+    status = _status(dom.stdout)
+    assert status["runs"] == 2 and status["spans"] == 1 + 4  # the wrapper's run span; train and its 3 epochs
+    assert "<h3>Child run train" in dom.stdout and "<h2>Comparison</h2>" not in dom.stdout
+
+
+def test_a_report_shows_a_bounded_number_of_child_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_CHILD_RUNS the page counts the child runs it left out, earliest kept; nested ones included."""
+    from runtel.query import report
+
+    job = """
+import runtel
+with runtel.run_span("sweep"):
+    for i in range(3):
+        with runtel.run_span(f"trial-{i}"):
+            with runtel.run_span(f"inner-{i}"):
+                pass
+"""
+    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
+    subprocess.run([PY, "-c", job], env=env, cwd=tmp_path, check=True, timeout=120, capture_output=True, text=True)
+    (sweep,) = [d for d in (tmp_path / "runs").iterdir() if "-sweep-" in d.name]
+    monkeypatch.setattr(report, "MAX_CHILD_RUNS", 4)
+    text = report.render_report([sweep])
+    data = json.loads(re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1))  # type: ignore[union-attr]
+    assert [r["name"] for r in data["runs"]] == ["sweep", "trial-0", "inner-0", "trial-1", "inner-1"]
+    assert data["runs"][2]["child_of"] == data["runs"][1]["id"]  # a nested run names its own parent
+    assert any("2 more child runs not shown" in p for p in data["problems"]), data["problems"]

@@ -2,7 +2,8 @@
 
 For each run: the summary, results and config; a timeline of its spans (bars over time, one lane per
 thread or overlap); every sampled metric over time (CPU, memory, GPU, power ...) with the run's
-top-level blocks marked; the per-block usage table; artifacts and sources. For several runs, first a
+top-level blocks marked; the per-block usage table; artifacts and sources; then its child runs the same
+way (a ``runtel run`` wrapper's spans are only its run span: the command's runs hold the rest). For several runs, first a
 comparison: final results side by side and each ``run.log`` series overlaid. The data come from the
 same reading as ``runtel export --format chrome-trace`` (:func:`runtel.query.chrome_trace.iter_chrome_trace`),
 streamed: the timeline keeps the :data:`MAX_TIMELINE_SPANS` longest spans of a run and counts the rest,
@@ -28,16 +29,21 @@ from typing import Any
 from runtel import semconv
 from runtel.query.chrome_trace import iter_chrome_trace
 from runtel.query.energy import cpu_energy_factor, with_estimated_energy
-from runtel.rundir.reader import read_record
+from runtel.rundir.index import descendants
+from runtel.rundir.reader import list_runs, parent_run_id, read_record
 from runtel.rundir.schema import RunRecord
 
-__all__ = ("MAX_POINTS", "render_report", "write_report")
+__all__ = ("MAX_CHILD_RUNS", "MAX_POINTS", "render_report", "write_report")
 
 #: points kept per metric series (min and max of each bucket), so an hour of 1 Hz samples stays small
 MAX_POINTS = 1200
 #: spans drawn on the timeline per run: the longest, kept in a heap while the spans stream past, so a run
 #: of any size costs this many; the page says "the N longest of M spans" (the rest are counted)
 MAX_TIMELINE_SPANS = 5000
+#: child runs (nested runs, the runs of child processes, a ``runtel run`` command's) shown after a run, the
+#: earliest first; the rest are counted on the page. A wrapper's own spans are only its run span: without its
+#: children a ``runtel run`` report would have no timeline and no blocks
+MAX_CHILD_RUNS = 50
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -125,9 +131,58 @@ def _asset(name: str) -> str:
     return resources.files("runtel.query").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
+def _child_runs(run_dir: Path, seen: set[str], problems: list[str]) -> list[tuple[Path, str]]:
+    """(folder, parent id) of the runs nested under ``run_dir``'s run, earliest first, at most MAX_CHILD_RUNS."""
+    try:
+        run_id = str(read_record(run_dir).get("id"))
+    except OSError:
+        return []  # the report says so when it reads the run itself
+    root = run_dir.parent
+    found = descendants(root, run_id)
+    if found is None:  # no usable index: the records themselves, followed down from this run
+        records = list_runs(root)
+        wanted, found = {run_id}, []
+        for record in sorted(records, key=lambda r: int(r.get("start_time_unix_nano") or 0)):
+            if parent_run_id(record) in wanted:
+                wanted.add(str(record.get("id")))
+                found.append(record)
+    rows = sorted((int(r.get("start_time_unix_nano") or 0), str(r.get("id")), str(r.get("dir") or ""),
+                    parent_run_id(r) or run_id) for r in found if r.get("dir") and not r.get("unreadable"))
+    out: list[tuple[Path, str]] = []
+    for _start, child_id, folder, parent in rows:
+        if child_id in seen:
+            continue
+        if len(out) >= MAX_CHILD_RUNS:
+            problems.append(f"run {run_id}: {len(rows) - len(out)} more child runs not shown "
+                            f"(the report shows the first {MAX_CHILD_RUNS}; runtel show lists them all)")
+            break
+        seen.add(child_id)
+        out.append((Path(folder), parent))
+    return out
+
+
 def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: str | None = None) -> str:
-    """The report's HTML text for the runs in ``run_dirs`` (one run, or a comparison of several)."""
-    dirs = [Path(d) for d in run_dirs]
+    """The report's HTML text for the runs in ``run_dirs`` (one run, or a comparison of several).
+
+    Each run is followed by its child runs (``child_of`` names the parent), so a ``runtel run`` wrapper's
+    report holds the command's own runs; a comparison compares the runs asked for.
+    """
+    asked = [Path(d) for d in run_dirs]
+    notes: list[str] = []
+    seen: set[str] = set()
+    for d in asked:
+        try:
+            seen.add(str(read_record(d).get("id")))
+        except OSError:
+            pass
+    dirs: list[Path] = []
+    child_of: list[str | None] = []
+    for d in asked:
+        dirs.append(d)
+        child_of.append(None)
+        for child, parent in _child_runs(d, seen, notes):
+            dirs.append(child)
+            child_of.append(parent)
     stream, other = iter_chrome_trace(dirs)  # streamed: a run of any size is read in bounded memory
     per_run: list[_RunEvents] = []
     for event in stream:
@@ -136,9 +191,10 @@ def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: s
         elif per_run:
             per_run[-1].add(event)
     origin = int(other.get("origin_unix_nano") or 0)
-    runs = [_run_data(events, read_record(d), origin) for d, events in zip(dirs, per_run, strict=True)]
-    page_title = title or ("runtel report: " + ", ".join(r["name"] or r["id"] for r in runs))
-    data = json.dumps({"runs": runs, "problems": other.get("problems", [])}, separators=(",", ":"),
+    runs = [{**_run_data(events, read_record(d), origin), "child_of": parent}
+            for d, events, parent in zip(dirs, per_run, child_of, strict=True)]
+    page_title = title or ("runtel report: " + ", ".join(r["name"] or r["id"] for r in runs if not r["child_of"]))
+    data = json.dumps({"runs": runs, "problems": [*other.get("problems", []), *notes]}, separators=(",", ":"),
                       default=str).replace("</", "<\\/")
     return _TEMPLATE.format(
         title=html.escape(page_title),
@@ -221,16 +277,18 @@ _APP = r"""
     box.style.height = ((lane + 1) * 16 + 4) + "px";
     return box;
   }
-  if (data.runs.length > 1) {
+  const asked = data.runs.filter((r) => !r.child_of);  // a comparison compares the runs asked for, not their children
+  if (asked.length > 1) {
     root.appendChild(el("h2", "Comparison"));
-    const keys = Array.from(new Set(data.runs.flatMap((r) => Object.keys(r.results))));
-    if (keys.length) root.appendChild(el("div", table([["result", ...data.runs.map((r) => r.name + " " + r.id)], ...keys.map((k) => [k, ...data.runs.map((r) => r.results[k] ?? "")])])));
+    const keys = Array.from(new Set(asked.flatMap((r) => Object.keys(r.results))));
+    if (keys.length) root.appendChild(el("div", table([["result", ...asked.map((r) => r.name + " " + r.id)], ...keys.map((k) => [k, ...asked.map((r) => r.results[k] ?? "")])])));
     const box = el("div"); box.className = "charts"; root.appendChild(box);
-    const names = Array.from(new Set(data.runs.flatMap((r) => Object.keys(r.metrics).filter((n) => n.startsWith("runtel.result.")))));
-    for (const name of names) chart(box, name + " by step (overlaid)", data.runs.filter((r) => r.metrics[name]).map((r) => [r.name + " " + r.id.slice(-6), Object.values(r.metrics[name])[0]]), null);
+    const names = Array.from(new Set(asked.flatMap((r) => Object.keys(r.metrics).filter((n) => n.startsWith("runtel.result.")))));
+    for (const name of names) chart(box, name + " by step (overlaid)", asked.filter((r) => r.metrics[name]).map((r) => [r.name + " " + r.id.slice(-6), Object.values(r.metrics[name])[0]]), null);
   }
   for (const run of data.runs) {
-    root.appendChild(el("h2", "Run " + esc(run.name) + " <span class=muted>" + esc(run.id) + "</span>"));
+    root.appendChild(el(run.child_of ? "h3" : "h2", (run.child_of ? "Child run " : "Run ") + esc(run.name) + " <span class=muted>" + esc(run.id)
+      + (run.child_of ? " (child of " + esc(run.child_of) + ")" : "") + "</span>"));
     root.appendChild(el("div", table([["status", run.status], ["duration s", run.duration_s ?? ""], ["spans", run.spans_total]])));
     const results = Object.entries(run.results); if (results.length) { root.appendChild(el("h3", "Results")); root.appendChild(el("div", table(results))); }
     const config = Object.entries(run.config); if (config.length) { root.appendChild(el("h3", "Config")); root.appendChild(el("div", table(config.slice(0, 60).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v])))); }
