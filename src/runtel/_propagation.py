@@ -25,6 +25,11 @@ run of this process that itself is a child) are put back when the last run close
 runs, under the span current at ``start()`` (a forkserver child inherits the server's stale
 environment, so the environment alone would not do).
 
+``subprocess`` children (``Popen``, ``run``, asyncio's subprocesses) started inside a block get the
+*current* span instead: the ``Popen`` patch below hands the child a copy of the environment with its
+``TRACEPARENT`` (:func:`_env_for_child`), so a child's run hangs under the block that started it; ``os.exec*``,
+``os.system`` and ``os.posix_spawn`` children inherit ``os.environ`` as it is (the process run's span).
+
 **Child starts.** The same ``BaseProcess.start`` patch, one of ``multiprocessing.util.spawnv_passfds`` (the
 fork server and the resource tracker: a forkserver pool's workers are the server's children, so its CPU
 holds theirs once it reaps them) and one of ``subprocess.Popen.__init__`` tell the runtime each child's pid
@@ -300,10 +305,58 @@ def _install_popen() -> None:
 
     @functools.wraps(original_init)
     def init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        if active and len(args) <= _POPEN_ENV_INDEX:
+            try:
+                env = _env_for_child(kwargs.get("env"))
+                if env is not None:
+                    kwargs["env"] = env
+            except Exception:  # never stop the user's process from starting
+                pass
         original_init(self, *args, **kwargs)
         _tell_started(self.pid)
 
     subprocess.Popen.__init__ = init  # type: ignore[method-assign]
+
+
+#: ``env``'s position in ``Popen(args, bufsize, executable, stdin, stdout, stderr, preexec_fn, close_fds,
+#: shell, cwd, env, ...)``: a call passing it positionally is left as it is
+_POPEN_ENV_INDEX = 10
+
+
+def _env_for_child(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The environment a ``subprocess`` child gets so that its run hangs under the span current now.
+
+    ``os.environ`` carries the process run's span (:func:`set_process_carrier`), set when runs open and
+    close; a child started inside a block belongs under that block, as a multiprocessing worker does. So
+    when the current span is another one, the child gets a copy of its environment with the current span's
+    ``TRACEPARENT`` (and the current run's id and root). An ``env`` the caller built is changed only where it
+    still holds the process carrier's own values (a copy of ``os.environ``), never where the caller set its own;
+    the caller's mapping is not modified. None: nothing to change.
+    """
+    run = current_run()
+    span = trace.get_current_span()
+    sc = span.get_span_context()
+    if run is None or not sc.is_valid or getattr(run, "span", None) is span:
+        return None
+    carrier = carrier_for(run)
+    carrier["TRACEPARENT"] = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
+    state = sc.trace_state.to_header() if sc.trace_state else ""
+    if state:
+        carrier["TRACESTATE"] = state
+    else:
+        carrier.pop("TRACESTATE", None)
+    environ = os.environ
+    base = environ if env is None else env
+    inherited = environ.get("TRACEPARENT")
+    if inherited is None or base.get("TRACEPARENT") != inherited:
+        return None  # no carrier to follow (propagation off, no run's carrier) or the caller's own context
+    if all(base.get(k) == v for k, v in carrier.items()):
+        return None
+    out = dict(base)
+    out.update(carrier)
+    if "TRACESTATE" not in carrier and out.get("TRACESTATE") == environ.get("TRACESTATE"):
+        out.pop("TRACESTATE", None)  # the run span's state does not belong to the current span
+    return out
 
 
 def child_context(settings: Mapping[str, str], process_run: Any) -> dict[str, str] | None:

@@ -43,3 +43,42 @@ def test_nothing_to_read_gives_an_empty_context_without_the_propagators() -> Non
             f"print([m for m in {w3c!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.splitlines() == ["[]", repr(list(w3c))], out.stdout  # imported only when there is something
+
+
+def _child_env(code_env: dict[str, str] | None = None) -> dict[str, str | None]:
+    """What a real `subprocess.run` child sees of the carrier."""
+    import json
+
+    code = "import os, json; print(json.dumps({k: os.environ.get(k) for k in ('TRACEPARENT', 'RUNTEL_PARENT_RUN_ID')}))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=code_env)
+    return dict(json.loads(out.stdout))
+
+
+def test_a_subprocess_child_hangs_under_the_block_that_started_it(rt: object) -> None:
+    """Inside a block, subprocess gives the child the block's TRACEPARENT (a copy of the environment; the
+    caller's env dict is never modified, and a TRACEPARENT the caller set is kept); at the run's own level
+    and with a positional env, os.environ's (the run span's)."""
+    import os
+
+    import runtel
+
+    def span_of(tp: str | None) -> str:
+        assert tp is not None
+        return tp.split("-")[2]
+
+    with runtel.run_span("parent") as run:
+        assert span_of(_child_env()["TRACEPARENT"]) == run.span_id  # no block: the run span
+        with runtel.block("launch") as blk:
+            block_id = format(blk.span.get_span_context().span_id, "016x")
+            seen = _child_env()
+            assert span_of(seen["TRACEPARENT"]) == block_id and seen["RUNTEL_PARENT_RUN_ID"] == run.id
+            copied = dict(os.environ)
+            assert span_of(_child_env(copied)["TRACEPARENT"]) == block_id  # a copy of os.environ: followed
+            assert copied["TRACEPARENT"] == os.environ["TRACEPARENT"]  # ... and not modified
+            own = {**os.environ, "TRACEPARENT": f"00-{TRACE_ID}-{SPAN_ID}-01"}
+            assert span_of(_child_env(own)["TRACEPARENT"]) == SPAN_ID  # the caller's own context wins
+            code = "import os; print(os.environ.get('TRACEPARENT'))"
+            positional = subprocess.Popen([sys.executable, "-c", code], -1, None, None, subprocess.PIPE, None, None,
+                                          True, False, None, dict(os.environ), text=True)
+            assert span_of(positional.communicate()[0].strip()) == run.span_id  # left as given
+        assert os.environ["TRACEPARENT"].split("-")[2] == run.span_id  # os.environ itself never changed
