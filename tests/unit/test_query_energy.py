@@ -66,3 +66,22 @@ def test_an_index_summary_reads_the_factor_from_its_run_json(tmp_path: Path) -> 
     assert cpu_energy_factor({"id": "x", "dir": str(run_dir)}) is None
     # a full record (it has its schema key) is never re-read
     assert cpu_energy_factor({"schema": "runtel.run/1", "dir": str(run_dir)}) is None
+
+
+def test_the_streamed_aggregate_reads_cpu_time_as_runtel_writes_it_or_decodes() -> None:
+    """compare's streamed path reads an unsampled block's CPU time from the encoded text; attributes written
+    another way (spacing, an integer, twice) are decoded whole: the same joules either way."""
+    from runtel.query.spanagg import Usage
+
+    exact = b'[{"key":"runtel.run.id","value":{"stringValue":"r"}},{"key":"runtel.usage.cpu.time","value":{"doubleValue":0.25}}]'
+    spaced = b'[{"key": "runtel.usage.cpu.time", "value": {"doubleValue": 0.25}}]'
+    integer = b'[{"key":"runtel.usage.cpu.time","value":{"intValue":"2"}}]'
+    zero = b'[{"key":"runtel.usage.cpu.time","value":{"doubleValue":0.0}}]'
+    hostile = b'[{"key":"runtel.usage.cpu.time","value":{"doubleValue":nan}}]'
+    for raw, want in ((exact, 0.5), (spaced, 0.5), (integer, 4.0), (zero, None), (hostile, None)):
+        usage = Usage(cpu_energy=2.0)
+        usage.add(1_000_000, raw)
+        assert usage.energy.stat("total") == want, raw
+    no_factor = Usage()
+    no_factor.add(1_000_000, exact)
+    assert no_factor.energy.stat("total") is None  # a measured run: CPU time is not energy

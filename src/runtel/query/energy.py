@@ -20,7 +20,7 @@ from runtel import semconv
 from runtel.errors import RunFolderError
 from runtel.rundir.reader import read_record
 
-__all__ = ("cpu_energy_factor", "with_estimated_energy")
+__all__ = ("cpu_energy_factor", "estimated_joules", "with_estimated_energy")
 
 
 def _positive(value: object) -> float | None:
@@ -55,7 +55,14 @@ def with_estimated_energy(attributes: Mapping[str, Any], factor: float | None) -
     """
     if factor is None or semconv.USAGE_ENERGY_TOTAL in attributes:
         return attributes
-    cpu = _positive(attributes.get(semconv.USAGE_CPU_TIME))
-    if cpu is None:
+    joules = estimated_joules(attributes.get(semconv.USAGE_CPU_TIME), factor)
+    if joules is None:
         return attributes
-    return {**attributes, semconv.USAGE_ENERGY_TOTAL: round(cpu * factor, 9), semconv.USAGE_ENERGY_ESTIMATED: True}
+    return {**attributes, semconv.USAGE_ENERGY_TOTAL: joules, semconv.USAGE_ENERGY_ESTIMATED: True}
+
+
+def estimated_joules(cpu_s: object, factor: float) -> float | None:
+    """The estimate for ``cpu_s`` CPU-seconds (whole nanojoules, as the span would have carried), or None
+    when ``cpu_s`` is not a positive finite number."""
+    cpu = _positive(cpu_s)
+    return None if cpu is None else round(cpu * factor, 9)
