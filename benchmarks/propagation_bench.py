@@ -7,7 +7,8 @@ Usage: python benchmarks/propagation_bench.py [--quick] [--spans-only]
   runtel's processor is not on its path). Wall time per span, exporter threads included, paired
   repeats (each repeat measures all three back to back).
 * thread start inside a run with the thread patch switched on and off (paired, same process), and
-  ``subprocess.run(["true"])`` inside a run with ``RUNTEL_PROPAGATE=true`` against ``false``
+  ``subprocess.run(["true"])`` inside a run, at its own level and inside a block (where the child gets
+  an environment copy carrying the block), with ``RUNTEL_PROPAGATE=true`` against ``false``
   (fresh interpreters). Minimums: the machine these ran on was shared, medians drifted with load.
 """
 
@@ -107,14 +108,19 @@ import json, os, subprocess, time
 import runtel
 runtel.configure(dir=os.environ["BENCH_DIR"], sampling=False)
 N = {n}
-with runtel.run_span("starts"):
+def starts():
     best = []
     for _ in range(5):
         t = time.perf_counter_ns()
         for _ in range(N):
             subprocess.run(["true"])
         best.append((time.perf_counter_ns() - t) / N / 1e3)
-print(json.dumps({{"proc": min(best)}}))
+    return min(best)
+with runtel.run_span("starts"):
+    proc = starts()
+    with runtel.block("launch"):  # inside a block the child gets the block's TRACEPARENT (an environment copy)
+        in_block = starts()
+print(json.dumps({{"proc": proc, "in_block": in_block}}))
 """
 
 
@@ -146,8 +152,10 @@ def bench_spans(n: int, repeats: int) -> None:
 
 def bench_starts(n: int, repeats: int, rounds: int) -> None:
     r = fresh(THREAD_CODE.format(n=n, repeats=repeats), {})
-    on = [fresh(PROC_CODE.format(n=n // 10), {"RUNTEL_PROPAGATE": "true"})["proc"] for _ in range(rounds)]
-    off = [fresh(PROC_CODE.format(n=n // 10), {"RUNTEL_PROPAGATE": "false"})["proc"] for _ in range(rounds)]
+    on_runs = [fresh(PROC_CODE.format(n=n // 10), {"RUNTEL_PROPAGATE": "true"}) for _ in range(rounds)]
+    off_runs = [fresh(PROC_CODE.format(n=n // 10), {"RUNTEL_PROPAGATE": "false"}) for _ in range(rounds)]
+    on, off = [x["proc"] for x in on_runs], [x["proc"] for x in off_runs]
+    on_block, off_block = [x["in_block"] for x in on_runs], [x["in_block"] for x in off_runs]
     table(
         f"starting work inside a run, propagation on vs off (threads: min of {repeats} paired rounds of {n}, and "
         f"the median paired difference; subprocess: min over {rounds} fresh processes of 5 x {n // 10})",
@@ -156,6 +164,8 @@ def bench_starts(n: int, repeats: int, rounds: int) -> None:
             ["Thread start + join", f"{r['off']:.1f}", f"{r['on']:.1f}", f"{r['on'] - r['off']:+.1f} (paired median "
              f"{r['diff']:+.1f})"],
             ['subprocess.run(["true"])', f"{min(off):.0f}", f"{min(on):.0f}", f"{min(on) - min(off):+.0f}"],
+            ['subprocess.run(["true"]) inside a block', f"{min(off_block):.0f}", f"{min(on_block):.0f}",
+             f"{min(on_block) - min(off_block):+.0f}"],
         ],
     )
 

@@ -323,7 +323,7 @@ def _install_popen() -> None:
 _POPEN_ENV_INDEX = 10
 
 
-def _env_for_child(env: Mapping[str, str] | None) -> dict[str, str] | None:
+def _env_for_child(env: Mapping[str, str] | None) -> dict[Any, Any] | None:
     """The environment a ``subprocess`` child gets so that its run hangs under the span current now.
 
     ``os.environ`` carries the process run's span (:func:`set_process_carrier`), set when runs open and
@@ -352,9 +352,21 @@ def _env_for_child(env: Mapping[str, str] | None) -> dict[str, str] | None:
         return None  # no carrier to follow (propagation off, no run's carrier) or the caller's own context
     if all(base.get(k) == v for k, v in carrier.items()):
         return None
+    drop_state = "TRACESTATE" not in carrier and base.get("TRACESTATE") == environ.get("TRACESTATE")
+    data = getattr(environ, "_data", None) if env is None and os.supports_bytes_environ else None
+    if isinstance(data, dict):
+        # CPython's own bytes copy of the environment (what os.environ decodes on every read): copied in C,
+        # ~0.3 us against ~22 us for dict(os.environ) hot and ~80 us beside a program's other work;
+        # Popen takes bytes keys and values on POSIX as they are.
+        raw: dict[Any, Any] = dict(data)
+        for key, value in carrier.items():
+            raw[os.fsencode(key)] = os.fsencode(value)
+        if drop_state:
+            raw.pop(b"TRACESTATE", None)
+        return raw
     out = dict(base)
     out.update(carrier)
-    if "TRACESTATE" not in carrier and out.get("TRACESTATE") == environ.get("TRACESTATE"):
+    if drop_state:
         out.pop("TRACESTATE", None)  # the run span's state does not belong to the current span
     return out
 
