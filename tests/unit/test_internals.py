@@ -317,3 +317,27 @@ def test_signal_friendly_get_reads_what_simple_queue_get_reads() -> None:
     queue.put(None)
     assert get() == {"task": 1} and get() is None
     assert _internals.signal_friendly_get(object()) is None  # anything else: left alone
+
+
+def test_environ_bytes_is_a_copy_of_the_bytes_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython still keeps os.environ as a bytes dict: the copy equals os.environb and is not the live one."""
+    import os
+
+    monkeypatch.setenv("RUNTEL_INTERNALS_PROBE", "é")
+    copied = _internals.environ_bytes()
+    assert copied is not None, "os.environ._data moved: subprocess children in blocks pay ~80 us more"
+    assert copied == dict(os.environb) and copied[b"RUNTEL_INTERNALS_PROBE"] == "é".encode()
+    copied[b"RUNTEL_INTERNALS_PROBE"] = b"x"
+    assert os.environ["RUNTEL_INTERNALS_PROBE"] == "é"
+
+
+def test_set_provider_resource_reaches_new_tracers() -> None:
+    """The SDK's TracerProvider still hands new tracers its _resource."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=Resource({"process.pid": 1}))
+    assert _internals.set_provider_resource(provider, Resource({"process.pid": 2}))
+    assert provider.get_tracer("t").resource.attributes["process.pid"] == 2  # type: ignore[attr-defined]
+    assert provider.resource.attributes["process.pid"] == 2
+    assert not _internals.set_provider_resource(object(), Resource({}))

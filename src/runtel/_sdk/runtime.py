@@ -34,6 +34,7 @@ from opentelemetry import trace
 
 from runtel import _propagation, semconv
 from runtel._guard import guard, log_once
+from runtel._internals import set_provider_resource
 from runtel._version import __version__
 from runtel.config import Settings, settings_env
 from runtel.exporters.prometheus import start_endpoint
@@ -611,7 +612,7 @@ class Runtime:
         attributes[semconv.PROCESS_PID] = self._pid
         attributes[semconv.PROCESS_PARENT_PID] = parent_pid
         new = self.scrubber.resource(Resource(attributes, old.schema_url))
-        provider._resource = new  # what the SDK's get_tracer hands new tracers
+        set_provider_resource(provider, new)  # what the SDK's get_tracer hands new tracers
         for tracer in (self.tracer, getattr(self.tracer, "sdk_tracer", None)):
             if tracer is not None and hasattr(tracer, "resource"):
                 tracer.resource = new  # the lean start reads it at each span
