@@ -12,7 +12,7 @@ from pathlib import Path
 from runtel.cli import problem, render, run_root
 from runtel.errors import ConfigError, RunNotFound
 from runtel.rundir.index import resolve_run
-from runtel.rundir.reader import list_runs, parent_run_id, read_record_or_corrupt
+from runtel.rundir.reader import list_runs, read_record_or_corrupt
 from runtel.rundir.schema import RunRecord
 
 __all__ = ("parse_since", "register")
@@ -120,28 +120,6 @@ def _select(args: argparse.Namespace) -> list[Path]:
     return dirs
 
 
-def _with_descendants(run_dirs: list[Path], root: Path) -> list[Path]:
-    """``run_dirs`` and, after each, the runs nested in it (child processes, nested runs), oldest first."""
-    records = sorted(list_runs(root), key=_start_ns)
-    id_of = {Path(str(r["dir"])): str(r.get("id")) for r in records}
-    children: dict[str, list[Path]] = {}
-    for record in records:
-        parent = parent_run_id(record)
-        if parent is not None and parent != record.get("id"):
-            children.setdefault(parent, []).append(Path(str(record["dir"])))
-    out: list[Path] = []
-    seen: set[Path] = set()
-    stack = list(reversed(run_dirs))
-    while stack:  # iterative: parent links come from files
-        run_dir = stack.pop()
-        if run_dir in seen:
-            continue
-        seen.add(run_dir)
-        out.append(run_dir)
-        stack.extend(reversed(children.get(id_of.get(run_dir, run_dir.name), [])))
-    return out
-
-
 def _cmd_chrome_trace(args: argparse.Namespace) -> int:
     from runtel.query.chrome_trace import write_chrome_trace  # deferred: runtel.query.chrome_trace (~3 ms)
 
@@ -149,7 +127,9 @@ def _cmd_chrome_trace(args: argparse.Namespace) -> int:
     if not run_dirs:
         raise RunNotFound(f"no runs to export in {run_root(args)}")
     if not args.no_children:
-        run_dirs = _with_descendants(run_dirs, run_root(args))
+        from runtel.query.nesting import with_nested_runs  # deferred: the read side, for this command only
+
+        run_dirs = [run_dir for run_dir, _parent in with_nested_runs(run_dirs, run_root(args))]
     written = write_chrome_trace(run_dirs, args.output)  # streamed: bounded memory for any run size
     for text in written["problems"]:
         problem(text)

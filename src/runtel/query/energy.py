@@ -51,7 +51,8 @@ def cpu_energy_factor(record: Mapping[str, Any]) -> float | None:
 def with_estimated_energy(attributes: Mapping[str, Any], factor: float | None) -> Mapping[str, Any]:
     """``attributes`` with ``energy.total`` (estimated) from ``cpu.time`` when it has CPU time and no energy.
 
-    Returned as is when there is nothing to add (no factor, no CPU time, or an energy figure already).
+    Returned as is when there is nothing to add (no factor, no CPU time, or an energy figure already), else a
+    new dict: the caller's mapping is never modified (a dict given is a dict returned).
     """
     if factor is None or semconv.USAGE_ENERGY_TOTAL in attributes:
         return attributes

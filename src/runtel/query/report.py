@@ -29,8 +29,8 @@ from typing import Any
 from runtel import semconv
 from runtel.query.chrome_trace import iter_chrome_trace
 from runtel.query.energy import cpu_energy_factor, with_estimated_energy
-from runtel.rundir.index import descendants
-from runtel.rundir.reader import list_runs, parent_run_id, read_record
+from runtel.query.nesting import with_nested_runs
+from runtel.rundir.reader import read_record
 from runtel.rundir.schema import RunRecord
 
 __all__ = ("MAX_CHILD_RUNS", "MAX_POINTS", "render_report", "write_report")
@@ -131,36 +131,6 @@ def _asset(name: str) -> str:
     return resources.files("runtel.query").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
-def _child_runs(run_dir: Path, seen: set[str], problems: list[str]) -> list[tuple[Path, str]]:
-    """(folder, parent id) of the runs nested under ``run_dir``'s run, earliest first, at most MAX_CHILD_RUNS."""
-    try:
-        run_id = str(read_record(run_dir).get("id"))
-    except OSError:
-        return []  # the report says so when it reads the run itself
-    root = run_dir.parent
-    found = descendants(root, run_id)
-    if found is None:  # no usable index: the records themselves, followed down from this run
-        records = list_runs(root)
-        wanted, found = {run_id}, []
-        for record in sorted(records, key=lambda r: int(r.get("start_time_unix_nano") or 0)):
-            if parent_run_id(record) in wanted:
-                wanted.add(str(record.get("id")))
-                found.append(record)
-    rows = sorted((int(r.get("start_time_unix_nano") or 0), str(r.get("id")), str(r.get("dir") or ""),
-                    parent_run_id(r) or run_id) for r in found if r.get("dir") and not r.get("unreadable"))
-    out: list[tuple[Path, str]] = []
-    for _start, child_id, folder, parent in rows:
-        if child_id in seen:
-            continue
-        if len(out) >= MAX_CHILD_RUNS:
-            problems.append(f"run {run_id}: {len(rows) - len(out)} more child runs not shown "
-                            f"(the report shows the first {MAX_CHILD_RUNS}; runtel show lists them all)")
-            break
-        seen.add(child_id)
-        out.append((Path(folder), parent))
-    return out
-
-
 def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: str | None = None) -> str:
     """The report's HTML text for the runs in ``run_dirs`` (one run, or a comparison of several).
 
@@ -169,20 +139,9 @@ def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: s
     """
     asked = [Path(d) for d in run_dirs]
     notes: list[str] = []
-    seen: set[str] = set()
-    for d in asked:
-        try:
-            seen.add(str(read_record(d).get("id")))
-        except OSError:
-            pass
-    dirs: list[Path] = []
-    child_of: list[str | None] = []
-    for d in asked:
-        dirs.append(d)
-        child_of.append(None)
-        for child, parent in _child_runs(d, seen, notes):
-            dirs.append(child)
-            child_of.append(parent)
+    listed = with_nested_runs(asked, limit=MAX_CHILD_RUNS, problems=notes)
+    dirs = [run_dir for run_dir, _parent in listed]
+    child_of = [parent for _dir, parent in listed]
     stream, other = iter_chrome_trace(dirs)  # streamed: a run of any size is read in bounded memory
     per_run: list[_RunEvents] = []
     for event in stream:

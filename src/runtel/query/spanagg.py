@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from runtel import semconv
 from runtel.query.energy import cpu_energy_factor, estimated_joules, with_estimated_energy
@@ -99,8 +99,6 @@ class Acc:
 _RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCOPE_COMBINED}"
 #: byte strings one of which is in the raw attributes of a span that has usage worth decoding
 _USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
-#: the same, in a run whose CPU energy is estimated: a span's CPU time is then its energy too (runtel.query.energy)
-_ESTIMATED_USAGE_HINTS = (*_USAGE_HINTS, b"cpu.time")
 _USAGE_KEYS = frozenset({_RSS, semconv.USAGE_GPU_MEMORY_TREE_MAX, semconv.USAGE_GPU_MEMORY_USED_MAX,
                          semconv.USAGE_ENERGY_TOTAL})
 _ESTIMATED_USAGE_KEYS = _USAGE_KEYS | {semconv.USAGE_CPU_TIME}
@@ -224,7 +222,7 @@ class Node:
     def attributes(self, stats: LineStats | None = None) -> dict[str, Any]:
         """The span's attributes, decoded now (malformed entries skipped and counted), estimated energy added."""
         attributes = decode_attributes(self.attrs_raw, stats)
-        return dict(with_estimated_energy(attributes, self.cpu_energy)) if self.cpu_energy is not None else attributes
+        return cast("dict[str, Any]", with_estimated_energy(attributes, self.cpu_energy))  # a dict in, a dict out
 
 
 class Group:

@@ -22,7 +22,7 @@ MAX_TREE_DEPTH = 128
 
 
 def _node(span: SpanRecord, cpu_energy: float | None) -> dict[str, Any]:
-    attributes = span.attributes if cpu_energy is None else dict(with_estimated_energy(span.attributes, cpu_energy))
+    attributes = with_estimated_energy(span.attributes, cpu_energy)
     return {
         "name": span.name,
         "span_id": span.span_id,
