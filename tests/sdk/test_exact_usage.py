@@ -752,10 +752,25 @@ def test_wrapper_is_at_least_its_children(tmp_path: Path, clean_env: dict[str, s
     assert child_cpu >= 0.6 * 0.98
 
 
+def _after_first_tick(timeout: float = 30.0) -> None:
+    """Wait for the sampling loop's first tick: with a 10 s interval no further sample falls into the blocks that
+    follow, however late a loaded machine started the loop."""
+    from runtel import _sdk
+
+    runtime = _sdk.get_runtime()
+    sampler = runtime.monitor.sampler if runtime is not None and runtime.monitor is not None else None
+    assert sampler is not None
+    deadline = time.monotonic() + timeout
+    while sampler.ticks < 1:
+        assert time.monotonic() < deadline, "the sampling loop never ticked"
+        time.sleep(0.005)
+
+
 def test_block_counters_can_be_switched_off(runs_dir: Path) -> None:
     """block_counters=false: an unsampled block has no counter figures again; runs and measure() keep theirs."""
     with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none", block_counters=False):
         with runtel.run_span("off") as run:
+            _after_first_tick()
             with runtel.block("quick"):
                 busy(0.005)
             with runtel.measure("window") as m:
@@ -800,6 +815,7 @@ def test_estimated_block_energy_is_its_cpu_time_times_the_run_factor(
     monkeypatch.setattr("runtel.sampling.monitor.DEFAULT_POWERCAP", tmp_path / "no-powercap")
     with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none"):
         with runtel.run_span("estimate") as run:
+            _after_first_tick()
             for _ in range(3):
                 with runtel.block("step"):
                     busy(0.01)
@@ -866,6 +882,7 @@ def test_a_child_runs_estimated_block_energy_uses_its_own_factor(
     with isolated(runs_dir, sampling=True, sample_interval=10.0, gpu_backend="none"):
         with runtel.run_span("parent") as parent:
             with runtel.run_span("child") as child:
+                _after_first_tick()
                 for _ in range(2):
                     with runtel.block("step"):
                         busy(0.01)
