@@ -39,6 +39,20 @@ def usage(span: object) -> dict[str, object]:
     return {k: v for k, v in span.attributes.items() if k.startswith(semconv.USAGE_PREFIX)}  # type: ignore[attr-defined]
 
 
+def _after_first_tick(timeout: float = 30.0) -> None:
+    """Wait for the sampling loop's first tick (its anyio start and first read done): with a 10 s interval no
+    further sample falls into the blocks that follow, however late a loaded machine started the loop."""
+    from runtel import _sdk
+
+    runtime = _sdk.get_runtime()
+    sampler = runtime.monitor.sampler if runtime is not None and runtime.monitor is not None else None
+    assert sampler is not None
+    deadline = time.monotonic() + timeout
+    while sampler.ticks < 1:
+        assert time.monotonic() < deadline, "the sampling loop never ticked"
+        time.sleep(0.005)
+
+
 @pytest.mark.parametrize("interval", [1.0, 10.0])
 def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, interval: float) -> None:
     """Blocks of 5 ms to 1 s: cpu.time within 2 % of process_time inside the block, at 1 s and 10 s sampling."""
@@ -47,7 +61,8 @@ def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, 
         with runtel.run_span("cpu") as run:
             # The block's cpu.time is the whole process's (every thread): let the sampler thread finish
             # starting (anyio import, first tick) so the truth read inside the block sees the same work.
-            time.sleep(0.4)
+            _after_first_tick()
+            time.sleep(0.1)
             for size in (0.005, 0.02, 0.2, 1.0):
                 time.sleep(0.05)  # and the exporter thread write the previous block's span out
                 outer0 = time.process_time()
@@ -750,20 +765,6 @@ def test_wrapper_is_at_least_its_children(tmp_path: Path, clean_env: dict[str, s
     assert usage_["compute_time"]["cpu_seconds"] >= child_cpu - 1e-6
     assert usage_["energy"]["total_joules"] >= child_energy - 1e-6
     assert child_cpu >= 0.6 * 0.98
-
-
-def _after_first_tick(timeout: float = 30.0) -> None:
-    """Wait for the sampling loop's first tick: with a 10 s interval no further sample falls into the blocks that
-    follow, however late a loaded machine started the loop."""
-    from runtel import _sdk
-
-    runtime = _sdk.get_runtime()
-    sampler = runtime.monitor.sampler if runtime is not None and runtime.monitor is not None else None
-    assert sampler is not None
-    deadline = time.monotonic() + timeout
-    while sampler.ticks < 1:
-        assert time.monotonic() < deadline, "the sampling loop never ticked"
-        time.sleep(0.005)
 
 
 def test_block_counters_can_be_switched_off(runs_dir: Path) -> None:
