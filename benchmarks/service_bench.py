@@ -1,15 +1,19 @@
 """What recording a service costs: server CPU per request of a real uvicorn, with and without runtel.
 
-Usage: python benchmarks/service_bench.py [--app hello|starlette] [--requests 3000] [--repeats 3] [--quick]
+Usage: python benchmarks/service_bench.py [--app hello|starlette|fastapi] [--requests 3000] [--repeats 3] [--quick]
        [--baseline-rev REV] [--modes none,runtel,...] [--in-process]
 
 The same ASGI app (``hello``: a bare ASGI callable answering "ok"; ``starlette``: a Starlette route
-returning a small JSON body) is served by uvicorn (httptools/h11 as installed, one process) in each
-of these set-ups, and a load client in another process sends ``--requests`` GETs over 8 keep-alive
+returning a small JSON body; ``fastapi``: a FastAPI route that validates a POSTed JSON body of 32 features
+into a pydantic model and returns a model, the shape of an inference endpoint) is served by uvicorn (httptools/h11 as installed, one process) in each
+of these set-ups, and a load client in another process sends ``--requests`` requests over 8 keep-alive
 connections after 300 warm-up requests. The server's CPU time (of the server process: the sum over its threads of ``/proc/<pid>/task/*/schedstat``, nanoseconds) is
 read before and after the load, so start-up and shutdown are not counted.
 
 * ``none``: no instrumentation;
+* ``sdk provider``: an SDK ``TracerProvider`` + ``BatchSpanProcessor`` + a no-op exporter installed, nothing
+  else: what an SDK switches on by itself (FastAPI 0.16x's own telemetry: a server span and its ``fastapi.*``
+  operation spans per request; nothing for the other apps);
 * ``otel-asgi``: the OpenTelemetry ASGI middleware on an SDK ``TracerProvider`` + ``BatchSpanProcessor``
   + a no-op exporter (what plain OpenTelemetry costs, writing nothing);
 * ``sdk span``: no middleware, one plain SDK span per request with the request span's content (server
@@ -20,6 +24,8 @@ read before and after the load, so start-up and shutdown are not counted.
   is runtel's span pipeline (scrubbing, OTLP/JSON encoding, the journal write);
 * ``runtel``: the lifetime-run model — a run opened in the ASGI lifespan, ``RequestSpans``, spans to
   the run folder, resource sampling off;
+* ``runtel inside`` (``--app fastapi`` only): the same run, ``RequestSpans`` added with
+  ``app.add_middleware`` as docs/services.md shows for FastAPI, so FastAPI's own server span is the request's;
 * ``runtel+sampling``: the same with runtel's default resource sampling (a sampler thread in the server);
 * ``runtel run``: ``runtel run -- uvicorn app:app`` with no runtel code in the app (the service gets a
   worker run, with the same span writer as an in-app run);
@@ -76,7 +82,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 APP = textwrap.dedent(
     """
-    import os, sys
+    import json, os, sys
     MODE = os.environ["BENCH_MODE"]
     if os.environ.get("BENCH_PARTS"):
         import bench_parts
@@ -87,7 +93,7 @@ APP = textwrap.dedent(
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    if MODE in ("runtel", "runtel+sampling", "runtel span"):
+                    if MODE in ("runtel", "runtel+sampling", "runtel span", "runtel inside"):
                         import runtel
                         runtel.configure(dir=os.environ["BENCH_DIR"], sampling=MODE == "runtel+sampling")
                         spec = runtel.run_span("service")
@@ -118,6 +124,37 @@ APP = textwrap.dedent(
                 return await _plain(scope, receive, send)
             await routes(scope, receive, send)
 
+    if os.environ.get("BENCH_APP") == "fastapi":  # a JSON body validated into a model, a model returned
+        from fastapi import FastAPI
+        from pydantic import BaseModel
+
+        class Features(BaseModel):
+            model: str
+            inputs: list[float]
+            top_k: int = 3
+
+        class Prediction(BaseModel):
+            model: str
+            item: int
+            top: list[int]
+            score: float
+
+        api = FastAPI(telemetry=json.loads(os.environ.get("BENCH_FASTAPI_TELEMETRY") or "{}"))
+
+        @api.post("/item/{i}")
+        async def predict(i: int, body: Features) -> Prediction:
+            order = sorted(range(len(body.inputs)), key=body.inputs.__getitem__, reverse=True)
+            return Prediction(model=body.model, item=i, top=order[:body.top_k], score=body.inputs[order[0]])
+
+        if MODE == "runtel inside":  # the documented FastAPI way: one server span a request, FastAPI's
+            from runtel.recording.service import RequestSpans
+            api.add_middleware(RequestSpans)
+
+        async def hello(scope, receive, send, _plain=hello):
+            if scope["type"] == "lifespan":
+                return await _plain(scope, receive, send)
+            await api(scope, receive, send)
+
     app = hello
     if MODE in ("runtel", "runtel+sampling"):
         from runtel.recording.service import RequestSpans
@@ -136,6 +173,18 @@ APP = textwrap.dedent(
         provider.add_span_processor(BatchSpanProcessor(NoOp()))
         trace.set_tracer_provider(provider)
         app = OpenTelemetryMiddleware(hello)
+    elif MODE == "sdk provider":  # what installing any SDK switches on (FastAPI's own telemetry), writing nothing
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class NoOp(SpanExporter):
+            def export(self, spans):
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(NoOp()))
+        trace.set_tracer_provider(provider)
     elif MODE in ("sdk span", "runtel span"):
         # One span per request with the request span's content (server kind, its own trace, the link,
         # the 8 attributes, current while the app runs), no middleware: what the span itself costs.
@@ -248,13 +297,19 @@ PARTS = textwrap.dedent(
 
 CLIENT = textwrap.dedent(
     """
-    import http.client, sys, threading
+    import http.client, json, sys, threading
     port, n, conns = int(sys.argv[1]), int(sys.argv[2]), 8
+    post = sys.argv[3] == "fastapi"  # the FastAPI app's route takes a JSON body of 32 features
+    body = json.dumps({"model": "m1", "inputs": [(i * 7919 % 101) / 101 for i in range(32)], "top_k": 3})
+    headers = {"content-type": "application/json"}
 
     def worker(count):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for i in range(count):
-            c.request("GET", f"/item/{i}?q=x")
+            if post:
+                c.request("POST", f"/item/{i}?q=x", body=body, headers=headers)
+            else:
+                c.request("GET", f"/item/{i}?q=x")
             r = c.getresponse()
             r.read()
             assert r.status == 200
@@ -266,7 +321,7 @@ CLIENT = textwrap.dedent(
     """
 )
 
-MODES = ("none", "otel-asgi", "sdk span", "runtel span", "runtel", "runtel+sampling", "runtel run", "run-per-request")
+MODES = ("none", "sdk provider", "otel-asgi", "sdk span", "runtel span", "runtel", "runtel+sampling", "runtel run", "run-per-request")
 
 
 def _free_port() -> int:
@@ -345,9 +400,9 @@ def _measure(mode: str, work: Path, requests: int, app: str, parts: list[dict[st
                 time.sleep(0.05)
         server = proc.pid if mode != "runtel run" else _children(proc.pid)[0]
         client = [PY, str(work / "bench_client.py"), str(port)]
-        subprocess.run([*client, "304"], check=True)  # warm-up (a first request opens the worker run)
+        subprocess.run([*client, "304", app], check=True)  # warm-up (a first request opens the worker run)
         before, timed = _cpu_s(server), _read_parts(parts_file)
-        subprocess.run([*client, str(requests)], check=True)
+        subprocess.run([*client, str(requests), app], check=True)
         after = _cpu_s(server)
         if parts is not None:  # the totals of the last multiple of 500 spans: the measured load's, about
             done = _read_parts(parts_file)
@@ -528,8 +583,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--app", choices=("hello", "starlette"), default="hello",
-                        help="hello: a bare ASGI app; starlette: a route returning JSON")
+    parser.add_argument("--app", choices=("hello", "starlette", "fastapi"), default="hello",
+                        help="hello: a bare ASGI app; starlette: a route returning JSON; fastapi: a route "
+                             "validating a JSON body of 32 features into a pydantic model, returning one")
+    parser.add_argument("--fastapi-telemetry", default="",
+                        help='JSON for FastAPI(telemetry=...) in --app fastapi, e.g. \'{"tracing": false}\'')
     parser.add_argument("--quick", action="store_true", help="1000 requests, 1 repeat")
     parser.add_argument("--baseline-rev", help="git revision whose src runs the runtel set-up too (the 'before')")
     parser.add_argument("--modes", help="comma-separated set-ups to run (default: all; 'none' is always run)")
@@ -538,6 +596,9 @@ def main() -> None:
     parser.add_argument("--parts", action="store_true",
                         help="the runtel set-up with timers around the parts of a span's end, in the server")
     args = parser.parse_args()
+    if args.fastapi_telemetry:
+        json.loads(args.fastapi_telemetry)  # fails here, not in every server
+        os.environ["BENCH_FASTAPI_TELEMETRY"] = args.fastapi_telemetry  # the servers inherit it
     if args.in_process:
         in_process()
         return
@@ -547,6 +608,8 @@ def main() -> None:
     if args.quick:
         args.requests, args.repeats = 1000, 1
     modes = [m for m in MODES if m != "otel-asgi" or importlib.util.find_spec("opentelemetry.instrumentation.asgi")]
+    if args.app == "fastapi":
+        modes.insert(modes.index("runtel") + 1, "runtel inside")
     if args.baseline_rev:
         modes.insert(modes.index("runtel"), f"runtel @{args.baseline_rev}")
     if args.modes:
@@ -567,7 +630,8 @@ def main() -> None:
     for mode in modes:
         ratios = [x / b for x, b in zip(per[mode], per["none"], strict=True)]
         rows.append([mode, f"{statistics.median(per[mode]) * 1e6:.0f}", f"{statistics.median(ratios):.2f}x"])
-    table(f"server CPU per request, app {args.app}, {args.requests} requests x {args.repeats} repeats (median)",
+    app = f"{args.app} (telemetry={args.fastapi_telemetry})" if args.fastapi_telemetry else args.app
+    table(f"server CPU per request, app {app}, {args.requests} requests x {args.repeats} repeats (median)",
           ["set-up", "CPU us/request", "vs none"], rows)
     print(json.dumps({m: per[m] for m in modes}))
 
