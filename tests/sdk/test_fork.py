@@ -67,6 +67,43 @@ def test_forked_childs_spans_name_its_own_process(rt: Settings) -> None:
     assert pids["in-parent"][0] == pids["parent"][0] == str(os.getpid())
 
 
+@pytest.mark.filterwarnings("ignore:This process.*is multi-threaded:DeprecationWarning")
+def test_a_tracer_made_before_the_fork_names_the_child_too(rt: Settings) -> None:
+    """A library's tracer made before the fork (FastAPI caches one) keeps the Resource it was made with; its
+    spans in the child still carry the child's pid, in a grandchild the grandchild's, and the parent's its own."""
+    from opentelemetry import trace
+
+    with runtel.run_span("parent") as run:
+        library = trace.get_tracer("a.library")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with library.start_as_current_span("library-in-child"):
+                    pass
+                grandchild = os.fork()
+                if grandchild == 0:
+                    try:
+                        with library.start_as_current_span("library-in-grandchild"):
+                            pass
+                    finally:
+                        os._exit(0)
+                os.waitpid(grandchild, 0)
+                os.write(write, str(grandchild).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        grandchild_pid = os.read(read, 64).decode()
+        os.close(read)
+        with library.start_as_current_span("library-in-parent"):
+            pass
+    pids = _pids_by_span(run.dir)  # type: ignore[arg-type]
+    assert pids["library-in-child"] == (str(pid), str(os.getpid()))
+    assert pids["library-in-grandchild"] == (grandchild_pid, str(pid))
+    assert pids["library-in-parent"][0] == pids["parent"][0] == str(os.getpid())
+
+
 FORK_DRIVER = """
 import os, sys
 import runtel

@@ -597,8 +597,9 @@ class Runtime:
         The child inherits the parent's Resource, so without this its spans (written into the parent's run
         folder) would claim the parent's pid, and Perfetto or Jaeger would draw them on the parent's process.
         Only a provider runtel built (an application's Resource is the application's): its new tracers and
-        runtel's own tracer get the new Resource; a tracer another library made before the fork keeps the
-        parent's (the SDK has no list of its tracers).
+        runtel's own tracer get the new Resource, and the tracers it made before the fork get it from the SDK's
+        own fork hook (SDK 1.45: it merges a new ``service.instance.id`` into the provider's Resource and hands
+        it to every tracer it cached; registered with the provider, so it runs after runtel's).
         """
         provider = self.provider
         if provider is None or not self.owns_provider:
