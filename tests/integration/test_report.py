@@ -162,3 +162,41 @@ with runtel.run_span("sweep"):
     assert [r["name"] for r in data["runs"]] == ["sweep", "trial-0", "inner-0", "trial-1", "inner-1"]
     assert data["runs"][2]["child_of"] == data["runs"][1]["id"]  # a nested run names its own parent
     assert any("2 more child runs not shown" in p for p in data["problems"]), data["problems"]
+
+
+HOSTILE_JOB = """
+import runtel
+from opentelemetry import trace
+with runtel.run_span("hostile") as run:
+    for value in (float("nan"), float("inf"), float("-inf"), 1.0):
+        with runtel.block("odd"):
+            span = trace.get_current_span()
+            for key in ("runtel.usage.cpu.time", "runtel.usage.energy.total", "runtel.usage.memory.rss.max.combined"):
+                span.set_attribute(key, value)
+    run.log(step=0, loss=float("nan"))
+    run.log(step=1, loss=float("inf"))
+    run.set_result(accuracy=float("nan"))
+print(run.id)
+"""
+
+
+def test_a_report_with_hostile_numbers_still_renders(tmp_path: Path) -> None:
+    """Usage figures user code set to NaN and infinities: the page's data is valid JSON (the strings OTLP/JSON
+    uses), its script runs in Chromium without a console error and lists the blocks."""
+    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
+    out = subprocess.run([PY, "-c", HOSTILE_JOB], env=env, cwd=tmp_path, check=True, timeout=120,
+                         capture_output=True, text=True)
+    page = _report(tmp_path, out.stdout.split(), "hostile.html")
+    text = page.read_text(encoding="utf-8")
+    raw = re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1)  # type: ignore[union-attr]
+
+    def reject(token: str) -> None:
+        raise AssertionError(f"bare {token} in the page's JSON")
+
+    data = json.loads(raw, parse_constant=reject)
+    assert sorted(str(b["usage"]["cpu.time"]) for b in data["runs"][0]["blocks"]) == \
+        ["-Infinity", "1.0", "Infinity", "NaN"]
+    dom = _browser(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_errors(dom.stderr) == []
+    assert _status(dom.stdout)["runs"] == 1

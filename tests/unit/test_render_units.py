@@ -20,3 +20,25 @@ from runtel.cli.render import format_joules
 ])
 def test_joules_switch_to_millijoules_below_one(joules: float, text: str) -> None:
     assert format_joules(joules) == text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_figures_are_printed_not_fatal(value: float) -> None:
+    """A hostile recorded value (a span's cpu.time set to NaN by user code) is shown as itself."""
+    from runtel.cli.render import format_bytes, format_duration
+
+    assert format_duration(value) == f"{value} s"
+    assert format_bytes(value) == f"{value} B"
+    assert format_joules(value) == f"{value} J"
+
+
+def test_json_output_spells_non_finite_numbers_as_otlp_json_does() -> None:
+    """--json output is valid JSON even with a hostile value: NaN and infinities as OTLP/JSON's strings."""
+    import io
+    import json
+
+    from runtel.cli.render import print_json
+
+    out = io.StringIO()
+    print_json({"a": [float("nan"), float("inf"), (float("-inf"), 1.5)], "b": {"c": 2}}, file=out)
+    assert json.loads(out.getvalue()) == {"a": ["NaN", "Infinity", ["-Infinity", 1.5]], "b": {"c": 2}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
@@ -41,16 +42,30 @@ def console(file: IO[str] | None = None) -> Any:
 
 
 def print_json(data: Any, file: IO[str] | None = None) -> None:
-    """Machine-readable output: indented JSON on stdout."""
+    """Machine-readable output: indented JSON on stdout, always valid JSON.
+
+    A non-finite number (a hostile recorded value) is written as the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"``, as OTLP/JSON writes them, not as the bare tokens ``json`` would emit and parsers reject.
+    """
     out = file or sys.stdout
-    out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: spelled out (rare; the common case is one pass)
+        from runtel.values.jsonable import finite_json  # deferred: runtel.values.jsonable, only then (~1 ms)
+
+        text = json.dumps(finite_json(data), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    out.write(text)
     out.write("\n")
 
 
+
 def format_duration(seconds: float | None) -> str:
-    """``1.23 s``, ``2 m 03 s``, ``1 h 02 m``; ``-`` when unknown."""
+    """``1.23 s``, ``2 m 03 s``, ``1 h 02 m``; ``-`` when unknown; ``nan``/``inf`` as themselves (a hostile
+    recorded value is shown, never a crash)."""
     if seconds is None:
         return "-"
+    if not math.isfinite(seconds):
+        return f"{seconds} s"
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
     if seconds < 60:
@@ -67,6 +82,8 @@ def format_bytes(value: float | None) -> str:
     if value is None:
         return "-"
     size = float(value)
+    if not math.isfinite(size):
+        return f"{size} B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -76,6 +93,8 @@ def format_bytes(value: float | None) -> str:
 
 def format_joules(value: float) -> str:
     """Joules, or millijoules below 1 J (a 5 ms block's ~0.03 J reads ``27 mJ``, not ``0.0 J``)."""
+    if not math.isfinite(value):
+        return f"{value} J"
     if abs(value) >= 1:
         return f"{value:.1f} J"
     mj = value * 1000

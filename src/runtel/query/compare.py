@@ -102,6 +102,14 @@ def block_metric_keys(stat: str | None = None) -> tuple[tuple[str, str, str], ..
     )
 
 
+def _fsum(values: Sequence[float]) -> float:
+    """``math.fsum``, or the plain sum where it raises (a hostile inf beside -inf: nan; an overflow: inf)."""
+    try:
+        return math.fsum(values)
+    except (ValueError, OverflowError):
+        return sum(values)
+
+
 def _aggregate(values: Sequence[float], stat: str) -> float | None:
     """``stat`` of ``values``; std is the sample standard deviation (n - 1), none below two values."""
     if not values:
@@ -111,11 +119,16 @@ def _aggregate(values: Sequence[float], stat: str) -> float | None:
     if stat == "max":
         return max(values)
     if stat == "total":
-        return math.fsum(values)
+        return _fsum(values)
     if stat == "mean":
-        return math.fsum(values) / len(values)
+        return _fsum(values) / len(values)
     if stat == "std":
-        return statistics.stdev(values) if len(values) >= 2 else None
+        if len(values) < 2:
+            return None
+        try:
+            return statistics.stdev(values)
+        except Exception:  # non-finite values: statistics raises ValueError, AttributeError... by version
+            return math.nan
     raise ValueError(f"stat must be one of {', '.join(STATS)}, got {stat!r}")
 
 
@@ -166,7 +179,7 @@ class BlockStats:
                 "peak_gpu_memory_bytes": _aggregate(self.gpu_memory, stat),
                 "energy_j": _aggregate(self.energy, stat),
             }
-        total = math.fsum(self.durations)
+        total = _fsum(self.durations)
         return {
             "count": float(n),
             "total_s": total,
@@ -174,7 +187,7 @@ class BlockStats:
             "max_s": max(self.durations) if n else None,
             "peak_rss_bytes": max(self.rss) if self.rss else None,
             "peak_gpu_memory_bytes": max(self.gpu_memory) if self.gpu_memory else None,
-            "energy_j": math.fsum(self.energy) if self.energy else None,
+            "energy_j": _fsum(self.energy) if self.energy else None,
         }
 
 

@@ -32,6 +32,7 @@ from runtel.query.energy import cpu_energy_factor, with_estimated_energy
 from runtel.query.nesting import with_nested_runs
 from runtel.rundir.reader import read_record
 from runtel.rundir.schema import RunRecord
+from runtel.values.jsonable import finite_json
 
 __all__ = ("MAX_CHILD_RUNS", "MAX_POINTS", "render_report", "write_report")
 
@@ -153,8 +154,12 @@ def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: s
     runs = [{**_run_data(events, read_record(d), origin), "child_of": parent}
             for d, events, parent in zip(dirs, per_run, child_of, strict=True)]
     page_title = title or ("runtel report: " + ", ".join(r["name"] or r["id"] for r in runs if not r["child_of"]))
-    data = json.dumps({"runs": runs, "problems": [*other.get("problems", []), *notes]}, separators=(",", ":"),
-                      default=str).replace("</", "<\\/")
+    page_data = {"runs": runs, "problems": [*other.get("problems", []), *notes]}
+    try:  # valid JSON for the page's JSON.parse: a hostile NaN or inf is spelled out as OTLP/JSON does
+        data = json.dumps(page_data, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        data = json.dumps(finite_json(page_data), separators=(",", ":"), default=str, allow_nan=False)
+    data = data.replace("</", "<\\/")
     return _TEMPLATE.format(
         title=html.escape(page_title),
         css=_asset("uPlot.min.css"),

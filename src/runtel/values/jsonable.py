@@ -80,6 +80,18 @@ def _float_json(value: float) -> float | str:
     return value
 
 
+def finite_json(data: Any) -> Any:
+    """``data`` (JSON-ready: dicts, lists, tuples, scalars) with every non-finite float as its OTLP/JSON
+    string, so that ``json.dumps(..., allow_nan=False)`` succeeds: containers copied, everything else as is."""
+    if data.__class__ is float:
+        return _float_json(data)
+    if isinstance(data, Mapping):
+        return {key: finite_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(value) for value in data]
+    return data
+
+
 def _object_json(value: object) -> dict[str, str]:
     return {"__type__": type_name(value), "__repr__": safe_repr(value)}
 
