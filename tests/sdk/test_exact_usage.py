@@ -871,6 +871,42 @@ def test_estimated_block_energy_is_its_cpu_time_times_the_run_factor(
                                                    rel=1e-6)
 
 
+def test_hostile_usage_figures_are_shown_and_compared(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Usage attributes user code overwrote with NaN, inf and -inf are shown as they are, compared under every
+    statistic, and written as valid JSON: never a crash."""
+    from opentelemetry import trace
+
+    from runtel.cli import main
+    from runtel.query.compare import STATS
+
+    def reject(token: str) -> None:
+        raise AssertionError(f"bare {token} in JSON output")
+
+    dirs = []
+    with isolated(runs_dir, sampling=False):
+        for _ in range(2):
+            with runtel.run_span("hostile") as run:
+                for value in (float("nan"), float("inf"), float("-inf"), 1.0, 2.0, 3.0):
+                    with runtel.block("odd"):
+                        span = trace.get_current_span()
+                        for key in (semconv.USAGE_CPU_TIME, semconv.USAGE_ENERGY_TOTAL,
+                                    semconv.USAGE_MEMORY_PREFIX + "rss.max.combined"):
+                            span.set_attribute(key, value)
+                with runtel.block("one"):
+                    trace.get_current_span().set_attribute(semconv.USAGE_CPU_TIME, float("nan"))
+            dirs.append(str(run.dir))
+    assert main(["show", "--all-spans", dirs[0]]) == 0
+    out = capsys.readouterr().out
+    assert "cpu nan s" in out and "cpu inf s" in out and "cpu -inf s" in out, out
+    for stat in STATS:
+        assert main(["compare", "--dir", str(runs_dir), "--stat", stat, *dirs]) == 0, stat
+    assert main(["compare", "--dir", str(runs_dir), *dirs]) == 0
+    capsys.readouterr()
+    for command in (["compare", "--json", "--dir", str(runs_dir), *dirs], ["show", "--json", dirs[0]]):
+        assert main(command) == 0
+        json.loads(capsys.readouterr().out, parse_constant=reject)
+
+
 def test_a_child_runs_estimated_block_energy_uses_its_own_factor(
         runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The parent's show and compare list a child run's unsampled blocks with joules too: the run index's
