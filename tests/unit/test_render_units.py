@@ -39,6 +39,10 @@ def test_json_output_spells_non_finite_numbers_as_otlp_json_does() -> None:
 
     from runtel.cli.render import print_json
 
+    class Float64(float):  # what numpy's float64 is: a float subclass
+        pass
+
     out = io.StringIO()
-    print_json({"a": [float("nan"), float("inf"), (float("-inf"), 1.5)], "b": {"c": 2}}, file=out)
-    assert json.loads(out.getvalue()) == {"a": ["NaN", "Infinity", ["-Infinity", 1.5]], "b": {"c": 2}}
+    print_json({"a": [float("nan"), float("inf"), (float("-inf"), 1.5)], "b": {"c": 2, "d": Float64("nan")}},
+               file=out)
+    assert json.loads(out.getvalue()) == {"a": ["NaN", "Infinity", ["-Infinity", 1.5]], "b": {"c": 2, "d": "NaN"}}

@@ -58,7 +58,6 @@ def print_json(data: Any, file: IO[str] | None = None) -> None:
     out.write("\n")
 
 
-
 def format_duration(seconds: float | None) -> str:
     """``1.23 s``, ``2 m 03 s``, ``1 h 02 m``; ``-`` when unknown; ``nan``/``inf`` as themselves (a hostile
     recorded value is shown, never a crash)."""

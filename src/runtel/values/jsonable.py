@@ -83,8 +83,8 @@ def _float_json(value: float) -> float | str:
 def finite_json(data: Any) -> Any:
     """``data`` (JSON-ready: dicts, lists, tuples, scalars) with every non-finite float as its OTLP/JSON
     string, so that ``json.dumps(..., allow_nan=False)`` succeeds: containers copied, everything else as is."""
-    if data.__class__ is float:
-        return _float_json(data)
+    if isinstance(data, float):  # numpy's float64 is a float too
+        return _float_json(float(data))
     if isinstance(data, Mapping):
         return {key: finite_json(value) for key, value in data.items()}
     if isinstance(data, (list, tuple)):
