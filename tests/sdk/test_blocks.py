@@ -309,8 +309,17 @@ def test_trace_rejects_non_callables() -> None:
 
 def test_short_blocks_are_marked_unsampled(rt_sampling: Settings) -> None:
     """A block no sample fell into is written with runtel.usage.samples = 0; a long one gets real numbers."""
+    from runtel import _sdk
+
     with runtel.run_span("usage") as run:
-        time.sleep(0.12)  # let the sampler tick at least once before the short block
+        runtime = _sdk.get_runtime()
+        sampler = runtime.monitor.sampler if runtime is not None and runtime.monitor is not None else None
+        assert sampler is not None
+        deadline = time.monotonic() + 30
+        ticks = sampler.ticks
+        while sampler.ticks <= max(ticks, 1):  # just after a tick (the second: the loop is warm), the next 50 ms off
+            assert time.monotonic() < deadline, "the sampling loop never ticked"
+            time.sleep(0.001)
         with runtel.block("short"):
             pass
         with runtel.block("long"):
