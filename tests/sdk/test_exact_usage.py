@@ -56,7 +56,7 @@ def _after_first_tick(timeout: float = 30.0) -> None:
 @pytest.mark.parametrize("interval", [1.0, 10.0])
 def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, interval: float) -> None:
     """Blocks of 5 ms to 1 s: cpu.time within 2 % of process_time inside the block, at 1 s and 10 s sampling."""
-    truths: dict[str, tuple[float, float, float]] = {}
+    truths: dict[str, tuple[float, float, float, float]] = {}
     with isolated(runs_dir, sampling=True, sample_interval=interval, gpu_backend="none"):
         with runtel.run_span("cpu") as run:
             # The block's cpu.time is the whole process's (every thread): let the sampler thread finish
@@ -65,17 +65,18 @@ def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, 
             time.sleep(0.1)
             for size in (0.005, 0.02, 0.2, 1.0):
                 time.sleep(0.05)  # and the exporter thread write the previous block's span out
-                outer0 = time.process_time()
+                outer0, outer_thread0 = time.process_time(), time.thread_time()
                 with runtel.block(f"busy-{size}"):
                     p0, t0 = time.process_time(), time.thread_time()
                     busy(size)
                     process, thread = time.process_time() - p0, time.thread_time() - t0
-                truths[f"busy-{size}"] = (process, thread, time.process_time() - outer0)
+                truths[f"busy-{size}"] = (process, thread, time.process_time() - outer0,
+                                          time.thread_time() - outer_thread0)
     _, spans = read_run(run.dir)
     for span in spans:
         if span.name not in truths:
             continue
-        process, thread, outer = truths[span.name]
+        process, thread, outer, outer_thread = truths[span.name]
         attrs = usage(span)
         # this process's part: the test process may have live children of other tests (xdist), counted apart
         cpu = float(attrs[semconv.USAGE_CPU_TIME]) - float(attrs.get(semconv.USAGE_CPU_TIME_CHILDREN) or 0.0)  # type: ignore[arg-type]
@@ -83,10 +84,12 @@ def test_block_cpu_time_is_the_process_time_delta_at_any_length(runs_dir: Path, 
         # between an edge and the body (the exporter, a sampler tick on the other core) can only add to it,
         # and never more than the whole `with` statement took (span creation and export included).
         assert process * 0.98 <= cpu <= max(process * 1.02, outer * 1.02), (span.name, cpu, process, outer)
-        # the thread's own counter has no such neighbours: 2 % of the block's CPU time
+        # the thread's own counter: 2 % of the block's CPU time, or what its whole `with` statement took in
+        # this thread (the block's own start and end code, a GC pass there, on a loaded machine)
         # (absent on an unsampled block = within 1 % of cpu.time: no other thread ran meanwhile)
-        reported_thread = attrs.get(semconv.USAGE_THREAD_CPU_TIME, cpu)
-        assert reported_thread == pytest.approx(thread, abs=0.02 * process), span.name
+        reported_thread = float(attrs.get(semconv.USAGE_THREAD_CPU_TIME, cpu))  # type: ignore[arg-type]
+        assert thread - 0.02 * process <= reported_thread <= max(thread + 0.02 * process, outer_thread * 1.02), \
+            (span.name, reported_thread, thread, outer_thread)
         # a block no sample fell into still has its counter figures (samples = 0 says its peaks are unsampled)
         assert attrs.get(semconv.USAGE_COUNTERS) == "edges" or attrs[semconv.USAGE_SAMPLES] == 0
 
@@ -489,15 +492,24 @@ def test_block_with_a_daemonised_grandchild(runs_dir: Path, tmp_path: Path) -> N
 
 def _proc_stat_fds(pid: int, of: Any) -> int:
     """How many of ``pid``'s open files are ``/proc/<n>/stat`` of a process in ``of`` (the test's workers: a
-    test process can have other children, servers of other tests, which the edges read too)."""
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        count += any(target == f"/proc/{n}/stat" for n in of)
-    return count
+    test process can have other children, servers of other tests, which the edges read too) and stay open:
+    seen in three listings 10 ms apart, so the sampler thread's own passing reads (psutil opens and closes
+    the same files every tick) are not counted as the edge reader's kept-open ones."""
+    wanted = {f"/proc/{n}/stat" for n in of}
+    kept: set[tuple[str, str]] | None = None
+    for i in range(3):
+        if i:
+            time.sleep(0.01)
+        now = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target in wanted:
+                now.add((fd, target))
+        kept = now if kept is None else kept & now
+    return len(kept or ())
 
 
 def _report_stat_fds(queue: Any, of: Any) -> None:
