@@ -104,22 +104,32 @@ def test_traced_call_and_measure_give_the_block_numbers(runs_dir: Path) -> None:
         busy(0.03)
         truth["work"] = time.process_time() - p0
 
+    whole: dict[str, float] = {}  # process CPU of each whole statement: edges, span and another thread included
     with isolated(runs_dir, sampling=True, sample_interval=1.0, gpu_backend="none"):
         with runtel.run_span("trace") as run:
+            _after_first_tick()  # the sampler thread's start-up (anyio, first read) is not in the windows
+            w0 = time.process_time()
             work()
+            whole["work"] = time.process_time() - w0
+            o0 = time.process_time()
             with runtel.measure("outer") as outer:
                 p0 = time.process_time()
+                i0 = time.process_time()
                 with runtel.measure("inner") as inner:  # overlapping windows are independent
                     p1 = time.process_time()
                     busy(0.03)
                     truth["inner"] = time.process_time() - p1
+                whole["inner"] = time.process_time() - i0
                 busy(0.01)
                 truth["outer"] = time.process_time() - p0
+            whole["outer"] = time.process_time() - o0
     (span,) = [s for s in read_run(run.dir)[1] if s.name.endswith("work")]
-    # this process's part: under xdist the test process has other tests' children, which edges count too
-    assert _own_cpu(usage(span)) == pytest.approx(truth["work"], rel=0.02)
-    assert _own_cpu(inner.attributes) == pytest.approx(truth["inner"], rel=0.02)
-    assert _own_cpu(outer.attributes) == pytest.approx(truth["outer"], rel=0.02)
+    # this process's part: under xdist the test process has other tests' children, which edges count too.
+    # Within 2 % of the body's process CPU; another thread's CPU between an edge and the body can only add to
+    # it, and never more than the whole statement took (as in the test above).
+    for name, attributes in (("work", usage(span)), ("inner", inner.attributes), ("outer", outer.attributes)):
+        got = _own_cpu(attributes)
+        assert truth[name] * 0.98 <= got <= max(truth[name] * 1.02, whole[name] * 1.02), (name, got, truth, whole)
     assert inner.energy_j is not None and inner.estimated  # the CPU estimate: CPU seconds x W per thread
     assert inner.attributes[semconv.USAGE_CPU_TIME] == inner.cpu_s
     assert outer.wall_s is not None and inner.wall_s is not None and outer.wall_s >= inner.wall_s
