@@ -46,3 +46,26 @@ def test_json_output_spells_non_finite_numbers_as_otlp_json_does() -> None:
     print_json({"a": [float("nan"), float("inf"), (float("-inf"), 1.5)], "b": {"c": 2, "d": Float64("nan")}},
                file=out)
     assert json.loads(out.getvalue()) == {"a": ["NaN", "Infinity", ["-Infinity", 1.5]], "b": {"c": 2, "d": "NaN"}}
+
+
+@pytest.mark.parametrize("unit", ["s", "bytes", "cores", "J", "gCO2eq", ""])
+def test_compare_cells_spell_non_finite_values_and_differences_plainly(unit: str) -> None:
+    """compare's cell for a NaN value or a NaN difference has no doubled or invented sign ("--nan B" once)."""
+    from runtel.cli.compare import _cell
+
+    nan, inf = float("nan"), float("inf")
+    metric = {"unit": unit, "values": [1.0, nan, 2.0, inf], "diff": [None, nan, 1.0, inf], "ratio": [None, nan, 2.0, inf]}
+    cells = [_cell(metric, i) for i in range(4)]
+    assert "-" not in cells[1] and "nan" in cells[1] and "(" not in cells[1], cells
+    assert "(+" in cells[2], cells
+    assert "-" not in cells[3] and "inf" in cells[3] and "(+inf" in cells[3], cells
+    negative = {"unit": unit, "values": [1.0, -inf], "diff": [None, -inf], "ratio": [None, None]}
+    assert _cell(negative, 1).count("-") == 2 and "--" not in _cell(negative, 1), _cell(negative, 1)
+
+
+def test_compare_result_cells_leave_out_a_difference_against_nan() -> None:
+    from runtel.cli.compare import _result_cell
+
+    nan = float("nan")
+    row = {"numeric": True, "values": [1.0, nan, 3.0], "diff": [None, nan, 2.0], "ratio": [None, nan, 3.0]}
+    assert [_result_cell(row, i) for i in range(3)] == ["1", "nan", "3 (+2, ×3)"]

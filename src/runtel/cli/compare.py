@@ -8,6 +8,7 @@ diff, run-level usage, then the per-block table. ``--json`` prints the data as i
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,11 +55,11 @@ def _fmt_grams(value: float) -> str:
 
 
 def _fmt_seconds(value: float) -> str:
-    return render.format_duration(abs(value)) if value >= 0 else "-" + render.format_duration(-value)
+    return "-" + render.format_duration(-value) if value < 0 else render.format_duration(abs(value))
 
 
 def _fmt_bytes(value: float) -> str:
-    return render.format_bytes(abs(value)) if value >= 0 else "-" + render.format_bytes(-value)
+    return "-" + render.format_bytes(-value) if value < 0 else render.format_bytes(abs(value))
 
 
 _FORMATS: dict[str, Callable[[float], str]] = {
@@ -80,9 +81,9 @@ def _cell(metric: Mapping[str, Any], i: int) -> str:
     if i == 0:
         return text
     diff, ratio = metric["diff"][i], metric["ratio"][i]
-    if diff is None:
+    if diff is None or math.isnan(diff):  # against a NaN there is no difference to print
         return text
-    sign = "+" if diff >= 0 else "-"
+    sign = "-" if diff < 0 else "+"
     extra = f"{sign}{fmt(abs(diff))}"
     if ratio is not None:
         extra += f", ×{ratio:.2f}"
@@ -105,9 +106,9 @@ def _result_cell(row: Mapping[str, Any], i: int) -> str:
     value = row["values"][i]
     text = _value_text(value)
     diff, ratio = row["diff"][i], row["ratio"][i]
-    if i == 0 or diff is None or not row.get("numeric"):
+    if i == 0 or diff is None or not row.get("numeric") or math.isnan(diff):
         return text
-    extra = f"{'+' if diff >= 0 else '-'}{abs(diff):.4g}"
+    extra = f"{'-' if diff < 0 else '+'}{abs(diff):.4g}"
     if ratio is not None:
         extra += f", ×{ratio:.3g}"
     return f"{text} ({extra})"
