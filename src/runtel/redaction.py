@@ -721,13 +721,21 @@ class Redactor:
         hide_next = ""
         for raw in argv:
             arg = str(raw)
+            if not hide_next and (" " in arg or "\t" in arg or "\n" in arg):
+                # A command line inside one argument ("bash -c 'mysql -pS3cret'", a script's argument):
+                # its words get the same rules, and the blanks between them are kept.
+                parts = re.split(r"(\s+)", arg)
+                parts[::2] = self.redact_argv(parts[::2])
+                out.append(self.redact_text("".join(parts)))
+                continue
             if hide_next:
                 mode, hide_next = hide_next, ""
                 # After --password anything but another long option is the value (it may start with "-").
                 if not arg.startswith("--" if mode == "long" else "-"):
                     if mode == "user":
-                        user, colon, _ = arg.partition(":")
-                        out.append(f"{user}:{REDACTED}" if colon else self.redact_text(arg))
+                        quote = arg[0] if len(arg) > 1 and arg[0] in "'\"" and arg[-1] == arg[0] else ""
+                        user, colon, _ = arg.strip(quote).partition(":") if quote else arg.partition(":")
+                        out.append(f"{quote}{user}:{REDACTED}{quote}" if colon else self.redact_text(arg))
                     elif mode == "short" and arg.isdigit():
                         out.append(arg)
                     else:

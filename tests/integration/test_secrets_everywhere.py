@@ -46,6 +46,8 @@ PLANTS: list[tuple[str, str]] = [
     ("argv: positional GitHub token", "ghp_" + "ArGvP0s1t10nalT0kenAbCdEfGhIjKlMn"),
     ("argv: --db postgres://u:P@h", "argv-dsnpw-Uu5Ii6"),
     ("argv: --token=P", "argv-tokeneq-Oo7Pp8"),
+    ("argv: one word holding a shell line, curl -u admin:P", "argv-shcurl-Ww3Qq1"),
+    ("argv: one word holding a shell line, mysql -pP", "argvShMysql5Rr7Tt"),
     ("runtel run: --tag api_key=P", "cli-tag-apikey-Aa9Ss0"),
     ("runtel run: --tag token=P", "cli-tag-token-Dd1Ff2"),
     ("runtel run: wrapped command --secret P", "cli-cmd-secret-Gg3Hh4"),
@@ -244,6 +246,8 @@ def test_sixty_planted_credentials_leak_nowhere(tmp_path: Path, clean_env: dict[
         f"--api-key={_s('argv: --api-key')}", f"DB_PASSWORD={_s('argv: DB_PASSWORD')}", _s("argv: positional"),
         "--db", f"postgres://u:{_s('argv: --db')}@h/x", f"--token={_s('argv: --token')}",
         "--secret", _s("runtel run: wrapped command"),
+        f"curl -u admin:{_s('argv: one word holding a shell line, curl')} https://h/x; "
+        f"mysql -p{_s('argv: one word holding a shell line, mysql')} -h db",
     ]
     argv = [PY, "-m", "runtel", "run", "--name", "wrapper", "--tag", f"api_key={_s('runtel run: --tag api_key')}",
             "--tag", f"token={_s('runtel run: --tag token')}", "--", *job_argv]
