@@ -514,3 +514,16 @@ def test_name_value_dicts_are_pairs(redactor: Redactor) -> None:
 def test_name_value_dicts_inside_text(redactor: Redactor, text: str, expected: str) -> None:
     """The JSON or repr form of a name/value dict (name first, as these formats write it)."""
     assert redactor.redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("arg", "expected"), [
+    ("echo curl -u bob:pw1 https://h/x; true", f"echo curl -u bob:{REDACTED} https://h/x; true"),
+    ("curl -u 'bob:pw2' http://x", f"curl -u 'bob:{REDACTED}' http://x"),
+    ("mysql -ppw3 -h db", f"mysql -p{REDACTED} -h db"),
+    ("mysql -p pw4 --port 3306", f"mysql -p {REDACTED} --port 3306"),
+    ("train --key k5\t--lr 0.1", f"train --key {REDACTED}\t--lr 0.1"),
+    ("gcc -pthread -p 8080 a  b", "gcc -pthread -p 8080 a  b"),
+])
+def test_a_command_line_held_in_one_argument_gets_the_argv_rules(arg: str, expected: str) -> None:
+    """``bash -c "..."`` and a script argument holding a shell line: each word is an argv word, blanks kept."""
+    assert Redactor().redact_argv(["bash", "-c", arg]) == ["bash", "-c", expected]
