@@ -176,12 +176,15 @@ BOUND_ITEMS: Final = 9_999
 BOUND_NODES: Final = 200_000
 
 
-def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: int = BOUND_NODES) -> object:
+def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: int = BOUND_NODES,
+                     list_mark: bool = True) -> object:
     """Plain dicts/lists/tuples cut to ``max_items`` entries each (and ``max_nodes`` in all), before anything
     walks them: a 10^6-key config then costs what 10^4 keys cost in normalising, redacting and converting.
 
     A cut dict gets ``"__truncated__": <entries dropped>``, a cut list the ``"…[n more items]"`` string (the
-    marks :mod:`runtel.values` uses); other objects are returned as they are (their fields are not walked here).
+    marks :mod:`runtel.values` uses) unless ``list_mark`` is false (a span attribute's converter sees the list
+    is longer than it keeps and flags it itself); other objects are returned as they are (their fields are
+    not walked here).
     """
     budget = [max_nodes]
 
@@ -205,7 +208,8 @@ def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: 
             budget[0] -= keep
             items = [walk(x, depth + 1) for x in islice(seq, keep)]
             if keep < len(seq):
-                items.append(f"…[{len(seq) - keep} more items]")
+                if list_mark or not keep:
+                    items.append(f"…[{len(seq) - keep} more items]")
             elif not any(type(x) in (dict, list, tuple) for x in seq):
                 return v
             return items if cls is list else tuple(items)

@@ -223,6 +223,15 @@ def _process_cpu(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def _until_cpu(pid: int, since: float, cpu_s: float, at_least: float) -> None:
+    """Sleep ``at_least`` seconds and on until ``pid`` has used ``cpu_s`` CPU-seconds past ``since``: a
+    spinning child on a loaded machine gets less than a core, and the test needs its CPU, not its wall time."""
+    time.sleep(at_least)
+    deadline = time.monotonic() + 30
+    while _process_cpu(pid) - since < cpu_s and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @pytest.mark.skipif(not LINUX, reason="live descendants are read from /proc at edges on Linux only")
 def test_block_counts_its_live_children(runs_dir: Path) -> None:
     """A worker alive across a block, one born inside it, one that ends inside it: each counts only its CPU
@@ -238,7 +247,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
             _known_to_edges(across.pid)  # type: ignore[arg-type]
             before = _process_cpu(across.pid)  # type: ignore[arg-type]
             with runtel.block("across"):
-                time.sleep(0.6)
+                _until_cpu(across.pid, before, 0.35, 0.6)  # type: ignore[arg-type]
             across_truth = _process_cpu(across.pid) - before  # type: ignore[arg-type]
             stop.set()
             across.join()
@@ -248,7 +257,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
                 born = ctx.Process(target=_spin_until, args=(stop,), daemon=True)
                 born.start()
                 _known_to_edges(born.pid)  # type: ignore[arg-type]
-                time.sleep(0.4)
+                _until_cpu(born.pid, 0.0, 0.25, 0.4)  # type: ignore[arg-type]
                 born_truth = _process_cpu(born.pid)  # type: ignore[arg-type]  # all of it is inside the block
             stop.set()
             born.join()

@@ -340,3 +340,39 @@ def test_disk_full_message_is_one_line(caplog: pytest.LogCaptureFixture, tmp_pat
         report_write_error(tmp_path / name, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "it")
     [line] = [r.getMessage() for r in caplog.records]
     assert "no space left" in line and "\n" not in line
+
+
+def test_huge_block_attributes_are_cut_before_they_are_scanned(rt: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 10 MB string, a 10^6-item list and a 10^6-key dict as block attributes: the scrubber sees text no longer
+    than the limit and a bounded number of values (so its cost is the limit's, not the input's), and the span
+    holds what the limits promise: the cut string, the list's first 256 items, the flag."""
+    from runtel.redaction import Redactor
+
+    seen: list[int] = []
+    counting = False
+    original = Redactor.redact_text
+
+    def counted(self: Redactor, text: str) -> str:
+        if counting:
+            seen.append(len(text))
+        return original(self, text)
+
+    monkeypatch.setattr(Redactor, "redact_text", counted)
+    big_list = list(range(1_000_000))
+    big_dict = {f"k{i}": f"v{i}" for i in range(1_000_000)}
+    with runtel.run_span("huge") as run:
+        counting = True
+        with runtel.block("text", note="password=hunter2 " + "x" * 10_000_000):
+            pass
+        with runtel.block("containers", ids=big_list, nested={"s": "y" * 10_000_000}, table=big_dict):
+            pass
+        counting = False
+    limit = rt.attribute_max_length
+    assert seen and max(seen) <= limit + len("…[truncated]"), max(seen)
+    assert len(seen) < 50_000, len(seen)
+    spans = {s.name: s for s in read_run(run.dir)[1]}
+    note = spans["text"].attributes["note"]
+    assert note.startswith("password=[REDACTED]") and note.endswith("…[truncated]") and "hunter2" not in note
+    attrs = spans["containers"].attributes
+    assert list(attrs["ids"]) == list(range(256)) and attrs["__truncated__"] is True
+    assert len(attrs["nested.s"]) <= limit + len("…[truncated]")
