@@ -200,3 +200,38 @@ def test_a_report_with_hostile_numbers_still_renders(tmp_path: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert _console_errors(dom.stderr) == []
     assert _status(dom.stdout)["runs"] == 1
+
+
+MARKUP_JOB = """
+import runtel
+config = {"comment": "<!-- <script>", "close": "</script><script>alert(1)</script>", "amp": "&lt; \\u2028"}
+with runtel.run_span("markup", config=config) as run:
+    with runtel.block("<!-- <script>"):
+        pass
+    run.set_result(note="</script><!--")
+print(run.id)
+"""
+
+
+def test_a_report_with_markup_in_its_strings_still_renders(tmp_path: Path) -> None:
+    """Recorded strings holding ``<!-- <script>`` (which, unescaped, puts the HTML parser in the "script data
+    double escaped" state so the rest of the page is script text) and ``</script><script>...``: Chromium
+    shows the run section with those strings as text, and runs no script but the page's three."""
+    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
+    out = subprocess.run([PY, "-c", MARKUP_JOB], env=env, cwd=tmp_path, check=True, timeout=120,
+                         capture_output=True, text=True)
+    page = _report(tmp_path, out.stdout.split(), "markup.html")
+    text = page.read_text(encoding="utf-8")
+    raw = re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1)  # type: ignore[union-attr]
+    config = json.loads(raw)["runs"][0]["config"]
+    assert config == {"comment": "<!-- <script>", "close": "</script><script>alert(1)</script>", "amp": "&lt; \u2028"}
+    dom = _browser(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_errors(dom.stderr) == []
+    status = _status(dom.stdout)
+    assert status.get("runs") == 1 and status["spans"] == 2, status  # the run span and its block ({}: no script ran)
+    assert "<h2>Run markup" in dom.stdout and "<h3>Config</h3>" in dom.stdout and "<h3>Results</h3>" in dom.stdout
+    assert "<td>&lt;!-- &lt;script&gt;</td>" in dom.stdout  # shown as text, not parsed as markup
+    assert "<td>&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;</td>" in dom.stdout
+    assert "<td>&amp;lt; \u2028</td>" in dom.stdout
+    assert dom.stdout.count("<script") == 3  # uPlot, the data and the page's own: nothing the run recorded

@@ -34,7 +34,7 @@ from runtel.rundir.reader import read_record
 from runtel.rundir.schema import RunRecord
 from runtel.values.jsonable import finite_json
 
-__all__ = ("MAX_CHILD_RUNS", "MAX_POINTS", "render_report", "write_report")
+__all__ = ("MAX_CHILD_RUNS", "MAX_POINTS", "render_report", "script_json", "write_report")
 
 #: points kept per metric series (min and max of each bucket), so an hour of 1 Hz samples stays small
 MAX_POINTS = 1200
@@ -128,6 +128,28 @@ def _run_data(events: _RunEvents, record: RunRecord, origin_ns: int) -> dict[str
     }
 
 
+#: what :func:`script_json` spells as a JSON escape: ``<`` ``>`` ``&`` (so no ``</script``, ``<!--`` or ``-->``
+#: can end or re-enter the script element) and U+2028/U+2029 (line breaks to a JavaScript parser)
+_SCRIPT_UNSAFE = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                  0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """``value`` as JSON text that can sit inside an HTML ``<script>`` element whatever its strings hold.
+
+    The HTML parser ends a script at ``</script`` and, after a ``<!--``, a ``<script`` puts it in the "script
+    data double escaped" state, where the closing tag no longer closes it and the rest of the page becomes
+    script text. Those characters can only be inside JSON strings, where ``\\u003c`` and the rest mean the
+    same to ``JSON.parse``, so every one is escaped: no string the run recorded can change the page.
+    A hostile NaN or infinity is spelled out as OTLP/JSON does, so the text stays valid JSON.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(finite_json(value), separators=(",", ":"), default=str, allow_nan=False)
+    return text.translate(_SCRIPT_UNSAFE)
+
+
 def _asset(name: str) -> str:
     return resources.files("runtel.query").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
@@ -155,16 +177,11 @@ def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: s
             for d, events, parent in zip(dirs, per_run, child_of, strict=True)]
     page_title = title or ("runtel report: " + ", ".join(r["name"] or r["id"] for r in runs if not r["child_of"]))
     page_data = {"runs": runs, "problems": [*other.get("problems", []), *notes]}
-    try:  # valid JSON for the page's JSON.parse: a hostile NaN or inf is spelled out as OTLP/JSON does
-        data = json.dumps(page_data, separators=(",", ":"), default=str, allow_nan=False)
-    except ValueError:
-        data = json.dumps(finite_json(page_data), separators=(",", ":"), default=str, allow_nan=False)
-    data = data.replace("</", "<\\/")
     return _TEMPLATE.format(
         title=html.escape(page_title),
         css=_asset("uPlot.min.css"),
         js=_asset("uPlot.iife.min.js").replace("</script", "<\\/script"),
-        data=data,
+        data=script_json(page_data),
         app=_APP,
     )
 
