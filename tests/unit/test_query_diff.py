@@ -46,3 +46,17 @@ def test_artifact_and_result_verdicts() -> None:
     assert [(n, v) for n, v, _ in compare_results(recorded, rerun)] == [
         ("result acc", "differs"), ("result loss", "identical")]
     assert compare_artifacts(recorded, None)[0][1] == "missing"
+
+
+def test_argv_is_one_value_and_absent_when_not_recorded() -> None:
+    """The command line is compared whole (an inserted argument shifts the rest); a run that recorded none
+    (argv null: telemetry below full) has it absent, not changed to null."""
+    one, other = _record(argv=["ep.py", "--epochs", "1"]), _record(argv=["ep.py", "--epochs", "100"])
+    (d,) = diff_records(one, other)
+    assert (d.section, d.key, d.kind, d.a, d.b) == ("argv", "argv", "changed", ["ep.py", "--epochs", "1"],
+                                                    ["ep.py", "--epochs", "100"])
+    assert diff_records(one, _record(argv=["ep.py", "--epochs", "1"])) == []
+    (gone,) = diff_records(one, _record(argv=None))
+    assert (gone.kind, gone.a) == ("removed", ["ep.py", "--epochs", "1"]) and "b" not in gone.to_dict()
+    assert [d.kind for d in diff_records(_record(), other)] == ["added"]
+    assert diff_records(_record(argv=None), _record()) == []

@@ -1,9 +1,10 @@
 """What differs between two recorded runs: inputs, code, environment and machine (``runtel diff``).
 
 The cost view (time, memory, energy per block) is ``runtel compare``; this is the *why*: config key
-by key (nested keys dotted), tags, attributes, metadata, results, seed, commit and uncommitted diff,
-packages, environment variables, machine (CPU model, GPUs with driver and CUDA) and Python. Only
-what differs is returned; a key present in one run only is ``added`` (in B) or ``removed`` (from A).
+by key (nested keys dotted), the command line (run.json ``argv``, as recorded: redacted), tags,
+attributes, metadata, results, seed, commit and uncommitted diff, packages, environment variables,
+machine (CPU model, GPUs with driver and CUDA) and Python. Only what differs is returned; a key
+present in one run only is ``added`` (in B) or ``removed`` (from A).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ __all__ = ("SECTIONS", "Difference", "diff_records", "diff_runs", "flatten")
 
 #: the sections compared, in output order
 SECTIONS: Final = (
-    "config", "tags", "attributes", "metadata", "results", "seed", "git", "packages", "env", "machine", "python",
+    "config", "argv", "tags", "attributes", "metadata", "results", "seed", "git", "packages", "env", "machine",
+    "python",
 )
 
 
@@ -89,6 +91,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _argv(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The command line as one value (a changed argument shifts the rest, so position by position would
+    mislead); absent when the run recorded none (a telemetry level that keeps no command line)."""
+    argv = record.get("argv")
+    return {"argv": list(argv)} if isinstance(argv, list) else {}
+
+
 def _git(record: RunRecord, diff_text: str | None) -> dict[str, Any]:
     git = git_info(record)
     out: dict[str, Any] = {k: git[k] for k in ("commit", "branch", "dirty") if k in git}
@@ -131,6 +140,7 @@ def diff_records(
     ea, eb = environment(a), environment(b)
     pairs: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {
         "config": (flatten(ra.get("config")), flatten(rb.get("config"))),
+        "argv": (_argv(ra), _argv(rb)),
         "tags": (_mapping(ra.get("tags")), _mapping(rb.get("tags"))),
         "attributes": (flatten(ra.get("attributes")), flatten(rb.get("attributes"))),
         "metadata": (flatten(ra.get("metadata")), flatten(rb.get("metadata"))),
