@@ -77,3 +77,38 @@ def test_diff_lists_config_package_and_commit(tmp_path: Path, clean_env: dict[st
     same = subprocess.run([PY, "-m", "runtel", "diff", a, a], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60, check=True).stdout
     assert "no differences" in same
+
+
+EPOCHS_JOB = """\
+import runtel
+with runtel.run_span("ep"):
+    pass
+"""
+
+
+def test_diff_lists_a_changed_command_line_as_recorded(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """`python ep.py --epochs 1` and `--epochs 100`: one argv row (text and --json) with the command lines as
+    run.json holds them, a secret option's value redacted on both sides; the same command line is no row."""
+    runs = tmp_path / "runs"
+    (tmp_path / "ep.py").write_text(EPOCHS_JOB)
+    env = {**clean_env, "RUNTEL_DIR": str(runs)}
+    for epochs, password in (("1", "hunter2-secret"), ("100", "swordfish-secret"), ("100", "other-secret")):
+        subprocess.run([PY, "ep.py", "--epochs", epochs, "--password", password], cwd=tmp_path, env=env, check=True,
+                       timeout=60)
+    a, b, c = _run_ids(runs)
+
+    def diff(*args: str) -> str:
+        out = subprocess.run([PY, "-m", "runtel", "diff", *args], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        assert "secret" not in out, out
+        return out
+
+    result = json.loads(diff(a, b, "--json"))
+    assert result["differences"] == [{"section": "argv", "key": "argv", "kind": "changed",
+                                      "a": ["ep.py", "--epochs", "1", "--password", "[REDACTED]"],
+                                      "b": ["ep.py", "--epochs", "100", "--password", "[REDACTED]"]}]
+    table = diff(a, b)
+    assert "no differences" not in table and "argv" in table
+    assert '"--epochs", "1",' in table and '"--epochs", "100",' in table
+    assert json.loads(diff(b, c, "--json"))["differences"] == []  # only the redacted password differs
+    assert "no differences in config, command line," in diff(b, c)

@@ -1,4 +1,4 @@
-"""``runtel diff A B [--json]``: why two runs differ — inputs, code, packages, environment, machine.
+"""``runtel diff A B [--json]``: why two runs differ — inputs, command line, code, packages, environment, machine.
 
 The comparison is :func:`runtel.query.diff.diff_runs` (read side, returns data); this module only
 prints it: one table row per difference (section, key, A, B), or ``--json``. ``runtel compare`` is
@@ -23,9 +23,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``diff`` sub-command."""
     p = sub.add_parser(
         "diff",
-        help="what differs between two runs (config, code, packages, environment, machine)",
-        description="List what differs between run A and run B: config (nested keys, key by key), tags, "
-        "attributes, metadata, results, seed, git commit and uncommitted diff, packages (added, removed, "
+        help="what differs between two runs (config, command line, code, packages, environment, machine)",
+        description="List what differs between run A and run B: config (nested keys, key by key), the "
+        "command line (argv as recorded, redacted), tags, attributes, metadata, results, seed, git commit "
+        "and uncommitted diff, packages (added, removed, "
         "changed versions), environment variables, machine (CPU model, GPUs, driver, CUDA) and Python. "
         "RUN is a run id, a unique prefix, a path to a run folder, or 'latest'. Exit code 0 either way.",
     )
@@ -60,8 +61,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
     console = render.console()
     if not differences:
-        console.print(escape(f"runs {id_a} and {id_b}: no differences in config, code, packages, environment "
-                             "or machine"))
+        console.print(escape(f"runs {id_a} and {id_b}: no differences in config, command line, code, packages, "
+                             "environment or machine"))
         return 0
     rows = [[escape(cell) for cell in _row(d)] for d in differences]
     console.print(render.table(escape(f"{id_a} (A) vs {id_b} (B)"), ["section", "key", "A", "B"], rows,
