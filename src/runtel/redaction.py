@@ -26,6 +26,10 @@ __all__ = ("REDACTED", "TRUNCATED", "Redactor", "bound_containers")
 REDACTED: Final = "[REDACTED]"
 #: appended to a string cut to its limit before it was scanned
 TRUNCATED: Final = "…[truncated]"  # the same mark as runtel.values.TRUNCATION_MARK
+# bound_containers' marks for a reference cycle and a nesting past _MAX_DEPTH: runtel.values.markers' own
+# (the layers keep this module and runtel.values independent; a unit test checks they agree)
+CYCLE_MARK: Final = "<cycle>"
+DEPTH_MARK: Final = "<max depth>"
 
 _MAX_DEPTH: Final = 64  # deeper (or cyclic) structures are replaced wholesale rather than walked
 _KEY_CACHE_LIMIT: Final = 16_384  # a 10,000-key config checked on every record write stays cached
@@ -187,22 +191,30 @@ def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: 
     not walked here).
     """
     budget = [max_nodes]
+    active: set[int] = set()  # the containers being walked: one seen again is a reference cycle
 
     def walk(v: object, depth: int) -> object:
         cls = type(v)
-        if cls is dict:
-            d: Any = v
-            if len(d) <= max_items and budget[0] > len(d) and depth < _MAX_DEPTH:
-                budget[0] -= len(d)
-                if not any(type(x) in (dict, list, tuple) for x in d.values()):
-                    return v
-                return {k: walk(x, depth + 1) for k, x in d.items()}
-            keep = max(0, min(max_items, budget[0]))
-            budget[0] -= keep
-            out = {k: walk(x, depth + 1) for k, x in islice(d.items(), keep)}
-            out[_TRUNCATED_KEY if _TRUNCATED_KEY not in out else _TRUNCATED_KEY + "#2"] = len(d) - keep
-            return out
-        if cls is list or cls is tuple:
+        if cls is not dict and cls is not list and cls is not tuple:
+            return v
+        if id(v) in active:
+            return CYCLE_MARK
+        if depth >= _MAX_DEPTH:
+            return DEPTH_MARK
+        active.add(id(v))
+        try:
+            if cls is dict:
+                d: Any = v
+                if len(d) <= max_items and budget[0] > len(d):
+                    budget[0] -= len(d)
+                    if not any(type(x) in (dict, list, tuple) for x in d.values()):
+                        return v
+                    return {k: walk(x, depth + 1) for k, x in d.items()}
+                keep = max(0, min(max_items, budget[0], len(d)))
+                budget[0] -= keep
+                out = {k: walk(x, depth + 1) for k, x in islice(d.items(), keep)}
+                out[_TRUNCATED_KEY if _TRUNCATED_KEY not in out else _TRUNCATED_KEY + "#2"] = len(d) - keep
+                return out
             seq: Any = v
             keep = max(0, min(max_items, budget[0], len(seq)))
             budget[0] -= keep
@@ -213,7 +225,8 @@ def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: 
             elif not any(type(x) in (dict, list, tuple) for x in seq):
                 return v
             return items if cls is list else tuple(items)
-        return v
+        finally:
+            active.discard(id(v))
 
     try:
         return walk(value, 0)

@@ -376,3 +376,35 @@ def test_huge_block_attributes_are_cut_before_they_are_scanned(rt: Settings, mon
     attrs = spans["containers"].attributes
     assert list(attrs["ids"]) == list(range(256)) and attrs["__truncated__"] is True
     assert len(attrs["nested.s"]) <= limit + len("…[truncated]")
+
+
+def test_a_self_referencing_config_and_ints_past_int64_keep_everything_else(rt: Settings, runs_dir: Path) -> None:
+    """A cycle in a config is marked where it closes and the keys after it stay whole; ints outside int64 in
+    block, span and config attributes become decimal strings and run.log values floats, so every spans and
+    metrics line is still OTLP/JSON a protobuf parser (what `runtel export` uses) accepts."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    cyc: dict[str, Any] = {"a": 1}
+    cyc["self"] = cyc
+    with runtel.run_span("hostile", config={"cyc": cyc, "other": [1, 2, 3], "z": {"k": "v"}, "c": 2**64}) as run:
+        with runtel.block("big", over=2**63, under=-(2**63) - 1, edge=2**63 - 1, mixed=[1, 2**70], huge=10**5000):
+            otel_trace.get_current_span().set_attribute("user", 2**65)
+        run.log(step=2**64, loss=10**400, big=2**70, fine=3)
+    record, spans = read_run(run.dir)
+    assert record["config"] == {"cyc": {"a": 1, "self": "<cycle>"}, "other": [1, 2, 3], "z": {"k": "v"}, "c": str(2**64)}
+    run_span = next(s for s in spans if s.name == "hostile")
+    assert list(run_span.attributes["config.other"]) == [1, 2, 3] and run_span.attributes["config.z.k"] == "v"
+    big = next(s for s in spans if s.name == "big").attributes
+    assert (big["over"], big["under"], big["edge"], big["user"]) == (
+        str(2**63), str(-(2**63) - 1), 2**63 - 1, str(2**65))
+    assert str(2**70) in big["mixed"] and "bits" in big["huge"]
+    series = record["results"]["series"]
+    assert series["loss"]["last_text"] == "inf" and series["big"]["last"] == float(2**70)
+    assert series["fine"]["last"] == 3 and series["fine"]["last_step"] == 2**64
+    for name, message in (("spans.jsonl", ExportTraceServiceRequest), ("metrics.jsonl", ExportMetricsServiceRequest)):
+        lines = (run.dir / name).read_text(encoding="utf-8").splitlines()
+        assert lines, name
+        for line in lines:
+            json_format.Parse(line, message())

@@ -7,6 +7,7 @@ import random
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -527,3 +528,31 @@ def test_name_value_dicts_inside_text(redactor: Redactor, text: str, expected: s
 def test_a_command_line_held_in_one_argument_gets_the_argv_rules(arg: str, expected: str) -> None:
     """``bash -c "..."`` and a script argument holding a shell line: each word is an argv word, blanks kept."""
     assert Redactor().redact_argv(["bash", "-c", arg]) == ["bash", "-c", expected]
+
+
+def test_bound_containers_marks_a_cycle_and_leaves_the_rest_whole() -> None:
+    """A self-referencing dict is cut at its cycle with the converters' own mark; the containers after it keep
+    their budget (it once walked the cycle to the depth limit and left the later ones as truncation marks)."""
+    from runtel import redaction
+    from runtel.redaction import bound_containers
+    from runtel.values import markers
+
+    assert (redaction.CYCLE_MARK, redaction.DEPTH_MARK, redaction.TRUNCATED) == (
+        markers.CYCLE_MARK, markers.DEPTH_MARK, markers.TRUNCATION_MARK)
+    cyc: dict[str, Any] = {"a": 1}
+    cyc["self"] = cyc
+    loop: list[Any] = [1]
+    loop.append(loop)
+    shared = {"k": [1, 2]}
+    out = bound_containers({"cyc": cyc, "loop": loop, "other": [1, 2, 3], "z": {"k": "v"}, "s1": shared, "s2": shared})
+    assert out == {"cyc": {"a": 1, "self": markers.CYCLE_MARK}, "loop": [1, markers.CYCLE_MARK], "other": [1, 2, 3],
+                   "z": {"k": "v"}, "s1": {"k": [1, 2]}, "s2": {"k": [1, 2]}}
+    deep: list[Any] = []
+    node = deep
+    for _ in range(200):
+        node.append([])
+        node = node[0]
+    flat = json.dumps(bound_containers(deep))
+    assert flat.count("[") <= 65 and markers.DEPTH_MARK in flat
+    assert bound_containers({"big": dict.fromkeys(range(5), 0)}, max_items=3) == {
+        "big": {0: 0, 1: 0, 2: 0, "__truncated__": 2}}

@@ -58,11 +58,19 @@ MAX_SERIES_NAME = 255 - len(semconv.RESULT_PREFIX)
 
 
 def _number(value: object) -> float | int | None:
-    """``value`` as a plain number (numpy / torch scalars via ``item()``), or None for anything else."""
+    """``value`` as a plain number (numpy / torch scalars via ``item()``), or None for anything else.
+
+    An int outside int64 (OTLP's integer) becomes a float, and one past the float range an infinity.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        if -(2**63) <= value < 2**63:
+            return int(value)
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, numbers.Real):
         return float(value)
     item = getattr(value, "item", None)
@@ -184,7 +192,8 @@ class Run(LineageMixin):
         Each point is a gauge ``runtel.result.<name>`` in the run's metrics.jsonl (OTLP/JSON) with
         attributes ``runtel.run.id`` and ``runtel.step``; run.json ``results.series.<name>`` keeps last,
         min, max, count and last step. Without ``step``, the step is one more than the previous
-        call's. A value that is not a number is skipped with one warning per name.
+        call's. A value that is not a number is skipped with one warning per name; an int past int64
+        is recorded as a float (an infinity past the float range).
 
         Example:
             >>> for epoch in range(3):

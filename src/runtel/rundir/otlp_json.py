@@ -24,6 +24,7 @@ from runtel._internals import (
     stored_dict,
 )
 from runtel.semconv import RUN_ID
+from runtel.values.scalars import INT64_MAX, INT64_MIN, int_text
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricsData
@@ -67,7 +68,9 @@ def encode_any_value(value: object) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
-        return {"intValue": str(value)}
+        if INT64_MIN <= value <= INT64_MAX:
+            return {"intValue": str(int(value))}
+        return {"stringValue": int_text(value)}  # OTLP's intValue is an int64; a bigger int keeps its digits
     if isinstance(value, float):
         return {"doubleValue": _double(value)}
     if isinstance(value, str):
@@ -310,7 +313,7 @@ def _any_value_text(value: object) -> str:
         return '{"stringValue":' + _quote(value) + "}"
     if isinstance(value, bool):
         return '{"boolValue":true}' if value else '{"boolValue":false}'
-    if isinstance(value, int):
+    if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
         return '{"intValue":"' + str(int(value)) + '"}'
     if type(value) is float and math.isfinite(value):
         return '{"doubleValue":' + repr(value) + "}"
@@ -336,9 +339,12 @@ def _kv_text(key: str, value: object) -> str:
 def _number_text(value: object) -> str:
     if type(value) is float and math.isfinite(value):
         return '"asDouble":' + repr(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX:
         return '"asInt":"' + str(int(value)) + '"'
-    number = _double(float(value))  # type: ignore[arg-type]
+    try:
+        number = _double(float(value))  # type: ignore[arg-type]
+    except OverflowError:  # an int past float's range
+        number = "Infinity" if value > 0 else "-Infinity"  # type: ignore[operator]
     return '"asDouble":' + (repr(number) if isinstance(number, float) else '"' + number + '"')
 
 
