@@ -667,3 +667,46 @@ def test_runtel_run_uvicorn_with_two_workers(tmp_path: Path, clean_env: dict[str
     for i in range(0, len(served), 3):  # callers' traces continued in whichever worker served them
         assert by_path[f"/item/{i}"].trace_id == TRACE.format(i)
         assert by_path[f"/item/{i}"].parent_span_id == CALLER_SPAN
+
+
+AROUND_APP = textwrap.dedent(
+    """
+    import sys
+    import uvicorn
+    import runtel
+    from runtel.recording.service import RequestSpans
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        with runtel.block("handler"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with runtel.run_span("around"):
+        uvicorn.run(RequestSpans(app), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+def test_a_run_around_uvicorn_run_is_finished_when_sigterm_stops_the_server(
+        tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """uvicorn stops gracefully on SIGTERM and then raises it again with the handler it found: the process
+    ends inside the ``with run_span`` block. The run is still finished (interrupted, with its end time and
+    usage) and every request span is on disk; the process still ends by SIGTERM."""
+    (tmp_path / "around.py").write_text(AROUND_APP)
+    port, runs = _free_port(), tmp_path / "runs"
+    env = {**clean_env, "RUNTEL_DIR": str(runs), "RUNTEL_SAMPLING": "true"}
+    bodies, err, code = _serve([sys.executable, str(tmp_path / "around.py"), str(port)], env, port,
+                               stop=signal.SIGTERM)
+    assert code == -signal.SIGTERM, err
+    assert bodies == ["ok"] * N
+    (summary,) = list_runs(runs)
+    record = json.loads((Path(summary["dir"]) / "run.json").read_text())
+    assert record["status"] == "interrupted" and record.get("end_time"), record
+    assert record.get("resource_usage"), sorted(record)
+    spans = read_spans(Path(summary["dir"]))
+    assert len([s for s in spans if s.name == "GET"]) == N
+    assert len([s for s in spans if s.name == "handler"]) == N
+    assert [s.name for s in spans if s.span_id == record["span_id"]] == ["around"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -270,3 +271,27 @@ def test_spawned_task_metering_keeps_anyio_task_groups_working(rt: Settings) -> 
     spans = _requests(run.dir)
     assert sorted(s.name for s in spans) == ["GET /cancel", "GET /stream", "GET /stream"]
     assert all(s.attributes["http.response.status_code"] == 200 for s in spans)
+
+
+def test_the_sigterm_handler_never_replaces_the_applications_own() -> None:
+    """finish_runs_on_sigterm installs itself over the default handler only, from the main thread only."""
+    import signal
+
+    from runtel import _sdk
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        own = signal.signal(signal.SIGTERM, lambda *_: None)
+        own = signal.getsignal(signal.SIGTERM)
+        assert _sdk.finish_runs_on_sigterm() is False and signal.getsignal(signal.SIGTERM) is own
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert _sdk.finish_runs_on_sigterm() is True and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert _sdk.finish_runs_on_sigterm() is True  # twice is harmless
+        result: list[bool] = []
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        thread = threading.Thread(target=lambda: result.append(_sdk.finish_runs_on_sigterm()))
+        thread.start()
+        thread.join()
+        assert result == [False] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)

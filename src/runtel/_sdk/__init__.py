@@ -8,7 +8,17 @@ through the functions re-exported here.
 
 from __future__ import annotations
 
-from runtel._sdk.process import before_configure, configure, current_runtime, flush, get_runtime, reset, settings
+from runtel._sdk.process import (
+    before_configure,
+    configure,
+    current_runtime,
+    finish_runs_on_sigterm,
+    flush,
+    get_runtime,
+    reset,
+    settings,
+)
 from runtel._sdk.runtime import Runtime
 
-__all__ = ("Runtime", "before_configure", "configure", "current_runtime", "flush", "get_runtime", "reset", "settings")
+__all__ = ("Runtime", "before_configure", "configure", "current_runtime", "finish_runs_on_sigterm", "flush",
+           "get_runtime", "reset", "settings")

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     pass
 
 
-__all__ = ("before_configure", "configure", "current_runtime", "flush", "get_runtime", "reset", "settings")
+__all__ = ("before_configure", "configure", "current_runtime", "finish_runs_on_sigterm", "flush", "get_runtime",
+           "reset", "settings")
 
 _runtime: Runtime | None = None
 
@@ -146,6 +147,46 @@ def _at_exit() -> None:
         if late_spans():
             logging.getLogger("runtel.sdk").warning(
                 "runtel did not record %d span(s) that ended after their run had closed", late_spans())
+
+
+def finish_runs_on_sigterm() -> bool:
+    """Make a SIGTERM finish this process's open runs (``interrupted``, with their end and usage) and then end
+    the process by SIGTERM as before; True if the handler is in place.
+
+    For a server started inside a run (``with run_span(): uvicorn.run(RequestSpans(app))``): uvicorn stops
+    gracefully on SIGTERM, restores the handler it found and raises the signal again, which with the default
+    handler ends the process inside the ``with`` block, leaving the run "running". Installed only from the
+    main thread over the default handler, so an application's own handler is never replaced.
+    """
+    import signal  # deferred: only a served app needs it (~0.1 ms)
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is _on_sigterm:
+            return True
+        if current != signal.SIG_DFL:
+            return False
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # no SIGTERM here, or not allowed
+        return False
+    return True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    import signal  # deferred: loaded already by finish_runs_on_sigterm
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    rt = _runtime
+    if rt is not None:
+        try:
+            rt.finish_open_runs()
+            rt.flush_spans(2.0)
+        except Exception as exc:  # the process ends by SIGTERM whatever happened here
+            logging.getLogger("runtel.sdk").warning("runtel could not finish its runs on SIGTERM: %s: %s",
+                                                    type(exc).__name__, exc)
+    signal.raise_signal(signal.SIGTERM)
 
 
 def _after_fork_in_child() -> None:

@@ -66,6 +66,9 @@ class RequestSpans:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.app = app
         self._in_flight = 0
+        if "uvicorn" in sys.modules and _context.current_run() is not None:  # see finish_runs_on_sigterm
+            with guard("service-sigterm", "finish the service run on SIGTERM"):
+                _sdk.finish_runs_on_sigterm()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection; anything but HTTP passes through untouched."""
