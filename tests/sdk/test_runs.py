@@ -409,3 +409,20 @@ def test_a_notebook_kernel_run_records_its_notebook_and_is_named_after_it(rt: Se
     assert run.name == "Explore Data" and record["name"] == "Explore Data"
     script = (run.dir / "reproduce.sh").read_text()
     assert "notebook kernel session" in script and "cannot be re-run" in script
+
+
+def test_a_run_without_a_name_is_named_after_the_program(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """``python job.py`` gives ``job``; ``python -m pkg`` (argv[0] ``.../pkg/__main__.py``) gives ``pkg``."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "servekit"
+    pkg.mkdir()
+    code = "import runtel\nwith runtel.run_span() as run:\n    print(run.name)\n"
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(code)
+    (tmp_path / "job.py").write_text(code)
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    names = [subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60, check=True).stdout.strip() for args in (["job.py"], ["-m", "servekit"])]
+    assert names == ["job", "servekit"]

@@ -184,7 +184,7 @@ class RunSpan:
         argv = list(sys.argv if self._argv is None else self._argv)
         notebook = notebook_path(argv, settings.env)
         name = (self._name or (Path(notebook).stem if notebook else "")
-                or (Path(argv[0]).stem if argv and argv[0] not in ("", "-c") else "") or "run")
+                or (_program_name(argv[0]) if argv and argv[0] not in ("", "-c") else "") or "run")
         if _sdk.current_runtime() is None and not settings.disabled:
             _prefetch_git(argv, settings, self._telemetry)
         runtime = _sdk.get_runtime()
@@ -563,3 +563,12 @@ def run_span(
     """
     return RunSpan(name, config=config, tags=tags, output_dir=output_dir, seed=seed, telemetry=telemetry,
                    attributes=attributes)
+
+
+def _program_name(argv0: str) -> str:
+    """A run's default name from ``sys.argv[0]``: the script's stem, or the package of ``python -m package``
+    (whose ``argv[0]`` is ``.../package/__main__.py``)."""
+    path = Path(argv0)
+    if path.stem == "__main__" and path.parent.name:
+        return path.parent.name
+    return path.stem
