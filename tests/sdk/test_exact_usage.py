@@ -267,7 +267,7 @@ def test_block_counts_its_live_children(runs_dir: Path) -> None:
             ending.start()
             started.wait()
             _known_to_edges(ending.pid)  # type: ignore[arg-type]
-            time.sleep(0.2)
+            _until_cpu(ending.pid, 0.0, 0.15, 0.2)  # type: ignore[arg-type]  # its CPU before the block
             reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with runtel.block("ending"):
                 early = _process_cpu(ending.pid)  # type: ignore[arg-type]
@@ -979,3 +979,42 @@ def test_a_child_runs_estimated_block_energy_uses_its_own_factor(
     monkeypatch.setattr(compare_mod, "FULL_TREE_BYTES", 0)
     streamed = compare_mod.load_run(str(parent.dir), runs_dir)
     assert streamed.blocks["child/step"].metrics()["energy_j"] == pytest.approx(sum(want), rel=1e-9)
+
+
+OWN_THREAD_JOB = """
+import json, sys, threading, time
+import runtel
+from runtel import semconv
+from runtel.testing import read_run
+
+def sampler_cpu():
+    found = [t for t in threading.enumerate() if t.name == "runtel-sampler"]
+    return time.clock_gettime(time.pthread_getcpuclockid(found[0].ident)) if found else 0.0
+
+with runtel.run_span("own") as run:  # the sampler starts here: its first tick falls into the block
+    sampler0, process0 = sampler_cpu(), time.process_time()
+    with runtel.block("sleep"):
+        time.sleep(0.5)
+    sampler1, process1 = sampler_cpu(), time.process_time()
+spans = {s.name: s.attributes for s in read_run(run.dir)[1]}
+print(json.dumps({"sampler": sampler1 - sampler0, "process": process1 - process0,
+                  "block": spans["sleep"][semconv.USAGE_CPU_TIME], "run": spans["own"][semconv.USAGE_CPU_TIME]}))
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="per-thread CPU clocks")
+@pytest.mark.parametrize("interval", ["0.05", "10"])
+def test_runtels_sampling_thread_is_not_a_blocks_cpu_time(tmp_path: Path, clean_env: dict[str, str],
+                                                          interval: str) -> None:
+    """A sleeping block's cpu.time leaves out what runtel's sampling thread used meanwhile (its first tick in a
+    fresh process, ~20-30 ms of imports and first reads, fell into a run's first block; at 50 ms, every tick's
+    loop), while the run's own figure keeps it (what the process used)."""
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "true",
+           "RUNTEL_SAMPLE_INTERVAL": interval, "RUNTEL_GPU": "none"}
+    proc = subprocess.run([sys.executable, "-c", OWN_THREAD_JOB], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["sampler"] > 0, got
+    assert 0 <= got["block"] <= got["process"] - got["sampler"] + 0.003, got
+    assert got["run"] >= got["process"] - 0.002, got

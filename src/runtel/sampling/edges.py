@@ -19,6 +19,10 @@ the window's figure is their difference:
   between the start and its end is missing. One not known at the window's start (neither found by the
   sampler nor told at its start, see ``ProcessTree.child_started``) counts only if it was born inside the
   window.
+  runtel's own sampling thread is left out of a block's or measurement window's figure (its CPU is
+  runtel's cost, not the window's work: its first tick, ~20-30 ms of imports and first reads, fell into a
+  run's first block), read from that thread's CPU clock at both edges (one ``clock_gettime``, ~0.4 us);
+  a run's own figure keeps it (what the process used).
 * ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
   only when the window also ended in that thread.
 * peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
@@ -56,6 +60,7 @@ __all__ = (
     "MemoryDetail",
     "TreeCounters",
     "edge_delta",
+    "own_cpu_ns",
     "read_memory_detail",
     "read_tree_counters",
     "read_vm_hwm",
@@ -72,6 +77,7 @@ _thread_time_ns = time.thread_time_ns
 _process_time_ns = time.process_time_ns
 _get_ident = threading.get_ident
 _time_ns = time.time_ns
+_clock_gettime_ns = time.clock_gettime_ns
 _tuple_new = tuple.__new__  # builds an Edge without the NamedTuple's Python-level __new__ (~0.15 us)
 #: ru_maxrss is in bytes on macOS, KiB on Linux and the BSDs
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
@@ -166,6 +172,8 @@ class Edge(NamedTuple):
     #: the live descendants' counters: ``None`` when none are known, :data:`TREE_UNREAD` when there were more
     #: than TREE_EDGE_LIMIT or they could not be read
     tree: TreeCounters | None = None
+    #: CPU of runtel's own sampling thread so far (its CPU clock), 0 while it is not running
+    own_cpu_ns: int = 0
 
     @property
     def cpu_s(self) -> float:
@@ -256,6 +264,9 @@ class EdgeReader:
         cpu_joules_per_s: The CPU estimate's joules per CPU-second (``None`` = no estimate).
         descendants: Returns the live descendants known now (the sampler's last tree read, an immutable
             tuple); their CPU is read at each edge while there are 1 to TREE_EDGE_LIMIT of them.
+
+    ``own_clock`` is the CPU clock id of runtel's sampling thread while it runs (the sampler sets and clears
+    it); each edge reads it, so blocks can leave that thread's CPU out.
     """
 
     def __init__(
@@ -275,6 +286,7 @@ class EdgeReader:
         self._tree_fds: dict[int, int] = {}  #: kept-open /proc/<pid>/stat of the descendants, under _tree_lock
         self._tree_lock = threading.Lock()
         self.failures = 0
+        self.own_clock: int | None = None
 
     def read(self, end: bool = False) -> Edge:
         """The counters now (~1.3-2.4 us without energy sources or live children: two clocks, two ``getrusage``).
@@ -283,9 +295,11 @@ class EdgeReader:
         innermost, so the edge's own cost (energy and descendants' reads included) stays out of the window's
         ``cpu_ns`` and ``thread_cpu_ns`` as far as it can.
         """
+        clock = self.own_clock
         if end:
             thread_cpu = _thread_time_ns()
             cpu = _process_time_ns()
+            own = self._own_cpu(clock) if clock is not None else 0
             hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             children = _getrusage(_RUSAGE_CHILDREN)
             now = _time_ns()
@@ -299,10 +313,20 @@ class EdgeReader:
             tree = self._tree(pids, children) if pids else None
             now = _time_ns()
             hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
+            own = self._own_cpu(clock) if clock is not None else 0
             cpu = _process_time_ns()
             thread_cpu = _thread_time_ns()
-        edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree))
+        edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree,
+                                       own))
         return edge
+
+    def _own_cpu(self, clock: int) -> int:
+        try:
+            return _clock_gettime_ns(clock)
+        except OSError:  # the thread ended between the check and the read
+            if self.own_clock == clock:
+                self.own_clock = None
+            return 0
 
     def _tree(self, pids: tuple[int, ...], children: object) -> TreeCounters:
         return self._read_tree(pids, children) if len(pids) <= TREE_EDGE_LIMIT else TREE_UNREAD
@@ -331,6 +355,7 @@ class EdgeReader:
         """In a forked child: close the inherited copies of the parent's open files, without the lock (a
         parent thread may have held it at the fork)."""
         self._tree_lock = threading.Lock()
+        self.own_clock = None  # the parent's sampling thread is not in this process
         fds, self._tree_fds = self._tree_fds, {}
         for fd in fds.values():
             _close_fd(fd)
@@ -358,16 +383,24 @@ class EdgeReader:
         return tuple(out)
 
 
+def own_cpu_ns(start: Edge, end: Edge) -> int:
+    """CPU of runtel's sampling thread between two edges (0 when it was not running at the end edge; all of
+    it so far when it started after the start edge)."""
+    return max(0, end.own_cpu_ns - start.own_cpu_ns) if end.own_cpu_ns else 0
+
+
 def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
-               memory_detail: bool = True) -> EdgeDelta:
+               memory_detail: bool = True, exclude_own: bool = True) -> EdgeDelta:
     """The window ``[start, end]`` from its edges.
 
     Args:
         start / end: The edges (``end`` read after ``start``).
         cpu_joules_per_s: Adds the CPU estimate (``cpu:estimate``) as ``cpu_s x`` this.
         memory_detail: Read USS/PSS (``smaps_rollup``) when the high-water mark rose in the window.
+        exclude_own: Leave runtel's sampling thread out of ``cpu_s`` (blocks, measurements; not runs).
     """
-    cpu = max(0, end.cpu_ns - start.cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
+    cpu_ns = end.cpu_ns - start.cpu_ns - (own_cpu_ns(start, end) if exclude_own else 0)
+    cpu = max(0, cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
     # rusage's figures are whole microseconds: rounded to them, a difference is a short decimal (not 0.51200000001)
     children = 0.0 if end.children == start.children else round(max(0.0, end.children_cpu_s - start.children_cpu_s), 6)
     partial = start.tree is TREE_UNREAD or end.tree is TREE_UNREAD

@@ -27,7 +27,7 @@ from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
 from runtel.energy.tdp import estimate_basis
 from runtel.errors import BackendUnavailable
 from runtel.gpu import open_backend
-from runtel.sampling.edges import TREE_UNREAD, Edge, EdgeDelta, EdgeReader, edge_delta
+from runtel.sampling.edges import TREE_UNREAD, Edge, EdgeDelta, EdgeReader, edge_delta, own_cpu_ns
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
@@ -179,6 +179,7 @@ class Monitor:
             cpu_joules_per_s=None if estimate is None else estimate.joules_per_cpu_s,
             descendants=tree.edge_pids,
         )
+        sampler.edges = edges  # the sampling thread tells the edges its CPU clock
         monitor = cls(sampler, carbon_intensity=settings.carbon_intensity, edges=edges)
         monitor.energy_method = method
         monitor.block_edges = bool(getattr(settings, "block_counters", True))
@@ -318,6 +319,8 @@ class Monitor:
             # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes). The CPU
             # energy estimate is cpu.time x the run's factor, so it is not repeated here (see edge_attributes).
             cpu = end.cpu_ns - start.cpu_ns
+            if end.own_cpu_ns:  # runtel's sampling thread is not the block's work (edges.py)
+                cpu -= own_cpu_ns(start, end)
             if cpu < 0:
                 cpu = 0
             attrs: dict[str, AttributeValue] = {USAGE_CPU_TIME: cpu / 1e9}
@@ -371,7 +374,7 @@ class Monitor:
             summary = sampled()
             if counters is not None and counters[0] is not None and counters[1] is not None:
                 reader = self.edges
-                delta = edge_delta(counters[0], counters[1])
+                delta = edge_delta(counters[0], counters[1], exclude_own=block)
                 self._note_peak(counters[1].time_ns, delta)
                 if not block:
                     summary = self._with_edge_peaks(summary, start_ns, end_ns)

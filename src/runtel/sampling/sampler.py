@@ -41,6 +41,8 @@ from runtel.sampling.system import SystemReader
 if TYPE_CHECKING:
     from anyio import CancelScope, CapacityLimiter
 
+    from runtel.sampling.edges import EdgeReader
+
 __all__ = ("Sampler",)
 
 _log = logging.getLogger("runtel.sampling")
@@ -158,6 +160,8 @@ class Sampler:
         self._stopping = threading.Event()
         self._cancel: Callable[[], None] | None = None
         self.ticks = 0
+        #: the block edges, told this thread's CPU clock while it runs (set by Monitor.open)
+        self.edges: EdgeReader | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -202,6 +206,19 @@ class Sampler:
             _log.debug("closing GPU backend: %s", exc)
 
     def _thread_main(self) -> None:
+        edges = self.edges
+        if edges is not None:  # this thread's CPU is runtel's, not a block's (edges.py)
+            try:
+                edges.own_clock = time.pthread_getcpuclockid(threading.get_ident())
+            except (AttributeError, OSError):  # no per-thread CPU clocks here: blocks keep counting it
+                pass
+        try:
+            self._loop()
+        finally:
+            if edges is not None:
+                edges.own_clock = None
+
+    def _loop(self) -> None:
         try:
             # Importing anyio and starting a loop is ~20-40 ms of pure-Python work; begun at once it would
             # contend for the GIL with the run that just started (its edge sample's /proc reads wait for the
