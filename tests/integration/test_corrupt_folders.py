@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,32 @@ def test_compare_lineage_export_through_the_corpus(corpus: dict[str, object]) ->
     results = {r["run_id"]: r for r in json.loads(proc.stdout)["results"]}
     assert set(corpus["good"]) <= set(results)  # type: ignore[arg-type]
     assert all(not results[g]["ok"] and results[g]["error"] for g in corpus["good"])  # type: ignore[attr-defined]
+
+
+def _copy_run(corpus: dict[str, object], where: Path, name: str, spans_tail: str) -> Path:
+    """A copy in ``where`` of the first good run, as run ``name``, with ``spans_tail`` appended to its spans.jsonl."""
+    good = Path(str(corpus["runs"])) / corpus["good"][0]  # type: ignore[index]
+    copy = where / name
+    shutil.copytree(good, copy)
+    (copy / "run.json").write_text(json.dumps({**json.loads((good / "run.json").read_text()), "id": name}))
+    with (copy / "spans.jsonl").open("a") as f:
+        f.write(spans_tail)
+    return copy
+
+
+def test_a_line_that_is_not_otlp_is_warned_about(corpus: dict[str, object], tmp_path: Path) -> None:
+    """A spans line that is a JSON object but not an OTLP/JSON request ({"resourceSpans": "str"}) is skipped
+    and named by show (tree and --json) and compare, which exit 1 as for any other skipped line."""
+    run_dir = _copy_run(corpus, tmp_path, "not-otlp", '{"resourceSpans": "str"}\n')
+    env, base = corpus["env"], corpus["base"]
+    for args in (["show", str(run_dir)], ["show", str(run_dir), "--json"],
+                 ["compare", str(run_dir), str(run_dir)]):
+        proc = runtel_cli(args, env, base)  # type: ignore[arg-type]
+        _no_traceback(proc)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "run not-otlp: spans.jsonl: 1 line(s) that are not OTLP/JSON" in proc.stderr, (args, proc.stderr)
+    shown = json.loads(runtel_cli(["show", str(run_dir), "--json"], env, base).stdout)  # type: ignore[arg-type]
+    assert shown["spans"] and any("not OTLP/JSON" in p for p in shown["problems"])
 
 
 def test_load_and_tracker_through_the_corpus(corpus: dict[str, object]) -> None:

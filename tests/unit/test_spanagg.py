@@ -120,6 +120,7 @@ def test_span_rows_read_what_spans_read(tmp_path: Path, monkeypatch: pytest.Monk
     assert [r[0] for r in rows] == [s.span_id for s in spans] and len(rows) == 5
     ok = next(r for r in rows if r[3] == "ok")
     assert ok[4:8] == (5, 9, 2, "m") and decode_attributes(ok[8]) == {"k": 3}
-    for key in ("lines", "unreadable", "bad_records", "oversized", "incomplete_tail"):
+    for key in ("lines", "unreadable", "not_otlp", "bad_records", "oversized", "incomplete_tail"):
         assert getattr(rows_stats, key) == getattr(spans_stats, key), key
+    assert rows_stats.not_otlp == 2  # {"resourceSpans": "x"} and the line of a 1 and a dict of spans
     assert rows_stats.problems()[0].startswith("spans.jsonl:")

@@ -12,8 +12,10 @@ must not break any of them:
 * ``spans.jsonl`` and ``metrics.jsonl`` (with their rotated segments, in order: see
   :func:`runtel.rundir.schema.span_segments`) are read in chunks of :data:`READ_CHUNK_BYTES`; a line
   longer than :data:`MAX_LINE_BYTES` is skipped without being held in memory, and skipped lines are
-  counted in a :class:`LineStats`. An unterminated last line of the live (last) segment is a run still
-  writing (or one killed mid-write): it is skipped quietly; one that ends an older segment is counted.
+  counted in a :class:`LineStats`, as are JSON objects that are not OTLP/JSON requests (see
+  :func:`otlp_groups`) and spans that are not OTLP/JSON spans. An unterminated last line of the live
+  (last) segment is a run still writing (or one killed mid-write): it is skipped quietly; one that ends
+  an older segment is counted.
 * Spans and metric lines are streamed (:func:`iter_spans`, :func:`iter_span_batches`,
   :func:`iter_metric_lines`): memory stays bounded by one line whatever the run's size. Only
   :func:`read_spans` holds every span (sorted and de-duplicated), for callers that need the list.
@@ -56,6 +58,8 @@ __all__ = (
     "run_span_ref",
     "MAX_LINE_BYTES",
     "MAX_RECORD_BYTES",
+    "METRIC_KEYS",
+    "SPAN_KEYS",
     "LineStats",
     "SpanRecord",
     "SpanRow",
@@ -73,6 +77,7 @@ __all__ = (
     "iter_span_rows",
     "iter_spans",
     "list_runs",
+    "otlp_groups",
     "read_record",
     "read_record_or_corrupt",
     "parent_run_id",
@@ -100,7 +105,11 @@ class LineStats:
     lines: int = 0
     oversized: int = 0
     unreadable: int = 0
+    not_otlp: int = 0
+    """JSON objects that are not OTLP/JSON requests in whole or in part (a list that is not a list, an entry that
+    is not an object): see :func:`otlp_groups`."""
     bad_records: int = 0
+    bad_metrics: int = 0
     bad_attributes: int = 0
     incomplete_tail: bool = False
     error: str | None = None
@@ -115,8 +124,12 @@ class LineStats:
             out.append(f"{name}: {self.oversized} line(s) longer than {MAX_LINE_BYTES >> 20} MiB skipped")
         if self.unreadable:
             out.append(f"{name}: {self.unreadable} line(s) that are not a JSON object skipped")
+        if self.not_otlp:
+            out.append(f"{name}: {self.not_otlp} line(s) that are not OTLP/JSON skipped (in whole or in part)")
         if self.bad_records:
             out.append(f"{name}: {self.bad_records} malformed span(s) skipped")
+        if self.bad_metrics:
+            out.append(f"{name}: {self.bad_metrics} malformed metric(s) skipped")
         if self.bad_attributes:
             out.append(f"{name}: {self.bad_attributes} malformed attribute(s) skipped")
         return out
@@ -538,6 +551,49 @@ class SpanRecord:
                 f"status {status}, span_id={self.span_id!r})")
 
 
+#: how an OTLP/JSON request line nests its items: (resource list, scope list, item list) of each signal
+SPAN_KEYS: Final = ("resourceSpans", "scopeSpans", "spans")
+METRIC_KEYS: Final = ("resourceMetrics", "scopeMetrics", "metrics")
+
+
+def otlp_groups(request: Mapping[str, Any], keys: tuple[str, str, str],
+                stats: LineStats) -> Iterator[tuple[dict[str, Any], dict[str, Any], list[Any]]]:
+    """(resource entry, scope entry, its list of items) of one parsed request line, in order.
+
+    ``keys`` is :data:`SPAN_KEYS` or :data:`METRIC_KEYS`. A list that is absent or null is empty (as in
+    proto3 JSON); one that is not a list, and an entry of the resource or scope list that is not an object,
+    is skipped, and the line is counted once in ``stats.not_otlp``. The items themselves are not checked.
+    """
+    top, scope_key, item_key = keys
+    seen_bad = False
+
+    def bad() -> None:
+        nonlocal seen_bad
+        if not seen_bad:
+            seen_bad = True
+            stats.not_otlp += 1
+
+    resources = request.get(top)
+    if resources is None:
+        return
+    if not isinstance(resources, list):
+        bad()
+        return
+    for rs in resources:
+        scopes = rs.get(scope_key) if isinstance(rs, dict) else ()
+        if not isinstance(scopes, list):
+            if scopes is not None:
+                bad()
+            continue
+        for ss in scopes:
+            items = ss.get(item_key) if isinstance(ss, dict) else ()
+            if not isinstance(items, list):
+                if items is not None:
+                    bad()
+                continue
+            yield rs, ss, items
+
+
 def _items(value: object) -> list[dict[str, Any]]:
     """The objects of a JSON list (anything else reads as empty)."""
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
@@ -613,23 +669,23 @@ def iter_span_batches(run_dir: Path, stats: LineStats | None = None) -> Iterator
     stats.path = str(run_dir / SPANS_FILE)
     try:
         for request, _size in iter_segments_sized(span_segments(run_dir), stats):
-            for rs in _items(request.get("resourceSpans")):
+            for rs, _ss, spans in otlp_groups(request, SPAN_KEYS, stats):
                 resource = rs.get("resource")
-                resource = resource if isinstance(resource, dict) else {}
-                for ss in _items(rs.get("scopeSpans")):
-                    spans = ss.get("spans")
-                    if isinstance(spans, list):
-                        yield resource, spans
+                yield resource if isinstance(resource, dict) else {}, spans
     except RunFolderError as exc:
         stats.error = str(exc)
 
 
 def iter_span_dicts(run_dir: Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
-    """The raw OTLP/JSON span objects of a run, in file order (see :func:`iter_span_batches`)."""
+    """The raw OTLP/JSON span objects of a run, in file order (see :func:`iter_span_batches`); an entry that is not
+    an object is counted as a malformed span."""
+    stats = stats if stats is not None else LineStats()
     for _resource, spans in iter_span_batches(run_dir, stats):
         for s in spans:
             if isinstance(s, dict):
                 yield s
+            else:
+                stats.bad_records += 1
 
 
 def span_from_otlp(s: dict[str, Any], stats: LineStats) -> SpanRecord | None:
@@ -676,6 +732,7 @@ def _span_decoder() -> Any:
 def _row(s: object, stats: LineStats) -> SpanRow | None:
     """The SpanRow of one parsed span object, or None (counted) if it is malformed (as :func:`span_from_otlp`)."""
     if not isinstance(s, dict):
+        stats.bad_records += 1
         return None
     try:
         status = s.get("status")
@@ -738,13 +795,11 @@ def iter_span_rows(run_dir: Path, stats: LineStats | None = None) -> Iterator[Sp
                     stats.unreadable += 1
                     continue
                 stats.lines += 1
-                for rs in _items(value.get("resourceSpans")):
-                    for ss in _items(rs.get("scopeSpans")):
-                        spans = ss.get("spans")
-                        for s in spans if isinstance(spans, list) else ():
-                            row = _row(s, stats)
-                            if row is not None:
-                                yield row
+                for _rs, _ss, spans in otlp_groups(value, SPAN_KEYS, stats):
+                    for s in spans:
+                        row = _row(s, stats)
+                        if row is not None:
+                            yield row
     except RunFolderError as exc:
         stats.error = str(exc)
     stats.path = base
