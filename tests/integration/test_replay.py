@@ -7,6 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -178,3 +181,75 @@ def test_ids_become_base64_for_protobuf() -> None:
     parsed = message.resource_spans[0].scope_spans[0].spans[0]
     assert parsed.trace_id.hex() == "5b8efff798038103d269b633813fc60c"
     assert parsed.links[0].span_id.hex() == "eee19b7ec3c1b173"
+
+
+def _extra_span(trace_id: str, span_id: str, **odd: object) -> dict[str, object]:
+    return {"traceId": trace_id, "spanId": span_id, "name": "extra", "kind": 1, "startTimeUnixNano": "1000",
+            "endTimeUnixNano": "2000", **odd}
+
+
+def _line(*spans: dict[str, object]) -> str:
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [
+        {"scope": {"name": "runtel"}, "spans": list(spans)}]}]})
+
+
+#: a bad line put first in a copied run's spans.jsonl -> (the ids of the good spans in it, what the warning says)
+BAD_SPAN_LINES: dict[str, tuple[Callable[[str], str], set[str], str]] = {
+    "resourceSpans is a string": (lambda t: '{"resourceSpans":"str"}', set(), "1 line(s) that are not OTLP/JSON"),
+    "a traceId that is a number": (lambda t: _line(_extra_span("5", "b" * 16, traceId=5), _extra_span(t, "c" * 16)),
+                                   {"c" * 16}, "1 malformed span(s)"),
+    "a start time that is no number": (lambda t: _line(_extra_span(t, "d" * 16, startTimeUnixNano="x"),
+                                                       _extra_span(t, "e" * 16)), {"e" * 16}, "1 malformed span(s)"),
+    "a span id of the wrong length": (lambda t: _line(_extra_span(t, "abc"), _extra_span(t, "f" * 16)), {"f" * 16},
+                                      "1 malformed span(s)"),
+}
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", "http/json"])
+@pytest.mark.parametrize("case", list(BAD_SPAN_LINES))
+def test_a_bad_spans_line_is_skipped_and_every_good_span_sent(case: str, protocol: str, receiver: Receiver,
+                                                               recorded: Path, tmp_path: Path) -> None:
+    """One line (or one span of a line) that is not OTLP/JSON costs that line (span) only: it is named in one
+    warning, every other span arrives, and the exit code is 1 (docs/cli.md, "Corrupt run folders")."""
+    source = _run_dir(recorded, "replay-job")
+    run_dir = tmp_path / source.name
+    shutil.copytree(source, run_dir)
+    local = {s.span_id for s in read_spans(source)}
+    trace_id = uuid.uuid4().hex  # a trace of this test's own on the shared receiver
+    good = (source / "spans.jsonl").read_text().replace(read_spans(source)[0].trace_id, trace_id)
+    make_line, extra, warning = BAD_SPAN_LINES[case]
+    (run_dir / "spans.jsonl").write_text(make_line(trace_id) + "\n" + good)  # the bad line first
+    run_id = read_record(run_dir)["id"]
+    proc = runtel_export(str(run_dir), "--protocol", protocol, "--endpoint", receiver.endpoint(protocol))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "NOT SENT" not in proc.stdout, proc.stdout + proc.stderr
+    assert f"sent      {run_id}: {len(local | extra)} spans" in proc.stdout, proc.stdout + proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("runtel: warning:")]
+    assert len(warnings) == 1, proc.stderr
+    assert "spans.jsonl" in warnings[0] and warning in warnings[0] and "not sent" in warnings[0], proc.stderr
+    assert receiver.wait_for(lambda: {s.span_id for s in receiver.spans({trace_id})} >= local | extra)
+    time.sleep(0.2)  # a span sent by mistake would show up as soon as the rest
+    assert {s.span_id for s in receiver.spans({trace_id})} == local | extra
+
+
+def test_a_bad_metrics_line_is_skipped_and_every_good_point_sent(receiver: Receiver, recorded: Path,
+                                                                  tmp_path: Path) -> None:
+    """The same for metrics.jsonl: a line that is not OTLP/JSON and a metric whose point has no numeric time are
+    skipped and named; every other metric point is sent."""
+    source = _run_dir(recorded, "replay-job")
+    run_dir = tmp_path / source.name
+    shutil.copytree(source, run_dir)
+    [clean] = export_runs([source], endpoint=receiver.http_endpoint, env={}, signals=["metrics"])
+    assert clean.ok and clean.metric_points > 0
+    bad_metric = {"resourceMetrics": [{"resource": {"attributes": []}, "scopeMetrics": [{"metrics": [
+        {"name": "odd", "gauge": {"dataPoints": [{"timeUnixNano": "x", "asDouble": 1.0}]}},
+        {"name": "fine", "gauge": {"dataPoints": [{"timeUnixNano": "5", "asDouble": 1.0}]}}]}]}]}
+    good = (source / "metrics.jsonl").read_text()
+    (run_dir / "metrics.jsonl").write_text('{"resourceMetrics":"str"}\n' + json.dumps(bad_metric) + "\n" + good)
+    proc = runtel_export(str(run_dir), "--signals", "metrics", "--endpoint", receiver.http_endpoint, "--json")
+    assert proc.returncode == 1, proc.stderr
+    [result] = json.loads(proc.stdout)["results"]
+    assert result["ok"] and result["metric_points"] == clean.metric_points + 1, result
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("runtel: warning:")]
+    assert len(warnings) == 2 and all("metrics.jsonl" in w and "not sent" in w for w in warnings), proc.stderr
+    assert any("not OTLP/JSON" in w for w in warnings) and any("1 malformed metric(s)" in w for w in warnings)

@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "http/protobuf, endpoint http://localhost:4318, or :4317 for grpc) and OTEL_TRACES_EXPORTER / "
         "OTEL_METRICS_EXPORTER (a signal set to none is not sent). A signal the endpoint does not take "
         "(HTTP 404/405/501, gRPC UNIMPLEMENTED: a trace-only backend) is noted once, not an error. Exit code 0: "
-        "everything the endpoint takes arrived; 1: a run, a signal or a batch was not sent (unreadable run, "
-        "connection failure, timeout, 5xx, or a batch refused with a 4xx: the server's reason is printed); "
+        "everything the endpoint takes arrived; 1: a run, a signal, a batch or a line was not sent (unreadable run, "
+        "a line or span not OTLP/JSON, connection failure, timeout, 5xx, or a batch refused with a 4xx: "
+        "the server's reason is printed); "
         "2: bad arguments. With --format "
         "chrome-trace, write the runs' spans and sampled metrics to a Trace Event JSON file instead "
         "(opens offline in ui.perfetto.dev or chrome://tracing).",

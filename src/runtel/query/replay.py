@@ -2,10 +2,16 @@
 
 A run recorded offline (the default) can be looked at later in Jaeger or Grafana: every line of
 ``spans.jsonl`` / ``metrics.jsonl`` is already an OTLP/JSON ``Export*ServiceRequest``. For ``http/json``
-lines are merged and POSTed as they are; for ``http/protobuf`` and ``grpc`` they are parsed into the
-protobuf messages (after turning the hex ids into the base64 that proto3 JSON uses for bytes).
-Requests are batched to stay under a few MiB. Sending a run twice is harmless: backends de-duplicate
-spans by id, and the metric points carry their original timestamps.
+lines are merged and POSTed as they are; for ``http/protobuf`` and ``grpc`` each line is parsed into the
+protobuf message (after turning the hex ids into the base64 that proto3 JSON uses for bytes), and a
+request merges those. Requests are batched to stay under a few MiB. Sending a run twice is harmless:
+backends de-duplicate spans by id, and the metric points carry their original timestamps.
+
+One bad line never costs the others: a line that is not OTLP/JSON (see
+:func:`runtel.rundir.reader.otlp_groups`) is skipped, and so is a span or metric that does not parse
+into its protobuf message or has trace/span ids of the wrong length (the line's other items are sent);
+each kind is counted once in :attr:`ExportResult.skipped`. For ``http/json`` the lines are checked that
+way only when the endpoint refuses a batch with a 4xx: the batch is sent again without what failed.
 """
 
 from __future__ import annotations
@@ -32,7 +38,14 @@ from runtel.exporters.otlp import (
 )
 from runtel.rundir.journal import recover_spans
 from runtel.rundir.otlp_json import run_id_on_points
-from runtel.rundir.reader import LineStats, iter_segments_sized, read_record_or_corrupt
+from runtel.rundir.reader import (
+    METRIC_KEYS,
+    SPAN_KEYS,
+    LineStats,
+    iter_segments_sized,
+    otlp_groups,
+    read_record_or_corrupt,
+)
 from runtel.rundir.schema import METRICS_FILE, SPANS_FILE, segments
 
 __all__ = ("SIGNALS", "ExportResult", "default_signals", "export_runs", "ids_to_base64")
@@ -44,7 +57,9 @@ _MAX_REJECTIONS: Final = 5
 #: requests are cut before they grow past this many bytes of JSON (collectors accept 4 MiB gRPC by default)
 MAX_REQUEST_BYTES: Final = 3 * 1024 * 1024
 _ID_KEYS: Final = ("traceId", "spanId", "parentSpanId")
-_ROOT_KEY: Final = {"traces": "resourceSpans", "metrics": "resourceMetrics"}
+#: how each signal's request nests its items (resource list, scope list, item list)
+_KEYS: Final = {"traces": SPAN_KEYS, "metrics": METRIC_KEYS}
+_POINT_KINDS: Final = ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,8 @@ class ExportResult:
     bytes: int = 0
     error: str | None = None
     skipped: list[str] = field(default_factory=list)
-    """Lines of the run's files that could not be read and were not sent (one entry per kind)."""
+    """Lines, spans and metrics of the run's files that could not be read or converted and were not sent (one
+    entry per kind and file)."""
     not_accepted: list[str] = field(default_factory=list)
     """Signals the endpoint does not take at all ("metrics not accepted by ...: HTTP 404"): noted, not an error."""
     rejected_spans: int = 0
@@ -119,35 +135,147 @@ def to_protobuf(message: Mapping[str, Any], signal: str) -> Any:
     return ParseDict(ids_to_base64(dict(message)), _request_class(signal)(), ignore_unknown_fields=True)
 
 
-# --- reading and batching -------------------------------------------------------------------------------------
+# --- reading, checking and batching --------------------------------------------------------------------------
 
 
-def _batches(lines: Iterable[tuple[dict[str, Any], int]], root: str, limit: int) -> Iterator[tuple[dict[str, Any], int]]:
-    """Merge lines into requests of at most ``limit`` bytes (a larger single line goes alone)."""
-    items: list[Any] = []
-    size = 0
-    for message, n in lines:
-        if items and size + n > limit:
-            yield {root: items}, size
-            items, size = [], 0
-        items.extend(message.get(root) or ())
-        size += n
-    if items:
-        yield {root: items}, size
+@dataclass(frozen=True)
+class _Line:
+    """One line of a run's file as it is sent: its parts shaped like OTLP/JSON, their count, its size on disk."""
+
+    message: dict[str, Any]
+    size: int
+    items: int
+    proto: Any = None
+    """The line's protobuf ``Export*ServiceRequest``, once checked (:func:`_checked`)."""
+
+
+def _bad_items(stats: LineStats, signal: str, n: int) -> None:
+    if signal == "traces":
+        stats.bad_records += n
+    else:
+        stats.bad_metrics += n
 
 
 def _count(message: Mapping[str, Any], signal: str) -> int:
+    """Spans, or metric data points, of a line shaped by :func:`_shaped`."""
+    top, scope_key, item_key = _KEYS[signal]
+    items = (item for rs in message[top] for ss in rs[scope_key] for item in ss[item_key])
     if signal == "traces":
-        return sum(len(ss.get("spans") or ()) for rs in message.get("resourceSpans", ())
-                   for ss in rs.get("scopeSpans") or ())
+        return sum(1 for _ in items)
     total = 0
-    for rm in message.get("resourceMetrics", ()):
-        for sm in rm.get("scopeMetrics") or ():
-            for metric in sm.get("metrics") or ():
-                for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
-                    if kind in metric:
-                        total += len(metric[kind].get("dataPoints") or ())
+    for metric in items:
+        for kind in _POINT_KINDS:
+            data = metric.get(kind)
+            points = data.get("dataPoints") if isinstance(data, dict) else None
+            total += len(points) if isinstance(points, list) else 0
     return total
+
+
+def _shaped(message: Mapping[str, Any], signal: str, stats: LineStats) -> dict[str, Any] | None:
+    """The parts of a parsed line that are shaped like OTLP/JSON (resource and scope entries that are objects,
+    each with a list of item objects); the rest is counted in ``stats``. None when no item is left."""
+    top, scope_key, item_key = _KEYS[signal]
+    resources: list[dict[str, Any]] = []
+    last: object = None
+    for rs, ss, items in otlp_groups(message, _KEYS[signal], stats):
+        good = [item for item in items if isinstance(item, dict)]
+        _bad_items(stats, signal, len(items) - len(good))
+        if not good:
+            continue
+        if rs is not last:  # the scopes of one resource come one after the other
+            resources.append({**rs, scope_key: []})
+            last = rs
+        resources[-1][scope_key].append({**ss, item_key: good})
+    return {top: resources} if resources else None
+
+
+def _parse_errors() -> tuple[type[BaseException], ...]:
+    from google.protobuf.json_format import ParseError  # deferred: protobuf's JSON parser, as in to_protobuf
+
+    return ParseError, TypeError, ValueError, KeyError, AttributeError, RecursionError
+
+
+def _proto(message: Mapping[str, Any], signal: str) -> Any:
+    """:func:`to_protobuf`, and for spans a check of the id lengths the OTLP spec requires.
+
+    Raises:
+        ParseError, ValueError, ...: the message does not parse, or an id has the wrong length.
+    """
+    request = to_protobuf(message, signal)
+    if signal == "traces":
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    if (len(span.trace_id) != 16 or len(span.span_id) != 8 or len(span.parent_span_id) not in (0, 8)
+                            or any(len(link.trace_id) != 16 or len(link.span_id) != 8 for link in span.links)):
+                        raise ValueError("a trace id that is not 16 bytes or a span id that is not 8")
+    return request
+
+
+def _checked(line: _Line, signal: str, stats: LineStats) -> _Line | None:
+    """The line with its protobuf message, without the items that do not convert (counted in ``stats``).
+
+    The whole line is tried first; only a line that fails is tried one item at a time (with its resource
+    and scope). None when no item converts.
+    """
+    errors = _parse_errors()
+    try:
+        return _Line(line.message, line.size, line.items, _proto(line.message, signal))
+    except errors:
+        pass
+    top, scope_key, item_key = _KEYS[signal]
+    resources = []
+    for rs in line.message[top]:
+        resource = {k: v for k, v in rs.items() if k != scope_key}
+        scopes = []
+        for ss in rs[scope_key]:
+            scope = {k: v for k, v in ss.items() if k != item_key}
+            good = []
+            for item in ss[item_key]:
+                try:
+                    _proto({top: [{**resource, scope_key: [{**scope, item_key: [item]}]}]}, signal)
+                except errors:
+                    _bad_items(stats, signal, 1)
+                    continue
+                good.append(item)
+            if good:
+                scopes.append({**scope, item_key: good})
+        if scopes:
+            resources.append({**resource, scope_key: scopes})
+    if not resources:
+        return None
+    message = {top: resources}
+    return _Line(message, line.size, _count(message, signal), _proto(message, signal))
+
+
+def _lines(run_dir: Path, signal: str, stats: LineStats, *, check: bool) -> Iterator[_Line]:
+    """The lines of a run's file of one signal (rotated segments too) as they are sent; what cannot be sent is
+    skipped and counted in ``stats``. ``check``: convert each to protobuf (:func:`_checked`)."""
+    paths = segments(run_dir, SPANS_FILE if signal == "traces" else METRICS_FILE)
+    for message, size in iter_segments_sized(paths, stats):
+        shaped = _shaped(message, signal, stats)
+        if shaped is None:
+            continue
+        if signal == "metrics":  # the run id goes back on each point, as live export sends it
+            shaped = run_id_on_points(shaped)
+        line = _Line(shaped, size, _count(shaped, signal))
+        checked = _checked(line, signal, stats) if check else line
+        if checked is not None:
+            yield checked
+
+
+def _batches(lines: Iterable[_Line], limit: int) -> Iterator[list[_Line]]:
+    """Lines in requests of at most ``limit`` bytes (a larger single line goes alone)."""
+    batch: list[_Line] = []
+    size = 0
+    for line in lines:
+        if batch and size + line.size > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += line.size
+    if batch:
+        yield batch
 
 
 # --- senders --------------------------------------------------------------------------------------------------
@@ -167,22 +295,32 @@ class _Sender:
         #: set when the endpoint answered that it does not take this signal: no more requests for it
         self.not_accepted: str | None = None
 
-    def send(self, request: dict[str, Any]) -> None:
-        """Send one request.
+    @property
+    def checks(self) -> bool:
+        """Whether lines are converted to protobuf (and so checked) before they are sent."""
+        return self.config.protocol != "http/json"
+
+    def send(self, lines: Sequence[_Line]) -> None:
+        """Send one request of these lines (checked ones for a protobuf protocol: see :attr:`checks`).
 
         Raises:
             PostError: the endpoint refused or failed the request (reason is short and secret-free).
         """
         protocol = self.config.protocol
         if protocol == "http/json":
+            top = _KEYS[self.signal][0]
+            request = {top: [rs for line in lines for rs in line.message[top]]}
             body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
             post(self.config.endpoint, body, "application/json", self.headers, self.timeout, self.config.compression)
-        elif protocol == "http/protobuf":
-            body = to_protobuf(request, self.signal).SerializeToString()
-            post(self.config.endpoint, body, "application/x-protobuf", self.headers, self.timeout,
-                 self.config.compression)
+            return
+        message = _request_class(self.signal)()
+        for line in lines:
+            message.MergeFrom(line.proto)  # repeated fields append: the lines' resources one after the other
+        if protocol == "http/protobuf":
+            post(self.config.endpoint, message.SerializeToString(), "application/x-protobuf", self.headers,
+                 self.timeout, self.config.compression)
         else:
-            self._send_grpc(to_protobuf(request, self.signal))
+            self._send_grpc(message)
 
     def _send_grpc(self, message: Any) -> None:
         import grpc  # type: ignore[import-untyped]
@@ -260,41 +398,57 @@ class _RunTally:
     rejections: list[str] = field(default_factory=list)
 
 
+def _deliver(batch: list[_Line], sender: _Sender, tally: _RunTally, stats: LineStats,
+             progress: Callable[[int], None] | None) -> bool:
+    """Send one batch and count the outcome; False when this signal is to stop (an error, or not accepted).
+
+    A batch of unchecked (``http/json``) lines that the endpoint rejects is checked, and sent again without
+    what does not convert, if that was anything.
+    """
+    signal = sender.signal
+    items = sum(line.items for line in batch)
+    size = sum(line.size for line in batch)
+    try:
+        sender.send(batch)
+    except PostError as exc:
+        failure = judge(exc.reason, exc.status, exc.detail, tuple(sender.headers.values()), exc.grpc_code)
+        if failure.kind == "not-accepted":
+            sender.not_accepted = f"{signal} not accepted by {sender.display}: {failure.text}"
+            tally.not_accepted.append(sender.not_accepted)
+            return False
+        if failure.kind == "rejected":  # this batch only: the next one may well be fine
+            if any(line.proto is None for line in batch):
+                checked = [c for line in batch if (c := _checked(line, signal, stats)) is not None]
+                if sum(line.items for line in checked) < items:  # malformed items: the rest is sent again
+                    return _deliver(checked, sender, tally, stats, progress) if checked else True
+            tally.rejected[signal] += items
+            if len(tally.rejections) < _MAX_REJECTIONS:
+                kind = "spans" if signal == "traces" else "metric points"
+                tally.rejections.append(f"{sender.display} rejected {items} {kind}: {failure.text}")
+            return True
+        tally.errors.append(f"{signal} to {sender.display}: {exc.reason}")
+        return False
+    tally.counts[signal] += items
+    tally.requests += 1
+    tally.sent_bytes += size
+    if progress is not None:
+        progress(size)
+    return True
+
+
 def _send_signal(run_dir: Path, sender: _Sender, tally: _RunTally, max_request_bytes: int,
                  progress: Callable[[int], None] | None) -> None:
     """Send one run's file of one signal; a failure of this signal never stops the other one."""
-    signal = sender.signal
     if sender.not_accepted is not None:
         tally.not_accepted.append(sender.not_accepted)
         return
     stats = LineStats()
-    lines = iter_segments_sized(segments(run_dir, SPANS_FILE if signal == "traces" else METRICS_FILE), stats)  # rotated ones too
-    if signal == "metrics":  # the run id goes back on each point, as live export sends it
-        lines = ((run_id_on_points(message), n) for message, n in lines)
-    for request, size in _batches(lines, _ROOT_KEY[signal], max_request_bytes):
-        items = _count(request, signal)
-        try:
-            sender.send(request)
-        except PostError as exc:
-            failure = judge(exc.reason, exc.status, exc.detail, tuple(sender.headers.values()), exc.grpc_code)
-            if failure.kind == "not-accepted":
-                sender.not_accepted = f"{signal} not accepted by {sender.display}: {failure.text}"
-                tally.not_accepted.append(sender.not_accepted)
+    try:
+        for batch in _batches(_lines(run_dir, sender.signal, stats, check=sender.checks), max_request_bytes):
+            if not _deliver(batch, sender, tally, stats, progress):
                 return
-            if failure.kind == "rejected":  # this batch only: the next one may well be fine
-                tally.rejected[signal] += items
-                if len(tally.rejections) < _MAX_REJECTIONS:
-                    kind = "spans" if signal == "traces" else "metric points"
-                    tally.rejections.append(f"{sender.display} rejected {items} {kind}: {failure.text}")
-                continue
-            tally.errors.append(f"{signal} to {sender.display}: {exc.reason}")
-            return
-        tally.counts[signal] += items
-        tally.requests += 1
-        tally.sent_bytes += size
-        if progress is not None:
-            progress(size)
-    tally.skipped += stats.problems()
+    finally:
+        tally.skipped += stats.problems()
 
 
 def export_runs(

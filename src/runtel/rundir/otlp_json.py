@@ -646,21 +646,29 @@ def run_id_on_points(message: dict[str, Any]) -> dict[str, Any]:
 
     The run folder states ``runtel.run.id`` once per line as a Resource attribute (docs/metrics.md,
     "Encoding"); a backend filters points by it, so a replay puts it back on each point. Changes
-    ``message`` in place and returns it; a line without it on the Resource is left as it is.
+    ``message`` in place and returns it; a line without it on the Resource is left as it is, and so is any part
+    that is not shaped like OTLP/JSON (the exporter judges those).
     """
-    for rm in message.get("resourceMetrics") or ():
-        attributes = (rm.get("resource") or {}).get("attributes") or []
-        found = [kv for kv in attributes if isinstance(kv, dict) and kv.get("key") == RUN_ID]
-        if not found:
+
+    def objects(value: object) -> list[dict[str, Any]]:
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    for rm in objects(message.get("resourceMetrics")):
+        resource = rm.get("resource")
+        attributes = resource.get("attributes") if isinstance(resource, dict) else None
+        found = [kv for kv in objects(attributes) if kv.get("key") == RUN_ID]
+        if not found or not isinstance(resource, dict) or not isinstance(attributes, list):
             continue
-        rm["resource"]["attributes"] = [kv for kv in attributes if kv not in found]
+        resource["attributes"] = [kv for kv in attributes if kv not in found]
         run_id = found[0]
-        for sm in rm.get("scopeMetrics") or ():
-            for metric in sm.get("metrics") or ():
+        for sm in objects(rm.get("scopeMetrics")):
+            for metric in objects(sm.get("metrics")):
                 for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
-                    for point in (metric.get(kind) or {}).get("dataPoints") or ():
+                    data = metric.get(kind)
+                    for point in objects(data.get("dataPoints") if isinstance(data, dict) else None):
                         point_attributes = point.setdefault("attributes", [])
-                        if not any(kv.get("key") == RUN_ID for kv in point_attributes):
+                        if isinstance(point_attributes, list) and not any(
+                                isinstance(kv, dict) and kv.get("key") == RUN_ID for kv in point_attributes):
                             point_attributes.append(run_id)
     return message
 
