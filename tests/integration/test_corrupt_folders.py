@@ -245,6 +245,33 @@ def test_a_line_that_is_not_otlp_is_warned_about(corpus: dict[str, object], tmp_
     assert shown["spans"] and any("not OTLP/JSON" in p for p in shown["problems"])
 
 
+def _damaged(corpus: dict[str, object], where: Path) -> tuple[Path, list[str]]:
+    """A copy of a good run with two non-JSON lines and two malformed spans in spans.jsonl (metrics.jsonl intact),
+    and the warnings show prints for it."""
+    bad_span = {"traceId": 5, "spanId": "b" * 16}
+    run_dir = _copy_run(corpus, where, "damaged", "not json\n[1, 2]\n" + json.dumps(
+        {"resourceSpans": [{"scopeSpans": [{"spans": [bad_span, {**bad_span, "spanId": "c" * 16}]}]}]}) + "\n")
+    show = runtel_cli(["show", str(run_dir)], corpus["env"], corpus["base"])  # type: ignore[arg-type]
+    warnings = [line for line in show.stderr.splitlines() if line.startswith("runtel: warning:")]
+    assert show.returncode == 1 and warnings == [
+        "runtel: warning: run damaged: spans.jsonl: 2 line(s) that are not a JSON object skipped",
+        "runtel: warning: run damaged: spans.jsonl: 2 malformed span(s) skipped"], show.stderr
+    return run_dir, warnings
+
+
+def test_chrome_trace_names_the_damaged_file(corpus: dict[str, object], tmp_path: Path) -> None:
+    """A damaged spans.jsonl beside an intact metrics.jsonl: export --format chrome-trace warns as show does,
+    naming spans.jsonl, not metrics.jsonl."""
+    run_dir, expected = _damaged(corpus, tmp_path)
+    trace = runtel_cli(["export", "--format", "chrome-trace", "-o", str(tmp_path / "t.json"), str(run_dir)],
+                       corpus["env"], corpus["base"])  # type: ignore[arg-type]
+    assert "Traceback" not in trace.stderr and trace.returncode == 1, trace.stderr
+    assert "metrics.jsonl" not in trace.stderr, trace.stderr
+    assert [line for line in trace.stderr.splitlines() if line.startswith("runtel: warning:")] == expected
+    problems = json.loads((tmp_path / "t.json").read_text())["otherData"]["problems"]
+    assert problems == [line.removeprefix("runtel: warning: ") for line in expected]
+
+
 def test_load_and_tracker_through_the_corpus(corpus: dict[str, object]) -> None:
     """runtel.load and Tracker read every folder without raising anything but RunNotFound."""
     import runtel

@@ -21,11 +21,13 @@ from typing import Any
 from runtel import semconv
 from runtel.rundir.otlp_json import attributes_from_otlp
 from runtel.rundir.reader import (
+    METRIC_KEYS,
     LineStats,
     decode_attributes,
     iter_metric_lines,
     iter_span_batches,
     iter_span_rows,
+    otlp_groups,
     read_record,
 )
 
@@ -90,12 +92,14 @@ class _Lanes:
 
 
 def _counter_events(run_dir: Path, pid: int, origin: int, stats: LineStats) -> Iterator[dict[str, Any]]:
+    """The counter events of a run's metrics.jsonl; what is not OTLP/JSON is skipped and counted in ``stats``."""
     for request in iter_metric_lines(run_dir, stats):
-        for rm in request.get("resourceMetrics") or ():
-            for sm in (rm.get("scopeMetrics") or ()) if isinstance(rm, dict) else ():
-                for metric in (sm.get("metrics") or ()) if isinstance(sm, dict) else ():
-                    if isinstance(metric, dict):
-                        yield from _metric_events(metric, pid, origin)
+        for _rm, _sm, metrics in otlp_groups(request, METRIC_KEYS, stats):
+            for metric in metrics:
+                if isinstance(metric, dict):
+                    yield from _metric_events(metric, pid, origin)
+                else:
+                    stats.bad_metrics += 1
 
 
 def _metric_events(metric: Mapping[str, Any], pid: int, origin: int) -> Iterable[dict[str, Any]]:
@@ -132,6 +136,9 @@ class _Plan:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.stats = LineStats()
+        """What reading spans.jsonl met (both passes)."""
+        self.metric_stats = LineStats()
+        """What reading metrics.jsonl met: its own, so each problem names the file it is in."""
         self.record = read_record(run_dir)
         self.start = 0
         # per span in file order: start, end, and its tid (0 = not yet placed; -1 = a duplicate, skipped)
@@ -204,7 +211,7 @@ def _run_events(i: int, plan: _Plan, origin: int, taken_pids: set[int]) -> Itera
             "tid": tid,
             "args": _args(sid, trace_id, code, message, attributes),
         }
-    yield from _counter_events(run_dir, pid, origin, stats)
+    yield from _counter_events(run_dir, pid, origin, plan.metric_stats)
 
 
 def _origin(plans: Sequence[_Plan]) -> int:
@@ -218,8 +225,8 @@ def _origin(plans: Sequence[_Plan]) -> int:
 
 
 def _problems(plans: Sequence[_Plan]) -> list[str]:
-    return [f"run {p.record.get('id')}: {text}" for p in plans for text in [*p.record.get("problems", ()),
-                                                                            *p.stats.problems()]]
+    return [f"run {p.record.get('id')}: {text}" for p in plans
+            for text in [*p.record.get("problems", ()), *p.stats.problems(), *p.metric_stats.problems()]]
 
 
 def iter_chrome_trace(run_dirs: Sequence[Path | str | os.PathLike[str]]) -> tuple[Iterator[dict[str, Any]],
