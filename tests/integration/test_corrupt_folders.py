@@ -272,6 +272,21 @@ def test_chrome_trace_names_the_damaged_file(corpus: dict[str, object], tmp_path
     assert problems == [line.removeprefix("runtel: warning: ") for line in expected]
 
 
+def test_report_warns_about_the_damaged_file(corpus: dict[str, object], tmp_path: Path) -> None:
+    """report of a run with a damaged spans.jsonl writes the page and warns as show does, one line per kind of
+    problem, and exits 1 as show and compare do."""
+    run_dir, expected = _damaged(corpus, tmp_path)
+    for extra in ([], ["--json"]):
+        output = tmp_path / f"r{len(extra)}.html"
+        report = runtel_cli(["report", "-o", str(output), str(run_dir), *extra],
+                            corpus["env"], corpus["base"])  # type: ignore[arg-type]
+        assert "Traceback" not in report.stderr and report.returncode == 1, report.stderr
+        assert [line for line in report.stderr.splitlines() if line.startswith("runtel: warning:")] == expected
+        assert output.stat().st_size > 0  # the page is written all the same
+    out = json.loads(report.stdout)
+    assert out["output"] == str(output) and out["problems"] == [w.removeprefix("runtel: warning: ") for w in expected]
+
+
 def test_load_and_tracker_through_the_corpus(corpus: dict[str, object]) -> None:
     """runtel.load and Tracker read every folder without raising anything but RunNotFound."""
     import runtel

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtel.cli import render, run_root
+from runtel.cli import problem, render, run_root
 from runtel.query.report import write_report
 from runtel.rundir.index import resolve_run
 
@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write an offline HTML report of one run, or a comparison of several",
         description="Write one self-contained HTML file (no network: charts and data inline): summary, results, "
                     "config, a timeline of spans, resources over time with blocks marked, the per-block usage "
-                    "table, artifacts; for several runs, their results side by side and series overlaid.",
+                    "table, artifacts; for several runs, their results side by side and series overlaid. Data "
+                    "that could not be read (skipped lines of spans.jsonl, say) is one warning each, as for "
+                    "show; the file is written and the exit code is 1.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique id prefix, folder path or 'latest'")
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
@@ -32,9 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     root = run_root(args)
     dirs = [resolve_run(ref, root) for ref in args.runs]
-    size = write_report(dirs, Path(args.output))
+    problems: list[str] = []
+    size = write_report(dirs, Path(args.output), problems=problems)
+    for text in problems:
+        problem(text)  # the exit code is 1, as for show and compare of the same runs
     if args.json:
-        render.print_json({"output": str(args.output), "bytes": size, "runs": [str(d) for d in dirs]})
+        render.print_json({"output": str(args.output), "bytes": size, "runs": [str(d) for d in dirs],
+                           "problems": problems})
     else:
         sys.stderr.write(f"runtel: wrote {args.output} ({size / 1024:.0f} KiB, {len(dirs)} run(s))\n")
     return 0

@@ -154,11 +154,14 @@ def _asset(name: str) -> str:
     return resources.files("runtel.query").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
-def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: str | None = None) -> str:
+def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: str | None = None,
+                  problems: list[str] | None = None) -> str:
     """The report's HTML text for the runs in ``run_dirs`` (one run, or a comparison of several).
 
     Each run is followed by its child runs (``child_of`` names the parent), so a ``runtel run`` wrapper's
-    report holds the command's own runs; a comparison compares the runs asked for.
+    report holds the command's own runs; a comparison compares the runs asked for. What could not be read
+    (values of a run.json dropped for their type, skipped lines and spans, as ``runtel show`` words them) is
+    listed on the page and appended to ``problems``; the page alone says how many child runs it left out.
     """
     asked = [Path(d) for d in run_dirs]
     notes: list[str] = []
@@ -176,7 +179,10 @@ def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: s
     runs = [{**_run_data(events, read_record(d), origin), "child_of": parent}
             for d, events, parent in zip(dirs, per_run, child_of, strict=True)]
     page_title = title or ("runtel report: " + ", ".join(r["name"] or r["id"] for r in runs if not r["child_of"]))
-    page_data = {"runs": runs, "problems": [*other.get("problems", []), *notes]}
+    damaged = list(other.get("problems", []))
+    if problems is not None:
+        problems.extend(damaged)
+    page_data = {"runs": runs, "problems": [*damaged, *notes]}
     return _TEMPLATE.format(
         title=html.escape(page_title),
         css=_asset("uPlot.min.css"),
@@ -186,9 +192,10 @@ def render_report(run_dirs: Sequence[Path | str | os.PathLike[str]], *, title: s
     )
 
 
-def write_report(run_dirs: Sequence[Path | str | os.PathLike[str]], output: Path | str | os.PathLike[str]) -> int:
-    """Write the report to ``output``; returns its size in bytes."""
-    text = render_report(run_dirs)
+def write_report(run_dirs: Sequence[Path | str | os.PathLike[str]], output: Path | str | os.PathLike[str], *,
+                 problems: list[str] | None = None) -> int:
+    """Write the report to ``output``; returns its size in bytes. ``problems``: see :func:`render_report`."""
+    text = render_report(run_dirs, problems=problems)
     Path(output).write_text(text, encoding="utf-8")
     return len(text.encode("utf-8"))
 
