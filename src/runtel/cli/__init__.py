@@ -38,7 +38,7 @@ COMMAND_HELP = {
     "ls": "list recorded runs, newest first",
     "show": "show a run's summary and span tree",
     "compare": "compare runs block by block",
-    "diff": "what differs between two runs (config, code, packages, environment, machine)",
+    "diff": "what differs between two runs (config, command line, code, packages, environment, machine)",
     "reproduce": "re-run a run from its recorded commit, diff, environment and seed; --check compares artifacts",
     "info": "show the machine and environment a run would record",
     "export": "send recorded runs to an OTLP endpoint (replay offline runs)",
