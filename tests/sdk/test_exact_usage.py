@@ -1018,3 +1018,21 @@ def test_runtels_sampling_thread_is_not_a_blocks_cpu_time(tmp_path: Path, clean_
     assert got["sampler"] > 0, got
     assert 0 <= got["block"] <= got["process"] - got["sampler"] + 0.003, got
     assert got["run"] >= got["process"] - 0.002, got
+
+
+def test_the_sampling_threads_cpu_is_taken_off_but_never_below_the_windows_own_thread() -> None:
+    """without_own on made-up edges (ns): the published sampler CPU is taken off the process's, bounded by the
+    other threads' share (a tick that began before the start edge is published whole after it)."""
+    from runtel.sampling.edges import Edge, edge_delta, without_own
+
+    rusage = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def edge(cpu: int, thread: int, own: int, ident: int = 1) -> Any:
+        return Edge(0, cpu, thread, ident, 0, rusage, (), None, own)
+
+    assert without_own(50, edge(0, 0, 0), edge(50, 10, 30)) == 20  # the sampler's 30 of the other threads' 40
+    assert without_own(50, edge(0, 0, 100), edge(50, 40, 130)) == 40  # more published than others used: floor
+    assert without_own(50, edge(0, 0, 7), edge(50, 10, 7)) == 50  # nothing published meanwhile
+    assert without_own(50, edge(0, 0, 0), edge(50, 0, 80, ident=2)) == 0  # ended in another thread: at most all
+    assert edge_delta(edge(0, 0, 0), edge(10**9, 10**8, 5 * 10**8)).cpu_s == 0.5
+    assert edge_delta(edge(0, 0, 0), edge(10**9, 10**8, 5 * 10**8), exclude_own=False).cpu_s == 1.0

@@ -21,8 +21,10 @@ the window's figure is their difference:
   window.
   runtel's own sampling thread is left out of a block's or measurement window's figure (its CPU is
   runtel's cost, not the window's work: its first tick, ~20-30 ms of imports and first reads, fell into a
-  run's first block), read from that thread's CPU clock at both edges (one ``clock_gettime``, ~0.4 us);
-  a run's own figure keeps it (what the process used).
+  run's first block): the thread publishes its CPU clock after its start-up and after every tick, and each
+  edge reads that number (an attribute, no system call). A tick in progress at an edge is counted whole
+  on the side it ends, so what is taken off is bounded by the other threads' CPU in the window: a window
+  never reads less than its own thread used. A run's own figure keeps it (what the process used).
 * ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
   only when the window also ended in that thread.
 * peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
@@ -60,7 +62,7 @@ __all__ = (
     "MemoryDetail",
     "TreeCounters",
     "edge_delta",
-    "own_cpu_ns",
+    "without_own",
     "read_memory_detail",
     "read_tree_counters",
     "read_vm_hwm",
@@ -77,7 +79,6 @@ _thread_time_ns = time.thread_time_ns
 _process_time_ns = time.process_time_ns
 _get_ident = threading.get_ident
 _time_ns = time.time_ns
-_clock_gettime_ns = time.clock_gettime_ns
 _tuple_new = tuple.__new__  # builds an Edge without the NamedTuple's Python-level __new__ (~0.15 us)
 #: ru_maxrss is in bytes on macOS, KiB on Linux and the BSDs
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
@@ -172,7 +173,7 @@ class Edge(NamedTuple):
     #: the live descendants' counters: ``None`` when none are known, :data:`TREE_UNREAD` when there were more
     #: than TREE_EDGE_LIMIT or they could not be read
     tree: TreeCounters | None = None
-    #: CPU of runtel's own sampling thread so far (its CPU clock), 0 while it is not running
+    #: CPU of runtel's sampling thread as it last published it (cumulative over its restarts; 0 before)
     own_cpu_ns: int = 0
 
     @property
@@ -265,8 +266,8 @@ class EdgeReader:
         descendants: Returns the live descendants known now (the sampler's last tree read, an immutable
             tuple); their CPU is read at each edge while there are 1 to TREE_EDGE_LIMIT of them.
 
-    ``own_clock`` is the CPU clock id of runtel's sampling thread while it runs (the sampler sets and clears
-    it); each edge reads it, so blocks can leave that thread's CPU out.
+    ``own_cpu_ns`` is the CPU of runtel's sampling thread so far, published by that thread after its start-up
+    and every tick; each edge copies it, so blocks can leave that thread's CPU out.
     """
 
     def __init__(
@@ -286,7 +287,7 @@ class EdgeReader:
         self._tree_fds: dict[int, int] = {}  #: kept-open /proc/<pid>/stat of the descendants, under _tree_lock
         self._tree_lock = threading.Lock()
         self.failures = 0
-        self.own_clock: int | None = None
+        self.own_cpu_ns = 0
 
     def read(self, end: bool = False) -> Edge:
         """The counters now (~1.3-2.4 us without energy sources or live children: two clocks, two ``getrusage``).
@@ -295,11 +296,10 @@ class EdgeReader:
         innermost, so the edge's own cost (energy and descendants' reads included) stays out of the window's
         ``cpu_ns`` and ``thread_cpu_ns`` as far as it can.
         """
-        clock = self.own_clock
         if end:
             thread_cpu = _thread_time_ns()
             cpu = _process_time_ns()
-            own = self._own_cpu(clock) if clock is not None else 0
+            own = self.own_cpu_ns
             hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             children = _getrusage(_RUSAGE_CHILDREN)
             now = _time_ns()
@@ -313,20 +313,12 @@ class EdgeReader:
             tree = self._tree(pids, children) if pids else None
             now = _time_ns()
             hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
-            own = self._own_cpu(clock) if clock is not None else 0
+            own = self.own_cpu_ns
             cpu = _process_time_ns()
             thread_cpu = _thread_time_ns()
         edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree,
                                        own))
         return edge
-
-    def _own_cpu(self, clock: int) -> int:
-        try:
-            return _clock_gettime_ns(clock)
-        except OSError:  # the thread ended between the check and the read
-            if self.own_clock == clock:
-                self.own_clock = None
-            return 0
 
     def _tree(self, pids: tuple[int, ...], children: object) -> TreeCounters:
         return self._read_tree(pids, children) if len(pids) <= TREE_EDGE_LIMIT else TREE_UNREAD
@@ -355,7 +347,6 @@ class EdgeReader:
         """In a forked child: close the inherited copies of the parent's open files, without the lock (a
         parent thread may have held it at the fork)."""
         self._tree_lock = threading.Lock()
-        self.own_clock = None  # the parent's sampling thread is not in this process
         fds, self._tree_fds = self._tree_fds, {}
         for fd in fds.values():
             _close_fd(fd)
@@ -383,10 +374,15 @@ class EdgeReader:
         return tuple(out)
 
 
-def own_cpu_ns(start: Edge, end: Edge) -> int:
-    """CPU of runtel's sampling thread between two edges (0 when it was not running at the end edge; all of
-    it so far when it started after the start edge)."""
-    return max(0, end.own_cpu_ns - start.own_cpu_ns) if end.own_cpu_ns else 0
+def without_own(cpu_ns: int, start: Edge, end: Edge) -> int:
+    """``cpu_ns`` (the process's CPU between two edges) less what runtel's sampling thread published meanwhile,
+    at most the other threads' share: never below the window's own thread (a tick that began before the start
+    edge is published whole after it)."""
+    own = end.own_cpu_ns - start.own_cpu_ns
+    if own <= 0:
+        return cpu_ns
+    other = cpu_ns - (end.thread_cpu_ns - start.thread_cpu_ns) if end.thread_id == start.thread_id else cpu_ns
+    return cpu_ns - min(own, max(0, other))
 
 
 def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
@@ -399,7 +395,9 @@ def edge_delta(start: Edge, end: Edge, *, cpu_joules_per_s: float | None = None,
         memory_detail: Read USS/PSS (``smaps_rollup``) when the high-water mark rose in the window.
         exclude_own: Leave runtel's sampling thread out of ``cpu_s`` (blocks, measurements; not runs).
     """
-    cpu_ns = end.cpu_ns - start.cpu_ns - (own_cpu_ns(start, end) if exclude_own else 0)
+    cpu_ns = end.cpu_ns - start.cpu_ns
+    if exclude_own:
+        cpu_ns = without_own(cpu_ns, start, end)
     cpu = max(0, cpu_ns) / 1e9  # from integers: a short decimal, exact to the nanosecond
     # rusage's figures are whole microseconds: rounded to them, a difference is a short decimal (not 0.51200000001)
     children = 0.0 if end.children == start.children else round(max(0.0, end.children_cpu_s - start.children_cpu_s), 6)

@@ -27,7 +27,7 @@ from runtel.energy.rapl import DEFAULT_POWERCAP, open_rapl
 from runtel.energy.tdp import estimate_basis
 from runtel.errors import BackendUnavailable
 from runtel.gpu import open_backend
-from runtel.sampling.edges import TREE_UNREAD, Edge, EdgeDelta, EdgeReader, edge_delta, own_cpu_ns
+from runtel.sampling.edges import TREE_UNREAD, Edge, EdgeDelta, EdgeReader, edge_delta, without_own
 from runtel.sampling.instruments import register_instruments
 from runtel.sampling.proctree import ProcessTree
 from runtel.sampling.sampler import Sampler
@@ -179,7 +179,7 @@ class Monitor:
             cpu_joules_per_s=None if estimate is None else estimate.joules_per_cpu_s,
             descendants=tree.edge_pids,
         )
-        sampler.edges = edges  # the sampling thread tells the edges its CPU clock
+        sampler.edges = edges  # the sampling thread tells the edges its own CPU
         monitor = cls(sampler, carbon_intensity=settings.carbon_intensity, edges=edges)
         monitor.energy_method = method
         monitor.block_edges = bool(getattr(settings, "block_counters", True))
@@ -319,8 +319,8 @@ class Monitor:
             # encoded): thread.cpu.time only when other threads ran meanwhile (see edge_attributes). The CPU
             # energy estimate is cpu.time x the run's factor, so it is not repeated here (see edge_attributes).
             cpu = end.cpu_ns - start.cpu_ns
-            if end.own_cpu_ns:  # runtel's sampling thread is not the block's work (edges.py)
-                cpu -= own_cpu_ns(start, end)
+            if end.own_cpu_ns != start.own_cpu_ns:  # runtel's sampling thread is not the block's work (edges.py)
+                cpu = without_own(cpu, start, end)
             if cpu < 0:
                 cpu = 0
             attrs: dict[str, AttributeValue] = {USAGE_CPU_TIME: cpu / 1e9}

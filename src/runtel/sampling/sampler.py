@@ -160,8 +160,9 @@ class Sampler:
         self._stopping = threading.Event()
         self._cancel: Callable[[], None] | None = None
         self.ticks = 0
-        #: the block edges, told this thread's CPU clock while it runs (set by Monitor.open)
+        #: the block edges, told this thread's CPU after its start-up and every tick (set by Monitor.open)
         self.edges: EdgeReader | None = None
+        self._own_base_ns = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -205,18 +206,19 @@ class Sampler:
         except Exception as exc:
             _log.debug("closing GPU backend: %s", exc)
 
+    def _publish_own_cpu(self) -> None:
+        """Tell the block edges this thread's CPU so far (its CPU is runtel's, not a block's: edges.py)."""
+        edges = self.edges
+        if edges is not None:
+            edges.own_cpu_ns = self._own_base_ns + time.thread_time_ns()
+
     def _thread_main(self) -> None:
         edges = self.edges
-        if edges is not None:  # this thread's CPU is runtel's, not a block's (edges.py)
-            try:
-                edges.own_clock = time.pthread_getcpuclockid(threading.get_ident())
-            except (AttributeError, OSError):  # no per-thread CPU clocks here: blocks keep counting it
-                pass
+        self._own_base_ns = edges.own_cpu_ns if edges is not None else 0  # cumulative over restarts
         try:
             self._loop()
         finally:
-            if edges is not None:
-                edges.own_clock = None
+            self._publish_own_cpu()
 
     def _loop(self) -> None:
         try:
@@ -228,6 +230,7 @@ class Sampler:
                 return
             import anyio  # deferred: anyio, only when the sampler starts (~5 ms)
 
+            self._publish_own_cpu()
             anyio.run(self._main)
         except Exception as exc:  # never let the thread die noisily
             self._log_once(f"loop:{type(exc).__name__}", logging.WARNING, "sampler loop ended: %r", exc)
@@ -245,6 +248,7 @@ class Sampler:
                     await self._tick(proc_limiter, gpu_limiter)
                 except Exception as exc:
                     self._log_once(f"tick:{type(exc).__name__}", logging.WARNING, "sampler tick failed: %r", exc)
+                self._publish_own_cpu()
                 deadline += self.interval
                 now = anyio.current_time()
                 if deadline <= now:  # stalled: skip to the next slot on the original grid, no burst
