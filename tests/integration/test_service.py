@@ -710,3 +710,40 @@ def test_a_run_around_uvicorn_run_is_finished_when_sigterm_stops_the_server(
     assert len([s for s in spans if s.name == "GET"]) == N
     assert len([s for s in spans if s.name == "handler"]) == N
     assert [s.name for s in spans if s.span_id == record["span_id"]] == ["around"]
+
+
+LOGGING_LOOP = textwrap.dedent(
+    """
+    import runtel
+    from runtel.recording.service import RequestSpans
+
+    async def app(scope, receive, send):
+        pass
+
+    with runtel.run_span("loop") as run:
+        RequestSpans(app)  # inside a run, uvicorn imported: the SIGTERM handler is installed
+        print("ready", flush=True)
+        for step in range(10**9):
+            run.log(step=step, loss=1.0 / (step + 1))  # SIGTERM lands while runtel writes a series line
+    """
+)
+
+
+def test_sigterm_in_the_middle_of_runtels_own_writing_still_ends_the_process(
+        tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """The handler never waits for a lock the interrupted thread holds (it once hung in 14 of 16 tries):
+    the process ends by SIGTERM, as without runtel; the run is then read as interrupted."""
+    (tmp_path / "loop.py").write_text("import uvicorn\n" + LOGGING_LOOP)
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "loop.py")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=60) == -signal.SIGTERM, proc.stderr.read() if proc.stderr else ""
+        finally:
+            proc.kill()
+            proc.communicate()
+    assert all(r["status"] in ("interrupted", "running") for r in list_runs(tmp_path / "runs"))

@@ -174,18 +174,45 @@ def finish_runs_on_sigterm() -> bool:
     return True
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _inside_runtel(frame: Any) -> bool:
+    """Whether the interrupted thread is running runtel's own code (a record or series line being written)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
+
+#: how long a SIGTERM waits for the open runs to be finished before the process ends anyway
+SIGTERM_FINISH_TIMEOUT_S = 5.0
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     import signal  # deferred: loaded already by finish_runs_on_sigterm
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
     rt = _runtime
-    if rt is not None:
-        try:
-            rt.finish_open_runs()
-            rt.flush_spans(2.0)
-        except Exception as exc:  # the process ends by SIGTERM whatever happened here
-            logging.getLogger("runtel.sdk").warning("runtel could not finish its runs on SIGTERM: %s: %s",
-                                                    type(exc).__name__, exc)
+    if rt is not None and not _inside_runtel(frame):  # else this thread may hold a lock the finishing needs
+        # In another thread, waited for with a deadline: the signal may have come while this (main) thread
+        # holds one of runtel's locks (a run.log line being written), which the finishing would wait for.
+        def finish() -> None:
+            try:
+                rt.finish_open_runs()
+                rt.flush_spans(2.0)
+            except Exception as exc:  # the process ends by SIGTERM whatever happened here
+                logging.getLogger("runtel.sdk").warning("runtel could not finish its runs on SIGTERM: %s: %s",
+                                                        type(exc).__name__, exc)
+
+        helper = threading.Thread(target=finish, name="runtel-sigterm", daemon=True)
+        helper.start()
+        helper.join(SIGTERM_FINISH_TIMEOUT_S)
+        if helper.is_alive():
+            logging.getLogger("runtel.sdk").warning(
+                "runtel could not finish its runs within %.0f s of SIGTERM; they are read as interrupted",
+                SIGTERM_FINISH_TIMEOUT_S)
     signal.raise_signal(signal.SIGTERM)
 
 
