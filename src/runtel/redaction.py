@@ -120,6 +120,8 @@ _URL_USERINFO: Final = r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#@]+(?:@[^\s/?#@]
 _BARE_USERINFO: Final = r"(?<![\w.+\-/:@])([A-Za-z0-9_.+\-]+):([^\s:@/\"'=]+)@(?=[A-Za-z0-9\[])"
 # "--password VALUE" inside free text (a job name, a logged command line); the name is checked as a key.
 _TEXT_FLAG: Final = r"(?<![\w\-])(--?[A-Za-z][\w.\-]*)([ \t]+)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'\-][^\s\"']*)"
+# One word of a command line as a shell splits it: quoted parts (with their blanks) stay in the word.
+_SHELL_WORD: Final = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*"|['"])+""")
 _SSH_SCHEMES: Final = frozenset({"ssh", "git+ssh", "ssh+git", "sftp", "scp"})
 # key=value / key: value inside text (query strings, DSNs, command lines, JSON); the key is then checked properly.
 _ASSIGN: Final = r"\b([A-Za-z_][\w.\-]*)([\"']?[ \t]*[=:][ \t]*)(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"']+)"
@@ -733,17 +735,21 @@ class Redactor:
         Long option names (and single-dash words of 3+ letters, ``-password``) are checked as keys, plus
         ``--key``; of the short flags only two are known credential carriers: ``-p`` (mysql, sshpass; a
         numeric value is kept: a port) and ``-u user:password`` (curl), whose password part is hidden.
+        An argument that holds a whole command line (``bash -c "mysql -pS3cret -h db"``; it has blanks and is
+        not itself an option or a ``NAME=value`` pair, whose rules take the whole argument) has its words run
+        through the same rules: words as a shell splits them (a quoted value is one word, quotes kept), the
+        blanks between them and a trailing ``;``/``&``/``|`` kept.
         """
+        return self._redact_words(argv, split=True)
+
+    def _redact_words(self, argv: Sequence[object], *, split: bool) -> list[str]:
         out: list[str] = []
         hide_next = ""
         for raw in argv:
             arg = str(raw)
-            if not hide_next and (" " in arg or "\t" in arg or "\n" in arg):
-                # A command line inside one argument ("bash -c 'mysql -pS3cret'", a script's argument):
-                # its words get the same rules, and the blanks between them are kept.
-                parts = re.split(r"(\s+)", arg)
-                parts[::2] = self.redact_argv(parts[::2])
-                out.append(self.redact_text("".join(parts)))
+            if (split and not hide_next and (" " in arg or "\t" in arg or "\n" in arg) and arg[:1] != "-"
+                    and not self._is_secret_pair(arg)):
+                out.append(self.redact_text(self._redact_command_text(arg)))
                 continue
             if hide_next:
                 mode, hide_next = hide_next, ""
@@ -761,6 +767,13 @@ class Redactor:
             if arg.startswith("-") and len(arg) > 1:
                 name, eq, value = arg.lstrip("-").partition("=")
                 long_form = arg.startswith("--")
+                if not long_form and len(name) > 1 and name[0] == "p" and not eq:
+                    rest = name[1:]
+                    if not (rest.isdigit() or (rest.isalpha() and rest.islower())):
+                        # "-pS3cret", "-pMySecret" (mysql): the glued value is the password, whatever it looks
+                        # like; "-p8080" is a port, "-pthread"/"-pedantic"/"-password" are words
+                        out.append(f"-p{REDACTED}")
+                        continue
                 if (len(name) >= 3 and self.is_secret_key(name)) or (long_form and name in _ARGV_SECRET_NAMES):
                     if eq:
                         out.append(f"{self.redact_text(arg[: len(arg) - len(value) - 1])}={REDACTED}")
@@ -775,16 +788,10 @@ class Redactor:
                 if long_form and name in _ARGV_USER_NAMES and eq and ":" in value:
                     out.append(f"{arg[: len(arg) - len(value)]}{value.partition(':')[0]}:{REDACTED}")
                     continue
-                if not long_form and name[:1] == "p" and name[:1] in _ARGV_SECRET_NAMES:
-                    if name == "p":
-                        out.append(arg)
-                        hide_next = "short"
-                        continue
-                    rest = name[1:]
-                    if not (rest.isdigit() or (rest.isalpha() and rest.islower())):
-                        # "-pS3cret" (mysql); "-p8080" is a port, "-pthread"/"-pedantic" are compiler flags
-                        out.append(f"-p{REDACTED}")
-                        continue
+                if not long_form and name == "p":
+                    out.append(arg)
+                    hide_next = "short"
+                    continue
             else:
                 pair = _compiled().env_pair.fullmatch(arg)
                 if pair is not None and self.is_secret_key(pair.group(1)):
@@ -792,6 +799,27 @@ class Redactor:
                     continue
             out.append(self.redact_text(arg))
         return out
+
+    def _is_secret_pair(self, arg: str) -> bool:
+        pair = _compiled().env_pair.fullmatch(arg)
+        return pair is not None and self.is_secret_key(pair.group(1))
+
+    def _redact_command_text(self, text: str) -> str:
+        """``text`` as a command line: its shell words through the argv rules, everything between them kept."""
+        pieces: list[str] = []
+        words: list[str] = []
+        tails: list[str] = []
+        last = 0
+        for match in _SHELL_WORD.finditer(text):
+            pieces.append(text[last:match.start()])
+            word = match.group(0)
+            core = word.rstrip(";&|")
+            words.append(core or word)
+            tails.append(word[len(core):] if core else "")
+            last = match.end()
+        redacted = self._redact_words(words, split=False)
+        out = [piece + word + tail for piece, word, tail in zip(pieces, redacted, tails, strict=True)]
+        return "".join(out) + text[last:]
 
 
 def _pair_key_name(raw: bytes | bytearray) -> str:

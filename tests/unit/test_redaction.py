@@ -556,3 +556,25 @@ def test_bound_containers_marks_a_cycle_and_leaves_the_rest_whole() -> None:
     assert flat.count("[") <= 65 and markers.DEPTH_MARK in flat
     assert bound_containers({"big": dict.fromkeys(range(5), 0)}, max_items=3) == {
         "big": {0: 0, 1: 0, 2: 0, "__truncated__": 2}}
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["prog", "--password=my secret pw"], ["prog", f"--password={REDACTED}"]),  # an option's whole value
+    (["prog", "PGPASSWORD=a b"], ["prog", f"PGPASSWORD={REDACTED}"]),
+    (["prog", "--user=bob:pw with space"], ["prog", f"--user=bob:{REDACTED}"]),
+    (["prog", "-pMy Secret"], ["prog", f"-p{REDACTED}"]),
+    (["prog", "-pMySecret", "x"], ["prog", f"-p{REDACTED}", "x"]),
+    (["bash", "-c", "mysql -u root --password 'S3 cret' db"], ["bash", "-c", f"mysql -u root --password {REDACTED} db"]),
+    (["bash", "-c", "curl -u 'user:my pw' http://x"], ["bash", "-c", f"curl -u 'user:{REDACTED}' http://x"]),
+    (["bash", "-c", 'curl -u "user:my pw" http://x'], ["bash", "-c", f'curl -u "user:{REDACTED}" http://x']),
+    (["bash", "-c", 'mysql --password="a b c" -h db'], ["bash", "-c", f"mysql --password={REDACTED} -h db"]),
+    (["bash", "-c", "sshpass -p 'my pw' ssh host"], ["bash", "-c", f"sshpass -p {REDACTED} ssh host"]),
+    (["bash", "-c", "mysql -p'S3 cret'"], ["bash", "-c", f"mysql -p{REDACTED}"]),
+    (["bash", "-c", "export API_KEY=abc; run"], ["bash", "-c", f"export API_KEY={REDACTED}; run"]),
+    (["bash", "-c", "cd /x && mysql -pS3 && echo ok"], ["bash", "-c", f"cd /x && mysql -p{REDACTED} && echo ok"]),
+    (["train.py", "it's fine", "a  b"], ["train.py", "it's fine", "a  b"]),
+])
+def test_blanks_and_quotes_never_split_a_secret_value(argv: list[str], expected: list[str]) -> None:
+    """An option or NAME=value argument keeps its whole-argument rule; inside a one-argument command line a
+    quoted value is one word; shell operators after a word are kept."""
+    assert Redactor().redact_argv(argv) == expected
