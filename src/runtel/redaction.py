@@ -21,11 +21,13 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any, Final
 
-__all__ = ("REDACTED", "TRUNCATED", "Redactor", "bound_containers")
+__all__ = ("REDACTED", "SCAN_MARGIN", "TRUNCATED", "Redactor", "bound_containers")
 
 REDACTED: Final = "[REDACTED]"
-#: appended to a string cut to its limit before it was scanned
+#: appended to a string cut to its limit
 TRUNCATED: Final = "…[truncated]"  # the same mark as runtel.values.TRUNCATION_MARK
+#: characters past a cut that are scanned with the part kept (longer than any credential pattern's usual match)
+SCAN_MARGIN: Final = 512
 # bound_containers' marks for a reference cycle and a nesting past _MAX_DEPTH: runtel.values.markers' own
 # (the layers keep this module and runtel.values independent; a unit test checks they agree)
 CYCLE_MARK: Final = "<cycle>"
@@ -182,15 +184,13 @@ BOUND_ITEMS: Final = 9_999
 BOUND_NODES: Final = 200_000
 
 
-def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: int = BOUND_NODES,
-                     list_mark: bool = True) -> object:
+def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: int = BOUND_NODES) -> object:
     """Plain dicts/lists/tuples cut to ``max_items`` entries each (and ``max_nodes`` in all), before anything
     walks them: a 10^6-key config then costs what 10^4 keys cost in normalising, redacting and converting.
 
     A cut dict gets ``"__truncated__": <entries dropped>``, a cut list the ``"…[n more items]"`` string (the
-    marks :mod:`runtel.values` uses) unless ``list_mark`` is false (a span attribute's converter sees the list
-    is longer than it keeps and flags it itself); other objects are returned as they are (their fields are
-    not walked here).
+    marks :mod:`runtel.values` uses), a reference cycle the ``"<cycle>"`` mark where it closes; other objects
+    are returned as they are (their fields are not walked here).
     """
     budget = [max_nodes]
     active: set[int] = set()  # the containers being walked: one seen again is a reference cycle
@@ -222,8 +222,7 @@ def bound_containers(value: object, *, max_items: int = BOUND_ITEMS, max_nodes: 
             budget[0] -= keep
             items = [walk(x, depth + 1) for x in islice(seq, keep)]
             if keep < len(seq):
-                if list_mark or not keep:
-                    items.append(f"…[{len(seq) - keep} more items]")
+                items.append(f"…[{len(seq) - keep} more items]")
             elif not any(type(x) in (dict, list, tuple) for x in seq):
                 return v
             return items if cls is list else tuple(items)
@@ -403,6 +402,20 @@ class Redactor:
         return False
 
     # --- text ------------------------------------------------------------------------------------------
+    def redact_cut(self, text: str, limit: int, *, tail: bool = False) -> str:
+        """``text`` redacted and, when longer than ``limit``, cut to it (plus :data:`TRUNCATED`; ``tail``: its
+        end kept, the mark in front).
+
+        Only ``limit`` + :data:`SCAN_MARGIN` characters are scanned, so the cost is the limit's, not the
+        input's, and a credential the cut goes through is still matched whole (cut first, its prefix would
+        be kept: ``ghp_A1b2…``).
+        """
+        if len(text) <= limit:
+            return self.redact_text(text)
+        if tail:
+            return TRUNCATED + self.redact_text(text[-(limit + SCAN_MARGIN):])[-limit:]
+        return self.redact_text(text[: limit + SCAN_MARGIN])[:limit] + TRUNCATED
+
     def redact_text(self, text: str) -> str:
         """Replace credential-looking substrings (tokens, keys, JWTs, PEM blocks, URL userinfo, ``k=v``).
 
@@ -627,7 +640,7 @@ class Redactor:
             return REDACTED
         if isinstance(value, str):
             if max_str is not None and len(value) > max_str + len(TRUNCATED):  # (already cut: kept as is)
-                value = value[:max_str] + TRUNCATED
+                return self.redact_cut(value, max_str)
             return self.redact_text(value)
         if depth >= _MAX_DEPTH:
             return REDACTED if isinstance(value, (Mapping, list, tuple)) else value

@@ -344,9 +344,10 @@ def test_disk_full_message_is_one_line(caplog: pytest.LogCaptureFixture, tmp_pat
 
 def test_huge_block_attributes_are_cut_before_they_are_scanned(rt: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 10 MB string, a 10^6-item list and a 10^6-key dict as block attributes: the scrubber sees text no longer
-    than the limit and a bounded number of values (so its cost is the limit's, not the input's), and the span
-    holds what the limits promise: the cut string, the list's first 256 items, the flag."""
-    from runtel.redaction import Redactor
+    than the limit plus its scan margin and a bounded number of values (so its cost is the limit's, not the
+    input's), and the span holds what the limits promise: the cut string, the list's first 256 items, the
+    flag; a token the cut goes through is still redacted whole."""
+    from runtel.redaction import SCAN_MARGIN, Redactor
 
     seen: list[int] = []
     counting = False
@@ -366,9 +367,13 @@ def test_huge_block_attributes_are_cut_before_they_are_scanned(rt: Settings, mon
             pass
         with runtel.block("containers", ids=big_list, nested={"s": "y" * 10_000_000}, table=big_dict):
             pass
+        token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+        across = "z" * (rt.attribute_max_length - 10) + " " + token + " tail"
+        with runtel.block("across", flat=across, nested={"t": across}):
+            pass
         counting = False
     limit = rt.attribute_max_length
-    assert seen and max(seen) <= limit + len("…[truncated]"), max(seen)
+    assert seen and max(seen) <= limit + SCAN_MARGIN + len("…[truncated]"), max(seen)
     assert len(seen) < 50_000, len(seen)
     spans = {s.name: s for s in read_run(run.dir)[1]}
     note = spans["text"].attributes["note"]
@@ -376,6 +381,9 @@ def test_huge_block_attributes_are_cut_before_they_are_scanned(rt: Settings, mon
     attrs = spans["containers"].attributes
     assert list(attrs["ids"]) == list(range(256)) and attrs["__truncated__"] is True
     assert len(attrs["nested.s"]) <= limit + len("…[truncated]")
+    cut = spans["across"].attributes
+    assert "ghp_" not in cut["flat"] and "ghp_" not in cut["nested.t"], cut  # once kept: 'ghp_A1b2C3…'
+    assert cut["flat"].endswith("…[truncated]") and len(cut["flat"]) == limit + len("…[truncated]")
 
 
 def test_a_self_referencing_config_and_ints_past_int64_keep_everything_else(rt: Settings, runs_dir: Path) -> None:

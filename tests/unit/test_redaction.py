@@ -578,3 +578,27 @@ def test_blanks_and_quotes_never_split_a_secret_value(argv: list[str], expected:
     """An option or NAME=value argument keeps its whole-argument rule; inside a one-argument command line a
     quoted value is one word; shell operators after a word are kept."""
     assert Redactor().redact_argv(argv) == expected
+
+
+def test_a_cut_through_a_credential_still_hides_it_whole() -> None:
+    """redact_cut scans the limit plus a margin, then cuts: the part of a token before the cut is not kept
+    (cut first, 'ghp_A1b2…' was), for the head and for a stack trace's kept tail; the scan stays bounded."""
+    from runtel.redaction import SCAN_MARGIN, TRUNCATED
+
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+    head = "x" * 90 + " " + token + " " + "y" * 10_000
+    out = Redactor().redact_cut(head, 100)
+    assert out == "x" * 90 + " " + REDACTED[:9] + TRUNCATED and "ghp_" not in out
+    tail = "y" * 10_000 + " " + token + " " + "x" * 90
+    out = Redactor().redact_cut(tail, 100, tail=True)
+    assert out.startswith(TRUNCATED) and out.endswith(" " + "x" * 90) and "ghp_" not in out and "n4" not in out
+    assert Redactor().redact_cut("short " + token, 100) == f"short {REDACTED}"
+    seen: list[int] = []
+
+    class Counting(Redactor):
+        def redact_text(self, text: str) -> str:
+            seen.append(len(text))
+            return super().redact_text(text)
+
+    Counting().redact_cut("z" * 10_000_000, 4096)
+    assert seen == [4096 + SCAN_MARGIN]

@@ -6,8 +6,9 @@ to the run folder's and OTLP's processors, so a span created by the user, by ano
 library or by a new runtel call site cannot skip it. Name, attributes, events (exception messages and
 stack traces included), links' attributes, status description and the Resource are covered.
 
-Cap, then scan: every string is cut to its limit before the redactor looks at it, so the cost is bounded
-by the limits and not by what the user passed. A span with nothing to change is returned as is (no copy);
+Cap, then scan: the redactor sees a string only up to its limit plus ``SCAN_MARGIN`` characters, then it is
+cut (``Redactor.redact_cut``), so the cost is bounded by the limits and not by what the user passed, and a
+credential the cut goes through is still hidden whole. A span with nothing to change is returned as is (no copy);
 the redactor caches its verdicts on short strings and keys, so a clean span costs dict lookups.
 """
 
@@ -86,14 +87,16 @@ class Scrubber:
         return TRUNCATED + text[-limit:] if tail else text[:limit] + TRUNCATED
 
     def text(self, text: str, limit: int, kind: str = "attribute", *, tail: bool = False) -> str:
-        """``text`` cut to ``limit`` then redacted (the same object back when nothing changed)."""
+        """``text`` redacted and cut to ``limit`` (the same object back when nothing changed)."""
         if len(text) <= limit:
             hit = self.redactor.text_results.get(text)
             if hit is not None and (hit is text or hit == text):
                 return text  # known clean and within the limit
-        cut = self._cut(text, limit, kind, tail=tail)
-        out = self.redactor.redact_text(cut)
-        return cut if out == cut else out
+        if len(text) > limit:
+            self._cut(text, limit, kind)  # says once that this kind of value is cut
+            return self.redactor.redact_cut(text, limit, tail=tail)  # scanned past the cut: no half token kept
+        out = self.redactor.redact_text(text)
+        return text if out == text else out
 
     def attributes(self, attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """A redacted copy of ``attributes``, or None when nothing needed to change.

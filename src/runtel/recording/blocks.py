@@ -34,8 +34,6 @@ __all__ = ("Block", "block", "trace")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _PRIMITIVES = (str, bool, int, float)
-#: container entries visited in all when block attributes are bounded (an attribute set keeps at most 512)
-_ATTRIBUTE_NODES = 20_000
 _fallback_tracer = otel_trace.get_tracer(semconv.INSTRUMENTATION_SCOPE)
 _BLOCK_KIND: dict[str, Any] = {semconv.SPAN_KIND: semconv.KIND_BLOCK}
 
@@ -114,22 +112,20 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
             for key, value in attributes.items():
                 if redactor.is_secret_key(key):
                     out[key] = "[REDACTED]"
-                elif type(value) is str:  # cut, then scanned: the cost is bounded by the limit
-                    out[key] = redactor.redact_text(value if len(value) <= max_length
-                                                    else value[:max_length] + "…[truncated]")
+                elif type(value) is str:  # scanned up to the limit (and a margin), then cut
+                    out[key] = redactor.redact_cut(value, max_length)
                 else:
                     out[key] = value
             return out
-        from runtel.redaction import bound_containers  # deferred: runtel.redaction (~0.3 ms)
-        from runtel.values.attributes import SEQUENCE_MAX_ITEMS, to_attributes  # deferred: ~2 ms
+        from runtel.redaction import SCAN_MARGIN  # deferred: runtel.redaction (~0.3 ms)
+        from runtel.values.attributes import to_attributes  # deferred: runtel.values.attributes (~2 ms)
 
-        # Containers are cut to what an attribute can hold before anything walks them (a list past the
-        # longer of the item and length limits is flagged by to_attributes as it would be whole).
-        bounded: Any = bound_containers(dict(attributes), max_items=max(SEQUENCE_MAX_ITEMS, max_length) + 1,
-                                        max_nodes=_ATTRIBUTE_NODES, list_mark=False)
-        values: Mapping[str, Any] = (redactor.redact_mapping(bounded, max_str=max_length) if redactor is not None
-                                     else bounded)
-        out = to_attributes(values, prefix="", max_length=max_length)
+        # Run.convert's order: converted first (bounded by the attribute limits: 512 attributes, 256 items,
+        # strings cut at the limit plus the scan margin, whatever the input's size), then redacted and cut.
+        if redactor is None:
+            return to_attributes(attributes, prefix="", max_length=max_length)
+        converted = to_attributes(attributes, prefix="", max_length=max_length + SCAN_MARGIN)
+        out = redactor.redact_mapping(converted, max_str=max_length)
     return out
 
 

@@ -398,20 +398,22 @@ class Run(LineageMixin):
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
         max_len = settings.attribute_max_length if settings is not None else 4096
-        from runtel.redaction import bound_containers  # deferred: runtel.redaction (~0.3 ms)
+        from runtel.redaction import SCAN_MARGIN, bound_containers  # deferred: runtel.redaction (~0.3 ms)
 
         value = normalize_config(bound_containers(values))
         if isinstance(value, Mapping):
             value = {safe_str(k): v for k, v in value.items()}  # one unprintable key must not cost the rest
         # Cap, then scan: converting first cuts strings and containers to their limits and takes reprs,
-        # so redaction sees what is recorded (a repr holding a password) and costs what the limits allow.
-        attributes = to_attributes(value, prefix=prefix, max_length=max_len)
-        record = to_jsonable(value, max_str=max_str)
+        # so redaction sees what is recorded (a repr holding a password) and costs what the limits allow;
+        # strings are converted with the scan margin and cut after redaction (no half credential kept).
         redactor = self._redactor
+        margin = SCAN_MARGIN if redactor is not None else 0
+        attributes = to_attributes(value, prefix=prefix, max_length=max_len + margin)
+        record = to_jsonable(value, max_str=max_str + margin)
         if redactor is not None:
-            attributes = redactor.redact_mapping(attributes)  # type: ignore[assignment]
-            record = redactor.redact_mapping(record) if isinstance(record, dict) else \
-                redactor.redact_value(prefix or "value", record)
+            attributes = redactor.redact_mapping(attributes, max_str=max_len)  # type: ignore[assignment]
+            record = redactor.redact_mapping(record, max_str=max_str) if isinstance(record, dict) else \
+                redactor.redact_value(prefix or "value", record, max_str=max_str)
         return attributes, record
 
     def _redacted_record(self) -> dict[str, Any]:
