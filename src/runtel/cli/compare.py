@@ -8,7 +8,6 @@ diff, run-level usage, then the per-block table. ``--json`` prints the data as i
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -81,7 +80,7 @@ def _cell(metric: Mapping[str, Any], i: int) -> str:
     if i == 0:
         return text
     diff, ratio = metric["diff"][i], metric["ratio"][i]
-    if diff is None or math.isnan(diff):  # against a NaN there is no difference to print
+    if diff is None or diff != diff:  # NaN: no difference to print (math.isnan fails on huge ints)
         return text
     sign = "-" if diff < 0 else "+"
     extra = f"{sign}{fmt(abs(diff))}"
@@ -106,7 +105,7 @@ def _result_cell(row: Mapping[str, Any], i: int) -> str:
     value = row["values"][i]
     text = _value_text(value)
     diff, ratio = row["diff"][i], row["ratio"][i]
-    if i == 0 or diff is None or not row.get("numeric") or math.isnan(diff):
+    if i == 0 or diff is None or not row.get("numeric") or diff != diff:  # NaN
         return text
     extra = f"{'-' if diff < 0 else '+'}{abs(diff):.4g}"
     if ratio is not None:

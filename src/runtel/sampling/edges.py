@@ -24,7 +24,8 @@ the window's figure is their difference:
   run's first block): the thread publishes its CPU clock after its start-up and after every tick, and each
   edge reads that number (an attribute, no system call). A tick in progress at an edge is counted whole
   on the side it ends, so what is taken off is bounded by the other threads' CPU in the window: a window
-  never reads less than its own thread used. A run's own figure keeps it (what the process used).
+  never reads less than its own thread used. The tick's reads run in the sampler's anyio worker thread and
+  still count (~0.1-1 ms a tick). A run's own figure keeps it all (what the process used).
 * ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
   only when the window also ended in that thread.
 * peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
