@@ -11,7 +11,7 @@ import logging
 import threading
 from types import TracebackType
 
-__all__ = ("guard", "is_strict", "log_once", "reset_log_once", "set_strict")
+__all__ = ("guard", "is_strict", "log_once", "note_cut", "reset_log_once", "set_strict")
 
 _logger = logging.getLogger("runtel")
 _seen: set[str] = set()
@@ -39,6 +39,13 @@ def log_once(key: str, message: str, *args: object, level: int = logging.WARNING
         _seen.add(key)
     _logger.log(level, message, *args, exc_info=exc_info)
     return True
+
+
+def note_cut(kind: str, limit: int) -> None:
+    """Say once per kind of value (``attribute``, ``span name`` ...) that runtel cut one to its limit."""
+    if f"limit:{kind}" not in _seen:
+        log_once(f"limit:{kind}", "runtel cut %s longer than %d characters (limit %s; further cuts are silent)",
+                 kind, limit, "attribute_max_length" if kind == "attribute" else "fixed")
 
 
 def reset_log_once() -> None:

@@ -413,8 +413,14 @@ class Redactor:
         if len(text) <= limit:
             return self.redact_text(text)
         if tail:
-            return TRUNCATED + self.redact_text(text[-(limit + SCAN_MARGIN):])[-limit:]
-        return self.redact_text(text[: limit + SCAN_MARGIN])[:limit] + TRUNCATED
+            out = TRUNCATED + self.redact_text(text[-(limit + SCAN_MARGIN):])[-limit:]
+        else:
+            out = self.redact_text(text[: limit + SCAN_MARGIN])[:limit] + TRUNCATED
+        if len(out) > _TEXT_CACHE_MAX_LEN:  # a cut of clean text is clean: not scanned again (run.json rewrites)
+            if len(self._long_done) >= 32:
+                self._long_done.clear()
+            self._long_done[id(out)] = out
+        return out
 
     def redact_text(self, text: str) -> str:
         """Replace credential-looking substrings (tokens, keys, JWTs, PEM blocks, URL userinfo, ``k=v``).

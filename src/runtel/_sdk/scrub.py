@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 
 from runtel import semconv
-from runtel._guard import log_once
+from runtel._guard import note_cut
 from runtel._internals import attribute_items, span_fields
 from runtel.redaction import REDACTED, TRUNCATED
 
@@ -82,8 +82,7 @@ class Scrubber:
     def _cut(self, text: str, limit: int, kind: str, *, tail: bool = False) -> str:
         if len(text) <= limit:
             return text
-        log_once(f"limit:{kind}", "runtel cut %s longer than %d characters (limit %s; further cuts are silent)",
-                 kind, limit, "attribute_max_length" if kind == "attribute" else "fixed")
+        note_cut(kind, limit)
         return TRUNCATED + text[-limit:] if tail else text[:limit] + TRUNCATED
 
     def text(self, text: str, limit: int, kind: str = "attribute", *, tail: bool = False) -> str:

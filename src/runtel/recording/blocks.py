@@ -24,7 +24,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span
 
 from runtel import _context, _sdk, semconv
-from runtel._guard import guard
+from runtel._guard import guard, note_cut
 from runtel._internals import set_owned_attributes, stamp_new_span
 from runtel.recording.safety import bad_argument, coerce_int, coerce_name, record_exception, safe_str
 from runtel.recording.workers import child_runtime
@@ -113,11 +113,13 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
                 if redactor.is_secret_key(key):
                     out[key] = "[REDACTED]"
                 elif type(value) is str:  # scanned up to the limit (and a margin), then cut
+                    if len(value) > max_length:
+                        note_cut("attribute", max_length)
                     out[key] = redactor.redact_cut(value, max_length)
                 else:
                     out[key] = value
             return out
-        from runtel.redaction import SCAN_MARGIN  # deferred: runtel.redaction (~0.3 ms)
+        from runtel.redaction import SCAN_MARGIN, TRUNCATED  # deferred: runtel.redaction (~0.3 ms)
         from runtel.values.attributes import to_attributes  # deferred: runtel.values.attributes (~2 ms)
 
         # Run.convert's order: converted first (bounded by the attribute limits: 512 attributes, 256 items,
@@ -126,6 +128,8 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
             return to_attributes(attributes, prefix="", max_length=max_length)
         converted = to_attributes(attributes, prefix="", max_length=max_length + SCAN_MARGIN)
         out = redactor.redact_mapping(converted, max_str=max_length)
+        if any(type(v) is str and v.endswith(TRUNCATED) for v in out.values()):
+            note_cut("attribute", max_length)
     return out
 
 

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from runtel import _context, _sdk, semconv
-from runtel._guard import guard, log_once
+from runtel._guard import guard, log_once, note_cut
 from runtel._version import __version__
 from runtel.recording.lineage import LineageMixin
 from runtel.recording.safety import record_exception, safe_str
@@ -398,7 +398,7 @@ class Run(LineageMixin):
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
         max_len = settings.attribute_max_length if settings is not None else 4096
-        from runtel.redaction import SCAN_MARGIN, bound_containers  # deferred: runtel.redaction (~0.3 ms)
+        from runtel.redaction import SCAN_MARGIN, TRUNCATED, bound_containers  # deferred: runtel.redaction (~0.3 ms)
 
         value = normalize_config(bound_containers(values))
         if isinstance(value, Mapping):
@@ -412,6 +412,8 @@ class Run(LineageMixin):
         record = to_jsonable(value, max_str=max_str + margin)
         if redactor is not None:
             attributes = redactor.redact_mapping(attributes, max_str=max_len)  # type: ignore[assignment]
+            if any(type(v) is str and v.endswith(TRUNCATED) for v in attributes.values()):
+                note_cut("attribute", max_len)
             record = redactor.redact_mapping(record, max_str=max_str) if isinstance(record, dict) else \
                 redactor.redact_value(prefix or "value", record, max_str=max_str)
         return attributes, record
