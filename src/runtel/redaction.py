@@ -707,6 +707,20 @@ class Redactor:
             result[key] = self._value(key, value, depth, max_str)
         return result
 
+    def hide_flat_named_values(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        """``attributes`` (flattened, dotted keys) with ``X.value`` hidden where ``X.name`` is a secret key:
+        the name/value dict ``{"name": "DB_PASSWORD", "value": ...}`` after flattening. Changed in place."""
+        for key in [k for k in attributes if k.rpartition(".")[2] in _NAME_KEYS]:
+            head = key.rpartition(".")[0]
+            name = attributes[key]
+            if type(name) is not str or len(name) > _PAIR_KEY_MAX or not self.is_secret_key(name):
+                continue
+            for value_key in _NAMED_VALUE_KEYS:
+                flat = f"{head}.{value_key}" if head else value_key
+                if attributes.get(flat) is not None:
+                    attributes[flat] = REDACTED
+        return attributes
+
     def _named_value(self, mapping: Mapping[Any, object]) -> str | None:
         """The key of the value entry of a name/value dict whose name is a secret key, else None."""
         for value_key in _NAMED_VALUE_KEYS:

@@ -747,3 +747,44 @@ def test_sigterm_in_the_middle_of_runtels_own_writing_still_ends_the_process(
             proc.kill()
             proc.communicate()
     assert all(r["status"] in ("interrupted", "running") for r in list_runs(tmp_path / "runs"))
+
+
+TRACED_LOOP = textwrap.dedent(
+    """
+    import time, uvicorn, runtel
+    from runtel.recording.service import RequestSpans
+
+    async def app(scope, receive, send):
+        pass
+
+    @runtel.trace
+    def serve_forever():
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.01)
+
+    with runtel.run_span("traced"):
+        RequestSpans(app)
+        serve_forever()
+    """
+)
+
+
+def test_sigterm_under_a_traced_function_finishes_the_run(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """The user's code runs under runtel's @trace wrapper frame: that is the user's code, not runtel's own
+    writing, so a SIGTERM still finishes the run (interrupted, with its end) before the process ends."""
+    (tmp_path / "traced.py").write_text(TRACED_LOOP)
+    env = {**clean_env, "RUNTEL_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "traced.py")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.communicate()
+    (summary,) = list_runs(tmp_path / "runs")
+    record = json.loads((Path(summary["dir"]) / "run.json").read_text())
+    assert record["status"] == "interrupted" and record.get("end_time"), record

@@ -416,3 +416,17 @@ def test_a_self_referencing_config_and_ints_past_int64_keep_everything_else(rt: 
         assert lines, name
         for line in lines:
             json_format.Parse(line, message())
+
+
+def test_a_name_value_pair_is_hidden_after_flattening(rt: Settings) -> None:
+    """{"name": "DB_PASSWORD", "value": ...} in a block attribute or a config: flattened to X.name / X.value,
+    the value is still hidden (Kubernetes env entries, AWS Key/Value tags); other pairs are kept."""
+    with runtel.run_span("pairs", config={"env": [{"name": "A"}], "e": {"name": "DB_PASSWORD", "value": "p1"}}) as run:
+        with runtel.block("b", env={"name": "DB_PASSWORD", "value": "p2"}, tag={"Key": "API_TOKEN", "Value": "p3"},
+                          ok={"name": "lr", "value": 0.1}):
+            pass
+    spans = {s.name: s.attributes for s in read_run(run.dir)[1]}
+    block = spans["b"]
+    assert (block["env.value"], block["tag.Value"], block["ok.value"]) == ("[REDACTED]", "[REDACTED]", 0.1)
+    assert spans["pairs"]["config.e.value"] == "[REDACTED]"
+    assert "p1" not in (run.dir / "spans.jsonl").read_text() and "p2" not in (run.dir / "spans.jsonl").read_text()

@@ -174,14 +174,27 @@ def finish_runs_on_sigterm() -> bool:
     return True
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import sysconfig  # deferred: only on a SIGTERM
+
+    paths = sysconfig.get_paths()
+    return tuple({os.path.join(paths[k], "") for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
 
 
 def _inside_runtel(frame: Any) -> bool:
-    """Whether the interrupted thread is running runtel's own code (a record or series line being written)."""
+    """Whether the interrupted thread is running runtel's own code (a record or series line being written),
+    maybe through the standard library or a dependency it called: the frames from the innermost out are
+    library code until a runtel frame. A user's frame first (a ``@trace`` body, a server loop) means no."""
+    libraries = _library_dirs()
     while frame is not None:
-        if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        filename = frame.f_code.co_filename
+        if filename.startswith(_PACKAGE_DIR):
             return True
+        if not filename.startswith(libraries) and not filename.startswith("<frozen"):
+            return False  # the application's own code
         frame = frame.f_back
     return False
 
@@ -213,6 +226,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
             logging.getLogger("runtel.sdk").warning(
                 "runtel could not finish its runs within %.0f s of SIGTERM; they are read as interrupted",
                 SIGTERM_FINISH_TIMEOUT_S)
+    try:  # a main thread that blocks SIGTERM would otherwise go on: without the handler the process would end
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    except (AttributeError, OSError, ValueError):
+        pass
     signal.raise_signal(signal.SIGTERM)
 
 

@@ -127,7 +127,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         if redactor is None:
             return to_attributes(attributes, prefix="", max_length=max_length)
         converted = to_attributes(attributes, prefix="", max_length=max_length + SCAN_MARGIN)
-        out = redactor.redact_mapping(converted, max_str=max_length)
+        out = redactor.hide_flat_named_values(redactor.redact_mapping(converted, max_str=max_length))
         if any(type(v) is str and v.endswith(TRUNCATED) for v in out.values()):
             note_cut("attribute", max_length)
     return out

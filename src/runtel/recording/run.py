@@ -411,7 +411,7 @@ class Run(LineageMixin):
         attributes = to_attributes(value, prefix=prefix, max_length=max_len + margin)
         record = to_jsonable(value, max_str=max_str + margin)
         if redactor is not None:
-            attributes = redactor.redact_mapping(attributes, max_str=max_len)  # type: ignore[assignment]
+            attributes = redactor.hide_flat_named_values(redactor.redact_mapping(attributes, max_str=max_len))
             if any(type(v) is str and v.endswith(TRUNCATED) for v in attributes.values()):
                 note_cut("attribute", max_len)
             record = redactor.redact_mapping(record, max_str=max_str) if isinstance(record, dict) else \
