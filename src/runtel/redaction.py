@@ -123,7 +123,9 @@ _BARE_USERINFO: Final = r"(?<![\w.+\-/:@])([A-Za-z0-9_.+\-]+):([^\s:@/\"'=]+)@(?
 # "--password VALUE" inside free text (a job name, a logged command line); the name is checked as a key.
 _TEXT_FLAG: Final = r"(?<![\w\-])(--?[A-Za-z][\w.\-]*)([ \t]+)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'\-][^\s\"']*)"
 # One word of a command line as a shell splits it: quoted parts (with their blanks) stay in the word.
-_SHELL_WORD: Final = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*"|['"])+""")
+_SHELL_WORD: Final = re.compile(r"""(?:[^\s'"\\]+|\\.|'[^']*'|"(?:[^"\\]|\\.)*"|['"\\])+""", re.S)
+#: arguments longer than this are scanned as text only, not parsed as a command line (bounded cost)
+_COMMAND_TEXT_MAX: Final = 65_536
 _SSH_SCHEMES: Final = frozenset({"ssh", "git+ssh", "ssh+git", "sftp", "scp"})
 # key=value / key: value inside text (query strings, DSNs, command lines, JSON); the key is then checked properly.
 _ASSIGN: Final = r"\b([A-Za-z_][\w.\-]*)([\"']?[ \t]*[=:][ \t]*)(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"']+)"
@@ -781,7 +783,7 @@ class Redactor:
         for raw in argv:
             arg = str(raw)
             if (split and not hide_next and (" " in arg or "\t" in arg or "\n" in arg) and arg[:1] != "-"
-                    and not self._is_secret_pair(arg)):
+                    and not self._is_secret_pair(arg) and len(arg) <= _COMMAND_TEXT_MAX):
                 out.append(self.redact_text(self._redact_command_text(arg)))
                 continue
             if hide_next:
@@ -807,6 +809,9 @@ class Redactor:
                         # like; "-p8080" is a port, "-pthread"/"-pedantic"/"-password" are words
                         out.append(f"-p{REDACTED}")
                         continue
+                if not long_form and name[:1] == "u" and len(name) > 1 and ":" in name and not eq:
+                    out.append(f"-{name.partition(':')[0]}:{REDACTED}")  # "-ubob:pw" (curl)
+                    continue
                 if (len(name) >= 3 and self.is_secret_key(name)) or (long_form and name in _ARGV_SECRET_NAMES):
                     if eq:
                         out.append(f"{self.redact_text(arg[: len(arg) - len(value) - 1])}={REDACTED}")
@@ -820,6 +825,15 @@ class Redactor:
                     continue
                 if long_form and name in _ARGV_USER_NAMES and eq and ":" in value:
                     out.append(f"{arg[: len(arg) - len(value)]}{value.partition(':')[0]}:{REDACTED}")
+                    continue
+                if eq and (" " in value or "\t" in value or "\n" in value) and len(value) <= _COMMAND_TEXT_MAX:
+                    # "--env=PASSWORD=a b", "--exec=mysql -pS3cret": the value as a pair, or as a command line
+                    head = arg[: len(arg) - len(value)]
+                    bare = _unquoted(value)
+                    if self._is_secret_pair(bare):
+                        out.append(f"{head}{bare.partition('=')[0]}={REDACTED}")
+                    else:
+                        out.append(self.redact_text(head + self._redact_command_text(value)))
                     continue
                 if not long_form and name == "p":
                     out.append(arg)
@@ -843,15 +857,19 @@ class Redactor:
         words: list[str] = []
         tails: list[str] = []
         last = 0
+        quotes: list[str] = []
         for match in _SHELL_WORD.finditer(text):
             pieces.append(text[last:match.start()])
             word = match.group(0)
-            core = word.rstrip(";&|")
-            words.append(core or word)
-            tails.append(word[len(core):] if core else "")
+            core = word.rstrip(";&|") or word
+            tails.append(word[len(core):])
+            bare = _unquoted(core)  # '"--password"' is the option, "'DB_PASSWORD=a b'" the pair
+            quotes.append(core[0] if bare is not core else "")
+            words.append(bare)
             last = match.end()
-        redacted = self._redact_words(words, split=False)
-        out = [piece + word + tail for piece, word, tail in zip(pieces, redacted, tails, strict=True)]
+        redacted = self._redact_words(words, split=True)  # a quoted command inside is parsed too (shorter: ends)
+        out = [piece + (quote + word + quote if quote and word != REDACTED else word) + tail
+               for piece, word, tail, quote in zip(pieces, redacted, tails, quotes, strict=True)]
         return "".join(out) + text[last:]
 
 
@@ -866,3 +884,10 @@ def _key_text(key: object) -> str:
         return str(key)
     except Exception:
         return f"<unprintable {type(key).__name__}>"
+
+
+def _unquoted(word: str) -> str:
+    """``word`` without the quotes around the whole of it (``'a b'`` -> ``a b``); the same object otherwise."""
+    if len(word) >= 2 and word[0] in "'\"" and word[-1] == word[0] and word[0] not in word[1:-1]:
+        return word[1:-1]
+    return word

@@ -602,3 +602,27 @@ def test_a_cut_through_a_credential_still_hides_it_whole() -> None:
 
     Counting().redact_cut("z" * 10_000_000, 4096)
     assert seen == [4096 + SCAN_MARGIN]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["bash", "-c", r"prog --password my\ secret\ pw"], ["bash", "-c", f"prog --password {REDACTED}"]),
+    (["bash", "-c", "x --password 'it'\\''s secret' y"], ["bash", "-c", f"x --password {REDACTED} y"]),
+    (["bash", "-c", 'x --password "a b\\" c d" y'], ["bash", "-c", f"x --password {REDACTED} y"]),
+    (["bash", "-c", 'prog "--password" hunter2'], ["bash", "-c", f'prog "--password" {REDACTED}']),
+    (["bash", "-c", "docker run -e 'DB_PASSWORD=my secret' img"], ["bash", "-c", f"docker run -e 'DB_PASSWORD={REDACTED}' img"]),
+    (["prog", "--env=PASSWORD=my secret"], ["prog", f"--env=PASSWORD={REDACTED}"]),
+    (["prog", "--exec=mysql -pS3cret -h db"], ["prog", f"--exec=mysql -p{REDACTED} -h db"]),
+    (["prog", "--entrypoint=sh -c 'mysql -pS3cret'"], ["prog", f"--entrypoint=sh -c 'mysql -p{REDACTED}'"]),
+    (["curl", "-ubob:pw", "http://x"], ["curl", f"-ubob:{REDACTED}", "http://x"]),
+    (["prog", "--name=my run", "echo 'hello world' && ls"], ["prog", "--name=my run", "echo 'hello world' && ls"]),
+])
+def test_escapes_nested_quotes_and_option_values_holding_commands(argv: list[str], expected: list[str]) -> None:
+    """Backslash escapes and '\\'' joins stay in their word, a quoted option name is still the option, an
+    option's value that is a pair or a command line gets those rules, and a quoted command inside is parsed."""
+    assert Redactor().redact_argv(argv) == expected
+
+
+def test_a_huge_argument_is_scanned_not_parsed() -> None:
+    """Past 64 KiB an argument is scanned as text only: the cost stays that of the scan."""
+    out = Redactor().redact_argv(["bash", "-c", "word " * 2_000_000 + "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"])
+    assert out[2].endswith(REDACTED)
