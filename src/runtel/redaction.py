@@ -28,6 +28,7 @@ REDACTED: Final = "[REDACTED]"
 TRUNCATED: Final = "…[truncated]"  # the same mark as runtel.values.TRUNCATION_MARK
 #: characters past a cut that are scanned with the part kept (longer than any credential pattern's usual match)
 SCAN_MARGIN: Final = 512
+_PEM_END: Final = r"-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"
 # bound_containers' marks for a reference cycle and a nesting past _MAX_DEPTH: runtel.values.markers' own
 # (the layers keep this module and runtel.values independent; a unit test checks they agree)
 CYCLE_MARK: Final = "<cycle>"
@@ -414,10 +415,19 @@ class Redactor:
         """
         if len(text) <= limit:
             return self.redact_text(text)
+        window = limit + SCAN_MARGIN
+        for _ in range(4):  # redactions before the cut (a PEM block) shrink the text: widen the window
+            out = self.redact_text(text[-window:] if tail else text[:window])
+            if len(out) - limit >= SCAN_MARGIN // 2 or window >= len(text):
+                break
+            window += limit + SCAN_MARGIN - len(out)
         if tail:
-            out = TRUNCATED + self.redact_text(text[-(limit + SCAN_MARGIN):])[-limit:]
+            end = re.search(_PEM_END, out)  # a private key whose BEGIN line is before the window: its body too
+            if end is not None and "-----BEGIN" not in out[: end.start()]:
+                out = REDACTED + out[end.end():]
+            out = TRUNCATED + out[-limit:]
         else:
-            out = self.redact_text(text[: limit + SCAN_MARGIN])[:limit] + TRUNCATED
+            out = out[:limit] + TRUNCATED
         if len(out) > _TEXT_CACHE_MAX_LEN:  # a cut of clean text is clean: not scanned again (run.json rewrites)
             if len(self._long_done) >= 32:
                 self._long_done.clear()

@@ -626,3 +626,18 @@ def test_a_huge_argument_is_scanned_not_parsed() -> None:
     """Past 64 KiB an argument is scanned as text only: the cost stays that of the scan."""
     out = Redactor().redact_argv(["bash", "-c", "word " * 2_000_000 + "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"])
     assert out[2].endswith(REDACTED)
+
+
+def test_a_cut_after_shrinking_redactions_and_a_tail_starting_inside_a_key() -> None:
+    """A PEM block before the cut is replaced by a short mark, so the scanned window is widened until the cut
+    is again well inside it; a kept tail that starts inside a private key hides the key's body too."""
+    pem = ("-----BEGIN RSA PRIVATE KEY-----\n" + "MIIEowIBAAKCAQEA1234567890abcdefghijABCDEFGHIJ0123456789abcdefgh\n" * 18
+           + "-----END RSA PRIVATE KEY-----")
+    limit = 2000
+    dsn = "postgres://admin:SuperSecretPassw0rd@db/x"
+    head = "key=" + pem + " " + "x" * (limit + 512 - len(pem) - 20) + " " + dsn + " " + "y" * 10_000
+    out = Redactor().redact_cut(head, limit)
+    assert "SuperSecret" not in out and "MIIE" not in out, out[-120:]
+    tail = "could not load key " + pem + "\n" + "z" * (limit - 400)
+    out = Redactor().redact_cut(tail, limit, tail=True)
+    assert "MIIE" not in out and out.endswith("z" * 100) and out.startswith("…[truncated]"), out[:200]
