@@ -787,14 +787,15 @@ class Redactor:
         """
         return self._redact_words(argv, split=True)
 
-    def _redact_words(self, argv: Sequence[object], *, split: bool) -> list[str]:
+    def _redact_words(self, argv: Sequence[object], *, split: bool, depth: int = 0) -> list[str]:
         out: list[str] = []
         hide_next = ""
         for raw in argv:
             arg = str(raw)
             if (split and not hide_next and (" " in arg or "\t" in arg or "\n" in arg) and arg[:1] != "-"
-                    and not self._is_secret_pair(arg) and len(arg) <= _COMMAND_TEXT_MAX):
-                out.append(self.redact_text(self._redact_command_text(arg)))
+                    and not self._is_secret_pair(arg) and len(arg) <= _COMMAND_TEXT_MAX
+                    and (depth == 0 or _SHELL_WORD.fullmatch(arg) is None)):  # inside: only several words
+                out.append(self.redact_text(self._redact_command_text(arg, depth)))
                 continue
             if hide_next:
                 mode, hide_next = hide_next, ""
@@ -843,7 +844,7 @@ class Redactor:
                     if self._is_secret_pair(bare):
                         out.append(f"{head}{bare.partition('=')[0]}={REDACTED}")
                     else:
-                        out.append(self.redact_text(head + self._redact_command_text(value)))
+                        out.append(self.redact_text(head + self._redact_command_text(value, depth)))
                     continue
                 if not long_form and name == "p":
                     out.append(arg)
@@ -861,7 +862,7 @@ class Redactor:
         pair = _compiled().env_pair.fullmatch(arg)
         return pair is not None and self.is_secret_key(pair.group(1))
 
-    def _redact_command_text(self, text: str) -> str:
+    def _redact_command_text(self, text: str, depth: int = 0) -> str:
         """``text`` as a command line: its shell words through the argv rules, everything between them kept."""
         pieces: list[str] = []
         words: list[str] = []
@@ -877,7 +878,8 @@ class Redactor:
             quotes.append(core[0] if bare is not core else "")
             words.append(bare)
             last = match.end()
-        redacted = self._redact_words(words, split=True)  # a quoted command inside is parsed too (shorter: ends)
+        # a quoted command inside is parsed too (a shorter text each level, and at most 8 levels)
+        redacted = self._redact_words(words, split=depth < 8, depth=depth + 1)
         out = [piece + (quote + word + quote if quote and word != REDACTED else word) + tail
                for piece, word, tail, quote in zip(pieces, redacted, tails, quotes, strict=True)]
         return "".join(out) + text[last:]

@@ -641,3 +641,18 @@ def test_a_cut_after_shrinking_redactions_and_a_tail_starting_inside_a_key() -> 
     tail = "could not load key " + pem + "\n" + "z" * (limit - 400)
     out = Redactor().redact_cut(tail, limit, tail=True)
     assert "MIIE" not in out and out.endswith("z" * 100) and out.startswith("…[truncated]"), out[:200]
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from(list(" \t'\"\\;&|-=:@abcpuP0")), max_size=40), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_redact_argv_never_fails_on_shell_like_text(argv: list[str]) -> None:
+    """Quotes, escapes and operators in any order: an answer, never an error (a partly quoted word once
+    recursed without end: `python -c "print('a b'); ..."` stopped `runtel run`)."""
+    assert len(Redactor().redact_argv(argv)) == len(argv)
+
+
+def test_a_partly_quoted_word_and_deep_nesting_end() -> None:
+    r = Redactor()
+    assert r.redact_argv(["python", "-c", "print('from the job'); raise SystemExit(3)"])[2] == \
+        "print('from the job'); raise SystemExit(3)"
+    assert len(r.redact_argv(["bash", "-c", "\"'" * 20_000 + "x y" + "'\"" * 20_000])) == 3
