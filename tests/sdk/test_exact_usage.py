@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import runtel
-from runtel import semconv
+from runtel import _sdk, semconv
 from runtel.sampling.edges import read_memory_detail, read_vm_hwm
 from runtel.testing import FakeGpu, FakeNvml, isolated, read_run
 
@@ -531,8 +531,16 @@ def _proc_stat_fds(pid: int, of: Any) -> int:
     return len(kept or ())
 
 
-def _report_stat_fds(queue: Any, of: Any) -> None:
-    queue.put(_proc_stat_fds(os.getpid(), of))
+def _report_stat_fds(queue: Any, inherited: dict[int, int]) -> None:
+    """How many of the parent's kept-open edge files (pid -> fd, copied by the fork) are still open here. A
+    file another thread of the parent had open at the fork (the sampler's passing read) is not among them."""
+    still = 0
+    for pid, fd in inherited.items():
+        try:
+            still += os.readlink(f"/proc/self/fd/{fd}") == f"/proc/{pid}/stat"
+        except OSError:
+            pass
+    queue.put(still)
 
 
 @pytest.mark.skipif(not LINUX, reason="live descendants are read from /proc at edges on Linux only")
@@ -556,8 +564,11 @@ def test_edge_files_follow_the_workers(runs_dir: Path) -> None:
                     with runtel.block("gen"):
                         time.sleep(0.01)
                     assert _proc_stat_fds(os.getpid(), seen) <= 2
+                    edges = _sdk.get_runtime().monitor.edges  # type: ignore[union-attr]
+                    inherited = dict(edges._tree_fds)  # type: ignore[union-attr]
+                    assert inherited, "the block's edges read the workers"
                     queue = ctx.Queue()
-                    child = ctx.Process(target=_report_stat_fds, args=(queue, seen), daemon=True)
+                    child = ctx.Process(target=_report_stat_fds, args=(queue, inherited), daemon=True)
                     child.start()
                     assert queue.get(timeout=30) == 0  # the forked child closed its copies
                     child.join()
