@@ -124,7 +124,8 @@ _BARE_USERINFO: Final = r"(?<![\w.+\-/:@])([A-Za-z0-9_.+\-]+):([^\s:@/\"'=]+)@(?
 # "--password VALUE" inside free text (a job name, a logged command line); the name is checked as a key.
 _TEXT_FLAG: Final = r"(?<![\w\-])(--?[A-Za-z][\w.\-]*)([ \t]+)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'\-][^\s\"']*)"
 # One word of a command line as a shell splits it: quoted parts (with their blanks) stay in the word.
-_SHELL_WORD: Final = re.compile(r"""(?:[^\s'"\\]+|\\.|'[^']*'|"(?:[^"\\]|\\.)*"|['"\\])+""", re.S)
+# (one plain character per turn, no quantifier inside the outer one: a failed fullmatch stays linear)
+_SHELL_WORD: Final = re.compile(r"""(?:[^\s'"\\]|\\.|'[^']*'|"(?:[^"\\]|\\.)*"|['"\\])+""", re.S)
 #: arguments longer than this are scanned as text only, not parsed as a command line (bounded cost)
 _COMMAND_TEXT_MAX: Final = 65_536
 _SSH_SCHEMES: Final = frozenset({"ssh", "git+ssh", "ssh+git", "sftp", "scp"})
@@ -421,13 +422,15 @@ class Redactor:
             if len(out) - limit >= SCAN_MARGIN // 2 or window >= len(text):
                 break
             window += limit + SCAN_MARGIN - len(out)
+        # what is kept stays half a margin inside the scanned part (shorter than the limit when it must)
+        keep = limit if window >= len(text) else max(0, min(limit, len(out) - SCAN_MARGIN // 2))
         if tail:
             end = re.search(_PEM_END, out)  # a private key whose BEGIN line is before the window: its body too
             if end is not None and "-----BEGIN" not in out[: end.start()]:
                 out = REDACTED + out[end.end():]
-            out = TRUNCATED + out[-limit:]
+            out = TRUNCATED + (out[-keep:] if keep else "")
         else:
-            out = out[:limit] + TRUNCATED
+            out = out[:keep] + TRUNCATED
         if len(out) > _TEXT_CACHE_MAX_LEN:  # a cut of clean text is clean: not scanned again (run.json rewrites)
             if len(self._long_done) >= 32:
                 self._long_done.clear()
@@ -722,15 +725,25 @@ class Redactor:
     def hide_flat_named_values(self, attributes: dict[str, Any]) -> dict[str, Any]:
         """``attributes`` (flattened, dotted keys) with ``X.value`` hidden where ``X.name`` is a secret key:
         the name/value dict ``{"name": "DB_PASSWORD", "value": ...}`` after flattening. Changed in place."""
-        for key in [k for k in attributes if k.rpartition(".")[2] in _NAME_KEYS]:
+        names = [k for k in attributes if k.rpartition(".")[2] in _NAME_KEYS]
+        if not names:
+            return attributes
+        entries: dict[str, int] = {}  # flattened entries under each head: a pair is a dict of 2 to 4
+        for k in attributes:
+            head = k.rpartition(".")[0]
+            entries[head] = entries.get(head, 0) + 1
+        for key in names:
             head = key.rpartition(".")[0]
             name = attributes[key]
             if type(name) is not str or len(name) > _PAIR_KEY_MAX or not self.is_secret_key(name):
                 continue
             for value_key in _NAMED_VALUE_KEYS:
                 flat = f"{head}.{value_key}" if head else value_key
-                if attributes.get(flat) is not None:
-                    attributes[flat] = REDACTED
+                nested = [k for k in attributes if k.startswith(flat + ".")]  # a dict as the value
+                if not 2 <= entries.get(head, 0) + (1 if nested else 0) <= 4:
+                    continue
+                for k in [flat, *nested] if flat in attributes else nested:
+                    attributes[k] = REDACTED
         return attributes
 
     def _named_value(self, mapping: Mapping[Any, object]) -> str | None:
@@ -837,7 +850,8 @@ class Redactor:
                 if long_form and name in _ARGV_USER_NAMES and eq and ":" in value:
                     out.append(f"{arg[: len(arg) - len(value)]}{value.partition(':')[0]}:{REDACTED}")
                     continue
-                if eq and (" " in value or "\t" in value or "\n" in value) and len(value) <= _COMMAND_TEXT_MAX:
+                if (split and depth < 8 and eq and (" " in value or "\t" in value or "\n" in value)
+                        and len(value) <= _COMMAND_TEXT_MAX):
                     # "--env=PASSWORD=a b", "--exec=mysql -pS3cret": the value as a pair, or as a command line
                     head = arg[: len(arg) - len(value)]
                     bare = _unquoted(value)

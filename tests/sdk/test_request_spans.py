@@ -295,3 +295,24 @@ def test_the_sigterm_handler_never_replaces_the_applications_own() -> None:
         assert result == [False] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_sees_an_installed_apps_traced_code_as_the_applications(rt: Settings) -> None:
+    """_inside_runtel: a @trace body compiled as an installed package's module (under site-packages) is the
+    application's code, as a script's is; code compiled as runtel's own is runtel's."""
+    import sys
+    import sysconfig
+
+    import runtel
+    from runtel._sdk import process
+
+    purelib = sysconfig.get_paths()["purelib"]
+    scope: dict[str, object] = {"sys": sys, "process": process, "__name__": "myapp.cli"}
+    exec(compile("def main():\n    return process._inside_runtel(sys._getframe())\n",
+                 f"{purelib}/myapp/cli.py", "exec"), scope)
+    with runtel.run_span("inside"):
+        assert runtel.trace(scope["main"])() is False  # type: ignore[arg-type]
+    own: dict[str, object] = {"sys": sys, "process": process, "__name__": "runtel.rundir.writer"}
+    exec(compile("def write():\n    return process._inside_runtel(sys._getframe())\n",
+                 process._PACKAGE_DIR + "rundir/writer.py", "exec"), own)
+    assert own["write"]() is True  # type: ignore[operator]

@@ -656,3 +656,48 @@ def test_a_partly_quoted_word_and_deep_nesting_end() -> None:
     assert r.redact_argv(["python", "-c", "print('from the job'); raise SystemExit(3)"])[2] == \
         "print('from the job'); raise SystemExit(3)"
     assert len(r.redact_argv(["bash", "-c", "\"'" * 20_000 + "x y" + "'\"" * 20_000])) == 3
+
+
+def test_quoted_paths_and_option_chains_end() -> None:
+    """A quoted path with a blank inside a command once took exponential time (a nested quantifier in the
+    shell-word pattern: 'echo '/home/alice/experiments/run_2024_01 finished'' never ended), and a chain of
+    '--a=' values recursed past the interpreter's limit. Run in a child with a generous deadline: it ends."""
+    code = (
+        "from runtel.redaction import Redactor\n"
+        "r = Redactor()\n"
+        "print(r.redact_argv(['bash', '-c', \"echo '/home/alice/experiments/run_2024_01 finished'\"]))\n"
+        "print(r.redact_argv(['bash', '-c', \"sudo -u svc sh -c '/opt/conda/envs/ml/bin/python train.py'\"]))\n"
+        "print(len(r.redact_argv(['x', '--a=' * 1000 + '\\\\ b', 'sh', '-c', 'run ' + '--a=' * 1000 + '\\\\ b'])))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "run_2024_01 finished" in lines[0] and "/opt/conda/envs/ml/bin/python train.py" in lines[1]
+    assert lines[2] == "5"
+
+
+def test_a_cut_never_keeps_text_near_an_unscanned_edge() -> None:
+    """When four widenings of the scanned window are not enough (keys before the cut shrink it a lot), the
+    kept part is shortened to stay inside what was scanned: shorter than the limit, never a half credential."""
+    key = ("-----BEGIN RSA PRIVATE KEY-----\n" + "MIIEowIBAAKCAQEA1234567890abcdefghijABCDEFGHIJ0123456789abcdefgh\n" * 25
+           + "-----END RSA PRIVATE KEY-----")
+    dsn = " postgres://alice:Zq9Kx7Wv3Mn5Bt@db.example.com:5432/app "
+    head = Redactor().redact_cut(3 * key + "x" * 896 + dsn + "y " * 2000, 1000)
+    tail = Redactor().redact_cut("y " * 3000 + " " + dsn + "x" * 759 + " " + 4 * key, 2000, tail=True)
+    for out in (head, tail):
+        assert "Zq9Kx7" not in out and "v3Mn5Bt" not in out and "MIIE" not in out and len(out) <= 2012, out[-80:]
+
+
+def test_flat_name_value_pairs_follow_the_dict_rule() -> None:
+    """Only a pair of 2 to 4 entries (as the dict rule), its dict value hidden whole; a loss named like a
+    metric with a weight and options is left alone."""
+    r = Redactor()
+    loss = {"c.loss.name": "token_level_ce", "c.loss.value": 0.31, "c.loss.weight": 1.0, "c.loss.reduction": "mean",
+            "c.loss.ignore_index": -100}
+    assert r.hide_flat_named_values(dict(loss)) == loss
+    big = {"c.x.name": "DB_PASSWORD", "c.x.value": "v", "c.x.a": 1, "c.x.b": 2, "c.x.c": 3}
+    assert r.hide_flat_named_values(dict(big))["c.x.value"] == "v"  # five entries: not a pair (as the dict rule)
+    nested = {"c.api.name": "API_TOKEN", "c.api.value.prod": "t1", "c.api.value.dev": "t2"}
+    assert r.hide_flat_named_values(dict(nested)) == {"c.api.name": "API_TOKEN", "c.api.value.prod": REDACTED,
+                                                      "c.api.value.dev": REDACTED}
+    assert r.hide_flat_named_values({"name": "TOKEN", "value": "t"}) == {"name": "TOKEN", "value": REDACTED}

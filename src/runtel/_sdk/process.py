@@ -177,23 +177,28 @@ def finish_runs_on_sigterm() -> bool:
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-def _library_dirs() -> tuple[str, ...]:
-    import sysconfig  # deferred: only on a SIGTERM
+#: the packages runtel's own code calls into while it may hold one of its locks
+_DEPENDENCIES = frozenset({"opentelemetry", "google", "psutil", "anyio", "msgspec", "rich", "pynvml", "grpc"})
 
-    paths = sysconfig.get_paths()
-    return tuple({os.path.join(paths[k], "") for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
+
+def _in_stdlib(filename: str) -> bool:
+    """Whether ``filename`` is the standard library's (not a package installed beside it)."""
+    stdlib = os.path.join(os.path.dirname(os.__file__), "")
+    return filename.startswith(stdlib) and not filename.startswith(("site-packages", "dist-packages"),
+                                                                    len(stdlib))
 
 
 def _inside_runtel(frame: Any) -> bool:
     """Whether the interrupted thread is running runtel's own code (a record or series line being written),
     maybe through the standard library or a dependency it called: the frames from the innermost out are
-    library code until a runtel frame. A user's frame first (a ``@trace`` body, a server loop) means no."""
-    libraries = _library_dirs()
+    such library code until a runtel frame. An application's frame first (a ``@trace`` body, a server
+    loop, an installed app's package) means no."""
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(_PACKAGE_DIR):
             return True
-        if not filename.startswith(libraries) and not filename.startswith("<frozen"):
+        top = str(frame.f_globals.get("__name__") or "").partition(".")[0]
+        if not (_in_stdlib(filename) or filename.startswith("<frozen") or top in _DEPENDENCIES):
             return False  # the application's own code
         frame = frame.f_back
     return False
