@@ -180,15 +180,20 @@ print(run.id)
 """
 
 
+def _job_report(tmp_path: Path, job: str, name: str) -> tuple[Path, str]:
+    """Run ``job`` (it prints its run ids), write their report: the page and its embedded data's JSON text."""
+    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
+    out = subprocess.run([PY, "-c", job], env=env, cwd=tmp_path, check=True, timeout=120,
+                         capture_output=True, text=True)
+    page = _report(tmp_path, out.stdout.split(), name)
+    text = page.read_text(encoding="utf-8")
+    raw = re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1)  # type: ignore[union-attr]
+    return page, raw
+
 def test_a_report_with_hostile_numbers_still_renders(tmp_path: Path) -> None:
     """Usage figures user code set to NaN and infinities: the page's data is valid JSON (the strings OTLP/JSON
     uses), its script runs in Chromium without a console error and lists the blocks."""
-    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
-    out = subprocess.run([PY, "-c", HOSTILE_JOB], env=env, cwd=tmp_path, check=True, timeout=120,
-                         capture_output=True, text=True)
-    page = _report(tmp_path, out.stdout.split(), "hostile.html")
-    text = page.read_text(encoding="utf-8")
-    raw = re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1)  # type: ignore[union-attr]
+    page, raw = _job_report(tmp_path, HOSTILE_JOB, "hostile.html")
 
     def reject(token: str) -> None:
         raise AssertionError(f"bare {token} in the page's JSON")
@@ -217,12 +222,7 @@ def test_a_report_with_markup_in_its_strings_still_renders(tmp_path: Path) -> No
     """Recorded strings holding ``<!-- <script>`` (which, unescaped, puts the HTML parser in the "script data
     double escaped" state so the rest of the page is script text) and ``</script><script>...``: Chromium
     shows the run section with those strings as text, and runs no script but the page's three."""
-    env = {**os.environ, "RUNTEL_DIR": str(tmp_path / "runs"), "RUNTEL_SAMPLING": "false"}
-    out = subprocess.run([PY, "-c", MARKUP_JOB], env=env, cwd=tmp_path, check=True, timeout=120,
-                         capture_output=True, text=True)
-    page = _report(tmp_path, out.stdout.split(), "markup.html")
-    text = page.read_text(encoding="utf-8")
-    raw = re.search(r'<script id="report-data"[^>]*>(.*?)</script>', text, flags=re.S).group(1)  # type: ignore[union-attr]
+    page, raw = _job_report(tmp_path, MARKUP_JOB, "markup.html")
     config = json.loads(raw)["runs"][0]["config"]
     assert config == {"comment": "<!-- <script>", "close": "</script><script>alert(1)</script>", "amp": "&lt; \u2028"}
     dom = _browser(page, tmp_path, "--dump-dom")

@@ -23,7 +23,7 @@ from opentelemetry.trace import Link, Status
 from runtel import semconv
 from runtel._guard import note_cut
 from runtel._internals import attribute_items, span_fields
-from runtel.redaction import REDACTED, TRUNCATED
+from runtel.redaction import REDACTED
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -79,21 +79,14 @@ class Scrubber:
         self._last_resource: tuple[Any, Any] = (None, None)
 
     # --- strings -----------------------------------------------------------------------------------
-    def _cut(self, text: str, limit: int, kind: str, *, tail: bool = False) -> str:
-        if len(text) <= limit:
-            return text
-        note_cut(kind, limit)
-        return TRUNCATED + text[-limit:] if tail else text[:limit] + TRUNCATED
-
     def text(self, text: str, limit: int, kind: str = "attribute", *, tail: bool = False) -> str:
         """``text`` redacted and cut to ``limit`` (the same object back when nothing changed)."""
-        if len(text) <= limit:
-            hit = self.redactor.text_results.get(text)
-            if hit is not None and (hit is text or hit == text):
-                return text  # known clean and within the limit
         if len(text) > limit:
-            self._cut(text, limit, kind)  # says once that this kind of value is cut
+            note_cut(kind, limit)  # said once per kind of value
             return self.redactor.redact_cut(text, limit, tail=tail)  # scanned past the cut: no half token kept
+        hit = self.redactor.text_results.get(text)
+        if hit is not None and (hit is text or hit == text):
+            return text  # known clean and within the limit
         out = self.redactor.redact_text(text)
         return text if out == text else out
 

@@ -26,7 +26,14 @@ from opentelemetry.trace import Span
 from runtel import _context, _sdk, semconv
 from runtel._guard import guard, note_cut
 from runtel._internals import set_owned_attributes, stamp_new_span
-from runtel.recording.safety import bad_argument, coerce_int, coerce_name, record_exception, safe_str
+from runtel.recording.safety import (
+    bad_argument,
+    coerce_int,
+    coerce_name,
+    record_exception,
+    redacted_attributes,
+    safe_str,
+)
 from runtel.recording.workers import child_runtime
 
 __all__ = ("Block", "block", "trace")
@@ -119,7 +126,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
                 else:
                     out[key] = value
             return out
-        from runtel.redaction import SCAN_MARGIN, TRUNCATED  # deferred: runtel.redaction (~0.3 ms)
+        from runtel.redaction import SCAN_MARGIN  # deferred: runtel.redaction (~0.3 ms)
         from runtel.values.attributes import to_attributes  # deferred: runtel.values.attributes (~2 ms)
 
         # Run.convert's order: converted first (bounded by the attribute limits: 512 attributes, 256 items,
@@ -127,9 +134,7 @@ def _user_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         if redactor is None:
             return to_attributes(attributes, prefix="", max_length=max_length)
         converted = to_attributes(attributes, prefix="", max_length=max_length + SCAN_MARGIN)
-        out = redactor.hide_flat_named_values(redactor.redact_mapping(converted, max_str=max_length))
-        if any(type(v) is str and v.endswith(TRUNCATED) for v in out.values()):
-            note_cut("attribute", max_length)
+        out = redacted_attributes(redactor, converted, max_length)
     return out
 
 

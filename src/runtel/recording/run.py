@@ -21,10 +21,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from runtel import _context, _sdk, semconv
-from runtel._guard import guard, log_once, note_cut
+from runtel._guard import guard, log_once
 from runtel._version import __version__
 from runtel.recording.lineage import LineageMixin
-from runtel.recording.safety import record_exception, safe_str
+from runtel.recording.safety import record_exception, redacted_attributes, safe_str
 from runtel.rundir.index import note_record
 from runtel.rundir.otlp_json import metrics_line
 from runtel.rundir.schema import (
@@ -37,6 +37,7 @@ from runtel.rundir.schema import (
     iso_from_ns,
 )
 from runtel.rundir.writer import RecordWriter, atomic_write_json, report_write_error
+from runtel.values.scalars import INT64_MAX, INT64_MIN
 
 if TYPE_CHECKING:
     from runtel.backends.base import TrackerFanout
@@ -65,7 +66,7 @@ def _number(value: object) -> float | int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        if -(2**63) <= value < 2**63:
+        if INT64_MIN <= value <= INT64_MAX:
             return int(value)
         try:
             return float(value)
@@ -398,7 +399,7 @@ class Run(LineageMixin):
         settings = self._settings
         max_str = settings.record_max_bytes if settings is not None else 1_048_576
         max_len = settings.attribute_max_length if settings is not None else 4096
-        from runtel.redaction import SCAN_MARGIN, TRUNCATED, bound_containers  # deferred: runtel.redaction (~0.3 ms)
+        from runtel.redaction import SCAN_MARGIN, bound_containers  # deferred: runtel.redaction (~0.3 ms)
 
         value = normalize_config(bound_containers(values))
         if isinstance(value, Mapping):
@@ -411,9 +412,7 @@ class Run(LineageMixin):
         attributes = to_attributes(value, prefix=prefix, max_length=max_len + margin)
         record = to_jsonable(value, max_str=max_str + margin)
         if redactor is not None:
-            attributes = redactor.hide_flat_named_values(redactor.redact_mapping(attributes, max_str=max_len))
-            if any(type(v) is str and v.endswith(TRUNCATED) for v in attributes.values()):
-                note_cut("attribute", max_len)
+            attributes = redacted_attributes(redactor, attributes, max_len)
             record = redactor.redact_mapping(record, max_str=max_str) if isinstance(record, dict) else \
                 redactor.redact_value(prefix or "value", record, max_str=max_str)
         return attributes, record

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
 from runtel import _guard, semconv
 from runtel.config import TELEMETRY_LEVELS
 from runtel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from runtel.redaction import Redactor
 
 __all__ = (
     "bad_argument",
@@ -27,6 +31,7 @@ __all__ = (
     "coerce_tags",
     "coerce_telemetry",
     "record_exception",
+    "redacted_attributes",
     "safe_str",
 )
 
@@ -169,3 +174,14 @@ def record_exception(span: Span, exc: BaseException) -> None:
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1024]))
     except Exception as inner:  # never replace the user's exception with ours
         _guard.log_once("record-exception", "runtel could not record an exception on a span: %s", safe_str(inner))
+
+
+def redacted_attributes(redactor: Redactor, attributes: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """Flattened attributes (converted with ``SCAN_MARGIN`` past the limit) redacted, name/value pairs among
+    them hidden, strings cut to ``max_length``; a cut is said once (the Scrubber's line)."""
+    from runtel.redaction import TRUNCATED  # deferred: runtel.redaction (~0.3 ms)
+
+    out = redactor.hide_flat_named_values(redactor.redact_mapping(attributes, max_str=max_length))
+    if any(type(v) is str and v.endswith(TRUNCATED) for v in out.values()):
+        _guard.note_cut("attribute", max_length)
+    return out

@@ -38,6 +38,7 @@ __all__ = (
     "encode_attributes",
     "encode_metrics",
     "metrics_line",
+    "json_objects",
     "run_id_on_points",
     "framed_line",
     "span_frame",
@@ -641,6 +642,11 @@ def spans_line(spans: Iterable[ReadableSpan], extra: Callable[[Mapping[str, obje
     return (framed_line(groups.values()) + "\n").encode()
 
 
+def json_objects(value: object) -> list[dict[str, Any]]:
+    """The objects of a JSON list (anything else reads as empty)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def run_id_on_points(message: dict[str, Any]) -> dict[str, Any]:
     """A metrics.jsonl request as live OTLP export sends it: the run id on every point, not on the Resource.
 
@@ -649,23 +655,19 @@ def run_id_on_points(message: dict[str, Any]) -> dict[str, Any]:
     ``message`` in place and returns it; a line without it on the Resource is left as it is, and so is any part
     that is not shaped like OTLP/JSON (the exporter judges those).
     """
-
-    def objects(value: object) -> list[dict[str, Any]]:
-        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-    for rm in objects(message.get("resourceMetrics")):
+    for rm in json_objects(message.get("resourceMetrics")):
         resource = rm.get("resource")
         attributes = resource.get("attributes") if isinstance(resource, dict) else None
-        found = [kv for kv in objects(attributes) if kv.get("key") == RUN_ID]
+        found = [kv for kv in json_objects(attributes) if kv.get("key") == RUN_ID]
         if not found or not isinstance(resource, dict) or not isinstance(attributes, list):
             continue
         resource["attributes"] = [kv for kv in attributes if kv not in found]
         run_id = found[0]
-        for sm in objects(rm.get("scopeMetrics")):
-            for metric in objects(sm.get("metrics")):
+        for sm in json_objects(rm.get("scopeMetrics")):
+            for metric in json_objects(sm.get("metrics")):
                 for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
                     data = metric.get(kind)
-                    for point in objects(data.get("dataPoints") if isinstance(data, dict) else None):
+                    for point in json_objects(data.get("dataPoints") if isinstance(data, dict) else None):
                         point_attributes = point.setdefault("attributes", [])
                         if isinstance(point_attributes, list) and not any(
                                 isinstance(kv, dict) and kv.get("key") == RUN_ID for kv in point_attributes):

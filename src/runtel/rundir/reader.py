@@ -37,7 +37,7 @@ from typing import IO, Any, Final, cast
 
 from runtel.errors import RunFolderError, RunNotFound
 from runtel.rundir.journal import recover_spans
-from runtel.rundir.otlp_json import attributes_from_otlp
+from runtel.rundir.otlp_json import attributes_from_otlp, json_objects
 from runtel.rundir.schema import (
     METRICS_FILE,
     RECORD_FILE,
@@ -594,11 +594,6 @@ def otlp_groups(request: Mapping[str, Any], keys: tuple[str, str, str],
             yield rs, ss, items
 
 
-def _items(value: object) -> list[dict[str, Any]]:
-    """The objects of a JSON list (anything else reads as empty)."""
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
 def _attrs(value: object, stats: LineStats) -> dict[str, Any]:
     """Decoded OTLP attributes; an entry that is not a string key with an OTLP value is skipped and counted."""
     if not isinstance(value, list):
@@ -653,9 +648,9 @@ def _span(s: dict[str, Any], stats: LineStats) -> SpanRecord:
         status_code=int(status.get("code", 0)),
         status_message=str(status.get("message", "")),
         events=[{"name": str(e.get("name", "")), "time_ns": int(e.get("timeUnixNano", 0)),
-                 "attributes": _attrs(e.get("attributes"), stats)} for e in _items(s.get("events"))],
+                 "attributes": _attrs(e.get("attributes"), stats)} for e in json_objects(s.get("events"))],
         links=[{"trace_id": link.get("traceId"), "span_id": link.get("spanId"),
-                "attributes": _attrs(link.get("attributes"), stats)} for link in _items(s.get("links"))],
+                "attributes": _attrs(link.get("attributes"), stats)} for link in json_objects(s.get("links"))],
     )
 
 
