@@ -2,14 +2,17 @@
 
 Usage: python benchmarks/edge_bench.py [--quick] [--baseline-rev REV] [--rounds N]
 
-* per edge: ``EdgeReader.read()`` (process and thread CPU, two ``getrusage``, wall clock), without
+* per edge: ``EdgeReader.read()`` (the process's CPU clock, two ``getrusage``: the thread's CPU and
+  high-water mark, the reaped children's; wall clock), without
   energy sources, with a fake RAPL zone (files in a temporary folder, the RAPL read path), with a fake
   NVML GPU (``runtel.testing.FakeNvml``: Python, so it bounds runtel's share, not a real driver's) and with
   four live child processes (their ``/proc/<pid>/stat`` read at every edge, and reused within 5 ms).
 * per block / @trace call, all in one process, paired repeats back to back: a plain SDK
   ``TracerProvider`` + ``BatchSpanProcessor`` + no-op exporter against runtel with sampling off (no
   edges) and sampling on at 1 s (edges read, the common case of a block no sample falls into). The
-  edge cost per block is the paired difference on - off; the ratio is on / plain SDK.
+  edge cost per block is the paired difference on - off; the ratio is on / plain SDK. A "floor" row
+  swaps the edges for their three system calls each and nothing else (no counters kept, no attribute):
+  what any exact edge pays on the machine.
 * ``--baseline-rev REV``: the same two scripts also run with ``src`` of git revision REV (the "before"),
   alternating processes before / after for ``--rounds`` rounds, so both sides see the same load; each
   cell is the median over rounds of the in-process figures.
@@ -107,21 +110,35 @@ def bare():
     with tracer.start_as_current_span("bare"):
         pass
 
-names = ("bare", "block_off", "block_on", "trace_off", "trace_on")
+import resource
+_clock, _usage, _THREAD, _CHILDREN = time.process_time_ns, resource.getrusage, resource.RUSAGE_THREAD, resource.RUSAGE_CHILDREN
+
+def floor_edge(end=False):  # the system calls an edge cannot do without, nothing else
+    return _clock(), _usage(_THREAD), _usage(_CHILDREN)
+
+def floor_attributes(start, start_ns=0):
+    floor_edge(True)
+    return {{}}
+
+names = ("bare", "block_off", "block_on", "trace_off", "trace_on", "block_floor")
 results = {{k: [] for k in names}}
 with runtel.run_span("edges") as run:
     rt = _sdk.get_runtime()
     monitor = rt.monitor
     flush = rt.span_processors[0]
 
-    def timed(fn, processor, edges):
+    def timed(fn, processor, edges, floor=False):
         rt.monitor = monitor if edges else None  # the same runtime, its edge reads switched on or off
+        if floor:  # the edges' three system calls only: no counters kept, no attribute
+            monitor.edge, monitor.block_attributes = floor_edge, floor_attributes
         processor.force_flush()
         t = time.perf_counter_ns()
         for _ in range(N):
             fn()
         processor.force_flush()  # wall time includes writing them out
         rt.monitor = monitor
+        monitor.__dict__.pop("edge", None)
+        monitor.__dict__.pop("block_attributes", None)
         return (time.perf_counter_ns() - t) / N / 1e3
 
     for _ in range(2000):
@@ -132,7 +149,10 @@ with runtel.run_span("edges") as run:
         results["block_on"].append(timed(blk, flush, True))
         results["trace_off"].append(timed(traced, flush, False))
         results["trace_on"].append(timed(traced, flush, True))
+        results["block_floor"].append(timed(blk, flush, True, floor=True))
 out = {{k: statistics.median(v) for k, v in results.items()}}
+out["floor_edge_us"] = statistics.median(a - b for a, b in zip(results["block_floor"], results["block_off"]))
+out["floor_ratio"] = statistics.median(a / b for a, b in zip(results["block_floor"], results["bare"]))
 for kind in ("block", "trace"):
     on, off = results[kind + "_on"], results[kind + "_off"]
     out[kind + "_edge_us"] = statistics.median(a - b for a, b in zip(on, off))
@@ -199,7 +219,7 @@ def main() -> None:
         f"one edge read (EdgeReader.read), median of {repeats} x {n * 5}{note}",
         ["counters", *(f"us/edge ({k})" for k in labels)],
         [
-            ["CPU (process, thread), getrusage x2 (high-water mark, children), clock", *(f"{e[k]['bare']:.2f}" for k in labels)],
+            ["CPU (process clock; thread + high-water mark: one getrusage), children's getrusage, clock", *(f"{e[k]['bare']:.2f}" for k in labels)],
             ["+ one RAPL zone (sysfs file read; fake tree)", *(f"{e[k]['rapl']:.2f}" for k in labels)],
             ["+ one GPU energy counter (FakeNvml: Python, not a driver)", *(f"{e[k]['gpu']:.2f}" for k in labels)],
             ["+ 4 live child processes (/proc/<pid>/stat each)", *(f"{e[k].get('tree', float('nan')):.2f}" for k in labels)],
@@ -218,6 +238,8 @@ def main() -> None:
                 ["runtel.block, edges off", f"{x['block_off']:.2f}", "-", f"{x['block_ratio_off']:.2f}", "-"],
                 ["runtel.block, edges on", f"{x['block_on']:.2f}", f"{x['block_edge_us']:+.2f}",
                  f"{x['block_ratio_on']:.2f}", "<= 1.25"],
+                ["runtel.block, edges = their 6 system calls only", f"{x['block_floor']:.2f}",
+                 f"{x['floor_edge_us']:+.2f}", f"{x['floor_ratio']:.2f}", "-"],
                 ["@runtel.trace, edges off", f"{x['trace_off']:.2f}", "-", f"{x['trace_ratio_off']:.2f}", "-"],
                 ["@runtel.trace, edges on", f"{x['trace_on']:.2f}", f"{x['trace_edge_us']:+.2f}",
                  f"{x['trace_ratio_on']:.2f}", "<= 1.25"],

@@ -587,6 +587,23 @@ def _edge(time_ns: int, tree: Any) -> Any:
     return Edge(time_ns, 0, 0, 1, 0, rusage, (), tree)
 
 
+def test_an_edges_thread_cpu_is_the_threads_clock() -> None:
+    """On Linux an edge takes the thread's CPU from the same ``getrusage`` as the high-water mark: it stays
+    within the thread's own clock read around it (rusage's whole microseconds), at start and end edges."""
+    from runtel.sampling.edges import EdgeReader
+
+    reader = EdgeReader()
+    for i in range(2000):
+        sum(range(i % 300))  # some CPU between reads, so the clock moves
+        before = time.thread_time_ns()
+        edge = reader.read(end=bool(i % 2))
+        after = time.thread_time_ns()
+        assert before - 2_000 <= edge.thread_cpu_ns <= after + 1_000
+        assert edge.thread_cpu_ns % 1_000 == 0 or sys.platform != "linux"
+    assert edge.hwm_bytes == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin"
+                                                                                     else 1024)
+
+
 def test_tree_change_between_edges() -> None:
     """The tree figure's rules on made-up reads (ticks): alive at both, born inside, ended inside, unknown
     before, re-parented away before it ended, too many to read."""

@@ -26,8 +26,9 @@ the window's figure is their difference:
   on the side it ends, so what is taken off is bounded by the other threads' CPU in the window: a window
   never reads less than its own thread used. The tick's reads run in the sampler's anyio worker thread and
   still count (~0.1-1 ms a tick). A run's own figure keeps it all (what the process used).
-* ``thread.cpu.time``: CPU seconds of the thread that entered the window (``time.thread_time_ns``), reported
-  only when the window also ended in that thread.
+* ``thread.cpu.time``: CPU seconds of the thread that entered the window (Linux: ``getrusage(RUSAGE_THREAD)``,
+  whole microseconds; elsewhere ``time.thread_time_ns``), reported only when the window also ended in that
+  thread.
 * peak RSS: the kernel's high-water mark (``ru_maxrss`` of the calling thread's record on Linux, which is the
   process's; the same figure as ``VmHWM`` for a process that
   was not forked from a bigger one); when it rose inside the window the window's peak is exact, read from
@@ -36,8 +37,9 @@ the window's figure is their difference:
 * energy: the NVML total-energy counter of each GPU that has one, RAPL package counters where readable,
   and the CPU estimate, which is a function of CPU seconds (so it is exact at the edges too).
 
-Cost per edge on the project's VM: ~1.3-2.4 us without GPU, RAPL or live children (four C calls: two clocks, two
-``getrusage``), ~5 us more per live descendant, see benchmarks/edge_bench.py.
+Cost per edge on the project's VM: ~2.0 us without GPU, RAPL or live children (Linux: three system calls, the
+process's CPU clock and two ``getrusage``; ~1.3 us of it the calls themselves), ~5 us more per live
+descendant, see benchmarks/edge_bench.py.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ _LINUX = sys.platform.startswith("linux")
 #: ``ru_maxrss`` too (the mm's ``hiwater_rss``, shared by every thread), and reading it does not walk the
 #: process's threads as RUSAGE_SELF does (~0.3 us against ~0.42 us with 9 threads, more with more)
 _RUSAGE_HWM = resource.RUSAGE_THREAD if _LINUX else resource.RUSAGE_SELF
+#: the calling thread's record also carries its CPU (user + system, whole microseconds that add up to the
+#: scheduler's exact runtime, within 2 us of ``thread_time_ns``, measured), so on Linux one ``getrusage``
+#: gives the thread's CPU and the high-water mark: three system calls an edge instead of four
+_THREAD_RUSAGE = _LINUX
 _getrusage = resource.getrusage
 _thread_time_ns = time.thread_time_ns
 _process_time_ns = time.process_time_ns
@@ -164,7 +170,7 @@ class Edge(NamedTuple):
 
     time_ns: int
     cpu_ns: int  #: this process, every thread, user + system (``process_time_ns``)
-    thread_cpu_ns: int  #: the calling thread (``thread_time_ns``)
+    thread_cpu_ns: int  #: the calling thread (Linux: ``RUSAGE_THREAD``, whole microseconds; ``thread_time_ns``)
     thread_id: int
     hwm_bytes: int  #: ru_maxrss of this process (its high-water mark)
     #: ``getrusage(RUSAGE_CHILDREN)`` as read: every field of it changes only when a child is reaped, so two
@@ -291,17 +297,23 @@ class EdgeReader:
         self.own_cpu_ns = 0
 
     def read(self, end: bool = False) -> Edge:
-        """The counters now (~1.3-2.4 us without energy sources or live children: two clocks, two ``getrusage``).
+        """The counters now (~2 us without energy sources or live children: one clock, two ``getrusage``).
 
         The CPU clocks are read last at a start edge and first at an end edge (``end=True``), the thread's
         innermost, so the edge's own cost (energy and descendants' reads included) stays out of the window's
         ``cpu_ns`` and ``thread_cpu_ns`` as far as it can.
         """
         if end:
-            thread_cpu = _thread_time_ns()
-            cpu = _process_time_ns()
+            if _THREAD_RUSAGE:
+                mine = _getrusage(_RUSAGE_HWM)
+                cpu = _process_time_ns()
+                thread_cpu = int((mine.ru_utime + mine.ru_stime) * 1e6 + 0.5) * 1000
+                hwm = mine.ru_maxrss
+            else:
+                thread_cpu = _thread_time_ns()
+                cpu = _process_time_ns()
+                hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             own = self.own_cpu_ns
-            hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             children = _getrusage(_RUSAGE_CHILDREN)
             now = _time_ns()
             energy = self._read_energy() if self._has_energy else ()
@@ -313,10 +325,16 @@ class EdgeReader:
             children = _getrusage(_RUSAGE_CHILDREN)  # before the tree: a reuse of its last read must match it
             tree = self._tree(pids, children) if pids else None
             now = _time_ns()
-            hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
             own = self.own_cpu_ns
-            cpu = _process_time_ns()
-            thread_cpu = _thread_time_ns()
+            if _THREAD_RUSAGE:
+                cpu = _process_time_ns()
+                mine = _getrusage(_RUSAGE_HWM)
+                thread_cpu = int((mine.ru_utime + mine.ru_stime) * 1e6 + 0.5) * 1000
+                hwm = mine.ru_maxrss
+            else:
+                hwm = _getrusage(_RUSAGE_HWM).ru_maxrss
+                cpu = _process_time_ns()
+                thread_cpu = _thread_time_ns()
         edge: Edge = _tuple_new(Edge, (now, cpu, thread_cpu, _get_ident(), hwm * _MAXRSS_UNIT, children, energy, tree,
                                        own))
         return edge
