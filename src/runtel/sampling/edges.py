@@ -37,9 +37,8 @@ the window's figure is their difference:
 * energy: the NVML total-energy counter of each GPU that has one, RAPL package counters where readable,
   and the CPU estimate, which is a function of CPU seconds (so it is exact at the edges too).
 
-Cost per edge on the project's VM: ~2.0 us without GPU, RAPL or live children (Linux: three system calls, the
-process's CPU clock and two ``getrusage``; ~1.3 us of it the calls themselves), ~5 us more per live
-descendant, see benchmarks/edge_bench.py.
+Cost per edge on the project's VM: ~2-2.5 us without GPU, RAPL or live children (Linux: three system calls, the
+process's CPU clock and two ``getrusage``), ~5 us more per live descendant, see benchmarks/edge_bench.py.
 """
 
 from __future__ import annotations
@@ -75,12 +74,11 @@ _RUSAGE_CHILDREN = resource.RUSAGE_CHILDREN
 _LINUX = sys.platform.startswith("linux")
 #: whose ``getrusage`` gives the high-water mark: on Linux the calling thread's record carries the process's
 #: ``ru_maxrss`` too (the mm's ``hiwater_rss``, shared by every thread), and reading it does not walk the
-#: process's threads as RUSAGE_SELF does (~0.3 us against ~0.42 us with 9 threads, more with more)
+#: process's threads as RUSAGE_SELF does (~0.3 us against ~0.42 us with 9 threads, more with more). That
+#: record also carries the thread's CPU (user + system, whole microseconds that add up to the scheduler's exact
+#: runtime, within 2 us of ``thread_time_ns``: tests/sdk/test_exact_usage.py), so on Linux an edge reads both
+#: in one call: three system calls an edge instead of four
 _RUSAGE_HWM = resource.RUSAGE_THREAD if _LINUX else resource.RUSAGE_SELF
-#: the calling thread's record also carries its CPU (user + system, whole microseconds that add up to the
-#: scheduler's exact runtime, within 2 us of ``thread_time_ns``, measured), so on Linux one ``getrusage``
-#: gives the thread's CPU and the high-water mark: three system calls an edge instead of four
-_THREAD_RUSAGE = _LINUX
 _getrusage = resource.getrusage
 _thread_time_ns = time.thread_time_ns
 _process_time_ns = time.process_time_ns
@@ -297,14 +295,14 @@ class EdgeReader:
         self.own_cpu_ns = 0
 
     def read(self, end: bool = False) -> Edge:
-        """The counters now (~2 us without energy sources or live children: one clock, two ``getrusage``).
+        """The counters now (~2-2.5 us without energy sources or live children: one clock, two ``getrusage``).
 
         The CPU clocks are read last at a start edge and first at an end edge (``end=True``), the thread's
         innermost, so the edge's own cost (energy and descendants' reads included) stays out of the window's
         ``cpu_ns`` and ``thread_cpu_ns`` as far as it can.
         """
         if end:
-            if _THREAD_RUSAGE:
+            if _LINUX:
                 mine = _getrusage(_RUSAGE_HWM)
                 cpu = _process_time_ns()
                 thread_cpu = int((mine.ru_utime + mine.ru_stime) * 1e6 + 0.5) * 1000
@@ -326,7 +324,7 @@ class EdgeReader:
             tree = self._tree(pids, children) if pids else None
             now = _time_ns()
             own = self.own_cpu_ns
-            if _THREAD_RUSAGE:
+            if _LINUX:
                 cpu = _process_time_ns()
                 mine = _getrusage(_RUSAGE_HWM)
                 thread_cpu = int((mine.ru_utime + mine.ru_stime) * 1e6 + 0.5) * 1000
