@@ -12,7 +12,9 @@ Usage: python benchmarks/edge_bench.py [--quick] [--baseline-rev REV] [--rounds 
   edges) and sampling on at 1 s (edges read, the common case of a block no sample falls into). The
   edge cost per block is the paired difference on - off; the ratio is on / plain SDK. A "floor" row
   swaps the edges for their three system calls each and nothing else (no counters kept, no attribute):
-  what any exact edge pays on the machine.
+  what any exact edge pays on the machine. Three more "split" rows add one piece each: the hooks' Python
+  calls alone (no system call), both edges really read (nothing computed), the block's attributes
+  computed but not set; the step from the last to "edges on" is setting and writing the attribute.
 * ``--baseline-rev REV``: the same two scripts also run with ``src`` of git revision REV (the "before"),
   alternating processes before / after for ``--rounds`` rounds, so both sides see the same load; each
   cell is the median over rounds of the in-process figures.
@@ -120,17 +122,40 @@ def floor_attributes(start, start_ns=0):
     floor_edge(True)
     return {{}}
 
-names = ("bare", "block_off", "block_on", "trace_off", "trace_on", "block_floor")
+names = ("bare", "block_off", "block_on", "trace_off", "trace_on", "block_floor", "block_calls", "block_reads",
+         "block_unset")
 results = {{k: [] for k in names}}
 with runtel.run_span("edges") as run:
     rt = _sdk.get_runtime()
     monitor = rt.monitor
     flush = rt.span_processors[0]
+    real_attributes, reader = monitor.block_attributes, monitor.edges
+    kept = monitor.edge()
 
-    def timed(fn, processor, edges, floor=False):
+    def kept_edge(end=False):  # the hooks' Python calls only: no system call, no attribute
+        return kept
+
+    def no_attributes(start, start_ns=0):
+        return {{}}
+
+    def reads_only(start, start_ns=0):  # both real edge reads, nothing computed from them
+        reader.read(True)
+        return {{}}
+
+    def unset(start, start_ns=0):  # the real end of a block, its attribute not set on the span
+        real_attributes(start, start_ns)
+        return {{}}
+
+    swaps = {{"floor": (floor_edge, floor_attributes), "calls": (kept_edge, no_attributes),
+             "reads": (None, reads_only), "unset": (None, unset)}}
+
+    def timed(fn, processor, edges, swap=None):
         rt.monitor = monitor if edges else None  # the same runtime, its edge reads switched on or off
-        if floor:  # the edges' three system calls only: no counters kept, no attribute
-            monitor.edge, monitor.block_attributes = floor_edge, floor_attributes
+        if swap is not None:  # a part of the edges' work only, to split their cost
+            edge, attributes = swaps[swap]
+            if edge is not None:
+                monitor.edge = edge
+            monitor.block_attributes = attributes
         processor.force_flush()
         t = time.perf_counter_ns()
         for _ in range(N):
@@ -149,10 +174,13 @@ with runtel.run_span("edges") as run:
         results["block_on"].append(timed(blk, flush, True))
         results["trace_off"].append(timed(traced, flush, False))
         results["trace_on"].append(timed(traced, flush, True))
-        results["block_floor"].append(timed(blk, flush, True, floor=True))
+        for swap in ("floor", "calls", "reads", "unset"):
+            results["block_" + swap].append(timed(blk, flush, True, swap))
 out = {{k: statistics.median(v) for k, v in results.items()}}
-out["floor_edge_us"] = statistics.median(a - b for a, b in zip(results["block_floor"], results["block_off"]))
-out["floor_ratio"] = statistics.median(a / b for a, b in zip(results["block_floor"], results["bare"]))
+for swap in ("floor", "calls", "reads", "unset"):
+    part = results["block_" + swap]
+    out[swap + "_edge_us"] = statistics.median(a - b for a, b in zip(part, results["block_off"]))
+    out[swap + "_ratio"] = statistics.median(a / b for a, b in zip(part, results["bare"]))
 for kind in ("block", "trace"):
     on, off = results[kind + "_on"], results[kind + "_off"]
     out[kind + "_edge_us"] = statistics.median(a - b for a, b in zip(on, off))
@@ -238,8 +266,13 @@ def main() -> None:
                 ["runtel.block, edges off", f"{x['block_off']:.2f}", "-", f"{x['block_ratio_off']:.2f}", "-"],
                 ["runtel.block, edges on", f"{x['block_on']:.2f}", f"{x['block_edge_us']:+.2f}",
                  f"{x['block_ratio_on']:.2f}", "<= 1.25"],
-                ["runtel.block, edges = their 6 system calls only", f"{x['block_floor']:.2f}",
-                 f"{x['floor_edge_us']:+.2f}", f"{x['floor_ratio']:.2f}", "-"],
+                *([what, f"{x['block_' + swap]:.2f}", f"{x[swap + '_edge_us']:+.2f}", f"{x[swap + '_ratio']:.2f}", "-"]
+                  for what, swap in (
+                      ("  split: the edge hooks' Python calls only (no system call)", "calls"),
+                      ("  split: the edges' 6 system calls only (the floor)", "floor"),
+                      ("  split: both edges read, no attribute computed", "reads"),
+                      ("  split: the block's attributes computed, not set", "unset"),
+                  )),
                 ["@runtel.trace, edges off", f"{x['trace_off']:.2f}", "-", f"{x['trace_ratio_off']:.2f}", "-"],
                 ["@runtel.trace, edges on", f"{x['trace_on']:.2f}", f"{x['trace_edge_us']:+.2f}",
                  f"{x['trace_ratio_on']:.2f}", "<= 1.25"],
