@@ -259,7 +259,7 @@ class Monitor:
             self._guard("child_started", lambda: sampler.tree.child_started(pid))
 
     def edge(self, end: bool = False) -> Edge | None:
-        """The cumulative counters now (a block's or run's edge; ~1.3 us); ``None`` when inert or failed."""
+        """The cumulative counters now (a block's or run's edge; ~2 us, see runtel.sampling.edges); ``None`` when inert or failed."""
         reader = self.edges
         if reader is None:
             return None
