@@ -231,6 +231,25 @@ def test_export_to_a_trace_only_backend_exits_0(backend: Backend, offline_run: P
     assert out["results"][0]["spans"] == 4 and out["results"][0]["metric_points"] == 0
 
 
+def test_export_json_is_not_ok_when_a_line_was_skipped(backend: Backend, offline_run: Path, tmp_path: Path) -> None:
+    """A damaged spans.jsonl line is skipped and named: the good spans still arrive, and --json says ``"ok": false``
+    with the skip in the run's result, as the exit status 1 does."""
+    import shutil
+
+    backend.reset()
+    run_dir = tmp_path / offline_run.name
+    shutil.copytree(offline_run, run_dir)
+    with open(run_dir / "spans.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"resourceSpans": [ not json\n')
+    proc = runtel_export(str(run_dir), "--endpoint", backend.endpoint, "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and out["results"][0]["ok"] is True
+    assert out["results"][0]["skipped"], out
+    assert "not sent" in proc.stderr
+    assert backend.wait_for(lambda: set(backend.span_names()) == ALL_SPANS)
+
+
 # --- one batch refused with a reason --------------------------------------------------------------------------
 
 

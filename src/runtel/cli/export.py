@@ -200,9 +200,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for text in r.skipped:
             problem(f"run {r.run_id}: {text}, not sent")
     if args.json:
+        # "ok" agrees with the exit status: a line skipped as unreadable is data that was not sent (exit 1)
+        skipped = any(r.skipped for r in results)
         render.print_json({"endpoint": target, "signals": list(signals), "not_accepted": notes,
-                           "results": [r.to_dict() for r in results], "ok": not failed})
-        return 1 if failed else 0
+                           "results": [r.to_dict() for r in results], "ok": not failed and not skipped})
+        return 1 if failed or skipped else 0
     for note in notes:  # once per signal and endpoint, not once per run
         sys.stderr.write(f"runtel: note: {note}; that signal was not sent (the run folders keep it)\n")
     out = sys.stdout
