@@ -280,3 +280,68 @@ def test_a_server_lost_mid_run_is_reported_once(runs_dir: Path, tmp_path: Path, 
     assert info["run_id"] == "abc123" and info["errors"] == 1 and "dropped" not in info
     assert "metric batches not sent" in info["error"] and "Connection refused" in info["error"]
     assert err.count("tracker backend 'mlflow' failed") == 1
+
+
+def test_a_damaged_spans_line_costs_only_itself(runs_dir: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """The trace upload reads spans.jsonl as `runtel export` does: a line that is not JSON and a span with a bad id
+    are skipped and named in run.json's tracker error; every other span, the damaged line's good one too, arrives.
+
+    A loopback HTTP server answers MLflow's REST calls and keeps the OTLP/protobuf bodies posted to /v1/traces.
+    """
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    traces: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == "/v1/traces":
+                traces.append(body)
+            answer = json.dumps({"run": {"info": {"run_id": "abc123", "artifact_uri": "mlflow-artifacts:/0/abc123/artifacts"}}}
+                                if self.path.endswith("runs/create") else {}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    good = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "survivor", "kind": 1,
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    damaged = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "x"}, "spans": [
+        {**good, "traceId": "zz", "name": "bad-id"}, good]}]}]}
+    script = textwrap.dedent(f"""
+        import json, runtel
+        with runtel.run_span("train") as run:
+            with runtel.block("step"):
+                pass
+            with open(run.dir / "spans.jsonl", "a", encoding="utf-8") as fh:
+                fh.write('{{"resourceSpans": [ not json\\n')
+                fh.write(json.dumps({damaged!r}) + "\\n")
+        print(run.id)
+    """)
+    env = {**clean_env, "RUNTEL_TRACKER": "runfolder,mlflow",
+           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{server.server_address[1]}", "RUNTEL_DIR": str(runs_dir)}
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((runs_dir / proc.stdout.strip() / "run.json").read_text())
+    info = record["trackers"]["mlflow"]
+    assert info["errors"] == 1, info
+    assert "1 line(s) that are not a JSON object skipped, not sent" in info["error"], info["error"]
+    assert "1 malformed span(s) skipped, not sent" in info["error"], info["error"]
+    names = []
+    for body in traces:
+        request = ExportTraceServiceRequest.FromString(body)
+        names += [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert sorted(names) == ["step", "survivor", "train"], names
+    assert proc.stderr.count("tracker backend 'mlflow' failed") == 1

@@ -33,9 +33,10 @@ from typing import Any, Final
 
 from runtel._version import __version__
 from runtel.backends.base import TrackerWriter
-from runtel.errors import ConfigError, RuntelError
-from runtel.rundir.reader import iter_jsonl_sized, read_record
-from runtel.rundir.schema import span_segments
+from runtel.errors import ConfigError, RunFolderError, RuntelError
+from runtel.rundir.otlp_lines import batches, request_class, signal_lines
+from runtel.rundir.reader import LineStats, read_record
+from runtel.rundir.schema import SPANS_FILE
 
 __all__ = ("MLflowError", "MLflowTracker", "flatten_params")
 
@@ -57,7 +58,6 @@ USER_AGENT: Final = f"runtel/{__version__} (mlflow tracker)"
 
 _STATUS: Final = {"ok": "FINISHED", "error": "FAILED", "interrupted": "KILLED"}
 _KEY_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /")
-_ID_KEYS: Final = frozenset({"traceId", "spanId", "parentSpanId"})
 
 
 class MLflowError(Exception):
@@ -104,22 +104,6 @@ def _metric_value(number: float) -> float | str:
     if math.isfinite(number):
         return number
     return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
-
-
-def _hex_to_b64(value: Any) -> Any:
-    try:
-        return base64.b64encode(bytes.fromhex(value)).decode("ascii") if isinstance(value, str) and value else value
-    except ValueError:
-        return value
-
-
-def _ids_to_b64(message: Any) -> Any:
-    """OTLP/JSON ids (hex) as proto3-JSON bytes (base64), in spans and in their links."""
-    if isinstance(message, dict):
-        return {k: (_hex_to_b64(v) if k in _ID_KEYS else _ids_to_b64(v)) for k, v in message.items()}
-    if isinstance(message, list):
-        return [_ids_to_b64(v) for v in message]
-    return message
 
 
 class _State:
@@ -366,13 +350,13 @@ class MLflowTracker(TrackerWriter):
         spans = 0
         if run_dir is not None:
             try:
-                spans = self._send_trace(state, run_dir)
+                spans = self._send_trace(state, run_dir, problems)
                 if spans and record.get("trace_id"):
                     # The header links only traces whose root span is in the request; a run inside
                     # another run's trace (a script under `runtel run`) is linked by name.
                     self._api("POST", "traces/link-to-run",
                               {"trace_ids": [f"tr-{record['trace_id']}"], "run_id": state.run_id})
-            except MLflowError as exc:
+            except (MLflowError, RunFolderError) as exc:
                 problems.append(f"trace: {exc}")
         end_ms = int(int(record.get("end_time_unix_nano") or time.time_ns()) // 1_000_000)
         try:
@@ -471,22 +455,25 @@ class MLflowTracker(TrackerWriter):
         else:
             raise MLflowError(f"artifact store {parsed.scheme}:// is written by MLflow's client only")
 
-    def _send_trace(self, state: _State, run_dir: Path) -> int:
-        """The run's spans as OTLP/protobuf requests to ``/v1/traces``, linked to the MLflow run."""
-        # deferred: the OTLP protobuf classes, only at the end of an MLflow-tracked run (~25 ms)
-        from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped]
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # deferred: as above
-            ExportTraceServiceRequest,
-        )
+    def _send_trace(self, state: _State, run_dir: Path, problems: list[str]) -> int:
+        """The run's spans as OTLP/protobuf requests to ``/v1/traces``, linked to the MLflow run.
 
+        Read through runtel.rundir.otlp_lines, as ``runtel export`` reads them: a line or span that does not
+        convert is skipped and named in ``problems``, and every other span is still sent.
+        """
         headers = {"x-mlflow-experiment-id": state.experiment_id, "x-mlflow-run-id": state.run_id}
+        stats = LineStats(str(run_dir / SPANS_FILE))
         sent = 0
-        for resource_spans, count in _span_batches(span_segments(run_dir), TRACE_BATCH_BYTES):
-            message = ParseDict(_ids_to_b64({"resourceSpans": resource_spans}), ExportTraceServiceRequest(),
-                                ignore_unknown_fields=True)
-            self._request("POST", "/v1/traces", message.SerializeToString(),
-                          content_type="application/x-protobuf", headers=headers)
-            sent += count
+        try:
+            for batch in batches(signal_lines(run_dir, "traces", stats, check=True), TRACE_BATCH_BYTES):
+                message = request_class("traces")()
+                for line in batch:
+                    message.MergeFrom(line.proto)  # repeated fields append: the lines' resources in order
+                self._request("POST", "/v1/traces", message.SerializeToString(),
+                              content_type="application/x-protobuf", headers=headers)
+                sent += sum(line.items for line in batch)
+        finally:
+            problems.extend(f"trace: {text}, not sent" for text in stats.problems())
         return sent
 
 
@@ -497,20 +484,3 @@ def _files(path: Path) -> Iterator[tuple[Path, str]]:
             yield file, file.relative_to(path).as_posix()
     else:
         yield path, path.name
-
-
-def _span_batches(paths: list[Path], limit: int) -> Iterator[tuple[list[Any], int]]:
-    """The ``resourceSpans`` of spans.jsonl (and its rotated segments) in requests of about ``limit`` bytes,
-    with their span counts."""
-    items: list[Any] = []
-    size = count = 0
-    for message, n in (item for path in paths for item in iter_jsonl_sized(path)):
-        resource_spans = message.get("resourceSpans") or []
-        if items and size + n > limit:
-            yield items, count
-            items, size, count = [], 0, 0
-        items.extend(resource_spans)
-        size += n
-        count += sum(len(s.get("spans") or []) for r in resource_spans for s in r.get("scopeSpans") or [])
-    if items:
-        yield items, count
