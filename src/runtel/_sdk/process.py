@@ -209,29 +209,57 @@ SIGTERM_FINISH_TIMEOUT_S = 5.0
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    """Finish the open runs, then end the process by SIGTERM (the default handler, as without runtel).
+
+    The handler runs in the main thread between two of its bytecodes. When those were the application's, the
+    runs are finished here (in a helper thread, waited for with a deadline). When they were runtel's own code
+    (a ``run.log`` line being written), the main thread may hold a lock the finishing needs: waiting here would
+    never get it (it once hung in 14 of 16 tries), so the main thread goes on (and lets the lock go) while the
+    helper finishes the runs and then ends the process; the application runs on for those few milliseconds.
+    """
     import signal  # deferred: loaded already by finish_runs_on_sigterm
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
     rt = _runtime
-    if rt is not None and not _inside_runtel(frame):  # else this thread may hold a lock the finishing needs
-        # In another thread, waited for with a deadline: the signal may have come while this (main) thread
-        # holds one of runtel's locks (a run.log line being written), which the finishing would wait for.
-        def finish() -> None:
-            try:
-                rt.finish_open_runs()
-                rt.flush_spans(2.0)
-            except Exception as exc:  # the process ends by SIGTERM whatever happened here
-                logging.getLogger("runtel.sdk").warning("runtel could not finish its runs on SIGTERM: %s: %s",
-                                                        type(exc).__name__, exc)
+    if rt is None:
+        _end_by_sigterm()
+    elif _inside_runtel(frame):
+        threading.Thread(target=_finish_and_end, args=(rt,), name="runtel-sigterm", daemon=True).start()
+    else:
+        _finish_runs(rt)
+        _end_by_sigterm()
 
-        helper = threading.Thread(target=finish, name="runtel-sigterm", daemon=True)
-        helper.start()
-        helper.join(SIGTERM_FINISH_TIMEOUT_S)
-        if helper.is_alive():
-            logging.getLogger("runtel.sdk").warning(
-                "runtel could not finish its runs within %.0f s of SIGTERM; they are read as interrupted",
-                SIGTERM_FINISH_TIMEOUT_S)
-    try:  # a main thread that blocks SIGTERM would otherwise go on: without the handler the process would end
+
+def _finish_runs(rt: Any) -> None:
+    """Finish ``rt``'s open runs (``interrupted``) and write out their spans, within SIGTERM_FINISH_TIMEOUT_S."""
+
+    def finish() -> None:
+        try:
+            rt.finish_open_runs()
+            rt.flush_spans(2.0)
+        except Exception as exc:  # the process ends by SIGTERM whatever happened here
+            logging.getLogger("runtel.sdk").warning("runtel could not finish its runs on SIGTERM: %s: %s",
+                                                    type(exc).__name__, exc)
+
+    helper = threading.Thread(target=finish, name="runtel-sigterm-finish", daemon=True)
+    helper.start()
+    helper.join(SIGTERM_FINISH_TIMEOUT_S)
+    if helper.is_alive():
+        logging.getLogger("runtel.sdk").warning(
+            "runtel could not finish its runs within %.0f s of SIGTERM; they are read as interrupted",
+            SIGTERM_FINISH_TIMEOUT_S)
+
+
+def _finish_and_end(rt: Any) -> None:
+    _finish_runs(rt)
+    _end_by_sigterm()
+
+
+def _end_by_sigterm() -> None:
+    """Raise SIGTERM in this thread with the default handler in place: the process ends by it."""
+    import signal  # deferred: loaded already by finish_runs_on_sigterm
+
+    try:  # a thread that blocks SIGTERM would otherwise go on: without the handler the process would end
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     except (AttributeError, OSError, ValueError):
         pass
