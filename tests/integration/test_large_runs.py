@@ -149,6 +149,11 @@ def test_folded_show_prints_what_the_full_tree_prints(runs: Path, capsys: pytest
     folded = _show([str(run_dir)], capsys)
     assert "folded while reading" in folded
     assert "epoch ×" not in full and "step ×40" in full and "inner-step ×7" in full and "boom" in full
+    # a folded line sums its spans' CPU time and energy, as each span's own line shows them
+    steps = [line for line in full.splitlines() if "step ×40" in line]
+    assert len(steps) == 3, steps  # one per epoch
+    for line in steps:
+        assert "cpu " in line and "J est." in line and line.endswith("in all"), line
     head = [line for line in full.splitlines()]
     heading = next(i for i, line in enumerate(head) if line.startswith("spans"))
     assert folded.splitlines()[heading].startswith("spans (")

@@ -25,6 +25,7 @@ from runtel.query.spanagg import (
     child_run_levels,
     level_json,
     spans_bytes,
+    usage_totals,
 )
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
@@ -382,10 +383,14 @@ def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) 
             errors = sum(1 for g in group if g["status"] == "error")
             from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
 
+            cpu = [g["attributes"].get(semconv.USAGE_CPU_TIME) for g in group]
+            energy = [g["attributes"].get(semconv.USAGE_ENERGY_TOTAL) for g in group]
             label = (
                 f"{escape(child['name'])} ×{len(group)}  total {render.format_duration(sum(durations))}, "
                 f"mean {render.format_duration(sum(durations) / len(group))}, max {render.format_duration(max(durations))}"
                 + (f" [red]{errors} error(s)[/red]" if errors else "")
+                + _group_usage_text(_total(cpu), _total(energy),
+                                    any(g["attributes"].get(semconv.USAGE_ENERGY_ESTIMATED) for g in group))
             )
             branch = tree.add(label)
             merged: list[Mapping[str, Any]] = [gc for g in group for gc in g["children"]]
@@ -395,8 +400,27 @@ def _add_children(tree: Any, children: Sequence[Mapping[str, Any]], fold: bool) 
             _add_children(branch, child["children"], fold)
 
 
-def _add_levels(tree: Any, level: Level, depth: int = 1) -> None:
-    """A folded tree (see :mod:`runtel.query.spanagg`): members one by one, folded groups as one line."""
+def _total(values: Sequence[object]) -> float | None:
+    """The sum of the numbers among ``values`` (booleans are not numbers); None when there is none."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return sum(numbers) if numbers else None
+
+
+def _group_usage_text(cpu_s: float | None, joules: float | None, estimated: bool) -> str:
+    """A folded group's summed CPU time and energy, as the end of its line ("" when it has neither)."""
+    parts = []
+    if cpu_s is not None:
+        parts.append(f"cpu {render.format_duration(cpu_s)}")
+    if joules:
+        parts.append(render.format_joules(joules) + (" est." if estimated else ""))
+    return "  [dim]" + ", ".join(parts) + " in all[/dim]" if parts else ""
+
+
+def _add_levels(tree: Any, level: Level, depth: int = 1, estimated: bool = False) -> None:
+    """A folded tree (see :mod:`runtel.query.spanagg`): members one by one, folded groups as one line.
+
+    ``estimated``: the run's CPU energy is an estimate (a folded group's energy then includes it).
+    """
     from rich.markup import escape  # deferred: rich, only for terminal output (~12 ms)
 
     items: list[tuple[int, Any, Any]] = []
@@ -412,6 +436,9 @@ def _add_levels(tree: Any, level: Level, depth: int = 1) -> None:
             label = (f"{escape(item.name)} ×{item.count}  total {render.format_duration(total)}, "
                      f"mean {render.format_duration(total / item.count)}, max {render.format_duration(item.max_ns / 1e9)}"
                      + (f" [red]{item.errors} error(s)[/red]" if item.errors else ""))
+            if item.usage is not None:
+                totals = usage_totals(item.usage)
+                label += _group_usage_text(totals.get("cpu_s"), totals.get("energy_j"), estimated)
         else:
             attributes = item.attributes()
             label = _label({"name": item.name, "status": {0: "unset", 1: "ok", 2: "error"}.get(item.status, "unset"),
@@ -421,7 +448,7 @@ def _add_levels(tree: Any, level: Level, depth: int = 1) -> None:
         if children and depth >= MAX_TREE_DEPTH:
             branch.add("[dim]… deeper spans not shown[/dim]")
         elif children:
-            _add_levels(branch, children, depth + 1)
+            _add_levels(branch, children, depth + 1, estimated)
 
 
 
@@ -590,8 +617,8 @@ def _show(args: argparse.Namespace) -> int:
         own = [*record.get("problems", ()), *loss_notes(record), *stats.problems()]
         trees = build_span_tree(spans, children, own, cpu_energy=cpu_energy_factor(record))
     else:  # a large run: fold while reading, in bounded memory
-        graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems)
-        agg = aggregate_run(run_dir, stats, graft, cpu_energy=cpu_energy_factor(record))
+        graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems, usage=True)
+        agg = aggregate_run(run_dir, stats, graft, usage=True, cpu_energy=cpu_energy_factor(record))
         span_count = agg.spans
         own = [*record.get("problems", ()), *loss_notes(record), *stats.problems(), *agg.problems()]
         folded = agg.root_level()
@@ -629,7 +656,7 @@ def _show(args: argparse.Namespace) -> int:
         console.print(Panel(escape("\n".join(lineage_lines)), title="artifacts, sources, metadata", expand=False))
     if folded is not None:
         tree = Tree(f"[bold]spans[/bold] [dim]({span_count:,} spans, folded while reading)[/dim]")
-        _add_levels(tree, folded)
+        _add_levels(tree, folded, estimated=cpu_energy_factor(record) is not None)
     else:
         tree = Tree("[bold]spans[/bold]")
         _add_children(tree, trees, fold=not args.all_spans)

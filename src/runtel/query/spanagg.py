@@ -39,7 +39,7 @@ from runtel.rundir.reader import (
 from runtel.rundir.schema import RunRecord, span_segments
 
 __all__ = ("FOLD_THRESHOLD", "FULL_TREE_BYTES", "Aggregate", "Group", "Node", "aggregate_run", "child_run_levels",
-           "spans_bytes", "usage_figures")
+           "spans_bytes", "usage_figures", "usage_totals")
 
 #: siblings with the same name are folded into one group when there are more than this many
 FOLD_THRESHOLD = 5
@@ -101,20 +101,22 @@ _RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCO
 _USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
 _USAGE_KEYS = frozenset({_RSS, semconv.USAGE_GPU_MEMORY_TREE_MAX, semconv.USAGE_GPU_MEMORY_USED_MAX,
                          semconv.USAGE_ENERGY_TOTAL})
-_ESTIMATED_USAGE_KEYS = _USAGE_KEYS | {semconv.USAGE_CPU_TIME}
+_ANY_USAGE_KEYS = _USAGE_KEYS | {semconv.USAGE_CPU_TIME}
 
 
 class Usage:
-    """What ``compare`` aggregates of a group's spans: durations, peak RSS, peak GPU memory, energy.
+    """What ``compare`` and ``show`` aggregate of a group's spans: durations, CPU time, peak RSS, peak GPU memory,
+    energy.
 
     ``cpu_energy``: the run's CPU estimate in joules per CPU-second, for spans that record only CPU time.
     """
 
-    __slots__ = ("cpu_energy", "durations", "energy", "gpu", "kind", "rss")
+    __slots__ = ("cpu", "cpu_energy", "durations", "energy", "gpu", "kind", "rss")
 
     def __init__(self, cpu_energy: float | None = None) -> None:
         self.cpu_energy = cpu_energy
         self.durations = Acc()
+        self.cpu = Acc()  #: ``runtel.usage.cpu.time`` of the spans that have it
         self.rss = Acc()
         self.gpu = Acc()
         self.energy = Acc()
@@ -126,27 +128,30 @@ class Usage:
         if attrs is None:
             return
         factor = self.cpu_energy
-        estimated = factor is not None
         if attrs.__class__ is list:  # parsed already (the json path): look at the keys before decoding
-            keys = _ESTIMATED_USAGE_KEYS if estimated else _USAGE_KEYS
-            if not any(kv.__class__ is dict and kv.get("key") in keys for kv in attrs):
+            if not any(kv.__class__ is dict and kv.get("key") in _ANY_USAGE_KEYS for kv in attrs):
                 return
         else:
             raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
             if not any(h in raw for h in _USAGE_HINTS):
-                if factor is None or b"cpu.time" not in raw:
+                if b"cpu.time" not in raw:
                     return
-                # The common unsampled block of an estimated run: its only usage figure is its CPU time,
-                # read straight from the encoded text (decoding every block's attributes tripled compare's
-                # time on 100k spans); anything not written as runtel writes it is decoded below.
+                # The common unsampled block: its only usage figure is its CPU time (and, in an estimated run,
+                # the energy that makes), read straight from the encoded text (decoding every block's attributes
+                # tripled compare's time on 100k spans); anything not written as runtel writes it is decoded below.
                 cpu = _cpu_time_text(raw)
                 if cpu is not None:
-                    joules = estimated_joules(cpu, factor)
+                    self.cpu.add(cpu)
+                    joules = estimated_joules(cpu, factor) if factor is not None else None
                     if joules is not None:
                         self.energy.add(joules)
                     return
             attrs = raw
-        rss, gpu, energy = usage_figures(decode_attributes(attrs), self.cpu_energy)
+        decoded = decode_attributes(attrs)
+        cpu_time = _number(decoded.get(semconv.USAGE_CPU_TIME))
+        if cpu_time is not None:
+            self.cpu.add(cpu_time)
+        rss, gpu, energy = usage_figures(decoded, self.cpu_energy)
         if rss is not None:
             self.rss.add(rss)
         if gpu is not None:
@@ -157,6 +162,7 @@ class Usage:
     def merge(self, other: Usage) -> None:
         """Fold another group's usage in."""
         self.durations.merge(other.durations)
+        self.cpu.merge(other.cpu)
         self.rss.merge(other.rss)
         self.gpu.merge(other.gpu)
         self.energy.merge(other.energy)
@@ -468,6 +474,16 @@ def _stand_in_for_unended(record: RunRecord, roots: dict[str, Level], usage: boo
     merge_level(roots.setdefault(parent or "", {}), stand_in)
 
 
+def usage_totals(usage: Usage) -> dict[str, float]:
+    """A folded group's summed ``cpu_s`` and ``energy_j`` (each only when some of its spans recorded it)."""
+    out = {}
+    if usage.cpu.n:
+        out["cpu_s"] = round(usage.cpu.total, 9)
+    if usage.energy.n:
+        out["energy_j"] = usage.energy.total
+    return out
+
+
 def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str, Any]]:
     """A level as JSON: members as span nodes, folded groups as ``{"name", "count", "total_s", ...}`` nodes."""
     items: list[tuple[int, dict[str, Any]]] = []
@@ -487,6 +503,7 @@ def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str,
                 "name": group.name, "count": group.count, "total_s": round(group.total_ns / 1e9, 9),
                 "mean_s": round(group.total_ns / group.count / 1e9, 9), "min_s": round(max(group.min_ns, 0) / 1e9, 9),
                 "max_s": round(group.max_ns / 1e9, 9), "errors": group.errors,
+                **(usage_totals(group.usage) if group.usage is not None else {}),
                 "children": level_json(group.children, depth + 1, limit) if depth + 1 < limit else []}))
     items.sort(key=lambda item: item[0])
     return [node for _, node in items]
