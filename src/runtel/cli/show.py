@@ -25,7 +25,6 @@ from runtel.query.spanagg import (
     child_run_levels,
     level_json,
     spans_bytes,
-    usage_totals,
 )
 from runtel.query.spantree import MAX_TREE_DEPTH, build_span_tree, child_run_trees
 from runtel.query.tracker import match_record
@@ -436,8 +435,8 @@ def _add_levels(tree: Any, level: Level, depth: int = 1, estimated: bool = False
             label = (f"{escape(item.name)} ×{item.count}  total {render.format_duration(total)}, "
                      f"mean {render.format_duration(total / item.count)}, max {render.format_duration(item.max_ns / 1e9)}"
                      + (f" [red]{item.errors} error(s)[/red]" if item.errors else ""))
-            if item.usage is not None:
-                totals = usage_totals(item.usage)
+            if item.totals is not None:
+                totals = item.totals.as_json()
                 label += _group_usage_text(totals.get("cpu_s"), totals.get("energy_j"), estimated)
         else:
             attributes = item.attributes()
@@ -617,8 +616,8 @@ def _show(args: argparse.Namespace) -> int:
         own = [*record.get("problems", ()), *loss_notes(record), *stats.problems()]
         trees = build_span_tree(spans, children, own, cpu_energy=cpu_energy_factor(record))
     else:  # a large run: fold while reading, in bounded memory
-        graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems, usage=True)
-        agg = aggregate_run(run_dir, stats, graft, usage=True, cpu_energy=cpu_energy_factor(record))
+        graft = child_run_levels(run_id, run_dir.parent, {run_id}, problems, totals=True)
+        agg = aggregate_run(run_dir, stats, graft, totals=True, cpu_energy=cpu_energy_factor(record))
         span_count = agg.spans
         own = [*record.get("problems", ()), *loss_notes(record), *stats.problems(), *agg.problems()]
         folded = agg.root_level()

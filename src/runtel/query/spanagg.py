@@ -38,8 +38,8 @@ from runtel.rundir.reader import (
 )
 from runtel.rundir.schema import RunRecord, span_segments
 
-__all__ = ("FOLD_THRESHOLD", "FULL_TREE_BYTES", "Aggregate", "Group", "Node", "aggregate_run", "child_run_levels",
-           "spans_bytes", "usage_figures", "usage_totals")
+__all__ = ("FOLD_THRESHOLD", "FULL_TREE_BYTES", "Aggregate", "Group", "Node", "Totals", "aggregate_run", "child_run_levels",
+           "spans_bytes", "usage_figures")
 
 #: siblings with the same name are folded into one group when there are more than this many
 FOLD_THRESHOLD = 5
@@ -101,22 +101,20 @@ _RSS = f"{semconv.USAGE_MEMORY_PREFIX}{semconv.MEMORY_KIND_RSS}.max.{semconv.SCO
 _USAGE_HINTS = (b"memory.rss", b"gpu.memory", b"energy.total")
 _USAGE_KEYS = frozenset({_RSS, semconv.USAGE_GPU_MEMORY_TREE_MAX, semconv.USAGE_GPU_MEMORY_USED_MAX,
                          semconv.USAGE_ENERGY_TOTAL})
-_ANY_USAGE_KEYS = _USAGE_KEYS | {semconv.USAGE_CPU_TIME}
+_ESTIMATED_USAGE_KEYS = _USAGE_KEYS | {semconv.USAGE_CPU_TIME}
 
 
 class Usage:
-    """What ``compare`` and ``show`` aggregate of a group's spans: durations, CPU time, peak RSS, peak GPU memory,
-    energy.
+    """What ``compare`` aggregates of a group's spans: durations, peak RSS, peak GPU memory, energy.
 
     ``cpu_energy``: the run's CPU estimate in joules per CPU-second, for spans that record only CPU time.
     """
 
-    __slots__ = ("cpu", "cpu_energy", "durations", "energy", "gpu", "kind", "rss")
+    __slots__ = ("cpu_energy", "durations", "energy", "gpu", "kind", "rss")
 
     def __init__(self, cpu_energy: float | None = None) -> None:
         self.cpu_energy = cpu_energy
         self.durations = Acc()
-        self.cpu = Acc()  #: ``runtel.usage.cpu.time`` of the spans that have it
         self.rss = Acc()
         self.gpu = Acc()
         self.energy = Acc()
@@ -128,30 +126,27 @@ class Usage:
         if attrs is None:
             return
         factor = self.cpu_energy
+        estimated = factor is not None
         if attrs.__class__ is list:  # parsed already (the json path): look at the keys before decoding
-            if not any(kv.__class__ is dict and kv.get("key") in _ANY_USAGE_KEYS for kv in attrs):
+            keys = _ESTIMATED_USAGE_KEYS if estimated else _USAGE_KEYS
+            if not any(kv.__class__ is dict and kv.get("key") in keys for kv in attrs):
                 return
         else:
             raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
             if not any(h in raw for h in _USAGE_HINTS):
-                if b"cpu.time" not in raw:
+                if factor is None or b"cpu.time" not in raw:
                     return
-                # The common unsampled block: its only usage figure is its CPU time (and, in an estimated run,
-                # the energy that makes), read straight from the encoded text (decoding every block's attributes
-                # tripled compare's time on 100k spans); anything not written as runtel writes it is decoded below.
+                # The common unsampled block of an estimated run: its only usage figure is its CPU time,
+                # read straight from the encoded text (decoding every block's attributes tripled compare's
+                # time on 100k spans); anything not written as runtel writes it is decoded below.
                 cpu = _cpu_time_text(raw)
                 if cpu is not None:
-                    self.cpu.add(cpu)
-                    joules = estimated_joules(cpu, factor) if factor is not None else None
+                    joules = estimated_joules(cpu, factor)
                     if joules is not None:
                         self.energy.add(joules)
                     return
             attrs = raw
-        decoded = decode_attributes(attrs)
-        cpu_time = _number(decoded.get(semconv.USAGE_CPU_TIME))
-        if cpu_time is not None:
-            self.cpu.add(cpu_time)
-        rss, gpu, energy = usage_figures(decoded, self.cpu_energy)
+        rss, gpu, energy = usage_figures(decode_attributes(attrs), self.cpu_energy)
         if rss is not None:
             self.rss.add(rss)
         if gpu is not None:
@@ -162,11 +157,77 @@ class Usage:
     def merge(self, other: Usage) -> None:
         """Fold another group's usage in."""
         self.durations.merge(other.durations)
-        self.cpu.merge(other.cpu)
         self.rss.merge(other.rss)
         self.gpu.merge(other.gpu)
         self.energy.merge(other.energy)
         self.kind = self.kind or other.kind
+
+
+class Totals:
+    """What ``show`` sums of a folded group's spans: CPU time and energy (as each span's own line shows them).
+
+    Lighter than :class:`Usage` (no distributions): ``show`` of a large run pays it on every span. A span's
+    CPU time is read straight from the encoded text, and the estimate of the spans that carry only CPU time is
+    made once from their sum; only a span with an ``energy.total`` is decoded.
+    ``cpu_energy``: the run's CPU estimate (joules per CPU-second) for spans that record only CPU time.
+    """
+
+    __slots__ = ("cpu_energy", "cpu_s", "has_cpu", "has_energy", "recorded_j", "unpriced_s")
+
+    def __init__(self, cpu_energy: float | None = None) -> None:
+        self.cpu_energy = cpu_energy
+        self.cpu_s = 0.0
+        self.unpriced_s = 0.0  #: CPU time of the spans without an energy figure (the estimate's base)
+        self.recorded_j = 0.0  #: the energy figures the spans carry
+        self.has_cpu = False
+        self.has_energy = False
+
+    def add(self, attrs: object) -> None:
+        """One span's raw attributes (msgspec/bytes, or the parsed list of the json path)."""
+        if attrs is None:
+            return
+        if attrs.__class__ is not list:
+            raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
+            if b"energy.total" not in raw:
+                cpu = _cpu_time_text(raw)
+                if cpu is not None:
+                    self.cpu_s += cpu
+                    self.unpriced_s += cpu
+                    self.has_cpu = True
+                    return
+                if b"cpu.time" not in raw:
+                    return
+            attrs = raw
+        decoded = decode_attributes(attrs)
+        cpu_time = _number(decoded.get(semconv.USAGE_CPU_TIME))
+        energy = _number(decoded.get(semconv.USAGE_ENERGY_TOTAL))
+        if cpu_time is not None:
+            self.cpu_s += cpu_time
+            self.has_cpu = True
+            if energy is None:
+                self.unpriced_s += cpu_time
+        if energy is not None:
+            self.recorded_j += energy
+            self.has_energy = True
+
+    def merge(self, other: Totals) -> None:
+        """Fold another group's totals in."""
+        self.cpu_s += other.cpu_s
+        self.unpriced_s += other.unpriced_s
+        self.recorded_j += other.recorded_j
+        self.has_cpu = self.has_cpu or other.has_cpu
+        self.has_energy = self.has_energy or other.has_energy
+
+    def as_json(self) -> dict[str, float]:
+        """``cpu_s`` and ``energy_j``, each only when some of the spans recorded it (or, for the energy, its
+        CPU time was priced by the run's estimate)."""
+        out = {}
+        if self.has_cpu:
+            out["cpu_s"] = round(self.cpu_s, 9)
+        estimated = estimated_joules(self.unpriced_s, self.cpu_energy) if self.cpu_energy is not None else None
+        if self.has_energy or estimated is not None:
+            out["energy_j"] = self.recorded_j + (estimated or 0.0)
+        return out
 
 
 #: how runtel's encoder writes the CPU time (``rundir.otlp_json``: a float is always a doubleValue)
@@ -234,7 +295,8 @@ class Node:
 class Group:
     """Every span of one name under one parent (or under the members of one folded group)."""
 
-    __slots__ = ("children", "count", "errors", "first", "max_ns", "members", "min_ns", "name", "total_ns", "usage")
+    __slots__ = ("children", "count", "errors", "first", "max_ns", "members", "min_ns", "name", "total_ns", "totals",
+                 "usage")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -247,6 +309,7 @@ class Group:
         self.members: list[Node] | None = []  # None once folded
         self.children: Level = {}  # the members' children merged, once folded
         self.usage: Usage | None = None  # kept only for ``compare`` (``aggregate_spans(usage=True)``)
+        self.totals: Totals | None = None  # kept only for ``show`` (``aggregate_spans(totals=True)``)
 
     def _count(self, duration: int, status: int, start: int) -> None:
         self.count += 1
@@ -272,7 +335,7 @@ class Group:
         return self.members is None
 
 
-def add_node(level: Level, node: Node, usage: bool = False) -> None:
+def add_node(level: Level, node: Node, usage: bool = False, totals: bool = False) -> None:
     """Put one span into a level: as a member while its group is small, else into the group's totals."""
     group = level.get(node.name)
     if group is None:
@@ -281,9 +344,13 @@ def add_node(level: Level, node: Node, usage: bool = False) -> None:
             group.usage = Usage(node.cpu_energy)
             kind = node.attributes().get(semconv.SPAN_KIND)
             group.usage.kind = kind if isinstance(kind, str) else None
+        if totals:
+            group.totals = Totals(node.cpu_energy)
     group._count(node.duration_ns, node.status, node.start)
     if group.usage is not None:
         group.usage.add(node.duration_ns, node.attrs_raw)
+    if group.totals is not None:
+        group.totals.add(node.attrs_raw)
     if group.members is not None:
         group.members.append(node)
         if len(group.members) > FOLD_THRESHOLD:
@@ -300,6 +367,8 @@ def _merge_group(a: Group, b: Group) -> None:
     a.errors += b.errors
     if a.usage is not None and b.usage is not None:
         a.usage.merge(b.usage)
+    if a.totals is not None and b.totals is not None:
+        a.totals.merge(b.totals)
     a.first = b.first if a.first < 0 else (a.first if b.first < 0 else min(a.first, b.first))
     if a.members is not None and b.members is not None and len(a.members) + len(b.members) <= FOLD_THRESHOLD:
         a.members.extend(b.members)
@@ -348,7 +417,7 @@ class Aggregate:
 
 
 def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None = None, *,
-                    usage: bool = False, cpu_energy: float | None = None) -> Aggregate:
+                    usage: bool = False, totals: bool = False, cpu_energy: float | None = None) -> Aggregate:
     """Fold spans (file order) into an :class:`Aggregate`.
 
     ``graft`` are levels (child runs' trees) waiting for the span id they name as parent, as if written
@@ -393,10 +462,12 @@ def aggregate_spans(rows: Iterable[SpanRow], graft: Mapping[str, Level] | None =
                 group.first = start
             if usage:
                 group.usage.add(duration, attrs)  # type: ignore[union-attr]
+            if totals:
+                group.totals.add(attrs)  # type: ignore[union-attr]
             continue
         if attrs is not None and attrs.__class__ is not list:
             attrs = bytes(attrs)  # a view into the whole line (msgspec): keep only its own bytes
-        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}, cpu_energy), usage)
+        add_node(level, Node(name, sid, trace_id, start, duration, code, message, attrs, kids or {}, cpu_energy), usage, totals)
     agg.spans = count
     agg.roots = pending
     return agg
@@ -419,13 +490,14 @@ def spans_bytes(run_dir: Path) -> int:
 
 
 def aggregate_run(run_dir: Path, stats: LineStats, graft: Mapping[str, Level] | None = None, *,
-                  usage: bool = False, cpu_energy: float | None = None) -> Aggregate:
+                  usage: bool = False, totals: bool = False, cpu_energy: float | None = None) -> Aggregate:
     """:func:`aggregate_spans` of a run folder's spans (every segment), streamed."""
-    return aggregate_spans(iter_span_rows(run_dir, stats), graft, usage=usage, cpu_energy=cpu_energy)
+    return aggregate_spans(iter_span_rows(run_dir, stats), graft, usage=usage, totals=totals, cpu_energy=cpu_energy)
 
 
 def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str] | None = None,
-                     runs: Sequence[RunRecord] | None = None, *, usage: bool = False) -> dict[str, Level]:
+                     runs: Sequence[RunRecord] | None = None, *, usage: bool = False,
+                     totals: bool = False) -> dict[str, Level]:
     """Folded trees of the runs that name ``run_id`` as parent (recursively), by the span id they hang under.
 
     Without ``runs``, the run index finds them (or, without a usable index, a scan of every run.json).
@@ -441,10 +513,10 @@ def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str
             continue
         seen.add(child_id)
         stats = LineStats()
-        graft = child_run_levels(child_id, root, seen, problems, runs, usage=usage)
-        agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage,
+        graft = child_run_levels(child_id, root, seen, problems, runs, usage=usage, totals=totals)
+        agg = aggregate_run(Path(record.get("dir", "")), stats, graft, usage=usage, totals=totals,
                             cpu_energy=cpu_energy_factor(record))
-        _stand_in_for_unended(record, agg.roots, usage)
+        _stand_in_for_unended(record, agg.roots, usage, totals)
         for parent, level in agg.roots.items():
             merge_level(out.setdefault(parent, {}), level)
         if problems is not None:
@@ -453,7 +525,7 @@ def child_run_levels(run_id: str, root: Path, seen: set[str], problems: list[str
     return out
 
 
-def _stand_in_for_unended(record: RunRecord, roots: dict[str, Level], usage: bool) -> None:
+def _stand_in_for_unended(record: RunRecord, roots: dict[str, Level], usage: bool, totals: bool = False) -> None:
     """Hang a killed run's spans under a stand-in of its run span (as ``spantree`` does), not loose.
 
     ``roots`` holds the run's spans by the span id they name as parent; the run span of a run killed before
@@ -470,18 +542,8 @@ def _stand_in_for_unended(record: RunRecord, roots: dict[str, Level], usage: boo
     attrs = [{"key": semconv.SPAN_KIND, "value": {"stringValue": semconv.KIND_RUN}},
              {"key": semconv.RUN_ID, "value": {"stringValue": str(record.get("id"))}}]
     stand_in: Level = {}
-    add_node(stand_in, Node(name, span_id, trace_id, start, end - start, 2, UNENDED, attrs, level), usage)
+    add_node(stand_in, Node(name, span_id, trace_id, start, end - start, 2, UNENDED, attrs, level), usage, totals)
     merge_level(roots.setdefault(parent or "", {}), stand_in)
-
-
-def usage_totals(usage: Usage) -> dict[str, float]:
-    """A folded group's summed ``cpu_s`` and ``energy_j`` (each only when some of its spans recorded it)."""
-    out = {}
-    if usage.cpu.n:
-        out["cpu_s"] = round(usage.cpu.total, 9)
-    if usage.energy.n:
-        out["energy_j"] = usage.energy.total
-    return out
 
 
 def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str, Any]]:
@@ -503,7 +565,7 @@ def level_json(level: Level, depth: int = 0, limit: int = 128) -> list[dict[str,
                 "name": group.name, "count": group.count, "total_s": round(group.total_ns / 1e9, 9),
                 "mean_s": round(group.total_ns / group.count / 1e9, 9), "min_s": round(max(group.min_ns, 0) / 1e9, 9),
                 "max_s": round(group.max_ns / 1e9, 9), "errors": group.errors,
-                **(usage_totals(group.usage) if group.usage is not None else {}),
+                **(group.totals.as_json() if group.totals is not None else {}),
                 "children": level_json(group.children, depth + 1, limit) if depth + 1 < limit else []}))
     items.sort(key=lambda item: item[0])
     return [node for _, node in items]
