@@ -189,14 +189,21 @@ class Totals:
         if attrs.__class__ is not list:
             raw = attrs if isinstance(attrs, bytes) else bytes(attrs)  # type: ignore[call-overload]  # msgspec.Raw
             if b"energy.total" not in raw:
-                cpu = _cpu_time_text(raw)
-                if cpu is not None:
-                    self.cpu_s += cpu
-                    self.unpriced_s += cpu
-                    self.has_cpu = True
-                    return
-                if b"cpu.time" not in raw:
-                    return
+                at = raw.find(_CPU_TIME_HEAD)  # the first one: a sum for display (compare checks for a second)
+                if at < 0:
+                    if b"cpu.time" not in raw:
+                        return
+                else:
+                    start = at + _CPU_TIME_HEAD_LEN
+                    try:
+                        cpu = float(raw[start:raw.find(b"}", start)])
+                    except ValueError:
+                        cpu = math.nan
+                    if math.isfinite(cpu):
+                        self.cpu_s += cpu
+                        self.unpriced_s += cpu
+                        self.has_cpu = True
+                        return
             attrs = raw
         decoded = decode_attributes(attrs)
         cpu_time = _number(decoded.get(semconv.USAGE_CPU_TIME))
@@ -232,6 +239,7 @@ class Totals:
 
 #: how runtel's encoder writes the CPU time (``rundir.otlp_json``: a float is always a doubleValue)
 _CPU_TIME_HEAD = b'{"key":"' + semconv.USAGE_CPU_TIME.encode() + b'","value":{"doubleValue":'
+_CPU_TIME_HEAD_LEN = len(_CPU_TIME_HEAD)
 
 
 def _cpu_time_text(raw: bytes) -> float | None:
