@@ -71,6 +71,24 @@ _WEAK_TOKENS: Final = frozenset(
 # secret key in a config ("--key K", "-p P" for mysql/sshpass, "-u user:pass" for curl).
 _ARGV_SECRET_NAMES: Final = frozenset({"key", "p"})
 _ARGV_USER_NAMES: Final = frozenset({"u", "user", "proxy-user", "U"})
+# Programs whose "-p" is a flag or a value that is no credential ("mkdir -p build", "pytest -p plugin", "read -p
+# PROMPT"). None of them runs another command from its own arguments (ssh, docker, sudo, xargs are left out: their
+# "-p" may belong to the command they run, "ssh host mysql -p pw"); any other program keeps the conservative rule.
+_P_NOT_A_PASSWORD: Final = frozenset({
+    "mkdir", "cp", "ls", "install", "tar", "scp", "rsync", "patch", "ps", "pgrep", "pkill", "lsof", "top", "htop",
+    "git", "pytest", "py.test", "read", "psql", "pg_dump", "pg_dumpall", "pg_restore", "pg_isready", "createdb",
+    "dropdb", "pg_basebackup", "gunicorn", "tensorboard", "pip", "pip3", "nvidia-smi", "ulimit", "iperf3",
+    "redis-cli",
+})
+# A "-p" value shaped like a number or a port mapping ("-p 0.5", "-p 8080:80", "-p 127.0.0.1:8080:80/tcp") is kept.
+_P_NUMBER: Final = re.compile(
+    r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?:\d{1,3}(?:\.\d{1,3}){3}:)?\d+(?:-\d+)?:\d+(?:-\d+)?(?:/[a-z]+)?"
+)
+# Words that end one shell command and start the next ("a && b", "if x; then b", "(cd x; b)").
+_COMMAND_BREAKS: Final = frozenset({"&&", "||", "|", "|&", ";", "&", "(", "{", "!", "then", "do", "else", "elif"})
+# Inside a word, these may start another command whose end is not known ("x;mysql", "$(mysql", "`mysql"): the
+# words after it get no program, so the conservative rule.
+_HIDDEN_BREAK: Final = re.compile(r"[;&|`()<>]|\$\(")
 # ... or has one of these adjacent word pairs ("api_key" is covered by "apikey" once separators are dropped).
 _KEY_QUALIFIERS: Final = frozenset({"ssh", "client", "master", "license", "app", "service", "account", "storage"})
 
@@ -800,11 +818,16 @@ class Redactor:
         """
         return self._redact_words(argv, split=True)
 
-    def _redact_words(self, argv: Sequence[object], *, split: bool, depth: int = 0) -> list[str]:
+    def _redact_words(self, argv: Sequence[object], *, split: bool, depth: int = 0,
+                      programs: Sequence[str] | None = None) -> list[str]:
+        """``programs``: the program each word belongs to (a command line's words); else the first word's."""
         out: list[str] = []
         hide_next = ""
-        for raw in argv:
+        program = _program_name(str(argv[0])) if argv and programs is None else ""
+        for index, raw in enumerate(argv):
             arg = str(raw)
+            if programs is not None:
+                program = programs[index]
             if (split and not hide_next and (" " in arg or "\t" in arg or "\n" in arg) and arg[:1] != "-"
                     and not self._is_secret_pair(arg) and len(arg) <= _COMMAND_TEXT_MAX
                     and (depth == 0 or _SHELL_WORD.fullmatch(arg) is None)):  # inside: only several words
@@ -814,12 +837,14 @@ class Redactor:
                 mode, hide_next = hide_next, ""
                 # After --password anything but another long option is the value (it may start with "-").
                 if not arg.startswith("--" if mode == "long" else "-"):
-                    if mode == "user":
+                    if mode == "user" and _UID_GID.fullmatch(arg) is not None:
+                        out.append(arg)  # "-u 1000:1000" (docker, podman): ids, no password
+                    elif mode == "user":
                         quote = arg[0] if len(arg) > 1 and arg[0] in "'\"" and arg[-1] == arg[0] else ""
                         user, colon, _ = arg.strip(quote).partition(":") if quote else arg.partition(":")
                         out.append(f"{quote}{user}:{REDACTED}{quote}" if colon else self.redact_text(arg))
-                    elif mode == "short" and arg.isdigit():
-                        out.append(arg)
+                    elif mode == "short" and _P_NUMBER.fullmatch(arg) is not None:
+                        out.append(arg)  # a port, a probability, a port mapping
                     else:
                         out.append(REDACTED)
                     continue
@@ -862,7 +887,8 @@ class Redactor:
                     continue
                 if not long_form and name == "p":
                     out.append(arg)
-                    hide_next = "short"
+                    if program not in _P_NOT_A_PASSWORD:
+                        hide_next = "short"
                     continue
             else:
                 pair = _compiled().env_pair.fullmatch(arg)
@@ -893,10 +919,44 @@ class Redactor:
             words.append(bare)
             last = match.end()
         # a quoted command inside is parsed too (a shorter text each level, and at most 8 levels)
-        redacted = self._redact_words(words, split=depth < 8, depth=depth + 1)
+        redacted = self._redact_words(words, split=depth < 8, depth=depth + 1, programs=_programs(words, pieces, tails))
         out = [piece + (quote + word + quote if quote and word != REDACTED else word) + tail
                for piece, word, tail, quote in zip(pieces, redacted, tails, quotes, strict=True)]
         return "".join(out) + text[last:]
+
+
+_UID_GID: Final = re.compile(r"\d+:\d+")
+_ASSIGNMENT: Final = re.compile(r"[A-Za-z_]\w*=")
+
+
+def _program_name(word: str) -> str:
+    """The program a command word names: ``/usr/bin/mkdir`` -> ``mkdir``."""
+    return word.rpartition("/")[2]
+
+
+def _programs(words: Sequence[str], gaps: Sequence[str], tails: Sequence[str]) -> list[str]:
+    """The program each word of a command line belongs to: the first word after a break, past ``NAME=v``.
+
+    ``gaps``: the text before each word (a newline there ends a command). Where a word may hide the start of
+    another command, the words after it belong to no known program until the next break.
+    """
+    programs: list[str] = []
+    program = ""
+    starting = True
+    for word, gap, tail in zip(words, gaps, tails, strict=True):
+        if word in _COMMAND_BREAKS or "\n" in gap:
+            starting = True
+            if word in _COMMAND_BREAKS:
+                programs.append("")
+                continue
+        if starting and _ASSIGNMENT.match(word) is None:
+            program, starting = _program_name(word), False
+        if _HIDDEN_BREAK.search(word) is not None:
+            program = ""
+        programs.append(program)
+        if tail:  # "x;" "x&&": the next word starts a command
+            starting = True
+    return programs
 
 
 def _pair_key_name(raw: bytes | bytearray) -> str:

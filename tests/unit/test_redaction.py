@@ -701,3 +701,30 @@ def test_flat_name_value_pairs_follow_the_dict_rule() -> None:
     assert r.hide_flat_named_values(dict(nested)) == {"c.api.name": "API_TOKEN", "c.api.value.prod": REDACTED,
                                                       "c.api.value.dev": REDACTED}
     assert r.hide_flat_named_values({"name": "TOKEN", "value": "t"}) == {"name": "TOKEN", "value": REDACTED}
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    # "-p" of programs where it is no password, and values that are numbers or port mappings, stay: a run of
+    # "mkdir -p build && ..." must stay reproducible
+    (["mkdir", "-p", "build"], ["mkdir", "-p", "build"]),
+    (["/usr/bin/pytest", "-p", "no:cacheprovider"], ["/usr/bin/pytest", "-p", "no:cacheprovider"]),
+    (["bash", "-c", "mkdir -p build && cd build"], ["bash", "-c", "mkdir -p build && cd build"]),
+    (["bash", "-c", "A=1 mkdir -p out; read -p 'Go? ' x"], ["bash", "-c", "A=1 mkdir -p out; read -p 'Go? ' x"]),
+    (["train.py", "-p", "0.5", "-q", "1e-3"], ["train.py", "-p", "0.5", "-q", "1e-3"]),
+    (["docker", "run", "-p", "8080:80", "-p", "127.0.0.1:9090:90/tcp", "-u", "1000:1000", "img"],
+     ["docker", "run", "-p", "8080:80", "-p", "127.0.0.1:9090:90/tcp", "-u", "1000:1000", "img"]),
+    # ... and every other program keeps the conservative rule, including one started after a safe one
+    (["bash", "-c", "mkdir -p x && mysql -u root -p pw"], ["bash", "-c", f"mkdir -p x && mysql -u root -p {REDACTED}"]),
+    (["bash", "-c", "mkdir -p x;mysql -p pw"], ["bash", "-c", f"mkdir -p x;mysql -p {REDACTED}"]),
+    (["bash", "-c", "mkdir -p x\nmysql -p pw"], ["bash", "-c", f"mkdir -p x\nmysql -p {REDACTED}"]),
+    (["bash", "-c", "mkdir -p a|sshpass -p pw ssh h"], ["bash", "-c", f"mkdir -p a|sshpass -p {REDACTED} ssh h"]),
+    (["bash", "-c", "mkdir -p `sshpass -p pw ssh h ls`"], ["bash", "-c", f"mkdir -p `sshpass -p {REDACTED} ssh h ls`"]),
+    (["ssh", "host", "mysql", "-p", "pw"], ["ssh", "host", "mysql", "-p", REDACTED]),  # ssh runs a command
+    (["sudo", "mkdir", "-p", "d"], ["sudo", "mkdir", "-p", REDACTED]),  # over-redacted: a wrapper is not followed
+    (["docker", "login", "-u", "bob", "-p", "pw"], ["docker", "login", "-u", "bob", "-p", REDACTED]),
+    (["curl", "-u", "bob:123"], ["curl", "-u", f"bob:{REDACTED}"]),
+])
+def test_short_p_is_a_password_only_where_it_may_be(argv: list[str], expected: list[str]) -> None:
+    """The program a ``-p`` belongs to decides: a short list of programs whose ``-p`` is known to be no
+    credential keeps its value; a value shaped like a number or port mapping is kept everywhere."""
+    assert Redactor().redact_argv(argv) == expected

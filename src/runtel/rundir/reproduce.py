@@ -117,6 +117,12 @@ def render_reproduce_script(
     words = [_quote_arg(str(a), toplevel) for a in argv]  # the interpreter is not mapped: a venv is untracked
     if str(argv[0]).endswith(".py") or argv[0] in _PYTHON_FLAGS:
         words = [shlex.quote(python_executable or "python3"), *words]
+    if any(REDACTED in str(a) for a in argv):
+        # running "[REDACTED]" as the password or a file name would be a different run, quietly: refuse (as
+        # `runtel reproduce` does) and leave the line for the user to complete
+        lines.append(f'echo "runtel: the recorded command line contains redacted values ({REDACTED}); put the'
+                     ' hidden values back in the exec line of this script and delete this line and the next" >&2')
+        lines.append("exit 1")
     lines.append("exec " + " ".join(words))
     return "\n".join(lines) + "\n"
 
