@@ -82,6 +82,29 @@ def default_run_name(command: Sequence[str]) -> str:
         return Path(arg).stem or exe
     return exe
 
+def command_script(command: Sequence[str]) -> str:
+    """The file whose repository is the run's project: an interpreter's script, or a command given by its path.
+
+    ``""`` when there is none (``bash -c ...``, ``python -m pkg``, a tool found on PATH): the working
+    directory's repository is then the project. Never the wrapper's own entry point, whose repository is
+    runtel's install, not the user's code.
+    """
+    exe = command[0] if command else ""
+    if not _INTERPRETER.match(Path(exe).name):
+        return os.path.abspath(exe) if os.sep in exe and os.path.isfile(exe) else ""
+    args = iter(command[1:])
+    for arg in args:
+        if arg in ("-m", "-c", "-"):
+            return ""
+        if arg in _PY_OPTS_WITH_ARG:
+            next(args, None)
+            continue
+        if arg.startswith("-"):
+            continue
+        return os.path.abspath(arg) if os.path.isfile(arg) else ""
+    return ""
+
+
 def _check_writable(root: Path) -> str | None:
     """None if run folders can be created under ``root``, else a one-line reason."""
     try:
@@ -163,7 +186,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if runtime.monitor is not None:  # measure the command, never the wrapper (also at run start)
             runtime.monitor.set_roots([], include_self=False)
     attributes: dict[str, Any] = {"runtel.command": shown}
-    run_span = runtel.run_span(name, tags=args.tag, telemetry=args.telemetry, **attributes)
+    run_span = runtel.RunSpan(name, tags=args.tag, telemetry=args.telemetry, attributes=attributes,
+                              _script=command_script(command))
     started = time.monotonic()
     with run_span as run:
         for sig in _FORWARDED:

@@ -115,6 +115,7 @@ class RunSpan:
         telemetry: str | None = None,
         attributes: Mapping[str, Any] | None = None,
         _argv: list[str] | None = None,
+        _script: str | None = None,
     ) -> None:
         # Wrong types are coerced or dropped here, with one warning (ConfigError in strict mode), so
         # nothing about them can fail later inside the user's ``with`` statement.
@@ -126,10 +127,18 @@ class RunSpan:
         self._telemetry = coerce_telemetry(telemetry)
         self._attributes = dict(attributes or {})
         self._argv = _argv
+        # the file whose repository is the project ("" none: the cwd's); None: found from argv (runtel run says)
+        self._script = _script
         # One (run, context token) per entry still open: the object may be entered from several threads or
         # tasks at once (or nested), and each exit must end the run its own entry opened.
         self._entries: list[tuple[Run, object]] = []
         self._entries_lock = threading.Lock()
+
+    def _script_of(self, argv: list[str]) -> str | None:
+        """The file whose repository is the project, or None for the working directory's."""
+        if self._script is not None:
+            return self._script or None
+        return _script_path(argv)
 
     # --- sync -----------------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -186,7 +195,7 @@ class RunSpan:
         name = (self._name or (Path(notebook).stem if notebook else "")
                 or (_program_name(argv[0]) if argv and argv[0] not in ("", "-c") else "") or "run")
         if _sdk.current_runtime() is None and not settings.disabled:
-            _prefetch_git(argv, settings, self._telemetry)
+            _prefetch_git(self._script_of(argv), settings, self._telemetry)
         runtime = _sdk.get_runtime()
         run: Run | None = None
         token: object = None
@@ -212,7 +221,7 @@ def _detach(token: object) -> None:
             otel_context.detach(token)  # type: ignore[arg-type]
 
 
-def _prefetch_git(argv: list[str], settings: Settings, telemetry: str | None) -> None:
+def _prefetch_git(script: str | None, settings: Settings, telemetry: str | None) -> None:
     """First run of the process: start the git queries before building the runtime (see ``git.prefetch``)."""
     if (settings.telemetry if telemetry is None else telemetry) == "off":
         return
@@ -220,7 +229,6 @@ def _prefetch_git(argv: list[str], settings: Settings, telemetry: str | None) ->
         from runtel.environment.git import prefetch  # deferred: runtel.environment.git (~7 ms)
 
         cwd = os.getcwd()
-        script = _script_path(argv)
         prefetch([p for p in (script, cwd) if p], env=settings.env)
 
 
@@ -236,7 +244,7 @@ def _open(runtime: _sdk.Runtime, settings: Settings, name: str, spec: RunSpan, a
     run = _new_run(settings, name, start_ns)
     run.start_mono_ns = start_mono_ns
     run._redactor = runtime.redactor  # process-wide: its cache of key verdicts carries over between runs
-    env_info = _capture_environment(runtime, settings, level, argv)
+    env_info = _capture_environment(runtime, settings, level, argv, spec._script_of(argv))
     runtime.ensure_built(name)
     parent_ctx, parent = _find_parent(run, parent_run, settings)
     attributes: dict[str, Any] = {
@@ -333,7 +341,8 @@ def _new_run(settings: Settings, name: str, start_ns: int) -> Run:
 _ID_ATTEMPTS = 64
 
 
-def _capture_environment(runtime: _sdk.Runtime, settings: Settings, level: str, argv: list[str]) -> Environment | None:
+def _capture_environment(runtime: _sdk.Runtime, settings: Settings, level: str, argv: list[str],
+                         script: str | None) -> Environment | None:
     """The environment at ``level`` (the first capture of the process is kept on the runtime)."""
     env_info = None
     with guard("environment", "capture the environment"):
@@ -349,7 +358,7 @@ def _capture_environment(runtime: _sdk.Runtime, settings: Settings, level: str, 
             env=settings.env,
             argv=argv,
             cwd=os.getcwd(),
-            script_path=_script_path(argv),
+            script_path=script,
             redactor=runtime.redactor,
             git_diff_max_bytes=settings.git_diff_max_bytes,
             gpus=gpus,
