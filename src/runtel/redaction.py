@@ -816,7 +816,13 @@ class Redactor:
         through the same rules: words as a shell splits them (a quoted value is one word, quotes kept), the
         blanks between them and a trailing ``;``/``&``/``|`` kept.
         """
-        return self._redact_words(argv, split=True)
+        words = [str(a) for a in argv]
+        programs = None
+        if words and _program_name(words[0]) in _WRAPPERS and "--" in words:  # runtel run [...] -- CMD ...
+            cut = words.index("--") + 1
+            programs = [_program_name(words[0])] * cut + [_program_name(words[cut])] * (len(words) - cut) \
+                if cut < len(words) else None
+        return self._redact_words(words, split=True, programs=programs)
 
     def _redact_words(self, argv: Sequence[object], *, split: bool, depth: int = 0,
                       programs: Sequence[str] | None = None) -> list[str]:
@@ -925,6 +931,8 @@ class Redactor:
         return "".join(out) + text[last:]
 
 
+#: entry points whose argv ends in ``-- CMD ...``: CMD's words belong to CMD (``runtel run -- mkdir -p build``)
+_WRAPPERS: Final = frozenset({"runtel", "__main__.py"})
 _UID_GID: Final = re.compile(r"\d+:\d+")
 _ASSIGNMENT: Final = re.compile(r"[A-Za-z_]\w*=")
 

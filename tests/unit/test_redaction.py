@@ -707,6 +707,9 @@ def test_flat_name_value_pairs_follow_the_dict_rule() -> None:
     # "-p" of programs where it is no password, and values that are numbers or port mappings, stay: a run of
     # "mkdir -p build && ..." must stay reproducible
     (["mkdir", "-p", "build"], ["mkdir", "-p", "build"]),
+    (["/v/bin/runtel", "run", "--", "mkdir", "-p", "b"], ["/v/bin/runtel", "run", "--", "mkdir", "-p", "b"]),
+    (["/s/runtel/__main__.py", "run", "--", "sshpass", "-p", "pw", "ssh"],
+     ["/s/runtel/__main__.py", "run", "--", "sshpass", "-p", REDACTED, "ssh"]),  # the wrapper's CMD decides
     (["/usr/bin/pytest", "-p", "no:cacheprovider"], ["/usr/bin/pytest", "-p", "no:cacheprovider"]),
     (["bash", "-c", "mkdir -p build && cd build"], ["bash", "-c", "mkdir -p build && cd build"]),
     (["bash", "-c", "A=1 mkdir -p out; read -p 'Go? ' x"], ["bash", "-c", "A=1 mkdir -p out; read -p 'Go? ' x"]),
